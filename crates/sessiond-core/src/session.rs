@@ -1,0 +1,126 @@
+//! The session record, its principal, states and ending reasons.
+
+use crate::clock::Timestamp;
+use crate::token::{random_id, Handle, TokenHash};
+use serde::{Deserialize, Serialize};
+
+/// Who owns a session's work: `anon:<random>` before sign-in, `user:<id>` after.
+/// Drafts are keyed by principal, so an anonymous principal's work can move to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Principal(pub String);
+
+impl Principal {
+    pub fn anonymous() -> Self {
+        Principal(format!("anon:{}", random_id(12)))
+    }
+    pub fn user(id: &str) -> Self {
+        Principal(format!("user:{id}"))
+    }
+    pub fn is_anonymous(&self) -> bool {
+        self.0.starts_with("anon:")
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Stored state. "Warned" is not stored: it is derived from the clock (see
+/// [`crate::lifecycle::view_state`]) so that it can never disagree with the deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Active,
+    Ended,
+}
+
+/// Why a session ended. `heartbeat_lost` is a connection's ending, not a session's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    SignedOut,
+    IdleTimeout,
+    AbsoluteTimeout,
+    Revoked,
+}
+
+impl EndReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndReason::SignedOut => "signed_out",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::AbsoluteTimeout => "absolute_timeout",
+            EndReason::Revoked => "revoked",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "signed_out" => EndReason::SignedOut,
+            "idle_timeout" => EndReason::IdleTimeout,
+            "absolute_timeout" => EndReason::AbsoluteTimeout,
+            "revoked" => EndReason::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One browser's session. Holds only the token's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub handle: Handle,
+    pub token_hash: TokenHash,
+    pub principal: Principal,
+    /// The signed-in user's id, `None` while anonymous.
+    pub user_id: Option<String>,
+    pub role: String,
+    pub state: SessionState,
+    pub end_reason: Option<EndReason>,
+    pub ended_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    /// Last user activity (pointer, keys, explicit activity call); resets the idle deadline.
+    pub last_activity_at: Timestamp,
+    /// Last time anything was heard from the session (including heartbeats).
+    pub last_seen_at: Timestamp,
+    pub idle_expires_at: Timestamp,
+    pub absolute_expires_at: Timestamp,
+    /// Client IP as seen after trusted proxies, at creation or last sign-in.
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Rooms the sign-in ticket allows; `None` means any room.
+    pub allowed_rooms: Option<Vec<String>>,
+}
+
+impl Session {
+    pub fn is_active(&self) -> bool {
+        self.state == SessionState::Active
+    }
+    /// Whether the ticket restrictions (if any) allow joining `room`.
+    pub fn may_join(&self, room: &str) -> bool {
+        self.allowed_rooms.as_ref().is_none_or(|rs| rs.iter().any(|r| r == room))
+    }
+}
+
+// TokenHash travels through serde as hex (stores that keep JSON, e.g. Redis).
+impl Serialize for TokenHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        TokenHash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("invalid token hash"))
+    }
+}
