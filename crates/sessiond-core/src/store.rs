@@ -91,6 +91,16 @@ pub trait Store: Send + Sync + 'static {
         last_seen_at: Timestamp,
         idle_expires_at: Timestamp,
     ) -> Result<bool>;
+    /// Applies many [`Store::touch_session`]s, each
+    /// `(handle, last_activity_at, last_seen_at, idle_expires_at)`, so the server can
+    /// flush coalesced activity in one round trip. Backends with transactions override
+    /// it to write the batch at once; ended or missing sessions are skipped.
+    async fn touch_sessions(&self, touches: &[(Handle, Timestamp, Timestamp, Timestamp)]) -> Result<()> {
+        for (h, activity, seen, idle) in touches {
+            self.touch_session(h, *activity, *seen, *idle).await?;
+        }
+        Ok(())
+    }
     /// Ends an active session. Exactly one caller gets `Some` (the ended record); every
     /// other concurrent or later call gets `None`.
     async fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp) -> Result<Option<Session>>;

@@ -1,0 +1,118 @@
+//! Request authentication: the session token from `Authorization: Bearer` or the cookie,
+//! the cross-origin check for cookie-authenticated writes, and the admin API key.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method};
+use sessiond_core::Session;
+use subtle::ConstantTimeEq;
+
+/// Where the token came from; cookies need CSRF protection, bearer tokens do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Bearer,
+    Cookie,
+}
+
+/// The raw token of the request, if any (not validated).
+pub fn request_token(headers: &HeaderMap, cookie_name: &str) -> Option<(String, TokenSource)> {
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        if let Some(t) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+            return Some((t.trim().to_owned(), TokenSource::Bearer));
+        }
+    }
+    cookie_value(headers, cookie_name).map(|t| (t, TokenSource::Cookie))
+}
+
+/// The value of cookie `name` (the first one, if the browser sent several).
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_owned())
+}
+
+/// Refuses state-changing cookie-authenticated requests from another origin. Requests
+/// without `Origin` and `Sec-Fetch-Site` (curl, server-to-server) carry no ambient
+/// browser credentials risk and pass.
+pub fn check_origin(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    origin_allowed(state, headers)
+}
+
+/// Whether the request's `Origin` (or `Sec-Fetch-Site`) is this server or an allowed origin.
+pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if let Some(origin) = origin {
+        if origin == "null" {
+            return Err(ApiError::ForbiddenOrigin);
+        }
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let own = origin.split_once("://").map(|(_, rest)| rest) == Some(host);
+        if own || state.config.allowed_origins.iter().any(|o| o == origin) {
+            return Ok(());
+        }
+        return Err(ApiError::ForbiddenOrigin);
+    }
+    match fetch_site {
+        Some("cross-site") | Some("same-site") => Err(ApiError::ForbiddenOrigin),
+        _ => Ok(()),
+    }
+}
+
+/// A live session (validated, not touched). Use [`crate::sessions::SessionService`] to
+/// record activity where a request counts as such.
+pub struct Authed {
+    pub session: Session,
+    pub source: TokenSource,
+    pub token: String,
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (token, source) =
+            request_token(&parts.headers, &state.config.cookie.name).ok_or(ApiError::Unauthenticated)?;
+        if source == TokenSource::Cookie {
+            check_origin(state, &parts.method, &parts.headers)?;
+        }
+        let session = state.sessions.authenticate(&token, false).await?;
+        Ok(Authed { session, source, token })
+    }
+}
+
+/// A caller holding one of the configured API keys.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::Forbidden("an API key is required".into()))?;
+        let mut ok = false;
+        for k in &state.config.api_keys {
+            // Constant time per key; every key is compared so timing does not say which.
+            ok |= bool::from(k.as_bytes().ct_eq(key.as_bytes()));
+        }
+        if ok {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Forbidden("invalid API key".into()))
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The server's error enum and its one mapping to RFC 9457 problem+json responses.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use sessiond_core::{CoreError, EndReason, StoreError};
+
+/// Everything a handler can fail with. Internal causes are logged, never sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no valid session")]
+    Unauthenticated,
+    #[error("session ended: {0}")]
+    SessionEnded(EndReason),
+    #[error("request from a disallowed origin")]
+    ForbiddenOrigin,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("{detail}")]
+    Invalid { code: &'static str, detail: String },
+    #[error("invalid ticket: {0}")]
+    InvalidTicket(String),
+    #[error("not found")]
+    NotFound,
+    /// A conditional write lost; `current` is what is stored now.
+    #[error("conflict")]
+    Conflict { current: serde_json::Value },
+    #[error("idempotency key reused with a different request")]
+    IdempotencyMismatch,
+    #[error("{detail}")]
+    TooLarge { code: &'static str, detail: String },
+    #[error("unsupported content type {0}")]
+    UnsupportedMediaType(String),
+    #[error("store unavailable")]
+    StoreUnavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        ApiError::Invalid { code: "invalid_request", detail: detail.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated | ApiError::SessionEnded(_) | ApiError::InvalidTicket(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::ForbiddenOrigin | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::SessionEnded(_) => "session_expired",
+            ApiError::ForbiddenOrigin => "forbidden_origin",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Invalid { code, .. } => code,
+            ApiError::InvalidTicket(_) => "invalid_ticket",
+            ApiError::NotFound => "not_found",
+            ApiError::Conflict { .. } => "conflict",
+            ApiError::IdempotencyMismatch => "idempotency_mismatch",
+            ApiError::TooLarge { code, .. } => code,
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "Not signed in",
+            ApiError::SessionEnded(_) => "Session expired",
+            ApiError::ForbiddenOrigin => "Origin not allowed",
+            ApiError::Forbidden(_) => "Forbidden",
+            ApiError::Invalid { .. } => "Invalid request",
+            ApiError::InvalidTicket(_) => "Invalid ticket",
+            ApiError::NotFound => "Not found",
+            ApiError::Conflict { .. } => "Conflict",
+            ApiError::IdempotencyMismatch => "Idempotency key reused",
+            ApiError::TooLarge { .. } => "Payload too large",
+            ApiError::UnsupportedMediaType(_) => "Unsupported media type",
+            ApiError::StoreUnavailable(_) => "Store unavailable",
+            ApiError::Internal(_) => "Internal error",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => ApiError::StoreUnavailable(m),
+            StoreError::Corrupt(m) => ApiError::Internal(m),
+            StoreError::TooLarge { limit } => ApiError::TooLarge {
+                code: "payload_too_large",
+                detail: format!("body exceeds the limit of {limit} bytes"),
+            },
+            StoreError::QuotaExceeded { quota } => ApiError::TooLarge {
+                code: "quota_exceeded",
+                detail: format!("attachment quota of {quota} bytes exceeded"),
+            },
+            StoreError::Body(m) => ApiError::invalid(format!("request body failed: {m}")),
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Invalid { what: "conversation id", why } => {
+                ApiError::Invalid { code: "invalid_conversation", detail: format!("invalid conversation id: {why}") }
+            }
+            e => ApiError::invalid(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::StoreUnavailable(m) => tracing::warn!(cause = %m, "store unavailable"),
+            ApiError::Internal(m) => tracing::error!(cause = %m, "internal error"),
+            _ => {}
+        }
+        let detail = match &self {
+            ApiError::StoreUnavailable(_) => "the session store cannot be reached; retry shortly".to_owned(),
+            ApiError::Internal(_) => "an internal error occurred".to_owned(),
+            e => e.to_string(),
+        };
+        let mut body = serde_json::json!({
+            "type": "about:blank",
+            "title": self.title(),
+            "status": status.as_u16(),
+            "code": self.code(),
+            "detail": detail,
+        });
+        match &self {
+            ApiError::SessionEnded(r) => body["reason"] = r.as_str().into(),
+            ApiError::Conflict { current } => body["current"] = current.clone(),
+            _ => {}
+        }
+        let mut resp = (status, body.to_string()).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if matches!(self, ApiError::StoreUnavailable(_)) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

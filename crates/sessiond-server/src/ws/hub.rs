@@ -1,0 +1,635 @@
+//! The connection registry: every live WebSocket connection by id and by session handle,
+//! the rooms and their members, and the one heartbeat timer queue for all connections.
+//!
+//! Everything sits behind one std mutex that is never held across an `.await`; every
+//! message to a connection goes through its bounded queue with `try_send`, so a slow
+//! reader is cut off (close 4005) instead of growing memory. Messages about one room are
+//! enqueued under the lock, so every member sees a room's events in the same order.
+
+use super::protocol::{close, LeftReason, Member, ServerMsg, SnapshotBody};
+use crate::bus::{Bus, Event};
+use crate::config::WsConfig;
+use axum::extract::ws::Utf8Bytes;
+use sessiond_core::clock::to_rfc3339;
+use sessiond_core::policy::Policy;
+use sessiond_core::timer::DeadlineQueue;
+use sessiond_core::{EndReason, Handle, Session, Timestamp};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, Notify};
+
+/// What the hub hands a connection task to write.
+#[derive(Debug)]
+pub enum Outbound {
+    Text(Utf8Bytes),
+    /// A WebSocket protocol ping (browsers answer it themselves).
+    Ping,
+}
+
+/// The few words shared between a connection task and the hub: when the client was last
+/// heard (monotonic ms, written by the task on every frame, read by the timer) and the
+/// close the hub asked for.
+#[derive(Debug)]
+pub struct ConnShared {
+    last_heard: AtomicI64,
+    close_code: AtomicU16,
+    pub wake: Notify,
+}
+
+impl ConnShared {
+    pub fn new(now_ms: i64) -> Self {
+        ConnShared { last_heard: AtomicI64::new(now_ms), close_code: AtomicU16::new(0), wake: Notify::new() }
+    }
+    pub fn heard(&self, now_ms: i64) {
+        self.last_heard.store(now_ms, Ordering::Relaxed);
+    }
+    pub fn last_heard(&self) -> i64 {
+        self.last_heard.load(Ordering::Relaxed)
+    }
+    /// Asks the task to close with `code`; the first request wins.
+    pub fn close(&self, code: u16) {
+        let _ = self.close_code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+    pub fn close_code(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::SeqCst) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+}
+
+struct Conn {
+    tx: mpsc::Sender<Outbound>,
+    shared: Arc<ConnShared>,
+    member: Member,
+    handle: Handle,
+    rooms: Vec<String>,
+    connected_at: Timestamp,
+    interval_ms: i64,
+    lost_after_ms: i64,
+    next_ping_at: i64,
+}
+
+#[derive(Default)]
+struct HubState {
+    conns: HashMap<u64, Conn>,
+    by_handle: HashMap<Handle, Vec<u64>>,
+    /// Members in join order.
+    rooms: HashMap<String, Vec<u64>>,
+    /// Next heartbeat event per connection (monotonic ms): a ping or the loss check.
+    timers: DeadlineQueue<u64>,
+    closed: bool,
+}
+
+/// A connection declared lost by the heartbeat (audited by the caller).
+#[derive(Debug, Clone)]
+pub struct LostConn {
+    pub handle: Handle,
+    pub member: Member,
+    pub rooms: Vec<String>,
+    pub silent_ms: i64,
+}
+
+/// Follow-up work of a hub operation that needs the store (done outside the lock).
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Effects {
+    /// Rooms whose last member left: their snapshot starts its retention.
+    pub emptied: Vec<String>,
+    pub lost: Vec<LostConn>,
+    slow: Vec<u64>,
+}
+
+impl Effects {
+    pub fn is_empty(&self) -> bool {
+        self.emptied.is_empty() && self.lost.is_empty()
+    }
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    TooManyConnections,
+    ShuttingDown,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    TooManyRooms,
+    /// The connection is gone (closed meanwhile).
+    Gone,
+}
+
+/// One admin view of a connection.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnInfo {
+    pub connection_id: String,
+    pub handle: String,
+    pub principal: String,
+    pub role: String,
+    pub rooms: Vec<String>,
+    pub connected_at: String,
+}
+
+pub struct Hub {
+    state: Mutex<HubState>,
+    next_id: AtomicU64,
+    epoch: tokio::time::Instant,
+    /// Wakes the timer task when a deadline earlier than its current sleep appears.
+    pub(crate) timer_wake: Notify,
+    node_id: String,
+    bus: Bus,
+    max_rooms: usize,
+    max_connections: usize,
+    started: AtomicBool,
+}
+
+fn text(msg: &ServerMsg) -> Utf8Bytes {
+    Utf8Bytes::from(msg.to_json())
+}
+
+/// Enqueues without waiting; a full queue marks the connection a slow consumer.
+fn push(id: u64, c: &Conn, out: Outbound, fx: &mut Effects) {
+    match c.tx.try_send(out) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            c.shared.close(close::SLOW_CONSUMER);
+            fx.slow.push(id);
+        }
+        // The task is already gone; its own unregister cleans up.
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+impl Hub {
+    pub fn new(node_id: String, bus: Bus, cfg: &WsConfig) -> Self {
+        Hub {
+            state: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            epoch: tokio::time::Instant::now(),
+            timer_wake: Notify::new(),
+            node_id,
+            bus,
+            max_rooms: cfg.max_rooms_per_connection.max(1),
+            max_connections: cfg.max_connections_per_session.max(1),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Monotonic milliseconds for heartbeat timers (tokio time, so paused-time tests work).
+    pub fn now_ms(&self) -> i64 {
+        self.epoch.elapsed().as_millis() as i64
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// True the first time only: the caller starts the hub's tasks.
+    pub(crate) fn claim_start(&self) -> bool {
+        !self.started.swap(true, Ordering::SeqCst)
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<i64> {
+        self.lock().timers.next_deadline()
+    }
+
+    fn schedule(&self, st: &mut HubState, id: u64, at: i64) {
+        let earlier = st.timers.next_deadline().is_none_or(|t| at < t);
+        st.timers.schedule(id, at);
+        if earlier {
+            self.timer_wake.notify_one();
+        }
+    }
+
+    /// Registers a connection of `session` and enqueues its `hello` first.
+    pub fn register(
+        &self,
+        session: &Session,
+        policy: &Policy,
+        tx: mpsc::Sender<Outbound>,
+        shared: Arc<ConnShared>,
+        wall_now: Timestamp,
+        max_message_size: usize,
+    ) -> Result<u64, Refused> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(Refused::ShuttingDown);
+        }
+        if st.by_handle.get(&session.handle).is_some_and(|v| v.len() >= self.max_connections) {
+            return Err(Refused::TooManyConnections);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let member = Member {
+            connection_id: format!("{}-{id}", self.node_id),
+            handle: session.handle.to_string(),
+            principal: session.principal.to_string(),
+            role: session.role.clone(),
+        };
+        let interval_ms = (policy.heartbeat_interval.as_millis() as i64).max(1);
+        let hello = ServerMsg::Hello {
+            connection_id: member.connection_id.clone(),
+            handle: member.handle.clone(),
+            principal: member.principal.clone(),
+            role: member.role.clone(),
+            idle_expires_at: to_rfc3339(session.idle_expires_at),
+            absolute_expires_at: to_rfc3339(session.absolute_expires_at),
+            heartbeat_interval: (interval_ms as u64).div_ceil(1000),
+            heartbeat_interval_ms: interval_ms as u64,
+            heartbeat_misses: policy.heartbeat_misses,
+            warn_before: policy.warn_before.as_secs(),
+            max_message_size,
+        };
+        // The queue is new and has room for at least one message.
+        let _ = tx.try_send(Outbound::Text(text(&hello)));
+        let now = self.now_ms();
+        // Jitter spreads the pings of connections opened together (e.g. after a restart).
+        let first_ping = now + rand::Rng::gen_range(&mut rand::thread_rng(), 0..interval_ms);
+        let conn = Conn {
+            tx,
+            shared,
+            member,
+            handle: session.handle,
+            rooms: Vec::new(),
+            connected_at: wall_now,
+            interval_ms,
+            lost_after_ms: interval_ms * i64::from(policy.heartbeat_misses.max(1)),
+            next_ping_at: first_ping,
+        };
+        st.conns.insert(id, conn);
+        st.by_handle.entry(session.handle).or_default().push(id);
+        self.schedule(&mut st, id, first_ping);
+        metrics::gauge!("sessiond_ws_connections").set(st.conns.len() as f64);
+        Ok(id)
+    }
+
+    /// Removes a connection and tells its rooms; the caller already asked it to close
+    /// (or it is closing itself).
+    fn remove_locked(&self, st: &mut HubState, id: u64, reason: LeftReason, fx: &mut Effects) -> Option<Conn> {
+        let conn = st.conns.remove(&id)?;
+        st.timers.cancel(&id);
+        if let Some(v) = st.by_handle.get_mut(&conn.handle) {
+            v.retain(|x| *x != id);
+            if v.is_empty() {
+                st.by_handle.remove(&conn.handle);
+            }
+        }
+        for room in &conn.rooms {
+            self.drop_member(st, room, id, &conn.member, reason, fx);
+        }
+        metrics::gauge!("sessiond_ws_connections").set(st.conns.len() as f64);
+        Some(conn)
+    }
+
+    fn drop_member(
+        &self,
+        st: &mut HubState,
+        room: &str,
+        id: u64,
+        member: &Member,
+        reason: LeftReason,
+        fx: &mut Effects,
+    ) {
+        let now_empty = match st.rooms.get_mut(room) {
+            Some(members) => {
+                members.retain(|x| *x != id);
+                members.is_empty()
+            }
+            None => return,
+        };
+        if now_empty {
+            st.rooms.remove(room);
+            fx.emptied.push(room.to_owned());
+        }
+        let msg = ServerMsg::MemberLeft { room: room.to_owned(), member: member.clone(), reason };
+        self.broadcast_locked(st, room, None, &msg, fx);
+    }
+
+    /// Enqueues `msg` to every local member of `room` but `except`, and publishes it for
+    /// other nodes.
+    fn broadcast_locked(&self, st: &HubState, room: &str, except: Option<u64>, msg: &ServerMsg, fx: &mut Effects) {
+        let t = text(msg);
+        if let Some(members) = st.rooms.get(room) {
+            for &m in members {
+                if Some(m) == except {
+                    continue;
+                }
+                if let Some(c) = st.conns.get(&m) {
+                    push(m, c, Outbound::Text(t.clone()), fx);
+                }
+            }
+        }
+        if let Ok(payload) = serde_json::to_value(msg) {
+            self.bus.publish(Event::Presence { room: room.to_owned(), payload, origin: self.node_id.clone() });
+        }
+    }
+
+    /// Cuts off the connections whose queue overflowed (which may overflow others).
+    fn settle(&self, st: &mut HubState, fx: &mut Effects) {
+        while let Some(id) = fx.slow.pop() {
+            if self.remove_locked(st, id, LeftReason::Lost, fx).is_some() {
+                metrics::counter!("sessiond_ws_slow_consumers_total").increment(1);
+            }
+        }
+    }
+
+    /// Enqueues a message to one connection. `false` if it is gone or was cut off.
+    pub fn send(&self, id: u64, msg: &ServerMsg) -> (bool, Effects) {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let ok = match st.conns.get(&id) {
+            Some(c) => {
+                push(id, c, Outbound::Text(text(msg)), &mut fx);
+                fx.slow.is_empty()
+            }
+            None => false,
+        };
+        self.settle(&mut st, &mut fx);
+        (ok, fx)
+    }
+
+    /// The connection task ended on its own (client closed, network error, 1009).
+    pub fn unregister(&self, id: u64, reason: LeftReason) -> Effects {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        self.remove_locked(&mut st, id, reason, &mut fx);
+        self.settle(&mut st, &mut fx);
+        fx
+    }
+
+    /// Closes one connection with `code` (it is removed at once; rooms told `reason`).
+    pub fn close_connection(&self, id: u64, code: u16, reason: LeftReason) -> Effects {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        if let Some(c) = st.conns.get(&id) {
+            c.shared.close(code);
+        }
+        self.remove_locked(&mut st, id, reason, &mut fx);
+        self.settle(&mut st, &mut fx);
+        fx
+    }
+
+    /// A session ended: each of its connections gets `session_ended`, leaves its rooms
+    /// (`member_left` with `session_ended`) and is closed with the reason's code.
+    pub fn session_ended(&self, handle: &Handle, reason: EndReason) -> Effects {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let ids = st.by_handle.get(handle).cloned().unwrap_or_default();
+        let t = text(&ServerMsg::SessionEnded { reason });
+        for id in ids {
+            if let Some(c) = st.conns.get(&id) {
+                push(id, c, Outbound::Text(t.clone()), &mut fx);
+                c.shared.close(close::for_reason(reason));
+            }
+            self.remove_locked(&mut st, id, LeftReason::SessionEnded, &mut fx);
+        }
+        self.settle(&mut st, &mut fx);
+        fx
+    }
+
+    /// Enqueues `msg` to every connection of a session.
+    pub fn to_session(&self, handle: &Handle, msg: &ServerMsg) -> Effects {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        if let Some(ids) = st.by_handle.get(handle) {
+            let t = text(msg);
+            for id in ids {
+                if let Some(c) = st.conns.get(id) {
+                    push(*id, c, Outbound::Text(t.clone()), &mut fx);
+                }
+            }
+        }
+        self.settle(&mut st, &mut fx);
+        fx
+    }
+
+    /// A session's principal or role changed (sign-in keeps its connections): later
+    /// presence messages carry the new values.
+    pub fn session_changed(&self, s: &Session) {
+        let mut st = self.lock();
+        let ids = st.by_handle.get(&s.handle).cloned().unwrap_or_default();
+        for id in ids {
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.member.principal = s.principal.to_string();
+                c.member.role = s.role.clone();
+            }
+        }
+    }
+
+    /// Adds a connection to a room: the joiner gets `presence` (members in join order,
+    /// itself last, and `snapshot`), the others `member_joined`. Joining a room twice
+    /// answers `presence` again. `Ok(true)` if the room was empty before.
+    pub fn join(&self, id: u64, room: &str, snapshot: Option<SnapshotBody>) -> (Result<bool, JoinRefused>, Effects) {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let Some(conn) = st.conns.get(&id) else {
+            return (Err(JoinRefused::Gone), fx);
+        };
+        let already = conn.rooms.iter().any(|r| r == room);
+        if !already && conn.rooms.len() >= self.max_rooms {
+            return (Err(JoinRefused::TooManyRooms), fx);
+        }
+        let me = conn.member.clone();
+        let was_empty = !st.rooms.contains_key(room);
+        if !already {
+            st.rooms.entry(room.to_owned()).or_default().push(id);
+            if let Some(c) = st.conns.get_mut(&id) {
+                c.rooms.push(room.to_owned());
+            }
+        }
+        let members: Vec<Member> = st.rooms[room]
+            .iter()
+            .filter_map(|m| st.conns.get(m).map(|c| c.member.clone()))
+            .collect();
+        let presence = ServerMsg::Presence { room: room.to_owned(), members, snapshot };
+        if let Some(c) = st.conns.get(&id) {
+            push(id, c, Outbound::Text(text(&presence)), &mut fx);
+        }
+        if !already {
+            let joined = ServerMsg::MemberJoined { room: room.to_owned(), member: me };
+            self.broadcast_locked(&st, room, Some(id), &joined, &mut fx);
+        }
+        self.settle(&mut st, &mut fx);
+        (Ok(was_empty), fx)
+    }
+
+    /// Removes a connection from a room (`member_left` with `left` to the others).
+    /// `None` if it was not a member.
+    pub fn leave(&self, id: u64, room: &str) -> Option<Effects> {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let conn = st.conns.get_mut(&id)?;
+        let pos = conn.rooms.iter().position(|r| r == room)?;
+        conn.rooms.swap_remove(pos);
+        let member = conn.member.clone();
+        self.drop_member(&mut st, room, id, &member, LeftReason::Left, &mut fx);
+        self.settle(&mut st, &mut fx);
+        Some(fx)
+    }
+
+    pub fn is_member(&self, id: u64, room: &str) -> bool {
+        self.lock().conns.get(&id).is_some_and(|c| c.rooms.iter().any(|r| r == room))
+    }
+
+    /// Members currently in `room` on this node.
+    pub fn room_len(&self, room: &str) -> usize {
+        self.lock().rooms.get(room).map_or(0, Vec::len)
+    }
+
+    /// A snapshot was saved by connection `by_conn` (WebSocket) or over HTTP (`None`):
+    /// the writer gets `snapshot_saved`, every other member `snapshot_updated`.
+    pub fn snapshot_written(
+        &self,
+        room: &str,
+        version: u64,
+        hash: &str,
+        by_handle: Option<&str>,
+        by_conn: Option<u64>,
+    ) -> Effects {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        if let Some(id) = by_conn {
+            if let Some(c) = st.conns.get(&id) {
+                let saved = ServerMsg::SnapshotSaved { room: room.to_owned(), version, hash: hash.to_owned() };
+                push(id, c, Outbound::Text(text(&saved)), &mut fx);
+            }
+        }
+        let updated = ServerMsg::SnapshotUpdated {
+            room: room.to_owned(),
+            version,
+            hash: hash.to_owned(),
+            by: by_handle.map(str::to_owned),
+        };
+        self.broadcast_locked(&st, room, by_conn, &updated, &mut fx);
+        self.settle(&mut st, &mut fx);
+        fx
+    }
+
+    /// Delivers a room event published by another node to this node's members.
+    pub fn deliver_remote(&self, room: &str, payload: &serde_json::Value) -> Effects {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let t = Utf8Bytes::from(payload.to_string());
+        if let Some(members) = st.rooms.get(room) {
+            for &m in members {
+                if let Some(c) = st.conns.get(&m) {
+                    push(m, c, Outbound::Text(t.clone()), &mut fx);
+                }
+            }
+        }
+        self.settle(&mut st, &mut fx);
+        fx
+    }
+
+    /// Fires due heartbeat timers: pings connections whose interval came, declares lost
+    /// those silent for `heartbeat_misses` intervals (close 4004, rooms told `lost`).
+    pub fn fire_due(&self, now: i64, limit: usize) -> Effects {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let due = st.timers.pop_due(now, limit);
+        let mut lost = Vec::new();
+        for (id, _) in due {
+            let Some(c) = st.conns.get_mut(&id) else { continue };
+            let heard = c.shared.last_heard();
+            if now - heard >= c.lost_after_ms {
+                lost.push((id, now - heard));
+                continue;
+            }
+            if now >= c.next_ping_at {
+                c.next_ping_at = now + c.interval_ms;
+                let c = &st.conns[&id];
+                push(id, c, Outbound::Ping, &mut fx);
+                if !fx.slow.is_empty() && fx.slow.last() == Some(&id) {
+                    continue;
+                }
+            }
+            let c = &st.conns[&id];
+            let next = c.next_ping_at.min(heard + c.lost_after_ms).max(now + 1);
+            st.timers.schedule(id, next);
+        }
+        for (id, silent_ms) in lost {
+            if let Some(c) = st.conns.get(&id) {
+                c.shared.close(close::HEARTBEAT_LOST);
+            }
+            if let Some(conn) = self.remove_locked(&mut st, id, LeftReason::Lost, &mut fx) {
+                fx.lost.push(LostConn { handle: conn.handle, member: conn.member, rooms: conn.rooms, silent_ms });
+            }
+        }
+        self.settle(&mut st, &mut fx);
+        fx
+    }
+
+    /// Shutdown: refuses new connections and closes every connection with `code`
+    /// (queued messages are still delivered first). Returns the rooms that emptied.
+    pub fn close_all(&self, code: u16) -> Effects {
+        let mut st = self.lock();
+        st.closed = true;
+        for c in st.conns.values() {
+            c.shared.close(code);
+        }
+        let emptied = st.rooms.drain().map(|(r, _)| r).collect();
+        st.conns.clear();
+        st.by_handle.clear();
+        st.timers = DeadlineQueue::new();
+        Effects { emptied, ..Effects::default() }
+    }
+
+    /// Handles with at least one local connection.
+    pub fn handles(&self) -> Vec<Handle> {
+        self.lock().by_handle.keys().copied().collect()
+    }
+
+    pub fn connection_count(&self, handle: &Handle) -> usize {
+        self.lock().by_handle.get(handle).map_or(0, Vec::len)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().conns.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rooms with their member counts, by name.
+    pub fn rooms(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = self.lock().rooms.iter().map(|(r, m)| (r.clone(), m.len())).collect();
+        v.sort();
+        v
+    }
+
+    /// A room's members in join order; `None` if nobody is in it.
+    pub fn room_members(&self, room: &str) -> Option<Vec<Member>> {
+        let st = self.lock();
+        let ids = st.rooms.get(room)?;
+        Some(ids.iter().filter_map(|id| st.conns.get(id).map(|c| c.member.clone())).collect())
+    }
+
+    /// Connections (of one session, or all), oldest first, at most `limit`.
+    pub fn connections(&self, handle: Option<&Handle>, limit: usize) -> Vec<ConnInfo> {
+        let st = self.lock();
+        let mut ids: Vec<u64> = match handle {
+            Some(h) => st.by_handle.get(h).cloned().unwrap_or_default(),
+            None => st.conns.keys().copied().collect(),
+        };
+        ids.sort_unstable();
+        ids.truncate(limit);
+        ids.iter()
+            .filter_map(|id| st.conns.get(id))
+            .map(|c| ConnInfo {
+                connection_id: c.member.connection_id.clone(),
+                handle: c.member.handle.clone(),
+                principal: c.member.principal.clone(),
+                role: c.member.role.clone(),
+                rooms: c.rooms.clone(),
+                connected_at: to_rfc3339(c.connected_at),
+            })
+            .collect()
+    }
+}

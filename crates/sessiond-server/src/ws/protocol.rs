@@ -1,0 +1,301 @@
+//! The WebSocket wire messages (JSON text frames tagged by `type`), the error codes and
+//! the close codes; `docs/protocol.md` documents exactly these.
+
+use serde::{Deserialize, Serialize};
+use sessiond_core::EndReason;
+
+/// The subprotocol the server selects; a `bearer.<token>` entry may follow it.
+pub const PROTOCOL: &str = "sessiond.v1";
+/// Prefix of the subprotocol entry carrying a bearer token (browsers cannot set headers).
+pub const BEARER_PREFIX: &str = "bearer.";
+
+/// Close codes. 4000-4003 mirror the session's ending reason.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const SIGNED_OUT: u16 = 4000;
+    pub const IDLE_TIMEOUT: u16 = 4001;
+    pub const ABSOLUTE_TIMEOUT: u16 = 4002;
+    pub const REVOKED: u16 = 4003;
+    pub const HEARTBEAT_LOST: u16 = 4004;
+    pub const SLOW_CONSUMER: u16 = 4005;
+    pub const UNAUTHENTICATED: u16 = 4008;
+    pub const TOO_MANY_CONNECTIONS: u16 = 4009;
+
+    /// The close code for a session ending.
+    pub fn for_reason(r: sessiond_core::EndReason) -> u16 {
+        use sessiond_core::EndReason::*;
+        match r {
+            SignedOut => SIGNED_OUT,
+            IdleTimeout => IDLE_TIMEOUT,
+            AbsoluteTimeout => ABSOLUTE_TIMEOUT,
+            Revoked => REVOKED,
+        }
+    }
+
+    /// The close frame's reason text (short: a close reason is at most 123 bytes).
+    pub fn reason_text(code: u16) -> &'static str {
+        match code {
+            NORMAL => "bye",
+            GOING_AWAY => "server shutting down",
+            MESSAGE_TOO_BIG => "message too big",
+            SIGNED_OUT => "signed_out",
+            IDLE_TIMEOUT => "idle_timeout",
+            ABSOLUTE_TIMEOUT => "absolute_timeout",
+            REVOKED => "revoked",
+            HEARTBEAT_LOST => "heartbeat_lost",
+            SLOW_CONSUMER => "slow consumer",
+            UNAUTHENTICATED => "unauthenticated",
+            TOO_MANY_CONNECTIONS => "too many connections",
+            _ => "internal error",
+        }
+    }
+}
+
+/// Stable `error.code` values.
+pub mod code {
+    pub const BAD_MESSAGE: &str = "bad_message";
+    pub const UNKNOWN_TYPE: &str = "unknown_type";
+    pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
+    pub const INVALID_ROOM: &str = "invalid_room";
+    pub const ROOM_NOT_ALLOWED: &str = "room_not_allowed";
+    pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
+    pub const NOT_JOINED: &str = "not_joined";
+    pub const CONFLICT: &str = "conflict";
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+    pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// Client → server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// Application ping; answered with `pong` carrying the same `id`. Never counts as activity.
+    Ping {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+    /// The user did something: resets the idle deadline.
+    Activity,
+    /// "Stay signed in": resets the idle deadline and tells every connection.
+    Renew,
+    Join {
+        room: String,
+    },
+    Leave {
+        room: String,
+    },
+    /// Saves the room's snapshot; `version` is the version the client replaces (0: none).
+    Snapshot {
+        room: String,
+        version: u64,
+        /// Standard base64 (with padding) of the bytes.
+        data: String,
+        #[serde(default = "default_content_type")]
+        content_type: String,
+    },
+}
+
+fn default_content_type() -> String {
+    "application/octet-stream".into()
+}
+
+/// The `type` values a client may send (anything else is `unknown_type`).
+pub const CLIENT_TYPES: &[&str] = &["ping", "activity", "renew", "join", "leave", "snapshot"];
+
+/// A room member: one connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub connection_id: String,
+    pub handle: String,
+    pub principal: String,
+    pub role: String,
+}
+
+/// A room's stored snapshot as handed to a joiner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotBody {
+    pub version: u64,
+    pub hash: String,
+    pub content_type: String,
+    /// Standard base64 of the bytes.
+    pub data: String,
+    pub updated_at: String,
+}
+
+/// Why a member left a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftReason {
+    /// `leave`, or the client closed the connection.
+    Left,
+    /// Heartbeat lost, network dropped, or disconnected as a slow consumer.
+    Lost,
+    /// The member's session ended.
+    SessionEnded,
+}
+
+/// Server → client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Hello {
+        connection_id: String,
+        handle: String,
+        principal: String,
+        role: String,
+        idle_expires_at: String,
+        absolute_expires_at: String,
+        /// Seconds (rounded up); `heartbeat_interval_ms` is exact.
+        heartbeat_interval: u64,
+        heartbeat_interval_ms: u64,
+        heartbeat_misses: u32,
+        warn_before: u64,
+        max_message_size: usize,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+    ExpiryWarning {
+        seconds_left: i64,
+        idle_expires_at: String,
+    },
+    Renewed {
+        idle_expires_at: String,
+        absolute_expires_at: String,
+    },
+    SessionEnded {
+        reason: EndReason,
+    },
+    Presence {
+        room: String,
+        members: Vec<Member>,
+        snapshot: Option<SnapshotBody>,
+    },
+    MemberJoined {
+        room: String,
+        member: Member,
+    },
+    MemberLeft {
+        room: String,
+        member: Member,
+        reason: LeftReason,
+    },
+    SnapshotSaved {
+        room: String,
+        version: u64,
+        hash: String,
+    },
+    SnapshotUpdated {
+        room: String,
+        version: u64,
+        hash: String,
+        /// Handle of the session that wrote it.
+        by: Option<String>,
+    },
+    Error {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        /// With `conflict`: the stored version (0: none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current_version: Option<u64>,
+    },
+}
+
+impl ServerMsg {
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        ServerMsg::Error { code: code.to_owned(), message: message.into(), room: None, current_version: None }
+    }
+    pub fn room_error(code: &str, room: &str, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            code: code.to_owned(),
+            message: message.into(),
+            room: Some(room.to_owned()),
+            current_version: None,
+        }
+    }
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialize")
+    }
+}
+
+/// Why a text frame could not be understood: the `error` to answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Parses a client text frame: malformed JSON or a missing/invalid field is
+/// `bad_message`, a `type` the server does not know is `unknown_type`.
+pub fn parse_client(text: &str) -> Result<ClientMsg, Rejected> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| Rejected { code: code::BAD_MESSAGE, message: format!("malformed JSON: {e}") })?;
+    let ty = match v.get("type") {
+        Some(serde_json::Value::String(t)) => t.clone(),
+        _ => {
+            return Err(Rejected {
+                code: code::BAD_MESSAGE,
+                message: "a message is a JSON object with a string \"type\"".into(),
+            })
+        }
+    };
+    if !CLIENT_TYPES.contains(&ty.as_str()) {
+        let shown: String = ty.chars().take(40).collect();
+        return Err(Rejected { code: code::UNKNOWN_TYPE, message: format!("unknown message type {shown:?}") });
+    }
+    serde_json::from_value(v).map_err(|e| Rejected { code: code::BAD_MESSAGE, message: format!("invalid {ty}: {e}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_client_type() {
+        assert_eq!(parse_client(r#"{"type":"ping","id":7}"#).unwrap(), ClientMsg::Ping { id: Some(7.into()) });
+        assert_eq!(parse_client(r#"{"type":"ping"}"#).unwrap(), ClientMsg::Ping { id: None });
+        assert_eq!(parse_client(r#"{"type":"activity"}"#).unwrap(), ClientMsg::Activity);
+        assert_eq!(parse_client(r#"{"type":"renew","extra":1}"#).unwrap(), ClientMsg::Renew);
+        assert_eq!(parse_client(r#"{"type":"join","room":"a"}"#).unwrap(), ClientMsg::Join { room: "a".into() });
+        assert_eq!(parse_client(r#"{"type":"leave","room":"a"}"#).unwrap(), ClientMsg::Leave { room: "a".into() });
+        let s = parse_client(r#"{"type":"snapshot","room":"a","version":0,"data":"AA=="}"#).unwrap();
+        assert!(matches!(s, ClientMsg::Snapshot { ref content_type, .. } if content_type == "application/octet-stream"));
+    }
+
+    #[test]
+    fn rejects_with_stable_codes() {
+        assert_eq!(parse_client("{nope").unwrap_err().code, "bad_message");
+        assert_eq!(parse_client("[1,2]").unwrap_err().code, "bad_message");
+        assert_eq!(parse_client(r#"{"type":3}"#).unwrap_err().code, "bad_message");
+        assert_eq!(parse_client(r#"{"type":"join"}"#).unwrap_err().code, "bad_message");
+        assert_eq!(parse_client(r#"{"type":"dance"}"#).unwrap_err().code, "unknown_type");
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let m = ServerMsg::MemberLeft {
+            room: "r".into(),
+            member: Member {
+                connection_id: "n-1".into(),
+                handle: "s_x".into(),
+                principal: "anon:x".into(),
+                role: "editor".into(),
+            },
+            reason: LeftReason::SessionEnded,
+        };
+        let j = m.to_json();
+        assert!(j.contains(r#""type":"member_left""#) && j.contains(r#""reason":"session_ended""#));
+        assert_eq!(serde_json::from_str::<ServerMsg>(&j).unwrap(), m);
+        let e = ServerMsg::SessionEnded { reason: EndReason::IdleTimeout }.to_json();
+        assert_eq!(e, r#"{"type":"session_ended","reason":"idle_timeout"}"#);
+        assert_eq!(close::for_reason(EndReason::Revoked), 4003);
+    }
+}

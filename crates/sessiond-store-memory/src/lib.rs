@@ -1,0 +1,596 @@
+//! An in-memory [`Store`]: everything in maps behind one `std::sync::Mutex`.
+//!
+//! For tests and single-node development; nothing survives a restart. Every method takes
+//! the lock once, does its work without awaiting and releases it, which is what makes
+//! each method atomic (the contract's conditional writes are decided under the lock).
+//! Attachment bodies are streamed *outside* the lock into a bounded buffer, then
+//! committed under the lock after re-checking the draft's seq and the quota.
+//!
+//! A `limit` of 0 in a listing, query or purge means "no limit".
+
+#![forbid(unsafe_code)]
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sessiond_core::audit::{AuditEvent, AuditFilter};
+use sessiond_core::draft::{merge_on_sign_in, AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
+use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord, Result, SessionFilter};
+use sessiond_core::token::random_id;
+use sessiond_core::{EndReason, Handle, Principal, Session, SessionState, Store, StoreError, Timestamp, TokenHash};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+/// Size of the chunks an attachment is streamed back in.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The in-memory store. Cheap to create; share it behind an `Arc`.
+#[derive(Default)]
+pub struct MemoryStore {
+    /// A std mutex, not tokio's: no `.await` ever happens while it is held, and
+    /// critical sections are short map operations.
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Ordered by handle, because listings page by handle.
+    sessions: BTreeMap<Handle, Session>,
+    /// Token-hash index, kept in step with `sessions` on every write.
+    by_token: HashMap<TokenHash, Handle>,
+    /// Active sessions by earliest deadline, so `due_sessions` never scans everything.
+    deadlines: BTreeSet<(Timestamp, Handle)>,
+    data: HashMap<Handle, HashMap<String, serde_json::Value>>,
+    idempotency: HashMap<String, IdempotencyRecord>,
+    /// Reverse index so purging a session also frees its idempotency keys.
+    idem_by_handle: HashMap<Handle, Vec<String>>,
+    audit: BTreeMap<i64, AuditEvent>,
+    last_audit_id: i64,
+    drafts: BTreeMap<(Principal, String), Draft>,
+    /// Attachment bytes by blob id; drafts refer to them through `AttachmentMeta::blob_id`.
+    blobs: HashMap<String, Bytes>,
+    snapshots: HashMap<String, Snapshot>,
+}
+
+fn cap(limit: usize) -> usize {
+    if limit == 0 {
+        usize::MAX
+    } else {
+        limit
+    }
+}
+
+fn deadline_of(s: &Session) -> Timestamp {
+    s.idle_expires_at.min(s.absolute_expires_at)
+}
+
+fn seq_of(d: Option<&Draft>) -> u64 {
+    d.map_or(0, |d| d.seq)
+}
+
+fn tombstone(p: &Principal, conversation: &str, seq: u64, now: Timestamp) -> Draft {
+    Draft {
+        principal: p.clone(),
+        conversation: conversation.to_owned(),
+        text: String::new(),
+        seq,
+        updated_at: now,
+        deleted: true,
+        attachments: Vec::new(),
+    }
+}
+
+impl Inner {
+    /// Replaces a session record, keeping the token and deadline indexes in step.
+    fn put_session(&mut self, s: Session) {
+        if let Some(old) = self.sessions.get(&s.handle) {
+            let (old_hash, old_deadline) = (old.token_hash, deadline_of(old));
+            self.by_token.remove(&old_hash);
+            self.deadlines.remove(&(old_deadline, s.handle));
+        }
+        self.by_token.insert(s.token_hash, s.handle);
+        if s.is_active() {
+            self.deadlines.insert((deadline_of(&s), s.handle));
+        }
+        self.sessions.insert(s.handle, s);
+    }
+
+    fn remove_session(&mut self, h: &Handle) {
+        if let Some(s) = self.sessions.remove(h) {
+            self.by_token.remove(&s.token_hash);
+            self.deadlines.remove(&(deadline_of(&s), s.handle));
+        }
+        self.data.remove(h);
+        for key in self.idem_by_handle.remove(h).unwrap_or_default() {
+            self.idempotency.remove(&key);
+        }
+    }
+
+    fn key(p: &Principal, conversation: &str) -> (Principal, String) {
+        (p.clone(), conversation.to_owned())
+    }
+
+    /// Attachment bytes the principal holds in live drafts, leaving out `except`
+    /// (the attachment about to be replaced).
+    fn held_bytes(&self, p: &Principal, except: Option<(&str, &str)>) -> u64 {
+        self.drafts
+            .range((p.clone(), String::new())..)
+            .take_while(|((owner, _), _)| owner == p)
+            .filter(|(_, d)| !d.deleted)
+            .flat_map(|((_, conv), d)| d.attachments.iter().map(move |a| (conv, a)))
+            .filter(|(conv, a)| except != Some((conv.as_str(), a.name.as_str())))
+            .map(|(_, a)| a.size)
+            .sum()
+    }
+
+    fn free_blobs<'a>(&mut self, atts: impl IntoIterator<Item = &'a AttachmentMeta>) {
+        for a in atts {
+            self.blobs.remove(&a.blob_id);
+        }
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a map half-updated in a way later
+        // callers could observe as a broken promise worse than the panic itself, so
+        // poisoning is not propagated.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn create_session(&self, s: &Session, idem: Option<&IdempotencyRecord>) -> Result<CreateOutcome> {
+        let mut g = self.lock();
+        if let Some(rec) = idem {
+            if let Some(existing) = g.idempotency.get(&rec.key_hash) {
+                return Ok(CreateOutcome::Existing(existing.clone()));
+            }
+            g.idempotency.insert(rec.key_hash.clone(), rec.clone());
+            g.idem_by_handle.entry(s.handle).or_default().push(rec.key_hash.clone());
+        }
+        g.put_session(s.clone());
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn get_session(&self, handle: &Handle) -> Result<Option<Session>> {
+        Ok(self.lock().sessions.get(handle).cloned())
+    }
+
+    async fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>> {
+        let g = self.lock();
+        Ok(g.by_token.get(hash).and_then(|h| g.sessions.get(h)).cloned())
+    }
+
+    async fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool> {
+        let mut g = self.lock();
+        let ok = g
+            .sessions
+            .get(&s.handle)
+            .is_some_and(|cur| cur.is_active() && cur.token_hash.ct_eq(expected_token));
+        if ok {
+            g.put_session(s.clone());
+        }
+        Ok(ok)
+    }
+
+    async fn touch_session(
+        &self,
+        handle: &Handle,
+        last_activity_at: Timestamp,
+        last_seen_at: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> Result<bool> {
+        let mut g = self.lock();
+        let Some(cur) = g.sessions.get(handle).filter(|s| s.is_active()) else {
+            return Ok(false);
+        };
+        let mut s = cur.clone();
+        s.last_activity_at = s.last_activity_at.max(last_activity_at);
+        s.last_seen_at = s.last_seen_at.max(last_seen_at);
+        s.idle_expires_at = s.idle_expires_at.max(idle_expires_at);
+        g.put_session(s);
+        Ok(true)
+    }
+
+    async fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp) -> Result<Option<Session>> {
+        let mut g = self.lock();
+        let Some(cur) = g.sessions.get(handle).filter(|s| s.is_active()) else {
+            return Ok(None);
+        };
+        let mut s = cur.clone();
+        s.state = SessionState::Ended;
+        s.end_reason = Some(reason);
+        s.ended_at = Some(now);
+        g.put_session(s.clone());
+        Ok(Some(s))
+    }
+
+    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
+        let g = self.lock();
+        let iter: Box<dyn Iterator<Item = &Session>> = match filter.after {
+            Some(after) => Box::new(
+                g.sessions.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)).map(|(_, s)| s),
+            ),
+            None => Box::new(g.sessions.values()),
+        };
+        Ok(iter.filter(|s| filter.matches(s)).take(cap(filter.limit)).cloned().collect())
+    }
+
+    async fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>> {
+        let g = self.lock();
+        Ok(g.deadlines.iter().take_while(|(t, _)| *t <= now).take(cap(limit)).map(|(_, h)| *h).collect())
+    }
+
+    async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize> {
+        let mut g = self.lock();
+        let doomed: Vec<Handle> = g
+            .sessions
+            .values()
+            .filter(|s| !s.is_active() && s.ended_at.is_some_and(|t| t < ended_before))
+            .take(cap(limit))
+            .map(|s| s.handle)
+            .collect();
+        for h in &doomed {
+            g.remove_session(h);
+        }
+        Ok(doomed.len())
+    }
+
+    async fn count_active_sessions(&self) -> Result<u64> {
+        Ok(self.lock().deadlines.len() as u64)
+    }
+
+    async fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>> {
+        Ok(self.lock().data.get(handle).and_then(|m| m.get(key)).cloned())
+    }
+
+    async fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> Result<bool> {
+        let mut g = self.lock();
+        if !g.sessions.get(handle).is_some_and(|s| s.is_active()) {
+            return Ok(false);
+        }
+        g.data.entry(*handle).or_default().insert(key.to_owned(), value.clone());
+        Ok(true)
+    }
+
+    async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
+        Ok(self.lock().data.get_mut(handle).and_then(|m| m.remove(key)).is_some())
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
+        let mut g = self.lock();
+        g.last_audit_id += 1;
+        let id = g.last_audit_id;
+        g.audit.insert(id, AuditEvent { id, ..e.clone() });
+        Ok(id)
+    }
+
+    async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        let g = self.lock();
+        let pick = |e: &&AuditEvent| f.matches(e);
+        let out = if f.after_id.is_some() {
+            g.audit.values().filter(pick).take(cap(f.limit)).cloned().collect()
+        } else {
+            g.audit.values().rev().filter(pick).take(cap(f.limit)).cloned().collect()
+        };
+        Ok(out)
+    }
+
+    async fn purge_audit(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        let mut g = self.lock();
+        let doomed: Vec<i64> = g.audit.values().filter(|e| e.at < before).take(cap(limit)).map(|e| e.id).collect();
+        for id in &doomed {
+            g.audit.remove(id);
+        }
+        Ok(doomed.len())
+    }
+
+    async fn get_draft(&self, p: &Principal, conversation: &str) -> Result<Option<Draft>> {
+        Ok(self.lock().drafts.get(&Inner::key(p, conversation)).cloned())
+    }
+
+    async fn list_drafts(&self, p: &Principal) -> Result<Vec<Draft>> {
+        let g = self.lock();
+        Ok(g.drafts
+            .range((p.clone(), String::new())..)
+            .take_while(|((owner, _), _)| owner == p)
+            .filter(|(_, d)| !d.deleted)
+            .map(|(_, d)| d.clone())
+            .collect())
+    }
+
+    async fn put_draft_text(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        text: &str,
+        now: Timestamp,
+    ) -> Result<DraftWrite> {
+        let mut g = self.lock();
+        let key = Inner::key(p, conversation);
+        let cur = g.drafts.get(&key);
+        if seq_of(cur) != expected_seq {
+            return Ok(DraftWrite::Conflict(cur.cloned()));
+        }
+        let attachments = cur.filter(|d| !d.deleted).map(|d| d.attachments.clone()).unwrap_or_default();
+        let mut d = Draft {
+            principal: p.clone(),
+            conversation: conversation.to_owned(),
+            text: text.to_owned(),
+            seq: expected_seq + 1,
+            updated_at: now,
+            deleted: false,
+            attachments,
+        };
+        d.deleted = d.is_empty();
+        g.drafts.insert(key, d.clone());
+        Ok(DraftWrite::Written(d))
+    }
+
+    async fn delete_draft(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        now: Timestamp,
+    ) -> Result<DraftWrite> {
+        let mut g = self.lock();
+        let key = Inner::key(p, conversation);
+        let cur = g.drafts.get(&key);
+        if seq_of(cur) != expected_seq {
+            return Ok(DraftWrite::Conflict(cur.cloned()));
+        }
+        let t = tombstone(p, conversation, expected_seq + 1, now);
+        if let Some(old) = g.drafts.insert(key, t.clone()) {
+            g.free_blobs(&old.attachments);
+        }
+        Ok(DraftWrite::Written(t))
+    }
+
+    async fn put_attachment(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        name: &str,
+        content_type: &str,
+        mut body: ByteStream,
+        limits: AttachmentLimits,
+        now: Timestamp,
+    ) -> Result<DraftWrite> {
+        let key = Inner::key(p, conversation);
+        let held = {
+            let g = self.lock();
+            let cur = g.drafts.get(&key);
+            // Seqs only grow, so a stale seq now is stale at commit too: refuse before
+            // reading the body.
+            if seq_of(cur) != expected_seq {
+                return Ok(DraftWrite::Conflict(cur.cloned()));
+            }
+            g.held_bytes(p, Some((conversation, name)))
+        };
+        let mut buf = BytesMut::new();
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+            let size = (buf.len() + chunk.len()) as u64;
+            if size > limits.max_size {
+                return Err(StoreError::TooLarge { limit: limits.max_size });
+            }
+            if held + size > limits.quota {
+                return Err(StoreError::QuotaExceeded { quota: limits.quota });
+            }
+            hasher.update(&chunk);
+            buf.extend_from_slice(&chunk);
+        }
+        let bytes = buf.freeze();
+        let meta = AttachmentMeta {
+            name: name.to_owned(),
+            content_type: content_type.to_owned(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(hasher.finalize()),
+            blob_id: random_id(16),
+        };
+
+        let mut g = self.lock();
+        let cur = g.drafts.get(&key);
+        if seq_of(cur) != expected_seq {
+            return Ok(DraftWrite::Conflict(cur.cloned()));
+        }
+        // Other uploads may have committed while this body streamed.
+        if g.held_bytes(p, Some((conversation, name))) + meta.size > limits.quota {
+            return Err(StoreError::QuotaExceeded { quota: limits.quota });
+        }
+        let mut d = match cur {
+            Some(d) if !d.deleted => d.clone(),
+            _ => tombstone(p, conversation, expected_seq, now),
+        };
+        let replaced = d.attachments.iter().position(|a| a.name == name).map(|i| d.attachments.remove(i));
+        d.attachments.push(meta.clone());
+        d.seq = expected_seq + 1;
+        d.updated_at = now;
+        d.deleted = false;
+        g.blobs.insert(meta.blob_id.clone(), bytes);
+        g.drafts.insert(key, d.clone());
+        g.free_blobs(replaced.as_ref());
+        Ok(DraftWrite::Written(d))
+    }
+
+    async fn get_attachment(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        name: &str,
+    ) -> Result<Option<(AttachmentMeta, ByteStream)>> {
+        let g = self.lock();
+        let Some(meta) = g.drafts.get(&Inner::key(p, conversation)).filter(|d| !d.deleted).and_then(|d| d.attachment(name))
+        else {
+            return Ok(None);
+        };
+        let bytes = g
+            .blobs
+            .get(&meta.blob_id)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("attachment {name} has no bytes")))?;
+        let chunks: Vec<std::io::Result<Bytes>> = (0..bytes.len())
+            .step_by(READ_CHUNK)
+            .map(|i| Ok(bytes.slice(i..(i + READ_CHUNK).min(bytes.len()))))
+            .collect();
+        Ok(Some((meta.clone(), Box::pin(futures::stream::iter(chunks)))))
+    }
+
+    async fn delete_attachment(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<DraftWrite> {
+        let mut g = self.lock();
+        let key = Inner::key(p, conversation);
+        let cur = g.drafts.get(&key);
+        if seq_of(cur) != expected_seq {
+            return Ok(DraftWrite::Conflict(cur.cloned()));
+        }
+        let Some(mut d) = cur.filter(|d| !d.deleted && d.attachment(name).is_some()).cloned() else {
+            return Ok(DraftWrite::NotFound);
+        };
+        let removed: Vec<AttachmentMeta> = d.attachments.iter().filter(|a| a.name == name).cloned().collect();
+        d.attachments.retain(|a| a.name != name);
+        d.seq += 1;
+        d.updated_at = now;
+        d.deleted = d.is_empty();
+        g.drafts.insert(key, d.clone());
+        g.free_blobs(&removed);
+        Ok(DraftWrite::Written(d))
+    }
+
+    async fn move_drafts(&self, from: &Principal, to: &Principal, now: Timestamp) -> Result<Vec<String>> {
+        if from == to {
+            return Ok(Vec::new());
+        }
+        let mut g = self.lock();
+        let live: Vec<Draft> = g
+            .drafts
+            .range((from.clone(), String::new())..)
+            .take_while(|((owner, _), _)| owner == from)
+            .filter(|(_, d)| !d.deleted)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let mut moved = Vec::with_capacity(live.len());
+        for anon in live {
+            g.drafts.remove(&Inner::key(from, &anon.conversation));
+            let key = Inner::key(to, &anon.conversation);
+            let d = match g.drafts.get(&key) {
+                // Blob ids travel with the metadata, so the bytes need no copying.
+                Some(user) => merge_on_sign_in(user, &anon, now),
+                None => Draft { principal: to.clone(), updated_at: now, ..anon.clone() },
+            };
+            g.drafts.insert(key, d);
+            moved.push(anon.conversation);
+        }
+        Ok(moved)
+    }
+
+    async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        let mut g = self.lock();
+        let doomed: Vec<(Principal, String)> =
+            g.drafts.iter().filter(|(_, d)| d.updated_at < before).take(cap(limit)).map(|(k, _)| k.clone()).collect();
+        for k in &doomed {
+            if let Some(d) = g.drafts.remove(k) {
+                g.free_blobs(&d.attachments);
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    async fn get_snapshot(&self, room: &str) -> Result<Option<Snapshot>> {
+        Ok(self.lock().snapshots.get(room).cloned())
+    }
+
+    async fn put_snapshot(
+        &self,
+        room: &str,
+        expected_version: u64,
+        data: &[u8],
+        content_type: &str,
+        by: Option<&str>,
+        retain_until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<SnapshotWrite> {
+        let mut g = self.lock();
+        let cur = g.snapshots.get(room);
+        if cur.map_or(0, |s| s.version) != expected_version {
+            return Ok(SnapshotWrite::Conflict(cur.map(|s| Snapshot { data: Vec::new(), ..s.clone() })));
+        }
+        let s = Snapshot {
+            room: room.to_owned(),
+            version: expected_version + 1,
+            hash: content_hash(data),
+            content_type: content_type.to_owned(),
+            data: data.to_vec(),
+            size: data.len() as u64,
+            updated_at: now,
+            updated_by: by.map(str::to_owned),
+            retain_until,
+        };
+        g.snapshots.insert(room.to_owned(), s.clone());
+        Ok(SnapshotWrite::Written(Snapshot { data: Vec::new(), ..s }))
+    }
+
+    async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
+        if let Some(s) = self.lock().snapshots.get_mut(room) {
+            s.retain_until = until;
+        }
+        Ok(())
+    }
+
+    async fn purge_snapshots(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        let mut g = self.lock();
+        let doomed: Vec<String> = g
+            .snapshots
+            .values()
+            .filter(|s| s.retain_until.is_some_and(|t| t <= now))
+            .take(cap(limit))
+            .map(|s| s.room.clone())
+            .collect();
+        for r in &doomed {
+            g.snapshots.remove(r);
+        }
+        Ok(doomed.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    sessiond_testkit::conformance_suite!(async { Arc::new(MemoryStore::new()) as Arc<dyn Store> });
+
+    #[tokio::test]
+    async fn replaced_and_deleted_attachments_free_their_bytes() {
+        let store = MemoryStore::new();
+        let p = Principal::user("a");
+        let limits = AttachmentLimits { max_size: 100, quota: 100 };
+        let body = |b: &'static [u8]| -> ByteStream { Box::pin(futures::stream::iter([Ok(Bytes::from_static(b))])) };
+        store.put_attachment(&p, "c", 0, "x", "t/t", body(b"one"), limits, 1).await.unwrap();
+        store.put_attachment(&p, "c", 1, "x", "t/t", body(b"two"), limits, 2).await.unwrap();
+        assert_eq!(store.lock().blobs.len(), 1);
+        store.delete_draft(&p, "c", 2, 3).await.unwrap();
+        assert!(store.lock().blobs.is_empty());
+    }
+}

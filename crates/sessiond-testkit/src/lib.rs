@@ -1,0 +1,3 @@
+//! Test support for sessiond backends.
+pub mod conformance;
+pub mod server;

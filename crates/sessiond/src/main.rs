@@ -1,0 +1,48 @@
+//! `sessiond`: parses arguments and hands over to the library (serve) or the admin client.
+
+mod admin;
+mod cli;
+mod commands;
+mod error;
+mod output;
+mod serve;
+
+use clap::Parser;
+use cli::{Cli, Command, ServeArgs};
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Serve(args)) => serve::serve(args).await,
+        None => {
+            eprintln!("sessiond: no subcommand given, running `sessiond serve --dev` (dev mode: not for production)");
+            serve::serve(ServeArgs { dev: true, ..ServeArgs::default() }).await
+        }
+        Some(Command::Sessions { remote, command }) => commands::sessions(&remote, command).await,
+        Some(Command::Audit(args)) => commands::audit(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sessiond: error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, skipping causes its own message already includes.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,219 @@
+import { type Hello, type WsCtor } from "./connection.js";
+import { DraftHandle, type DraftConflict, type DraftHost, type Res } from "./drafts.js";
+import { Emitter } from "./emitter.js";
+import { LocalStore, type BlobStore, type KV, type LocalKey } from "./local.js";
+import { type Clock } from "./timing.js";
+export type { Clock } from "./timing.js";
+export { Debouncer, backoffDelay, hash } from "./timing.js";
+export type { Hello, WsCtor, WsLike } from "./connection.js";
+export type { AttachmentMeta, Draft, DraftConflict, ServerDraft } from "./drafts.js";
+export { DraftHandle } from "./drafts.js";
+export type { BlobStore, KV, LocalKey, StoredBlob } from "./local.js";
+export { LocalStore, idbBlobs, importLocalKey } from "./local.js";
+export interface Policy {
+    idle_timeout: number;
+    absolute_timeout: number;
+    warn_before: number;
+    heartbeat_interval: number;
+    heartbeat_misses: number;
+}
+export interface Session {
+    handle: string;
+    principal: string;
+    user_id: string | null;
+    role: string;
+    state: string;
+    created_at: string;
+    last_activity_at: string;
+    idle_expires_at: string;
+    absolute_expires_at: string;
+    seconds_left: number;
+    policy: Policy;
+}
+export interface Member {
+    connection_id: string;
+    handle: string;
+    principal: string;
+    role: string;
+}
+/** A room's shared state. `state` is parsed JSON, text, or bytes, by content type. */
+export interface RoomSnapshot {
+    version: number;
+    hash: string;
+    content_type: string;
+    state: unknown;
+}
+export interface RoomInfo {
+    room: string;
+    members: Member[];
+    snapshot: RoomSnapshot | null;
+}
+export interface SnapshotConflict {
+    kind: "snapshot";
+    room: string;
+    current: {
+        version: number;
+        hash?: string;
+    } | null;
+    /** The version `saveSnapshot(room, state, {version})` must name to overwrite. */
+    version: number;
+}
+export interface Events {
+    session: Session;
+    connected: Hello;
+    lost: {
+        code: number;
+    };
+    reconnected: Hello;
+    warning: {
+        secondsLeft: number;
+        idleExpiresAt: string;
+    };
+    renewed: {
+        idleExpiresAt: string;
+        absoluteExpiresAt: string;
+    };
+    ended: {
+        reason: string;
+    };
+    presence: RoomInfo;
+    member_joined: {
+        room: string;
+        member: Member;
+    };
+    member_left: {
+        room: string;
+        member: Member;
+        reason: string;
+    };
+    snapshot: {
+        room: string;
+        version: number;
+        hash: string;
+        by?: string;
+    };
+    conflict: DraftConflict | SnapshotConflict;
+    draft_saved: {
+        conversation: string;
+        seq: number;
+    };
+    error: {
+        code: string;
+        message?: string;
+        conversation?: string;
+        room?: string;
+    };
+}
+export interface Options {
+    /** Origin of the sessiond server; default: this page's origin. */
+    baseUrl?: string;
+    fetch?: typeof fetch;
+    WebSocket?: WsCtor;
+    /** Text copies; default localStorage. null disables local copies. */
+    storage?: KV | null;
+    /** Attachment copies; default IndexedDB. */
+    blobs?: BlobStore | null;
+    crypto?: Crypto;
+    clock?: Clock;
+    random?: () => number;
+    /** Where pointer/key/wheel/touch activity is heard; default document. */
+    activityTarget?: EventTarget | null;
+    /** Where pagehide and visibilitychange are heard; default window. */
+    window?: (EventTarget & {
+        document?: Document;
+    }) | null;
+    /** Network Information API, for a longer app-ping interval on metered links. */
+    metered?: () => boolean;
+    activityDebounceMs?: number;
+    draftDebounceMs?: number;
+    backoffBaseMs?: number;
+    backoffMaxMs?: number;
+    /** How long a local copy is kept after the server confirmed it. */
+    localTtlMs?: number;
+}
+/** A refused request: `code` is the server's problem code (or "network"). */
+export declare class SessiondError extends Error {
+    readonly code: string;
+    readonly status: number;
+    constructor(code: string, status: number);
+}
+export declare class Sessiond extends Emitter<Events> implements DraftHost {
+    private readonly o;
+    /** The current session, once `start()` resolved. */
+    session: Session | null;
+    /** Why the session ended, or null while it is live. */
+    endedReason: string | null;
+    lk: LocalKey | null;
+    readonly local: LocalStore;
+    readonly clock: Clock;
+    readonly draftDebounceMs: number;
+    private readonly f;
+    private readonly base;
+    private readonly crypto;
+    private readonly conn;
+    private readonly handles;
+    private readonly rooms;
+    private readonly activity;
+    private readonly unlisten;
+    constructor(o?: Options);
+    get ended(): boolean;
+    /** true while the WebSocket is up (hello received). */
+    get connected(): boolean;
+    /** Gets or creates this browser's session, connects, and starts listening. */
+    start(): Promise<Session>;
+    /** After an ending, checks whether this browser has a live session again (e.g. signed
+     * in from another tab); resumes with it if so. */
+    resume(): Promise<Session | null>;
+    /** Signs in with a ticket from the app's backend; the token is rotated. */
+    signIn(ticket: string): Promise<Session>;
+    /** Saves drafts to the server, ends the session, and removes this principal's local
+     * copies from this browser. */
+    signOut(): Promise<void>;
+    /** Resets the idle deadline (the "stay online" button). */
+    renew(): Promise<Session>;
+    /** The draft of a conversation. Opening another conversation flushes the others. */
+    drafts(conversation: string): DraftHandle;
+    /** Conversations that hold unsent content (server, local copies, this tab). */
+    listDrafts(): Promise<string[]>;
+    /** Saves every pending draft now. */
+    flushAll(keepalive?: boolean): Promise<unknown>;
+    /** Joins a room; resolves with its members and last snapshot. */
+    join(room: string): Promise<RoomInfo>;
+    leave(room: string): void;
+    /** Saves a room's shared state naming the version this tab last saw. A stale version
+     * emits `conflict` and resolves null; nothing is overwritten. */
+    saveSnapshot(room: string, state: unknown, o?: {
+        version?: number;
+    }): Promise<{
+        version: number;
+        hash: string;
+    } | null>;
+    /** Reads a room's current snapshot (after a `snapshot` event from another member). */
+    loadSnapshot(room: string): Promise<RoomSnapshot | null>;
+    /** fetch for the app's own API: a 401 emits `ended` (drafts are kept) and the
+     * response is returned for the app to show, never a redirect. */
+    fetch: (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>;
+    /** Stops listening and disconnects (pending drafts are flushed first). */
+    close(): Promise<void>;
+    fire<K extends keyof Events>(type: K, e: Events[K]): void;
+    /** One HTTP call to sessiond. Never throws: a network failure is status 0. The fetch
+     * is started synchronously, so keepalive requests go out inside pagehide. */
+    req(method: string, path: string, o?: {
+        json?: unknown;
+        body?: BodyInit;
+        type?: string;
+        keepalive?: boolean;
+        raw?: boolean;
+        noEnd?: boolean;
+        headers?: Record<string, string>;
+    }): Promise<Res>;
+    private handle;
+    /** Adopts a (new or resumed) session: local key, socket, and pending uploads. */
+    private begin;
+    private loadKey;
+    private end;
+    private listen;
+    private sendActivity;
+    private onHello;
+    private onMessage;
+}

@@ -1,0 +1,428 @@
+//! sessiond browser SDK: the session, its WebSocket (heartbeats, presence, warnings),
+//! debounced activity, rooms and snapshots, drafts with an encrypted local fallback, and
+//! a fetch wrapper that turns a 401 into an `ended` event instead of a lost page.
+import { Connection } from "./connection.js";
+import { DraftHandle } from "./drafts.js";
+import { Emitter } from "./emitter.js";
+import { LocalStore, fromB64, idbBlobs, importLocalKey } from "./local.js";
+import { Debouncer, realClock } from "./timing.js";
+export { Debouncer, backoffDelay, hash } from "./timing.js";
+export { DraftHandle } from "./drafts.js";
+export { LocalStore, idbBlobs, importLocalKey } from "./local.js";
+/** A refused request: `code` is the server's problem code (or "network"). */
+export class SessiondError extends Error {
+    constructor(code, status) {
+        super(`${code} (${status})`);
+        this.code = code;
+        this.status = status;
+    }
+}
+const ACTIVITY = ["pointerdown", "pointermove", "keydown", "wheel", "touchstart"];
+const CLOSE_REASONS = {
+    4000: "signed_out",
+    4001: "idle_timeout",
+    4002: "absolute_timeout",
+    4003: "revoked",
+    4008: "unauthenticated",
+};
+const JOIN_TIMEOUT_MS = 15000;
+const td = new TextDecoder();
+function defaultMetered() {
+    const nc = globalThis.navigator?.connection;
+    return !!nc && (nc.saveData === true || nc.type === "cellular");
+}
+function encodeState(state) {
+    if (typeof state === "string")
+        return [state, "text/plain;charset=utf-8"];
+    if (state instanceof Uint8Array || state instanceof Blob)
+        return [state, "application/octet-stream"];
+    return [JSON.stringify(state), "application/json"];
+}
+function decodeState(bytes, type) {
+    if (type.startsWith("application/json"))
+        return JSON.parse(td.decode(bytes));
+    return type.startsWith("text/") ? td.decode(bytes) : bytes;
+}
+export class Sessiond extends Emitter {
+    constructor(o = {}) {
+        super();
+        this.o = o;
+        /** The current session, once `start()` resolved. */
+        this.session = null;
+        /** Why the session ended, or null while it is live. */
+        this.endedReason = null;
+        this.lk = null;
+        this.handles = new Map();
+        this.rooms = new Map();
+        this.unlisten = [];
+        /** fetch for the app's own API: a 401 emits `ended` (drafts are kept) and the
+         * response is returned for the app to show, never a redirect. */
+        this.fetch = async (input, init = {}) => {
+            const res = await this.f(input, { credentials: "include", ...init });
+            if (res.status === 401) {
+                const p = await res
+                    .clone()
+                    .json()
+                    .catch(() => null);
+                this.end(p?.reason ?? p?.code ?? "unauthenticated");
+            }
+            return res;
+        };
+        const g = globalThis;
+        this.base = (o.baseUrl ?? g.location?.origin ?? "").replace(/\/$/, "");
+        this.f = o.fetch ?? globalThis.fetch.bind(globalThis);
+        this.clock = o.clock ?? realClock;
+        this.crypto = o.crypto ?? globalThis.crypto;
+        this.draftDebounceMs = o.draftDebounceMs ?? 400;
+        let storage = null;
+        try {
+            storage = o.storage === undefined ? g.localStorage ?? null : o.storage;
+        }
+        catch {
+            // localStorage throws where storage is blocked; run without local copies.
+        }
+        this.local = new LocalStore(storage, o.blobs === undefined ? idbBlobs() : o.blobs, this.crypto, this.clock, o.localTtlMs ?? 86400000);
+        const Ws = o.WebSocket ?? g.WebSocket;
+        this.conn = new Connection({
+            url: this.base.replace(/^http/, "ws") + "/v1/ws",
+            WebSocket: Ws,
+            clock: this.clock,
+            random: o.random ?? Math.random,
+            backoffBaseMs: o.backoffBaseMs ?? 500,
+            backoffMaxMs: o.backoffMaxMs ?? 30000,
+            metered: o.metered ?? defaultMetered,
+        }, {
+            message: (m) => this.onMessage(m),
+            hello: (h, re) => this.onHello(h, re),
+            lost: (code) => this.emit("lost", { code }),
+            closed: (code) => {
+                const reason = CLOSE_REASONS[code];
+                if (reason)
+                    this.end(reason);
+                return !!reason || this.ended;
+            },
+        });
+        this.activity = new Debouncer(() => this.sendActivity(), o.activityDebounceMs ?? 2000, o.activityDebounceMs ?? 2000, this.clock);
+    }
+    get ended() {
+        return this.endedReason !== null;
+    }
+    /** true while the WebSocket is up (hello received). */
+    get connected() {
+        return this.conn.connected;
+    }
+    /** Gets or creates this browser's session, connects, and starts listening. */
+    async start() {
+        const key = this.crypto.randomUUID?.() ?? String(Math.random()).slice(2);
+        const r = await this.req("POST", "/v1/session", { json: {}, headers: { "idempotency-key": key } });
+        if (r.status !== 200 && r.status !== 201)
+            throw new SessiondError(r.data?.code ?? "network", r.status);
+        this.listen();
+        await this.begin(r.data);
+        return r.data;
+    }
+    /** After an ending, checks whether this browser has a live session again (e.g. signed
+     * in from another tab); resumes with it if so. */
+    async resume() {
+        const r = await this.req("GET", "/v1/session", { noEnd: true });
+        if (r.status !== 200)
+            return null;
+        await this.begin(r.data);
+        return r.data;
+    }
+    /** Signs in with a ticket from the app's backend; the token is rotated. */
+    async signIn(ticket) {
+        if (!this.ended)
+            await this.flushAll();
+        const r = await this.req("POST", "/v1/session/signin", { json: { ticket }, noEnd: true });
+        if (r.status !== 200 && r.status !== 201)
+            throw new SessiondError(r.data?.code ?? "network", r.status);
+        await this.begin(r.data);
+        return r.data;
+    }
+    /** Saves drafts to the server, ends the session, and removes this principal's local
+     * copies from this browser. */
+    async signOut() {
+        if (!this.ended)
+            await this.flushAll();
+        const r = await this.req("DELETE", "/v1/session", { noEnd: true });
+        if (r.status === 0 || r.status >= 500)
+            throw new SessiondError(r.data?.code ?? "network", r.status);
+        for (const h of this.handles.values())
+            h.drop();
+        this.handles.clear();
+        if (this.lk)
+            await this.local.removeAll(this.lk).catch(() => undefined);
+        this.lk = null;
+        this.end("signed_out");
+    }
+    /** Resets the idle deadline (the "stay online" button). */
+    async renew() {
+        const r = await this.req("POST", "/v1/session/renew");
+        if (r.status !== 200)
+            throw new SessiondError(r.data?.code ?? "network", r.status);
+        this.session = r.data;
+        this.emit("renewed", { idleExpiresAt: this.session.idle_expires_at, absoluteExpiresAt: this.session.absolute_expires_at });
+        return this.session;
+    }
+    /** The draft of a conversation. Opening another conversation flushes the others. */
+    drafts(conversation) {
+        for (const [k, h] of this.handles)
+            if (k !== conversation)
+                void h.flush();
+        return this.handle(conversation);
+    }
+    /** Conversations that hold unsent content (server, local copies, this tab). */
+    async listDrafts() {
+        const out = new Set();
+        const r = this.ended ? null : await this.req("GET", "/v1/drafts");
+        const ok = r?.status === 200;
+        if (ok)
+            for (const d of r.data.drafts ?? [])
+                if (d.text_length > 0 || d.attachments?.length)
+                    out.add(d.conversation);
+        if (this.lk)
+            for (const c of this.local.conversations(this.lk, ok))
+                out.add(c);
+        for (const [c, h] of this.handles)
+            if (h.hasContent)
+                out.add(c);
+            else if (!h.unsaved)
+                out.delete(c);
+        return [...out];
+    }
+    /** Saves every pending draft now. */
+    flushAll(keepalive = false) {
+        return Promise.all([...this.handles.values()].map((h) => h.flush(keepalive)));
+    }
+    /** Joins a room; resolves with its members and last snapshot. */
+    join(room) {
+        let r = this.rooms.get(room);
+        if (!r)
+            this.rooms.set(room, (r = { version: 0, waiters: [] }));
+        const st = r;
+        return new Promise((resolve, reject) => {
+            const t = this.clock.setTimeout(() => {
+                st.waiters = st.waiters.filter((w) => w !== done);
+                reject(new SessiondError("join_timeout", 0));
+            }, JOIN_TIMEOUT_MS);
+            const done = (info) => {
+                this.clock.clearTimeout(t);
+                resolve(info);
+            };
+            st.waiters.push(done);
+            // Not connected yet: the join goes out with the others on hello.
+            this.conn.send({ type: "join", room });
+        });
+    }
+    leave(room) {
+        this.rooms.delete(room);
+        this.conn.send({ type: "leave", room });
+    }
+    /** Saves a room's shared state naming the version this tab last saw. A stale version
+     * emits `conflict` and resolves null; nothing is overwritten. */
+    async saveSnapshot(room, state, o = {}) {
+        const st = this.rooms.get(room) ?? { version: 0, waiters: [] };
+        const [body, type] = encodeState(state);
+        const r = await this.req("PUT", `/v1/rooms/${encodeURIComponent(room)}/snapshot?version=${o.version ?? st.version}`, { body, type });
+        if (r.status === 200) {
+            st.version = Number(r.data.version);
+            return { version: st.version, hash: r.data.hash };
+        }
+        if (r.status === 409) {
+            const current = r.data?.current ?? null;
+            this.emit("conflict", { kind: "snapshot", room, current, version: Number(current?.version ?? 0) });
+        }
+        else if (r.status !== 401)
+            this.emit("error", { code: String(r.data?.code ?? "network"), room });
+        return null;
+    }
+    /** Reads a room's current snapshot (after a `snapshot` event from another member). */
+    async loadSnapshot(room) {
+        const r = await this.req("GET", `/v1/rooms/${encodeURIComponent(room)}/snapshot`, { raw: true });
+        if (r.status !== 200 || !r.res)
+            return null;
+        const type = r.res.headers.get("content-type") ?? "application/octet-stream";
+        const snap = {
+            version: Number(r.res.headers.get("x-snapshot-version") ?? 0),
+            hash: (r.res.headers.get("etag") ?? "").replace(/"/g, ""),
+            content_type: type,
+            state: decodeState(new Uint8Array(await r.res.arrayBuffer()), type),
+        };
+        const st = this.rooms.get(room);
+        if (st)
+            st.version = snap.version;
+        return snap;
+    }
+    /** Stops listening and disconnects (pending drafts are flushed first). */
+    async close() {
+        await this.flushAll();
+        this.conn.stop();
+        for (const u of this.unlisten.splice(0))
+            u();
+    }
+    fire(type, e) {
+        this.emit(type, e);
+    }
+    /** One HTTP call to sessiond. Never throws: a network failure is status 0. The fetch
+     * is started synchronously, so keepalive requests go out inside pagehide. */
+    async req(method, path, o = {}) {
+        const headers = { ...o.headers };
+        let body = o.body;
+        if (o.json !== undefined) {
+            headers["content-type"] = "application/json";
+            body = JSON.stringify(o.json);
+        }
+        else if (o.type)
+            headers["content-type"] = o.type;
+        let res;
+        try {
+            res = await this.f(this.base + path, { method, headers, body, credentials: "include", keepalive: o.keepalive });
+        }
+        catch {
+            return { status: 0, data: null };
+        }
+        let data = null;
+        if (!o.raw || !res.ok) {
+            const t = await res.text().catch(() => "");
+            try {
+                data = t ? JSON.parse(t) : null;
+            }
+            catch {
+                data = null;
+            }
+        }
+        if (res.status === 401 && !o.noEnd)
+            this.end(data?.reason ?? data?.code ?? "unauthenticated");
+        return { status: res.status, data, res };
+    }
+    handle(conversation) {
+        let h = this.handles.get(conversation);
+        if (!h)
+            this.handles.set(conversation, (h = new DraftHandle(conversation, this)));
+        return h;
+    }
+    /** Adopts a (new or resumed) session: local key, socket, and pending uploads. */
+    async begin(s) {
+        const changed = s.principal !== this.session?.principal;
+        this.session = s;
+        this.endedReason = null;
+        if (changed) {
+            // Another person's drafts must never show: forget everything held in memory.
+            for (const h of this.handles.values())
+                h.drop();
+            this.handles.clear();
+            this.lk = null;
+        }
+        this.lk ?? (this.lk = await this.loadKey(s.principal));
+        this.emit("session", s);
+        this.conn.stop();
+        this.conn.start();
+        await this.local.sweep().catch(() => undefined);
+        await this.flushAll();
+        if (this.lk)
+            for (const c of this.local.conversations(this.lk, true))
+                if (!this.handles.has(c))
+                    await this.handle(c).get();
+    }
+    async loadKey(principal) {
+        if (!this.local.enabled)
+            return null;
+        const r = await this.req("GET", "/v1/session/local-key", { noEnd: true });
+        if (r.status !== 200 || r.data?.principal !== principal)
+            return null;
+        return importLocalKey(this.crypto.subtle, principal, r.data.key).catch(() => null);
+    }
+    end(reason) {
+        if (this.ended)
+            return;
+        this.endedReason = reason;
+        this.activity.cancel();
+        this.conn.stop();
+        this.emit("ended", { reason });
+    }
+    listen() {
+        if (this.unlisten.length)
+            return;
+        const g = globalThis;
+        const t = this.o.activityTarget === undefined ? g.document : this.o.activityTarget;
+        const onAct = (e) => {
+            // Synthetic events from scripts are not a person; timers never count either.
+            if (e.isTrusted !== false && !this.activity.pending && !this.ended)
+                this.activity.call();
+        };
+        for (const ev of ACTIVITY)
+            t?.addEventListener(ev, onAct, { passive: true, capture: true });
+        this.unlisten.push(() => ACTIVITY.forEach((ev) => t?.removeEventListener(ev, onAct, { capture: true })));
+        const w = this.o.window === undefined ? g.window : this.o.window;
+        const onHide = () => {
+            if (isHidden(w))
+                void this.flushAll(true);
+        };
+        const onPageHide = () => void this.flushAll(true);
+        w?.addEventListener("pagehide", onPageHide);
+        w?.document?.addEventListener("visibilitychange", onHide);
+        this.unlisten.push(() => {
+            w?.removeEventListener("pagehide", onPageHide);
+            w?.document?.removeEventListener("visibilitychange", onHide);
+        });
+    }
+    sendActivity() {
+        if (this.ended || !this.session)
+            return;
+        if (!this.conn.send({ type: "activity" }))
+            void this.req("POST", "/v1/session/activity");
+    }
+    onHello(h, reconnected) {
+        if (this.session) {
+            this.session.idle_expires_at = h.idle_expires_at;
+            this.session.absolute_expires_at = h.absolute_expires_at;
+        }
+        for (const room of this.rooms.keys())
+            this.conn.send({ type: "join", room });
+        this.emit(reconnected ? "reconnected" : "connected", h);
+        if (reconnected)
+            void this.flushAll();
+    }
+    onMessage(m) {
+        switch (m.type) {
+            case "expiry_warning":
+                return this.emit("warning", { secondsLeft: m.seconds_left, idleExpiresAt: m.idle_expires_at });
+            case "renewed":
+                if (this.session)
+                    Object.assign(this.session, { idle_expires_at: m.idle_expires_at, absolute_expires_at: m.absolute_expires_at });
+                return this.emit("renewed", { idleExpiresAt: m.idle_expires_at, absoluteExpiresAt: m.absolute_expires_at });
+            case "session_ended":
+                return this.end(m.reason);
+            case "presence": {
+                const s = m.snapshot;
+                const snapshot = s ? { version: s.version, hash: s.hash, content_type: s.content_type, state: decodeState(fromB64(s.data ?? ""), s.content_type ?? "") } : null;
+                const info = { room: m.room, members: m.members ?? [], snapshot };
+                const st = this.rooms.get(m.room);
+                if (st) {
+                    st.version = snapshot?.version ?? 0;
+                    for (const w of st.waiters.splice(0))
+                        w(info);
+                }
+                return this.emit("presence", info);
+            }
+            case "member_joined":
+                return this.emit("member_joined", { room: m.room, member: m.member });
+            case "member_left":
+                return this.emit("member_left", { room: m.room, member: m.member, reason: m.reason });
+            case "snapshot_saved": {
+                const st = this.rooms.get(m.room);
+                if (st)
+                    st.version = m.version;
+                return;
+            }
+            case "snapshot_updated":
+                return this.emit("snapshot", { room: m.room, version: m.version, hash: m.hash, by: m.by });
+            case "error":
+                return this.emit("error", { code: m.code, message: m.message });
+        }
+    }
+}
+function isHidden(w) {
+    return w?.document?.visibilityState === "hidden";
+}

@@ -1,0 +1,396 @@
+//! One conversation's draft: debounced autosave, saves serialised on the seq of the
+//! previous answer, attachments, conflicts surfaced (never overwritten), a local
+//! encrypted copy when the server cannot be reached, and clear-after-send.
+
+import { Debouncer, hash } from "./timing.js";
+import type { LocalAtt, LocalKey, LocalStore } from "./local.js";
+import type { Clock } from "./timing.js";
+
+export interface AttachmentMeta {
+  name: string;
+  content_type: string;
+  size: number;
+}
+
+/** A draft as the server returns it. */
+export interface ServerDraft {
+  conversation: string;
+  seq: number;
+  updated_at?: string;
+  text: string;
+  attachments: AttachmentMeta[];
+  deleted?: boolean;
+}
+
+/** What `get()` returns: the text and attachments to show. */
+export interface Draft {
+  conversation: string;
+  text: string;
+  seq: number;
+  attachments: AttachmentMeta[];
+  /** true when shown from the local copy because the server could not be asked. */
+  local: boolean;
+}
+
+/** Another tab (or a send) changed the draft; nothing was overwritten. Call
+ * `overwrite(seq)` to keep mine, or `discardMine()` to take `current`. */
+export interface DraftConflict {
+  kind: "draft";
+  conversation: string;
+  mine: { text: string; attachments: string[] };
+  /** The server's draft, or null if it was deleted (sent) or never existed. */
+  current: ServerDraft | null;
+  /** The server's current seq: the one `overwrite` must name. */
+  seq: number;
+}
+
+export interface Res {
+  status: number;
+  data: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  res?: Response;
+}
+
+/** What a draft needs from the client. */
+export interface DraftHost {
+  readonly ended: boolean;
+  readonly lk: LocalKey | null;
+  readonly local: LocalStore;
+  readonly clock: Clock;
+  readonly draftDebounceMs: number;
+  req(method: string, path: string, o?: { json?: unknown; body?: BodyInit; type?: string; keepalive?: boolean; raw?: boolean }): Promise<Res>;
+  fire(type: "conflict", e: DraftConflict): void;
+  fire(type: "draft_saved", e: { conversation: string; seq: number }): void;
+  fire(type: "error", e: { code: string; conversation?: string }): void;
+}
+
+/** How long after a failed save (network, 5xx) it is retried. */
+const RETRY_MS = 5000;
+
+export class DraftHandle {
+  text = "";
+  seq = 0;
+  conflict: DraftConflict | null = null;
+  private server: AttachmentMeta[] = [];
+  /** Attachments not yet confirmed by the server, by name. */
+  private readonly pendingAtts = new Map<string, Blob>();
+  private savedH = hash("");
+  private dirty = false;
+  private loaded = false;
+  private dropped = false;
+  private ops = 0;
+  private queued = false;
+  private chain: Promise<void> = Promise.resolve();
+  private lw: Promise<void> = Promise.resolve();
+  private lastLocal = "";
+  private retryTimer: unknown = null;
+  private readonly deb: Debouncer;
+
+  constructor(
+    readonly conversation: string,
+    private readonly c: DraftHost,
+  ) {
+    this.deb = new Debouncer(() => void this.flush(), c.draftDebounceMs, 4 * c.draftDebounceMs, c.clock);
+  }
+
+  private get path(): string {
+    return `/v1/drafts/${encodeURIComponent(this.conversation)}`;
+  }
+
+  /** Attachments to show: the server's plus those still uploading. */
+  get attachments(): AttachmentMeta[] {
+    const out = this.server.filter((a) => !this.pendingAtts.has(a.name));
+    for (const [name, b] of this.pendingAtts) out.push({ name, content_type: b.type, size: b.size });
+    return out;
+  }
+
+  /** true when there is something unsent (text or attachments). */
+  get hasContent(): boolean {
+    return this.text.trim() !== "" || this.attachments.length > 0;
+  }
+
+  /** true while a change has not been confirmed by the server. */
+  get unsaved(): boolean {
+    return this.dirty || this.pendingAtts.size > 0 || this.conflict !== null || this.deb.pending;
+  }
+
+  private state(local = false): Draft {
+    return { conversation: this.conversation, text: this.text, seq: this.seq, attachments: this.attachments, local };
+  }
+
+  /** The draft to show: reloaded from the server unless this tab holds unsaved work. */
+  async get(): Promise<Draft> {
+    await this.chain;
+    if (this.loaded && this.unsaved) return this.state();
+    return this.enqueue(() => this.load());
+  }
+
+  /** Sets the text; saved after the debounce (and on switch, hide and unload). */
+  set(text: string): void {
+    if (this.dropped) return;
+    this.text = text;
+    this.dirty = true;
+    this.deb.call();
+  }
+
+  /** Adds or replaces an attachment; uploaded at once (kept locally until confirmed). */
+  attach(name: string, blob: Blob): Promise<void> {
+    this.pendingAtts.set(name, blob);
+    const lk = this.c.lk;
+    const stored = lk ? this.c.local.putBlob(lk, this.conversation, name, blob).catch(() => undefined) : undefined;
+    return this.enqueue(async () => {
+      await stored;
+      await this.save();
+    });
+  }
+
+  /** Removes an attachment. */
+  detach(name: string): Promise<void> {
+    return this.enqueue(async () => {
+      const lk = this.c.lk;
+      if (lk) await this.c.local.delBlob(lk, this.conversation, name).catch(() => undefined);
+      this.pendingAtts.delete(name);
+      if (this.server.some((a) => a.name === name) && !this.c.ended) {
+        const r = await this.c.req("DELETE", `${this.path}/attachments/${encodeURIComponent(name)}?seq=${this.seq}`);
+        if (r.status === 404) this.server = this.server.filter((a) => a.name !== name);
+        else this.applied(r);
+      }
+      await this.writeLocal();
+    });
+  }
+
+  /** The bytes of an attachment: from memory, the server, or the local copy. */
+  async attachment(name: string): Promise<Blob | null> {
+    const p = this.pendingAtts.get(name);
+    if (p) return p;
+    if (!this.c.ended) {
+      const r = await this.c.req("GET", `${this.path}/attachments/${encodeURIComponent(name)}`, { raw: true });
+      if (r.status === 200 && r.res) return r.res.blob();
+    }
+    const lk = this.c.lk;
+    return lk ? this.c.local.getBlob(lk, this.conversation, name) : null;
+  }
+
+  /** Saves now whatever is pending. With `keepalive` (page hide/unload) the request is
+   * started synchronously and may outlive the page. */
+  flush(keepalive = false): Promise<void> {
+    this.deb.cancel();
+    if (this.dropped || (!this.dirty && !this.pendingAtts.size)) return this.chain;
+    if (keepalive && this.ops === 0) return this.enqueue(() => this.save(true), true);
+    if (this.queued) return this.chain;
+    this.queued = true;
+    return this.enqueue(() => {
+      this.queued = false;
+      return this.save();
+    });
+  }
+
+  /** After the app confirmed the message was sent: deletes the draft naming the current
+   * seq. Resolves false (nothing removed) on conflict or failure. */
+  clear(): Promise<boolean> {
+    this.deb.cancel();
+    let ok = false;
+    return this.enqueue(async () => {
+      if (this.c.ended) return;
+      const r = await this.c.req("DELETE", `${this.path}?seq=${this.seq}`);
+      if (r.status === 200 || r.status === 404) {
+        if (r.status === 200) this.seq = Number(r.data?.seq ?? this.seq + 1);
+        this.reset("", []);
+        this.c.fire("draft_saved", { conversation: this.conversation, seq: this.seq });
+        ok = true;
+      } else this.applied(r);
+      const lk = this.c.lk;
+      if (ok && lk) await this.c.local.remove(lk, this.conversation).catch(() => undefined);
+    }).then(() => ok);
+  }
+
+  /** Resolves a conflict by keeping this tab's version, naming the server's current seq. */
+  overwrite(seq: number): Promise<void> {
+    this.conflict = null;
+    this.seq = seq;
+    this.savedH = "";
+    this.dirty = true;
+    return this.flush();
+  }
+
+  /** Resolves a conflict by taking the server's version. */
+  discardMine(): Draft {
+    const cur = this.conflict;
+    if (cur) {
+      const lk = this.c.lk;
+      if (lk) for (const n of this.pendingAtts.keys()) void this.c.local.delBlob(lk, this.conversation, n).catch(() => undefined);
+      this.seq = cur.seq;
+      this.reset(cur.current?.deleted ? "" : cur.current?.text ?? "", cur.current?.deleted ? [] : cur.current?.attachments ?? []);
+      void this.writeLocal();
+    }
+    return this.state();
+  }
+
+  /** Forgets everything in memory (the principal changed); storage is untouched. */
+  drop(): void {
+    this.dropped = true;
+    this.deb.cancel();
+    if (this.retryTimer !== null) this.c.clock.clearTimeout(this.retryTimer);
+  }
+
+  private reset(text: string, atts: AttachmentMeta[]): void {
+    this.text = text;
+    this.server = atts;
+    this.pendingAtts.clear();
+    this.savedH = hash(text);
+    this.dirty = false;
+    this.conflict = null;
+  }
+
+  private enqueue<T>(op: () => Promise<T>, now = false): Promise<T> {
+    this.ops++;
+    const run = async () => {
+      try {
+        return await op();
+      } finally {
+        this.ops--;
+      }
+    };
+    const p = now ? run() : this.chain.then(run);
+    this.chain = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    return p;
+  }
+
+  private async load(): Promise<Draft> {
+    const c = this.c;
+    const lk = c.lk;
+    const local = lk ? await c.local.read(lk, this.conversation) : null;
+    const r = c.ended ? null : await c.req("GET", this.path);
+    if (this.dropped) return this.state();
+    this.loaded = true;
+    const ok = r?.status === 200 || r?.status === 404;
+    const server: ServerDraft | null = r?.status === 200 && !r.data?.deleted ? (r.data as ServerDraft) : null;
+    // A deleted draft answers 404 with its tombstone's seq, so the next draft starts there.
+    const sseq = Number(r?.data?.seq ?? 0);
+    const stext = server?.text ?? "";
+    const pendingLocal = !!local && (local.p || local.atts.some((a) => a.p));
+    if (ok && !pendingLocal) {
+      this.seq = sseq;
+      this.reset(stext, server?.attachments ?? []);
+      void this.writeLocal();
+      return this.state();
+    }
+    if (!local) return this.state(true);
+    await this.adoptLocal(local.atts);
+    this.text = local.text;
+    if (!ok) {
+      this.seq = local.seq;
+      this.dirty = local.p;
+      return this.state(true);
+    }
+    this.server = server?.attachments ?? [];
+    this.savedH = hash(stext);
+    if (local.seq === sseq) {
+      // Nothing happened on the server since this copy was made: upload it.
+      this.seq = sseq;
+      this.dirty = true;
+      void this.flush();
+    } else if (local.text === stext && !this.pendingAtts.size) {
+      this.seq = sseq;
+      this.dirty = false;
+      void this.writeLocal();
+    } else {
+      this.seq = local.seq;
+      this.raise(server, sseq);
+    }
+    return this.state();
+  }
+
+  private async adoptLocal(atts: LocalAtt[]): Promise<void> {
+    const lk = this.c.lk;
+    for (const a of atts) {
+      const b = a.p && lk ? await this.c.local.getBlob(lk, this.conversation, a.name) : null;
+      if (b) this.pendingAtts.set(a.name, b);
+    }
+  }
+
+  private raise(current: ServerDraft | null, seq: number): void {
+    this.conflict = {
+      kind: "draft",
+      conversation: this.conversation,
+      mine: { text: this.text, attachments: [...this.pendingAtts.keys()] },
+      current,
+      seq,
+    };
+    this.c.fire("conflict", this.conflict);
+  }
+
+  private async save(keepalive = false): Promise<void> {
+    const c = this.c;
+    if (this.conflict || this.dropped) return;
+    const text = this.text;
+    const h = hash(text);
+    this.dirty = false;
+    const lw = this.writeLocal();
+    if (c.ended) {
+      this.dirty = true; // uploaded after sign-in
+      return lw;
+    }
+    if (h !== this.savedH) {
+      const r = await c.req("PUT", this.path, { json: { text, seq: this.seq }, keepalive });
+      if (!this.applied(r)) return void (await this.writeLocal());
+      this.savedH = h;
+    }
+    for (const [name, blob] of keepalive ? [] : [...this.pendingAtts]) {
+      const r = await c.req("PUT", `${this.path}/attachments/${encodeURIComponent(name)}?seq=${this.seq}`, {
+        body: blob,
+        type: blob.type.split(";")[0] || "application/octet-stream",
+      });
+      if (!this.applied(r)) break;
+      if (this.pendingAtts.get(name) === blob) this.pendingAtts.delete(name);
+    }
+    await this.writeLocal();
+  }
+
+  /** Applies a write's answer; false if it was not applied (conflict, failure, ended). */
+  private applied(r: Res): boolean {
+    if (r.status === 200) {
+      const d = r.data as ServerDraft;
+      this.seq = Number(d.seq);
+      if (d.attachments) this.server = d.attachments;
+      this.c.fire("draft_saved", { conversation: this.conversation, seq: this.seq });
+      return true;
+    }
+    this.dirty = true;
+    if (r.status === 409) {
+      const cur = (r.data?.current ?? null) as ServerDraft | null;
+      this.raise(cur, Number(cur?.seq ?? 0));
+    } else if (r.status === 0 || r.status >= 500) {
+      if (this.retryTimer !== null) this.c.clock.clearTimeout(this.retryTimer);
+      this.retryTimer = this.c.clock.setTimeout(() => {
+        this.retryTimer = null;
+        void this.flush();
+      }, RETRY_MS);
+    } else if (r.status !== 401) {
+      // Refused for good (too large, bad type): retrying cannot help.
+      this.dirty = false;
+      this.pendingAtts.clear();
+      this.c.fire("error", { code: String(r.data?.code ?? r.status), conversation: this.conversation });
+    }
+    return false;
+  }
+
+  /** Writes the local copy (serialised, latest state wins); skips unchanged content. */
+  writeLocal(): Promise<void> {
+    this.lw = this.lw.then(async () => {
+      const lk = this.c.lk;
+      if (!lk || this.dropped) return;
+      const h = hash(this.text);
+      const atts = this.attachments.map((a) => ({ name: a.name, type: a.content_type, size: a.size, p: this.pendingAtts.has(a.name) }));
+      const d = { text: this.text, seq: this.seq, p: h !== this.savedH, atts };
+      const sig = JSON.stringify({ ...d, text: h });
+      if (sig === this.lastLocal) return;
+      this.lastLocal = sig;
+      if (!this.hasContent && !d.p) await this.c.local.remove(lk, this.conversation);
+      else await this.c.local.write(lk, this.conversation, d);
+    }).catch(() => undefined);
+    return this.lw;
+  }
+}

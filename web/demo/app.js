@@ -1,0 +1,507 @@
+// Helpdesk demo for sessiond: per-conversation drafts (text + recorded audio), shared
+// notes per conversation room, presence, expiry warning, and a "session ended" state
+// that keeps the page and the user's work.
+import { Sessiond } from "/sdk/sessiond.js";
+
+const CONVERSATIONS = [
+  { id: "conv-1", title: "Order #1042 — late delivery" },
+  { id: "conv-2", title: "Refund request" },
+  { id: "conv-3", title: "Cannot log in" },
+];
+const CLIP = "voice.webm";
+const NOTES_DEBOUNCE_MS = 800;
+
+const $ = (id) => document.getElementById(id);
+const client = new Sessiond();
+/** Draft handles by conversation (kept so badges and late sends use the right one). */
+const handles = new Map();
+/** Conversations whose Send is in flight. */
+const sending = new Set();
+const badges = new Set();
+let current = null;
+let recorder = null;
+let clipUrl = null;
+let members = [];
+let notesTimer = null;
+let notesConflictVersion = 0;
+let lastUser = "";
+let countdownTimer = null;
+
+function el(tag, props = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) k.startsWith("data-") || k.startsWith("aria-") ? e.setAttribute(k, v) : (e[k] = v);
+  e.append(...children);
+  return e;
+}
+
+function show(id, on) {
+  $(id).hidden = !on;
+}
+
+// ---------- boot and sign-in ----------
+
+async function boot() {
+  show("boot-error", false);
+  try {
+    await client.start();
+  } catch {
+    show("boot-error", true);
+    return;
+  }
+  renderSession();
+}
+
+function renderSession() {
+  const s = client.session;
+  const signedIn = !!s?.user_id;
+  if (signedIn) lastUser = s.user_id;
+  $("whoami").textContent = signedIn ? `${s.user_id} (${s.role})` : "";
+  show("signout", signedIn && !client.ended);
+  show("signin", !signedIn && !client.ended);
+  show("desk", signedIn || client.ended);
+  if (signedIn && !client.ended) {
+    show("ended", false);
+    void refreshBadges();
+    if (!current) void open(CONVERSATIONS[0].id);
+  }
+}
+
+async function signIn(user, role) {
+  const r = await fetch("/demo/api/ticket", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ user_id: user, role }) });
+  if (!r.ok) throw new Error(`ticket refused (${r.status})`);
+  const { ticket } = await r.json();
+  const before = client.session?.principal;
+  await client.signIn(ticket);
+  afterSignIn(before);
+}
+
+/** After any (re)sign-in: another person must see nothing of the previous one's work. */
+function afterSignIn(principalBefore) {
+  show("ended", false);
+  show("signin", false);
+  const changed = principalBefore !== client.session?.principal;
+  if (changed) {
+    handles.clear();
+    badges.clear();
+    const id = current ?? CONVERSATIONS[0].id;
+    current = null;
+    $("reply").value = "";
+    $("notes").value = "";
+    renderSession();
+    void open(id);
+  } else {
+    renderSession();
+    if (current) void reloadCurrent();
+  }
+}
+
+$("signin-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = new FormData(e.target);
+  $("signin-error").textContent = "";
+  try {
+    await signIn(String(f.get("user")), String(f.get("role")));
+  } catch (err) {
+    $("signin-error").textContent = `Sign-in failed: ${err.message}`;
+  }
+});
+
+$("ended-signin").addEventListener("click", () => {
+  $("signin-form").elements.user.value = lastUser;
+  show("signin", true);
+  $("signin-form").elements.user.focus();
+});
+
+$("copy-text").addEventListener("click", async () => {
+  const text = $("reply").value;
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    $("reply").select();
+    document.execCommand("copy");
+  }
+  $("copy-status").textContent = "Copied";
+});
+
+$("signout").addEventListener("click", async () => {
+  if (recorder) recorder.stop();
+  try {
+    await client.signOut();
+  } catch {
+    $("send-status").textContent = "Sign-out failed: server unreachable";
+    return;
+  }
+  // A deliberate sign-out on a shared computer: clear the screen, not just the session.
+  handles.clear();
+  badges.clear();
+  current = null;
+  for (const id of ["reply", "notes"]) $(id).value = "";
+  for (const id of ["messages", "presence", "presence-log"]) $(id).replaceChildren();
+  show("ended", false);
+  show("desk", false);
+  show("signin", true);
+  $("whoami").textContent = "";
+  show("signout", false);
+});
+
+boot();
+$("boot-retry").addEventListener("click", boot);
+
+// Signed in again from another tab: pick that session up when this tab is looked at.
+window.addEventListener("focus", async () => {
+  if (!client.ended) return;
+  const r = await fetch("/v1/session", { credentials: "include" }).catch(() => null);
+  const s = r?.ok ? await r.json() : null;
+  if (!s?.user_id) return;
+  const before = client.session?.principal;
+  if (await client.resume()) afterSignIn(before);
+});
+
+// ---------- session events ----------
+
+client.on("connected", () => ($("conn-status").textContent = "online"));
+client.on("reconnected", () => {
+  $("conn-status").textContent = "online";
+  show("lost", false);
+});
+client.on("lost", () => {
+  $("conn-status").textContent = "reconnecting…";
+  show("lost", true);
+});
+client.on("warning", ({ secondsLeft }) => {
+  const until = Date.now() + secondsLeft * 1000;
+  const tick = () => {
+    const s = Math.max(0, Math.round((until - Date.now()) / 1000));
+    $("countdown").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  };
+  tick();
+  clearInterval(countdownTimer);
+  countdownTimer = setInterval(tick, 250);
+  if (!$("warning").open) $("warning").showModal();
+});
+function closeWarning() {
+  clearInterval(countdownTimer);
+  if ($("warning").open) $("warning").close();
+}
+client.on("renewed", closeWarning);
+$("stay").addEventListener("click", async () => {
+  try {
+    await client.renew();
+  } catch {
+    closeWarning();
+  }
+});
+client.on("ended", ({ reason }) => {
+  closeWarning();
+  show("lost", false);
+  $("conn-status").textContent = "offline";
+  $("ended-reason").textContent = reason;
+  $("copy-status").textContent = "";
+  show("ended", true);
+  show("signout", false);
+  $("draft-status").textContent = "Saved on this device";
+});
+client.on("draft_saved", ({ conversation }) => {
+  if (conversation === current) $("draft-status").textContent = "Draft saved";
+  setBadge(conversation);
+});
+client.on("conflict", (e) => {
+  if (e.kind === "draft" && e.conversation === current) showConflict(e);
+  if (e.kind === "snapshot" && e.room === current) {
+    notesConflictVersion = e.version;
+    $("notes-status").textContent = "Someone else changed the notes.";
+    show("notes-conflict", true);
+  }
+});
+client.on("error", (e) => {
+  if (e.conversation === current) $("draft-status").textContent = `Not saved (${e.code})`;
+});
+
+// ---------- conversations and drafts ----------
+
+function renderList() {
+  const items = CONVERSATIONS.map((c) =>
+    el(
+      "li",
+      {},
+      el(
+        "button",
+        { type: "button", "data-testid": `conv-${c.id}`, "aria-current": String(c.id === current), onclick: () => open(c.id) },
+        el("span", { textContent: c.title }),
+        ...(badges.has(c.id) ? [el("span", { className: "badge", textContent: "draft", "data-testid": `draft-badge-${c.id}` })] : []),
+      ),
+    ),
+  );
+  $("conversations").replaceChildren(...items);
+}
+
+async function refreshBadges() {
+  badges.clear();
+  for (const id of await client.listDrafts()) badges.add(id);
+  renderList();
+}
+
+function setBadge(conv) {
+  const h = handles.get(conv);
+  if (!h) return;
+  if (h.hasContent) badges.add(conv);
+  else badges.delete(conv);
+  renderList();
+}
+
+async function open(id) {
+  if (id === current) return;
+  if (recorder) recorder.stop(); // the clip is attached to the conversation it was recorded in
+  if (current) client.leave(current);
+  current = id;
+  const h = client.drafts(id); // flushes the previous conversation's pending save
+  handles.set(id, h);
+  renderList();
+  $("conv-title").textContent = CONVERSATIONS.find((c) => c.id === id).title;
+  $("reply").value = "";
+  $("reply").disabled = true;
+  $("notes").value = "";
+  $("notes").disabled = true;
+  for (const x of ["messages", "presence", "presence-log"]) $(x).replaceChildren();
+  for (const x of ["draft-status", "send-status", "notes-status"]) $(x).textContent = "";
+  show("conflict", false);
+  show("notes-conflict", false);
+  renderClip(null);
+  await reloadCurrent();
+  void loadMessages(id);
+  void joinRoom(id);
+}
+
+async function reloadCurrent() {
+  const id = current;
+  const h = handles.get(id);
+  const d = await h.get();
+  if (id !== current) return;
+  $("reply").value = d.text;
+  $("draft-status").textContent = d.local ? "Shown from this device" : "";
+  enableReply();
+  if (h.conflict) showConflict(h.conflict);
+  setBadge(id);
+  await renderClipFor(id);
+}
+
+function enableReply() {
+  const busy = sending.has(current);
+  $("reply").disabled = busy;
+  $("record").disabled = busy || !window.MediaRecorder;
+  $("send").disabled = busy;
+}
+
+$("reply").addEventListener("input", () => {
+  const h = handles.get(current);
+  h.set($("reply").value);
+  $("draft-status").textContent = client.ended ? "Saved on this device" : "Saving…";
+  setBadge(current);
+});
+
+function showConflict(c) {
+  $("conflict-theirs").textContent = c.current && !c.current.deleted ? c.current.text || "(empty)" : "(sent or cleared elsewhere)";
+  show("conflict", true);
+}
+
+$("keep-mine").addEventListener("click", async () => {
+  const h = handles.get(current);
+  show("conflict", false);
+  if (h.conflict) await h.overwrite(h.conflict.seq);
+});
+
+$("use-theirs").addEventListener("click", async () => {
+  const h = handles.get(current);
+  const d = h.discardMine();
+  $("reply").value = d.text;
+  show("conflict", false);
+  setBadge(current);
+  await renderClipFor(current);
+});
+
+// ---------- audio clip ----------
+
+function renderClip(blob) {
+  if (clipUrl) URL.revokeObjectURL(clipUrl);
+  clipUrl = blob ? URL.createObjectURL(blob) : null;
+  if (clipUrl) $("clip-player").src = clipUrl;
+  else $("clip-player").removeAttribute("src");
+  show("clip", !!blob);
+}
+
+async function renderClipFor(conv) {
+  const h = handles.get(conv);
+  const has = h.attachments.some((a) => a.name === CLIP);
+  const blob = has ? await h.attachment(CLIP) : null;
+  if (conv === current) renderClip(blob);
+}
+
+$("record").addEventListener("click", async () => {
+  if (recorder) return recorder.stop();
+  const conv = current;
+  const h = handles.get(conv);
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (err) {
+    $("draft-status").textContent = `Microphone unavailable: ${err.message}`;
+    return;
+  }
+  const rec = new MediaRecorder(stream);
+  const chunks = [];
+  rec.ondataavailable = (e) => e.data.size && chunks.push(e.data);
+  rec.onstop = async () => {
+    stream.getTracks().forEach((t) => t.stop());
+    recorder = null;
+    $("record").textContent = "Record audio";
+    $("record").setAttribute("aria-pressed", "false");
+    const blob = new Blob(chunks, { type: rec.mimeType || "audio/webm" });
+    // Attach to the conversation it was recorded in, wherever the user is now.
+    const done = h.attach(CLIP, blob);
+    setBadge(conv);
+    if (conv === current) renderClip(blob);
+    await done;
+  };
+  recorder = rec;
+  rec.start();
+  $("record").textContent = "Stop recording";
+  $("record").setAttribute("aria-pressed", "true");
+});
+
+$("clip-remove").addEventListener("click", async () => {
+  const conv = current;
+  await handles.get(conv).detach(CLIP);
+  if (conv === current) renderClip(null);
+  setBadge(conv);
+});
+
+// ---------- send ----------
+
+$("reply-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  // Everything below applies to the conversation where Send was pressed.
+  const conv = current;
+  const h = handles.get(conv);
+  const text = $("reply").value;
+  const attachments = h.attachments.map((a) => a.name);
+  if (!text.trim() && !attachments.length) return;
+  sending.add(conv);
+  enableReply();
+  $("send-status").textContent = "Sending…";
+  let res = null;
+  try {
+    await h.flush();
+    res = await client.fetch("/demo/api/messages", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ conversation: conv, text, attachments }),
+    });
+  } catch {
+    res = null;
+  }
+  sending.delete(conv);
+  let status;
+  if (res?.status === 201) {
+    // The draft goes only now that the server confirmed the message.
+    const cleared = await h.clear();
+    status = cleared ? "Sent" : "Sent (draft kept: it changed elsewhere)";
+    setBadge(conv);
+    if (conv === current) {
+      if (cleared) $("reply").value = "";
+      renderClip(null);
+      void loadMessages(conv);
+    }
+  } else {
+    status = res?.status === 401 ? "Not sent: session ended — your text is kept" : "Not sent — try again";
+  }
+  if (conv === current) {
+    $("send-status").textContent = status;
+    enableReply();
+  }
+});
+
+async function loadMessages(conv) {
+  const r = await client.fetch(`/demo/api/messages?conversation=${encodeURIComponent(conv)}`).catch(() => null);
+  if (!r?.ok || conv !== current) return;
+  const { messages } = await r.json();
+  $("messages").replaceChildren(
+    ...messages.map((m) =>
+      el(
+        "li",
+        { "data-testid": "message" },
+        el("div", { className: "by", textContent: `${m.principal ?? ""} ${m.created_at ? new Date(m.created_at).toLocaleTimeString() : ""}` }),
+        el("div", { textContent: m.text }),
+        ...(m.attachments?.length ? [el("div", { className: "muted", textContent: `📎 ${m.attachments.join(", ")}` })] : []),
+      ),
+    ),
+  );
+}
+
+// ---------- room: presence and shared notes ----------
+
+async function joinRoom(conv) {
+  let info;
+  try {
+    info = await client.join(conv);
+  } catch {
+    if (conv === current) $("notes-status").textContent = "Room unavailable";
+    return;
+  }
+  if (conv !== current) return;
+  $("notes").value = info.snapshot?.state?.notes ?? "";
+  $("notes").disabled = false;
+  renderPresence(info.members);
+}
+
+function renderPresence(list) {
+  members = list;
+  $("presence").replaceChildren(
+    ...members.map((m) => el("li", { "data-testid": "presence-member", textContent: `${m.principal} (${m.role})${m.handle === client.session?.handle ? " — you" : ""}` })),
+  );
+}
+
+function logPresence(text) {
+  $("presence-log").prepend(el("li", { "data-testid": "presence-event", textContent: text }));
+}
+
+client.on("presence", (p) => p.room === current && renderPresence(p.members));
+client.on("member_joined", ({ room, member }) => {
+  if (room !== current) return;
+  renderPresence([...members.filter((m) => m.connection_id !== member.connection_id), member]);
+  logPresence(`${member.principal} joined`);
+});
+client.on("member_left", ({ room, member, reason }) => {
+  if (room !== current) return;
+  renderPresence(members.filter((m) => m.connection_id !== member.connection_id));
+  const why = { lost: "lost connection", session_ended: "'s session expired", left: "left" }[reason] ?? reason;
+  logPresence(`${member.principal} ${why}`);
+});
+
+$("notes").addEventListener("input", () => {
+  const room = current;
+  clearTimeout(notesTimer);
+  $("notes-status").textContent = "Saving…";
+  notesTimer = setTimeout(async () => {
+    const saved = await client.saveSnapshot(room, { notes: $("notes").value });
+    if (saved && room === current) $("notes-status").textContent = `Saved (v${saved.version})`;
+  }, NOTES_DEBOUNCE_MS);
+});
+
+client.on("snapshot", async ({ room, by }) => {
+  if (room !== current || by === client.session?.handle || document.activeElement === $("notes")) return;
+  const snap = await client.loadSnapshot(room);
+  if (snap && room === current) $("notes").value = snap.state?.notes ?? "";
+});
+
+$("notes-theirs").addEventListener("click", async () => {
+  const snap = await client.loadSnapshot(current);
+  $("notes").value = snap?.state?.notes ?? "";
+  $("notes-status").textContent = snap ? `Loaded v${snap.version}` : "";
+  show("notes-conflict", false);
+});
+
+$("notes-mine").addEventListener("click", async () => {
+  const saved = await client.saveSnapshot(current, { notes: $("notes").value }, { version: notesConflictVersion });
+  $("notes-status").textContent = saved ? `Saved (v${saved.version})` : "Not saved";
+  show("notes-conflict", false);
+});
