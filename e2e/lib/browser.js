@@ -25,6 +25,9 @@ export const CHROMIUM_ARGS = [
   '--disable-background-timer-throttling',
   '--disable-renderer-backgrounding',
   '--disable-backgrounding-occluded-windows',
+  // With E2E_WEB_DIR, pages fulfilled by interception count as public, and Chromium's
+  // Local Network Access checks would block their WebSocket to 127.0.0.1.
+  ...(process.env.E2E_WEB_DIR ? ['--disable-features=LocalNetworkAccessChecks,LocalNetworkAccessChecksWebSockets'] : []),
 ];
 
 const CONTEXT_OPTIONS = {
@@ -32,6 +35,26 @@ const CONTEXT_OPTIONS = {
   // Same user agent for every context: S3 requires it, and it is Chromium's own anyway.
   permissions: ['microphone'],
 };
+
+/**
+ * E2E_WEB_DIR=<dir with demo/, admin/, sdk/>: serve those pages from that directory
+ * instead of the copies embedded in the binary at compile time (for iterating on web/
+ * without a rebuild). Off by default: the suite tests what the server serves.
+ */
+async function routeWebOverride(context) {
+  const dir = process.env.E2E_WEB_DIR;
+  if (!dir) return context;
+  const types = { js: 'text/javascript', html: 'text/html', css: 'text/css' };
+  await context.route(/\/(demo|admin|sdk)\/.*/, async (route) => {
+    const url = new URL(route.request().url());
+    let rel = url.pathname.slice(1);
+    if (rel.endsWith('/')) rel += 'index.html';
+    const file = join(dir, rel);
+    if (!existsSync(file) || url.pathname.startsWith('/demo/api/')) return route.fallback();
+    await route.fulfill({ path: file, contentType: types[file.split('.').pop()] ?? 'application/octet-stream' });
+  });
+  return context;
+}
 
 function checkChromium() {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
@@ -46,6 +69,9 @@ export function watchPage(page, label) {
   openPages.add({ page, label });
   page.on('console', (msg) => consoleLog.push(`[${label}] ${msg.type()}: ${msg.text()}`));
   page.on('pageerror', (err) => consoleLog.push(`[${label}] pageerror: ${err.message}`));
+  page.on('response', (res) => {
+    if (res.status() >= 400) consoleLog.push(`[${label}] http ${res.status()} ${res.request().method()} ${res.url()}`);
+  });
   page.on('close', () => { for (const p of openPages) if (p.page === page) openPages.delete(p); });
   if (consoleLog.length > 5000) consoleLog.splice(0, consoleLog.length - 5000);
   return page;
@@ -56,20 +82,18 @@ export function consoleLines() { return consoleLog.slice(); }
 /** Launches a non-persistent Chromium; each newContext() gets its own cookie jar and storage. */
 export async function launchBrowser() {
   checkChromium();
-  const userDataDir = mkdtempSync(join(tmpdir(), 'sessiond-e2e-chromium-'));
+  // Playwright gives launch() a fresh temporary --user-data-dir of its own (and refuses
+  // one passed in args); launchProfile() is the way to a chosen, reusable one.
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: [...CHROMIUM_ARGS, `--user-data-dir=${userDataDir}`],
+    args: CHROMIUM_ARGS,
     timeout: 60_000,
   });
   return {
     browser,
-    async newContext(opts = {}) { return browser.newContext({ ...CONTEXT_OPTIONS, ...opts }); },
-    async close() {
-      await browser.close().catch(() => {});
-      rmSync(userDataDir, { recursive: true, force: true });
-    },
+    async newContext(opts = {}) { return routeWebOverride(await browser.newContext({ ...CONTEXT_OPTIONS, ...opts })); },
+    async close() { await browser.close().catch(() => {}); },
   };
 }
 
@@ -86,6 +110,7 @@ export async function launchProfile(userDataDir = mkdtempSync(join(tmpdir(), 'se
     timeout: 60_000,
     ...CONTEXT_OPTIONS,
   });
+  await routeWebOverride(context);
   return {
     context,
     userDataDir,

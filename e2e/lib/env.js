@@ -1,15 +1,15 @@
 // One scenario's world: proxies (one per browser context, so one can be frozen alone),
 // a server that trusts their origins, a browser, and a teardown that undoes all of it.
-import { startServer, SHORT_POLICY } from './server.js';
+import { startServer, SHORT_ROLES } from './server.js';
 import { startProxy } from './proxy.js';
 import { launchBrowser } from './browser.js';
 
-export async function startEnv({ proxies = 2, policy = SHORT_POLICY, browser = true } = {}) {
+export async function startEnv({ proxies = 2, roles = SHORT_ROLES, browser = true } = {}) {
   const list = [];
   for (let i = 0; i < proxies; i += 1) list.push(await startProxy());
   let server;
   try {
-    server = await startServer({ policy, allowedOrigins: list.map((p) => p.origin) });
+    server = await startServer({ roles, allowedOrigins: list.map((p) => p.origin) });
   } catch (err) {
     await Promise.all(list.map((p) => p.close()));
     throw err;

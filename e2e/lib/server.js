@@ -11,7 +11,7 @@ export const API_KEY = 'e2e-admin-key-123';
 // A fixed ticket secret so a test could mint tickets itself; the demo asks the server.
 export const TICKET_SECRET = 'e2e-ticket-secret-0123456789abcdef0123456789';
 
-/** Short policies: a warning 3 s after the last activity, expiry at 8 s, lost after ~3 s. */
+/** Short policy: a warning 3 s after the last activity, expiry at 8 s, lost after ~3 s. */
 export const SHORT_POLICY = {
   idle_timeout: '8s',
   absolute_timeout: '1h',
@@ -20,12 +20,23 @@ export const SHORT_POLICY = {
   heartbeat_misses: 3,
 };
 
+/** For a watcher that must outlive a SHORT session in the same test: idle 60 s. */
+export const WATCHER_POLICY = { ...SHORT_POLICY, idle_timeout: '60s', warn_before: '10s' };
+
+/** Scenarios about drafts, not timeouts: idle long enough that a slow machine never
+ * expires a session mid-scenario; heartbeats stay short. */
+export const CALM_POLICY = { ...SHORT_POLICY, idle_timeout: '10m', warn_before: '1m' };
+
+/** Timeout scenarios: editors expire fast, viewers watch them. */
+export const SHORT_ROLES = { editor: SHORT_POLICY, viewer: WATCHER_POLICY, public: SHORT_POLICY };
+export const CALM_ROLES = { editor: CALM_POLICY, viewer: CALM_POLICY, public: CALM_POLICY };
+
 let built = false;
 
 /** Builds the binary once per process (`cargo build` is a no-op when it is up to date). */
 export function buildServer() {
-  const bin = process.env.SESSIOND_BIN || join(REPO, 'target', 'debug', 'sessiond');
-  if (built || process.env.SESSIOND_BIN || process.env.E2E_SKIP_BUILD) {
+  const bin = process.env.E2E_SESSIOND_BIN || join(REPO, 'target', 'debug', 'sessiond');
+  if (built || process.env.E2E_SESSIOND_BIN || process.env.E2E_SKIP_BUILD) {
     if (!existsSync(bin)) throw new Error(`sessiond binary missing at ${bin}`);
     return bin;
   }
@@ -41,7 +52,7 @@ function toml(value) {
   return String(value);
 }
 
-function configText({ policy, allowedOrigins, extra }) {
+function configText({ roles, allowedOrigins, extra }) {
   const lines = [
     'dev = true',
     'store = "sqlite"',
@@ -51,7 +62,7 @@ function configText({ policy, allowedOrigins, extra }) {
     '[tickets]',
     `hs256_secret = ${toml(TICKET_SECRET)}`,
   ];
-  for (const role of ['editor', 'viewer', 'public']) {
+  for (const [role, policy] of Object.entries(roles)) {
     lines.push('', `[roles.${role}]`);
     for (const [k, v] of Object.entries(policy)) lines.push(`${k} = ${toml(v)}`);
   }
@@ -59,18 +70,25 @@ function configText({ policy, allowedOrigins, extra }) {
   return lines.join('\n') + '\n';
 }
 
+/** The caller's environment minus SESSIOND_* (the server reads those as configuration). */
+function serverEnv() {
+  const env = { RUST_LOG: 'info' };
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SESSIOND_')) env[k] = v;
+  return env;
+}
+
 /**
  * Starts `sessiond serve` and resolves once it printed its listening line.
  * Returns { url, port, dataDir, apiKey, logs(), admin(method, path, body), stop() }.
  */
-export async function startServer({ policy = SHORT_POLICY, allowedOrigins = [], extra = '' } = {}) {
+export async function startServer({ roles = SHORT_ROLES, allowedOrigins = [], extra = '' } = {}) {
   const bin = buildServer();
   const dataDir = mkdtempSync(join(tmpdir(), 'sessiond-e2e-'));
   const configPath = join(dataDir, 'e2e.toml');
-  writeFileSync(configPath, configText({ policy, allowedOrigins, extra }));
+  writeFileSync(configPath, configText({ roles, allowedOrigins, extra }));
   const child = spawn(bin, ['serve', '--config', configPath, '--listen', '127.0.0.1:0', '--data-dir', join(dataDir, 'data'), '--dev'], {
     cwd: dataDir,
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    env: serverEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   // Bounded log buffer: the tail is what a failure report needs.
@@ -113,6 +131,17 @@ export async function startServer({ policy = SHORT_POLICY, allowedOrigins = [], 
     return { status: res.status, json, text };
   }
 
+  /** One session as the admin API sees it (by handle; falls back to the list). */
+  async function session(handle) {
+    const one = await admin('GET', `/v1/admin/sessions/${handle}`);
+    if (one.status === 200) return one.json.session ?? one.json;
+    const list = await admin('GET', '/v1/admin/sessions?state=all&limit=1000');
+    if (list.status !== 200) throw new Error(`admin session list answered ${list.status}: ${list.text}`);
+    const found = list.json.sessions.find((x) => x.handle === handle);
+    if (!found) throw new Error(`admin API does not know session ${handle}`);
+    return found;
+  }
+
   async function stop() {
     if (child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((r) => child.once('exit', r));
@@ -124,5 +153,5 @@ export async function startServer({ policy = SHORT_POLICY, allowedOrigins = [], 
     if (!process.env.E2E_KEEP_DATA) rmSync(dataDir, { recursive: true, force: true });
   }
 
-  return { url, port, dataDir, apiKey: API_KEY, logs: () => log.slice(), admin, stop, process: child };
+  return { url, port, dataDir, apiKey: API_KEY, logs: () => log.slice(), admin, session, stop, process: child };
 }

@@ -184,6 +184,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get_snapshot(&self, room: &str) -> Result<Option<Snapshot>>;
     /// Stores `data` as version `expected_version + 1` if `expected_version` is current
     /// (0 when none). Atomic: readers see the old or the new snapshot, never a mix.
+    #[allow(clippy::too_many_arguments)]
     async fn put_snapshot(
         &self,
         room: &str,

@@ -18,8 +18,14 @@ pub enum TokenSource {
 
 /// The raw token of the request, if any (not validated).
 pub fn request_token(headers: &HeaderMap, cookie_name: &str) -> Option<(String, TokenSource)> {
-    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(t) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+        {
             return Some((t.trim().to_owned(), TokenSource::Bearer));
         }
     }
@@ -41,7 +47,11 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 /// Refuses state-changing cookie-authenticated requests from another origin. Requests
 /// without `Origin` and `Sec-Fetch-Site` (curl, server-to-server) carry no ambient
 /// browser credentials risk and pass.
-pub fn check_origin(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
+pub fn check_origin(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -56,7 +66,10 @@ pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), ApiEr
         if origin == "null" {
             return Err(ApiError::ForbiddenOrigin);
         }
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let own = origin.split_once("://").map(|(_, rest)| rest) == Some(host);
         if own || state.config.allowed_origins.iter().any(|o| o == origin) {
             return Ok(());
@@ -80,15 +93,34 @@ pub struct Authed {
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (token, source) =
-            request_token(&parts.headers, &state.config.cookie.name).ok_or(ApiError::Unauthenticated)?;
-        if source == TokenSource::Cookie {
-            check_origin(state, &parts.method, &parts.headers)?;
-        }
-        let session = state.sessions.authenticate(&token, false).await?;
-        Ok(Authed { session, source, token })
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(state, &parts.method, &parts.headers, false).await
     }
+}
+
+/// The live session of a request, recording activity if `touch` (one cache lookup, so
+/// the hot path does not validate twice). Cookie-authenticated writes must pass the
+/// origin check first.
+pub async fn authenticate(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    touch: bool,
+) -> Result<Authed, ApiError> {
+    let (token, source) =
+        request_token(headers, &state.config.cookie.name).ok_or(ApiError::Unauthenticated)?;
+    if source == TokenSource::Cookie {
+        check_origin(state, method, headers)?;
+    }
+    let session = state.sessions.authenticate(&token, touch).await?;
+    Ok(Authed {
+        session,
+        source,
+        token,
+    })
 }
 
 /// A caller holding one of the configured API keys.
@@ -97,7 +129,10 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let key = parts
             .headers
             .get(header::AUTHORIZATION)

@@ -3,6 +3,7 @@
 //! subscribers that lag lose old events and reconcile from the store.
 
 use sessiond_core::{EndReason, Handle, Timestamp};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
 /// Events every node's connection layer reacts to.
@@ -10,13 +11,29 @@ use tokio::sync::broadcast;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The session ended; its connections get `session_ended` and are closed.
-    SessionEnded { handle: Handle, principal: String, reason: EndReason },
+    SessionEnded {
+        handle: Handle,
+        principal: String,
+        reason: EndReason,
+    },
     /// Deadlines moved by a renewal (or activity inside the warning window).
-    SessionRenewed { handle: Handle, idle_expires_at: Timestamp, absolute_expires_at: Timestamp },
+    SessionRenewed {
+        handle: Handle,
+        idle_expires_at: Timestamp,
+        absolute_expires_at: Timestamp,
+    },
     /// The idle deadline is `warn_before` away.
-    ExpiryWarning { handle: Handle, seconds_left: i64, idle_expires_at: Timestamp },
+    ExpiryWarning {
+        handle: Handle,
+        seconds_left: i64,
+        idle_expires_at: Timestamp,
+    },
     /// Room-level events published by the presence layer (cluster fan-out).
-    Presence { room: String, payload: serde_json::Value, origin: String },
+    Presence {
+        room: String,
+        payload: serde_json::Value,
+        origin: String,
+    },
 }
 
 /// Capacity of the in-process broadcast; bounded so a stuck subscriber cannot grow memory.
@@ -25,6 +42,10 @@ pub const BUS_CAPACITY: usize = 8192;
 #[derive(Clone)]
 pub struct Bus {
     tx: broadcast::Sender<Event>,
+    /// Events published on this node, for the cluster bridge (created only when a bridge
+    /// subscribes, so a single node pays nothing). Events delivered from other nodes
+    /// never enter it, so the bridge cannot echo them back.
+    outbound: Arc<OnceLock<broadcast::Sender<Event>>>,
 }
 
 impl Default for Bus {
@@ -36,11 +57,27 @@ impl Default for Bus {
 impl Bus {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(BUS_CAPACITY);
-        Bus { tx }
+        Bus {
+            tx,
+            outbound: Arc::default(),
+        }
     }
-    /// Publishes locally; having no subscriber is fine.
+    /// Publishes locally (and, in cluster mode, to the bridge); having no subscriber is fine.
     pub fn publish(&self, e: Event) {
+        if let Some(out) = self.outbound.get() {
+            let _ = out.send(e.clone());
+        }
         let _ = self.tx.send(e);
+    }
+    /// Delivers an event that came from another node to this node's subscribers only.
+    pub fn deliver_local(&self, e: Event) {
+        let _ = self.tx.send(e);
+    }
+    /// Events published on this node (the cluster bridge forwards them to the others).
+    pub fn subscribe_outbound(&self) -> broadcast::Receiver<Event> {
+        self.outbound
+            .get_or_init(|| broadcast::channel(BUS_CAPACITY).0)
+            .subscribe()
     }
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()

@@ -3,8 +3,8 @@
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
-use sessiond_core::policy::{Policies, Policy};
 use serde::{Deserialize, Serialize};
+use sessiond_core::policy::{Policies, Policy};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -125,7 +125,9 @@ pub enum ConfigError {
 
 impl Default for Config {
     fn default() -> Self {
-        Config::figment(None).extract().expect("embedded defaults parse")
+        Config::figment(None)
+            .extract()
+            .expect("embedded defaults parse")
     }
 }
 
@@ -136,7 +138,12 @@ impl Config {
         if let Some(file) = file {
             f = f.merge(Toml::file_exact(file));
         }
-        f.merge(Env::prefixed("SESSIOND_").split("__"))
+        // SESSIOND_SERVER, SESSIOND_API_KEY (the CLI's) and SESSIOND_LOG_FORMAT are not keys.
+        f.merge(
+            Env::prefixed("SESSIOND_")
+                .ignore(&["server", "api_key", "log_format"])
+                .split("__"),
+        )
     }
 
     /// Loads and validates (flags are applied by the caller, then [`Config::validate`] again).
@@ -171,7 +178,10 @@ impl Config {
                 (name.clone(), p)
             })
             .collect();
-        Policies { roles, default_role: self.default_role.clone() }
+        Policies {
+            roles,
+            default_role: self.default_role.clone(),
+        }
     }
 
     /// Whether cookies carry `Secure` (always, unless dev mode or explicitly disabled).
@@ -183,7 +193,11 @@ impl Config {
         let inv = |m: String| Err(ConfigError::Invalid(m));
         self.policies().validate().map_err(ConfigError::Invalid)?;
         if self.cookie.name.is_empty()
-            || !self.cookie.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            || !self
+                .cookie
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
             return inv("cookie.name must be a non-empty token of A-Z a-z 0-9 _ -".into());
         }
@@ -206,7 +220,9 @@ impl Config {
         }
         let s = self.store.as_str();
         if !(s == "sqlite" || s == "memory" || s.starts_with("redis")) {
-            return inv(format!("store {s:?}: expected sqlite, memory or a redis URL"));
+            return inv(format!(
+                "store {s:?}: expected sqlite, memory or a redis URL"
+            ));
         }
         Ok(())
     }
@@ -221,16 +237,28 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.cookie.name, "sessiond");
         let p = c.policies();
-        assert_eq!(p.get("editor").unwrap().idle_timeout, Duration::from_secs(900));
-        assert_eq!(p.get("public").unwrap().absolute_timeout, Duration::from_secs(3600));
+        assert_eq!(
+            p.get("editor").unwrap().idle_timeout,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            p.get("public").unwrap().absolute_timeout,
+            Duration::from_secs(3600)
+        );
         assert!(c.cookie_secure());
     }
 
     #[test]
     fn file_overrides_and_short_durations() {
-        let c = Config::from_toml("dev = true\n[roles.editor]\nidle_timeout = \"2s\"\nwarn_before = \"1s\"").unwrap();
+        let c = Config::from_toml(
+            "dev = true\n[roles.editor]\nidle_timeout = \"2s\"\nwarn_before = \"1s\"",
+        )
+        .unwrap();
         assert_eq!(c.roles["editor"].idle_timeout, Duration::from_secs(2));
-        assert_eq!(c.roles["editor"].absolute_timeout, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            c.roles["editor"].absolute_timeout,
+            Duration::from_secs(12 * 3600)
+        );
         assert!(!c.cookie_secure());
     }
 

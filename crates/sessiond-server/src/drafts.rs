@@ -22,7 +22,11 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// the audit event `drafts_restored` (detail: the conversations moved) and the metric
 /// `sessiond_drafts_restored_total`. Returns the conversations moved. Does nothing when
 /// `from` is not anonymous or equals `to`.
-pub async fn on_sign_in(state: &AppState, from: &Principal, to: &Principal) -> ApiResult<Vec<String>> {
+pub async fn on_sign_in(
+    state: &AppState,
+    from: &Principal,
+    to: &Principal,
+) -> ApiResult<Vec<String>> {
     if !from.is_anonymous() || from == to {
         return Ok(Vec::new());
     }
@@ -30,10 +34,11 @@ pub async fn on_sign_in(state: &AppState, from: &Principal, to: &Principal) -> A
     let moved = state.store.move_drafts(from, to, now).await?;
     if !moved.is_empty() {
         metrics::counter!("sessiond_drafts_restored_total").increment(moved.len() as u64);
-        let mut e = AuditEvent::new(now, AuditKind::DraftsRestored).with_detail(serde_json::json!({
-            "from": from.as_str(),
-            "conversations": moved,
-        }));
+        let mut e =
+            AuditEvent::new(now, AuditKind::DraftsRestored).with_detail(serde_json::json!({
+                "from": from.as_str(),
+                "conversations": moved,
+            }));
         e.principal = Some(to.to_string());
         state.sessions.audit(e).await;
     }

@@ -1,5 +1,6 @@
 //! The server's error enum and its one mapping to RFC 9457 problem+json responses.
 
+use axum::extract::FromRequest;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sessiond_core::{CoreError, EndReason, StoreError};
@@ -38,7 +39,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(detail: impl Into<String>) -> Self {
-        ApiError::Invalid { code: "invalid_request", detail: detail.into() }
+        ApiError::Invalid {
+            code: "invalid_request",
+            detail: detail.into(),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -117,9 +121,13 @@ impl From<StoreError> for ApiError {
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {
-            CoreError::Invalid { what: "conversation id", why } => {
-                ApiError::Invalid { code: "invalid_conversation", detail: format!("invalid conversation id: {why}") }
-            }
+            CoreError::Invalid {
+                what: "conversation id",
+                why,
+            } => ApiError::Invalid {
+                code: "invalid_conversation",
+                detail: format!("invalid conversation id: {why}"),
+            },
             e => ApiError::invalid(e.to_string()),
         }
     }
@@ -134,7 +142,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let detail = match &self {
-            ApiError::StoreUnavailable(_) => "the session store cannot be reached; retry shortly".to_owned(),
+            ApiError::StoreUnavailable(_) => {
+                "the session store cannot be reached; retry shortly".to_owned()
+            }
             ApiError::Internal(_) => "an internal error occurred".to_owned(),
             e => e.to_string(),
         };
@@ -151,13 +161,62 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut resp = (status, body.to_string()).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if matches!(self, ApiError::StoreUnavailable(_)) {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The shape of every error body (RFC 9457), for the OpenAPI document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[schema(example = "about:blank")]
+    pub r#type: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable machine-readable code (see docs/protocol.md).
+    #[schema(example = "session_expired")]
+    pub code: String,
+    /// Why the session ended, for `session_expired`.
+    #[schema(example = "idle_timeout")]
+    pub reason: Option<String>,
+    pub detail: String,
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge {
+                code: "payload_too_large",
+                detail: "request body too large".into(),
+            }
+        } else {
+            ApiError::invalid(format!("cannot read the request body: {}", r.body_text()))
+        }
+    }
+}
+
+/// Parses a JSON request body, answering 400 `invalid_request` with the parser's reason.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+}
+
+/// A JSON body extractor whose failures are problem+json (axum's `Json` answers plain text).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = bytes::Bytes::from_request(req, state).await?;
+        Ok(JsonBody(parse_json(&body)?))
+    }
+}

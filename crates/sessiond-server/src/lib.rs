@@ -6,12 +6,17 @@
 pub mod auth;
 pub mod bus;
 pub mod client;
+pub mod cluster;
 pub mod config;
+pub mod crypto;
 pub mod drafts;
 pub mod error;
+pub mod idempotency;
 pub mod routes;
 pub mod sessions;
 pub mod state;
+pub mod tickets;
+pub mod ws;
 
 use crate::bus::Bus;
 use crate::config::Config;
@@ -41,11 +46,49 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServerError> 
         "memory" => Ok(Arc::new(sessiond_store_memory::MemoryStore::new())),
         "sqlite" => {
             let dir = config.data_dir.clone();
-            let s = sessiond_store_sqlite::SqliteStore::open(&dir).map_err(|e| ServerError::Store(e.to_string()))?;
+            let s = sessiond_store_sqlite::SqliteStore::open(&dir)
+                .map_err(|e| ServerError::Store(e.to_string()))?;
             Ok(Arc::new(s))
         }
-        other => Err(ServerError::Store(format!("unsupported store {other:?} in this build"))),
+        url if is_redis_url(url) => Ok(open_redis(config).await?),
+        other => Err(ServerError::Store(format!(
+            "unsupported store {other:?} in this build"
+        ))),
     }
+}
+
+/// Whether `store` names a Redis deployment (cluster mode).
+pub fn is_redis_url(store: &str) -> bool {
+    [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+        "redis+sentinel://",
+        "rediss+sentinel://",
+    ]
+    .iter()
+    .any(|p| store.starts_with(p))
+}
+
+/// Connects the Redis store (standalone, Cluster or Sentinel, from the URL).
+///
+/// Several nodes share it, so they must derive the same keys: an explicit
+/// `server_secret` is required (a generated one would differ per node).
+pub async fn open_redis(
+    config: &Config,
+) -> Result<Arc<sessiond_store_redis::RedisStore>, ServerError> {
+    if config.server_secret.is_empty() {
+        return Err(ServerError::Store(
+            "a Redis store is shared by several nodes: set server_secret (the same on every node)"
+                .into(),
+        ));
+    }
+    let cfg = sessiond_store_redis::RedisConfig::new(config.store.clone());
+    let store = sessiond_store_redis::RedisStore::connect(cfg)
+        .await
+        .map_err(|e| ServerError::Store(e.to_string()))?;
+    Ok(Arc::new(store))
 }
 
 /// The server secret: configured, or generated once and kept in the data directory
@@ -80,8 +123,15 @@ fn server_secret(config: &Config) -> Result<[u8; 32], ServerError> {
 
 /// The process-wide Prometheus recorder (installed once; several test servers share it).
 fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
-    HANDLE.get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok()).clone()
+    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .ok()
+        })
+        .clone()
 }
 
 /// Builds the state: store, session service (warm-started from stored deadlines).
@@ -91,6 +141,10 @@ pub async fn build_state(
     shutdown: tokio_util_shutdown::Signal,
 ) -> Result<AppState, ServerError> {
     config.validate()?;
+    if is_redis_url(&config.store) {
+        let redis = open_redis(&config).await?;
+        return build_state_parts(config, clock, redis.clone(), Some(redis), shutdown).await;
+    }
     let store = open_store(&config).await?;
     build_state_with_store(config, clock, store, shutdown).await
 }
@@ -102,6 +156,25 @@ pub async fn build_state_with_store(
     store: Arc<dyn Store>,
     shutdown: tokio_util_shutdown::Signal,
 ) -> Result<AppState, ServerError> {
+    build_state_parts(config, clock, store, None, shutdown).await
+}
+
+/// Like [`build_state_with_store`]; with `redis` (the same store, concrete) the node
+/// joins a cluster: see [`cluster`].
+pub async fn build_state_parts(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+    redis: Option<Arc<sessiond_store_redis::RedisStore>>,
+    shutdown: tokio_util_shutdown::Signal,
+) -> Result<AppState, ServerError> {
+    let mut config = config;
+    apply_dev_defaults(&mut config);
+    config.validate()?;
+    let tickets = tickets::Tickets::from_config(&config)?;
+    // At-rest encryption sits between everything and the backend.
+    let store = crypto::wrap_store(&config, store)
+        .map_err(|e| config::ConfigError::Invalid(e.to_string()))?;
     let bus = Bus::new();
     let sessions = Arc::new(SessionService::new(
         store.clone(),
@@ -110,12 +183,27 @@ pub async fn build_state_with_store(
         bus.clone(),
         config.hot_path.cache_capacity,
     ));
-    let loaded = sessions.warm_start().await.map_err(|e| ServerError::Store(e.to_string()))?;
+    let loaded = sessions
+        .warm_start()
+        .await
+        .map_err(|e| ServerError::Store(e.to_string()))?;
     tracing::info!(sessions = loaded, "scheduler loaded stored deadlines");
+    let node_id = sessiond_core::token::random_id(6);
+    let cluster = redis.map(|r| {
+        sessions.enable_cluster_mode(config.hot_path.flush_interval);
+        tracing::info!(node = %node_id, sharded = r.is_cluster(), "cluster mode: sharing the Redis store with other nodes");
+        Arc::new(cluster::Cluster::new(r, node_id.clone()))
+    });
     let inner = Inner {
+        cluster,
         server_secret: server_secret(&config)?,
         trusted_proxies: client::parse_trusted(&config.trusted_proxies),
-        node_id: sessiond_core::token::random_id(6),
+        hub: Arc::new(crate::ws::Hub::new(
+            node_id.clone(),
+            bus.clone(),
+            &config.ws,
+        )),
+        node_id,
         config,
         sessions,
         store,
@@ -123,8 +211,32 @@ pub async fn build_state_with_store(
         bus,
         shutdown,
         metrics: metrics_handle(),
+        tickets,
+        demo: Default::default(),
     };
     Ok(AppState(Arc::new(inner)))
+}
+
+/// The admin API key of dev mode when none is configured (logged at start; dev only).
+pub const DEV_API_KEY: &str = "dev-admin-key";
+
+/// Dev mode fills in what a local demo needs and the config left empty: the well-known
+/// admin key and a per-process ticket secret (used to mint and to verify).
+fn apply_dev_defaults(config: &mut Config) {
+    if !config.dev {
+        return;
+    }
+    if config.api_keys.is_empty() {
+        config.api_keys.push(DEV_API_KEY.to_owned());
+        tracing::warn!(
+            api_key = DEV_API_KEY,
+            "dev mode: admin API key (never use dev mode in production)"
+        );
+    }
+    if config.tickets.hs256_secret.is_empty() {
+        config.tickets.hs256_secret = sessiond_core::token::random_id(32);
+        tracing::info!("dev mode: generated a ticket secret for this process");
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, closes connections and
@@ -144,10 +256,59 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
 ) -> Result<(), ServerError> {
+    config.validate()?;
+    if is_redis_url(&config.store) {
+        let redis = open_redis(&config).await?;
+        return run_with_parts(
+            config,
+            listener,
+            shutdown,
+            clock,
+            redis.clone(),
+            Some(redis),
+        )
+        .await;
+    }
+    let store = open_store(&config).await?;
+    run_with_store(config, listener, shutdown, clock, store).await
+}
+
+/// [`run`] with an injected clock and store (tests, embedding).
+pub async fn run_with_store(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+) -> Result<(), ServerError> {
+    run_with_parts(config, listener, shutdown, clock, store, None).await
+}
+
+/// [`run_with_store`]; with `redis` the node runs as part of a cluster.
+pub async fn run_with_parts(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+    redis: Option<Arc<sessiond_store_redis::RedisStore>>,
+) -> Result<(), ServerError> {
     let (trigger, signal) = tokio_util_shutdown::channel();
-    let state = build_state(config, clock, signal.clone()).await?;
+    let state = build_state_parts(config, clock, store, redis, signal.clone()).await?;
+    let cluster_task = cluster::spawn(&state);
     let flush_every = state.config.hot_path.flush_interval;
-    let background = tokio::spawn(state.sessions.clone().run_background(flush_every, signal.clone()));
+    let background = tokio::spawn(
+        state
+            .sessions
+            .clone()
+            .run_background(flush_every, signal.clone()),
+    );
+    let _retention = tokio::spawn(
+        state
+            .sessions
+            .clone()
+            .run_retention(state.config.audit.retention, signal.clone()),
+    );
     let _purger = drafts::spawn_purger(state.clone(), signal.clone());
     let app = routes::app(state.clone());
     let mut serve_signal = signal.clone();
@@ -155,11 +316,18 @@ pub async fn run_with_clock(
         shutdown.await;
         trigger.trigger();
     });
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { serve_signal.wait().await })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { serve_signal.wait().await })
+    .await?;
     // Give connection tasks a moment to send their goodbyes, then flush.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let _ = background.await;
+    if let Some(t) = cluster_task {
+        // Bounded inside: the node's members are announced lost and its lease dropped.
+        let _ = t.await;
+    }
     Ok(())
 }

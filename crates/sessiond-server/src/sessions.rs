@@ -24,6 +24,22 @@ struct Entry {
     dirty: bool,
     /// Whether the expiry warning for the current idle deadline was already sent.
     warned: bool,
+    /// When the record was last read from (or written to) the store; in cluster mode an
+    /// entry older than [`ClusterMode::revalidate_ms`] is re-read before it is trusted.
+    validated_at: Timestamp,
+}
+
+/// Cluster mode (Redis store, several nodes): other nodes change the same sessions, so
+/// the cache is only trusted briefly and timeouts are re-checked against the store.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterMode {
+    /// A cached entry older than this is re-read from the store before use, which
+    /// bounds how long a session revoked or renewed elsewhere is seen stale here.
+    pub revalidate_ms: i64,
+    /// Activity on a session whose idle deadline is closer than this is written at once
+    /// instead of coalesced, so another node never sees a stored deadline pass while
+    /// newer activity waits in this node's cache.
+    pub urgent_ms: i64,
 }
 
 /// State behind one mutex: no `.await` happens while it is held, so a std mutex is
@@ -43,18 +59,40 @@ pub struct SessionService {
     bus: Bus,
     cache: Mutex<Cache>,
     capacity: usize,
+    /// Set once when the store is shared by several nodes.
+    cluster: std::sync::OnceLock<ClusterMode>,
 }
+
+/// How often ended sessions and old audit events are purged.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// Rows per purge call, and calls per run: one run stays short; the rest waits.
+const RETENTION_BATCH: usize = 1000;
+const RETENTION_MAX_BATCHES: usize = 50;
 
 /// What the scheduler does with a session whose timer fired.
 enum Due {
-    Warn(Session),
+    Warn(Box<Session>),
     End(Handle, EndReason),
     Reschedule,
 }
 
 impl SessionService {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policies: Policies, bus: Bus, capacity: usize) -> Self {
-        SessionService { store, clock, policies, bus, cache: Mutex::new(Cache::default()), capacity: capacity.max(16) }
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policies: Policies,
+        bus: Bus,
+        capacity: usize,
+    ) -> Self {
+        SessionService {
+            store,
+            clock,
+            policies,
+            bus,
+            cache: Mutex::new(Cache::default()),
+            capacity: capacity.max(16),
+            cluster: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -76,6 +114,90 @@ impl SessionService {
             .get(role)
             .or_else(|| self.policies.get(&self.policies.default_role))
             .expect("validated config has the default role")
+    }
+
+    /// Switches on cluster mode (see [`ClusterMode`]); `flush_every` is the activity
+    /// flush interval, which sizes the urgent-write window.
+    pub fn enable_cluster_mode(&self, flush_every: Duration) {
+        let flush_ms = i64::try_from(flush_every.as_millis()).unwrap_or(i64::MAX / 4);
+        let _ = self.cluster.set(ClusterMode {
+            revalidate_ms: 1000,
+            urgent_ms: 2 * flush_ms + 1000,
+        });
+    }
+
+    pub fn cluster_mode(&self) -> Option<ClusterMode> {
+        self.cluster.get().copied()
+    }
+
+    /// Whether a cached entry must be re-read before use (cluster mode only).
+    fn is_stale(&self, e: &Entry, now: Timestamp) -> bool {
+        self.cluster
+            .get()
+            .is_some_and(|m| now - e.validated_at > m.revalidate_ms)
+    }
+
+    /// Marks a cached session for re-reading (another node changed it).
+    pub fn invalidate(&self, handle: &Handle) {
+        if let Some(e) = self.lock().by_handle.get_mut(handle) {
+            e.validated_at = Timestamp::MIN;
+        }
+    }
+
+    /// Marks every cached session for re-reading (events from other nodes may be lost).
+    pub fn invalidate_all(&self) {
+        for e in self.lock().by_handle.values_mut() {
+            e.validated_at = Timestamp::MIN;
+        }
+    }
+
+    /// Re-reads a session from the store into the cache, keeping this node's unwritten
+    /// activity (touches only move deadlines forward). Returns the merged record.
+    pub async fn refresh(&self, handle: &Handle) -> ApiResult<Option<Session>> {
+        let fresh = self.store.get_session(handle).await?;
+        let mut c = self.lock();
+        let Some(mut fresh) = fresh else {
+            if let Some(e) = c.by_handle.remove(handle) {
+                c.by_token.remove(&e.session.token_hash);
+            }
+            c.timers.cancel(handle);
+            return Ok(None);
+        };
+        let (dirty, warned) = match c.by_handle.get(handle) {
+            Some(e) if fresh.is_active() => {
+                let old = &e.session;
+                let dirty = e.dirty && old.last_activity_at > fresh.last_activity_at;
+                if dirty {
+                    fresh.last_activity_at = fresh.last_activity_at.max(old.last_activity_at);
+                    fresh.last_seen_at = fresh.last_seen_at.max(old.last_seen_at);
+                    fresh.idle_expires_at = fresh.idle_expires_at.max(old.idle_expires_at);
+                }
+                // A deadline moved by another node makes the warning sent for the old one moot.
+                (
+                    dirty,
+                    e.warned && fresh.idle_expires_at <= old.idle_expires_at,
+                )
+            }
+            Some(e) if e.session.is_active() => {
+                // Ended elsewhere and the event may never come: tell this node's connections.
+                self.bus.deliver_local(Event::SessionEnded {
+                    handle: *handle,
+                    principal: fresh.principal.to_string(),
+                    reason: fresh.end_reason.unwrap_or(EndReason::Revoked),
+                });
+                (false, false)
+            }
+            _ => (false, false),
+        };
+        self.insert_locked(&mut c, fresh.clone(), dirty);
+        if let Some(e) = c.by_handle.get_mut(handle) {
+            e.warned = warned;
+        }
+        if fresh.is_active() {
+            let t = self.timer_for(&fresh, warned);
+            c.timers.schedule(*handle, t);
+        }
+        Ok(Some(fresh))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -107,8 +229,13 @@ impl SessionService {
         }
         if c.by_handle.len() >= self.capacity && !c.by_handle.contains_key(&s.handle) {
             // Evict clean entries; the timer keeps their handle, the store has their state.
-            let victims: Vec<Handle> =
-                c.by_handle.iter().filter(|(_, e)| !e.dirty).take(self.capacity / 16 + 1).map(|(h, _)| *h).collect();
+            let victims: Vec<Handle> = c
+                .by_handle
+                .iter()
+                .filter(|(_, e)| !e.dirty)
+                .take(self.capacity / 16 + 1)
+                .map(|(h, _)| *h)
+                .collect();
             for h in victims {
                 if let Some(e) = c.by_handle.remove(&h) {
                     c.by_token.remove(&e.session.token_hash);
@@ -122,7 +249,22 @@ impl SessionService {
             }
         }
         c.by_token.insert(s.token_hash, s.handle);
-        c.by_handle.insert(s.handle, Entry { session: s, dirty, warned: false });
+        let validated_at = self.now();
+        c.by_handle.insert(
+            s.handle,
+            Entry {
+                session: s,
+                dirty,
+                warned: false,
+                validated_at,
+            },
+        );
+    }
+
+    /// The cached record of a session, if this node holds it (includes activity not yet
+    /// flushed to the store).
+    pub fn cached(&self, handle: &Handle) -> Option<Session> {
+        self.lock().by_handle.get(handle).map(|e| e.session.clone())
     }
 
     /// Drops a session from the cache (another node changed it; the store is the truth).
@@ -135,7 +277,11 @@ impl SessionService {
 
     /// Loads every active session's deadline into the timer (start-up, after a restart).
     pub async fn warm_start(&self) -> Result<usize, ApiError> {
-        let mut filter = sessiond_core::store::SessionFilter { active_only: true, limit: 1000, ..Default::default() };
+        let mut filter = sessiond_core::store::SessionFilter {
+            active_only: true,
+            limit: 1000,
+            ..Default::default()
+        };
         let mut n = 0;
         loop {
             let page = self.store.list_sessions(&filter).await?;
@@ -161,66 +307,116 @@ impl SessionService {
     pub async fn authenticate(&self, token: &str, touch: bool) -> ApiResult<Session> {
         let token = Token::parse(token).ok_or(ApiError::Unauthenticated)?;
         let hash = token.hash();
-        let now = self.now();
-        let cached = {
-            let mut c = self.lock();
-            let handle = c.by_token.get(&hash).copied();
-            match handle.and_then(|h| c.by_handle.get_mut(&h).map(|e| (h, e))) {
-                Some((_, e)) if e.session.token_hash.ct_eq(&hash) => {
-                    Some(self.check_and_touch(e, now, touch))
-                }
-                _ => None,
-            }
-        };
-        let result = match cached {
-            Some(r) => r,
-            None => {
-                let s = self.store.get_session_by_token(&hash).await?.ok_or(ApiError::Unauthenticated)?;
-                if !s.token_hash.ct_eq(&hash) {
-                    return Err(ApiError::Unauthenticated);
-                }
+        // Cluster mode: a stale entry, or one that looks overdue, is re-read once first.
+        let mut refreshed = false;
+        loop {
+            let now = self.now();
+            let mut stale = None;
+            let cached = {
                 let mut c = self.lock();
-                self.insert_locked(&mut c, s.clone(), false);
-                let e = c.by_handle.get_mut(&s.handle).expect("just inserted");
-                self.check_and_touch(e, now, touch)
+                let handle = c.by_token.get(&hash).copied();
+                match handle.and_then(|h| c.by_handle.get_mut(&h).map(|e| (h, e))) {
+                    Some((h, e)) if !refreshed && self.is_stale(e, now) => {
+                        stale = Some(h);
+                        None
+                    }
+                    Some((_, e)) if e.session.token_hash.ct_eq(&hash) => {
+                        Some(self.check_and_touch(e, now, touch))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(h) = stale {
+                self.refresh(&h).await?;
+                refreshed = true;
+                continue;
             }
-        };
-        match result {
-            Ok((s, renewed)) => {
-                if !s.is_active() {
-                    return Err(ApiError::SessionEnded(s.end_reason.unwrap_or(EndReason::Revoked)));
-                }
-                if renewed {
-                    self.publish_renewed(&s);
-                }
-                if touch {
+            let result = match cached {
+                Some(r) => r,
+                None => {
+                    let s = self
+                        .store
+                        .get_session_by_token(&hash)
+                        .await?
+                        .ok_or(ApiError::Unauthenticated)?;
+                    if !s.token_hash.ct_eq(&hash) {
+                        return Err(ApiError::Unauthenticated);
+                    }
                     let mut c = self.lock();
-                    let warned = c.by_handle.get(&s.handle).is_some_and(|e| e.warned);
-                    let t = self.timer_for(&s, warned);
-                    c.timers.schedule(s.handle, t);
+                    self.insert_locked(&mut c, s.clone(), false);
+                    let e = c.by_handle.get_mut(&s.handle).expect("just inserted");
+                    self.check_and_touch(e, now, touch)
                 }
-                Ok(s)
-            }
-            Err((handle, reason)) => {
-                self.end(&handle, reason).await?;
-                Err(ApiError::SessionEnded(reason))
-            }
+            };
+            return match result {
+                Ok((s, renewed, urgent)) => {
+                    if !s.is_active() {
+                        return Err(ApiError::SessionEnded(
+                            s.end_reason.unwrap_or(EndReason::Revoked),
+                        ));
+                    }
+                    if renewed {
+                        self.publish_renewed(&s);
+                    }
+                    if touch {
+                        let mut c = self.lock();
+                        let warned = c.by_handle.get(&s.handle).is_some_and(|e| e.warned);
+                        let t = self.timer_for(&s, warned);
+                        c.timers.schedule(s.handle, t);
+                    }
+                    if urgent {
+                        self.flush_urgent(&s.handle).await;
+                    }
+                    Ok(s)
+                }
+                Err((handle, reason)) => {
+                    if self.cluster.get().is_some() && !refreshed {
+                        // Another node may have moved the deadline: ask the store first.
+                        self.refresh(&handle).await?;
+                        refreshed = true;
+                        continue;
+                    }
+                    self.end(&handle, reason).await?;
+                    Err(ApiError::SessionEnded(reason))
+                }
+            };
+        }
+    }
+
+    /// Cluster mode: writes activity near the deadline at once (see [`ClusterMode::urgent_ms`]).
+    /// A failure leaves the entry dirty for the regular flusher.
+    async fn flush_urgent(&self, handle: &Handle) {
+        if let Err(e) = self.flush_one(handle).await {
+            tracing::debug!(handle = %handle, error = %e, "urgent activity write deferred");
         }
     }
 
     /// Checks an entry and records activity on it. `Ok((session, renewed_inside_warning))`
     /// or the ending that must happen now.
-    fn check_and_touch(&self, e: &mut Entry, now: Timestamp, touch: bool) -> Result<(Session, bool), (Handle, EndReason)> {
+    /// The third value asks for an immediate write (cluster mode, deadline near).
+    #[allow(clippy::type_complexity)]
+    fn check_and_touch(
+        &self,
+        e: &mut Entry,
+        now: Timestamp,
+        touch: bool,
+    ) -> Result<(Session, bool, bool), (Handle, EndReason)> {
         if !e.session.is_active() {
-            return Ok((e.session.clone(), false));
+            return Ok((e.session.clone(), false, false));
         }
         if let Some(reason) = lifecycle::due_reason(&e.session, now) {
             return Err((e.session.handle, reason));
         }
         let mut renewed = false;
+        let mut urgent = false;
         if touch {
             let policy = self.policy(&e.session.role).clone();
+            let before = e.session.idle_expires_at;
             if lifecycle::touch(&mut e.session, now, &policy) {
+                urgent = self
+                    .cluster
+                    .get()
+                    .is_some_and(|m| before - now < m.urgent_ms);
                 e.dirty = true;
                 if e.warned {
                     e.warned = false;
@@ -228,46 +424,76 @@ impl SessionService {
                 }
             }
         }
-        Ok((e.session.clone(), renewed))
+        Ok((e.session.clone(), renewed, urgent))
     }
 
     /// Records activity for a session known by handle (WebSocket `activity`).
     pub async fn touch_handle(&self, handle: &Handle) -> ApiResult<Session> {
-        let now = self.now();
-        let r = {
-            let mut c = self.lock();
-            c.by_handle.get_mut(handle).map(|e| self.check_and_touch(e, now, true))
-        };
-        let r = match r {
-            Some(r) => r,
-            None => {
-                let s = self.store.get_session(handle).await?.ok_or(ApiError::Unauthenticated)?;
+        let mut refreshed = false;
+        loop {
+            let now = self.now();
+            let stale = !refreshed
+                && self
+                    .lock()
+                    .by_handle
+                    .get(handle)
+                    .is_some_and(|e| self.is_stale(e, now));
+            if stale {
+                self.refresh(handle).await?;
+                refreshed = true;
+                continue;
+            }
+            let r = {
                 let mut c = self.lock();
-                self.insert_locked(&mut c, s, false);
-                let e = c.by_handle.get_mut(handle).expect("just inserted");
-                self.check_and_touch(e, now, true)
-            }
-        };
-        match r {
-            Ok((s, renewed)) => {
-                if !s.is_active() {
-                    return Err(ApiError::SessionEnded(s.end_reason.unwrap_or(EndReason::Revoked)));
-                }
-                {
+                c.by_handle
+                    .get_mut(handle)
+                    .map(|e| self.check_and_touch(e, now, true))
+            };
+            let r = match r {
+                Some(r) => r,
+                None => {
+                    let s = self
+                        .store
+                        .get_session(handle)
+                        .await?
+                        .ok_or(ApiError::Unauthenticated)?;
                     let mut c = self.lock();
-                    let warned = c.by_handle.get(handle).is_some_and(|e| e.warned);
-                    let t = self.timer_for(&s, warned);
-                    c.timers.schedule(s.handle, t);
+                    self.insert_locked(&mut c, s, false);
+                    let e = c.by_handle.get_mut(handle).expect("just inserted");
+                    self.check_and_touch(e, now, true)
                 }
-                if renewed {
-                    self.publish_renewed(&s);
+            };
+            return match r {
+                Ok((s, renewed, urgent)) => {
+                    if !s.is_active() {
+                        return Err(ApiError::SessionEnded(
+                            s.end_reason.unwrap_or(EndReason::Revoked),
+                        ));
+                    }
+                    {
+                        let mut c = self.lock();
+                        let warned = c.by_handle.get(handle).is_some_and(|e| e.warned);
+                        let t = self.timer_for(&s, warned);
+                        c.timers.schedule(s.handle, t);
+                    }
+                    if renewed {
+                        self.publish_renewed(&s);
+                    }
+                    if urgent {
+                        self.flush_urgent(&s.handle).await;
+                    }
+                    Ok(s)
                 }
-                Ok(s)
-            }
-            Err((h, reason)) => {
-                self.end(&h, reason).await?;
-                Err(ApiError::SessionEnded(reason))
-            }
+                Err((h, reason)) => {
+                    if self.cluster.get().is_some() && !refreshed {
+                        self.refresh(&h).await?;
+                        refreshed = true;
+                        continue;
+                    }
+                    self.end(&h, reason).await?;
+                    Err(ApiError::SessionEnded(reason))
+                }
+            };
         }
     }
 
@@ -283,7 +509,8 @@ impl SessionService {
             c.timers.schedule(s.handle, t);
         }
         self.flush_one(handle).await?;
-        self.audit(AuditEvent::for_session(self.now(), AuditKind::Renewed, &s)).await;
+        self.audit(AuditEvent::for_session(self.now(), AuditKind::Renewed, &s))
+            .await;
         self.publish_renewed(&s);
         Ok(s)
     }
@@ -325,14 +552,28 @@ impl SessionService {
                     serde_json::json!({"kept": ["drafts", "room_snapshots"], "purged": ["session_data_after_retention"]}),
                 );
                 self.audit(ev).await;
-                metrics::counter!("sessiond_sessions_ended_total", "reason" => reason.as_str()).increment(1);
+                metrics::counter!("sessiond_sessions_ended_total", "reason" => reason.as_str())
+                    .increment(1);
                 tracing::info!(handle = %s.handle, principal = %s.principal, reason = reason.as_str(), "session ended");
-                self.bus.publish(Event::SessionEnded { handle: *handle, principal: s.principal.to_string(), reason });
+                self.bus.publish(Event::SessionEnded {
+                    handle: *handle,
+                    principal: s.principal.to_string(),
+                    reason,
+                });
             }
             None => {
                 // Someone else (another request, node or the scheduler) ended it first.
                 self.lock().timers.cancel(handle);
                 if let Some(s) = self.store.get_session(handle).await? {
+                    if self.cluster.get().is_some() && !s.is_active() {
+                        // The winner may be another node whose event never arrives
+                        // (pub/sub is at-most-once): tell this node's connections too.
+                        self.bus.deliver_local(Event::SessionEnded {
+                            handle: *handle,
+                            principal: s.principal.to_string(),
+                            reason: s.end_reason.unwrap_or(reason),
+                        });
+                    }
                     let mut c = self.lock();
                     if let Some(e) = c.by_handle.get_mut(handle) {
                         e.session = s;
@@ -367,7 +608,12 @@ impl SessionService {
         if let Some(s) = pending {
             if let Err(err) = self
                 .store
-                .touch_session(&s.handle, s.last_activity_at, s.last_seen_at, s.idle_expires_at)
+                .touch_session(
+                    &s.handle,
+                    s.last_activity_at,
+                    s.last_seen_at,
+                    s.idle_expires_at,
+                )
                 .await
             {
                 self.mark_dirty(&s.handle);
@@ -393,7 +639,12 @@ impl SessionService {
                 .map(|e| {
                     e.dirty = false;
                     let s = &e.session;
-                    (s.handle, s.last_activity_at, s.last_seen_at, s.idle_expires_at)
+                    (
+                        s.handle,
+                        s.last_activity_at,
+                        s.last_seen_at,
+                        s.idle_expires_at,
+                    )
                 })
                 .collect()
         };
@@ -416,6 +667,14 @@ impl SessionService {
         let due = self.lock().timers.pop_due(now, 10_000);
         let mut fired = 0;
         for (handle, _) in due {
+            if self.cluster.get().is_some() {
+                // Another node may have moved or ended it: decide on the store's record.
+                if let Err(err) = self.refresh(&handle).await {
+                    tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
+                    self.lock().timers.schedule(handle, now + 500);
+                    continue;
+                }
+            }
             let action = {
                 let mut c = self.lock();
                 match c.by_handle.get_mut(&handle) {
@@ -424,7 +683,7 @@ impl SessionService {
                         Some(r) => Due::End(handle, r),
                         None if !e.warned && now >= self.timer_for(&e.session, false) => {
                             e.warned = true;
-                            Due::Warn(e.session.clone())
+                            Due::Warn(Box::new(e.session.clone()))
                         }
                         None => {
                             let t = self.timer_for(&e.session, e.warned);
@@ -498,7 +757,11 @@ impl SessionService {
     }
 
     /// Runs the scheduler, flusher and reconciler until `shutdown`, then flushes.
-    pub async fn run_background(self: Arc<Self>, flush_every: Duration, shutdown: tokio_util_shutdown::Signal) {
+    pub async fn run_background(
+        self: Arc<Self>,
+        flush_every: Duration,
+        shutdown: tokio_util_shutdown::Signal,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut flush = tokio::time::interval(flush_every);
@@ -520,6 +783,60 @@ impl SessionService {
         }
         if let Err(e) = self.flush().await {
             tracing::error!(error = %e, "final activity flush failed");
+        }
+    }
+
+    /// One bounded retention pass: sessions that ended before `retention` ago (with
+    /// their data and idempotency records) and audit events older than that.
+    pub async fn purge_retention(&self, retention: Duration) -> ApiResult<(usize, usize)> {
+        let before = self
+            .now()
+            .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let (mut sessions, mut events) = (0, 0);
+        for _ in 0..RETENTION_MAX_BATCHES {
+            let n = self
+                .store
+                .purge_ended_sessions(before, RETENTION_BATCH)
+                .await?;
+            sessions += n;
+            if n < RETENTION_BATCH {
+                break;
+            }
+        }
+        for _ in 0..RETENTION_MAX_BATCHES {
+            let n = self.store.purge_audit(before, RETENTION_BATCH).await?;
+            events += n;
+            if n < RETENTION_BATCH {
+                break;
+            }
+        }
+        if sessions + events > 0 {
+            tracing::info!(sessions, events, "retention purge");
+        }
+        metrics::counter!("sessiond_sessions_purged_total").increment(sessions as u64);
+        metrics::counter!("sessiond_audit_purged_total").increment(events as u64);
+        Ok((sessions, events))
+    }
+
+    /// Runs [`SessionService::purge_retention`] now and every [`RETENTION_INTERVAL`]
+    /// until `shutdown`.
+    pub async fn run_retention(
+        self: Arc<Self>,
+        retention: Duration,
+        shutdown: tokio_util_shutdown::Signal,
+    ) {
+        let mut every = tokio::time::interval(RETENTION_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut shutdown = shutdown;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    if let Err(e) = self.purge_retention(retention).await {
+                        tracing::warn!(error = %e, "retention purge failed; retrying next run");
+                    }
+                }
+                _ = shutdown.wait() => break,
+            }
         }
     }
 

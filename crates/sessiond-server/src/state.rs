@@ -29,6 +29,15 @@ pub struct Inner {
     pub shutdown: Signal,
     /// Prometheus exposition of the process's metrics.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// WebSocket connections, rooms and heartbeats (see [`crate::ws`]).
+    pub hub: Arc<crate::ws::Hub>,
+    /// Cluster mode (Redis store): leases, presence registry, event bridge. `None` on a
+    /// single node (memory, SQLite).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Sign-in ticket keys, parsed once at start.
+    pub tickets: crate::tickets::Tickets,
+    /// Dev-mode demo messages (bounded; empty unless `dev`).
+    pub demo: crate::routes::demo::Messages,
 }
 
 impl std::ops::Deref for AppState {

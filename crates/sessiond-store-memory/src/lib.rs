@@ -17,7 +17,9 @@ use sessiond_core::draft::{merge_on_sign_in, AttachmentLimits, AttachmentMeta, D
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord, Result, SessionFilter};
 use sessiond_core::token::random_id;
-use sessiond_core::{EndReason, Handle, Principal, Session, SessionState, Store, StoreError, Timestamp, TokenHash};
+use sessiond_core::{
+    EndReason, Handle, Principal, Session, SessionState, Store, StoreError, Timestamp, TokenHash,
+};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -150,14 +152,21 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn create_session(&self, s: &Session, idem: Option<&IdempotencyRecord>) -> Result<CreateOutcome> {
+    async fn create_session(
+        &self,
+        s: &Session,
+        idem: Option<&IdempotencyRecord>,
+    ) -> Result<CreateOutcome> {
         let mut g = self.lock();
         if let Some(rec) = idem {
             if let Some(existing) = g.idempotency.get(&rec.key_hash) {
                 return Ok(CreateOutcome::Existing(existing.clone()));
             }
             g.idempotency.insert(rec.key_hash.clone(), rec.clone());
-            g.idem_by_handle.entry(s.handle).or_default().push(rec.key_hash.clone());
+            g.idem_by_handle
+                .entry(s.handle)
+                .or_default()
+                .push(rec.key_hash.clone());
         }
         g.put_session(s.clone());
         Ok(CreateOutcome::Created)
@@ -169,7 +178,10 @@ impl Store for MemoryStore {
 
     async fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>> {
         let g = self.lock();
-        Ok(g.by_token.get(hash).and_then(|h| g.sessions.get(h)).cloned())
+        Ok(g.by_token
+            .get(hash)
+            .and_then(|h| g.sessions.get(h))
+            .cloned())
     }
 
     async fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool> {
@@ -203,7 +215,12 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    async fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp) -> Result<Option<Session>> {
+    async fn end_session(
+        &self,
+        handle: &Handle,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> Result<Option<Session>> {
         let mut g = self.lock();
         let Some(cur) = g.sessions.get(handle).filter(|s| s.is_active()) else {
             return Ok(None);
@@ -220,16 +237,27 @@ impl Store for MemoryStore {
         let g = self.lock();
         let iter: Box<dyn Iterator<Item = &Session>> = match filter.after {
             Some(after) => Box::new(
-                g.sessions.range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)).map(|(_, s)| s),
+                g.sessions
+                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                    .map(|(_, s)| s),
             ),
             None => Box::new(g.sessions.values()),
         };
-        Ok(iter.filter(|s| filter.matches(s)).take(cap(filter.limit)).cloned().collect())
+        Ok(iter
+            .filter(|s| filter.matches(s))
+            .take(cap(filter.limit))
+            .cloned()
+            .collect())
     }
 
     async fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>> {
         let g = self.lock();
-        Ok(g.deadlines.iter().take_while(|(t, _)| *t <= now).take(cap(limit)).map(|(_, h)| *h).collect())
+        Ok(g.deadlines
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .take(cap(limit))
+            .map(|(_, h)| *h)
+            .collect())
     }
 
     async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize> {
@@ -252,20 +280,38 @@ impl Store for MemoryStore {
     }
 
     async fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>> {
-        Ok(self.lock().data.get(handle).and_then(|m| m.get(key)).cloned())
+        Ok(self
+            .lock()
+            .data
+            .get(handle)
+            .and_then(|m| m.get(key))
+            .cloned())
     }
 
-    async fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> Result<bool> {
+    async fn put_data(
+        &self,
+        handle: &Handle,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<bool> {
         let mut g = self.lock();
         if !g.sessions.get(handle).is_some_and(|s| s.is_active()) {
             return Ok(false);
         }
-        g.data.entry(*handle).or_default().insert(key.to_owned(), value.clone());
+        g.data
+            .entry(*handle)
+            .or_default()
+            .insert(key.to_owned(), value.clone());
         Ok(true)
     }
 
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
-        Ok(self.lock().data.get_mut(handle).and_then(|m| m.remove(key)).is_some())
+        Ok(self
+            .lock()
+            .data
+            .get_mut(handle)
+            .and_then(|m| m.remove(key))
+            .is_some())
     }
 
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
@@ -280,16 +326,33 @@ impl Store for MemoryStore {
         let g = self.lock();
         let pick = |e: &&AuditEvent| f.matches(e);
         let out = if f.after_id.is_some() {
-            g.audit.values().filter(pick).take(cap(f.limit)).cloned().collect()
+            g.audit
+                .values()
+                .filter(pick)
+                .take(cap(f.limit))
+                .cloned()
+                .collect()
         } else {
-            g.audit.values().rev().filter(pick).take(cap(f.limit)).cloned().collect()
+            g.audit
+                .values()
+                .rev()
+                .filter(pick)
+                .take(cap(f.limit))
+                .cloned()
+                .collect()
         };
         Ok(out)
     }
 
     async fn purge_audit(&self, before: Timestamp, limit: usize) -> Result<usize> {
         let mut g = self.lock();
-        let doomed: Vec<i64> = g.audit.values().filter(|e| e.at < before).take(cap(limit)).map(|e| e.id).collect();
+        let doomed: Vec<i64> = g
+            .audit
+            .values()
+            .filter(|e| e.at < before)
+            .take(cap(limit))
+            .map(|e| e.id)
+            .collect();
         for id in &doomed {
             g.audit.remove(id);
         }
@@ -297,7 +360,11 @@ impl Store for MemoryStore {
     }
 
     async fn get_draft(&self, p: &Principal, conversation: &str) -> Result<Option<Draft>> {
-        Ok(self.lock().drafts.get(&Inner::key(p, conversation)).cloned())
+        Ok(self
+            .lock()
+            .drafts
+            .get(&Inner::key(p, conversation))
+            .cloned())
     }
 
     async fn list_drafts(&self, p: &Principal) -> Result<Vec<Draft>> {
@@ -324,7 +391,10 @@ impl Store for MemoryStore {
         if seq_of(cur) != expected_seq {
             return Ok(DraftWrite::Conflict(cur.cloned()));
         }
-        let attachments = cur.filter(|d| !d.deleted).map(|d| d.attachments.clone()).unwrap_or_default();
+        let attachments = cur
+            .filter(|d| !d.deleted)
+            .map(|d| d.attachments.clone())
+            .unwrap_or_default();
         let mut d = Draft {
             principal: p.clone(),
             conversation: conversation.to_owned(),
@@ -387,10 +457,14 @@ impl Store for MemoryStore {
             let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
             let size = (buf.len() + chunk.len()) as u64;
             if size > limits.max_size {
-                return Err(StoreError::TooLarge { limit: limits.max_size });
+                return Err(StoreError::TooLarge {
+                    limit: limits.max_size,
+                });
             }
             if held + size > limits.quota {
-                return Err(StoreError::QuotaExceeded { quota: limits.quota });
+                return Err(StoreError::QuotaExceeded {
+                    quota: limits.quota,
+                });
             }
             hasher.update(&chunk);
             buf.extend_from_slice(&chunk);
@@ -411,13 +485,19 @@ impl Store for MemoryStore {
         }
         // Other uploads may have committed while this body streamed.
         if g.held_bytes(p, Some((conversation, name))) + meta.size > limits.quota {
-            return Err(StoreError::QuotaExceeded { quota: limits.quota });
+            return Err(StoreError::QuotaExceeded {
+                quota: limits.quota,
+            });
         }
         let mut d = match cur {
             Some(d) if !d.deleted => d.clone(),
             _ => tombstone(p, conversation, expected_seq, now),
         };
-        let replaced = d.attachments.iter().position(|a| a.name == name).map(|i| d.attachments.remove(i));
+        let replaced = d
+            .attachments
+            .iter()
+            .position(|a| a.name == name)
+            .map(|i| d.attachments.remove(i));
         d.attachments.push(meta.clone());
         d.seq = expected_seq + 1;
         d.updated_at = now;
@@ -435,7 +515,11 @@ impl Store for MemoryStore {
         name: &str,
     ) -> Result<Option<(AttachmentMeta, ByteStream)>> {
         let g = self.lock();
-        let Some(meta) = g.drafts.get(&Inner::key(p, conversation)).filter(|d| !d.deleted).and_then(|d| d.attachment(name))
+        let Some(meta) = g
+            .drafts
+            .get(&Inner::key(p, conversation))
+            .filter(|d| !d.deleted)
+            .and_then(|d| d.attachment(name))
         else {
             return Ok(None);
         };
@@ -448,7 +532,10 @@ impl Store for MemoryStore {
             .step_by(READ_CHUNK)
             .map(|i| Ok(bytes.slice(i..(i + READ_CHUNK).min(bytes.len()))))
             .collect();
-        Ok(Some((meta.clone(), Box::pin(futures::stream::iter(chunks)))))
+        Ok(Some((
+            meta.clone(),
+            Box::pin(futures::stream::iter(chunks)),
+        )))
     }
 
     async fn delete_attachment(
@@ -465,10 +552,18 @@ impl Store for MemoryStore {
         if seq_of(cur) != expected_seq {
             return Ok(DraftWrite::Conflict(cur.cloned()));
         }
-        let Some(mut d) = cur.filter(|d| !d.deleted && d.attachment(name).is_some()).cloned() else {
+        let Some(mut d) = cur
+            .filter(|d| !d.deleted && d.attachment(name).is_some())
+            .cloned()
+        else {
             return Ok(DraftWrite::NotFound);
         };
-        let removed: Vec<AttachmentMeta> = d.attachments.iter().filter(|a| a.name == name).cloned().collect();
+        let removed: Vec<AttachmentMeta> = d
+            .attachments
+            .iter()
+            .filter(|a| a.name == name)
+            .cloned()
+            .collect();
         d.attachments.retain(|a| a.name != name);
         d.seq += 1;
         d.updated_at = now;
@@ -478,7 +573,12 @@ impl Store for MemoryStore {
         Ok(DraftWrite::Written(d))
     }
 
-    async fn move_drafts(&self, from: &Principal, to: &Principal, now: Timestamp) -> Result<Vec<String>> {
+    async fn move_drafts(
+        &self,
+        from: &Principal,
+        to: &Principal,
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
         if from == to {
             return Ok(Vec::new());
         }
@@ -497,7 +597,11 @@ impl Store for MemoryStore {
             let d = match g.drafts.get(&key) {
                 // Blob ids travel with the metadata, so the bytes need no copying.
                 Some(user) => merge_on_sign_in(user, &anon, now),
-                None => Draft { principal: to.clone(), updated_at: now, ..anon.clone() },
+                None => Draft {
+                    principal: to.clone(),
+                    updated_at: now,
+                    ..anon.clone()
+                },
             };
             g.drafts.insert(key, d);
             moved.push(anon.conversation);
@@ -507,8 +611,13 @@ impl Store for MemoryStore {
 
     async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize> {
         let mut g = self.lock();
-        let doomed: Vec<(Principal, String)> =
-            g.drafts.iter().filter(|(_, d)| d.updated_at < before).take(cap(limit)).map(|(k, _)| k.clone()).collect();
+        let doomed: Vec<(Principal, String)> = g
+            .drafts
+            .iter()
+            .filter(|(_, d)| d.updated_at < before)
+            .take(cap(limit))
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in &doomed {
             if let Some(d) = g.drafts.remove(k) {
                 g.free_blobs(&d.attachments);
@@ -534,7 +643,10 @@ impl Store for MemoryStore {
         let mut g = self.lock();
         let cur = g.snapshots.get(room);
         if cur.map_or(0, |s| s.version) != expected_version {
-            return Ok(SnapshotWrite::Conflict(cur.map(|s| Snapshot { data: Vec::new(), ..s.clone() })));
+            return Ok(SnapshotWrite::Conflict(cur.map(|s| Snapshot {
+                data: Vec::new(),
+                ..s.clone()
+            })));
         }
         let s = Snapshot {
             room: room.to_owned(),
@@ -548,7 +660,10 @@ impl Store for MemoryStore {
             retain_until,
         };
         g.snapshots.insert(room.to_owned(), s.clone());
-        Ok(SnapshotWrite::Written(Snapshot { data: Vec::new(), ..s }))
+        Ok(SnapshotWrite::Written(Snapshot {
+            data: Vec::new(),
+            ..s
+        }))
     }
 
     async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
@@ -585,10 +700,21 @@ mod tests {
     async fn replaced_and_deleted_attachments_free_their_bytes() {
         let store = MemoryStore::new();
         let p = Principal::user("a");
-        let limits = AttachmentLimits { max_size: 100, quota: 100 };
-        let body = |b: &'static [u8]| -> ByteStream { Box::pin(futures::stream::iter([Ok(Bytes::from_static(b))])) };
-        store.put_attachment(&p, "c", 0, "x", "t/t", body(b"one"), limits, 1).await.unwrap();
-        store.put_attachment(&p, "c", 1, "x", "t/t", body(b"two"), limits, 2).await.unwrap();
+        let limits = AttachmentLimits {
+            max_size: 100,
+            quota: 100,
+        };
+        let body = |b: &'static [u8]| -> ByteStream {
+            Box::pin(futures::stream::iter([Ok(Bytes::from_static(b))]))
+        };
+        store
+            .put_attachment(&p, "c", 0, "x", "t/t", body(b"one"), limits, 1)
+            .await
+            .unwrap();
+        store
+            .put_attachment(&p, "c", 1, "x", "t/t", body(b"two"), limits, 2)
+            .await
+            .unwrap();
         assert_eq!(store.lock().blobs.len(), 1);
         store.delete_draft(&p, "c", 2, 3).await.unwrap();
         assert!(store.lock().blobs.is_empty());

@@ -65,7 +65,11 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { readers: 4, busy_timeout: Duration::from_secs(2), sweep_grace: Duration::from_secs(600) }
+        SqliteOptions {
+            readers: 4,
+            busy_timeout: Duration::from_secs(2),
+            sweep_grace: Duration::from_secs(600),
+        }
     }
 }
 
@@ -115,9 +119,12 @@ impl SqliteStore {
 
         let mut writer = Connection::open(&db_path)?;
         configure(&writer, &opts)?;
-        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mode: String =
+            writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(SqliteError::Corrupt(format!("could not enable WAL mode (got {mode})")));
+            return Err(SqliteError::Corrupt(format!(
+                "could not enable WAL mode (got {mode})"
+            )));
         }
         writer.pragma_update(None, "synchronous", "FULL")?;
         schema::migrate(&mut writer)?;
@@ -126,7 +133,9 @@ impl SqliteStore {
             .map(|_| {
                 let c = Connection::open_with_flags(
                     &db_path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                        | OpenFlags::SQLITE_OPEN_URI,
                 )?;
                 configure(&c, &opts)?;
                 Ok(Mutex::new(c))
@@ -137,10 +146,19 @@ impl SqliteStore {
         let referenced = referenced_blobs(&writer)?;
         let swept = blobs.sweep(&referenced, opts.sweep_grace)?;
         if swept.removed > 0 {
-            tracing::info!(removed = swept.removed, kept = swept.kept, "swept leftover attachment files");
+            tracing::info!(
+                removed = swept.removed,
+                kept = swept.kept,
+                "swept leftover attachment files"
+            );
         }
         Ok(SqliteStore {
-            db: Arc::new(Db { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0), blobs }),
+            db: Arc::new(Db {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                blobs,
+            }),
             swept,
         })
     }

@@ -17,7 +17,9 @@ fn bad(idx: usize, ty: Type, msg: &str) -> rusqlite::Error {
 }
 
 pub(crate) fn handle_from(idx: usize, v: Vec<u8>) -> rusqlite::Result<Handle> {
-    Ok(Handle(v.try_into().map_err(|_| bad(idx, Type::Blob, "handle is not 12 bytes"))?))
+    Ok(Handle(v.try_into().map_err(|_| {
+        bad(idx, Type::Blob, "handle is not 12 bytes")
+    })?))
 }
 
 fn state_str(s: SessionState) -> &'static str {
@@ -35,16 +37,25 @@ pub(crate) fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
         _ => return Err(bad(5, Type::Text, "unknown session state")),
     };
     let end_reason = match r.get::<_, Option<String>>(6)? {
-        Some(s) => Some(EndReason::parse(&s).ok_or_else(|| bad(6, Type::Text, "unknown end reason"))?),
+        Some(s) => {
+            Some(EndReason::parse(&s).ok_or_else(|| bad(6, Type::Text, "unknown end reason"))?)
+        }
         None => None,
     };
     let allowed_rooms = match r.get::<_, Option<String>>(15)? {
-        Some(j) => Some(serde_json::from_str(&j).map_err(|_| bad(15, Type::Text, "allowed_rooms is not a JSON list"))?),
+        Some(j) => Some(
+            serde_json::from_str(&j)
+                .map_err(|_| bad(15, Type::Text, "allowed_rooms is not a JSON list"))?,
+        ),
         None => None,
     };
     Ok(Session {
         handle: handle_from(0, r.get(0)?)?,
-        token_hash: TokenHash(token.try_into().map_err(|_| bad(1, Type::Blob, "token hash is not 32 bytes"))?),
+        token_hash: TokenHash(
+            token
+                .try_into()
+                .map_err(|_| bad(1, Type::Blob, "token hash is not 32 bytes"))?,
+        ),
         principal: Principal(r.get(2)?),
         user_id: r.get(3)?,
         role: r.get(4)?,
@@ -127,18 +138,21 @@ pub(crate) fn replace_session(conn: &Connection, s: &Session) -> Result<usize, S
 }
 
 pub(crate) fn load_session(conn: &Connection, h: &Handle) -> Result<Option<Session>, SqliteError> {
-    let mut st = conn.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE handle = ?1"))?;
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {SESSION_COLS} FROM sessions WHERE handle = ?1"
+    ))?;
     Ok(st.query_row([&h.0[..]], session_from_row).optional()?)
 }
 
 // ---- drafts
 
-pub(crate) const DRAFT_COLS: &str = "principal, conversation, text, seq, updated_at, deleted, attachments";
+pub(crate) const DRAFT_COLS: &str =
+    "principal, conversation, text, seq, updated_at, deleted, attachments";
 
 pub(crate) fn draft_from_row(r: &Row<'_>) -> rusqlite::Result<Draft> {
     let atts: String = r.get(6)?;
-    let attachments: Vec<AttachmentMeta> =
-        serde_json::from_str(&atts).map_err(|_| bad(6, Type::Text, "attachments are not JSON metadata"))?;
+    let attachments: Vec<AttachmentMeta> = serde_json::from_str(&atts)
+        .map_err(|_| bad(6, Type::Text, "attachments are not JSON metadata"))?;
     Ok(Draft {
         principal: Principal(r.get(0)?),
         conversation: r.get(1)?,
@@ -150,10 +164,17 @@ pub(crate) fn draft_from_row(r: &Row<'_>) -> rusqlite::Result<Draft> {
     })
 }
 
-pub(crate) fn load_draft(conn: &Connection, p: &Principal, conversation: &str) -> Result<Option<Draft>, SqliteError> {
-    let mut st =
-        conn.prepare_cached(&format!("SELECT {DRAFT_COLS} FROM drafts WHERE principal = ?1 AND conversation = ?2"))?;
-    Ok(st.query_row(params![p.as_str(), conversation], draft_from_row).optional()?)
+pub(crate) fn load_draft(
+    conn: &Connection,
+    p: &Principal,
+    conversation: &str,
+) -> Result<Option<Draft>, SqliteError> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {DRAFT_COLS} FROM drafts WHERE principal = ?1 AND conversation = ?2"
+    ))?;
+    Ok(st
+        .query_row(params![p.as_str(), conversation], draft_from_row)
+        .optional()?)
 }
 
 pub(crate) fn upsert_draft(conn: &Connection, d: &Draft) -> Result<(), SqliteError> {
@@ -177,8 +198,13 @@ pub(crate) fn upsert_draft(conn: &Connection, d: &Draft) -> Result<(), SqliteErr
     Ok(())
 }
 
-pub(crate) fn delete_draft_row(conn: &Connection, p: &Principal, conversation: &str) -> Result<(), SqliteError> {
-    let mut st = conn.prepare_cached("DELETE FROM drafts WHERE principal = ?1 AND conversation = ?2")?;
+pub(crate) fn delete_draft_row(
+    conn: &Connection,
+    p: &Principal,
+    conversation: &str,
+) -> Result<(), SqliteError> {
+    let mut st =
+        conn.prepare_cached("DELETE FROM drafts WHERE principal = ?1 AND conversation = ?2")?;
     st.execute(params![p.as_str(), conversation])?;
     Ok(())
 }
@@ -192,7 +218,8 @@ pub(crate) fn held_bytes(conn: &Connection, p: &Principal) -> Result<u64, Sqlite
 
 // ---- snapshots
 
-pub(crate) const SNAPSHOT_COLS: &str = "room, version, hash, content_type, size, updated_at, updated_by, retain_until";
+pub(crate) const SNAPSHOT_COLS: &str =
+    "room, version, hash, content_type, size, updated_at, updated_by, retain_until";
 
 /// A snapshot row without its data (callers add it when asked).
 pub(crate) fn snapshot_from_row(r: &Row<'_>) -> rusqlite::Result<Snapshot> {
@@ -215,7 +242,8 @@ pub(crate) const AUDIT_COLS: &str =
     "id, at, kind, handle, principal, role, client_ip, user_agent, last_activity_at, reason, detail";
 
 pub(crate) fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
-    let kind = AuditKind::parse(r.get_ref(2)?.as_str()?).ok_or_else(|| bad(2, Type::Text, "unknown audit kind"))?;
+    let kind = AuditKind::parse(r.get_ref(2)?.as_str()?)
+        .ok_or_else(|| bad(2, Type::Text, "unknown audit kind"))?;
     let detail: String = r.get(10)?;
     Ok(AuditEvent {
         id: r.get(0)?,
@@ -228,6 +256,7 @@ pub(crate) fn audit_from_row(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
         user_agent: r.get(7)?,
         last_activity_at: r.get(8)?,
         reason: r.get(9)?,
-        detail: serde_json::from_str(&detail).map_err(|_| bad(10, Type::Text, "audit detail is not JSON"))?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|_| bad(10, Type::Text, "audit detail is not JSON"))?,
     })
 }

@@ -103,7 +103,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub fn migrate(conn: &mut Connection) -> Result<i64, SqliteError> {
     let mut version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
-        return Err(SqliteError::NewerSchema { found: version, known: SCHEMA_VERSION });
+        return Err(SqliteError::NewerSchema {
+            found: version,
+            known: SCHEMA_VERSION,
+        });
     }
     while version < SCHEMA_VERSION {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;

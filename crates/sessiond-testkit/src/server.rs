@@ -43,11 +43,21 @@ impl SpawnedServer {
     }
 
     /// Like [`SpawnedServer::start`] with a given data directory (`None`: a fresh temp dir).
-    pub fn start_in(bin: &Path, config_toml: &str, data_dir: Option<&Path>, extra_args: &[&str]) -> SpawnedServer {
-        let dir = tempfile::Builder::new().prefix("sessiond-test-").tempdir().expect("temp dir");
+    pub fn start_in(
+        bin: &Path,
+        config_toml: &str,
+        data_dir: Option<&Path>,
+        extra_args: &[&str],
+    ) -> SpawnedServer {
+        let dir = tempfile::Builder::new()
+            .prefix("sessiond-test-")
+            .tempdir()
+            .expect("temp dir");
         let config_path = dir.path().join("sessiond.toml");
         std::fs::write(&config_path, config_toml).expect("write config");
-        let data_dir = data_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.path().join("data"));
+        let data_dir = data_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("data"));
         let mut server = SpawnedServer {
             bin: bin.to_path_buf(),
             config_path,
@@ -64,7 +74,11 @@ impl SpawnedServer {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
         let mut child = Command::new(&self.bin)
             .arg("serve")
             .arg("--config")
@@ -101,7 +115,10 @@ impl SpawnedServer {
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => self.addr = addr,
             Err(e) => {
-                let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
                 self.kill9();
                 panic!(
                     "sessiond did not announce itself ({e:?}; exit status {status:?}); log:\n{}",
@@ -158,7 +175,9 @@ impl SpawnedServer {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL and reap: nothing is flushed, as in a crash.
@@ -175,17 +194,29 @@ impl SpawnedServer {
         let Some(mut child) = self.child.take() else {
             panic!("sessiond is not running");
         };
-        let sent = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        assert!(sent.is_ok_and(|s| s.success()), "cannot send SIGTERM to {}", child.id());
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        assert!(
+            sent.is_ok_and(|s| s.success()),
+            "cannot send SIGTERM to {}",
+            child.id()
+        );
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("sessiond did not stop within {STOP_TIMEOUT:?} of SIGTERM; log:\n{}", self.log_tail());
+                    panic!(
+                        "sessiond did not stop within {STOP_TIMEOUT:?} of SIGTERM; log:\n{}",
+                        self.log_tail()
+                    );
                 }
             }
         }

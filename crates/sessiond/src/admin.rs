@@ -19,8 +19,13 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(remote: &Remote) -> Result<Self, CliError> {
-        let api_key = remote.api_key.clone().filter(|k| !k.is_empty()).ok_or(CliError::NoApiKey)?;
-        let mut base = Url::parse(&remote.server).map_err(|_| CliError::BadUrl(remote.server.clone()))?;
+        let api_key = remote
+            .api_key
+            .clone()
+            .filter(|k| !k.is_empty())
+            .ok_or(CliError::NoApiKey)?;
+        let mut base =
+            Url::parse(&remote.server).map_err(|_| CliError::BadUrl(remote.server.clone()))?;
         if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
             return Err(CliError::BadUrl(remote.server.clone()));
         }
@@ -33,8 +38,15 @@ impl AdminClient {
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| CliError::Unreachable { url: remote.server.clone(), source: e })?;
-        Ok(AdminClient { http, base, api_key })
+            .map_err(|e| CliError::Unreachable {
+                url: remote.server.clone(),
+                source: e,
+            })?;
+        Ok(AdminClient {
+            http,
+            base,
+            api_key,
+        })
     }
 
     /// The URL of `segments` below the base; each segment is percent-encoded on its own,
@@ -42,7 +54,9 @@ impl AdminClient {
     pub fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
         let mut url = self.base.clone();
         {
-            let mut path = url.path_segments_mut().expect("base checked to be a base URL");
+            let mut path = url
+                .path_segments_mut()
+                .expect("base checked to be a base URL");
             path.pop_if_empty();
             for s in segments {
                 path.push(s);
@@ -66,19 +80,30 @@ impl AdminClient {
             .bearer_auth(&self.api_key)
             .send()
             .await
-            .map_err(|e| CliError::Unreachable { url: shown.clone(), source: e })?;
+            .map_err(|e| CliError::Unreachable {
+                url: shown.clone(),
+                source: e,
+            })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| CliError::Unreachable { url: shown.clone(), source: e })?;
+        let bytes = resp.bytes().await.map_err(|e| CliError::Unreachable {
+            url: shown.clone(),
+            source: e,
+        })?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
         if status == StatusCode::NO_CONTENT || bytes.is_empty() {
             return Ok(Value::Null);
         }
-        serde_json::from_slice(&bytes).map_err(|e| CliError::Protocol(format!("{shown}: invalid JSON: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::Protocol(format!("{shown}: invalid JSON: {e}")))
     }
 
-    pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value, CliError> {
+    pub async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, CliError> {
         self.call(Method::GET, self.url(segments, query)).await
     }
 
@@ -90,20 +115,40 @@ impl AdminClient {
 /// Turns an error answer into `status code: detail`, from problem+json when possible.
 pub fn api_error(status: StatusCode, body: &[u8]) -> CliError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let field = |name: &str| parsed.as_ref().and_then(|v| v.get(name)).and_then(Value::as_str).map(str::to_owned);
-    let code = field("code").unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_lowercase().replace(' ', "_"));
-    let mut detail = field("detail").or_else(|| field("title")).unwrap_or_else(|| {
-        let text = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)]).trim().to_owned();
-        if text.is_empty() {
-            "no details".to_owned()
-        } else {
-            text
-        }
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let code = field("code").unwrap_or_else(|| {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_lowercase()
+            .replace(' ', "_")
     });
+    let mut detail = field("detail")
+        .or_else(|| field("title"))
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&body[..body.len().min(MAX_ERROR_BODY)])
+                .trim()
+                .to_owned();
+            if text.is_empty() {
+                "no details".to_owned()
+            } else {
+                text
+            }
+        });
     if let Some(reason) = field("reason") {
         detail = format!("{detail} (reason: {reason})");
     }
-    CliError::Api { status: status.as_u16(), code, detail }
+    CliError::Api {
+        status: status.as_u16(),
+        code,
+        detail,
+    }
 }
 
 #[cfg(test)]
@@ -111,16 +156,30 @@ mod tests {
     use super::*;
 
     fn client(server: &str) -> AdminClient {
-        AdminClient::new(&Remote { server: server.into(), api_key: Some("k".into()), json: false }).unwrap()
+        AdminClient::new(&Remote {
+            server: server.into(),
+            api_key: Some("k".into()),
+            json: false,
+        })
+        .unwrap()
     }
 
     #[test]
     fn segments_are_encoded_and_prefix_kept() {
         let c = client("http://127.0.0.1:7878/prefix");
-        let u = c.url(&["v1", "admin", "principals", "user/42 x", "sessions"], &[("state", "all".into())]);
-        assert_eq!(u.as_str(), "http://127.0.0.1:7878/prefix/v1/admin/principals/user%2F42%20x/sessions?state=all");
+        let u = c.url(
+            &["v1", "admin", "principals", "user/42 x", "sessions"],
+            &[("state", "all".into())],
+        );
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:7878/prefix/v1/admin/principals/user%2F42%20x/sessions?state=all"
+        );
         let c = client("http://h:1/");
-        assert_eq!(c.url(&["v1", "admin", "sessions", "s_1"], &[]).as_str(), "http://h:1/v1/admin/sessions/s_1");
+        assert_eq!(
+            c.url(&["v1", "admin", "sessions", "s_1"], &[]).as_str(),
+            "http://h:1/v1/admin/sessions/s_1"
+        );
     }
 
     #[test]
@@ -134,9 +193,17 @@ mod tests {
 
     #[test]
     fn missing_key_and_bad_url_are_refused() {
-        let r = Remote { server: "http://h".into(), api_key: None, json: false };
+        let r = Remote {
+            server: "http://h".into(),
+            api_key: None,
+            json: false,
+        };
         assert!(matches!(AdminClient::new(&r), Err(CliError::NoApiKey)));
-        let r = Remote { server: "ftp://h".into(), api_key: Some("k".into()), json: false };
+        let r = Remote {
+            server: "ftp://h".into(),
+            api_key: Some("k".into()),
+            json: false,
+        };
         assert!(matches!(AdminClient::new(&r), Err(CliError::BadUrl(_))));
     }
 }

@@ -5,7 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "sessiond", version, about = "Session-lifecycle server for real-time web apps")]
+#[command(
+    name = "sessiond",
+    version,
+    about = "Session-lifecycle server for real-time web apps",
+    after_help = "Without a command, sessiond runs `serve --dev` (a local demo; never production)."
+)]
 pub struct Cli {
     /// Without a subcommand, `sessiond` runs `serve --dev` (a local demo, never production).
     #[command(subcommand)]
@@ -50,7 +55,12 @@ pub struct ServeArgs {
 #[derive(Debug, Args, Clone)]
 pub struct Remote {
     /// Base URL of a running sessiond.
-    #[arg(long, global = true, env = "SESSIOND_SERVER", default_value = "http://127.0.0.1:7878")]
+    #[arg(
+        long,
+        global = true,
+        env = "SESSIOND_SERVER",
+        default_value = "http://127.0.0.1:7878"
+    )]
     pub server: String,
     /// Admin API key.
     #[arg(long, global = true, env = "SESSIOND_API_KEY", hide_env_values = true)]

@@ -23,17 +23,27 @@ fn emit(text: &str) -> Result<(), CliError> {
 }
 
 fn pretty(v: &Value) -> String {
-    format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()))
+    format!(
+        "{}\n",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    )
 }
 
 fn array<'a>(v: &'a Value, key: &str) -> Result<&'a Vec<Value>, CliError> {
-    v.get(key).and_then(Value::as_array).ok_or_else(|| CliError::Protocol(format!("expected a {key:?} array")))
+    v.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| CliError::Protocol(format!("expected a {key:?} array")))
 }
 
 pub async fn sessions(remote: &Remote, command: SessionsCommand) -> Result<(), CliError> {
     let client = AdminClient::new(remote)?;
     match command {
-        SessionsCommand::Ls { principal, role, all, limit } => {
+        SessionsCommand::Ls {
+            principal,
+            role,
+            all,
+            limit,
+        } => {
             let mut found: Vec<Value> = Vec::new();
             let mut after: Option<String> = None;
             let next = loop {
@@ -65,24 +75,39 @@ pub async fn sessions(remote: &Remote, command: SessionsCommand) -> Result<(), C
             Ok(())
         }
         SessionsCommand::Show { handle } => {
-            let s = client.get(&["v1", "admin", "sessions", &handle], &[]).await?;
-            emit(&if remote.json { pretty(&s) } else { output::fields(&s) })
+            let s = client
+                .get(&["v1", "admin", "sessions", &handle], &[])
+                .await?;
+            emit(&if remote.json {
+                pretty(&s)
+            } else {
+                output::fields(&s)
+            })
         }
         SessionsCommand::Revoke { handle } => {
             let s = client.delete(&["v1", "admin", "sessions", &handle]).await?;
             if remote.json {
-                let v = if s.is_null() { json!({ "revoked": handle }) } else { s };
+                let v = if s.is_null() {
+                    json!({ "revoked": handle })
+                } else {
+                    s
+                };
                 return emit(&pretty(&v));
             }
             emit(&format!("revoked {handle}\n"))
         }
         SessionsCommand::RevokePrincipal { principal } => {
-            let r = client.delete(&["v1", "admin", "principals", &principal, "sessions"]).await?;
+            let r = client
+                .delete(&["v1", "admin", "principals", &principal, "sessions"])
+                .await?;
             if remote.json {
                 return emit(&pretty(&r));
             }
             let n = r.get("ended").and_then(Value::as_u64).unwrap_or(0);
-            emit(&format!("ended {n} session{} of {principal}\n", if n == 1 { "" } else { "s" }))
+            emit(&format!(
+                "ended {n} session{} of {principal}\n",
+                if n == 1 { "" } else { "s" }
+            ))
         }
     }
 }
@@ -93,7 +118,9 @@ pub fn since_param(s: &str, now: SystemTime) -> Result<String, CliError> {
         return Ok(humantime::format_rfc3339_millis(t).to_string());
     }
     let ago = humantime::parse_duration(s).map_err(|_| CliError::BadSince(s.to_owned()))?;
-    let t = now.checked_sub(ago).ok_or_else(|| CliError::BadSince(s.to_owned()))?;
+    let t = now
+        .checked_sub(ago)
+        .ok_or_else(|| CliError::BadSince(s.to_owned()))?;
     Ok(humantime::format_rfc3339_millis(t).to_string())
 }
 
@@ -145,7 +172,11 @@ pub async fn audit(args: AuditArgs) -> Result<(), CliError> {
     let mut last = batch.iter().map(event_id).max().unwrap_or(0);
     let show = |batch: &[Value]| -> Result<(), CliError> {
         for e in batch {
-            emit(&if args.remote.json { format!("{e}\n") } else { event_line(e) })?;
+            emit(&if args.remote.json {
+                format!("{e}\n")
+            } else {
+                event_line(e)
+            })?;
         }
         Ok(())
     };
@@ -186,13 +217,22 @@ mod tests {
     fn since_accepts_times_and_durations() {
         let now = humantime::parse_rfc3339("2026-11-21T19:00:00Z").unwrap();
         assert_eq!(since_param("10m", now).unwrap(), "2026-11-21T18:50:00.000Z");
-        assert_eq!(since_param("2026-11-20T08:00:00Z", now).unwrap(), "2026-11-20T08:00:00.000Z");
-        assert!(matches!(since_param("yesterday-ish", now), Err(CliError::BadSince(_))));
+        assert_eq!(
+            since_param("2026-11-20T08:00:00Z", now).unwrap(),
+            "2026-11-20T08:00:00.000Z"
+        );
+        assert!(matches!(
+            since_param("yesterday-ish", now),
+            Err(CliError::BadSince(_))
+        ));
     }
 
     #[test]
     fn follow_lines_carry_the_fields() {
         let e = json!({"id":7,"at":"t","kind":"ended","handle":"s_1","principal":"user:a","role":"editor","reason":"revoked"});
-        assert_eq!(event_line(&e), "7 t ended handle=s_1 principal=user:a role=editor reason=revoked ip=-\n");
+        assert_eq!(
+            event_line(&e),
+            "7 t ended handle=s_1 principal=user:a role=editor reason=revoked ip=-\n"
+        );
     }
 }

@@ -1,7 +1,5 @@
 //! The binary's one error type: every failure becomes a short message and exit code 1.
 
-use std::path::PathBuf;
-
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
@@ -9,9 +7,10 @@ pub enum CliError {
     #[error(transparent)]
     Config(#[from] sessiond_server::config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
-    #[error("cannot keep the dev API key in {path}: {source}")]
-    DevKey { path: PathBuf, source: std::io::Error },
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("no API key: pass --api-key or set SESSIOND_API_KEY (in dev mode `sessiond serve --dev` prints one)")]
@@ -24,7 +23,11 @@ pub enum CliError {
     Unreachable { url: String, source: reqwest::Error },
     /// A problem+json (or other error) answer of the admin API.
     #[error("{status} {code}: {detail}")]
-    Api { status: u16, code: String, detail: String },
+    Api {
+        status: u16,
+        code: String,
+        detail: String,
+    },
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
 }

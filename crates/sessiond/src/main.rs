@@ -18,7 +18,11 @@ async fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve::serve(args).await,
         None => {
             eprintln!("sessiond: no subcommand given, running `sessiond serve --dev` (dev mode: not for production)");
-            serve::serve(ServeArgs { dev: true, ..ServeArgs::default() }).await
+            serve::serve(ServeArgs {
+                dev: true,
+                ..ServeArgs::default()
+            })
+            .await
         }
         Some(Command::Sessions { remote, command }) => commands::sessions(&remote, command).await,
         Some(Command::Audit(args)) => commands::audit(args).await,

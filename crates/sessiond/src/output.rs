@@ -57,7 +57,16 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub const SESSION_HEADERS: &[&str] = &["HANDLE", "PRINCIPAL", "USER", "ROLE", "STATE", "LAST ACTIVITY", "IDLE LEFT", "ENDS AT"];
+pub const SESSION_HEADERS: &[&str] = &[
+    "HANDLE",
+    "PRINCIPAL",
+    "USER",
+    "ROLE",
+    "STATE",
+    "LAST ACTIVITY",
+    "IDLE LEFT",
+    "ENDS AT",
+];
 
 pub fn session_row(s: &Value) -> Vec<String> {
     let mut state = cell(s.get("state"));
@@ -77,7 +86,16 @@ pub fn session_row(s: &Value) -> Vec<String> {
     ]
 }
 
-pub const AUDIT_HEADERS: &[&str] = &["ID", "AT", "KIND", "HANDLE", "PRINCIPAL", "ROLE", "REASON", "CLIENT IP"];
+pub const AUDIT_HEADERS: &[&str] = &[
+    "ID",
+    "AT",
+    "KIND",
+    "HANDLE",
+    "PRINCIPAL",
+    "ROLE",
+    "REASON",
+    "CLIENT IP",
+];
 
 pub fn audit_row(e: &Value) -> Vec<String> {
     vec![
@@ -112,7 +130,13 @@ mod tests {
 
     #[test]
     fn table_aligns_columns() {
-        let t = table(&["A", "LONG"], &[vec!["xyz".into(), "1".into()], vec!["-".into(), "22".into()]]);
+        let t = table(
+            &["A", "LONG"],
+            &[
+                vec!["xyz".into(), "1".into()],
+                vec!["-".into(), "22".into()],
+            ],
+        );
         assert_eq!(t, "A    LONG\nxyz  1\n-    22\n");
     }
 
@@ -120,7 +144,19 @@ mod tests {
     fn session_rows_show_reason_and_time_left() {
         let s = json!({"handle":"s_1","principal":"anon:x","user_id":null,"role":"editor","state":"ended",
             "end_reason":"revoked","seconds_left":905,"last_activity_at":"t1","absolute_expires_at":"t2"});
-        assert_eq!(session_row(&s), ["s_1", "anon:x", "-", "editor", "ended (revoked)", "t1", "15m05s", "t2"]);
+        assert_eq!(
+            session_row(&s),
+            [
+                "s_1",
+                "anon:x",
+                "-",
+                "editor",
+                "ended (revoked)",
+                "t1",
+                "15m05s",
+                "t2"
+            ]
+        );
         assert_eq!(seconds(Some(&json!(7300))), "2h01m");
         assert_eq!(seconds(Some(&json!(-3))), "0s");
     }

@@ -3,16 +3,14 @@
 
 use crate::cli::ServeArgs;
 use crate::error::CliError;
-use rand::distributions::{Alphanumeric, DistString};
 use sessiond_server::config::Config;
 use std::io::Write;
-use std::path::Path;
 
 /// Loads the configuration (defaults < file < `SESSIOND_*` env < flags) and validates it.
 pub fn load_config(args: &ServeArgs) -> Result<Config, CliError> {
-    let mut config: Config = Config::figment(args.config.as_deref()).extract().map_err(|e| {
-        sessiond_server::config::ConfigError::Parse(Box::new(e))
-    })?;
+    let mut config: Config = Config::figment(args.config.as_deref())
+        .extract()
+        .map_err(|e| sessiond_server::config::ConfigError::Parse(Box::new(e)))?;
     if args.dev {
         config.dev = true;
     }
@@ -29,48 +27,19 @@ pub fn load_config(args: &ServeArgs) -> Result<Config, CliError> {
     Ok(config)
 }
 
-/// In dev mode, fills in what a local demo needs and the config left empty: an admin API
-/// key (kept in the data directory so it survives restarts) and a ticket secret. Returns
-/// the API key to announce.
-pub fn apply_dev_defaults(config: &mut Config) -> Result<Option<String>, CliError> {
+/// The admin API key to announce in dev mode: the first configured one, or the
+/// well-known key the library fills in when none is configured.
+pub fn announced_api_key(config: &Config) -> Option<String> {
     if !config.dev {
-        return Ok(None);
+        return None;
     }
-    if config.api_keys.is_empty() {
-        let key = if config.store == "sqlite" { persistent_dev_key(&config.data_dir)? } else { random_secret("dev_") };
-        config.api_keys.push(key);
-    }
-    if config.tickets.hs256_secret.is_empty() && config.tickets.ed25519_public_key.is_empty() {
-        config.tickets.hs256_secret = random_secret("dev-ticket-secret-");
-    }
-    Ok(config.api_keys.first().cloned())
-}
-
-fn random_secret(prefix: &str) -> String {
-    // 32 alphanumerics from the OS CSPRNG: about 190 bits.
-    format!("{prefix}{}", Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32))
-}
-
-fn persistent_dev_key(data_dir: &Path) -> Result<String, CliError> {
-    let path = data_dir.join("dev-api-key");
-    let err = |source| CliError::DevKey { path: path.clone(), source };
-    match std::fs::read_to_string(&path) {
-        Ok(k) if k.trim().len() >= 16 => return Ok(k.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    std::fs::create_dir_all(data_dir).map_err(err)?;
-    let key = random_secret("dev_");
-    let tmp = data_dir.join("dev-api-key.tmp");
-    std::fs::write(&tmp, format!("{key}\n")).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    Ok(key)
+    Some(
+        config
+            .api_keys
+            .first()
+            .cloned()
+            .unwrap_or_else(|| sessiond_server::DEV_API_KEY.to_owned()),
+    )
 }
 
 /// Structured logs on stderr (stdout carries only the announcement): JSON when
@@ -79,9 +48,18 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SESSIOND_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     if json {
-        builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
@@ -125,23 +103,31 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 's
     });
     Ok(async move {
         if let Ok(name) = rx.await {
-            tracing::info!(signal = name, "shutting down: closing connections, flushing pending writes");
+            tracing::info!(
+                signal = name,
+                "shutting down: closing connections, flushing pending writes"
+            );
         }
     })
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     init_logging();
-    let mut config = load_config(&args)?;
-    let api_key = apply_dev_defaults(&mut config)?;
+    let config = load_config(&args)?;
+    let api_key = announced_api_key(&config);
     let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| CliError::Bind { addr: config.listen, source })?;
+        .map_err(|source| CliError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let addr = listener.local_addr()?;
     let mut text = format!("sessiond listening on http://{addr}\n");
     if let Some(key) = &api_key {
-        text.push_str(&format!("demo: http://{addr}/demo/\nadmin: http://{addr}/admin/ (API key: {key})\n"));
+        text.push_str(&format!(
+            "demo: http://{addr}/demo/\nadmin: http://{addr}/admin/ (API key: {key})\n"
+        ));
     }
     {
         let mut out = std::io::stdout().lock();
@@ -159,7 +145,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flags_override_and_dev_defaults_fill_in() {
+    fn flags_override_file_and_env() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9999\"\nstore = \"memory\"\n").unwrap();
@@ -170,25 +156,23 @@ mod tests {
             data_dir: Some(dir.path().join("data")),
             store: Some("sqlite".into()),
         };
-        let mut c = load_config(&args).unwrap();
+        let c = load_config(&args).unwrap();
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.store, "sqlite");
+        assert_eq!(c.data_dir, dir.path().join("data"));
         assert!(c.dev);
-        let key = apply_dev_defaults(&mut c).unwrap().unwrap();
-        assert!(key.starts_with("dev_") && key.len() == 36);
-        assert!(c.tickets.hs256_secret.len() >= 32);
-        // The generated key is kept, so a restart announces the same one.
-        let mut again = load_config(&args).unwrap();
-        assert_eq!(apply_dev_defaults(&mut again).unwrap().unwrap(), key);
     }
 
     #[test]
-    fn configured_keys_are_kept_and_production_gets_nothing() {
-        let mut c = Config::from_toml("dev = true\napi_keys = [\"configured-key\"]").unwrap();
-        assert_eq!(apply_dev_defaults(&mut c).unwrap().as_deref(), Some("configured-key"));
-        let mut p = Config::default();
-        assert_eq!(apply_dev_defaults(&mut p).unwrap(), None);
-        assert!(p.api_keys.is_empty() && p.tickets.hs256_secret.is_empty());
+    fn dev_mode_announces_the_key_that_works() {
+        let c = Config::from_toml("dev = true").unwrap();
+        assert_eq!(
+            announced_api_key(&c).as_deref(),
+            Some(sessiond_server::DEV_API_KEY)
+        );
+        let c = Config::from_toml("dev = true\napi_keys = [\"configured-key\"]").unwrap();
+        assert_eq!(announced_api_key(&c).as_deref(), Some("configured-key"));
+        assert_eq!(announced_api_key(&Config::default()), None);
     }
 
     #[test]
@@ -196,9 +180,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("c.toml");
         std::fs::write(&file, "no_such_key = 1\n").unwrap();
-        let args = ServeArgs { config: Some(file), ..ServeArgs::default() };
+        let args = ServeArgs {
+            config: Some(file),
+            ..ServeArgs::default()
+        };
         assert!(load_config(&args).is_err());
-        let args = ServeArgs { config: Some(dir.path().join("missing.toml")), ..ServeArgs::default() };
+        let args = ServeArgs {
+            config: Some(dir.path().join("missing.toml")),
+            ..ServeArgs::default()
+        };
         assert!(load_config(&args).is_err());
     }
 }

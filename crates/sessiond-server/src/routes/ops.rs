@@ -10,7 +10,10 @@ use axum::{Json, Router};
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 /// The process is up.
@@ -21,7 +24,9 @@ async fn healthz() -> Json<serde_json::Value> {
 /// Ready when the store answers within a second.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(serde_json::json!({"status": "ready", "store": "ok", "node": state.node_id}))),
+        Ok(Ok(())) => Ok(Json(
+            serde_json::json!({"status": "ready", "store": "ok", "node": state.node_id}),
+        )),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::StoreUnavailable("ping timed out".into())),
     }
@@ -29,6 +34,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("sessiond_scheduler_sessions").set(state.sessions.timer_len() as f64);
-    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

@@ -39,7 +39,11 @@ pub struct ConnShared {
 
 impl ConnShared {
     pub fn new(now_ms: i64) -> Self {
-        ConnShared { last_heard: AtomicI64::new(now_ms), close_code: AtomicU16::new(0), wake: Notify::new() }
+        ConnShared {
+            last_heard: AtomicI64::new(now_ms),
+            close_code: AtomicU16::new(0),
+            wake: Notify::new(),
+        }
     }
     pub fn heard(&self, now_ms: i64) {
         self.last_heard.store(now_ms, Ordering::Relaxed);
@@ -49,7 +53,9 @@ impl ConnShared {
     }
     /// Asks the task to close with `code`; the first request wins.
     pub fn close(&self, code: u16) {
-        let _ = self.close_code.compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
         self.wake.notify_one();
     }
     pub fn close_code(&self) -> Option<u16> {
@@ -223,7 +229,11 @@ impl Hub {
         if st.closed {
             return Err(Refused::ShuttingDown);
         }
-        if st.by_handle.get(&session.handle).is_some_and(|v| v.len() >= self.max_connections) {
+        if st
+            .by_handle
+            .get(&session.handle)
+            .is_some_and(|v| v.len() >= self.max_connections)
+        {
             return Err(Refused::TooManyConnections);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -272,7 +282,13 @@ impl Hub {
 
     /// Removes a connection and tells its rooms; the caller already asked it to close
     /// (or it is closing itself).
-    fn remove_locked(&self, st: &mut HubState, id: u64, reason: LeftReason, fx: &mut Effects) -> Option<Conn> {
+    fn remove_locked(
+        &self,
+        st: &mut HubState,
+        id: u64,
+        reason: LeftReason,
+        fx: &mut Effects,
+    ) -> Option<Conn> {
         let conn = st.conns.remove(&id)?;
         st.timers.cancel(&id);
         if let Some(v) = st.by_handle.get_mut(&conn.handle) {
@@ -308,13 +324,24 @@ impl Hub {
             st.rooms.remove(room);
             fx.emptied.push(room.to_owned());
         }
-        let msg = ServerMsg::MemberLeft { room: room.to_owned(), member: member.clone(), reason };
+        let msg = ServerMsg::MemberLeft {
+            room: room.to_owned(),
+            member: member.clone(),
+            reason,
+        };
         self.broadcast_locked(st, room, None, &msg, fx);
     }
 
     /// Enqueues `msg` to every local member of `room` but `except`, and publishes it for
     /// other nodes.
-    fn broadcast_locked(&self, st: &HubState, room: &str, except: Option<u64>, msg: &ServerMsg, fx: &mut Effects) {
+    fn broadcast_locked(
+        &self,
+        st: &HubState,
+        room: &str,
+        except: Option<u64>,
+        msg: &ServerMsg,
+        fx: &mut Effects,
+    ) {
         let t = text(msg);
         if let Some(members) = st.rooms.get(room) {
             for &m in members {
@@ -327,7 +354,11 @@ impl Hub {
             }
         }
         if let Ok(payload) = serde_json::to_value(msg) {
-            self.bus.publish(Event::Presence { room: room.to_owned(), payload, origin: self.node_id.clone() });
+            self.bus.publish(Event::Presence {
+                room: room.to_owned(),
+                payload,
+                origin: self.node_id.clone(),
+            });
         }
     }
 
@@ -426,7 +457,24 @@ impl Hub {
     /// Adds a connection to a room: the joiner gets `presence` (members in join order,
     /// itself last, and `snapshot`), the others `member_joined`. Joining a room twice
     /// answers `presence` again. `Ok(true)` if the room was empty before.
-    pub fn join(&self, id: u64, room: &str, snapshot: Option<SnapshotBody>) -> (Result<bool, JoinRefused>, Effects) {
+    pub fn join(
+        &self,
+        id: u64,
+        room: &str,
+        snapshot: Option<SnapshotBody>,
+    ) -> (Result<bool, JoinRefused>, Effects) {
+        self.join_with(id, room, snapshot, Vec::new())
+    }
+
+    /// [`Hub::join`] in cluster mode: `remote` are the room's members on other nodes
+    /// (listed first in `presence`; see `crate::cluster::presence`).
+    pub fn join_with(
+        &self,
+        id: u64,
+        room: &str,
+        snapshot: Option<SnapshotBody>,
+        remote: Vec<Member>,
+    ) -> (Result<bool, JoinRefused>, Effects) {
         let mut fx = Effects::default();
         let mut st = self.lock();
         let Some(conn) = st.conns.get(&id) else {
@@ -444,16 +492,25 @@ impl Hub {
                 c.rooms.push(room.to_owned());
             }
         }
-        let members: Vec<Member> = st.rooms[room]
-            .iter()
-            .filter_map(|m| st.conns.get(m).map(|c| c.member.clone()))
-            .collect();
-        let presence = ServerMsg::Presence { room: room.to_owned(), members, snapshot };
+        let mut members = remote;
+        members.extend(
+            st.rooms[room]
+                .iter()
+                .filter_map(|m| st.conns.get(m).map(|c| c.member.clone())),
+        );
+        let presence = ServerMsg::Presence {
+            room: room.to_owned(),
+            members,
+            snapshot,
+        };
         if let Some(c) = st.conns.get(&id) {
             push(id, c, Outbound::Text(text(&presence)), &mut fx);
         }
         if !already {
-            let joined = ServerMsg::MemberJoined { room: room.to_owned(), member: me };
+            let joined = ServerMsg::MemberJoined {
+                room: room.to_owned(),
+                member: me,
+            };
             self.broadcast_locked(&st, room, Some(id), &joined, &mut fx);
         }
         self.settle(&mut st, &mut fx);
@@ -475,7 +532,10 @@ impl Hub {
     }
 
     pub fn is_member(&self, id: u64, room: &str) -> bool {
-        self.lock().conns.get(&id).is_some_and(|c| c.rooms.iter().any(|r| r == room))
+        self.lock()
+            .conns
+            .get(&id)
+            .is_some_and(|c| c.rooms.iter().any(|r| r == room))
     }
 
     /// Members currently in `room` on this node.
@@ -497,7 +557,11 @@ impl Hub {
         let mut st = self.lock();
         if let Some(id) = by_conn {
             if let Some(c) = st.conns.get(&id) {
-                let saved = ServerMsg::SnapshotSaved { room: room.to_owned(), version, hash: hash.to_owned() };
+                let saved = ServerMsg::SnapshotSaved {
+                    room: room.to_owned(),
+                    version,
+                    hash: hash.to_owned(),
+                };
                 push(id, c, Outbound::Text(text(&saved)), &mut fx);
             }
         }
@@ -532,11 +596,14 @@ impl Hub {
     /// those silent for `heartbeat_misses` intervals (close 4004, rooms told `lost`).
     pub fn fire_due(&self, now: i64, limit: usize) -> Effects {
         let mut fx = Effects::default();
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let due = st.timers.pop_due(now, limit);
         let mut lost = Vec::new();
         for (id, _) in due {
-            let Some(c) = st.conns.get_mut(&id) else { continue };
+            let Some(c) = st.conns.get_mut(&id) else {
+                continue;
+            };
             let heard = c.shared.last_heard();
             if now - heard >= c.lost_after_ms {
                 lost.push((id, now - heard));
@@ -544,13 +611,12 @@ impl Hub {
             }
             if now >= c.next_ping_at {
                 c.next_ping_at = now + c.interval_ms;
-                let c = &st.conns[&id];
+                let before = fx.slow.len();
                 push(id, c, Outbound::Ping, &mut fx);
-                if !fx.slow.is_empty() && fx.slow.last() == Some(&id) {
+                if fx.slow.len() > before {
                     continue;
                 }
             }
-            let c = &st.conns[&id];
             let next = c.next_ping_at.min(heard + c.lost_after_ms).max(now + 1);
             st.timers.schedule(id, next);
         }
@@ -558,11 +624,16 @@ impl Hub {
             if let Some(c) = st.conns.get(&id) {
                 c.shared.close(close::HEARTBEAT_LOST);
             }
-            if let Some(conn) = self.remove_locked(&mut st, id, LeftReason::Lost, &mut fx) {
-                fx.lost.push(LostConn { handle: conn.handle, member: conn.member, rooms: conn.rooms, silent_ms });
+            if let Some(conn) = self.remove_locked(st, id, LeftReason::Lost, &mut fx) {
+                fx.lost.push(LostConn {
+                    handle: conn.handle,
+                    member: conn.member,
+                    rooms: conn.rooms,
+                    silent_ms,
+                });
             }
         }
-        self.settle(&mut st, &mut fx);
+        self.settle(st, &mut fx);
         fx
     }
 
@@ -578,7 +649,10 @@ impl Hub {
         st.conns.clear();
         st.by_handle.clear();
         st.timers = DeadlineQueue::new();
-        Effects { emptied, ..Effects::default() }
+        Effects {
+            emptied,
+            ..Effects::default()
+        }
     }
 
     /// Handles with at least one local connection.
@@ -599,7 +673,12 @@ impl Hub {
 
     /// Rooms with their member counts, by name.
     pub fn rooms(&self) -> Vec<(String, usize)> {
-        let mut v: Vec<(String, usize)> = self.lock().rooms.iter().map(|(r, m)| (r.clone(), m.len())).collect();
+        let mut v: Vec<(String, usize)> = self
+            .lock()
+            .rooms
+            .iter()
+            .map(|(r, m)| (r.clone(), m.len()))
+            .collect();
         v.sort();
         v
     }
@@ -608,7 +687,11 @@ impl Hub {
     pub fn room_members(&self, room: &str) -> Option<Vec<Member>> {
         let st = self.lock();
         let ids = st.rooms.get(room)?;
-        Some(ids.iter().filter_map(|id| st.conns.get(id).map(|c| c.member.clone())).collect())
+        Some(
+            ids.iter()
+                .filter_map(|id| st.conns.get(id).map(|c| c.member.clone()))
+                .collect(),
+        )
     }
 
     /// Connections (of one session, or all), oldest first, at most `limit`.

@@ -211,7 +211,12 @@ pub enum ServerMsg {
 
 impl ServerMsg {
     pub fn error(code: &str, message: impl Into<String>) -> Self {
-        ServerMsg::Error { code: code.to_owned(), message: message.into(), room: None, current_version: None }
+        ServerMsg::Error {
+            code: code.to_owned(),
+            message: message.into(),
+            room: None,
+            current_version: None,
+        }
     }
     pub fn room_error(code: &str, room: &str, message: impl Into<String>) -> Self {
         ServerMsg::Error {
@@ -236,8 +241,10 @@ pub struct Rejected {
 /// Parses a client text frame: malformed JSON or a missing/invalid field is
 /// `bad_message`, a `type` the server does not know is `unknown_type`.
 pub fn parse_client(text: &str) -> Result<ClientMsg, Rejected> {
-    let v: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Rejected { code: code::BAD_MESSAGE, message: format!("malformed JSON: {e}") })?;
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Rejected {
+        code: code::BAD_MESSAGE,
+        message: format!("malformed JSON: {e}"),
+    })?;
     let ty = match v.get("type") {
         Some(serde_json::Value::String(t)) => t.clone(),
         _ => {
@@ -249,9 +256,15 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, Rejected> {
     };
     if !CLIENT_TYPES.contains(&ty.as_str()) {
         let shown: String = ty.chars().take(40).collect();
-        return Err(Rejected { code: code::UNKNOWN_TYPE, message: format!("unknown message type {shown:?}") });
+        return Err(Rejected {
+            code: code::UNKNOWN_TYPE,
+            message: format!("unknown message type {shown:?}"),
+        });
     }
-    serde_json::from_value(v).map_err(|e| Rejected { code: code::BAD_MESSAGE, message: format!("invalid {ty}: {e}") })
+    serde_json::from_value(v).map_err(|e| Rejected {
+        code: code::BAD_MESSAGE,
+        message: format!("invalid {ty}: {e}"),
+    })
 }
 
 #[cfg(test)]
@@ -260,23 +273,53 @@ mod tests {
 
     #[test]
     fn parses_every_client_type() {
-        assert_eq!(parse_client(r#"{"type":"ping","id":7}"#).unwrap(), ClientMsg::Ping { id: Some(7.into()) });
-        assert_eq!(parse_client(r#"{"type":"ping"}"#).unwrap(), ClientMsg::Ping { id: None });
-        assert_eq!(parse_client(r#"{"type":"activity"}"#).unwrap(), ClientMsg::Activity);
-        assert_eq!(parse_client(r#"{"type":"renew","extra":1}"#).unwrap(), ClientMsg::Renew);
-        assert_eq!(parse_client(r#"{"type":"join","room":"a"}"#).unwrap(), ClientMsg::Join { room: "a".into() });
-        assert_eq!(parse_client(r#"{"type":"leave","room":"a"}"#).unwrap(), ClientMsg::Leave { room: "a".into() });
-        let s = parse_client(r#"{"type":"snapshot","room":"a","version":0,"data":"AA=="}"#).unwrap();
-        assert!(matches!(s, ClientMsg::Snapshot { ref content_type, .. } if content_type == "application/octet-stream"));
+        assert_eq!(
+            parse_client(r#"{"type":"ping","id":7}"#).unwrap(),
+            ClientMsg::Ping { id: Some(7.into()) }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"ping"}"#).unwrap(),
+            ClientMsg::Ping { id: None }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"activity"}"#).unwrap(),
+            ClientMsg::Activity
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"renew","extra":1}"#).unwrap(),
+            ClientMsg::Renew
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"join","room":"a"}"#).unwrap(),
+            ClientMsg::Join { room: "a".into() }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"leave","room":"a"}"#).unwrap(),
+            ClientMsg::Leave { room: "a".into() }
+        );
+        let s =
+            parse_client(r#"{"type":"snapshot","room":"a","version":0,"data":"AA=="}"#).unwrap();
+        assert!(
+            matches!(s, ClientMsg::Snapshot { ref content_type, .. } if content_type == "application/octet-stream")
+        );
     }
 
     #[test]
     fn rejects_with_stable_codes() {
         assert_eq!(parse_client("{nope").unwrap_err().code, "bad_message");
         assert_eq!(parse_client("[1,2]").unwrap_err().code, "bad_message");
-        assert_eq!(parse_client(r#"{"type":3}"#).unwrap_err().code, "bad_message");
-        assert_eq!(parse_client(r#"{"type":"join"}"#).unwrap_err().code, "bad_message");
-        assert_eq!(parse_client(r#"{"type":"dance"}"#).unwrap_err().code, "unknown_type");
+        assert_eq!(
+            parse_client(r#"{"type":3}"#).unwrap_err().code,
+            "bad_message"
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"join"}"#).unwrap_err().code,
+            "bad_message"
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"dance"}"#).unwrap_err().code,
+            "unknown_type"
+        );
     }
 
     #[test]
@@ -294,7 +337,10 @@ mod tests {
         let j = m.to_json();
         assert!(j.contains(r#""type":"member_left""#) && j.contains(r#""reason":"session_ended""#));
         assert_eq!(serde_json::from_str::<ServerMsg>(&j).unwrap(), m);
-        let e = ServerMsg::SessionEnded { reason: EndReason::IdleTimeout }.to_json();
+        let e = ServerMsg::SessionEnded {
+            reason: EndReason::IdleTimeout,
+        }
+        .to_json();
         assert_eq!(e, r#"{"type":"session_ended","reason":"idle_timeout"}"#);
         assert_eq!(close::for_reason(EndReason::Revoked), 4003);
     }

@@ -1,0 +1,172 @@
+//! Dev-mode demo endpoints (mounted only with `dev = true`): sign-in tickets for any user
+//! and a tiny in-memory message list, so the demo page can show sending without a
+//! separate app backend.
+
+use crate::auth::Authed;
+use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::state::AppState;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sessiond_core::clock::to_rfc3339;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+/// Messages kept in all conversations together; the oldest go first.
+pub const MAX_MESSAGES: usize = 1000;
+/// Longest message text.
+const MAX_TEXT: usize = 64 * 1024;
+/// Most attachment names per message.
+const MAX_ATTACHMENTS: usize = 16;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/demo/api/ticket", post(ticket))
+        .route("/demo/api/messages", post(send).get(list))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub id: String,
+    pub conversation: String,
+    pub principal: String,
+    pub text: String,
+    pub attachments: Vec<String>,
+    pub created_at: String,
+}
+
+/// The demo's sent messages: bounded, in memory, gone on restart.
+#[derive(Default)]
+pub struct Messages {
+    /// A std mutex: held only to push or copy out, never across an `.await`.
+    list: Mutex<(u64, VecDeque<Message>)>,
+}
+
+impl Messages {
+    fn push(&self, mut m: Message) -> String {
+        let mut g = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        m.id = format!("m_{}", g.0);
+        let id = m.id.clone();
+        if g.1.len() >= MAX_MESSAGES {
+            g.1.pop_front();
+        }
+        g.1.push_back(m);
+        id
+    }
+
+    fn in_conversation(&self, conversation: &str) -> Vec<Message> {
+        let g = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.iter()
+            .filter(|m| m.conversation == conversation)
+            .cloned()
+            .collect()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketRequest {
+    user_id: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    rooms: Option<Vec<String>>,
+}
+
+/// A sign-in ticket for anyone: dev mode only.
+async fn ticket(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<TicketRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let role = req
+        .role
+        .unwrap_or_else(|| state.config.default_role.clone());
+    let ticket = crate::routes::admin::mint(&state, &req.user_id, &role, req.rooms, None)?;
+    Ok(Json(serde_json::json!({ "ticket": ticket })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    conversation: String,
+    text: String,
+    #[serde(default)]
+    attachments: Vec<String>,
+}
+
+/// "Sends" a message: needs a live session (401 with the reason otherwise).
+async fn send(
+    State(state): State<AppState>,
+    a: Authed,
+    JsonBody(req): JsonBody<SendRequest>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    sessiond_core::draft::validate_conversation(&req.conversation)?;
+    if req.text.len() > MAX_TEXT {
+        return Err(ApiError::TooLarge {
+            code: "payload_too_large",
+            detail: "message text too long".into(),
+        });
+    }
+    if req.attachments.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::invalid("too many attachments"));
+    }
+    for n in &req.attachments {
+        sessiond_core::draft::validate_attachment_name(n)?;
+    }
+    let id = state.demo.push(Message {
+        id: String::new(),
+        conversation: req.conversation,
+        principal: a.session.principal.to_string(),
+        text: req.text,
+        attachments: req.attachments,
+        created_at: to_rfc3339(state.clock.now()),
+    });
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    conversation: String,
+}
+
+/// A conversation's messages, oldest first.
+async fn list(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    sessiond_core::draft::validate_conversation(&q.conversation)?;
+    Ok(Json(
+        serde_json::json!({ "messages": state.demo.in_conversation(&q.conversation) }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_bounded_and_kept_per_conversation() {
+        let m = Messages::default();
+        for i in 0..(MAX_MESSAGES + 10) {
+            let conv = if i % 2 == 0 { "a" } else { "b" };
+            m.push(Message {
+                id: String::new(),
+                conversation: conv.into(),
+                principal: "anon:x".into(),
+                text: i.to_string(),
+                attachments: vec![],
+                created_at: String::new(),
+            });
+        }
+        let a = m.in_conversation("a");
+        let b = m.in_conversation("b");
+        assert_eq!(a.len() + b.len(), MAX_MESSAGES);
+        assert!(a.iter().all(|x| x.conversation == "a"));
+        assert_eq!(b.last().unwrap().text, (MAX_MESSAGES + 9).to_string());
+    }
+}

@@ -1,0 +1,439 @@
+//! `/v1/drafts`: unsent text and attachments per (principal, conversation).
+//!
+//! The principal always comes from the authenticated session, never from the request, so
+//! another principal's drafts are simply absent (404). Every write names the seq it
+//! replaces (`If-Match: "N"`, `?seq=N` or the JSON body); a stale one is answered 409
+//! with the current draft and changes nothing.
+
+use crate::auth::Authed;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sessiond_core::clock::to_rfc3339;
+use sessiond_core::draft::{
+    validate_attachment_name, validate_conversation, AttachmentLimits, Draft, DraftWrite,
+};
+use sessiond_core::store::ByteStream;
+
+/// Longest `Content-Type` accepted for an attachment.
+const MAX_CONTENT_TYPE: usize = 200;
+/// Slack over `max_text_bytes` for the JSON around the text and its escapes.
+const JSON_OVERHEAD: usize = 4096;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/drafts", get(list))
+        .route(
+            "/v1/drafts/{conversation}",
+            get(get_one).put(put_text).delete(delete),
+        )
+        .route(
+            "/v1/drafts/{conversation}/attachments/{name}",
+            get(get_attachment)
+                .put(put_attachment)
+                .delete(delete_attachment),
+        )
+}
+
+/// `?seq=N` on writes.
+#[derive(Debug, Deserialize, Default)]
+pub struct SeqQuery {
+    seq: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutText {
+    text: String,
+    #[serde(default)]
+    seq: Option<u64>,
+}
+
+/// The number in `If-Match` (`"N"`, `W/"N"` or `N`), if the header is present.
+pub(crate) fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let bad = || ApiError::invalid("If-Match must name a seq or version: \"N\"");
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let v = v.to_str().map_err(|_| bad())?.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v);
+    v.parse::<u64>().map(Some).map_err(|_| bad())
+}
+
+/// The one precondition named by `If-Match`, the query and/or the body. Naming it is
+/// mandatory (0 for a first write); naming two different values is an error.
+pub(crate) fn precondition(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Option<u64>,
+    what: &str,
+) -> ApiResult<u64> {
+    let from_query = query
+        .map(|q| {
+            q.parse::<u64>()
+                .map_err(|_| ApiError::invalid(format!("{what} must be a whole number")))
+        })
+        .transpose()?;
+    let mut named = [if_match(headers)?, from_query, body].into_iter().flatten();
+    let first = named.next().ok_or_else(|| {
+        ApiError::invalid(format!("name the {what} this write replaces (If-Match: \"N\" or {what}; 0 for the first write)"))
+    })?;
+    if named.any(|s| s != first) {
+        return Err(ApiError::invalid(format!(
+            "If-Match and {what} name different values"
+        )));
+    }
+    Ok(first)
+}
+
+fn expected_seq(headers: &HeaderMap, query: Option<&str>, body: Option<u64>) -> ApiResult<u64> {
+    precondition(headers, query, body, "seq")
+}
+
+fn attachments_json(d: &Draft) -> Value {
+    d.attachments
+        .iter()
+        .map(|a| json!({"name": a.name, "content_type": a.content_type, "size": a.size}))
+        .collect()
+}
+
+/// A draft as clients see it; a tombstone shows `deleted: true` and no content.
+pub fn draft_json(d: &Draft) -> Value {
+    if d.deleted {
+        return json!({
+            "conversation": d.conversation,
+            "seq": d.seq,
+            "updated_at": to_rfc3339(d.updated_at),
+            "deleted": true,
+            "text": "",
+            "attachments": [],
+        });
+    }
+    json!({
+        "conversation": d.conversation,
+        "seq": d.seq,
+        "updated_at": to_rfc3339(d.updated_at),
+        "deleted": false,
+        "text": d.text,
+        "attachments": attachments_json(d),
+    })
+}
+
+fn summary_json(d: &Draft) -> Value {
+    json!({
+        "conversation": d.conversation,
+        "seq": d.seq,
+        "updated_at": to_rfc3339(d.updated_at),
+        "text_length": d.text.chars().count(),
+        "attachments": attachments_json(d),
+    })
+}
+
+fn with_etag(seq: u64, body: Value) -> Response {
+    let mut resp = Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{seq}\"")) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    resp
+}
+
+/// 404 for a deleted draft, carrying the tombstone's seq so the next write names it.
+fn tombstone_not_found(seq: u64) -> Response {
+    let body = json!({
+        "type": "about:blank",
+        "title": "Not found",
+        "status": 404,
+        "code": "not_found",
+        "detail": "this draft was deleted; a new draft names this seq",
+        "seq": seq,
+    });
+    let mut resp = (StatusCode::NOT_FOUND, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
+}
+
+fn outcome(w: DraftWrite) -> ApiResult<Draft> {
+    match w {
+        DraftWrite::Written(d) => Ok(d),
+        DraftWrite::Conflict(cur) => Err(ApiError::Conflict {
+            current: cur.as_ref().map_or(Value::Null, draft_json),
+        }),
+        DraftWrite::NotFound => Err(ApiError::NotFound),
+    }
+}
+
+async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Response> {
+    let drafts = state.store.list_drafts(&auth.session.principal).await?;
+    let items: Vec<Value> = drafts
+        .iter()
+        .filter(|d| !d.deleted)
+        .map(summary_json)
+        .collect();
+    let mut resp = Json(json!({ "drafts": items })).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    Ok(resp)
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(conversation): Path<String>,
+) -> ApiResult<Response> {
+    validate_conversation(&conversation)?;
+    match state
+        .store
+        .get_draft(&auth.session.principal, &conversation)
+        .await?
+    {
+        Some(d) if d.deleted => Ok(tombstone_not_found(d.seq)),
+        Some(d) => Ok(with_etag(d.seq, draft_json(&d))),
+        None => Err(ApiError::NotFound),
+    }
+}
+
+async fn put_text(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(conversation): Path<String>,
+    Query(q): Query<SeqQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    validate_conversation(&conversation)?;
+    let max = state.config.drafts.max_text_bytes;
+    let raw = axum::body::to_bytes(body, max.saturating_mul(6).saturating_add(JSON_OVERHEAD))
+        .await
+        .map_err(|_| too_large_text(max))?;
+    let req: PutText = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::invalid(format!(
+            "body must be {{\"text\": string, \"seq\": number}}: {e}"
+        ))
+    })?;
+    if req.text.len() > max {
+        return Err(too_large_text(max));
+    }
+    if req.text.contains('\0') {
+        return Err(ApiError::invalid(
+            "draft text may not contain NUL characters",
+        ));
+    }
+    let seq = expected_seq(&headers, q.seq.as_deref(), req.seq)?;
+    let now = state.clock.now();
+    let d = outcome(
+        state
+            .store
+            .put_draft_text(&auth.session.principal, &conversation, seq, &req.text, now)
+            .await?,
+    )?;
+    metrics::counter!("sessiond_draft_writes_total", "kind" => "text").increment(1);
+    Ok(with_etag(d.seq, draft_json(&d)))
+}
+
+fn too_large_text(max: usize) -> ApiError {
+    ApiError::TooLarge {
+        code: "payload_too_large",
+        detail: format!("draft text is limited to {max} bytes"),
+    }
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(conversation): Path<String>,
+    Query(q): Query<SeqQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    validate_conversation(&conversation)?;
+    let seq = expected_seq(&headers, q.seq.as_deref(), None)?;
+    let now = state.clock.now();
+    let d = outcome(
+        state
+            .store
+            .delete_draft(&auth.session.principal, &conversation, seq, now)
+            .await?,
+    )?;
+    metrics::counter!("sessiond_draft_writes_total", "kind" => "delete").increment(1);
+    Ok(with_etag(d.seq, json!({ "seq": d.seq })))
+}
+
+/// The allow-listed content type of an upload, as it will be stored.
+fn upload_content_type(state: &AppState, headers: &HeaderMap) -> ApiResult<String> {
+    let refuse = |ct: &str| {
+        ApiError::UnsupportedMediaType(format!(
+            "{ct:?} (allowed: {})",
+            state.config.drafts.allowed_content_types.join(", ")
+        ))
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    // `sessiond-enc` parameters mark encrypted data (see crate::crypto); clients may not send them.
+    if ct.is_empty()
+        || ct.len() > MAX_CONTENT_TYPE
+        || ct.to_ascii_lowercase().contains("sessiond-enc")
+        || !ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        || !state
+            .config
+            .drafts
+            .allowed_content_types
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&essence))
+    {
+        return Err(refuse(ct));
+    }
+    Ok(ct.to_owned())
+}
+
+async fn put_attachment(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path((conversation, name)): Path<(String, String)>,
+    Query(q): Query<SeqQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    validate_conversation(&conversation)?;
+    validate_attachment_name(&name)?;
+    let content_type = upload_content_type(&state, &headers)?;
+    let limits = AttachmentLimits {
+        max_size: state.config.drafts.max_attachment_size,
+        quota: state.config.drafts.quota_per_principal,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_size) {
+        return Err(sessiond_core::StoreError::TooLarge {
+            limit: limits.max_size,
+        }
+        .into());
+    }
+    let seq = expected_seq(&headers, q.seq.as_deref(), None)?;
+    // Streamed to the store chunk by chunk; the store enforces size and quota as it reads.
+    let stream: ByteStream = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+    let now = state.clock.now();
+    let w = state
+        .store
+        .put_attachment(
+            &auth.session.principal,
+            &conversation,
+            seq,
+            &name,
+            &content_type,
+            stream,
+            limits,
+            now,
+        )
+        .await?;
+    let d = outcome(w)?;
+    metrics::counter!("sessiond_draft_writes_total", "kind" => "attachment").increment(1);
+    Ok(with_etag(d.seq, draft_json(&d)))
+}
+
+async fn get_attachment(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path((conversation, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    validate_conversation(&conversation)?;
+    validate_attachment_name(&name)?;
+    let (meta, stream) = state
+        .store
+        .get_attachment(&auth.session.principal, &conversation, &name)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut resp = Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&meta.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    // Uploaded bytes are served from the API's own origin: never let a browser run them.
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    Ok(resp)
+}
+
+async fn delete_attachment(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path((conversation, name)): Path<(String, String)>,
+    Query(q): Query<SeqQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    validate_conversation(&conversation)?;
+    validate_attachment_name(&name)?;
+    let seq = expected_seq(&headers, q.seq.as_deref(), None)?;
+    let now = state.clock.now();
+    let w = state
+        .store
+        .delete_attachment(&auth.session.principal, &conversation, seq, &name, now)
+        .await?;
+    let d = outcome(w)?;
+    metrics::counter!("sessiond_draft_writes_total", "kind" => "attachment_delete").increment(1);
+    Ok(with_etag(d.seq, draft_json(&d)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::IF_MATCH, HeaderValue::from_str(v).unwrap());
+        m
+    }
+
+    #[test]
+    fn seq_sources() {
+        assert_eq!(expected_seq(&h("\"7\""), None, None).unwrap(), 7);
+        assert_eq!(expected_seq(&h("W/\"7\""), Some("7"), Some(7)).unwrap(), 7);
+        assert_eq!(expected_seq(&HeaderMap::new(), Some("0"), None).unwrap(), 0);
+        assert_eq!(expected_seq(&HeaderMap::new(), None, Some(3)).unwrap(), 3);
+        assert!(expected_seq(&HeaderMap::new(), None, None).is_err());
+        assert!(expected_seq(&h("\"7\""), None, Some(8)).is_err());
+        assert!(expected_seq(&h("*"), None, None).is_err());
+        assert!(expected_seq(&HeaderMap::new(), Some("-1"), None).is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! `/openapi.json`, generated from the handlers' `#[utoipa::path]` annotations.
+//!
+//! Every documented handler is listed in [`ApiDoc`]'s `paths(...)` below: add new ones
+//! there (the one place), next to their module's group.
+
+use crate::routes::{admin, session, verify};
+use crate::state::AppState;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::sync::OnceLock;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sessiond",
+        description = "Session lifecycle server: identity, idle and absolute timeouts, presence, drafts, audit. \
+                       Errors are RFC 9457 application/problem+json with a stable `code`; see docs/protocol.md."
+    ),
+    paths(
+        // session
+        session::create,
+        session::read,
+        session::activity,
+        session::renew,
+        session::sign_out,
+        session::sign_in,
+        session::local_key,
+        session::get_data,
+        session::put_data,
+        session::delete_data,
+        // forward-auth
+        verify::verify,
+        // admin
+        admin::list_sessions,
+        admin::get_session,
+        admin::revoke_session,
+        admin::end_principal,
+        admin::audit,
+        admin::mint_ticket,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "session", description = "The browser's own session (cookie or bearer token)"),
+        (name = "forward-auth", description = "For reverse proxies"),
+        (name = "admin", description = "For the app's backend and operators (API key)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the API-key scheme the admin paths name.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The document as JSON, rendered once.
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/openapi.json",
+        get(|| async {
+            ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn document_lists_the_session_paths() {
+        let doc: serde_json::Value = serde_json::from_str(super::document()).unwrap();
+        for p in [
+            "/v1/session",
+            "/v1/session/signin",
+            "/v1/admin/sessions",
+            "/v1/auth/verify",
+        ] {
+            assert!(doc["paths"].get(p).is_some(), "{p} missing");
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! `/v1/session`: get-or-create (idempotent), read, activity, renewal, sign-out,
+//! sign-in with a ticket (token rotation), session data, and the local-copy key.
+//!
+//! Handlers never see a token except to hand a new one out once (cookie, or body when
+//! a bearer token was asked for); logs name the handle.
+
+use crate::auth::{self, Authed, TokenSource};
+use crate::client::Client;
+use crate::error::{parse_json, ApiError, ApiResult, Problem};
+use crate::idempotency;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sessiond_core::audit::{AuditEvent, AuditKind};
+use sessiond_core::clock::to_rfc3339;
+use sessiond_core::lifecycle::{self, ViewState};
+use sessiond_core::store::{CreateOutcome, IdempotencyRecord};
+use sessiond_core::{EndReason, Session, Token};
+use utoipa::ToSchema;
+
+/// Largest serialized session-data value.
+pub const MAX_DATA_VALUE: usize = 64 * 1024;
+/// Longest session-data key.
+pub const MAX_DATA_KEY: usize = 128;
+/// Largest body of the small JSON requests here (create, sign-in).
+const MAX_SMALL_BODY: usize = 64 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/session", post(create).get(read).delete(sign_out))
+        .route("/v1/session/activity", post(activity))
+        .route("/v1/session/renew", post(renew))
+        .route("/v1/session/signin", post(sign_in))
+        .route("/v1/session/local-key", get(local_key))
+        .route(
+            "/v1/session/data/{key}",
+            get(get_data).put(put_data).delete(delete_data),
+        )
+}
+
+/// A role's policy in whole seconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyView {
+    pub idle_timeout: u64,
+    pub absolute_timeout: u64,
+    pub warn_before: u64,
+    pub heartbeat_interval: u64,
+    pub heartbeat_misses: u32,
+}
+
+/// A session as clients and admins see it. Never carries the token, except `token` on
+/// creation or sign-in when the client asked for a bearer token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    #[schema(example = "s_Q2xJb0p0Y2lVd1Rr")]
+    pub handle: String,
+    #[schema(example = "anon:AbCdEf123456")]
+    pub principal: String,
+    pub user_id: Option<String>,
+    pub role: String,
+    /// `active`, `warned` (inside the warning window) or `ended`.
+    #[schema(value_type = String, example = "active")]
+    pub state: ViewState,
+    pub created_at: String,
+    pub last_activity_at: String,
+    pub idle_expires_at: String,
+    pub absolute_expires_at: String,
+    pub seconds_left: i64,
+    pub policy: PolicyView,
+    /// Why it ended (ended sessions, admin views).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    /// Rooms a ticket restricted the session to (absent: any room).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_rooms: Option<Vec<String>>,
+    /// Admin views: where the session was created or signed in from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Admin views: open WebSocket connections on this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<usize>,
+    /// Only on creation or sign-in with `{"bearer": true}` (or a bearer-authenticated sign-in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// The client's view of a session at the current time.
+pub fn session_view(state: &AppState, s: &Session) -> SessionView {
+    let now = state.clock.now();
+    let policy = state.sessions.policy(&s.role);
+    let ended = !s.is_active();
+    SessionView {
+        handle: s.handle.to_string(),
+        principal: s.principal.to_string(),
+        user_id: s.user_id.clone(),
+        role: s.role.clone(),
+        state: lifecycle::view_state(s, now, policy),
+        created_at: to_rfc3339(s.created_at),
+        last_activity_at: to_rfc3339(s.last_activity_at),
+        idle_expires_at: to_rfc3339(s.idle_expires_at),
+        absolute_expires_at: to_rfc3339(s.absolute_expires_at),
+        seconds_left: if ended {
+            0
+        } else {
+            lifecycle::seconds_left(s, now)
+        },
+        policy: PolicyView {
+            idle_timeout: policy.idle_timeout.as_secs(),
+            absolute_timeout: policy.absolute_timeout.as_secs(),
+            warn_before: policy.warn_before.as_secs(),
+            heartbeat_interval: policy.heartbeat_interval.as_secs(),
+            heartbeat_misses: policy.heartbeat_misses,
+        },
+        reason: s.end_reason.map(|r| r.as_str().to_owned()),
+        ended_at: s.ended_at.map(to_rfc3339),
+        allowed_rooms: s.allowed_rooms.clone(),
+        client_ip: None,
+        user_agent: None,
+        connections: None,
+        token: None,
+    }
+}
+
+/// `Set-Cookie` for a session token. Max-Age is rounded down so the cookie never
+/// outlives the session's absolute deadline.
+pub fn session_cookie(state: &AppState, token: &Token, s: &Session) -> HeaderValue {
+    let max_age = ((s.absolute_expires_at - state.clock.now()) / 1000).max(0);
+    cookie(state, token.as_str(), max_age)
+}
+
+/// `Set-Cookie` that removes the session cookie.
+pub fn clear_cookie(state: &AppState) -> HeaderValue {
+    cookie(state, "", 0)
+}
+
+fn cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+    let c = &state.config;
+    let mut v = format!(
+        "{}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}",
+        c.cookie.name
+    );
+    if c.cookie_secure() {
+        v.push_str("; Secure");
+    }
+    if !c.cookie.domain.is_empty() {
+        v.push_str("; Domain=");
+        v.push_str(&c.cookie.domain);
+    }
+    HeaderValue::from_str(&v).expect("cookie name and domain are validated header-safe")
+}
+
+/// A session response: JSON, never cached, with an optional cookie.
+fn respond(status: StatusCode, view: SessionView, cookie: Option<HeaderValue>) -> Response {
+    let mut r = (status, Json(view)).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(c) = cookie {
+        h.insert(header::SET_COOKIE, c);
+    }
+    r
+}
+
+/// Reads a small, optional JSON body (`{}` or nothing means the defaults).
+fn optional_body<T: Default + serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    let body = body?;
+    if body.len() > MAX_SMALL_BODY {
+        return Err(ApiError::TooLarge {
+            code: "payload_too_large",
+            detail: "request body too large".into(),
+        });
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(&body)
+}
+
+/// Body of `POST /v1/session`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// Also return the token in the body (for clients that send `Authorization: Bearer`).
+    #[serde(default)]
+    pub bearer: bool,
+}
+
+/// Get-or-create this browser's session.
+///
+/// With a valid token of a live session: 200 and that session. Otherwise a new session:
+/// 201 with the cookie. With `Idempotency-Key` (8 to 255 visible ASCII characters,
+/// which must be unguessable: it returns the session's token to whoever repeats it),
+/// concurrent and repeated calls get the same session; the same key with a different
+/// request is 422.
+#[utoipa::path(post, path = "/v1/session", tag = "session",
+    params(("Idempotency-Key" = Option<String>, Header, description = "8..=255 visible ASCII characters; must be unguessable")),
+    request_body(content = Option<CreateRequest>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; Set-Cookie carries the token", body = SessionView),
+        (status = 200, description = "Existing session", body = SessionView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "An idempotent replay whose session has ended", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden_origin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "idempotency_mismatch", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store_unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    // The response sets a cookie, so a foreign page may not trigger it.
+    auth::origin_allowed(&state, &headers)?;
+    let req: CreateRequest = optional_body(body)?;
+    let idem_key = match headers.get("idempotency-key") {
+        Some(v) => {
+            let k = v.to_str().map_err(|_| {
+                ApiError::invalid("Idempotency-Key must be visible ASCII characters")
+            })?;
+            idempotency::validate_key(k).map_err(ApiError::invalid)?;
+            Some(k.to_owned())
+        }
+        None => None,
+    };
+    if let Some((token, _)) = auth::request_token(&headers, &state.config.cookie.name) {
+        match state.sessions.authenticate(&token, true).await {
+            Ok(s) => return Ok(respond(StatusCode::OK, session_view(&state, &s), None)),
+            // An unknown, malformed or ended token never maps to a session: make a new one.
+            Err(ApiError::Unauthenticated | ApiError::SessionEnded(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let now = state.clock.now();
+    let (s, token) = state.sessions.new_session(&client);
+    let fingerprint = idempotency::fingerprint(req.bearer);
+    let record = idem_key.as_deref().map(|k| IdempotencyRecord {
+        key_hash: idempotency::key_hash(k),
+        fingerprint: fingerprint.clone(),
+        handle: s.handle,
+        sealed_token: idempotency::seal(k, &token),
+        created_at: now,
+    });
+    match state.store.create_session(&s, record.as_ref()).await? {
+        CreateOutcome::Created => {
+            state.sessions.remember(s.clone());
+            state
+                .sessions
+                .audit(AuditEvent::for_session(now, AuditKind::Created, &s))
+                .await;
+            metrics::counter!("sessiond_sessions_created_total").increment(1);
+            tracing::info!(handle = %s.handle, principal = %s.principal, role = %s.role, "session created");
+            let cookie = session_cookie(&state, &token, &s);
+            let mut view = session_view(&state, &s);
+            if req.bearer {
+                view.token = Some(token.as_str().to_owned());
+            }
+            Ok(respond(StatusCode::CREATED, view, Some(cookie)))
+        }
+        CreateOutcome::Existing(rec) => {
+            if rec.fingerprint != fingerprint {
+                return Err(ApiError::IdempotencyMismatch);
+            }
+            let key = idem_key
+                .as_deref()
+                .expect("Existing only answers a keyed create");
+            let token = idempotency::unseal(key, &rec.sealed_token).ok_or_else(|| {
+                ApiError::Internal(format!(
+                    "idempotency record of {} cannot be opened",
+                    rec.handle
+                ))
+            })?;
+            // Ended, or signed in since (token rotated): the replay cannot resume it.
+            let s = state.sessions.authenticate(token.as_str(), false).await?;
+            let cookie = session_cookie(&state, &token, &s);
+            let mut view = session_view(&state, &s);
+            if req.bearer {
+                view.token = Some(token.as_str().to_owned());
+            }
+            Ok(respond(StatusCode::OK, view, Some(cookie)))
+        }
+    }
+}
+
+/// The current session (does not count as activity).
+#[utoipa::path(get, path = "/v1/session", tag = "session",
+    responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn read(State(state): State<AppState>, a: Authed) -> Response {
+    respond(StatusCode::OK, session_view(&state, &a.session), None)
+}
+
+/// Records user activity: the idle deadline restarts (never past the absolute one).
+#[utoipa::path(post, path = "/v1/session/activity", tag = "session",
+    responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn activity(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let a = auth::authenticate(&state, &method, &headers, true).await?;
+    Ok(respond(
+        StatusCode::OK,
+        session_view(&state, &a.session),
+        None,
+    ))
+}
+
+/// "Stay online": an explicit, audited renewal, announced to every connection.
+#[utoipa::path(post, path = "/v1/session/renew", tag = "session",
+    responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn renew(State(state): State<AppState>, a: Authed) -> ApiResult<Response> {
+    let s = state.sessions.renew(&a.session.handle).await?;
+    Ok(respond(StatusCode::OK, session_view(&state, &s), None))
+}
+
+/// Signs out: the session ends with `signed_out` and the cookie is cleared.
+#[utoipa::path(delete, path = "/v1/session", tag = "session",
+    responses((status = 204, description = "Ended; cookie cleared"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn sign_out(State(state): State<AppState>, a: Authed) -> ApiResult<Response> {
+    state
+        .sessions
+        .end(&a.session.handle, EndReason::SignedOut)
+        .await?;
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut()
+        .insert(header::SET_COOKIE, clear_cookie(&state));
+    Ok(r)
+}
+
+/// Body of `POST /v1/session/signin`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInRequest {
+    /// A JWT (HS256 or EdDSA) with `sub`, `role`, `exp`, optional `iat` and `rooms`.
+    pub ticket: String,
+    #[serde(default)]
+    pub bearer: bool,
+}
+
+/// Signs the session in with a ticket, rotating its token.
+///
+/// On a live session of the same (or an anonymous) principal the session is kept (same
+/// handle and data; 200). Without a live session, or when another user's session is
+/// live in this browser (which is signed out first), a new signed-in session is made (201).
+#[utoipa::path(post, path = "/v1/session/signin", tag = "session",
+    request_body = SignInRequest,
+    responses(
+        (status = 200, description = "Signed in; new token in Set-Cookie", body = SessionView),
+        (status = 201, description = "A new signed-in session", body = SessionView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "invalid_ticket", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The session changed concurrently", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn sign_in(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    auth::origin_allowed(&state, &headers)?;
+    let body = body?;
+    if body.len() > MAX_SMALL_BODY {
+        return Err(ApiError::TooLarge {
+            code: "payload_too_large",
+            detail: "request body too large".into(),
+        });
+    }
+    let req: SignInRequest = parse_json(&body)?;
+    let now = state.clock.now();
+    let claims = state.tickets.verify(&req.ticket, now, |r| {
+        state.sessions.policies().get(r).is_some()
+    })?;
+    let policy = state.sessions.policy(&claims.role).clone();
+    let mut live = None;
+    if let Some((token, source)) = auth::request_token(&headers, &state.config.cookie.name) {
+        match state.sessions.authenticate(&token, false).await {
+            Ok(s) => live = Some((s, source)),
+            Err(ApiError::Unauthenticated | ApiError::SessionEnded(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut bearer = req.bearer;
+    if let Some((s, source)) = &live {
+        bearer |= *source == TokenSource::Bearer;
+        if s.user_id.as_deref().is_some_and(|u| u != claims.sub) {
+            // Another person's session on a shared browser: their data must not carry
+            // over, so it ends and the new user starts fresh.
+            state.sessions.end(&s.handle, EndReason::SignedOut).await?;
+            live = None;
+        }
+    }
+    let (status, s, token) = match live {
+        Some((mut s, _)) => {
+            let old_hash = s.token_hash;
+            let old_principal = s.principal.clone();
+            let old_role = s.role.clone();
+            let token = lifecycle::sign_in(
+                &mut s,
+                now,
+                &claims.sub,
+                &claims.role,
+                &policy,
+                claims.rooms,
+                &client,
+            );
+            if !state.store.update_session(&s, &old_hash).await? {
+                return Err(ApiError::Conflict {
+                    current: serde_json::Value::Null,
+                });
+            }
+            // Replaces the cached record and its token index: the old token stops at once.
+            state.sessions.remember(s.clone());
+            state.hub.session_changed(&s);
+            audit_sign_in(&state, now, &s, &old_principal, &old_role).await;
+            if let Err(e) = crate::drafts::on_sign_in(&state, &old_principal, &s.principal).await {
+                // The sign-in stands (the new cookie must reach the client); drafts stay
+                // with the anonymous principal and nothing is lost.
+                tracing::warn!(handle = %s.handle, error = %e, "moving drafts on sign-in failed");
+            }
+            (StatusCode::OK, s, token)
+        }
+        None => {
+            let (mut s, _) = state.sessions.new_session(&client);
+            let old_principal = s.principal.clone();
+            let old_role = s.role.clone();
+            let token = lifecycle::sign_in(
+                &mut s,
+                now,
+                &claims.sub,
+                &claims.role,
+                &policy,
+                claims.rooms,
+                &client,
+            );
+            match state.store.create_session(&s, None).await? {
+                CreateOutcome::Created => {}
+                CreateOutcome::Existing(_) => {
+                    return Err(ApiError::Internal(
+                        "create without a key reported a duplicate".into(),
+                    ))
+                }
+            }
+            state.sessions.remember(s.clone());
+            state
+                .sessions
+                .audit(AuditEvent::for_session(now, AuditKind::Created, &s))
+                .await;
+            metrics::counter!("sessiond_sessions_created_total").increment(1);
+            audit_sign_in(&state, now, &s, &old_principal, &old_role).await;
+            (StatusCode::CREATED, s, token)
+        }
+    };
+    metrics::counter!("sessiond_sign_ins_total").increment(1);
+    tracing::info!(handle = %s.handle, principal = %s.principal, role = %s.role, "signed in; token rotated");
+    let cookie = session_cookie(&state, &token, &s);
+    let mut view = session_view(&state, &s);
+    if bearer {
+        view.token = Some(token.as_str().to_owned());
+    }
+    Ok(respond(status, view, Some(cookie)))
+}
+
+async fn audit_sign_in(
+    state: &AppState,
+    now: i64,
+    s: &Session,
+    from: &sessiond_core::Principal,
+    old_role: &str,
+) {
+    let detail = serde_json::json!({"from_principal": from.as_str(), "previous_role": old_role});
+    state
+        .sessions
+        .audit(AuditEvent::for_session(now, AuditKind::SignedIn, s).with_detail(detail))
+        .await;
+    let rotated = serde_json::json!({"cause": "sign_in"});
+    state
+        .sessions
+        .audit(AuditEvent::for_session(now, AuditKind::TokenRotated, s).with_detail(rotated))
+        .await;
+}
+
+/// `{"principal","key"}` of the local-copy key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LocalKey {
+    pub principal: String,
+    /// Standard base64 of 32 bytes: HMAC-SHA256(server secret, "sessiond-local-key:" + principal).
+    pub key: String,
+}
+
+/// The key the browser SDK encrypts its local draft copies with: stable per principal,
+/// handed only to that principal's live sessions.
+#[utoipa::path(get, path = "/v1/session/local-key", tag = "session",
+    responses((status = 200, body = LocalKey), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn local_key(State(state): State<AppState>, a: Authed) -> Response {
+    let principal = a.session.principal.to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&state.server_secret)
+        .expect("HMAC takes any key length");
+    mac.update(b"sessiond-local-key:");
+    mac.update(principal.as_bytes());
+    let key = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let mut r = Json(LocalKey { principal, key }).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A session-data key: 1..=128 of `[A-Za-z0-9._:-]`.
+pub fn validate_data_key(key: &str) -> ApiResult<()> {
+    let ok = !key.is_empty()
+        && key.len() <= MAX_DATA_KEY
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "data key must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+        ))
+    }
+}
+
+/// One session-data value (the raw JSON value).
+#[utoipa::path(get, path = "/v1/session/data/{key}", tag = "session",
+    params(("key" = String, Path, description = "1..=128 of [A-Za-z0-9._:-]")),
+    responses((status = 200, description = "The stored JSON value", body = serde_json::Value),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn get_data(
+    State(state): State<AppState>,
+    a: Authed,
+    Path(key): Path<String>,
+) -> ApiResult<Response> {
+    validate_data_key(&key)?;
+    let v = state
+        .store
+        .get_data(&a.session.handle, &key)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut r = Json(v).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+/// Stores one JSON value (at most 64 KiB) under `key`; the last write wins.
+#[utoipa::path(put, path = "/v1/session/data/{key}", tag = "session",
+    params(("key" = String, Path, description = "1..=128 of [A-Za-z0-9._:-]")),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses((status = 204, description = "Stored"),
+              (status = 400, body = Problem, content_type = "application/problem+json"),
+              (status = 413, body = Problem, content_type = "application/problem+json"),
+              (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn put_data(
+    State(state): State<AppState>,
+    a: Authed,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<StatusCode> {
+    validate_data_key(&key)?;
+    let body = body?;
+    if body.len() > MAX_DATA_VALUE {
+        return Err(ApiError::TooLarge {
+            code: "payload_too_large",
+            detail: format!("a session-data value may be at most {MAX_DATA_VALUE} bytes"),
+        });
+    }
+    let value: serde_json::Value = parse_json(&body)?;
+    if !state
+        .store
+        .put_data(&a.session.handle, &key, &value)
+        .await?
+    {
+        // Ended between authentication and the write.
+        return Err(ended_under_request(&state, &a.session).await);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes one value.
+#[utoipa::path(delete, path = "/v1/session/data/{key}", tag = "session",
+    params(("key" = String, Path, description = "1..=128 of [A-Za-z0-9._:-]")),
+    responses((status = 204, description = "Removed"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn delete_data(
+    State(state): State<AppState>,
+    a: Authed,
+    Path(key): Path<String>,
+) -> ApiResult<StatusCode> {
+    validate_data_key(&key)?;
+    if state.store.delete_data(&a.session.handle, &key).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// The error for a session that ended under a request: its stored reason if readable.
+async fn ended_under_request(state: &AppState, s: &Session) -> ApiError {
+    match state.sessions.get(&s.handle).await {
+        Ok(Some(cur)) => cur
+            .end_reason
+            .map(ApiError::SessionEnded)
+            .unwrap_or(ApiError::Unauthenticated),
+        _ => ApiError::Unauthenticated,
+    }
+}

@@ -1,0 +1,189 @@
+//! `/v1/rooms/{room}/snapshot`: a room's latest state blob over HTTP, versioned and
+//! content-hashed; the WebSocket `snapshot` message is the other way in.
+//!
+//! Only a room's members may read or write it: the session's ticket must allow the room
+//! and either name it explicitly or the session must hold a WebSocket connection that
+//! has joined it (on any node of the cluster).
+
+use super::drafts::precondition;
+use crate::auth::Authed;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sessiond_core::clock::to_rfc3339;
+use sessiond_core::snapshot::{validate_room, Snapshot, SnapshotWrite};
+use sessiond_core::{Session, StoreError};
+
+const MAX_CONTENT_TYPE: usize = 200;
+const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/v1/rooms/{room}/snapshot",
+        get(get_snapshot).put(put_snapshot),
+    )
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct VersionQuery {
+    version: Option<String>,
+}
+
+/// Snapshot metadata as the API shows it (no data).
+pub fn meta_json(s: &Snapshot) -> Value {
+    json!({
+        "room": s.room,
+        "version": s.version,
+        "hash": s.hash,
+        "size": s.size,
+        "content_type": s.content_type,
+        "updated_at": to_rfc3339(s.updated_at),
+    })
+}
+
+/// Whether `session` may use `room`'s snapshot over HTTP (see the module docs). Also
+/// returns whether the room has members anywhere (for the retention of HTTP writes).
+pub async fn authorize(state: &AppState, session: &Session, room: &str) -> ApiResult<bool> {
+    validate_room(room)?;
+    if !session.may_join(room) {
+        return Err(ApiError::Forbidden(
+            "this session's sign-in does not allow this room".into(),
+        ));
+    }
+    let handle = session.handle.to_string();
+    let local = state.hub.room_members(room).unwrap_or_default();
+    // Cluster mode: members connected to other nodes count too (empty on a single node).
+    let remote = crate::cluster::remote_members(state, room).await?;
+    let occupied = !local.is_empty() || !remote.is_empty();
+    let ticket_names_it = session
+        .allowed_rooms
+        .as_ref()
+        .is_some_and(|rs| rs.iter().any(|r| r == room));
+    let joined = local.iter().chain(&remote).any(|m| m.handle == handle);
+    if ticket_names_it || joined {
+        return Ok(occupied);
+    }
+    Err(ApiError::Forbidden(
+        "join the room over WebSocket first, or sign in with a ticket that names the room".into(),
+    ))
+}
+
+async fn get_snapshot(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(room): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&state, &auth.session, &room).await?;
+    let s = state
+        .store
+        .get_snapshot(&room)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut resp = Body::from(s.data).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&s.content_type)
+            .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE)),
+    );
+    h.insert("x-snapshot-version", HeaderValue::from(s.version));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", s.hash)) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
+    Ok(resp)
+}
+
+async fn put_snapshot(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(room): Path<String>,
+    Query(q): Query<VersionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let occupied = authorize(&state, &auth.session, &room).await?;
+    let max = state.config.snapshots.max_size;
+    let too_large = || ApiError::from(StoreError::TooLarge { limit: max as u64 });
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => DEFAULT_CONTENT_TYPE.to_owned(),
+        Some(v) => {
+            let ct = v.to_str().unwrap_or("").trim();
+            // `sessiond-enc` parameters mark encrypted data (see crate::crypto).
+            if ct.is_empty()
+                || ct.len() > MAX_CONTENT_TYPE
+                || ct.to_ascii_lowercase().contains("sessiond-enc")
+                || !ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            {
+                return Err(ApiError::UnsupportedMediaType(format!("{ct:?}")));
+            }
+            ct.to_owned()
+        }
+    };
+    let version = precondition(&headers, q.version.as_deref(), None, "version")?;
+    // Snapshots are written atomically as one value, so the (bounded) body is read whole.
+    let data = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|_| too_large())?;
+    let now = state.clock.now();
+    let retention = i64::try_from(state.config.snapshots.retention.as_millis()).unwrap_or(i64::MAX);
+    // Nobody is in the room to keep it alive: start its retention right away.
+    let retain_until = (!occupied).then(|| now.saturating_add(retention));
+    let by = auth.session.handle.to_string();
+    match state
+        .store
+        .put_snapshot(
+            &room,
+            version,
+            &data,
+            &content_type,
+            Some(&by),
+            retain_until,
+            now,
+        )
+        .await?
+    {
+        SnapshotWrite::Written(s) => {
+            metrics::counter!("sessiond_snapshot_writes_total", "via" => "http").increment(1);
+            let fx = state
+                .hub
+                .snapshot_written(&room, s.version, &s.hash, Some(&by), None);
+            crate::ws::tasks::apply(&state, fx);
+            let mut resp = Json(meta_json(&s)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", s.hash)) {
+                resp.headers_mut().insert(header::ETAG, v);
+            }
+            resp.headers_mut()
+                .insert("x-snapshot-version", HeaderValue::from(s.version));
+            Ok(resp)
+        }
+        SnapshotWrite::Conflict(cur) => Err(ApiError::Conflict {
+            current: cur.as_ref().map_or(Value::Null, meta_json),
+        }),
+    }
+}

@@ -1,0 +1,729 @@
+//! One connection's task: reads client frames, writes what the hub queued, and says
+//! goodbye with the close code the hub (or this task) chose.
+//!
+//! Written against any `Stream + Sink` of axum WebSocket messages so unit tests drive it
+//! with channels. The task never polls shared state: the hub wakes it through
+//! [`ConnShared`] when it must close.
+
+use super::hub::{ConnShared, Effects, JoinRefused, Outbound, Refused};
+use super::protocol::{close, code, parse_client, ClientMsg, LeftReason, ServerMsg, SnapshotBody};
+use super::tasks::{apply, retain_emptied};
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::ws::{CloseFrame, Message};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use sessiond_core::clock::to_rfc3339;
+use sessiond_core::snapshot::{validate_room, SnapshotWrite};
+use sessiond_core::{Handle, Session};
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a goodbye (queued messages, close frame, the client's close reply) may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest accepted snapshot content type.
+const MAX_CONTENT_TYPE: usize = 127;
+
+/// How the main loop ended.
+enum Exit {
+    /// The hub removed the connection and chose the close code.
+    Closed(u16),
+    /// This task closes with `code`; rooms are told `reason`.
+    Own(u16, LeftReason),
+    /// The client closed (`Left`) or the transport failed (`Lost`).
+    Gone(LeftReason),
+}
+
+/// What handling one frame asks of the loop.
+enum Next {
+    Continue,
+    Exit(Exit),
+}
+
+struct Ctx {
+    state: AppState,
+    id: u64,
+    handle: Handle,
+    shared: Arc<ConnShared>,
+}
+
+/// Whether a transport error is tungstenite's size limit (answered with 1009).
+fn is_too_big(e: &impl Display) -> bool {
+    let s = e.to_string();
+    s.contains("Space limit exceeded")
+}
+
+fn close_frame(code: u16) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: close::reason_text(code).into(),
+    }))
+}
+
+/// Serves one authenticated connection until it closes.
+pub async fn run<S, E>(state: AppState, mut socket: S, session: Session)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+    E: Display,
+{
+    let hub = state.hub.clone();
+    let cfg = state.config.ws.clone();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(cfg.outbound_queue);
+    let shared = Arc::new(ConnShared::new(hub.now_ms()));
+    let policy = state.sessions.policy(&session.role).clone();
+    let id = match hub.register(
+        &session,
+        &policy,
+        tx,
+        shared.clone(),
+        state.clock.now(),
+        cfg.max_message_size,
+    ) {
+        Ok(id) => id,
+        Err(refused) => {
+            let code = match refused {
+                Refused::TooManyConnections => {
+                    let msg = ServerMsg::error(
+                        code::TOO_MANY_CONNECTIONS,
+                        format!(
+                            "at most {} connections per session",
+                            cfg.max_connections_per_session
+                        ),
+                    );
+                    let _ = socket.send(Message::Text(msg.to_json().into())).await;
+                    close::TOO_MANY_CONNECTIONS
+                }
+                Refused::ShuttingDown => close::GOING_AWAY,
+            };
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(&mut socket, None, code)).await;
+            return;
+        }
+    };
+    let ctx = Ctx {
+        state: state.clone(),
+        id,
+        handle: session.handle,
+        shared: shared.clone(),
+    };
+    // An ending published between authentication and registration would be missed.
+    if let Ok(Some(s)) = state.sessions.get(&session.handle).await {
+        if !s.is_active() {
+            let fx = hub.session_ended(
+                &s.handle,
+                s.end_reason.unwrap_or(sessiond_core::EndReason::Revoked),
+            );
+            apply(&state, fx);
+        }
+    }
+
+    let exit = loop {
+        tokio::select! {
+            biased;
+            _ = shared.wake.notified() => {
+                if let Some(code) = shared.close_code() {
+                    break Exit::Closed(code);
+                }
+            }
+            out = rx.recv() => match out {
+                Some(out) => {
+                    if let Err(exit) = write(&mut socket, out, &shared).await {
+                        break exit;
+                    }
+                }
+                None => break Exit::Closed(shared.close_code().unwrap_or(close::INTERNAL)),
+            },
+            frame = socket.next() => {
+                shared.heard(hub.now_ms());
+                match frame {
+                    None => break Exit::Gone(LeftReason::Lost),
+                    Some(Err(e)) if is_too_big(&e) => break Exit::Own(close::MESSAGE_TOO_BIG, LeftReason::Lost),
+                    Some(Err(e)) => {
+                        tracing::debug!(handle = %ctx.handle, error = %e, "websocket read failed");
+                        break Exit::Gone(LeftReason::Lost);
+                    }
+                    Some(Ok(msg)) => match on_frame(&ctx, msg).await {
+                        Next::Continue => {}
+                        Next::Exit(exit) => break exit,
+                    },
+                }
+            }
+        }
+    };
+
+    match exit {
+        Exit::Closed(code) => {
+            let _ =
+                tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(&mut socket, Some(&mut rx), code))
+                    .await;
+        }
+        Exit::Own(code, reason) => {
+            finish(&state, hub.close_connection(id, code, reason)).await;
+            let _ =
+                tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(&mut socket, Some(&mut rx), code))
+                    .await;
+        }
+        Exit::Gone(reason) => {
+            finish(&state, hub.unregister(id, reason)).await;
+            if reason == LeftReason::Left {
+                // Flushes the close reply tungstenite queued.
+                let _ = tokio::time::timeout(GOODBYE_TIMEOUT, socket.close()).await;
+            }
+        }
+    }
+}
+
+/// Store follow-ups of this connection leaving (its rooms may have emptied).
+async fn finish(state: &AppState, fx: Effects) {
+    retain_emptied(state, fx.emptied).await;
+}
+
+/// Writes one queued message; a close request that arrives while the write is stuck
+/// (the client stopped reading) abandons it.
+async fn write<S>(socket: &mut S, out: Outbound, shared: &ConnShared) -> Result<(), Exit>
+where
+    S: Sink<Message> + Unpin,
+{
+    let msg = match out {
+        Outbound::Text(t) => Message::Text(t),
+        Outbound::Ping => Message::Ping(bytes::Bytes::new()),
+    };
+    tokio::select! {
+        r = socket.send(msg) => match r {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Exit::Gone(LeftReason::Lost)),
+        },
+        _ = shared.wake.notified() => match shared.close_code() {
+            Some(code) => Err(Exit::Closed(code)),
+            None => Err(Exit::Gone(LeftReason::Lost)),
+        },
+    }
+}
+
+/// Delivers what is still queued, sends the close frame, and waits (bounded by the
+/// caller) for the client's close reply so the TCP connection ends cleanly.
+async fn goodbye<S, E>(socket: &mut S, rx: Option<&mut mpsc::Receiver<Outbound>>, code: u16)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+{
+    if let Some(rx) = rx {
+        while let Ok(out) = rx.try_recv() {
+            if let Outbound::Text(t) = out {
+                if socket.send(Message::Text(t)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    if socket.send(close_frame(code)).await.is_err() {
+        return;
+    }
+    while let Some(Ok(m)) = socket.next().await {
+        if matches!(m, Message::Close(_)) {
+            break;
+        }
+    }
+}
+
+async fn on_frame(ctx: &Ctx, msg: Message) -> Next {
+    match msg {
+        Message::Text(t) => {
+            if t.len() > ctx.state.config.ws.max_message_size {
+                return Next::Exit(Exit::Own(close::MESSAGE_TOO_BIG, LeftReason::Lost));
+            }
+            match parse_client(t.as_str()) {
+                Ok(m) => on_message(ctx, m).await,
+                Err(r) => reply(ctx, &ServerMsg::error(r.code, r.message)),
+            }
+        }
+        Message::Binary(_) => reply(
+            ctx,
+            &ServerMsg::error(
+                code::BINARY_NOT_SUPPORTED,
+                "only JSON text frames are accepted",
+            ),
+        ),
+        // Already counted as alive; tungstenite answers pings itself.
+        Message::Ping(_) | Message::Pong(_) => Next::Continue,
+        Message::Close(_) => Next::Exit(Exit::Gone(LeftReason::Left)),
+    }
+}
+
+/// Enqueues a reply behind whatever the hub queued before it.
+fn reply(ctx: &Ctx, msg: &ServerMsg) -> Next {
+    let (ok, fx) = ctx.state.hub.send(ctx.id, msg);
+    apply(&ctx.state, fx);
+    if ok {
+        Next::Continue
+    } else {
+        // Cut off as a slow consumer (or already removed): the close code is set.
+        Next::Exit(Exit::Closed(
+            ctx.shared.close_code().unwrap_or(close::SLOW_CONSUMER),
+        ))
+    }
+}
+
+/// Maps a session-service failure to what the connection does.
+fn on_session_error(ctx: &Ctx, e: ApiError) -> Next {
+    match e {
+        ApiError::SessionEnded(reason) => {
+            let fx = ctx.state.hub.session_ended(&ctx.handle, reason);
+            apply(&ctx.state, fx);
+            Next::Exit(Exit::Closed(close::for_reason(reason)))
+        }
+        ApiError::Unauthenticated => {
+            Next::Exit(Exit::Own(close::UNAUTHENTICATED, LeftReason::SessionEnded))
+        }
+        e => store_error(ctx, e, None),
+    }
+}
+
+fn store_error(ctx: &Ctx, e: ApiError, room: Option<&str>) -> Next {
+    let code = match e {
+        ApiError::StoreUnavailable(_) => code::STORE_UNAVAILABLE,
+        ApiError::TooLarge { .. } => code::PAYLOAD_TOO_LARGE,
+        _ => code::INTERNAL,
+    };
+    if code == code::INTERNAL {
+        tracing::error!(handle = %ctx.handle, error = %e, "websocket request failed");
+    }
+    let message = match code {
+        code::STORE_UNAVAILABLE => "the session store cannot be reached; retry shortly".to_owned(),
+        code::INTERNAL => "an internal error occurred".to_owned(),
+        _ => e.to_string(),
+    };
+    let msg = match room {
+        Some(r) => ServerMsg::room_error(code, r, message),
+        None => ServerMsg::error(code, message),
+    };
+    reply(ctx, &msg)
+}
+
+async fn on_message(ctx: &Ctx, m: ClientMsg) -> Next {
+    let state = &ctx.state;
+    match m {
+        ClientMsg::Ping { id } => reply(ctx, &ServerMsg::Pong { id }),
+        ClientMsg::Activity => match state.sessions.touch_handle(&ctx.handle).await {
+            Ok(_) => Next::Continue,
+            Err(e) => on_session_error(ctx, e),
+        },
+        // Every connection of the session (this one too) gets `renewed` through the bus.
+        ClientMsg::Renew => match state.sessions.renew(&ctx.handle).await {
+            Ok(_) => Next::Continue,
+            Err(e) => on_session_error(ctx, e),
+        },
+        ClientMsg::Join { room } => join(ctx, room).await,
+        ClientMsg::Leave { room } => match state.hub.leave(ctx.id, &room) {
+            Some(fx) => {
+                finish(state, fx).await;
+                Next::Continue
+            }
+            None => reply(
+                ctx,
+                &ServerMsg::room_error(code::NOT_JOINED, &room, "not a member of this room"),
+            ),
+        },
+        ClientMsg::Snapshot {
+            room,
+            version,
+            data,
+            content_type,
+        } => snapshot(ctx, room, version, data, content_type).await,
+    }
+}
+
+async fn join(ctx: &Ctx, room: String) -> Next {
+    let state = &ctx.state;
+    if let Err(e) = validate_room(&room) {
+        let shown: String = room.chars().take(40).collect();
+        return reply(
+            ctx,
+            &ServerMsg::error(code::INVALID_ROOM, format!("room {shown:?}: {e}")),
+        );
+    }
+    // The current record: a sign-in since connecting may have changed the allowed rooms.
+    let session = match state.sessions.get(&ctx.handle).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return on_session_error(ctx, ApiError::Unauthenticated),
+        Err(e) => return on_session_error(ctx, e),
+    };
+    if !session.is_active() {
+        return on_session_error(
+            ctx,
+            ApiError::SessionEnded(
+                session
+                    .end_reason
+                    .unwrap_or(sessiond_core::EndReason::Revoked),
+            ),
+        );
+    }
+    if !session.may_join(&room) {
+        return reply(
+            ctx,
+            &ServerMsg::room_error(
+                code::ROOM_NOT_ALLOWED,
+                &room,
+                "this session's sign-in does not allow this room",
+            ),
+        );
+    }
+    let snapshot = match state.store.get_snapshot(&room).await {
+        Ok(s) => s.map(|s| SnapshotBody {
+            version: s.version,
+            hash: s.hash,
+            content_type: s.content_type,
+            data: STANDARD.encode(&s.data),
+            updated_at: to_rfc3339(s.updated_at),
+        }),
+        Err(e) => return store_error(ctx, e.into(), Some(&room)),
+    };
+    // Cluster mode: the members on other nodes come from Redis (empty on a single node).
+    let remote = match crate::cluster::remote_members(state, &room).await {
+        Ok(m) => m,
+        Err(e) => return store_error(ctx, e, Some(&room)),
+    };
+    let (r, fx) = state.hub.join_with(ctx.id, &room, snapshot, remote);
+    apply(state, fx);
+    match r {
+        Ok(was_empty) => {
+            if was_empty {
+                if let Err(e) = state.store.retain_snapshot(&room, None).await {
+                    tracing::warn!(room = %room, error = %e, "could not stop snapshot retention");
+                }
+            }
+            Next::Continue
+        }
+        Err(JoinRefused::TooManyRooms) => reply(
+            ctx,
+            &ServerMsg::room_error(
+                code::TOO_MANY_ROOMS,
+                &room,
+                format!(
+                    "at most {} rooms per connection",
+                    state.config.ws.max_rooms_per_connection
+                ),
+            ),
+        ),
+        Err(JoinRefused::Gone) => Next::Exit(Exit::Closed(
+            ctx.shared.close_code().unwrap_or(close::INTERNAL),
+        )),
+    }
+}
+
+async fn snapshot(
+    ctx: &Ctx,
+    room: String,
+    version: u64,
+    data: String,
+    content_type: String,
+) -> Next {
+    let state = &ctx.state;
+    if !state.hub.is_member(ctx.id, &room) {
+        return reply(
+            ctx,
+            &ServerMsg::room_error(
+                code::NOT_JOINED,
+                &room,
+                "join the room before saving its snapshot",
+            ),
+        );
+    }
+    if content_type.is_empty()
+        || content_type.len() > MAX_CONTENT_TYPE
+        || !content_type
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || b == b' ')
+    {
+        return reply(
+            ctx,
+            &ServerMsg::room_error(code::BAD_MESSAGE, &room, "invalid content_type"),
+        );
+    }
+    let max = state.config.snapshots.max_size;
+    // Base64 is 4/3 of the bytes: refuse before decoding what cannot fit.
+    if data.len() / 4 * 3 > max + 3 {
+        return reply(
+            ctx,
+            &ServerMsg::room_error(
+                code::PAYLOAD_TOO_LARGE,
+                &room,
+                format!("snapshots are at most {max} bytes"),
+            ),
+        );
+    }
+    let bytes = match STANDARD.decode(data.as_bytes()) {
+        Ok(b) => b,
+        Err(_) => {
+            return reply(
+                ctx,
+                &ServerMsg::room_error(code::BAD_MESSAGE, &room, "data is not standard base64"),
+            )
+        }
+    };
+    if bytes.len() > max {
+        return reply(
+            ctx,
+            &ServerMsg::room_error(
+                code::PAYLOAD_TOO_LARGE,
+                &room,
+                format!("snapshots are at most {max} bytes"),
+            ),
+        );
+    }
+    let by = ctx.handle.to_string();
+    let now = state.clock.now();
+    match state
+        .store
+        .put_snapshot(&room, version, &bytes, &content_type, Some(&by), None, now)
+        .await
+    {
+        Ok(SnapshotWrite::Written(s)) => {
+            let fx = state
+                .hub
+                .snapshot_written(&room, s.version, &s.hash, Some(&by), Some(ctx.id));
+            apply(state, fx);
+            Next::Continue
+        }
+        Ok(SnapshotWrite::Conflict(current)) => {
+            let current_version = current.map_or(0, |s| s.version);
+            reply(
+                ctx,
+                &ServerMsg::Error {
+                    code: code::CONFLICT.into(),
+                    message: format!("version {version} is stale; the room's snapshot is at version {current_version}"),
+                    room: Some(room),
+                    current_version: Some(current_version),
+                },
+            )
+        }
+        Err(e) => store_error(ctx, e.into(), Some(&room)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc as fmpsc;
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A socket made of two channels: what the test sends in, what the server writes out.
+    struct ChanSocket {
+        rx: fmpsc::Receiver<Result<Message, Infallible>>,
+        tx: fmpsc::Sender<Message>,
+    }
+
+    impl Stream for ChanSocket {
+        type Item = Result<Message, Infallible>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Pin::new(&mut self.rx).poll_next(cx)
+        }
+    }
+
+    impl Sink<Message> for ChanSocket {
+        type Error = fmpsc::SendError;
+        fn poll_ready(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.tx).poll_ready(cx)
+        }
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            Pin::new(&mut self.tx).start_send(item)
+        }
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.tx).poll_flush(cx)
+        }
+        fn poll_close(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.tx).poll_close(cx)
+        }
+    }
+
+    struct Harness {
+        input: fmpsc::Sender<Result<Message, Infallible>>,
+        output: fmpsc::Receiver<Message>,
+        state: AppState,
+        session: Session,
+        _shutdown: crate::sessions::tokio_util_shutdown::Trigger,
+    }
+
+    impl Harness {
+        async fn recv(&mut self) -> Message {
+            tokio::time::timeout(Duration::from_secs(5), self.output.next())
+                .await
+                .expect("server wrote in time")
+                .expect("socket open")
+        }
+        async fn recv_json(&mut self) -> serde_json::Value {
+            loop {
+                match self.recv().await {
+                    Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                    Message::Ping(_) => continue,
+                    other => panic!("expected text, got {other:?}"),
+                }
+            }
+        }
+        async fn send_text(&mut self, s: &str) {
+            self.input
+                .send(Ok(Message::Text(s.to_owned().into())))
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn start(toml: &str) -> Harness {
+        let config = crate::config::Config::from_toml(toml).unwrap();
+        let store: Arc<dyn sessiond_core::Store> =
+            Arc::new(sessiond_store_memory::MemoryStore::new());
+        let (trigger, signal) = crate::sessions::tokio_util_shutdown::channel();
+        let state = crate::build_state_with_store(
+            config,
+            Arc::new(sessiond_core::SystemClock),
+            store,
+            signal,
+        )
+        .await
+        .unwrap();
+        super::super::tasks::ensure_started(&state);
+        let (session, _token) = state.sessions.new_session(&Default::default());
+        state.store.create_session(&session, None).await.unwrap();
+        state.sessions.remember(session.clone());
+        let (in_tx, in_rx) = fmpsc::channel(16);
+        let (out_tx, out_rx) = fmpsc::channel(16);
+        tokio::spawn(run(
+            state.clone(),
+            ChanSocket {
+                rx: in_rx,
+                tx: out_tx,
+            },
+            session.clone(),
+        ));
+        Harness {
+            input: in_tx,
+            output: out_rx,
+            state,
+            session,
+            _shutdown: trigger,
+        }
+    }
+
+    const FAST: &str = "store = \"memory\"\n[roles.editor]\nidle_timeout = \"30s\"\nwarn_before = \"5s\"\nheartbeat_interval = \"10s\"\n";
+
+    #[tokio::test]
+    async fn hello_first_then_answers_and_errors_keep_the_connection() {
+        let mut h = start(FAST).await;
+        let hello = h.recv_json().await;
+        assert_eq!(hello["type"], "hello");
+        assert_eq!(hello["handle"], h.session.handle.to_string());
+        assert_eq!(hello["heartbeat_interval"], 10);
+        h.send_text("{oops").await;
+        assert_eq!(h.recv_json().await["code"], "bad_message");
+        h.send_text(r#"{"type":"teleport"}"#).await;
+        assert_eq!(h.recv_json().await["code"], "unknown_type");
+        h.input
+            .send(Ok(Message::Binary(vec![1, 2].into())))
+            .await
+            .unwrap();
+        assert_eq!(h.recv_json().await["code"], "binary_not_supported");
+        h.send_text(r#"{"type":"join","room":"bad room!"}"#).await;
+        assert_eq!(h.recv_json().await["code"], "invalid_room");
+        h.send_text(r#"{"type":"leave","room":"r1"}"#).await;
+        assert_eq!(h.recv_json().await["code"], "not_joined");
+        h.send_text(r#"{"type":"ping","id":"abc"}"#).await;
+        let pong = h.recv_json().await;
+        assert_eq!(
+            (pong["type"].as_str(), pong["id"].as_str()),
+            (Some("pong"), Some("abc"))
+        );
+        assert_eq!(h.state.hub.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn snapshot_write_conflict_and_rejoin_restore() {
+        let mut h = start(FAST).await;
+        h.recv_json().await;
+        h.send_text(r#"{"type":"join","room":"doc-1"}"#).await;
+        let p = h.recv_json().await;
+        assert_eq!(p["type"], "presence");
+        assert!(p["snapshot"].is_null());
+        assert_eq!(p["members"].as_array().unwrap().len(), 1);
+        h.send_text(r#"{"type":"snapshot","room":"doc-1","version":0,"data":"aGVsbG8=","content_type":"text/plain"}"#)
+            .await;
+        let saved = h.recv_json().await;
+        assert_eq!(
+            (saved["type"].as_str(), saved["version"].as_u64()),
+            (Some("snapshot_saved"), Some(1))
+        );
+        h.send_text(r#"{"type":"snapshot","room":"doc-1","version":0,"data":"eA==","content_type":"text/plain"}"#).await;
+        let c = h.recv_json().await;
+        assert_eq!(
+            (c["code"].as_str(), c["current_version"].as_u64()),
+            (Some("conflict"), Some(1))
+        );
+        h.send_text(r#"{"type":"leave","room":"doc-1"}"#).await;
+        h.send_text(r#"{"type":"join","room":"doc-1"}"#).await;
+        let p = h.recv_json().await;
+        assert_eq!(p["snapshot"]["data"], "aGVsbG8=");
+        assert_eq!(p["snapshot"]["version"], 1);
+        let stored = h.state.store.get_snapshot("doc-1").await.unwrap().unwrap();
+        assert_eq!(
+            stored.retain_until, None,
+            "a room in use is not up for purging"
+        );
+    }
+
+    #[tokio::test]
+    async fn client_close_unregisters_and_starts_snapshot_retention() {
+        let mut h = start(FAST).await;
+        h.recv_json().await;
+        h.send_text(r#"{"type":"join","room":"doc-2"}"#).await;
+        h.recv_json().await;
+        h.send_text(
+            r#"{"type":"snapshot","room":"doc-2","version":0,"data":"AA==","content_type":"x/y"}"#,
+        )
+        .await;
+        h.recv_json().await;
+        h.input.send(Ok(Message::Close(None))).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let s = h.state.store.get_snapshot("doc-2").await.unwrap().unwrap();
+            if h.state.hub.is_empty() && s.retain_until.is_some() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not unregistered / retained in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn revoke_sends_session_ended_then_close_code() {
+        let mut h = start(FAST).await;
+        h.recv_json().await;
+        h.state
+            .sessions
+            .end(&h.session.handle, sessiond_core::EndReason::Revoked)
+            .await
+            .unwrap();
+        let ended = h.recv_json().await;
+        assert_eq!(
+            ended,
+            serde_json::json!({"type":"session_ended","reason":"revoked"})
+        );
+        match h.recv().await {
+            Message::Close(Some(f)) => assert_eq!(f.code, 4003),
+            other => panic!("expected close, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The hub's two background tasks (one heartbeat timer for all connections, one bus
+//! listener) and the store follow-ups of hub operations (snapshot retention, audit).
+
+use super::hub::{Effects, Hub, LostConn};
+use super::protocol::{close, ServerMsg};
+use crate::bus::Event;
+use crate::state::AppState;
+use sessiond_core::audit::{AuditEvent, AuditKind};
+use sessiond_core::clock::to_rfc3339;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Timers fired per pass; the rest fire on the next pass, right after.
+const FIRE_BATCH: usize = 4096;
+/// Longest sleep of the timer task when no connection exists.
+const IDLE_SLEEP: Duration = Duration::from_secs(60);
+
+/// Starts the hub's tasks once per process state (on the first WebSocket upgrade).
+pub fn ensure_started(state: &AppState) {
+    if !state.hub.claim_start() {
+        return;
+    }
+    // Subscribe before returning so no event published after the first registration is missed.
+    let events = state.bus.subscribe();
+    tokio::spawn(timer_loop(state.clone()));
+    tokio::spawn(bus_loop(state.clone(), events));
+}
+
+/// Sleeps until the earliest heartbeat deadline (woken early when an earlier one is
+/// scheduled), fires what is due, and on shutdown closes everything with 1001.
+async fn timer_loop(state: AppState) {
+    let hub = state.hub.clone();
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let now = hub.now_ms();
+        let wait = match hub.next_deadline() {
+            Some(t) if t <= now => Duration::ZERO,
+            Some(t) => Duration::from_millis((t - now) as u64),
+            None => IDLE_SLEEP,
+        };
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = hub.timer_wake.notified() => continue,
+                _ = shutdown.wait() => break,
+            }
+        }
+        let fx = hub.fire_due(hub.now_ms(), FIRE_BATCH);
+        apply(&state, fx);
+        tokio::task::yield_now().await;
+    }
+    let fx = hub.close_all(close::GOING_AWAY);
+    tracing::info!(
+        rooms = fx.emptied.len(),
+        "websocket connections told the server is going away"
+    );
+    // Awaited (not spawned) so the retention is written before the process exits.
+    retain_emptied(&state, fx.emptied).await;
+}
+
+/// Reacts to session events: endings, renewals and warnings reach the session's
+/// connections; room events from other nodes reach this node's members.
+async fn bus_loop(state: AppState, mut events: tokio::sync::broadcast::Receiver<Event>) {
+    let hub = state.hub.clone();
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = shutdown.wait() => return,
+        };
+        match ev {
+            Ok(ev) => {
+                let fx = handle_event(&hub, ev);
+                apply(&state, fx);
+            }
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "websocket hub lagged behind the bus; reconciling endings"
+                );
+                tokio::spawn(reconcile(state.clone()));
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// What one bus event does to this node's connections.
+pub fn handle_event(hub: &Hub, ev: Event) -> Effects {
+    match ev {
+        Event::SessionEnded { handle, reason, .. } => hub.session_ended(&handle, reason),
+        Event::SessionRenewed {
+            handle,
+            idle_expires_at,
+            absolute_expires_at,
+        } => hub.to_session(
+            &handle,
+            &ServerMsg::Renewed {
+                idle_expires_at: to_rfc3339(idle_expires_at),
+                absolute_expires_at: to_rfc3339(absolute_expires_at),
+            },
+        ),
+        Event::ExpiryWarning {
+            handle,
+            seconds_left,
+            idle_expires_at,
+        } => hub.to_session(
+            &handle,
+            &ServerMsg::ExpiryWarning {
+                seconds_left,
+                idle_expires_at: to_rfc3339(idle_expires_at),
+            },
+        ),
+        Event::Presence {
+            room,
+            payload,
+            origin,
+        } => {
+            if origin == hub.node_id() {
+                Effects::default()
+            } else {
+                hub.deliver_remote(&room, &payload)
+            }
+        }
+    }
+}
+
+/// Missed bus events may have been endings: ask the sessions of every local connection.
+async fn reconcile(state: AppState) {
+    for handle in state.hub.handles() {
+        match state.sessions.get(&handle).await {
+            Ok(Some(s)) if !s.is_active() => {
+                let reason = s.end_reason.unwrap_or(sessiond_core::EndReason::Revoked);
+                let fx = state.hub.session_ended(&handle, reason);
+                apply(&state, fx);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(handle = %handle, error = %e, "reconcile lookup failed"),
+        }
+    }
+}
+
+/// Runs the store follow-ups of a hub operation in the background.
+pub fn apply(state: &AppState, fx: Effects) {
+    if fx.is_empty() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        for lost in fx.lost {
+            audit_lost(&state, lost).await;
+        }
+        retain_emptied(&state, fx.emptied).await;
+    });
+}
+
+/// Empty rooms keep their snapshot for `snapshots.retention` (unless someone rejoined meanwhile).
+pub async fn retain_emptied(state: &AppState, rooms: Vec<String>) {
+    if rooms.is_empty() {
+        return;
+    }
+    let until = state.clock.now() + state.config.snapshots.retention.as_millis() as i64;
+    for room in rooms {
+        if state.hub.room_len(&room) > 0 {
+            continue;
+        }
+        if let Err(e) = state.store.retain_snapshot(&room, Some(until)).await {
+            tracing::warn!(room = %room, error = %e, "could not start snapshot retention");
+        }
+    }
+}
+
+async fn audit_lost(state: &AppState, lost: LostConn) {
+    metrics::counter!("sessiond_ws_lost_total").increment(1);
+    tracing::info!(
+        handle = %lost.handle,
+        connection_id = %lost.member.connection_id,
+        silent_ms = lost.silent_ms,
+        "websocket connection lost (heartbeat)"
+    );
+    let now = state.clock.now();
+    let ev = match state.sessions.get(&lost.handle).await {
+        Ok(Some(s)) => AuditEvent::for_session(now, AuditKind::ConnectionLost, &s),
+        _ => AuditEvent {
+            handle: Some(lost.member.handle.clone()),
+            principal: Some(lost.member.principal.clone()),
+            role: Some(lost.member.role.clone()),
+            ..AuditEvent::new(now, AuditKind::ConnectionLost)
+        },
+    };
+    let ev = ev
+        .with_reason("heartbeat_lost")
+        .with_detail(serde_json::json!({
+            "connection_id": lost.member.connection_id,
+            "rooms": lost.rooms,
+            "silent_ms": lost.silent_ms,
+            "session_kept": true,
+        }));
+    state.sessions.audit(ev).await;
+}

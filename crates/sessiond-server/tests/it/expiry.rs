@@ -1,0 +1,183 @@
+//! Idle and absolute timeouts with short real deadlines, renewal, and deadlines that
+//! survive a restart.
+
+use crate::common::*;
+use serde_json::Value;
+use sessiond_server::routes::admin::parse_time;
+use std::time::{Duration, Instant};
+
+/// Editor: idle 2 s (warning 1 s before), absolute 4 s.
+const SHORT: &str =
+    "[roles.editor]\nidle_timeout = \"2s\"\nabsolute_timeout = \"4s\"\nwarn_before = \"1s\"";
+
+fn ms(v: &Value) -> i64 {
+    parse_time(v.as_str().expect("time string")).expect("RFC 3339")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_session_ends_and_the_audit_lists_it() {
+    let s = Server::start_with(Opts {
+        extra: SHORT,
+        ..Default::default()
+    })
+    .await;
+    let (token, v) = s.new_session().await;
+    let handle = v["handle"].as_str().unwrap();
+    assert_eq!(v["seconds_left"], 2);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The scheduler ended it on its own: the audit has it before any request asks.
+    let events = s.audit_of(handle).await;
+    let ended = events
+        .iter()
+        .find(|e| e["kind"] == "ended")
+        .expect("ended event");
+    assert_eq!(ended["reason"], "idle_timeout");
+    assert!(
+        ms(&ended["at"]) - ms(&v["idle_expires_at"]) < 1000,
+        "ended within 1 s of the deadline: {ended}"
+    );
+    assert_eq!(ended["handle"], handle);
+    assert_eq!(ended["principal"], v["principal"]);
+    assert!(
+        ended["client_ip"]
+            .as_str()
+            .is_some_and(|ip| ip == "127.0.0.1"),
+        "{ended}"
+    );
+    let p = problem(
+        get(&s.u("/v1/session"), &token).await,
+        401,
+        "session_expired",
+    )
+    .await;
+    assert_eq!(p["reason"], "idle_timeout");
+    let p = problem(
+        post(&s.u("/v1/session/activity"), &token).await,
+        401,
+        "session_expired",
+    )
+    .await;
+    assert_eq!(p["reason"], "idle_timeout");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activity_keeps_it_alive_and_renewal_never_passes_absolute() {
+    let s = Server::start_with(Opts {
+        extra: SHORT,
+        ..Default::default()
+    })
+    .await;
+    let (token, v) = s.new_session().await;
+    let absolute = ms(&v["absolute_expires_at"]);
+    let start = Instant::now();
+    // Activity and renewal every 600 ms: alive well past the 2 s idle timeout.
+    let mut last_renewed = None;
+    while start.elapsed() < Duration::from_millis(2900) {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let r = post(&s.u("/v1/session/activity"), &token).await;
+        assert_eq!(r.status(), 200, "alive at {:?}", start.elapsed());
+        let r = post(&s.u("/v1/session/renew"), &token).await;
+        assert_eq!(r.status(), 200);
+        let cur: Value = r.json().await.unwrap();
+        assert!(
+            ms(&cur["idle_expires_at"]) <= absolute,
+            "renewal passed the absolute deadline"
+        );
+        assert_eq!(ms(&cur["absolute_expires_at"]), absolute);
+        last_renewed = Some(cur);
+    }
+    let last = last_renewed.unwrap();
+    assert_eq!(
+        ms(&last["idle_expires_at"]),
+        absolute,
+        "capped at the absolute deadline"
+    );
+    assert!(
+        start.elapsed() > Duration::from_millis(2500),
+        "outlived the idle timeout"
+    );
+    // Keep renewing: the absolute deadline still ends it.
+    while start.elapsed() < Duration::from_millis(5000) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = post(&s.u("/v1/session/renew"), &token).await;
+    }
+    let p = problem(
+        get(&s.u("/v1/session"), &token).await,
+        401,
+        "session_expired",
+    )
+    .await;
+    assert_eq!(p["reason"], "absolute_timeout");
+    let events = s.audit_of(v["handle"].as_str().unwrap()).await;
+    assert!(events.iter().any(|e| e["kind"] == "renewed"));
+    assert_eq!(
+        events.iter().filter(|e| e["kind"] == "ended").count(),
+        1,
+        "ends exactly once"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e["kind"] == "ended" && e["reason"] == "absolute_timeout"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_survives_a_restart_and_ends_at_its_original_deadline() {
+    let extra = "[roles.editor]\nidle_timeout = \"4s\"\nwarn_before = \"1s\"";
+    let s = Server::start_with(Opts {
+        extra,
+        ..Default::default()
+    })
+    .await;
+    let dir = s.dir.clone();
+    let (token, _) = s.new_session().await;
+    // Activity that only the coalesced flush writes: the clean stop must not lose it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let touched: Value = post(&s.u("/v1/session/activity"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let keep = s.stop().await;
+
+    let s = Server::start_in(
+        &dir,
+        Opts {
+            extra,
+            ..Default::default()
+        },
+        keep,
+    )
+    .await;
+    let r = get(&s.u("/v1/session"), &token).await;
+    assert_eq!(r.status(), 200, "alive after the restart");
+    let after: Value = r.json().await.unwrap();
+    assert_eq!(after["handle"], touched["handle"]);
+    assert_eq!(
+        after["idle_expires_at"], touched["idle_expires_at"],
+        "the latest deadline survived"
+    );
+    let deadline = ms(&touched["idle_expires_at"]);
+    let now = sessiond_core::Clock::now(&sessiond_core::SystemClock);
+    tokio::time::sleep(Duration::from_millis((deadline - now + 1500).max(0) as u64)).await;
+    let events = s.audit_of(touched["handle"].as_str().unwrap()).await;
+    let ended = events
+        .iter()
+        .find(|e| e["kind"] == "ended")
+        .expect("ended by the restarted scheduler");
+    assert_eq!(ended["reason"], "idle_timeout");
+    let at = ms(&ended["at"]);
+    assert!(
+        at >= deadline && at - deadline < 1000,
+        "ended within 1 s of the original deadline ({at} vs {deadline})"
+    );
+    let p = problem(
+        get(&s.u("/v1/session"), &token).await,
+        401,
+        "session_expired",
+    )
+    .await;
+    assert_eq!(p["reason"], "idle_timeout");
+    s.stop().await;
+}

@@ -1,0 +1,13 @@
+//! Integration tests of the HTTP API: the real server started in-process with `run()` on
+//! `127.0.0.1:0`, on SQLite in a temp directory (and the memory store where cheap),
+//! driven by a real HTTP client.
+
+mod admin;
+mod common;
+mod expiry;
+mod idempotency;
+mod secrets;
+mod session;
+mod signin;
+mod unavailable;
+mod web;

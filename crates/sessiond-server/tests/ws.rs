@@ -1,0 +1,939 @@
+//! WebSocket integration tests: a real server (`sessiond_server::run` on 127.0.0.1:0,
+//! memory store, short policies: heartbeat 1 s, misses 3, idle 4 s, warn_before 2 s)
+//! and real tokio-tungstenite clients.
+
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sessiond_server::ws::protocol::{self, ServerMsg};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const API_KEY: &str = "test-admin-key-0123456789";
+/// Longest wait for any single expected frame.
+const WAIT: Duration = Duration::from_secs(8);
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"store = "memory"
+dev = true
+api_keys = ["{API_KEY}"]
+{extra}
+[ws]
+max_message_size = 4096
+max_connections_per_session = 3
+max_rooms_per_connection = 2
+[roles.editor]
+idle_timeout = "4s"
+absolute_timeout = "1h"
+warn_before = "2s"
+heartbeat_interval = "1s"
+heartbeat_misses = 3
+"#
+    )
+}
+
+struct Server {
+    base: String,
+    ws_url: String,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        Self::start_with("").await
+    }
+
+    async fn start_with(extra: &str) -> Server {
+        let config =
+            sessiond_server::config::Config::from_toml(&config(extra)).expect("test config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            sessiond_server::run(config, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Server {
+            base: format!("http://{addr}"),
+            ws_url: format!("ws://{addr}/v1/ws"),
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .expect("server stops")
+                .unwrap();
+        }
+    }
+
+    /// A fresh session: its token (bearer), its cookie pair and its handle.
+    async fn session(&self) -> Sess {
+        let r = self
+            .http
+            .post(format!("{}/v1/session", self.base))
+            .json(&json!({"bearer": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "session created");
+        let cookie = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("sessiond="))
+            .map(|v| v.split(';').next().unwrap().to_owned())
+            .expect("session cookie");
+        let body: Value = r.json().await.unwrap();
+        Sess {
+            token: body["token"].as_str().expect("bearer token").to_owned(),
+            handle: body["handle"].as_str().unwrap().to_owned(),
+            cookie,
+            created: Instant::now(),
+        }
+    }
+
+    async fn session_status(&self, s: &Sess) -> u16 {
+        let r = self
+            .http
+            .get(format!("{}/v1/session", self.base))
+            .header("cookie", &s.cookie)
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+
+    async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Opens a socket authenticated by the `bearer.<token>` subprotocol entry.
+    async fn raw(&self, s: &Sess) -> Ws {
+        self.raw_with(&[(
+            "sec-websocket-protocol",
+            format!("sessiond.v1, bearer.{}", s.token),
+        )])
+        .await
+        .unwrap()
+    }
+
+    async fn raw_with(&self, headers: &[(&str, String)]) -> Result<Ws, tungstenite::Error> {
+        let mut req = self.ws_url.as_str().into_client_request().unwrap();
+        for (k, v) in headers {
+            let name: tungstenite::http::HeaderName = k.parse().unwrap();
+            req.headers_mut().insert(name, v.parse().unwrap());
+        }
+        let (ws, _resp) = tokio_tungstenite::connect_async(req).await?;
+        Ok(ws)
+    }
+
+    /// A connected client whose socket is read continuously (so it answers pings).
+    async fn client(&self, s: &Sess) -> Client {
+        Client::spawn(self.raw(s).await)
+    }
+}
+
+struct Sess {
+    token: String,
+    cookie: String,
+    handle: String,
+    created: Instant,
+}
+
+#[derive(Debug)]
+enum Frame {
+    Json(Value),
+    Close(Option<u16>),
+    Binary,
+    End(String),
+}
+
+struct Client {
+    frames: mpsc::UnboundedReceiver<Frame>,
+    sink: SplitSink<Ws, Message>,
+}
+
+impl Client {
+    fn spawn(ws: Ws) -> Client {
+        let (sink, mut stream) = ws.split();
+        let (tx, frames) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(m) = stream.next().await {
+                let f = match m {
+                    Ok(Message::Text(t)) => {
+                        Frame::Json(serde_json::from_str(&t).expect("server sends JSON"))
+                    }
+                    Ok(Message::Close(c)) => Frame::Close(c.map(|c| u16::from(c.code))),
+                    Ok(Message::Binary(_)) => Frame::Binary,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        let _ = tx.send(Frame::End(e.to_string()));
+                        return;
+                    }
+                };
+                if tx.send(f).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Frame::End("stream ended".into()));
+        });
+        Client { frames, sink }
+    }
+
+    async fn next(&mut self) -> Frame {
+        tokio::time::timeout(WAIT, self.frames.recv())
+            .await
+            .expect("a frame in time")
+            .expect("reader alive")
+    }
+
+    async fn json(&mut self) -> Value {
+        match self.next().await {
+            Frame::Json(v) => v,
+            other => panic!("expected a JSON message, got {other:?}"),
+        }
+    }
+
+    /// The next message of type `ty`, skipping others (heartbeat-driven messages may interleave).
+    async fn expect(&mut self, ty: &str) -> Value {
+        loop {
+            match self.next().await {
+                Frame::Json(v) if v["type"] == ty => return v,
+                Frame::Json(_) => continue,
+                other => panic!("expected {ty}, got {other:?}"),
+            }
+        }
+    }
+
+    /// Skips messages until the close frame; its code.
+    async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.next().await {
+                Frame::Close(c) => return c,
+                Frame::End(e) => panic!("connection ended without a close frame: {e}"),
+                _ => continue,
+            }
+        }
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.sink.send(Message::Text(v.to_string())).await.unwrap();
+    }
+
+    async fn send_raw(&mut self, m: Message) {
+        self.sink.send(m).await.unwrap();
+    }
+}
+
+/// Reads a raw socket's next JSON message (for clients that are not read continuously).
+async fn raw_json(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("frame in time")
+            .expect("open")
+            .unwrap();
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+#[tokio::test]
+async fn hello_announces_the_session_and_policy() {
+    let mut srv = Server::start().await;
+    let s = srv.session().await;
+    let mut c = srv.client(&s).await;
+    let hello = c.json().await;
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["handle"], s.handle.as_str());
+    assert_eq!(hello["role"], "editor");
+    assert_eq!(hello["heartbeat_interval"], 1);
+    assert_eq!(hello["heartbeat_interval_ms"], 1000);
+    assert_eq!(hello["heartbeat_misses"], 3);
+    assert_eq!(hello["warn_before"], 2);
+    assert_eq!(hello["max_message_size"], 4096);
+    assert!(hello["connection_id"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+    serde_json::from_value::<ServerMsg>(hello).expect("hello matches the typed message");
+
+    // Authorization header and cookie work too; the subprotocol is echoed.
+    let ws = srv
+        .raw_with(&[("authorization", format!("Bearer {}", s.token))])
+        .await
+        .unwrap();
+    drop(ws);
+    let mut req = srv.ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("cookie", s.cookie.parse().unwrap());
+    req.headers_mut()
+        .insert("sec-websocket-protocol", "sessiond.v1".parse().unwrap());
+    let (_ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "sessiond.v1"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_and_cross_origin_upgrades_are_refused() {
+    let mut srv = Server::start().await;
+    let status = |r: Result<Ws, tungstenite::Error>| match r {
+        Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("upgrade should have been refused"),
+    };
+    assert_eq!(status(srv.raw_with(&[]).await), 401);
+    assert_eq!(
+        status(
+            srv.raw_with(&[("sec-websocket-protocol", "sessiond.v1, bearer.nope".into())])
+                .await
+        ),
+        401
+    );
+    let s = srv.session().await;
+    let evil = [
+        ("cookie", s.cookie.clone()),
+        ("origin", "https://evil.example".into()),
+    ];
+    assert_eq!(status(srv.raw_with(&evil).await), 403);
+    let own = [("cookie", s.cookie.clone()), ("origin", srv.base.clone())];
+    assert!(
+        srv.raw_with(&own).await.is_ok(),
+        "the server's own origin is allowed"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_client_is_declared_lost_but_its_session_stays_valid() {
+    let mut srv = Server::start().await;
+    let (sa, sb) = (srv.session().await, srv.session().await);
+    let mut b = srv.client(&sb).await;
+    b.expect("hello").await;
+    b.send(json!({"type":"join","room":"lobby"})).await;
+    b.expect("presence").await;
+
+    let mut a = srv.raw(&sa).await;
+    assert_eq!(raw_json(&mut a).await["type"], "hello");
+    a.send(Message::Text(
+        json!({"type":"join","room":"lobby"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(raw_json(&mut a).await["type"], "presence");
+    let joined = b.expect("member_joined").await;
+    let a_conn = joined["member"]["connection_id"].clone();
+    // From here on `a` is never polled: no pongs, no frames.
+    let silent_since = Instant::now();
+    let left = b.expect("member_left").await;
+    let took = silent_since.elapsed();
+    assert_eq!(left["reason"], "lost");
+    assert_eq!(left["member"]["connection_id"], a_conn);
+    assert!(
+        took > Duration::from_millis(2500) && took < Duration::from_millis(4500),
+        "lost after {took:?}"
+    );
+
+    assert_eq!(
+        srv.session_status(&sa).await,
+        200,
+        "a lost connection is not a logout"
+    );
+    let (st, audit) = srv
+        .admin_get(&format!(
+            "/v1/admin/audit?handle={}&kind=connection_lost",
+            sa.handle
+        ))
+        .await;
+    assert_eq!(st, 200);
+    let ev = &audit["events"][0];
+    assert_eq!(ev["reason"], "heartbeat_lost");
+    assert_eq!(ev["detail"]["connection_id"], a_conn);
+
+    // When `a` reads again it finds the heartbeat-lost close code after the queued pings.
+    let code = loop {
+        match tokio::time::timeout(WAIT, a.next())
+            .await
+            .expect("frame in time")
+        {
+            Some(Ok(Message::Close(c))) => break c.map(|c| u16::from(c.code)),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(protocol::close::HEARTBEAT_LOST));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn warning_arrives_before_idle_deadline_and_renew_reaches_every_tab() {
+    let mut srv = Server::start().await;
+    let s = srv.session().await;
+    let mut tab1 = srv.client(&s).await;
+    let mut tab2 = srv.client(&s).await;
+    let hello = tab1.expect("hello").await;
+    tab2.expect("hello").await;
+
+    let w1 = tab1.expect("expiry_warning").await;
+    let at = s.created.elapsed();
+    assert!(
+        at > Duration::from_millis(1500) && at < Duration::from_millis(3000),
+        "warned at {:.2}s",
+        secs(at)
+    );
+    assert!(
+        (1..=2).contains(&w1["seconds_left"].as_i64().unwrap()),
+        "{w1}"
+    );
+    assert_eq!(w1["idle_expires_at"], hello["idle_expires_at"]);
+    let w2 = tab2.expect("expiry_warning").await;
+    assert_eq!(w2["idle_expires_at"], w1["idle_expires_at"]);
+
+    tab1.send(json!({"type":"renew"})).await;
+    let r1 = tab1.expect("renewed").await;
+    let r2 = tab2.expect("renewed").await;
+    assert!(
+        r1["idle_expires_at"].as_str() > w1["idle_expires_at"].as_str(),
+        "deadline moved: {r1}"
+    );
+    assert_eq!(r2["idle_expires_at"], r1["idle_expires_at"]);
+    assert_eq!(
+        r1["absolute_expires_at"], hello["absolute_expires_at"],
+        "never past the absolute deadline"
+    );
+
+    // Past the old idle deadline the session is alive.
+    tokio::time::sleep(Duration::from_millis(4500).saturating_sub(s.created.elapsed())).await;
+    assert_eq!(srv.session_status(&s).await, 200);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn pings_alone_do_not_keep_a_session_alive() {
+    let mut srv = Server::start().await;
+    let s = srv.session().await;
+    let mut c = srv.client(&s).await;
+    c.expect("hello").await;
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    let mut n = 0u64;
+    let ended = loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                n += 1;
+                c.send(json!({"type":"ping","id":n})).await;
+            }
+            f = c.frames.recv() => match f.expect("reader alive") {
+                Frame::Json(v) if v["type"] == "session_ended" => break v,
+                Frame::Json(v) => assert!(v["type"] == "pong" || v["type"] == "expiry_warning", "{v}"),
+                other => panic!("unexpected {other:?}"),
+            },
+        }
+        assert!(
+            s.created.elapsed() < Duration::from_secs(7),
+            "session never ended"
+        );
+    };
+    let at = s.created.elapsed();
+    assert_eq!(ended["reason"], "idle_timeout");
+    assert!(
+        at > Duration::from_millis(3800) && at < Duration::from_millis(5300),
+        "ended at {:.2}s",
+        secs(at)
+    );
+    assert_eq!(c.close_code().await, Some(protocol::close::IDLE_TIMEOUT));
+    assert_eq!(srv.session_status(&s).await, 401);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn activity_keeps_the_session_alive() {
+    let mut srv = Server::start().await;
+    let s = srv.session().await;
+    let mut c = srv.client(&s).await;
+    c.expect("hello").await;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        c.send(json!({"type":"activity"})).await;
+    }
+    // 6 s after creation, past the 4 s idle timeout.
+    assert_eq!(srv.session_status(&s).await, 200);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn revoke_ends_every_connection_with_its_code_within_a_second() {
+    let mut srv = Server::start().await;
+    let (s, other) = (srv.session().await, srv.session().await);
+    let mut a = srv.client(&s).await;
+    let mut a2 = srv.client(&s).await;
+    let mut o = srv.client(&other).await;
+    for c in [&mut a, &mut a2, &mut o] {
+        c.expect("hello").await;
+        c.send(json!({"type":"join","room":"team"})).await;
+        c.expect("presence").await;
+    }
+    let t = Instant::now();
+    let r = srv
+        .http
+        .delete(format!("{}/v1/admin/sessions/{}", srv.base, s.handle))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for c in [&mut a, &mut a2] {
+        assert_eq!(c.expect("session_ended").await["reason"], "revoked");
+        assert_eq!(c.close_code().await, Some(protocol::close::REVOKED));
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "closed after {:?}",
+        t.elapsed()
+    );
+    let l1 = o.expect("member_left").await;
+    let l2 = o.expect("member_left").await;
+    assert_eq!(
+        (l1["reason"].as_str(), l2["reason"].as_str()),
+        (Some("session_ended"), Some("session_ended"))
+    );
+    assert_eq!(l1["member"]["handle"], s.handle.as_str());
+    // The other session's connection is untouched.
+    o.send(json!({"type":"ping","id":1})).await;
+    assert_eq!(o.expect("pong").await["id"], 1);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn three_members_see_joins_leaves_and_losses_in_order() {
+    let mut srv = Server::start().await;
+    let (sa, sb, sc) = (
+        srv.session().await,
+        srv.session().await,
+        srv.session().await,
+    );
+    let mut a = srv.client(&sa).await;
+    let id_a = a.expect("hello").await["connection_id"].clone();
+    a.send(json!({"type":"join","room":"room-3"})).await;
+    let p = a.expect("presence").await;
+    assert_eq!(p["members"].as_array().unwrap().len(), 1);
+    assert!(p["snapshot"].is_null());
+
+    let mut b = srv.client(&sb).await;
+    let id_b = b.expect("hello").await["connection_id"].clone();
+    b.send(json!({"type":"join","room":"room-3"})).await;
+    let p = b.expect("presence").await;
+    let ids: Vec<&Value> = p["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["connection_id"])
+        .collect();
+    assert_eq!(ids, vec![&id_a, &id_b]);
+
+    let mut c = srv.raw(&sc).await;
+    let id_c = raw_json(&mut c).await["connection_id"].clone();
+    c.send(Message::Text(
+        json!({"type":"join","room":"room-3"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        raw_json(&mut c).await["members"].as_array().unwrap().len(),
+        3
+    );
+    // `c` goes silent now.
+
+    b.send(json!({"type":"leave","room":"room-3"})).await;
+
+    // A sees, in order: B joined, C joined, B left, C lost.
+    let seen: Vec<(String, Value, Value)> = {
+        let mut v = Vec::new();
+        while v.len() < 4 {
+            let m = a.json().await;
+            let ty = m["type"].as_str().unwrap().to_owned();
+            if ty == "member_joined" || ty == "member_left" {
+                v.push((
+                    ty,
+                    m["member"]["connection_id"].clone(),
+                    m["reason"].clone(),
+                ));
+            }
+        }
+        v
+    };
+    assert_eq!(
+        seen,
+        vec![
+            ("member_joined".into(), id_b.clone(), Value::Null),
+            ("member_joined".into(), id_c.clone(), Value::Null),
+            ("member_left".into(), id_b.clone(), json!("left")),
+            ("member_left".into(), id_c.clone(), json!("lost")),
+        ]
+    );
+    let (_, rooms) = srv.admin_get("/v1/admin/rooms").await;
+    assert_eq!(rooms, json!({"rooms":[{"room":"room-3","members":1}]}));
+    let (_, conns) = srv
+        .admin_get(&format!("/v1/admin/connections?handle={}", sa.handle))
+        .await;
+    assert_eq!(conns["connections"][0]["connection_id"], id_a);
+    assert_eq!(conns["connections"][0]["rooms"], json!(["room-3"]));
+    a.send(json!({"type":"leave","room":"room-3"})).await;
+    a.send(json!({"type":"ping"})).await;
+    a.expect("pong").await;
+    assert_eq!(srv.admin_get("/v1/admin/rooms/room-3").await.0, 404);
+    assert_eq!(
+        srv.admin_get("/v1/admin/rooms").await.1,
+        json!({"rooms":[]})
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_frames_get_documented_answers_and_others_are_unaffected() {
+    let mut srv = Server::start().await;
+    let (s, bystander) = (srv.session().await, srv.session().await);
+    let mut other = srv.client(&bystander).await;
+    other.expect("hello").await;
+    let mut c = srv.client(&s).await;
+    c.expect("hello").await;
+
+    c.send_raw(Message::Text("{not json".into())).await;
+    assert_eq!(c.json().await["code"], "bad_message");
+    c.send(json!({"type":"join"})).await;
+    assert_eq!(c.json().await["code"], "bad_message");
+    c.send(json!({"type":"fly"})).await;
+    assert_eq!(c.json().await["code"], "unknown_type");
+    c.send_raw(Message::Binary(vec![0, 1, 2])).await;
+    assert_eq!(c.json().await["code"], "binary_not_supported");
+    c.send(json!({"type":"join","room":"no spaces"})).await;
+    assert_eq!(c.json().await["code"], "invalid_room");
+    c.send(json!({"type":"snapshot","room":"r1","version":0,"data":"AA=="}))
+        .await;
+    assert_eq!(c.json().await["code"], "not_joined");
+    for r in ["r1", "r2"] {
+        c.send(json!({"type":"join","room":r})).await;
+        c.expect("presence").await;
+    }
+    c.send(json!({"type":"join","room":"r3"})).await;
+    let e = c.json().await;
+    assert_eq!(
+        (e["code"].as_str(), e["room"].as_str()),
+        (Some("too_many_rooms"), Some("r3"))
+    );
+    c.send(json!({"type":"snapshot","room":"r1","version":0,"data":"%%%"}))
+        .await;
+    assert_eq!(c.json().await["code"], "bad_message");
+    c.send(json!({"type":"ping","id":"still-here"})).await;
+    assert_eq!(c.json().await, json!({"type":"pong","id":"still-here"}));
+
+    // Over max_message_size: closed with 1009.
+    c.send_raw(Message::Text(format!(
+        "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(5000)
+    )))
+    .await;
+    assert_eq!(c.close_code().await, Some(protocol::close::MESSAGE_TOO_BIG));
+
+    // Connections per session are bounded (3 in this config).
+    let mut tabs = Vec::new();
+    for _ in 0..3 {
+        let mut t = srv.client(&s).await;
+        t.expect("hello").await;
+        tabs.push(t);
+    }
+    let mut fourth = srv.client(&s).await;
+    assert_eq!(fourth.json().await["code"], "too_many_connections");
+    assert_eq!(
+        fourth.close_code().await,
+        Some(protocol::close::TOO_MANY_CONNECTIONS)
+    );
+
+    other.send(json!({"type":"ping","id":2})).await;
+    assert_eq!(other.expect("pong").await["id"], 2);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_off_without_growing_memory() {
+    let mut srv = Server::start().await;
+    let (sa, sb) = (srv.session().await, srv.session().await);
+    let mut b = srv.client(&sb).await;
+    b.expect("hello").await;
+    b.send(json!({"type":"join","room":"big"})).await;
+    b.expect("presence").await;
+    // A 2 MiB snapshot makes every `presence` to a joiner large enough to fill TCP buffers.
+    let r = srv
+        .http
+        .put(format!("{}/v1/rooms/big/snapshot?version=0", srv.base))
+        .bearer_auth(&sb.token)
+        .header("content-type", "application/octet-stream")
+        .body(vec![7u8; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    b.expect("snapshot_updated").await;
+
+    // `a` asks for the big presence again and again but never reads.
+    let mut a = srv.raw(&sa).await;
+    for _ in 0..8 {
+        a.send(Message::Text(
+            json!({"type":"join","room":"big"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let a_conn = b.expect("member_joined").await["member"]["connection_id"].clone();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Small room events (`snapshot_updated`) for `a` now pile up in its bounded queue (64)
+    // until it is cut off, long before its heartbeat could be missed (3 s).
+    let flood = Instant::now();
+    for v in 1..=100u64 {
+        b.send(json!({"type":"snapshot","room":"big","version":v,"data":"AA=="}))
+            .await;
+    }
+    let left = loop {
+        let m = b.json().await;
+        if m["type"] == "member_left" && m["member"]["connection_id"] == a_conn {
+            break m;
+        }
+    };
+    assert_eq!(left["reason"], "lost");
+    assert!(
+        flood.elapsed() < Duration::from_secs(2),
+        "cut off after {:?}",
+        flood.elapsed()
+    );
+    let (_, conns) = srv
+        .admin_get(&format!("/v1/admin/connections?handle={}", sa.handle))
+        .await;
+    assert_eq!(conns, json!({"connections": []}));
+    // The slow reader's session is untouched; other members carry on.
+    assert_eq!(srv.session_status(&sa).await, 200);
+    b.send(json!({"type":"ping","id":"ok"})).await;
+    b.expect("pong").await;
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn snapshots_over_the_socket_reach_other_members() {
+    let mut srv = Server::start().await;
+    let (s1, s2) = (srv.session().await, srv.session().await);
+    let mut a = srv.client(&s1).await;
+    let mut b = srv.client(&s2).await;
+    for c in [&mut a, &mut b] {
+        c.expect("hello").await;
+        c.send(json!({"type":"join","room":"board"})).await;
+        c.expect("presence").await;
+    }
+    a.send(json!({"type":"snapshot","room":"board","version":0,"data":"e30=","content_type":"application/json"})).await;
+    let saved = a.expect("snapshot_saved").await;
+    assert_eq!(saved["version"], 1);
+    let upd = b.expect("snapshot_updated").await;
+    assert_eq!(
+        (upd["version"].as_u64(), upd["by"].as_str()),
+        (Some(1), Some(s1.handle.as_str()))
+    );
+    assert_eq!(upd["hash"], saved["hash"]);
+    b.send(json!({"type":"snapshot","room":"board","version":0,"data":"e30=","content_type":"application/json"})).await;
+    let e = b.expect("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["current_version"].as_u64()),
+        (Some("conflict"), Some(1))
+    );
+    // Both leave; a rejoin gets the bytes back.
+    a.send(json!({"type":"leave","room":"board"})).await;
+    b.send(json!({"type":"leave","room":"board"})).await;
+    b.send(json!({"type":"join","room":"board"})).await;
+    let p = b.expect("presence").await;
+    assert_eq!(p["snapshot"]["data"], "e30=");
+    assert_eq!(p["snapshot"]["content_type"], "application/json");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_says_going_away() {
+    let mut srv = Server::start().await;
+    let s = srv.session().await;
+    let mut c = srv.client(&s).await;
+    c.expect("hello").await;
+    let t = Instant::now();
+    srv.shutdown().await;
+    assert_eq!(c.close_code().await, Some(protocol::close::GOING_AWAY));
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+/// The fenced blocks of the WebSocket section of `docs/protocol.md`, by info string.
+fn doc_blocks() -> (String, Vec<(String, String)>) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/protocol.md");
+    let doc = std::fs::read_to_string(path).expect("docs/protocol.md");
+    let start = doc.find("## WebSocket").expect("a WebSocket section");
+    let section = &doc[start..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+    let section = section[..end].to_owned();
+    let mut blocks = Vec::new();
+    let mut lines = section.lines();
+    while let Some(l) = lines.next() {
+        if let Some(info) = l.strip_prefix("```") {
+            if info.is_empty() {
+                continue;
+            }
+            let body: Vec<&str> = lines
+                .by_ref()
+                .take_while(|l| !l.starts_with("```"))
+                .collect();
+            blocks.push((info.trim().to_owned(), body.join("\n")));
+        }
+    }
+    (section, blocks)
+}
+
+#[tokio::test]
+async fn protocol_doc_examples_match_the_server() {
+    let (section, blocks) = doc_blocks();
+    let server: Vec<&String> = blocks
+        .iter()
+        .filter(|(i, _)| i == "json server")
+        .map(|(_, b)| b)
+        .collect();
+    let client: Vec<&String> = blocks
+        .iter()
+        .filter(|(i, _)| i == "json client")
+        .map(|(_, b)| b)
+        .collect();
+    assert!(
+        server.len() >= 11 && client.len() >= 6,
+        "examples found: {} server, {} client",
+        server.len(),
+        client.len()
+    );
+
+    // Every server example is exactly what the typed messages serialize to.
+    let mut server_types = std::collections::BTreeSet::new();
+    for b in &server {
+        let v: Value =
+            serde_json::from_str(b).unwrap_or_else(|e| panic!("example is not JSON ({e}): {b}"));
+        let m: ServerMsg = serde_json::from_value(v.clone())
+            .unwrap_or_else(|e| panic!("not a server message ({e}): {b}"));
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            v,
+            "example has fields the server does not send: {b}"
+        );
+        server_types.insert(v["type"].as_str().unwrap().to_owned());
+    }
+    for ty in [
+        "hello",
+        "pong",
+        "expiry_warning",
+        "renewed",
+        "session_ended",
+        "presence",
+        "member_joined",
+        "member_left",
+        "snapshot_saved",
+        "snapshot_updated",
+        "error",
+    ] {
+        assert!(server_types.contains(ty), "no example of {ty}");
+    }
+    // Every error code and close code is documented.
+    use protocol::{close, code};
+    for c in [
+        code::BAD_MESSAGE,
+        code::UNKNOWN_TYPE,
+        code::BINARY_NOT_SUPPORTED,
+        code::INVALID_ROOM,
+        code::ROOM_NOT_ALLOWED,
+        code::TOO_MANY_ROOMS,
+        code::NOT_JOINED,
+        code::CONFLICT,
+        code::PAYLOAD_TOO_LARGE,
+        code::STORE_UNAVAILABLE,
+        code::TOO_MANY_CONNECTIONS,
+        code::INTERNAL,
+    ] {
+        assert!(
+            section.contains(&format!("`{c}`")),
+            "error code {c} undocumented"
+        );
+    }
+    for c in [
+        close::GOING_AWAY,
+        close::MESSAGE_TOO_BIG,
+        close::INTERNAL,
+        close::SIGNED_OUT,
+        close::IDLE_TIMEOUT,
+        close::ABSOLUTE_TIMEOUT,
+        close::REVOKED,
+        close::HEARTBEAT_LOST,
+        close::SLOW_CONSUMER,
+        close::UNAUTHENTICATED,
+        close::TOO_MANY_CONNECTIONS,
+    ] {
+        assert!(
+            section.contains(&format!("`{c}`")),
+            "close code {c} undocumented"
+        );
+    }
+
+    // Every client example, sent in document order, is accepted by the real server.
+    let mut srv = Server::start().await;
+    let s = srv.session().await;
+    let mut c = srv.client(&s).await;
+    c.expect("hello").await;
+    for b in client {
+        let v: Value =
+            serde_json::from_str(b).unwrap_or_else(|e| panic!("example is not JSON ({e}): {b}"));
+        c.send(v.clone()).await;
+        // A ping answers right away; anything sent before it has been handled by then.
+        c.send(json!({"type":"ping","id":"doc"})).await;
+        loop {
+            let m = c.json().await;
+            assert_ne!(
+                m["type"], "error",
+                "the server refused the documented {v}: {m}"
+            );
+            if m == json!({"type":"pong","id":"doc"}) {
+                break;
+            }
+        }
+    }
+    srv.shutdown().await;
+}

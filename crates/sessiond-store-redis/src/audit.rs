@@ -1,0 +1,155 @@
+//! The audit trail: events in one hash tag, appended by one script that assigns the
+//! id and updates the id, time, handle and principal indexes together.
+
+use crate::error::RedisError;
+use crate::scripts::APPEND_AUDIT;
+use crate::{cap, RedisStore};
+use sessiond_core::audit::{AuditEvent, AuditFilter};
+use sessiond_core::Timestamp;
+
+type R<T> = Result<T, RedisError>;
+
+/// Ids read per round trip while scanning an index.
+const SCAN_BATCH: usize = 256;
+
+impl RedisStore {
+    pub(crate) async fn append_audit_impl(&self, e: &AuditEvent) -> R<i64> {
+        let mut inv = APPEND_AUDIT.prepare_invoke();
+        inv.key(self.keys.audit_seq())
+            .key(self.keys.audit_events())
+            .key(self.keys.audit_ids())
+            .key(self.keys.audit_at());
+        if let Some(h) = &e.handle {
+            inv.key(self.keys.audit_by_handle(h));
+        }
+        if let Some(p) = &e.principal {
+            inv.key(self.keys.audit_by_principal(p));
+        }
+        // The id is the hash field; the stored JSON carries 0.
+        inv.arg(serde_json::to_string(&AuditEvent { id: 0, ..e.clone() })?)
+            .arg(e.at);
+        self.eval(&inv).await
+    }
+
+    async fn audit_events(&self, ids: &[i64]) -> R<Vec<AuditEvent>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = redis::cmd("HMGET");
+        c.arg(self.keys.audit_events()).arg(ids);
+        let jsons: Vec<Option<String>> = self.q(&c).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, j) in ids.iter().zip(jsons) {
+            // Missing: purged between the index read and this one.
+            if let Some(j) = j {
+                out.push(AuditEvent {
+                    id: *id,
+                    ..serde_json::from_str(&j)?
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn query_audit_impl(&self, f: &AuditFilter) -> R<Vec<AuditEvent>> {
+        let limit = cap(f.limit);
+        // The most selective index available; the filter checks the rest.
+        let index = match (&f.handle, &f.principal) {
+            (Some(h), _) => self.keys.audit_by_handle(h),
+            (None, Some(p)) => self.keys.audit_by_principal(p),
+            (None, None) => self.keys.audit_ids(),
+        };
+        let ascending = f.after_id.is_some();
+        let mut out = Vec::new();
+        let mut lo = f
+            .after_id
+            .map_or_else(|| "-inf".to_owned(), |id| format!("({id}"));
+        let mut hi = f
+            .before_id
+            .map_or_else(|| "+inf".to_owned(), |id| format!("({id}"));
+        loop {
+            let mut c = if ascending {
+                let mut c = redis::cmd("ZRANGEBYSCORE");
+                c.arg(&index).arg(&lo).arg(&hi);
+                c
+            } else {
+                let mut c = redis::cmd("ZREVRANGEBYSCORE");
+                c.arg(&index).arg(&hi).arg(&lo);
+                c
+            };
+            c.arg("LIMIT").arg(0).arg(SCAN_BATCH);
+            let ids: Vec<i64> = self.q(&c).await?;
+            for e in self.audit_events(&ids).await? {
+                if f.matches(&e) {
+                    out.push(e);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            match ids.last() {
+                Some(last) if ids.len() == SCAN_BATCH => {
+                    if ascending {
+                        lo = format!("({last}");
+                    } else {
+                        hi = format!("({last}");
+                    }
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    pub(crate) async fn purge_audit_impl(&self, before: Timestamp, limit: usize) -> R<usize> {
+        let limit = cap(limit);
+        let mut purged = 0;
+        while purged < limit {
+            let want = (limit - purged).min(SCAN_BATCH);
+            let mut range = redis::cmd("ZRANGEBYSCORE");
+            range
+                .arg(self.keys.audit_at())
+                .arg("-inf")
+                .arg(format!("({before}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(want);
+            let ids: Vec<i64> = self.q(&range).await?;
+            if ids.is_empty() {
+                break;
+            }
+            let events = self.audit_events(&ids).await?;
+            // Index entries first, the event last: an interrupted purge leaves index
+            // entries pointing at nothing (skipped by queries), never the reverse.
+            for e in &events {
+                if let Some(h) = &e.handle {
+                    self.q::<i64>(
+                        redis::cmd("ZREM")
+                            .arg(self.keys.audit_by_handle(h))
+                            .arg(e.id),
+                    )
+                    .await?;
+                }
+                if let Some(p) = &e.principal {
+                    self.q::<i64>(
+                        redis::cmd("ZREM")
+                            .arg(self.keys.audit_by_principal(p))
+                            .arg(e.id),
+                    )
+                    .await?;
+                }
+            }
+            self.q::<i64>(redis::cmd("ZREM").arg(self.keys.audit_ids()).arg(&ids))
+                .await?;
+            let removed: i64 = self
+                .q(redis::cmd("HDEL").arg(self.keys.audit_events()).arg(&ids))
+                .await?;
+            self.q::<i64>(redis::cmd("ZREM").arg(self.keys.audit_at()).arg(&ids))
+                .await?;
+            purged += removed.max(0) as usize;
+            if ids.len() < want {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+}

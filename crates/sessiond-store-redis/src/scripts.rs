@@ -1,0 +1,257 @@
+//! The Lua scripts behind every conditional write. Each touches keys of one hash tag
+//! only, so it runs atomically on one node, standalone or Cluster alike.
+//!
+//! Timestamps and counters travel as decimal strings and are compared with `tonumber`
+//! but written back as the caller's original strings: Lua numbers are doubles and
+//! Redis's number-to-string conversion is not guaranteed to print a large integer
+//! without an exponent, so a script never formats a number itself (counters from
+//! INCR are small integers and safe).
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// KEYS: session. ARGV: ttl_ms, field, value, … → 1 created, 0 the handle exists.
+pub(crate) static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// KEYS: session, data. ARGV: expected token hash, ttl_ms, field, value, …
+/// → {1} replaced, or {0, current token hash} if ended, missing or rotated meanwhile.
+/// Comparing token *hashes* needs no constant time: a caller controls only the token,
+/// and timing reveals nothing usable about a SHA-256 preimage.
+pub(crate) static UPDATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HMGET', KEYS[1], 'st', 'tok')
+if cur[1] ~= 'active' or cur[2] ~= ARGV[1] then return {0, cur[2] or ''} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return {1, ''}
+"#,
+    )
+});
+
+/// KEYS: session. ARGV: last_activity_at, last_seen_at, idle_expires_at.
+/// Moves each forward only; → the new earliest deadline, or nil if not active.
+pub(crate) static TOUCH_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HMGET', KEYS[1], 'st', 'la', 'ls', 'ie', 'ae')
+if cur[1] ~= 'active' then return false end
+local function later(old, new) if tonumber(new) > tonumber(old) then return new end return old end
+local la, ls, ie = later(cur[2], ARGV[1]), later(cur[3], ARGV[2]), later(cur[4], ARGV[3])
+redis.call('HSET', KEYS[1], 'la', la, 'ls', ls, 'ie', ie)
+if tonumber(ie) < tonumber(cur[5]) then return ie end
+return cur[5]
+"#,
+    )
+});
+
+/// KEYS: session, data. ARGV: reason, ended_at, retention_ms.
+/// active → ended exactly once; → the ended record's fields, or nil for every other caller.
+pub(crate) static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'st') ~= 'active' then return false end
+redis.call('HSET', KEYS[1], 'st', 'ended', 'er', ARGV[1], 'ea', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return redis.call('HGETALL', KEYS[1])
+"#,
+    )
+});
+
+/// KEYS: session, data. ARGV: key, JSON value. → 1 written, 0 the session is not active.
+pub(crate) static PUT_DATA: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'st') ~= 'active' then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+"#,
+    )
+});
+
+/// KEYS: session, data. ARGV: ended_before.
+/// Deletes an ended session ended before the cutoff; → {token hash, idempotency key hash} or nil.
+pub(crate) static PURGE_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HMGET', KEYS[1], 'st', 'ea', 'tok', 'idem')
+if cur[1] ~= 'ended' or not cur[2] or tonumber(cur[2]) >= tonumber(ARGV[1]) then return false end
+redis.call('DEL', KEYS[1], KEYS[2])
+return {cur[3] or '', cur[4] or ''}
+"#,
+    )
+});
+
+/// KEYS: key. ARGV: value. Deletes the key only if it still holds `value` (an index
+/// entry or lock that may meanwhile belong to someone else). → 1 deleted, 0 not.
+pub(crate) static DEL_IF_EQ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
+/// KEYS: idempotency key. ARGV: handle, record JSON, ttl_ms.
+/// SET NX with a payload: → nil if this caller won, else the winner's record JSON.
+pub(crate) static IDEM_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('HGET', KEYS[1], 'rec')
+if cur then return cur end
+redis.call('HSET', KEYS[1], 'h', ARGV[1], 'rec', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return false
+"#,
+    )
+});
+
+/// KEYS: idempotency key. ARGV: handle. Frees the key only if it names this session.
+pub(crate) static IDEM_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'h') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
+/// KEYS: zset. ARGV: member, cutoff. Removes the member only if its score is still
+/// `<= cutoff`, so an index entry re-added by a concurrent writer survives a purge.
+pub(crate) static ZREM_IF_LE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) <= tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+"#,
+    )
+});
+
+/// The draft compare-and-set. KEYS: drafts hash, seqs hash, held-bytes counter, then
+/// blob keys: the first `n_del` are deleted, the rest made permanent.
+/// ARGV: conversation, expected seq, new draft JSON ('' removes the entry and its seq),
+/// new seq, held-bytes delta, quota (-1: unchecked), n_del.
+/// → {1} applied, {0, current JSON or ''} stale seq, {2} over quota.
+pub(crate) static DRAFT_CAS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local seq = redis.call('HGET', KEYS[2], ARGV[1]) or '0'
+if seq ~= ARGV[2] then return {0, redis.call('HGET', KEYS[1], ARGV[1]) or ''} end
+local delta = tonumber(ARGV[5])
+local held = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tonumber(ARGV[6]) >= 0 and held + delta > tonumber(ARGV[6]) then return {2} end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+end
+if delta ~= 0 then redis.call('INCRBY', KEYS[3], ARGV[5]) end
+local n_del = tonumber(ARGV[7])
+for i = 4, #KEYS do
+  if i - 3 <= n_del then redis.call('DEL', KEYS[i]) else redis.call('PERSIST', KEYS[i]) end
+end
+return {1}
+"#,
+    )
+});
+
+/// KEYS: snapshot hash. ARGV: expected version, new version, meta JSON, data, retain_until ('' none).
+/// → {1} written, {0} stale with no snapshot, {0, meta, retain_until} stale.
+pub(crate) static PUT_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local v = redis.call('HGET', KEYS[1], 'v') or '0'
+if v ~= ARGV[1] then
+  if v == '0' then return {0} end
+  local cur = redis.call('HMGET', KEYS[1], 'meta', 'ret')
+  return {0, cur[1] or '', cur[2] or ''}
+end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'meta', ARGV[3], 'data', ARGV[4], 'ret', ARGV[5])
+return {1}
+"#,
+    )
+});
+
+/// KEYS: snapshot hash. ARGV: retain_until ('' none). → 1 set, 0 no such snapshot.
+pub(crate) static RETAIN_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'ret', ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// KEYS: snapshot hash. ARGV: now. Deletes it if its retention has passed.
+/// → {1} purged, {0, retain_until or ''} kept.
+pub(crate) static PURGE_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local r = redis.call('HGET', KEYS[1], 'ret')
+if r and r ~= '' and tonumber(r) <= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return {1}
+end
+return {0, r or ''}
+"#,
+    )
+});
+
+/// KEYS: id counter, events hash, id index, time index, then per-handle and
+/// per-principal indexes. ARGV: event JSON, at. → the new id (never reused: the
+/// counter is never deleted).
+pub(crate) static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local id = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], id, ARGV[1])
+redis.call('ZADD', KEYS[3], id, id)
+redis.call('ZADD', KEYS[4], ARGV[2], id)
+for i = 5, #KEYS do redis.call('ZADD', KEYS[i], id, id) end
+return id
+"#,
+    )
+});
+
+/// KEYS: blob. ARGV: bytes, ttl_ms. Appends one chunk of an upload and (re)arms the
+/// upload's TTL in the same step, so a crash never leaves bytes without a TTL.
+pub(crate) static APPEND_BLOB: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('APPEND', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return n
+"#,
+    )
+});
+
+/// Standalone and Sentinel only (it reads a key it does not declare, which Cluster
+/// forbids): the token lookup in one round trip. KEYS: token index. ARGV: the session
+/// key's text before and after the handle. → {handle, session fields} or nil.
+pub(crate) static TOKEN_LOOKUP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local h = redis.call('GET', KEYS[1])
+if not h then return false end
+return {h, redis.call('HGETALL', ARGV[1] .. h .. ARGV[2])}
+"#,
+    )
+});

@@ -1,0 +1,655 @@
+//! Sessions, their indexes and their data: create (idempotent), lookups, token CAS,
+//! touches, ending, listing, deadlines and purges.
+
+use crate::error::RedisError;
+use crate::keys::{handle_from_hex, handle_hex};
+use crate::scripts::*;
+use crate::{cap, RedisStore};
+use futures::future::{join_all, try_join_all};
+use sessiond_core::store::{CreateOutcome, IdempotencyRecord, SessionFilter};
+use sessiond_core::{EndReason, Handle, Session, SessionState, Timestamp, TokenHash};
+use std::collections::{HashMap, HashSet};
+
+type R<T> = Result<T, RedisError>;
+
+/// Rows fetched per round trip when scanning an index.
+const SCAN_BATCH: usize = 256;
+/// Bound on index passes in one `due_sessions` or purge call, so a keyspace full of
+/// stale entries cannot keep one call busy for long.
+const MAX_PASSES: usize = 16;
+/// Touches flushed concurrently; bounds the requests in flight for one batch.
+const TOUCH_CHUNK: usize = 512;
+/// Shortest safety-net TTL of an active session beyond its retention.
+const MIN_ACTIVE_TTL_MS: i64 = 60_000;
+
+fn deadline_of(s: &Session) -> Timestamp {
+    s.idle_expires_at.min(s.absolute_expires_at)
+}
+
+fn state_str(s: SessionState) -> &'static str {
+    match s {
+        SessionState::Active => "active",
+        SessionState::Ended => "ended",
+    }
+}
+
+/// The session's hash fields: the full record as JSON plus the fields scripts change.
+fn session_fields(s: &Session) -> R<Vec<(&'static str, String)>> {
+    Ok(vec![
+        ("rec", serde_json::to_string(s)?),
+        ("tok", s.token_hash.to_hex()),
+        ("st", state_str(s.state).to_owned()),
+        ("la", s.last_activity_at.to_string()),
+        ("ls", s.last_seen_at.to_string()),
+        ("ie", s.idle_expires_at.to_string()),
+        ("ae", s.absolute_expires_at.to_string()),
+        (
+            "er",
+            s.end_reason
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
+        ),
+        ("ea", s.ended_at.map(|t| t.to_string()).unwrap_or_default()),
+    ])
+}
+
+fn field<'a>(m: &'a HashMap<String, String>, name: &str) -> R<&'a str> {
+    m.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| RedisError::Corrupt(format!("session field {name} missing")))
+}
+
+fn num(m: &HashMap<String, String>, name: &str) -> R<i64> {
+    field(m, name)?
+        .parse()
+        .map_err(|_| RedisError::Corrupt(format!("session field {name} is not a number")))
+}
+
+/// Rebuilds a session from its hash; the script-maintained fields win over `rec`.
+pub(crate) fn decode_session(m: &HashMap<String, String>) -> R<Option<Session>> {
+    if m.is_empty() {
+        return Ok(None);
+    }
+    let mut s: Session = serde_json::from_str(field(m, "rec")?)?;
+    s.token_hash = TokenHash::from_hex(field(m, "tok")?)
+        .ok_or_else(|| RedisError::Corrupt("bad token hash".into()))?;
+    s.state = match field(m, "st")? {
+        "active" => SessionState::Active,
+        "ended" => SessionState::Ended,
+        other => {
+            return Err(RedisError::Corrupt(format!(
+                "unknown session state {other:?}"
+            )))
+        }
+    };
+    s.last_activity_at = num(m, "la")?;
+    s.last_seen_at = num(m, "ls")?;
+    s.idle_expires_at = num(m, "ie")?;
+    s.absolute_expires_at = num(m, "ae")?;
+    s.end_reason = match m.get("er").map(String::as_str) {
+        None | Some("") => None,
+        Some(r) => Some(
+            EndReason::parse(r)
+                .ok_or_else(|| RedisError::Corrupt(format!("unknown end reason {r:?}")))?,
+        ),
+    };
+    s.ended_at = match m.get("ea").map(String::as_str) {
+        None | Some("") => None,
+        Some(_) => Some(num(m, "ea")?),
+    };
+    Ok(Some(s))
+}
+
+/// The idempotency record as stored (the core type has no serde).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IdemJson {
+    key_hash: String,
+    fingerprint: String,
+    handle: Handle,
+    /// Hex.
+    sealed_token: String,
+    created_at: Timestamp,
+}
+
+fn idem_to_json(r: &IdempotencyRecord) -> R<String> {
+    Ok(serde_json::to_string(&IdemJson {
+        key_hash: r.key_hash.clone(),
+        fingerprint: r.fingerprint.clone(),
+        handle: r.handle,
+        sealed_token: hex::encode(&r.sealed_token),
+        created_at: r.created_at,
+    })?)
+}
+
+fn idem_from_json(s: &str) -> R<IdempotencyRecord> {
+    let j: IdemJson = serde_json::from_str(s)?;
+    Ok(IdempotencyRecord {
+        key_hash: j.key_hash,
+        fingerprint: j.fingerprint,
+        handle: j.handle,
+        sealed_token: hex::decode(&j.sealed_token)
+            .map_err(|e| RedisError::Corrupt(e.to_string()))?,
+        created_at: j.created_at,
+    })
+}
+
+impl RedisStore {
+    /// Safety-net TTL for a session's keys: its remaining lifetime plus the retention.
+    fn session_ttl(&self, s: &Session) -> i64 {
+        let lifetime = if s.is_active() {
+            (s.absolute_expires_at - s.created_at.max(s.last_activity_at)).max(MIN_ACTIVE_TTL_MS)
+        } else {
+            0
+        };
+        lifetime.saturating_add(self.retention_ms())
+    }
+
+    fn cmd(name: &str) -> redis::Cmd {
+        redis::cmd(name)
+    }
+
+    async fn zadd(
+        &self,
+        key: impl redis::ToRedisArgs + Send + Sync,
+        opts: &[&str],
+        score: i64,
+        member: &str,
+    ) -> R<()> {
+        let mut c = Self::cmd("ZADD");
+        c.arg(key).arg(opts).arg(score).arg(member);
+        self.q::<redis::Value>(&c).await.map(drop)
+    }
+
+    async fn zrem(&self, key: impl redis::ToRedisArgs + Send + Sync, member: &str) -> R<()> {
+        let mut c = Self::cmd("ZREM");
+        c.arg(key).arg(member);
+        self.q::<i64>(&c).await.map(drop)
+    }
+
+    async fn pexpire(&self, key: impl redis::ToRedisArgs + Send + Sync, ms: i64) -> R<()> {
+        let mut c = Self::cmd("PEXPIRE");
+        c.arg(key).arg(ms.max(1));
+        self.q::<i64>(&c).await.map(drop)
+    }
+
+    pub(crate) async fn del_if_eq(
+        &self,
+        key: impl redis::ToRedisArgs + Send + Sync,
+        value: &str,
+    ) -> R<()> {
+        let mut inv = DEL_IF_EQ.prepare_invoke();
+        inv.key(key).arg(value);
+        self.eval::<i64>(&inv).await.map(drop)
+    }
+
+    pub(crate) async fn session_map(&self, h: &Handle) -> R<HashMap<String, String>> {
+        let mut c = Self::cmd("HGETALL");
+        c.arg(self.keys.session(h));
+        self.q(&c).await
+    }
+
+    /// Puts an active session on the deadline index, an ended one on the ended index.
+    async fn index_state(&self, s: &Session) -> R<()> {
+        let hex = handle_hex(&s.handle);
+        match (s.state, s.ended_at) {
+            (SessionState::Active, _) => {
+                self.zadd(&self.keys.deadlines(), &[], deadline_of(s), &hex)
+                    .await
+            }
+            (SessionState::Ended, ended_at) => {
+                self.zrem(&self.keys.deadlines(), &hex).await?;
+                self.zadd(
+                    &self.keys.ended(),
+                    &[],
+                    ended_at.unwrap_or(s.created_at),
+                    &hex,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Removes a session that lost an idempotency race (it was never referenced).
+    async fn unwind_create(&self, s: &Session) -> R<()> {
+        let hex = handle_hex(&s.handle);
+        let mut del = Self::cmd("DEL");
+        del.arg(self.keys.session(&s.handle))
+            .arg(self.keys.session_data(&s.handle));
+        self.q::<i64>(&del).await?;
+        let (a, b, c, d) = futures::join!(
+            self.del_if_eq(self.keys.token(&s.token_hash), &hex),
+            self.zrem(self.keys.deadlines(), &hex),
+            self.zrem(self.keys.sessions(), &hex),
+            self.zrem(self.keys.ended(), &hex),
+        );
+        a.and(b).and(c).and(d)
+    }
+
+    pub(crate) async fn create_session_impl(
+        &self,
+        s: &Session,
+        idem: Option<&IdempotencyRecord>,
+    ) -> R<CreateOutcome> {
+        let hex = handle_hex(&s.handle);
+        let ttl = self.session_ttl(s);
+        let mut fields = session_fields(s)?;
+        if let Some(rec) = idem {
+            fields.push(("idem", rec.key_hash.clone()));
+        }
+        let mut inv = CREATE_SESSION.prepare_invoke();
+        inv.key(self.keys.session(&s.handle)).arg(ttl);
+        for (k, v) in &fields {
+            inv.arg(*k).arg(v);
+        }
+        if self.eval::<i64>(&inv).await? == 0 {
+            return Err(RedisError::Corrupt(format!(
+                "session {} already exists",
+                s.handle
+            )));
+        }
+        let mut set_token = Self::cmd("SET");
+        set_token
+            .arg(self.keys.token(&s.token_hash))
+            .arg(&hex)
+            .arg("PX")
+            .arg(ttl);
+        let (a, b, c) = futures::join!(
+            self.q::<redis::Value>(&set_token),
+            self.index_state(s),
+            self.zadd(self.keys.sessions(), &[], 0, &hex),
+        );
+        a?;
+        b?;
+        c?;
+        let Some(rec) = idem else {
+            return Ok(CreateOutcome::Created);
+        };
+        let mut claim = IDEM_CLAIM.prepare_invoke();
+        claim
+            .key(self.keys.idem(&rec.key_hash))
+            .arg(&hex)
+            .arg(idem_to_json(rec)?)
+            .arg(ttl);
+        match self.eval::<Option<String>>(&claim).await? {
+            None => Ok(CreateOutcome::Created),
+            Some(existing) => {
+                self.unwind_create(s).await?;
+                Ok(CreateOutcome::Existing(idem_from_json(&existing)?))
+            }
+        }
+    }
+
+    pub(crate) async fn get_session_impl(&self, h: &Handle) -> R<Option<Session>> {
+        decode_session(&self.session_map(h).await?)
+    }
+
+    pub(crate) async fn get_session_by_token_impl(&self, hash: &TokenHash) -> R<Option<Session>> {
+        if !self.is_cluster() {
+            // The hot path (every request validates its cookie): one round trip.
+            let (before, after) = self.keys.session_key_parts();
+            let mut inv = TOKEN_LOOKUP.prepare_invoke();
+            inv.key(self.keys.token(hash)).arg(before).arg(after);
+            let Some((_, fields)) = self
+                .eval::<Option<(String, HashMap<String, String>)>>(&inv)
+                .await?
+            else {
+                return Ok(None);
+            };
+            // The index is only a hint: the session itself must carry this token.
+            return Ok(decode_session(&fields)?.filter(|s| s.token_hash.ct_eq(hash)));
+        }
+        let mut get = Self::cmd("GET");
+        get.arg(self.keys.token(hash));
+        let Some(hex) = self.q::<Option<String>>(&get).await? else {
+            return Ok(None);
+        };
+        let Some(h) = handle_from_hex(&hex) else {
+            return Ok(None);
+        };
+        // The index is only a hint: the session itself must carry this token.
+        Ok(self
+            .get_session_impl(&h)
+            .await?
+            .filter(|s| s.token_hash.ct_eq(hash)))
+    }
+
+    pub(crate) async fn update_session_impl(&self, s: &Session, expected: &TokenHash) -> R<bool> {
+        let hex = handle_hex(&s.handle);
+        let ttl = self.session_ttl(s);
+        let rotated = !s.token_hash.ct_eq(expected);
+        if s.is_active() {
+            // Pull an existing deadline entry earlier first, so a crash after the
+            // update can only make the timer look too early (it re-checks), never late.
+            self.zadd(&self.keys.deadlines(), &["XX", "LT"], deadline_of(s), &hex)
+                .await?;
+        }
+        if rotated {
+            // The new index entry goes first; until the update applies it is a hint
+            // that fails verification.
+            let mut set = Self::cmd("SET");
+            set.arg(self.keys.token(&s.token_hash))
+                .arg(&hex)
+                .arg("PX")
+                .arg(ttl);
+            self.q::<redis::Value>(&set).await?;
+        }
+        let mut inv = UPDATE_SESSION.prepare_invoke();
+        inv.key(self.keys.session(&s.handle))
+            .key(self.keys.session_data(&s.handle));
+        inv.arg(expected.to_hex()).arg(ttl);
+        for (k, v) in &session_fields(s)? {
+            inv.arg(*k).arg(v);
+        }
+        let (applied, current): (i64, String) = self.eval(&inv).await?;
+        if applied == 1 {
+            if rotated {
+                self.del_if_eq(&self.keys.token(expected), &hex).await?;
+            }
+            self.index_state(s).await?;
+            return Ok(true);
+        }
+        if rotated && current != s.token_hash.to_hex() {
+            self.del_if_eq(&self.keys.token(&s.token_hash), &hex)
+                .await?;
+        }
+        Ok(false)
+    }
+
+    pub(crate) async fn touch_session_impl(
+        &self,
+        h: &Handle,
+        activity: Timestamp,
+        seen: Timestamp,
+        idle: Timestamp,
+    ) -> R<bool> {
+        let mut inv = TOUCH_SESSION.prepare_invoke();
+        inv.key(self.keys.session(h))
+            .arg(activity)
+            .arg(seen)
+            .arg(idle);
+        let Some(deadline) = self.eval::<Option<i64>>(&inv).await? else {
+            return Ok(false);
+        };
+        // GT: concurrent touches may land in any order; the entry only moves later.
+        self.zadd(&self.keys.deadlines(), &["GT"], deadline, &handle_hex(h))
+            .await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn touch_sessions_impl(
+        &self,
+        touches: &[(Handle, Timestamp, Timestamp, Timestamp)],
+    ) -> R<()> {
+        for chunk in touches.chunks(TOUCH_CHUNK) {
+            // Concurrent requests share the multiplexed socket: one round trip per chunk.
+            try_join_all(
+                chunk
+                    .iter()
+                    .map(|(h, a, s, i)| self.touch_session_impl(h, *a, *s, *i)),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn end_session_impl(
+        &self,
+        h: &Handle,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> R<Option<Session>> {
+        let retention = self.retention_ms();
+        let mut inv = END_SESSION.prepare_invoke();
+        inv.key(self.keys.session(h))
+            .key(self.keys.session_data(h))
+            .arg(reason.as_str())
+            .arg(now)
+            .arg(retention);
+        let Some(fields) = self.eval::<Option<HashMap<String, String>>>(&inv).await? else {
+            return Ok(None);
+        };
+        let s = decode_session(&fields)?
+            .ok_or_else(|| RedisError::Corrupt("ended session has no fields".into()))?;
+        let hex = handle_hex(h);
+        let idem = fields
+            .get("idem")
+            .filter(|k| !k.is_empty())
+            .map(|k| self.keys.idem(k));
+        let (a, b, c, d) = futures::join!(
+            self.index_state(&s),
+            self.pexpire(self.keys.token(&s.token_hash), retention),
+            async {
+                match &idem {
+                    Some(k) => self.pexpire(k, retention).await,
+                    None => Ok(()),
+                }
+            },
+            self.zadd(self.keys.sessions(), &[], 0, &hex),
+        );
+        a.and(b).and(c).and(d)?;
+        Ok(Some(s))
+    }
+
+    pub(crate) async fn list_sessions_impl(&self, filter: &SessionFilter) -> R<Vec<Session>> {
+        let limit = cap(filter.limit);
+        let mut out = Vec::new();
+        let mut cursor = filter.after.map(|h| handle_hex(&h));
+        loop {
+            let start = cursor
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |c| format!("({c}"));
+            let mut range = Self::cmd("ZRANGEBYLEX");
+            range
+                .arg(self.keys.sessions())
+                .arg(start)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(SCAN_BATCH);
+            let hexes: Vec<String> = self.q(&range).await?;
+            let maps = try_join_all(hexes.iter().map(|hex| async move {
+                match handle_from_hex(hex) {
+                    Some(h) => self.session_map(&h).await,
+                    None => Ok(HashMap::new()),
+                }
+            }))
+            .await?;
+            for (hex, m) in hexes.iter().zip(&maps) {
+                match decode_session(m)? {
+                    // Expired by its safety-net TTL: drop the dangling index entry.
+                    None => self.zrem(&self.keys.sessions(), hex).await?,
+                    Some(s) if filter.matches(&s) => {
+                        out.push(s);
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+            if hexes.len() < SCAN_BATCH {
+                return Ok(out);
+            }
+            cursor = hexes.last().cloned();
+        }
+    }
+
+    pub(crate) async fn due_sessions_impl(&self, now: Timestamp, limit: usize) -> R<Vec<Handle>> {
+        let limit = cap(limit);
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_PASSES {
+            let want = (limit - out.len()).min(SCAN_BATCH * 4);
+            if want == 0 {
+                break;
+            }
+            // Entries confirmed so far stay in front of the range; skip them.
+            let mut range = Self::cmd("ZRANGEBYSCORE");
+            range
+                .arg(self.keys.deadlines())
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(out.len())
+                .arg(want);
+            let hexes: Vec<String> = self.q(&range).await?;
+            let states = try_join_all(hexes.iter().map(|hex| async move {
+                let Some(h) = handle_from_hex(hex) else {
+                    return Ok(None);
+                };
+                let mut get = Self::cmd("HMGET");
+                get.arg(self.keys.session(&h)).arg("st").arg("ie").arg("ae");
+                let v: (Option<String>, Option<i64>, Option<i64>) = self.q(&get).await?;
+                Ok::<_, RedisError>(Some((h, v)))
+            }))
+            .await?;
+            let mut fixes = Vec::new();
+            for (hex, state) in hexes.iter().zip(states) {
+                match state {
+                    Some((h, (Some(st), Some(ie), Some(ae)))) if st == "active" => {
+                        let deadline = ie.min(ae);
+                        if deadline <= now {
+                            if seen.insert(h) {
+                                out.push(h);
+                            }
+                        } else {
+                            fixes.push((hex.clone(), Some(deadline)));
+                        }
+                    }
+                    // Ended, purged or unreadable: not a candidate any more.
+                    _ => fixes.push((hex.clone(), None)),
+                }
+            }
+            let fixed = fixes.len();
+            join_all(fixes.into_iter().map(|(hex, d)| async move {
+                match d {
+                    Some(d) => self.zadd(&self.keys.deadlines(), &[], d, &hex).await,
+                    None => self.zrem(&self.keys.deadlines(), &hex).await,
+                }
+            }))
+            .await
+            .into_iter()
+            .collect::<R<Vec<()>>>()?;
+            if hexes.len() < want || fixed == 0 {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    pub(crate) async fn purge_ended_sessions_impl(
+        &self,
+        ended_before: Timestamp,
+        limit: usize,
+    ) -> R<usize> {
+        let limit = cap(limit);
+        let mut purged = 0;
+        for _ in 0..MAX_PASSES {
+            let want = (limit - purged).min(SCAN_BATCH);
+            if want == 0 {
+                break;
+            }
+            let mut range = Self::cmd("ZRANGEBYSCORE");
+            range
+                .arg(self.keys.ended())
+                .arg("-inf")
+                .arg(format!("({ended_before}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(want);
+            let hexes: Vec<String> = self.q(&range).await?;
+            if hexes.is_empty() {
+                break;
+            }
+            for hex in &hexes {
+                if self.purge_one(hex, ended_before).await? {
+                    purged += 1;
+                }
+            }
+            if hexes.len() < want {
+                break;
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Purges one ended session with its data, token index and idempotency record, or
+    /// repairs its index entries if it is not (or no longer) purgeable.
+    async fn purge_one(&self, hex: &str, ended_before: Timestamp) -> R<bool> {
+        let Some(h) = handle_from_hex(hex) else {
+            self.zrem(&self.keys.ended(), hex).await?;
+            return Ok(false);
+        };
+        let mut inv = PURGE_SESSION.prepare_invoke();
+        inv.key(self.keys.session(&h))
+            .key(self.keys.session_data(&h))
+            .arg(ended_before);
+        let purged = self.eval::<Option<(String, String)>>(&inv).await?;
+        let Some((tok, idem)) = purged else {
+            let mut get = Self::cmd("HMGET");
+            get.arg(self.keys.session(&h)).arg("st").arg("ea");
+            let (st, ea): (Option<String>, Option<i64>) = self.q(&get).await?;
+            match (st.as_deref(), ea) {
+                (Some("ended"), Some(ea)) => self.zadd(&self.keys.ended(), &[], ea, hex).await?,
+                (Some(_), _) => self.zrem(&self.keys.ended(), hex).await?,
+                (None, _) => {
+                    self.zrem(&self.keys.ended(), hex).await?;
+                    self.zrem(&self.keys.sessions(), hex).await?;
+                }
+            }
+            return Ok(false);
+        };
+        if !tok.is_empty() {
+            self.del_if_eq(&self.keys.token_hex(&tok), hex).await?;
+        }
+        if !idem.is_empty() {
+            let mut release = IDEM_RELEASE.prepare_invoke();
+            release.key(self.keys.idem(&idem)).arg(hex);
+            self.eval::<i64>(&release).await?;
+        }
+        self.zrem(&self.keys.deadlines(), hex).await?;
+        self.zrem(&self.keys.sessions(), hex).await?;
+        self.zrem(&self.keys.ended(), hex).await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn count_active_sessions_impl(&self) -> R<u64> {
+        let mut c = Self::cmd("ZCARD");
+        c.arg(self.keys.deadlines());
+        self.q(&c).await
+    }
+
+    pub(crate) async fn get_data_impl(
+        &self,
+        h: &Handle,
+        key: &str,
+    ) -> R<Option<serde_json::Value>> {
+        let mut c = Self::cmd("HGET");
+        c.arg(self.keys.session_data(h)).arg(key);
+        match self.q::<Option<String>>(&c).await? {
+            Some(v) => Ok(Some(serde_json::from_str(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn put_data_impl(
+        &self,
+        h: &Handle,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> R<bool> {
+        let mut inv = PUT_DATA.prepare_invoke();
+        inv.key(self.keys.session(h))
+            .key(self.keys.session_data(h))
+            .arg(key)
+            .arg(serde_json::to_string(value)?);
+        Ok(self.eval::<i64>(&inv).await? == 1)
+    }
+
+    pub(crate) async fn delete_data_impl(&self, h: &Handle, key: &str) -> R<bool> {
+        let mut c = Self::cmd("HDEL");
+        c.arg(self.keys.session_data(h)).arg(key);
+        Ok(self.q::<i64>(&c).await? > 0)
+    }
+}

@@ -1,0 +1,446 @@
+//! SQLite-specific promises: durability across reopen and SIGKILL, idempotent
+//! migrations, and the blob sweep and cleanup.
+
+use bytes::Bytes;
+use sessiond_core::draft::{AttachmentLimits, DraftWrite};
+use sessiond_core::snapshot::{content_hash, SnapshotWrite};
+use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord};
+use sessiond_core::{Principal, Store, StoreError};
+use sessiond_store_sqlite::{
+    schema::SCHEMA_VERSION, SqliteError, SqliteOptions, SqliteStore, DB_FILE,
+};
+use sessiond_testkit::conformance::{body, read_all, session};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const LIMITS: AttachmentLimits = AttachmentLimits {
+    max_size: 1 << 20,
+    quota: 1 << 22,
+};
+
+async fn open(dir: &Path) -> SqliteStore {
+    open_with(dir, SqliteOptions::default()).await
+}
+
+async fn open_with(dir: &Path, opts: SqliteOptions) -> SqliteStore {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || SqliteStore::open_with(&dir, opts))
+        .await
+        .unwrap()
+        .expect("open store")
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn written(w: DraftWrite) -> sessiond_core::draft::Draft {
+    match w {
+        DraftWrite::Written(d) => d,
+        other => panic!("expected Written, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = session("anon:x", "editor", 1_000);
+    let p = Principal::user("alice");
+    let clip: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    {
+        let store = open(dir.path()).await;
+        let rec = IdempotencyRecord {
+            key_hash: "k".repeat(64),
+            fingerprint: "f".into(),
+            handle: s.handle,
+            sealed_token: vec![9; 40],
+            created_at: 1_000,
+        };
+        assert_eq!(
+            store.create_session(&s, Some(&rec)).await.unwrap(),
+            CreateOutcome::Created
+        );
+        assert!(store
+            .put_data(&s.handle, "k", &serde_json::json!({"a": 1}))
+            .await
+            .unwrap());
+        store
+            .append_audit(&sessiond_core::audit::AuditEvent::new(
+                5,
+                sessiond_core::audit::AuditKind::Created,
+            ))
+            .await
+            .unwrap();
+        let d = written(
+            store
+                .put_draft_text(&p, "c1", 0, "hello", 10)
+                .await
+                .unwrap(),
+        );
+        written(
+            store
+                .put_attachment(
+                    &p,
+                    "c1",
+                    d.seq,
+                    "clip.webm",
+                    "audio/webm",
+                    body(&clip, 8192),
+                    LIMITS,
+                    11,
+                )
+                .await
+                .unwrap(),
+        );
+        assert!(matches!(
+            store
+                .put_snapshot("room", 0, b"state", "text/plain", None, None, 12)
+                .await
+                .unwrap(),
+            SnapshotWrite::Written(_)
+        ));
+    }
+    let store = open(dir.path()).await;
+    assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.get_session_by_token(&s.token_hash).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(
+        store.get_data(&s.handle, "k").await.unwrap(),
+        Some(serde_json::json!({"a": 1}))
+    );
+    let other = session("anon:y", "editor", 2_000);
+    let rec2 = IdempotencyRecord {
+        key_hash: "k".repeat(64),
+        fingerprint: "f".into(),
+        handle: other.handle,
+        sealed_token: vec![],
+        created_at: 2_000,
+    };
+    match store.create_session(&other, Some(&rec2)).await.unwrap() {
+        CreateOutcome::Existing(r) => {
+            assert_eq!((r.handle, r.sealed_token), (s.handle, vec![9; 40]))
+        }
+        CreateOutcome::Created => panic!("idempotency record lost on reopen"),
+    }
+    let audit = store
+        .query_audit(&sessiond_core::audit::AuditFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    let d = store.get_draft(&p, "c1").await.unwrap().unwrap();
+    assert_eq!((d.text.as_str(), d.seq), ("hello", 2));
+    let (meta, stream) = store
+        .get_attachment(&p, "c1", "clip.webm")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.size, clip.len() as u64);
+    assert!(read_all(stream).await == clip);
+    assert_eq!(
+        store.get_snapshot("room").await.unwrap().unwrap().data,
+        b"state"
+    );
+    assert_eq!(store.sweep_stats().kept, 1);
+    assert_eq!(store.sweep_stats().removed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrations_are_idempotent_and_refuse_newer_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let version = |dir: &Path| -> i64 {
+        let c = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    drop(open(dir.path()).await);
+    assert_eq!(version(dir.path()), SCHEMA_VERSION);
+    let store = open(dir.path()).await;
+    store
+        .put_draft_text(&Principal::user("a"), "c", 0, "kept", 1)
+        .await
+        .unwrap();
+    drop(store);
+    drop(open(dir.path()).await);
+    assert_eq!(version(dir.path()), SCHEMA_VERSION);
+    let store = open(dir.path()).await;
+    assert_eq!(
+        store
+            .get_draft(&Principal::user("a"), "c")
+            .await
+            .unwrap()
+            .unwrap()
+            .text,
+        "kept"
+    );
+    drop(store);
+
+    let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    c.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(c);
+    match SqliteStore::open(dir.path()) {
+        Err(SqliteError::NewerSchema { found, known }) => {
+            assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION))
+        }
+        Err(e) => panic!("expected NewerSchema, got {e}"),
+        Ok(_) => panic!("opened a database from the future"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sweep_removes_orphans_and_keeps_referenced_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = Principal::user("alice");
+    let blob_dir;
+    {
+        let store = open(dir.path()).await;
+        blob_dir = store.blob_dir();
+        written(
+            store
+                .put_attachment(
+                    &p,
+                    "c1",
+                    0,
+                    "a.bin",
+                    "x/y",
+                    body(b"referenced", 4),
+                    LIMITS,
+                    1,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let referenced = files_under(&blob_dir);
+    assert_eq!(referenced.len(), 1);
+    // Crash leftovers: a renamed blob whose row never committed, and a half-written temp.
+    std::fs::create_dir_all(blob_dir.join("zz")).unwrap();
+    std::fs::write(blob_dir.join("zz").join("zzOrphanBlobId000000"), b"orphan").unwrap();
+    std::fs::write(blob_dir.join("zz").join(".tmp-zzHalfWritten0000"), b"half").unwrap();
+
+    // Young leftovers survive the default grace (they may be another process's uploads).
+    let store = open(dir.path()).await;
+    assert_eq!(
+        (
+            store.sweep_stats().kept,
+            store.sweep_stats().removed,
+            store.sweep_stats().young
+        ),
+        (1, 0, 2)
+    );
+    drop(store);
+    assert_eq!(files_under(&blob_dir).len(), 3);
+
+    let store = open_with(
+        dir.path(),
+        SqliteOptions {
+            sweep_grace: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (store.sweep_stats().kept, store.sweep_stats().removed),
+        (1, 2)
+    );
+    assert_eq!(files_under(&blob_dir), referenced);
+    let (_, s) = store
+        .get_attachment(&p, "c1", "a.bin")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read_all(s).await, b"referenced");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_replaced_and_deleted_uploads_leave_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let blob_dir = store.blob_dir();
+    let p = Principal::user("alice");
+    let small = AttachmentLimits {
+        max_size: 100,
+        quota: 1_000,
+    };
+    assert!(matches!(
+        store
+            .put_attachment(&p, "c", 0, "a", "x/y", body(&[1; 500], 64), small, 1)
+            .await,
+        Err(StoreError::TooLarge { limit: 100 })
+    ));
+    let broken: ByteStream = Box::pin(futures::stream::iter(vec![
+        Ok(Bytes::from_static(b"part")),
+        Err(std::io::Error::other("reset")),
+    ]));
+    assert!(matches!(
+        store
+            .put_attachment(&p, "c", 0, "a", "x/y", broken, small, 1)
+            .await,
+        Err(StoreError::Body(_))
+    ));
+    assert!(
+        files_under(&blob_dir).is_empty(),
+        "failed uploads left files"
+    );
+
+    let d = written(
+        store
+            .put_attachment(&p, "c", 0, "a", "x/y", body(b"one", 2), small, 1)
+            .await
+            .unwrap(),
+    );
+    let d = written(
+        store
+            .put_attachment(&p, "c", d.seq, "a", "x/y", body(b"two", 2), small, 2)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        files_under(&blob_dir).len(),
+        1,
+        "the replaced file is removed"
+    );
+    let d = written(
+        store
+            .put_attachment(&p, "c", d.seq, "b", "x/y", body(b"three", 2), small, 3)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(files_under(&blob_dir).len(), 2);
+    let d = written(
+        store
+            .delete_attachment(&p, "c", d.seq, "b", 4)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(files_under(&blob_dir).len(), 1);
+    written(store.delete_draft(&p, "c", d.seq, 5).await.unwrap());
+    assert!(
+        files_under(&blob_dir).is_empty(),
+        "a deleted draft's files are removed"
+    );
+    written(
+        store
+            .put_attachment(&p, "c2", 0, "a", "x/y", body(b"old", 2), small, 6)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(store.purge_drafts(100, 10).await.unwrap(), 2);
+    assert!(
+        files_under(&blob_dir).is_empty(),
+        "purged drafts' files are removed"
+    );
+}
+
+const CHILD_DIR_ENV: &str = "SESSIOND_SQLITE_KILL_TEST_DIR";
+
+/// Not a test on its own: the body of the child process that
+/// `sigkill_keeps_acknowledged_writes` starts and kills. It writes snapshots and drafts
+/// forever, printing each acknowledged version.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "helper process for sigkill_keeps_acknowledged_writes"]
+async fn kill_child_writer() {
+    let dir = PathBuf::from(
+        std::env::var(CHILD_DIR_ENV).expect("only run by sigkill_keeps_acknowledged_writes"),
+    );
+    let store = open(&dir).await;
+    let p = Principal::user("alice");
+    let mut out = std::io::stdout();
+    // Bounded, and a write to a closed stdout ends it, should the parent die first.
+    for v in 0u64..100_000 {
+        let data = format!("snapshot version {} {}", v + 1, "x".repeat(4096));
+        match store
+            .put_snapshot("room", v, data.as_bytes(), "text/plain", None, None, 1)
+            .await
+            .unwrap()
+        {
+            SnapshotWrite::Written(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        written(
+            store
+                .put_draft_text(&p, "c", v, &format!("draft {}", v + 1), 1)
+                .await
+                .unwrap(),
+        );
+        use std::io::Write;
+        writeln!(out, "acked {}", v + 1).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_keeps_acknowledged_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kill_child_writer",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut last = 0u64;
+        let start = Instant::now();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(v) = line.strip_prefix("acked ") {
+                last = v.trim().parse().unwrap();
+                if last >= 30 || start.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+            }
+        }
+        last
+    });
+    let acked = reader.join().unwrap();
+    child.kill().unwrap(); // SIGKILL on Unix: no destructors, no checkpoint.
+    child.wait().unwrap();
+    assert!(acked > 0, "the child never acknowledged a write");
+
+    let store = open(dir.path()).await;
+    let snap = store
+        .get_snapshot("room")
+        .await
+        .unwrap()
+        .expect("snapshot survives");
+    assert!(
+        snap.version >= acked,
+        "acknowledged version {acked} lost (found {})",
+        snap.version
+    );
+    assert_eq!(snap.hash, content_hash(&snap.data), "torn snapshot");
+    assert!(String::from_utf8(snap.data)
+        .unwrap()
+        .starts_with(&format!("snapshot version {} ", snap.version)));
+    let d = store
+        .get_draft(&Principal::user("alice"), "c")
+        .await
+        .unwrap()
+        .expect("draft survives");
+    assert!(d.seq >= acked);
+    assert_eq!(d.text, format!("draft {}", d.seq));
+}

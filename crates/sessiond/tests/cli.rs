@@ -1,0 +1,303 @@
+//! The real binary end to end: `sessiond serve` announces itself and stops cleanly on
+//! SIGTERM; the `sessions` and `audit` subcommands drive its admin API.
+
+use serde_json::Value;
+use sessiond_testkit::server::SpawnedServer;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "cli-test-admin-key";
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sessiond"))
+}
+
+fn start() -> SpawnedServer {
+    SpawnedServer::start(&bin(), &format!("api_keys = [\"{KEY}\"]\n"), &["--dev"])
+}
+
+fn cli(server: &SpawnedServer, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("SESSIOND_SERVER", server.url())
+        .env("SESSIOND_API_KEY", KEY)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sessiond")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn failed(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "unexpected success:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.stdout.is_empty(), "errors go to stderr only");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// No pooled connections: after a SIGKILL and restart, a kept-alive socket to the dead
+/// process would fail the next request.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .cookie_store(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn new_session(http: &reqwest::Client, server: &SpawnedServer) -> Value {
+    let r = http
+        .post(format!("{}/v1/session", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+/// The announcement lines after the first arrive a moment later than the address.
+fn announcement(server: &SpawnedServer, lines: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let got = server.stdout_lines();
+        if got.len() >= lines || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test]
+async fn serve_announces_sessions_commands_work_and_sigterm_stops_cleanly() {
+    let mut server = start();
+    let url = server.url();
+    let lines = announcement(&server, 3);
+    assert_eq!(lines[0], format!("sessiond listening on {url}"));
+    assert_eq!(lines[1], format!("demo: {url}/demo/"));
+    assert_eq!(lines[2], format!("admin: {url}/admin/ (API key: {KEY})"));
+
+    let http = client();
+    let s = new_session(&http, &server).await;
+    let handle = s["handle"].as_str().unwrap().to_owned();
+    let principal = s["principal"].as_str().unwrap().to_owned();
+
+    let ls = ok(&cli(&server, &["sessions", "ls"]));
+    assert!(ls.starts_with("HANDLE"), "{ls}");
+    let row = ls
+        .lines()
+        .find(|l| l.starts_with(&handle))
+        .unwrap_or_else(|| panic!("{handle} not listed:\n{ls}"));
+    assert!(
+        row.contains(&principal) && row.contains("editor") && row.contains("active"),
+        "{row}"
+    );
+
+    let json: Value = serde_json::from_str(&ok(&cli(
+        &server,
+        &["sessions", "ls", "--json", "--principal", &principal],
+    )))
+    .unwrap();
+    let listed = json["sessions"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["handle"], handle.as_str());
+    let other: Value = serde_json::from_str(&ok(&cli(
+        &server,
+        &["sessions", "ls", "--json", "--principal", "user:nobody"],
+    )))
+    .unwrap();
+    assert_eq!(other["sessions"].as_array().unwrap().len(), 0);
+
+    let show = ok(&cli(&server, &["sessions", "show", &handle]));
+    assert!(
+        show.lines()
+            .any(|l| l.starts_with("handle") && l.ends_with(&handle)),
+        "{show}"
+    );
+    assert!(
+        show.lines()
+            .any(|l| l.starts_with("state") && l.contains("active")),
+        "{show}"
+    );
+    let missing = failed(&cli(&server, &["sessions", "show", "s_doesnotexist"]));
+    assert!(missing.contains("404 not_found"), "{missing}");
+
+    assert_eq!(
+        ok(&cli(&server, &["sessions", "revoke", &handle])),
+        format!("revoked {handle}\n")
+    );
+    let r = http.get(format!("{url}/v1/session")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["reason"], "revoked");
+    let active = ok(&cli(&server, &["sessions", "ls"]));
+    assert!(
+        !active.contains(&handle),
+        "revoked session still listed as active:\n{active}"
+    );
+    assert!(ok(&cli(&server, &["sessions", "ls", "--all"])).contains(&handle));
+
+    // Sign out everywhere: both sessions of one principal end.
+    let s2 = new_session(&client(), &server).await;
+    let p2 = s2["principal"].as_str().unwrap().to_owned();
+    let out = ok(&cli(&server, &["sessions", "revoke-principal", &p2]));
+    assert_eq!(out, format!("ended 1 session of {p2}\n"));
+
+    let audit = ok(&cli(&server, &["audit", "--handle", &handle]));
+    assert!(audit.starts_with("ID"), "{audit}");
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains(" created ") && l.contains(&handle)),
+        "{audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains(" ended ") && l.contains("revoked")),
+        "{audit}"
+    );
+    let events: Value = serde_json::from_str(&ok(&cli(
+        &server,
+        &["audit", "--json", "--reason", "revoked", "--since", "10m"],
+    )))
+    .unwrap();
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events
+        .iter()
+        .all(|e| e["reason"] == "revoked" && e["kind"] == "ended"));
+
+    let denied = Command::new(bin())
+        .args(["audit", "--server", &url, "--api-key", "wrong-key-123"])
+        .output()
+        .unwrap();
+    let denied = failed(&denied);
+    assert!(denied.contains("403 forbidden"), "{denied}");
+
+    let t0 = Instant::now();
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        server.log_tail()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "graceful stop took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        server.log().contains("shutting down"),
+        "{}",
+        server.log_tail()
+    );
+}
+
+#[tokio::test]
+async fn audit_follow_prints_new_events_as_they_happen() {
+    let server = start();
+    let mut child = Command::new(bin())
+        .args(["audit", "--follow", "--kind", "created"])
+        .env("SESSIOND_SERVER", server.url())
+        .env("SESSIOND_API_KEY", KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Let the follower take its first look, then create a session it has not seen.
+    std::thread::sleep(Duration::from_millis(500));
+    let s = new_session(&client(), &server).await;
+    let handle = s["handle"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    let found = loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(handle) => break Some(line),
+            Ok(line) => seen.push(line),
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found.unwrap_or_else(|| panic!("{handle} not followed; saw {seen:?}"));
+    assert!(
+        line.contains(" created ") && line.contains(&format!("handle={handle}")),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn restart_after_kill9_keeps_the_address_and_the_session() {
+    let mut server = start();
+    let url = server.url();
+    let http = client();
+    let s = new_session(&http, &server).await;
+    server.kill9();
+    assert!(!server.is_running());
+    server.restart();
+    assert_eq!(
+        server.url(),
+        url,
+        "restart must reuse the address so cookie jars still match"
+    );
+    let r = http.get(format!("{url}/v1/session")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["handle"], s["handle"]);
+    assert_eq!(
+        announcement(&server, 3).len(),
+        3,
+        "the restarted server announced itself again"
+    );
+}
+
+#[test]
+fn errors_are_clear_and_exit_non_zero() {
+    let no_key = Command::new(bin())
+        .args(["sessions", "ls"])
+        .env_remove("SESSIOND_API_KEY")
+        .output()
+        .unwrap();
+    assert!(failed(&no_key).contains("no API key"));
+    let down = Command::new(bin())
+        .args([
+            "sessions",
+            "ls",
+            "--server",
+            "http://127.0.0.1:1",
+            "--api-key",
+            "whatever-key",
+        ])
+        .output()
+        .unwrap();
+    assert!(failed(&down).contains("cannot reach sessiond at http://127.0.0.1:1/"));
+    let bad = Command::new(bin())
+        .args(["serve", "--store", "mongo://x"])
+        .output()
+        .unwrap();
+    assert!(failed(&bad).contains("store"));
+}
