@@ -70,6 +70,18 @@ test('two tabs, one draft: the conflict is surfaced and nothing is silently over
     await tab1.getByTestId('conflict-use-theirs').click();
     await tab1.getByTestId('conflict').waitFor({ state: 'hidden' });
     assert.equal(await demo.replyText(tab1), two);
+
+    // Tab 1 sends; a late save from tab 2 cannot bring the sent draft back.
+    await tab1.getByTestId('send').click();
+    await waitFor(async () => (await demo.messages(tab1, 'conv-3')).some((m) => m.text === two), { message: 'message sent from tab one' });
+    await waitFor(async () => (await demo.serverDraft(tab1, 'conv-3')) === null, { message: 'draft removed after the send' });
+    await tab2.getByTestId('reply').press('End');
+    await tab2.keyboard.type(' (late edit)');
+    await tab2.getByTestId('conflict').waitFor({ state: 'visible', timeout: 5000 });
+    assert.match(await tab2.getByTestId('conflict-theirs').textContent(), /sent or cleared elsewhere/);
+    await tab2.waitForTimeout(1000);
+    assert.equal(await demo.serverDraft(tab2, 'conv-3'), null, 'the sent draft stays gone');
+    await shot(tab2, S, '3-late-save-after-send');
     await ctx.close();
   });
 });

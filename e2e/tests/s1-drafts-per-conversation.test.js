@@ -83,6 +83,14 @@ test('S1: text and audio stay in their conversation; send lands where it was pre
     await page.getByTestId('conv-conv-1').click();
     await waitFor(async () => (await demo.serverDraft(page, 'conv-3'))?.text === textC, { timeout: 3000, message: 'C flushed on switch' });
     assert.equal(await demo.replyText(page), '');
+
+    // ... and by closing the page (pagehide) before the debounce fired.
+    await demo.openConv(page, 'conv-2');
+    const textB = 'Refund issued; it shows up within five working days.';
+    await page.getByTestId('reply').fill(textB);
+    await page.close({ runBeforeUnload: true });
+    const probe = await demo.openDemo(ctx, env.proxies[0], 'probe');
+    await waitFor(async () => (await demo.serverDraft(probe, 'conv-2'))?.text === textB, { timeout: 3000, message: 'B flushed on page close' });
     await ctx.close();
   });
 });

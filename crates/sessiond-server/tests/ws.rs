@@ -752,6 +752,79 @@ async fn a_slow_consumer_is_cut_off_without_growing_memory() {
 }
 
 #[tokio::test]
+async fn sign_in_keeps_connections_attached_and_applies_ticket_rooms() {
+    let mut srv = Server::start().await;
+    let (s, other) = (srv.session().await, srv.session().await);
+    let mut c = srv.client(&s).await;
+    let hello = c.expect("hello").await;
+    assert!(hello["principal"].as_str().unwrap().starts_with("anon:"));
+    c.send(json!({"type":"join","room":"team-1"})).await;
+    c.expect("presence").await;
+
+    let t: Value = srv
+        .http
+        .post(format!("{}/demo/api/ticket", srv.base))
+        .json(&json!({"user_id":"alice","role":"editor","rooms":["team-1"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = srv
+        .http
+        .post(format!("{}/v1/session/signin", srv.base))
+        .bearer_auth(&s.token)
+        .json(&json!({"ticket": t["ticket"], "bearer": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let signed: Value = r.json().await.unwrap();
+    assert_eq!(signed["handle"], s.handle.as_str());
+    let new_token = signed["token"].as_str().expect("rotated token").to_owned();
+    assert_ne!(new_token, s.token);
+
+    // The open connection stays attached, learns the new deadlines, and shows the user.
+    let renewed = c.expect("renewed").await;
+    assert_eq!(renewed["idle_expires_at"], signed["idle_expires_at"]);
+    let mut o = srv.client(&other).await;
+    o.expect("hello").await;
+    o.send(json!({"type":"join","room":"team-1"})).await;
+    let p = o.expect("presence").await;
+    assert_eq!(p["members"][0]["principal"], "user:alice");
+    assert_eq!(
+        c.expect("member_joined").await["member"]["handle"],
+        other.handle.as_str()
+    );
+    // The ticket restricts the rooms this session may join.
+    c.send(json!({"type":"join","room":"team-2"})).await;
+    let e = c.expect("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["room"].as_str()),
+        (Some("room_not_allowed"), Some("team-2"))
+    );
+
+    // The old token is dead for new connections; the new one works.
+    let old = srv
+        .raw_with(&[(
+            "sec-websocket-protocol",
+            format!("sessiond.v1, bearer.{}", s.token),
+        )])
+        .await;
+    assert!(matches!(old, Err(tungstenite::Error::Http(ref r)) if r.status() == 401));
+    let fresh = Sess {
+        token: new_token,
+        cookie: String::new(),
+        handle: s.handle.clone(),
+        created: Instant::now(),
+    };
+    let mut c2 = srv.client(&fresh).await;
+    assert_eq!(c2.expect("hello").await["principal"], "user:alice");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
 async fn snapshots_over_the_socket_reach_other_members() {
     let mut srv = Server::start().await;
     let (s1, s2) = (srv.session().await, srv.session().await);

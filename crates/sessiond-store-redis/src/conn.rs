@@ -71,7 +71,7 @@ pub(crate) struct SentinelConn {
     resolving: AtomicBool,
     /// A request unanswered for this long also triggers re-resolution: while the old
     /// master is unreachable, requests wait on reconnection and are cut off by the
-    /// store's timeout before any error could reach the caller.
+    /// store's timeout before any error could reach this wrapper.
     stall_after: Duration,
 }
 

@@ -70,14 +70,17 @@ fn spawn_redis(port: u16, dir: &Path, config: Option<&Path>, args: &[String]) ->
     }
 }
 
-fn spawn_watchdog(server_pid: u32) -> Option<Child> {
+/// Kills the server and removes its directory once the test binary is gone (statics
+/// are never dropped, so their `Drop` cannot do it).
+fn spawn_watchdog(server_pid: u32, dir: &Path) -> Option<Child> {
     let script = format!(
-        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -9 {server_pid} 2>/dev/null",
+        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -9 {server_pid} 2>/dev/null; rm -rf -- \"$0\"",
         parent = std::process::id()
     );
     Command::new("sh")
         .arg("-c")
         .arg(script)
+        .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -201,7 +204,7 @@ impl RedisProcess {
             self.config.as_ref().map(|_| config_path.as_path()),
             &self.args,
         );
-        self.watchdog = spawn_watchdog(child.id());
+        self.watchdog = spawn_watchdog(child.id(), &self.dir);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if pings(self.port) {

@@ -276,6 +276,29 @@ async fn restart_after_kill9_keeps_the_address_and_the_session() {
 }
 
 #[test]
+fn dev_mode_without_keys_announces_a_key_that_works() {
+    let server = SpawnedServer::start(&bin(), "", &["--dev"]);
+    let lines = announcement(&server, 3);
+    let key = lines[2]
+        .strip_suffix(')')
+        .and_then(|l| l.split_once("(API key: "))
+        .map(|(_, k)| k.to_owned())
+        .unwrap_or_else(|| panic!("no key in {lines:?}"));
+    let out = Command::new(bin())
+        .args([
+            "sessions",
+            "ls",
+            "--server",
+            &server.url(),
+            "--api-key",
+            &key,
+        ])
+        .output()
+        .unwrap();
+    assert!(ok(&out).starts_with("HANDLE"));
+}
+
+#[test]
 fn errors_are_clear_and_exit_non_zero() {
     let no_key = Command::new(bin())
         .args(["sessions", "ls"])

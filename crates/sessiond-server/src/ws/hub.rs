@@ -441,17 +441,25 @@ impl Hub {
         fx
     }
 
-    /// A session's principal or role changed (sign-in keeps its connections): later
-    /// presence messages carry the new values.
+    /// A session's principal, role or deadlines changed (sign-in keeps its connections):
+    /// later presence messages carry the new values, and every connection of the session
+    /// (through the bus, so on every node) gets `renewed` with the new deadlines.
     pub fn session_changed(&self, s: &Session) {
-        let mut st = self.lock();
-        let ids = st.by_handle.get(&s.handle).cloned().unwrap_or_default();
-        for id in ids {
-            if let Some(c) = st.conns.get_mut(&id) {
-                c.member.principal = s.principal.to_string();
-                c.member.role = s.role.clone();
+        {
+            let mut st = self.lock();
+            let ids = st.by_handle.get(&s.handle).cloned().unwrap_or_default();
+            for id in ids {
+                if let Some(c) = st.conns.get_mut(&id) {
+                    c.member.principal = s.principal.to_string();
+                    c.member.role = s.role.clone();
+                }
             }
         }
+        self.bus.publish(Event::SessionRenewed {
+            handle: s.handle,
+            idle_expires_at: s.idle_expires_at,
+            absolute_expires_at: s.absolute_expires_at,
+        });
     }
 
     /// Adds a connection to a room: the joiner gets `presence` (members in join order,
@@ -714,5 +722,113 @@ impl Hub {
                 connected_at: to_rfc3339(c.connected_at),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessiond_core::lifecycle::{new_session, ClientInfo};
+    use std::time::Duration;
+
+    fn setup() -> (Hub, Session, Policy) {
+        let hub = Hub::new(
+            "n1".into(),
+            Bus::new(),
+            &crate::config::Config::default().ws,
+        );
+        let mut policy = Policy::new(60, 600);
+        policy.heartbeat_interval = Duration::from_secs(1);
+        policy.heartbeat_misses = 3;
+        let (s, _) = new_session(0, "editor", &policy, &ClientInfo::default());
+        (hub, s, policy)
+    }
+
+    /// Moves the (synthetic, monotonic ms) clock in 100 ms steps, firing timers like the
+    /// timer task does.
+    fn run_for(hub: &Hub, now: &mut i64, ms: i64, fx_out: &mut Vec<Effects>) {
+        for _ in 0..ms / 100 {
+            *now += 100;
+            fx_out.push(hub.fire_due(*now, 1000));
+        }
+    }
+
+    #[tokio::test]
+    async fn pings_every_interval_and_declares_silence_lost() {
+        let (hub, s, policy) = setup();
+        let (tx, mut rx) = mpsc::channel(64);
+        // The hub was just created: its clock reads ~0; the test drives it from 0 on.
+        let mut now = 0;
+        let shared = Arc::new(ConnShared::new(now));
+        hub.register(&s, &policy, tx, shared.clone(), 0, 4096)
+            .unwrap();
+        assert!(
+            matches!(rx.try_recv(), Ok(Outbound::Text(_))),
+            "hello first"
+        );
+        let mut fx = Vec::new();
+        // Answering (any frame) keeps it alive for many intervals; pings keep coming.
+        let mut pings = 0;
+        for _ in 0..50 {
+            run_for(&hub, &mut now, 100, &mut fx);
+            while let Ok(m) = rx.try_recv() {
+                assert!(matches!(m, Outbound::Ping));
+                pings += 1;
+                shared.heard(now);
+            }
+        }
+        assert!(
+            (4..=6).contains(&pings),
+            "{pings} pings in 5 s at 1 s intervals"
+        );
+        assert!(fx.iter().all(|f| f.lost.is_empty()));
+        assert_eq!(shared.close_code(), None);
+        // Silence: lost after 3 intervals, not before.
+        shared.heard(now);
+        let silent_from = now;
+        fx.clear();
+        run_for(&hub, &mut now, 2900, &mut fx);
+        assert!(fx.iter().all(|f| f.lost.is_empty()), "lost too early");
+        run_for(&hub, &mut now, 200, &mut fx);
+        let lost: Vec<&LostConn> = fx.iter().flat_map(|f| &f.lost).collect();
+        assert_eq!(lost.len(), 1);
+        assert!(lost[0].silent_ms >= 3000 && now - silent_from <= 3100);
+        assert_eq!(shared.close_code(), Some(close::HEARTBEAT_LOST));
+        assert!(
+            hub.is_empty() && hub.next_deadline().is_none(),
+            "timer entry removed with the connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_cuts_the_connection_off_and_tells_its_room() {
+        let (hub, s, policy) = setup();
+        let (tx_slow, _rx_slow) = mpsc::channel(2);
+        let slow = Arc::new(ConnShared::new(0));
+        let id_slow = hub
+            .register(&s, &policy, tx_slow, slow.clone(), 0, 4096)
+            .unwrap();
+        let (s2, _) = new_session(0, "editor", &policy, &ClientInfo::default());
+        let (tx, mut rx) = mpsc::channel(64);
+        let id = hub
+            .register(&s2, &policy, tx, Arc::new(ConnShared::new(0)), 0, 4096)
+            .unwrap();
+        let (r, _) = hub.join(id_slow, "r", None); // hello + presence: queue full
+        assert_eq!(r, Ok(true));
+        let (r, _) = hub.join(id, "r", None); // member_joined overflows the slow queue
+        assert_eq!(r, Ok(false));
+        assert_eq!(slow.close_code(), Some(close::SLOW_CONSUMER));
+        assert_eq!(hub.room_members("r").unwrap().len(), 1);
+        let texts: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|m| match m {
+                Outbound::Text(t) => Some(t.as_str().to_owned()),
+                Outbound::Ping => None,
+            })
+            .collect();
+        assert!(
+            texts.last().unwrap().contains(r#""type":"member_left""#),
+            "{texts:?}"
+        );
+        assert!(texts.last().unwrap().contains(r#""reason":"lost""#));
     }
 }
