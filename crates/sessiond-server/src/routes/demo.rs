@@ -3,7 +3,7 @@
 //! separate app backend.
 
 use crate::auth::Authed;
-use crate::error::{ApiError, ApiResult, JsonBody};
+use crate::error::{ApiError, ApiResult, JsonBody, Problem};
 use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -78,6 +78,14 @@ struct TicketRequest {
 }
 
 /// A sign-in ticket for anyone: dev mode only.
+#[utoipa::path(post, path = "/demo/api/ticket", tag = "demo (dev only)",
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "`user_id`, optional `role` (default: the configured default role) and `rooms`",
+        example = json!({"user_id": "alice", "role": "user", "rooms": ["r1"]})),
+    responses(
+        (status = 200, description = "A sign-in ticket", body = serde_json::Value, example = json!({"ticket": "eyJ…"})),
+        (status = 400, description = "invalid_request (unknown role, no ticket secret configured, bad body)", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn ticket(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<TicketRequest>,
@@ -99,6 +107,16 @@ struct SendRequest {
 }
 
 /// "Sends" a message: needs a live session (401 with the reason otherwise).
+#[utoipa::path(post, path = "/demo/api/messages", tag = "demo (dev only)",
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "`conversation`, `text` (at most 64 KiB) and up to 16 `attachments` names",
+        example = json!({"conversation": "c1", "text": "hello", "attachments": []})),
+    responses(
+        (status = 201, description = "Sent", body = serde_json::Value, example = json!({"id": "m_1"})),
+        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn send(
     State(state): State<AppState>,
     a: Authed,
@@ -134,6 +152,13 @@ struct ListQuery {
 }
 
 /// A conversation's messages, oldest first.
+#[utoipa::path(get, path = "/demo/api/messages", tag = "demo (dev only)",
+    params(("conversation" = String, Query, description = "Conversation id")),
+    responses(
+        (status = 200, description = "The conversation's messages, oldest first", body = serde_json::Value,
+         example = json!({"messages": [{"id": "m_1", "conversation": "c1", "principal": "user:alice", "text": "hello", "attachments": [], "created_at": "2025-01-01T00:00:00Z"}]})),
+        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list(
     State(state): State<AppState>,
     q: Result<Query<ListQuery>, QueryRejection>,

@@ -6,7 +6,8 @@
 //! with the current draft and changes nothing.
 
 use crate::auth::Authed;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::routes::openapi::Binary;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -181,6 +182,13 @@ fn outcome(w: DraftWrite) -> ApiResult<Draft> {
     }
 }
 
+/// The signed-in principal's drafts (summaries, deleted ones left out).
+#[utoipa::path(get, path = "/v1/drafts", tag = "drafts",
+    responses(
+        (status = 200, description = "Draft summaries", body = serde_json::Value,
+         example = json!({"drafts": [{"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "text_length": 5, "attachments": []}]})),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Response> {
     let drafts = state.store.list_drafts(&auth.session.principal).await?;
     let items: Vec<Value> = drafts
@@ -196,6 +204,15 @@ async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Response
     Ok(resp)
 }
 
+/// One draft with its text and attachment list.
+#[utoipa::path(get, path = "/v1/drafts/{conversation}", tag = "drafts",
+    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])")),
+    responses(
+        (status = 200, description = "The draft", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")), example = json!({"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "deleted": false, "text": "hello", "attachments": [{"name": "a.png", "content_type": "image/png", "size": 1234}]})),
+        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (a deleted draft carries its tombstone's `seq`)", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_one(
     State(state): State<AppState>,
     auth: Authed,
@@ -213,6 +230,21 @@ async fn get_one(
     }
 }
 
+/// Writes a draft's text (conditional on the seq it replaces).
+#[utoipa::path(put, path = "/v1/drafts/{conversation}", tag = "drafts",
+    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "`text` (at most the configured max_text_bytes, no NUL) and optionally `seq`",
+        example = json!({"text": "hello", "seq": 2})),
+    responses(
+        (status = 200, description = "Written; the new seq", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")), example = json!({"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "deleted": false, "text": "hello", "attachments": [{"name": "a.png", "content_type": "image/png", "size": 1234}]})),
+        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (a deleted draft carries its tombstone's `seq`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict: a stale seq; `current` holds the stored draft", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store_unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn put_text(
     State(state): State<AppState>,
     auth: Authed,
@@ -258,6 +290,17 @@ fn too_large_text(max: usize) -> ApiError {
     }
 }
 
+/// Deletes a draft and its attachments, leaving a tombstone with the next seq.
+#[utoipa::path(delete, path = "/v1/drafts/{conversation}", tag = "drafts",
+    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
+    responses(
+        (status = 200, description = "Deleted; the tombstone's seq", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")),
+         example = json!({"seq": 4})),
+        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (a deleted draft carries its tombstone's `seq`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict: a stale seq; `current` holds the stored draft", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn delete(
     State(state): State<AppState>,
     auth: Authed,
@@ -314,6 +357,20 @@ fn upload_content_type(state: &AppState, headers: &HeaderMap) -> ApiResult<Strin
     Ok(ct.to_owned())
 }
 
+/// Uploads (or replaces) an attachment, streamed; size and per-principal quota are enforced.
+#[utoipa::path(put, path = "/v1/drafts/{conversation}/attachments/{name}", tag = "drafts",
+    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("name" = String, Path, description = "Attachment name"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
+    request_body(content = inline(Binary), content_type = "application/octet-stream",
+        description = "The raw bytes; Content-Type must be one of the configured allowed types"),
+    responses(
+        (status = 200, description = "Stored; the draft with its new seq", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")), example = json!({"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "deleted": false, "text": "hello", "attachments": [{"name": "a.png", "content_type": "image/png", "size": 1234}]})),
+        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (a deleted draft carries its tombstone's `seq`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict: a stale seq; `current` holds the stored draft", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large or quota_exceeded", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn put_attachment(
     State(state): State<AppState>,
     auth: Authed,
@@ -361,6 +418,15 @@ async fn put_attachment(
     Ok(with_etag(d.seq, draft_json(&d)))
 }
 
+/// An attachment's bytes, served with its stored Content-Type, `nosniff` and a sandbox CSP.
+#[utoipa::path(get, path = "/v1/drafts/{conversation}/attachments/{name}", tag = "drafts",
+    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("name" = String, Path, description = "Attachment name")),
+    responses(
+        (status = 200, description = "The attachment's bytes", body = inline(Binary), content_type = "application/octet-stream"),
+        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_attachment(
     State(state): State<AppState>,
     auth: Authed,
@@ -395,6 +461,16 @@ async fn get_attachment(
     Ok(resp)
 }
 
+/// Removes one attachment from a draft.
+#[utoipa::path(delete, path = "/v1/drafts/{conversation}/attachments/{name}", tag = "drafts",
+    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("name" = String, Path, description = "Attachment name"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
+    responses(
+        (status = 200, description = "Removed; the draft with its new seq", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")), example = json!({"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "deleted": false, "text": "hello", "attachments": [{"name": "a.png", "content_type": "image/png", "size": 1234}]})),
+        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict: a stale seq; `current` holds the stored draft", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn delete_attachment(
     State(state): State<AppState>,
     auth: Authed,

@@ -3,15 +3,16 @@
 //! Every documented handler is listed in [`ApiDoc`]'s `paths(...)` below: add new ones
 //! there (the one place), next to their module's group.
 
-use crate::routes::{admin, session, verify};
+use crate::routes::{admin, demo, drafts, ops, session, snapshots, verify};
 use crate::state::AppState;
+use crate::ws;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,15 +42,49 @@ use utoipa::{Modify, OpenApi};
         admin::end_principal,
         admin::audit,
         admin::mint_ticket,
+        // drafts
+        drafts::list,
+        drafts::get_one,
+        drafts::put_text,
+        drafts::delete,
+        drafts::put_attachment,
+        drafts::get_attachment,
+        drafts::delete_attachment,
+        // snapshots
+        snapshots::get_snapshot,
+        snapshots::put_snapshot,
+        // realtime
+        ws::upgrade,
+        ws::admin_rooms,
+        ws::admin_room,
+        ws::admin_connections,
+        // ops
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        // demo (dev only)
+        demo::ticket,
+        demo::send,
+        demo::list,
     ),
     modifiers(&Security),
     tags(
         (name = "session", description = "The browser's own session (cookie or bearer token)"),
         (name = "forward-auth", description = "For reverse proxies"),
         (name = "admin", description = "For the app's backend and operators (API key)"),
+        (name = "drafts", description = "Unsent text and attachments per conversation, for the signed-in principal"),
+        (name = "snapshots", description = "A room's latest state blob, for its members"),
+        (name = "realtime", description = "The WebSocket and the admin views of rooms and connections"),
+        (name = "ops", description = "Liveness, readiness and Prometheus metrics"),
+        (name = "demo (dev only)", description = "Mounted only with `dev = true`, for the demo page"),
     )
 )]
 pub struct ApiDoc;
+
+/// Raw bytes (`format: binary`): the body of attachments and snapshots in the document.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(pub Vec<u8>);
 
 /// Declares the API-key scheme the admin paths name.
 struct Security;

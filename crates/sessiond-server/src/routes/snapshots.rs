@@ -7,7 +7,8 @@
 
 use super::drafts::precondition;
 use crate::auth::Authed;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::routes::openapi::Binary;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -75,6 +76,18 @@ pub async fn authorize(state: &AppState, session: &Session, room: &str) -> ApiRe
     ))
 }
 
+/// The room's latest snapshot: its bytes with the stored Content-Type.
+#[utoipa::path(get, path = "/v1/rooms/{room}/snapshot", tag = "snapshots",
+    params(("room" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "The snapshot's bytes", body = inline(Binary), content_type = "application/octet-stream",
+         headers(("ETag" = String, description = "The content hash, quoted"),
+                 ("X-Snapshot-Version" = u64, description = "The snapshot's version"))),
+        (status = 400, description = "invalid_request (room id)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: the ticket does not allow the room, or the session has not joined it", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: no snapshot yet", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn get_snapshot(
     State(state): State<AppState>,
     auth: Authed,
@@ -112,6 +125,24 @@ async fn get_snapshot(
     Ok(resp)
 }
 
+/// Replaces the room's snapshot (conditional on the version it replaces); members are told over WebSocket.
+#[utoipa::path(put, path = "/v1/rooms/{room}/snapshot", tag = "snapshots",
+    params(("room" = String, Path, description = "Room id"), ("If-Match" = Option<String>, Header, description = "The version this write replaces: \"N\" (0 for the first write); or use ?version=N"), ("version" = Option<u64>, Query, description = "The version this write replaces, instead of If-Match")),
+    request_body(content = inline(Binary), content_type = "application/octet-stream",
+        description = "The snapshot's bytes (at most the configured max_size); any Content-Type is kept"),
+    responses(
+        (status = 200, description = "Written", body = serde_json::Value,
+         headers(("ETag" = String, description = "The content hash, quoted"),
+                 ("X-Snapshot-Version" = u64, description = "The new version")),
+         example = json!({"room": "r1", "version": 2, "hash": "9f86d081…", "size": 512, "content_type": "application/octet-stream", "updated_at": "2025-01-01T00:00:00Z"})),
+        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: the ticket does not allow the room, or the session has not joined it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "conflict: a stale version; `current` holds the stored snapshot's metadata", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store_unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn put_snapshot(
     State(state): State<AppState>,
     auth: Authed,

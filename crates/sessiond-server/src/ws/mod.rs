@@ -14,7 +14,7 @@ pub mod tasks;
 pub use hub::Hub;
 
 use crate::auth::{self, Admin, TokenSource};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -55,6 +55,21 @@ pub fn ws_token(headers: &HeaderMap, cookie_name: &str) -> Option<(String, Token
     auth::request_token(headers, cookie_name)
 }
 
+/// Opens the real-time WebSocket (subprotocol `sessiond.v1`; messages in docs/protocol.md).
+#[utoipa::path(get, path = "/v1/ws", tag = "realtime",
+    params(
+        ("Sec-WebSocket-Protocol" = Option<String>, Header,
+         description = "`sessiond.v1`, optionally with a `bearer.<token>` entry (browsers cannot set Authorization)"),
+        ("Authorization" = Option<String>, Header, description = "`Bearer <session token>` instead of the cookie"),
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open"),
+        (status = 400, description = "Not a valid WebSocket upgrade request", body = String, content_type = "text/plain"),
+        (status = 426, description = "The connection cannot be upgraded", body = String, content_type = "text/plain"),
+        (status = 401, description = "unauthenticated or session_expired (checked before the upgrade)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden_origin: a cookie-authenticated upgrade from a disallowed Origin", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store_unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -87,6 +102,13 @@ async fn upgrade(
         .on_upgrade(move |socket| conn::run(state, socket, session))
 }
 
+/// Rooms with members on this node.
+#[utoipa::path(get, path = "/v1/admin/rooms", tag = "realtime", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Rooms and their member counts", body = serde_json::Value,
+         example = json!({"rooms": [{"room": "r1", "members": 2}]})),
+        (status = 403, description = "forbidden: missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn admin_rooms(_: Admin, State(state): State<AppState>) -> Json<serde_json::Value> {
     let rooms: Vec<serde_json::Value> = state
         .hub
@@ -97,6 +119,15 @@ async fn admin_rooms(_: Admin, State(state): State<AppState>) -> Json<serde_json
     Json(serde_json::json!({ "rooms": rooms }))
 }
 
+/// One room's members on this node, in join order.
+#[utoipa::path(get, path = "/v1/admin/rooms/{room}", tag = "realtime", security(("api_key" = [])),
+    params(("room" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "The room and its members", body = serde_json::Value,
+         example = json!({"room": "r1", "members": [{"connection_id": "c_1", "handle": "h_…", "principal": "user:alice", "role": "user"}]})),
+        (status = 403, description = "forbidden: missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: nobody is in the room", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn admin_room(
     _: Admin,
     State(state): State<AppState>,
@@ -114,6 +145,18 @@ struct ConnectionsQuery {
     limit: Option<usize>,
 }
 
+/// Live WebSocket connections on this node (of one session, or all), oldest first.
+#[utoipa::path(get, path = "/v1/admin/connections", tag = "realtime", security(("api_key" = [])),
+    params(
+        ("handle" = Option<String>, Query, description = "Only this session's connections"),
+        ("limit" = Option<usize>, Query, description = "At most this many (default 1000, max 10000)"),
+    ),
+    responses(
+        (status = 200, description = "The connections", body = serde_json::Value,
+         example = json!({"connections": [{"connection_id": "c_1", "handle": "h_…", "principal": "user:alice", "role": "user", "rooms": ["r1"], "connected_at": "2025-01-01T00:00:00Z"}]})),
+        (status = 400, description = "invalid_request: bad handle or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "forbidden: missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn admin_connections(
     _: Admin,
     State(state): State<AppState>,

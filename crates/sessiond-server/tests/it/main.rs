@@ -6,6 +6,7 @@ mod admin;
 mod common;
 mod expiry;
 mod idempotency;
+mod openapi;
 mod secrets;
 mod session;
 mod signin;

@@ -1,0 +1,126 @@
+//! `/openapi.json` documents every route the server serves under `/v1/` (and ops), with
+//! every method, and no route that does not exist.
+
+use crate::common::*;
+use reqwest::{Client, Method};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Every `/v1/` route of the router, with its methods (see `routes::*::router` and `ws::router`).
+const V1_ROUTES: &[(&str, &[&str])] = &[
+    ("/v1/session", &["get", "post", "delete"]),
+    ("/v1/session/activity", &["post"]),
+    ("/v1/session/renew", &["post"]),
+    ("/v1/session/signin", &["post"]),
+    ("/v1/session/local-key", &["get"]),
+    ("/v1/session/data/{key}", &["get", "put", "delete"]),
+    ("/v1/auth/verify", &["get"]),
+    ("/v1/drafts", &["get"]),
+    ("/v1/drafts/{conversation}", &["get", "put", "delete"]),
+    (
+        "/v1/drafts/{conversation}/attachments/{name}",
+        &["get", "put", "delete"],
+    ),
+    ("/v1/rooms/{room}/snapshot", &["get", "put"]),
+    ("/v1/ws", &["get"]),
+    ("/v1/admin/sessions", &["get"]),
+    ("/v1/admin/sessions/{handle}", &["get", "delete"]),
+    ("/v1/admin/principals/{id}/sessions", &["delete"]),
+    ("/v1/admin/audit", &["get"]),
+    ("/v1/admin/tickets", &["post"]),
+    ("/v1/admin/rooms", &["get"]),
+    ("/v1/admin/rooms/{room}", &["get"]),
+    ("/v1/admin/connections", &["get"]),
+];
+
+/// Outside `/v1/`: the ops endpoints and the dev demo API.
+const OTHER_ROUTES: &[(&str, &[&str])] = &[
+    ("/healthz", &["get"]),
+    ("/readyz", &["get"]),
+    ("/metrics", &["get"]),
+    ("/demo/api/ticket", &["post"]),
+    ("/demo/api/messages", &["get", "post"]),
+];
+
+/// A concrete URL path for a templated one.
+fn concrete(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if seg.starts_with('{') { "x1" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_every_route() {
+    let s = Server::start().await;
+    let c = Client::new();
+    let r = c.get(s.u("/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = r.json().await.unwrap();
+    let paths = doc["paths"].as_object().expect("paths is an object");
+
+    for (path, methods) in V1_ROUTES.iter().chain(OTHER_ROUTES) {
+        let item = paths
+            .get(*path)
+            .unwrap_or_else(|| panic!("{path} is not documented"));
+        for m in *methods {
+            let op = &item[*m];
+            assert!(op.is_object(), "{m} {path} is not documented");
+            assert!(
+                op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+                "{m} {path} has no tag"
+            );
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{m} {path} has no responses"
+            );
+        }
+        // The list matches the router: a method no route has answers 405 only on a served path.
+        let r = c
+            .request(Method::PATCH, s.u(&concrete(path)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{path} is not served");
+    }
+
+    // Nothing documented under /v1/ that the list (and so the router) lacks.
+    let documented: BTreeSet<&str> = paths
+        .keys()
+        .map(String::as_str)
+        .filter(|p| p.starts_with("/v1/"))
+        .collect();
+    let listed: BTreeSet<&str> = V1_ROUTES.iter().map(|(p, _)| *p).collect();
+    assert_eq!(documented, listed);
+
+    // Admin operations name the API key; the browser's own ones do not.
+    for (path, m) in [
+        ("/v1/admin/rooms", "get"),
+        ("/v1/admin/connections", "get"),
+        ("/v1/admin/sessions", "get"),
+    ] {
+        assert_eq!(
+            paths[path][m]["security"][0]["api_key"],
+            Value::Array(vec![]),
+            "{m} {path}"
+        );
+    }
+    assert!(paths["/v1/drafts"]["get"].get("security").is_none());
+    assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
+    let tags: BTreeSet<&str> = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for t in ["drafts", "snapshots", "realtime", "ops", "demo (dev only)"] {
+        assert!(tags.contains(t), "tag {t} missing");
+    }
+    // Errors are documented as problem+json.
+    assert!(
+        paths["/v1/drafts/{conversation}"]["put"]["responses"]["409"]["content"]
+            ["application/problem+json"]
+            .is_object()
+    );
+    s.stop().await;
+}
