@@ -103,7 +103,11 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(m) => ApiError::StoreUnavailable(m),
+            StoreError::Unavailable(m) => {
+                // Per-node store health (requests, scheduler, flusher alike).
+                metrics::counter!("sessiond_store_errors_total").increment(1);
+                ApiError::StoreUnavailable(m)
+            }
             StoreError::Corrupt(m) => ApiError::Internal(m),
             StoreError::TooLarge { limit } => ApiError::TooLarge {
                 code: "payload_too_large",

@@ -134,7 +134,7 @@ impl SessionService {
     fn is_stale(&self, e: &Entry, now: Timestamp) -> bool {
         self.cluster
             .get()
-            .is_some_and(|m| now - e.validated_at > m.revalidate_ms)
+            .is_some_and(|m| now.saturating_sub(e.validated_at) > m.revalidate_ms)
     }
 
     /// Marks a cached session for re-reading (another node changed it).

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use sessiond_testkit::redis_guard::{RedisCluster, RedisServer};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -49,14 +50,19 @@ struct Node {
 
 impl Node {
     fn start(store: &str, idle: &str) -> Node {
-        let cfg = sessiond_server::config::Config::from_toml(&config(store, idle)).expect("test config");
+        let cfg =
+            sessiond_server::config::Config::from_toml(&config(store, idle)).expect("test config");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         // `true`: graceful shutdown; `false`: kill (drop the runtime, nothing runs).
         let (stop, stopped) = std::sync::mpsc::channel::<bool>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
             let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
             let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
             std::thread::spawn(move || match stopped.recv() {
@@ -116,7 +122,10 @@ struct Sess {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
 }
 
 async fn wait_ready(n: &Node) {
@@ -133,7 +142,12 @@ async fn wait_ready(n: &Node) {
 }
 
 async fn new_session(n: &Node) -> Sess {
-    let r = http().post(format!("{}/v1/session", n.base)).json(&json!({"bearer": true})).send().await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/session", n.base))
+        .json(&json!({"bearer": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     Sess {
@@ -144,13 +158,21 @@ async fn new_session(n: &Node) -> Sess {
 }
 
 async fn get_session(n: &Node, s: &Sess) -> (u16, Value) {
-    let r = http().get(format!("{}/v1/session", n.base)).bearer_auth(&s.token).send().await.unwrap();
+    let r = http()
+        .get(format!("{}/v1/session", n.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
 async fn audit_ended(n: &Node, handle: &str) -> Vec<Value> {
     let r = http()
-        .get(format!("{}/v1/admin/audit?kind=ended&handle={handle}", n.base))
+        .get(format!(
+            "{}/v1/admin/audit?kind=ended&handle={handle}",
+            n.base
+        ))
         .bearer_auth(API_KEY)
         .send()
         .await
@@ -160,49 +182,85 @@ async fn audit_ended(n: &Node, handle: &str) -> Vec<Value> {
     v["events"].as_array().cloned().unwrap_or_default()
 }
 
-async fn ws(n: &Node, s: &Sess) -> Ws {
-    let mut req = n.ws_url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", format!("sessiond.v1, bearer.{}", s.token).parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("websocket upgrade");
-    let hello = next_json(&mut ws).await;
-    assert_eq!(hello["type"], "hello");
-    ws
+/// A client connection: a task reads the socket all the time (so protocol pings are
+/// answered even while the test sleeps) and hands over the JSON frames.
+struct Client {
+    rx: mpsc::Receiver<Value>,
+    tx: futures::stream::SplitSink<Ws, Message>,
 }
 
-/// The next JSON text frame (protocol pings are answered by tungstenite while reading).
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next()).await.expect("a frame in time").expect("socket open").unwrap();
-        match m {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(f) => panic!("closed: {f:?}"),
-            _ => continue,
+async fn ws(n: &Node, s: &Sess) -> Client {
+    let mut req = n.ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("sessiond.v1, bearer.{}", s.token).parse().unwrap(),
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket upgrade");
+    let (tx, mut read) = socket.split();
+    let (frames, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = read.next().await {
+            let v = match m {
+                Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+                Message::Close(f) => {
+                    json!({"type": "closed", "code": f.map(|f| u16::from(f.code))})
+                }
+                _ => continue,
+            };
+            if frames.send(v).await.is_err() {
+                break;
+            }
         }
-    }
+    });
+    let mut c = Client { rx, tx };
+    let hello = next_json(&mut c).await;
+    assert_eq!(hello["type"], "hello");
+    c
+}
+
+async fn next_json(c: &mut Client) -> Value {
+    tokio::time::timeout(WAIT, c.rx.recv())
+        .await
+        .expect("a frame in time")
+        .expect("socket open")
 }
 
 /// Reads until a frame of `type`, skipping others; returns it and when it arrived.
-async fn expect_type(ws: &mut Ws, ty: &str) -> (Value, Instant) {
+async fn expect_type(c: &mut Client, ty: &str) -> (Value, Instant) {
     loop {
-        let v = next_json(ws).await;
+        let v = next_json(c).await;
         if v["type"] == ty {
             return (v, Instant::now());
         }
+        assert!(
+            v["type"] != "closed" || ty == "closed",
+            "closed while waiting for {ty}: {v}"
+        );
     }
 }
 
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+async fn send(c: &mut Client, v: Value) {
+    c.tx.send(Message::Text(v.to_string())).await.unwrap();
 }
 
 fn member_handles(v: &Value) -> Vec<String> {
-    v["members"].as_array().unwrap().iter().map(|m| m["handle"].as_str().unwrap().to_owned()).collect()
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["handle"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Milliseconds from now until an RFC 3339 instant (negative if past).
 fn ms_until(rfc3339: &str) -> i64 {
     let at = time_ms(rfc3339);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     at - now
 }
 
@@ -214,7 +272,10 @@ fn time_ms(rfc3339: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_shared_activity_moves_deadlines_and_revocation_reaches_other_nodes() {
     let redis = RedisServer::start();
-    let (a, b) = (Node::start(&redis.url(), "20s"), Node::start(&redis.url(), "20s"));
+    let (a, b) = (
+        Node::start(&redis.url(), "20s"),
+        Node::start(&redis.url(), "20s"),
+    );
     wait_ready(&a).await;
     wait_ready(&b).await;
 
@@ -228,7 +289,12 @@ async fn sessions_are_shared_activity_moves_deadlines_and_revocation_reaches_oth
 
     // Activity on B moves the deadline A reports (A re-reads entries older than 1 s).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let r = http().post(format!("{}/v1/session/activity", b.base)).bearer_auth(&s.token).send().await.unwrap();
+    let r = http()
+        .post(format!("{}/v1/session/activity", b.base))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(4);
     loop {
@@ -236,34 +302,57 @@ async fn sessions_are_shared_activity_moves_deadlines_and_revocation_reaches_oth
         if time_ms(on_a["idle_expires_at"].as_str().unwrap()) >= before + 1000 {
             break;
         }
-        assert!(Instant::now() < deadline, "A never saw B's activity: {on_a}");
+        assert!(
+            Instant::now() < deadline,
+            "A never saw B's activity: {on_a}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Revoked through A: B's connection is told and B refuses the token within ~1 s.
     let mut on_b_ws = ws(&b, &s).await;
     let t0 = Instant::now();
-    let r = http().delete(format!("{}/v1/admin/sessions/{}", a.base, s.handle)).bearer_auth(API_KEY).send().await.unwrap();
+    let r = http()
+        .delete(format!("{}/v1/admin/sessions/{}", a.base, s.handle))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let (ended, at) = expect_type(&mut on_b_ws, "session_ended").await;
     assert_eq!(ended["reason"], "revoked");
-    assert!(at - t0 < Duration::from_millis(1000), "B's connection told after {:?}", at - t0);
+    assert!(
+        at - t0 < Duration::from_millis(1000),
+        "B's connection told after {:?}",
+        at - t0
+    );
     let (status, body) = get_session(&b, &s).await;
-    assert_eq!((status, body["reason"].as_str()), (401, Some("revoked")), "B still serves a revoked session: {body}");
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("revoked")),
+        "B still serves a revoked session: {body}"
+    );
     assert_eq!(audit_ended(&a, &s.handle).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_expiry_fires_once_and_connections_on_both_nodes_are_told() {
     let redis = RedisServer::start();
-    let (a, b) = (Node::start(&redis.url(), "4s"), Node::start(&redis.url(), "4s"));
+    let (a, b) = (
+        Node::start(&redis.url(), "4s"),
+        Node::start(&redis.url(), "4s"),
+    );
     wait_ready(&a).await;
     wait_ready(&b).await;
 
     let mut sessions = Vec::new();
     for i in 0..4 {
         // Half created on each node; every session has a connection on both.
-        let s = if i % 2 == 0 { new_session(&a).await } else { new_session(&b).await };
+        let s = if i % 2 == 0 {
+            new_session(&a).await
+        } else {
+            new_session(&b).await
+        };
         let wa = ws(&a, &s).await;
         let wb = ws(&b, &s).await;
         sessions.push((s, wa, wb));
@@ -274,14 +363,23 @@ async fn each_expiry_fires_once_and_connections_on_both_nodes_are_told() {
             assert_eq!(ended["reason"], "idle_timeout");
             // Told within a second of the deadline (and never before it).
             let late = -ms_until(&s.idle_expires_at);
-            assert!((0..=1200).contains(&late), "session_ended {late} ms after the deadline");
+            assert!(
+                (0..=1200).contains(&late),
+                "session_ended {late} ms after the deadline"
+            );
         }
     }
     // Both schedulers raced for every session; the store's CAS let one win each.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     for (s, ..) in &sessions {
         let events = audit_ended(&b, &s.handle).await;
-        assert_eq!(events.len(), 1, "ended audited {} times for {}", events.len(), s.handle);
+        assert_eq!(
+            events.len(),
+            1,
+            "ended audited {} times for {}",
+            events.len(),
+            s.handle
+        );
         assert_eq!(events[0]["reason"], "idle_timeout");
     }
 }
@@ -289,12 +387,19 @@ async fn each_expiry_fires_once_and_connections_on_both_nodes_are_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_spans_nodes_and_a_killed_nodes_members_are_lost() {
     let redis = RedisServer::start();
-    let (a, b, mut c) =
-        (Node::start(&redis.url(), "60s"), Node::start(&redis.url(), "60s"), Node::start(&redis.url(), "60s"));
+    let (a, b, mut c) = (
+        Node::start(&redis.url(), "60s"),
+        Node::start(&redis.url(), "60s"),
+        Node::start(&redis.url(), "60s"),
+    );
     for n in [&a, &b, &c] {
         wait_ready(n).await;
     }
-    let (s1, s2, s3) = (new_session(&a).await, new_session(&b).await, new_session(&c).await);
+    let (s1, s2, s3) = (
+        new_session(&a).await,
+        new_session(&b).await,
+        new_session(&c).await,
+    );
     let (mut w1, mut w2, mut w3) = (ws(&a, &s1).await, ws(&b, &s2).await, ws(&c, &s3).await);
 
     send(&mut w1, json!({"type": "join", "room": "conv-9"})).await;
@@ -303,7 +408,11 @@ async fn presence_spans_nodes_and_a_killed_nodes_members_are_lost() {
 
     send(&mut w2, json!({"type": "join", "room": "conv-9"})).await;
     let (p, _) = expect_type(&mut w2, "presence").await;
-    assert_eq!(member_handles(&p), vec![s1.handle.clone(), s2.handle.clone()], "B's joiner sees A's member");
+    assert_eq!(
+        member_handles(&p),
+        vec![s1.handle.clone(), s2.handle.clone()],
+        "B's joiner sees A's member"
+    );
     let (j, _) = expect_type(&mut w1, "member_joined").await;
     assert_eq!(j["member"]["handle"], s2.handle.as_str());
 
@@ -314,14 +423,23 @@ async fn presence_spans_nodes_and_a_killed_nodes_members_are_lost() {
     let mut want = vec![s1.handle.clone(), s2.handle.clone(), s3.handle.clone()];
     want.sort();
     assert_eq!(got, want);
-    assert_eq!(expect_type(&mut w1, "member_joined").await.0["member"]["handle"], s3.handle.as_str());
-    assert_eq!(expect_type(&mut w2, "member_joined").await.0["member"]["handle"], s3.handle.as_str());
+    assert_eq!(
+        expect_type(&mut w1, "member_joined").await.0["member"]["handle"],
+        s3.handle.as_str()
+    );
+    assert_eq!(
+        expect_type(&mut w2, "member_joined").await.0["member"]["handle"],
+        s3.handle.as_str()
+    );
 
     // A leave on B reaches A and C.
     send(&mut w2, json!({"type": "leave", "room": "conv-9"})).await;
     for w in [&mut w1, &mut w3] {
         let (l, _) = expect_type(w, "member_left").await;
-        assert_eq!((l["member"]["handle"].as_str(), l["reason"].as_str()), (Some(s2.handle.as_str()), Some("left")));
+        assert_eq!(
+            (l["member"]["handle"].as_str(), l["reason"].as_str()),
+            (Some(s2.handle.as_str()), Some("left"))
+        );
     }
 
     // C dies without a word: A is told its member was lost within interval × misses
@@ -329,12 +447,22 @@ async fn presence_spans_nodes_and_a_killed_nodes_members_are_lost() {
     let t0 = Instant::now();
     c.kill();
     let (l, at) = expect_type(&mut w1, "member_left").await;
-    assert_eq!((l["member"]["handle"].as_str(), l["reason"].as_str()), (Some(s3.handle.as_str()), Some("lost")));
-    assert!(at - t0 <= Duration::from_secs(7), "lost reported after {:?}", at - t0);
+    assert_eq!(
+        (l["member"]["handle"].as_str(), l["reason"].as_str()),
+        (Some(s3.handle.as_str()), Some("lost"))
+    );
+    assert!(
+        at - t0 <= Duration::from_secs(7),
+        "lost reported after {:?}",
+        at - t0
+    );
     // The survivors no longer list it; the session itself stays valid.
     send(&mut w2, json!({"type": "join", "room": "conv-9"})).await;
     let (p, _) = expect_type(&mut w2, "presence").await;
-    assert_eq!(member_handles(&p), vec![s1.handle.clone(), s2.handle.clone()]);
+    assert_eq!(
+        member_handles(&p),
+        vec![s1.handle.clone(), s2.handle.clone()]
+    );
     assert_eq!(get_session(&a, &s3).await.0, 200);
     drop(w3);
 }
@@ -342,7 +470,10 @@ async fn presence_spans_nodes_and_a_killed_nodes_members_are_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_answers_503_fast_defers_expiry_and_recovers() {
     let mut redis = RedisServer::start_durable();
-    let (a, b) = (Node::start(&redis.url(), "8s"), Node::start(&redis.url(), "8s"));
+    let (a, b) = (
+        Node::start(&redis.url(), "8s"),
+        Node::start(&redis.url(), "8s"),
+    );
     wait_ready(&a).await;
     wait_ready(&b).await;
     let client = http();
@@ -361,20 +492,35 @@ async fn redis_outage_answers_503_fast_defers_expiry_and_recovers() {
         .unwrap();
     assert_eq!(r.status(), 200, "draft saved");
     let mut ws_s = ws(&a, &s).await;
-    assert!(ms_until(&x.idle_expires_at) > 1500, "X must still be live when Redis stops");
+    assert!(
+        ms_until(&x.idle_expires_at) > 1500,
+        "X must still be live when Redis stops"
+    );
 
     redis.stop();
     let outage = Instant::now();
     let mut saw_503 = 0;
     let mut ping_id = 0;
     while outage.elapsed() < Duration::from_secs(4) {
-        for (node, path) in [(&a, "/v1/drafts/conv-1"), (&b, "/v1/drafts/conv-1"), (&a, "/readyz")] {
+        for (node, path) in [
+            (&a, "/v1/drafts/conv-1"),
+            (&b, "/v1/drafts/conv-1"),
+            (&a, "/readyz"),
+        ] {
             let t = Instant::now();
-            let r = client.get(format!("{}{path}", node.base)).bearer_auth(&s.token).send().await.unwrap();
+            let r = client
+                .get(format!("{}{path}", node.base))
+                .bearer_auth(&s.token)
+                .send()
+                .await
+                .unwrap();
             let took = t.elapsed();
             let status = r.status().as_u16();
             let body: Value = r.json().await.unwrap_or(Value::Null);
-            assert!(took <= Duration::from_millis(1200), "{path} took {took:?} during the outage");
+            assert!(
+                took <= Duration::from_millis(1200),
+                "{path} took {took:?} during the outage"
+            );
             assert_eq!(status, 503, "{path} during the outage: {body}");
             assert_eq!(body["code"], "store_unavailable");
             saw_503 += 1;
@@ -387,10 +533,16 @@ async fn redis_outage_answers_503_fast_defers_expiry_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(saw_503 >= 6);
-    assert!(ms_until(&x.idle_expires_at) < 0, "X's deadline passed during the outage");
+    assert!(
+        ms_until(&x.idle_expires_at) < 0,
+        "X's deadline passed during the outage"
+    );
     // Not expired while its deadline could not be checked: no ending was sent.
-    let early = tokio::time::timeout(Duration::from_millis(50), wx.next()).await;
-    assert!(early.is_err() || matches!(early, Ok(Some(Ok(Message::Ping(_))))), "X ended during the outage: {early:?}");
+    let early = wx.rx.try_recv();
+    assert!(
+        early.is_err(),
+        "X was told something during the outage: {early:?}"
+    );
 
     redis.restart();
     let back = Instant::now();
@@ -400,14 +552,27 @@ async fn redis_outage_answers_503_fast_defers_expiry_and_recovers() {
     }
     let (ended, _) = expect_type(&mut wx, "session_ended").await;
     assert_eq!(ended["reason"], "idle_timeout");
-    assert!(back.elapsed() < Duration::from_secs(5), "missed deadline honoured {:?} after recovery", back.elapsed());
+    assert!(
+        back.elapsed() < Duration::from_secs(5),
+        "missed deadline honoured {:?} after recovery",
+        back.elapsed()
+    );
     let deadline = Instant::now() + WAIT;
     let draft = loop {
-        let r = client.get(format!("{}/v1/drafts/conv-1", b.base)).bearer_auth(&s.token).send().await.unwrap();
+        let r = client
+            .get(format!("{}/v1/drafts/conv-1", b.base))
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap();
         if r.status() == 200 {
             break r.json::<Value>().await.unwrap();
         }
-        assert!(Instant::now() < deadline, "drafts did not come back: {}", r.status());
+        assert!(
+            Instant::now() < deadline,
+            "drafts did not come back: {}",
+            r.status()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(draft["text"], "acknowledged before the outage");
@@ -430,9 +595,18 @@ async fn redis_cluster_uses_sharded_pubsub_for_revocation() {
     // Let B's subscription settle (it may have followed a MOVED redirect).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t0 = Instant::now();
-    let r = http().delete(format!("{}/v1/admin/sessions/{}", a.base, s.handle)).bearer_auth(API_KEY).send().await.unwrap();
+    let r = http()
+        .delete(format!("{}/v1/admin/sessions/{}", a.base, s.handle))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     let (ended, at) = expect_type(&mut on_b, "session_ended").await;
     assert_eq!(ended["reason"], "revoked");
-    assert!(at - t0 < Duration::from_millis(1000), "told after {:?}", at - t0);
+    assert!(
+        at - t0 < Duration::from_millis(1000),
+        "told after {:?}",
+        at - t0
+    );
 }

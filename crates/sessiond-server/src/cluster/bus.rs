@@ -13,7 +13,10 @@ use super::Cluster;
 use crate::bus::Event;
 use crate::state::AppState;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
+    PushInfo, PushKind,
+};
 use sessiond_store_redis::{RedisError, Topology};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -48,10 +51,23 @@ fn crosses_nodes(e: &Event) -> bool {
 }
 
 /// Publishes one event on the cluster channel as coming from `origin`.
-pub(crate) async fn publish_as(cluster: &Cluster, origin: &str, e: &Event, now: i64) -> Result<(), RedisError> {
-    let env = Envelope { o: origin.to_owned(), t: now, e: e.clone() };
+pub(crate) async fn publish_as(
+    cluster: &Cluster,
+    origin: &str,
+    e: &Event,
+    now: i64,
+) -> Result<(), RedisError> {
+    let env = Envelope {
+        o: origin.to_owned(),
+        t: now,
+        e: e.clone(),
+    };
     let body = serde_json::to_vec(&env)?;
-    let verb = if cluster.sharded { "SPUBLISH" } else { "PUBLISH" };
+    let verb = if cluster.sharded {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
     let mut c = redis::cmd(verb);
     c.arg(cluster.keys.channel()).arg(body);
     let _: i64 = cluster.cmd(&c).await?;
@@ -61,7 +77,11 @@ pub(crate) async fn publish_as(cluster: &Cluster, origin: &str, e: &Event, now: 
 
 /// Forwards this node's events to the others, in order, and keeps the room registry in
 /// step with this node's joins and leaves.
-pub async fn forwarder(state: AppState, cluster: Arc<Cluster>, mut events: broadcast::Receiver<Event>) {
+pub async fn forwarder(
+    state: AppState,
+    cluster: Arc<Cluster>,
+    mut events: broadcast::Receiver<Event>,
+) {
     let mut shutdown = state.shutdown.clone();
     loop {
         let ev = tokio::select! {
@@ -70,19 +90,30 @@ pub async fn forwarder(state: AppState, cluster: Arc<Cluster>, mut events: broad
         };
         match ev {
             Ok(ev) => {
-                if let Event::Presence { room, payload, origin } = &ev {
+                if let Event::Presence {
+                    room,
+                    payload,
+                    origin,
+                } = &ev
+                {
                     if origin == cluster.node_id() {
-                        super::presence::record_local(&cluster, state.clock.now(), room, payload).await;
+                        super::presence::record_local(&cluster, state.clock.now(), room, payload)
+                            .await;
                     }
                 }
                 if crosses_nodes(&ev) {
-                    if let Err(e) = publish_as(&cluster, cluster.node_id(), &ev, state.clock.now()).await {
+                    if let Err(e) =
+                        publish_as(&cluster, cluster.node_id(), &ev, state.clock.now()).await
+                    {
                         tracing::debug!(error = %e, "cluster event not published (at-most-once; others reconcile)");
                     }
                 }
             }
             Err(RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "cluster forwarder lagged; rewriting this node's presence");
+                tracing::warn!(
+                    missed = n,
+                    "cluster forwarder lagged; rewriting this node's presence"
+                );
                 metrics::counter!("sessiond_cluster_events_dropped_total").increment(n);
                 cluster.request_resync();
             }
@@ -165,7 +196,11 @@ pub async fn subscriber(state: AppState, cluster: Arc<Cluster>) {
 fn on_push(state: &AppState, cluster: &Cluster, p: PushInfo) -> bool {
     match p.kind {
         PushKind::Message | PushKind::SMessage => {
-            let Some(body) = p.data.get(1).and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok()) else {
+            let Some(body) = p
+                .data
+                .get(1)
+                .and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok())
+            else {
                 return true;
             };
             match serde_json::from_slice::<Envelope>(&body) {
@@ -192,7 +227,9 @@ fn on_push(state: &AppState, cluster: &Cluster, p: PushInfo) -> bool {
 /// and the local connections are told.
 fn deliver(state: &AppState, e: Event) {
     match &e {
-        Event::SessionEnded { handle, .. } | Event::SessionRenewed { handle, .. } => state.sessions.invalidate(handle),
+        Event::SessionEnded { handle, .. } | Event::SessionRenewed { handle, .. } => {
+            state.sessions.invalidate(handle)
+        }
         Event::ExpiryWarning { .. } | Event::Presence { .. } => {}
     }
     state.bus.deliver_local(e);
@@ -231,9 +268,16 @@ fn moved(info: &ConnectionInfo, addr: &str) -> Option<ConnectionInfo> {
     let mut out = info.clone();
     out.addr = match &info.addr {
         ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host.to_owned(), port),
-        ConnectionAddr::TcpTls { insecure, tls_params, .. } => {
-            ConnectionAddr::TcpTls { host: host.to_owned(), port, insecure: *insecure, tls_params: tls_params.clone() }
-        }
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
         ConnectionAddr::Unix(_) => return None,
     };
     Some(out)
@@ -250,9 +294,12 @@ async fn open(
         .set_connection_timeout(cfg.connect_timeout)
         .set_response_timeout(cfg.command_timeout)
         .set_push_sender(sender);
-    let conn = tokio::time::timeout(cfg.connect_timeout, client.get_multiplexed_async_connection_with_config(&conn_cfg))
-        .await
-        .map_err(|_| RedisError::Timeout(cfg.connect_timeout))??;
+    let conn = tokio::time::timeout(
+        cfg.connect_timeout,
+        client.get_multiplexed_async_connection_with_config(&conn_cfg),
+    )
+    .await
+    .map_err(|_| RedisError::Timeout(cfg.connect_timeout))??;
     Ok(conn)
 }
 
@@ -280,7 +327,13 @@ async fn connect(
             let info = resp3(url.as_str().into_connection_info()?);
             subscribe(open(info, sender, cluster).await?, "SUBSCRIBE").await
         }
-        Topology::Sentinel { sentinels, master, tls, username, password } => {
+        Topology::Sentinel {
+            sentinels,
+            master,
+            tls,
+            username,
+            password,
+        } => {
             let mut s = redis::sentinel::Sentinel::build(sentinels)?;
             let node = redis::sentinel::SentinelNodeConnectionInfo {
                 tls_mode: tls.then_some(redis::TlsMode::Secure),
@@ -338,12 +391,24 @@ mod tests {
 
     #[test]
     fn envelope_round_trips_and_warnings_stay_local() {
-        let e = Event::Presence { room: "r".into(), payload: serde_json::json!({"type": "member_joined"}), origin: "n1".into() };
-        let env = Envelope { o: "n1".into(), t: 5, e: e.clone() };
+        let e = Event::Presence {
+            room: "r".into(),
+            payload: serde_json::json!({"type": "member_joined"}),
+            origin: "n1".into(),
+        };
+        let env = Envelope {
+            o: "n1".into(),
+            t: 5,
+            e: e.clone(),
+        };
         let back: Envelope = serde_json::from_slice(&serde_json::to_vec(&env).unwrap()).unwrap();
         assert_eq!((back.o.as_str(), back.t, back.e), ("n1", 5, e.clone()));
         assert!(crosses_nodes(&e));
-        let w = Event::ExpiryWarning { handle: sessiond_core::Handle::generate(), seconds_left: 3, idle_expires_at: 9 };
+        let w = Event::ExpiryWarning {
+            handle: sessiond_core::Handle::generate(),
+            seconds_left: 3,
+            idle_expires_at: 9,
+        };
         assert!(!crosses_nodes(&w));
     }
 

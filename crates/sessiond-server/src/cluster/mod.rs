@@ -54,7 +54,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        Keys { prefix: prefix.to_owned() }
+        Keys {
+            prefix: prefix.to_owned(),
+        }
     }
     /// Set of node ids that ever registered (and were not cleaned up yet).
     pub fn nodes(&self) -> String {
@@ -89,14 +91,25 @@ fn encode(s: &str) -> String {
 
 fn decode(s: &str) -> Option<String> {
     use base64::Engine;
-    String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?).ok()
+    String::from_utf8(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .ok()?,
+    )
+    .ok()
 }
 
 impl Cluster {
     pub fn new(redis: Arc<RedisStore>, node_id: String) -> Self {
         let keys = Keys::new(&redis.config().key_prefix);
         let sharded = redis.is_cluster();
-        Cluster { redis, node_id, keys, sharded, resync: AtomicBool::new(false) }
+        Cluster {
+            redis,
+            node_id,
+            keys,
+            sharded,
+            resync: AtomicBool::new(false),
+        }
     }
 
     pub fn node_id(&self) -> &str {
@@ -112,7 +125,10 @@ impl Cluster {
     }
 
     /// One command on the store's connections; failures are counted per node.
-    pub(crate) async fn cmd<T: redis::FromRedisValue>(&self, c: &redis::Cmd) -> Result<T, RedisError> {
+    pub(crate) async fn cmd<T: redis::FromRedisValue>(
+        &self,
+        c: &redis::Cmd,
+    ) -> Result<T, RedisError> {
         let r = self.redis.command(c).await;
         if r.is_err() {
             metrics::counter!("sessiond_cluster_redis_errors_total").increment(1);
@@ -133,7 +149,9 @@ impl Cluster {
 /// single node.
 pub async fn remote_members(state: &AppState, room: &str) -> Result<Vec<Member>, ApiError> {
     match &state.cluster {
-        Some(c) => presence::remote_members(c, room).await.map_err(|e| ApiError::from(sessiond_core::StoreError::from(e))),
+        Some(c) => presence::remote_members(c, room)
+            .await
+            .map_err(|e| ApiError::from(sessiond_core::StoreError::from(e))),
         None => Ok(Vec::new()),
     }
 }
@@ -142,6 +160,7 @@ pub async fn remote_members(state: &AppState, room: &str) -> Result<Vec<Member>,
 /// finishes after shutdown, once this node has left the cluster cleanly.
 pub fn spawn(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
     let cluster = state.cluster.clone()?;
+    metrics::gauge!("sessiond_cluster_node", "node" => cluster.node_id().to_owned()).set(1.0);
     // Subscribed before any request is served, so no local event is missed.
     let outbound = state.bus.subscribe_outbound();
     tokio::spawn(bus::subscriber(state.clone(), cluster.clone()));

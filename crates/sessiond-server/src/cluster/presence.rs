@@ -52,10 +52,18 @@ fn parse_line(line: &str) -> Option<(String, String)> {
 /// Writes one of this node's room changes (a `member_joined` or `member_left` the hub
 /// published) into the registry. A failure schedules a resync.
 pub async fn record_local(cluster: &Cluster, now: i64, room: &str, payload: &serde_json::Value) {
-    let Ok(msg) = serde_json::from_value::<ServerMsg>(payload.clone()) else { return };
+    let Ok(msg) = serde_json::from_value::<ServerMsg>(payload.clone()) else {
+        return;
+    };
     let r = match msg {
-        ServerMsg::MemberJoined { member, .. } => add(cluster, room, &member, now).await.map(|_| ()),
-        ServerMsg::MemberLeft { member, .. } => remove(cluster, cluster.node_id(), room, &member.connection_id).await.map(|_| ()),
+        ServerMsg::MemberJoined { member, .. } => {
+            add(cluster, room, &member, now).await.map(|_| ())
+        }
+        ServerMsg::MemberLeft { member, .. } => {
+            remove(cluster, cluster.node_id(), room, &member.connection_id)
+                .await
+                .map(|_| ())
+        }
         _ => return,
     };
     if let Err(e) = r {
@@ -66,18 +74,30 @@ pub async fn record_local(cluster: &Cluster, now: i64, room: &str, payload: &ser
 
 /// Registers a member of this node; `true` if the room did not list it yet.
 async fn add(cluster: &Cluster, room: &str, member: &Member, now: i64) -> Result<bool, RedisError> {
-    let entry = Entry { node: cluster.node_id().to_owned(), at: now, member: member.clone() };
+    let entry = Entry {
+        node: cluster.node_id().to_owned(),
+        at: now,
+        member: member.clone(),
+    };
     let mut sadd = redis::cmd("SADD");
-    sadd.arg(cluster.keys.node_members(cluster.node_id())).arg(node_line(room, &member.connection_id));
+    sadd.arg(cluster.keys.node_members(cluster.node_id()))
+        .arg(node_line(room, &member.connection_id));
     let _: i64 = cluster.cmd(&sadd).await?;
     let mut hset = redis::cmd("HSETNX");
-    hset.arg(cluster.keys.room(room)).arg(&member.connection_id).arg(serde_json::to_string(&entry)?);
+    hset.arg(cluster.keys.room(room))
+        .arg(&member.connection_id)
+        .arg(serde_json::to_string(&entry)?);
     let added: i64 = cluster.cmd(&hset).await?;
     Ok(added == 1)
 }
 
 /// Removes a member of `node` from a room; the entry if it was listed.
-async fn remove(cluster: &Cluster, node: &str, room: &str, connection_id: &str) -> Result<Option<Entry>, RedisError> {
+async fn remove(
+    cluster: &Cluster,
+    node: &str,
+    room: &str,
+    connection_id: &str,
+) -> Result<Option<Entry>, RedisError> {
     let key = cluster.keys.room(room);
     let mut hget = redis::cmd("HGET");
     hget.arg(&key).arg(connection_id);
@@ -86,7 +106,8 @@ async fn remove(cluster: &Cluster, node: &str, room: &str, connection_id: &str) 
     hdel.arg(&key).arg(connection_id);
     let removed: i64 = cluster.cmd(&hdel).await?;
     let mut srem = redis::cmd("SREM");
-    srem.arg(cluster.keys.node_members(node)).arg(node_line(room, connection_id));
+    srem.arg(cluster.keys.node_members(node))
+        .arg(node_line(room, connection_id));
     let _: i64 = cluster.cmd(&srem).await?;
     Ok(match raw {
         Some(raw) if removed == 1 => serde_json::from_str(&raw).ok(),
@@ -110,8 +131,17 @@ pub async fn remote_members(cluster: &Cluster, room: &str) -> Result<Vec<Member>
 
 /// A `member_left` for a room, as the hub would publish it, from `origin`.
 fn left_event(room: &str, member: Member, reason: LeftReason, origin: &str) -> Option<Event> {
-    let payload = serde_json::to_value(ServerMsg::MemberLeft { room: room.to_owned(), member, reason }).ok()?;
-    Some(Event::Presence { room: room.to_owned(), payload, origin: origin.to_owned() })
+    let payload = serde_json::to_value(ServerMsg::MemberLeft {
+        room: room.to_owned(),
+        member,
+        reason,
+    })
+    .ok()?;
+    Some(Event::Presence {
+        room: room.to_owned(),
+        payload,
+        origin: origin.to_owned(),
+    })
 }
 
 /// Refreshes this node's lease, watches the others', keeps the registry right, and on
@@ -165,8 +195,12 @@ pub async fn lease_loop(state: AppState, cluster: Arc<Cluster>) {
     }
     match tokio::time::timeout(LEAVE_TIMEOUT, leave(&state, &cluster)).await {
         Ok(Ok(n)) => tracing::info!(members = n, "left the cluster"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not leave the cluster cleanly; the others will time the lease out"),
-        Err(_) => tracing::warn!("leaving the cluster timed out; the others will time the lease out"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not leave the cluster cleanly; the others will time the lease out")
+        }
+        Err(_) => {
+            tracing::warn!("leaving the cluster timed out; the others will time the lease out")
+        }
     }
 }
 
@@ -175,7 +209,10 @@ pub async fn lease_loop(state: AppState, cluster: Arc<Cluster>) {
 async fn renew_lease(cluster: &Cluster, now: i64) -> Result<bool, RedisError> {
     let id = cluster.node_id();
     let mut set = redis::cmd("SET");
-    set.arg(cluster.keys.lease(id)).arg(now).arg("PX").arg(LEASE_TTL.as_millis() as u64);
+    set.arg(cluster.keys.lease(id))
+        .arg(now)
+        .arg("PX")
+        .arg(LEASE_TTL.as_millis() as u64);
     let _: () = cluster.cmd(&set).await?;
     let mut sadd = redis::cmd("SADD");
     sadd.arg(cluster.keys.nodes()).arg(id);
@@ -195,9 +232,17 @@ async fn renew_lease(cluster: &Cluster, now: i64) -> Result<bool, RedisError> {
 fn local_members(state: &AppState) -> HashMap<String, (String, Member)> {
     let mut out = HashMap::new();
     for c in state.hub.connections(None, usize::MAX) {
-        let member = Member { connection_id: c.connection_id, handle: c.handle, principal: c.principal, role: c.role };
+        let member = Member {
+            connection_id: c.connection_id,
+            handle: c.handle,
+            principal: c.principal,
+            role: c.role,
+        };
         for room in c.rooms {
-            out.insert(node_line(&room, &member.connection_id), (room, member.clone()));
+            out.insert(
+                node_line(&room, &member.connection_id),
+                (room, member.clone()),
+            );
         }
     }
     out
@@ -214,17 +259,28 @@ async fn resync(state: &AppState, cluster: &Cluster, thorough: bool) -> Result<(
     let stored: HashSet<String> = cluster.cmd(&c).await?;
     let now = state.clock.now();
     for (line, (room, member)) in &local {
-        if stored.contains(line) && (!thorough || room_has(cluster, room, &member.connection_id).await?) {
+        if stored.contains(line)
+            && (!thorough || room_has(cluster, room, &member.connection_id).await?)
+        {
             continue;
         }
         if add(cluster, room, member, now).await? {
-            let payload = serde_json::to_value(ServerMsg::MemberJoined { room: room.clone(), member: member.clone() })?;
-            let ev = Event::Presence { room: room.clone(), payload, origin: cluster.node_id().to_owned() };
+            let payload = serde_json::to_value(ServerMsg::MemberJoined {
+                room: room.clone(),
+                member: member.clone(),
+            })?;
+            let ev = Event::Presence {
+                room: room.clone(),
+                payload,
+                origin: cluster.node_id().to_owned(),
+            };
             bus::publish_as(cluster, cluster.node_id(), &ev, now).await?;
         }
     }
     for line in stored.difference(&local.keys().cloned().collect()) {
-        let Some((room, conn)) = parse_line(line) else { continue };
+        let Some((room, conn)) = parse_line(line) else {
+            continue;
+        };
         if let Some(entry) = remove(cluster, cluster.node_id(), &room, &conn).await? {
             if let Some(ev) = left_event(&room, entry.member, LeftReason::Lost, cluster.node_id()) {
                 bus::publish_as(cluster, cluster.node_id(), &ev, now).await?;
@@ -252,7 +308,12 @@ async fn check_nodes(state: &AppState, cluster: &Cluster) -> Result<(), RedisErr
             continue;
         }
         let mut claim = redis::cmd("SET");
-        claim.arg(cluster.keys.claim(node)).arg(cluster.node_id()).arg("NX").arg("PX").arg(CLAIM_TTL.as_millis() as u64);
+        claim
+            .arg(cluster.keys.claim(node))
+            .arg(cluster.node_id())
+            .arg("NX")
+            .arg("PX")
+            .arg(CLAIM_TTL.as_millis() as u64);
         let won: Option<String> = cluster.cmd(&claim).await?;
         if won.is_none() {
             continue;
@@ -267,20 +328,31 @@ async fn check_nodes(state: &AppState, cluster: &Cluster) -> Result<(), RedisErr
 /// Removes every member of `node` and tells the rooms they were lost (over the bus, as
 /// coming from `node`, and to this node's members when `local` is set). The claim key
 /// is left to expire so a concurrent pass of another survivor does not repeat it.
-async fn cleanup_node(state: &AppState, cluster: &Cluster, node: &str, local: bool) -> Result<usize, RedisError> {
+async fn cleanup_node(
+    state: &AppState,
+    cluster: &Cluster,
+    node: &str,
+    local: bool,
+) -> Result<usize, RedisError> {
     let mut c = redis::cmd("SMEMBERS");
     c.arg(cluster.keys.node_members(node));
     let lines: Vec<String> = cluster.cmd(&c).await?;
     let now = state.clock.now();
     let mut n = 0;
     for line in lines {
-        let Some((room, conn)) = parse_line(&line) else { continue };
-        let Some(entry) = remove(cluster, node, &room, &conn).await? else { continue };
+        let Some((room, conn)) = parse_line(&line) else {
+            continue;
+        };
+        let Some(entry) = remove(cluster, node, &room, &conn).await? else {
+            continue;
+        };
         n += 1;
         if local {
             audit_lost(state, node, &room, &entry.member).await;
         }
-        let Some(ev) = left_event(&room, entry.member, LeftReason::Lost, node) else { continue };
+        let Some(ev) = left_event(&room, entry.member, LeftReason::Lost, node) else {
+            continue;
+        };
         if let Err(e) = bus::publish_as(cluster, node, &ev, now).await {
             tracing::debug!(error = %e, "member_left not published");
         }
@@ -334,15 +406,28 @@ mod tests {
     fn lines_round_trip_any_room_name() {
         for room in ["conv-1", "a b", "ünï {x}"] {
             let line = node_line(room, "n1-7");
-            assert_eq!(parse_line(&line), Some((room.to_owned(), "n1-7".to_owned())));
+            assert_eq!(
+                parse_line(&line),
+                Some((room.to_owned(), "n1-7".to_owned()))
+            );
         }
         assert_eq!(parse_line("no-separator"), None);
     }
 
     #[test]
     fn left_event_is_what_the_hub_would_send() {
-        let m = Member { connection_id: "n-1".into(), handle: "s_x".into(), principal: "anon:x".into(), role: "editor".into() };
-        let Some(Event::Presence { room, payload, origin }) = left_event("r1", m, LeftReason::Lost, "dead") else {
+        let m = Member {
+            connection_id: "n-1".into(),
+            handle: "s_x".into(),
+            principal: "anon:x".into(),
+            role: "editor".into(),
+        };
+        let Some(Event::Presence {
+            room,
+            payload,
+            origin,
+        }) = left_event("r1", m, LeftReason::Lost, "dead")
+        else {
             panic!("presence event expected");
         };
         assert_eq!((room.as_str(), origin.as_str()), ("r1", "dead"));
