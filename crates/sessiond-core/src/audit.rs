@@ -118,10 +118,18 @@ impl AuditFilter {
     /// Whether an event passes this filter (ignores paging); stores without a query
     /// language use it.
     pub fn matches(&self, e: &AuditEvent) -> bool {
-        self.principal.as_ref().is_none_or(|p| e.principal.as_ref() == Some(p))
-            && self.handle.as_ref().is_none_or(|h| e.handle.as_ref() == Some(h))
+        self.principal
+            .as_ref()
+            .is_none_or(|p| e.principal.as_ref() == Some(p))
+            && self
+                .handle
+                .as_ref()
+                .is_none_or(|h| e.handle.as_ref() == Some(h))
             && self.kind.is_none_or(|k| e.kind == k)
-            && self.reason.as_ref().is_none_or(|r| e.reason.as_ref() == Some(r))
+            && self
+                .reason
+                .as_ref()
+                .is_none_or(|r| e.reason.as_ref() == Some(r))
             && self.since.is_none_or(|t| e.at >= t)
             && self.until.is_none_or(|t| e.at < t)
             && self.before_id.is_none_or(|id| e.id < id)

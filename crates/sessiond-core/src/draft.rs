@@ -72,7 +72,8 @@ pub struct AttachmentLimits {
 }
 
 fn id_chars_ok(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// Conversation ids are opaque to sessiond but must be 1–128 of `[A-Za-z0-9._:-]`.
@@ -91,7 +92,9 @@ pub fn validate_attachment_name(name: &str) -> Result<(), CoreError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_ATTACHMENT_NAME_LEN
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if !ok {
         return Err(CoreError::Invalid {
             what: "attachment name",
@@ -120,7 +123,10 @@ pub fn merge_on_sign_in(user: &Draft, anon: &Draft, now: Timestamp) -> Draft {
                 _ => (a.name.clone(), String::new()),
             };
             let mut n = 2;
-            while attachments.iter().any(|x| x.name == format!("{stem}-{n}{ext}")) {
+            while attachments
+                .iter()
+                .any(|x| x.name == format!("{stem}-{n}{ext}"))
+            {
                 n += 1;
             }
             a.name = format!("{stem}-{n}{ext}");

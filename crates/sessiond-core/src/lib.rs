@@ -16,8 +16,8 @@ pub mod store;
 pub mod timer;
 pub mod token;
 
-pub use error::{CoreError, StoreError};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::{CoreError, StoreError};
 pub use session::{EndReason, Principal, Session, SessionState};
 pub use store::Store;
 pub use token::{Handle, Token, TokenHash};

@@ -22,7 +22,12 @@ pub struct ClientInfo {
 }
 
 /// A new anonymous session and its token (the only time the token exists in clear).
-pub fn new_session(now: Timestamp, role: &str, policy: &Policy, client: &ClientInfo) -> (Session, Token) {
+pub fn new_session(
+    now: Timestamp,
+    role: &str,
+    policy: &Policy,
+    client: &ClientInfo,
+) -> (Session, Token) {
     let token = Token::generate();
     let absolute = now + policy.absolute_ms();
     let s = Session {
@@ -202,7 +207,15 @@ mod tests {
     fn sign_in_rotates_token() {
         let p = policy();
         let (mut s, t0) = new_session(0, "public", &p, &ClientInfo::default());
-        let t1 = sign_in(&mut s, 1_000, "alice", "editor", &p, None, &ClientInfo::default());
+        let t1 = sign_in(
+            &mut s,
+            1_000,
+            "alice",
+            "editor",
+            &p,
+            None,
+            &ClientInfo::default(),
+        );
         assert_ne!(t0, t1);
         assert!(s.token_hash.ct_eq(&t1.hash()));
         assert_eq!(s.principal, Principal::user("alice"));

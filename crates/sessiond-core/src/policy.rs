@@ -45,10 +45,14 @@ impl Policy {
             return Err(format!("role {role}: timeouts must be positive"));
         }
         if self.heartbeat_interval.is_zero() || self.heartbeat_misses == 0 {
-            return Err(format!("role {role}: heartbeat interval and misses must be positive"));
+            return Err(format!(
+                "role {role}: heartbeat interval and misses must be positive"
+            ));
         }
         if self.warn_before >= self.idle_timeout {
-            return Err(format!("role {role}: warn_before must be shorter than idle_timeout"));
+            return Err(format!(
+                "role {role}: warn_before must be shorter than idle_timeout"
+            ));
         }
         Ok(())
     }
@@ -70,7 +74,10 @@ impl Default for Policies {
         roles.insert("editor".into(), Policy::new(15 * 60, 12 * 3600));
         roles.insert("viewer".into(), Policy::new(60 * 60, 12 * 3600));
         roles.insert("public".into(), Policy::new(5 * 60, 3600));
-        Policies { roles, default_role: "editor".into() }
+        Policies {
+            roles,
+            default_role: "editor".into(),
+        }
     }
 }
 
@@ -80,7 +87,10 @@ impl Policies {
     }
     pub fn validate(&self) -> Result<(), String> {
         if !self.roles.contains_key(&self.default_role) {
-            return Err(format!("default_role {:?} has no [roles] entry", self.default_role));
+            return Err(format!(
+                "default_role {:?} has no [roles] entry",
+                self.default_role
+            ));
         }
         self.roles.iter().try_for_each(|(n, p)| p.validate(n))
     }
@@ -93,9 +103,18 @@ mod tests {
     #[test]
     fn defaults_match_spec() {
         let p = Policies::default();
-        assert_eq!(p.get("editor").unwrap().idle_timeout, Duration::from_secs(900));
-        assert_eq!(p.get("viewer").unwrap().idle_timeout, Duration::from_secs(3600));
-        assert_eq!(p.get("public").unwrap().absolute_timeout, Duration::from_secs(3600));
+        assert_eq!(
+            p.get("editor").unwrap().idle_timeout,
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            p.get("viewer").unwrap().idle_timeout,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            p.get("public").unwrap().absolute_timeout,
+            Duration::from_secs(3600)
+        );
         assert!(p.validate().is_ok());
     }
 

@@ -108,7 +108,9 @@ impl Session {
     }
     /// Whether the ticket restrictions (if any) allow joining `room`.
     pub fn may_join(&self, room: &str) -> bool {
-        self.allowed_rooms.as_ref().is_none_or(|rs| rs.iter().any(|r| r == room))
+        self.allowed_rooms
+            .as_ref()
+            .is_none_or(|rs| rs.iter().any(|r| r == room))
     }
 }
 

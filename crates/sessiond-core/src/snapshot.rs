@@ -42,7 +42,9 @@ pub fn content_hash(data: &[u8]) -> String {
 pub fn validate_room(room: &str) -> Result<(), CoreError> {
     let ok = !room.is_empty()
         && room.len() <= MAX_ROOM_LEN
-        && room.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     if !ok {
         return Err(CoreError::Invalid {
             what: "room",

@@ -16,7 +16,8 @@ use bytes::Bytes;
 use std::pin::Pin;
 
 /// A streamed body (attachment upload or download). Bounded by the caller's limits.
-pub type ByteStream = Pin<Box<dyn futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+pub type ByteStream =
+    Pin<Box<dyn futures_core::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -56,7 +57,9 @@ pub struct SessionFilter {
 
 impl SessionFilter {
     pub fn matches(&self, s: &Session) -> bool {
-        self.principal.as_ref().is_none_or(|p| s.principal.as_str() == p)
+        self.principal
+            .as_ref()
+            .is_none_or(|p| s.principal.as_str() == p)
             && self.role.as_ref().is_none_or(|r| &s.role == r)
             && (!self.active_only || s.is_active())
             && self.after.is_none_or(|h| s.handle > h)
@@ -74,7 +77,11 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a new session. With an idempotency record, the insert happens only if
     /// the key hash is unused; otherwise the existing record is returned and nothing
     /// is written (whatever the concurrency).
-    async fn create_session(&self, s: &Session, idem: Option<&IdempotencyRecord>) -> Result<CreateOutcome>;
+    async fn create_session(
+        &self,
+        s: &Session,
+        idem: Option<&IdempotencyRecord>,
+    ) -> Result<CreateOutcome>;
     /// Primary-key lookup of the session alone (ended sessions included).
     async fn get_session(&self, handle: &Handle) -> Result<Option<Session>>;
     /// Lookup by token hash (ended sessions included, so callers can say why it ended).
@@ -95,7 +102,10 @@ pub trait Store: Send + Sync + 'static {
     /// `(handle, last_activity_at, last_seen_at, idle_expires_at)`, so the server can
     /// flush coalesced activity in one round trip. Backends with transactions override
     /// it to write the batch at once; ended or missing sessions are skipped.
-    async fn touch_sessions(&self, touches: &[(Handle, Timestamp, Timestamp, Timestamp)]) -> Result<()> {
+    async fn touch_sessions(
+        &self,
+        touches: &[(Handle, Timestamp, Timestamp, Timestamp)],
+    ) -> Result<()> {
         for (h, activity, seen, idle) in touches {
             self.touch_session(h, *activity, *seen, *idle).await?;
         }
@@ -103,7 +113,12 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Ends an active session. Exactly one caller gets `Some` (the ended record); every
     /// other concurrent or later call gets `None`.
-    async fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp) -> Result<Option<Session>>;
+    async fn end_session(
+        &self,
+        handle: &Handle,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> Result<Option<Session>>;
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
     /// Active sessions whose earliest deadline is `<= now`, at most `limit`.
     async fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;
@@ -116,7 +131,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;
     /// Writes one value; returns false (and writes nothing) if the session is not active.
-    async fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> Result<bool>;
+    async fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value)
+        -> Result<bool>;
     /// Returns whether a value existed.
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;
 
@@ -144,8 +160,13 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<DraftWrite>;
     /// Deletes (tombstones) the draft and its attachments if `expected_seq` is current.
-    async fn delete_draft(&self, p: &Principal, conversation: &str, expected_seq: u64, now: Timestamp)
-        -> Result<DraftWrite>;
+    async fn delete_draft(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        now: Timestamp,
+    ) -> Result<DraftWrite>;
     /// Streams an attachment in and, if `expected_seq` is current when the body is
     /// complete, adds or replaces it under `name`. Enforces the limits while streaming;
     /// on any failure nothing is visible and no bytes are left behind.
@@ -162,8 +183,12 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<DraftWrite>;
     /// The attachment's metadata and bytes, if the live draft has it.
-    async fn get_attachment(&self, p: &Principal, conversation: &str, name: &str)
-        -> Result<Option<(AttachmentMeta, ByteStream)>>;
+    async fn get_attachment(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        name: &str,
+    ) -> Result<Option<(AttachmentMeta, ByteStream)>>;
     async fn delete_attachment(
         &self,
         p: &Principal,
@@ -174,7 +199,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<DraftWrite>;
     /// Moves every live draft of `from` to `to` (sign-in), merging with
     /// [`crate::draft::merge_on_sign_in`] where both have one. Returns the conversations moved.
-    async fn move_drafts(&self, from: &Principal, to: &Principal, now: Timestamp) -> Result<Vec<String>>;
+    async fn move_drafts(
+        &self,
+        from: &Principal,
+        to: &Principal,
+        now: Timestamp,
+    ) -> Result<Vec<String>>;
     /// Purges drafts and tombstones last changed before `before`, with their bytes.
     async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize>;
 

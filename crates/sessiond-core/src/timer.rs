@@ -16,7 +16,10 @@ pub struct DeadlineQueue<K: Copy + Eq + Hash + Ord> {
 
 impl<K: Copy + Eq + Hash + Ord> Default for DeadlineQueue<K> {
     fn default() -> Self {
-        Self { order: BTreeSet::new(), at: HashMap::new() }
+        Self {
+            order: BTreeSet::new(),
+            at: HashMap::new(),
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub struct Config {
     pub drafts: DraftsConfig,
     pub snapshots: SnapshotsConfig,
     pub audit: AuditConfig,
+    pub redis: RedisSettings,
     pub roles: BTreeMap<String, RoleConfig>,
 }
 
@@ -98,6 +99,22 @@ pub struct SnapshotsConfig {
 pub struct AuditConfig {
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+}
+
+/// Settings of the Redis backend (used only when `store` is a Redis URL).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Prefix of every key (and pub/sub channel); separate deployments sharing one Redis
+    /// use different prefixes.
+    pub key_prefix: String,
+    /// Multiplexed connections per node (requests are pipelined over them).
+    pub connections: usize,
+    /// Every Redis call fails with 503 `store_unavailable` after this long.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,6 +234,18 @@ impl Config {
         }
         if self.ws.max_message_size < 1024 || self.ws.outbound_queue == 0 {
             return inv("ws.max_message_size must be >= 1024 and ws.outbound_queue >= 1".into());
+        }
+        if self.redis.key_prefix.is_empty()
+            || !self
+                .redis
+                .key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        {
+            return inv("redis.key_prefix must be a non-empty token of A-Z a-z 0-9 _ - .".into());
+        }
+        if self.redis.connections == 0 || self.redis.command_timeout.is_zero() {
+            return inv("redis.connections and redis.command_timeout must be positive".into());
         }
         let s = self.store.as_str();
         if !(s == "sqlite" || s == "memory" || s.starts_with("redis")) {

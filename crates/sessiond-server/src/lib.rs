@@ -84,7 +84,11 @@ pub async fn open_redis(
                 .into(),
         ));
     }
-    let cfg = sessiond_store_redis::RedisConfig::new(config.store.clone());
+    let cfg = sessiond_store_redis::RedisConfig::new(config.store.clone())
+        .key_prefix(config.redis.key_prefix.clone())
+        .connections(config.redis.connections)
+        .command_timeout(config.redis.command_timeout)
+        .connect_timeout(config.redis.connect_timeout);
     let store = sessiond_store_redis::RedisStore::connect(cfg)
         .await
         .map_err(|e| ServerError::Store(e.to_string()))?;

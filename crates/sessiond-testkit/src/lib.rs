@@ -1,4 +1,4 @@
 //! Test support for sessiond backends.
 pub mod conformance;
-pub mod server;
 pub mod redis_guard;
+pub mod server;
