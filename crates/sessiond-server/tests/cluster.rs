@@ -471,17 +471,18 @@ async fn presence_spans_nodes_and_a_killed_nodes_members_are_lost() {
 async fn redis_outage_answers_503_fast_defers_expiry_and_recovers() {
     let mut redis = RedisServer::start_durable();
     let (a, b) = (
-        Node::start(&redis.url(), "8s"),
-        Node::start(&redis.url(), "8s"),
+        Node::start(&redis.url(), "12s"),
+        Node::start(&redis.url(), "12s"),
     );
     wait_ready(&a).await;
     wait_ready(&b).await;
     let client = http();
 
-    // X's idle deadline falls inside the outage; S's after it.
+    // X's idle deadline falls inside the outage; S's well after it (idle 12 s leaves S
+    // several seconds of slack after recovery even on a loaded machine).
     let x = new_session(&a).await;
     let mut wx = ws(&b, &x).await;
-    tokio::time::sleep(Duration::from_millis(5500)).await;
+    tokio::time::sleep(Duration::from_millis(9500)).await;
     let s = new_session(&b).await;
     let r = client
         .put(format!("{}/v1/drafts/conv-1", a.base))
@@ -524,6 +525,20 @@ async fn redis_outage_answers_503_fast_defers_expiry_and_recovers() {
             assert_eq!(status, 503, "{path} during the outage: {body}");
             assert_eq!(body["code"], "store_unavailable");
             saw_503 += 1;
+        }
+        if ping_id == 0 {
+            // The cluster-wide room views need the registry too (checked once, inside
+            // the outage window, so S's idle deadline stays after it).
+            for path in ["/v1/admin/rooms", "/v1/admin/rooms/conv-1"] {
+                let t = Instant::now();
+                let (status, body) = admin_get(&b, path).await;
+                assert!(t.elapsed() <= Duration::from_millis(1200), "{path} slow");
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (503, Some("store_unavailable")),
+                    "{path} during the outage: {body}"
+                );
+            }
         }
         // The connection stays up and answers.
         ping_id += 1;
@@ -609,4 +624,94 @@ async fn redis_cluster_uses_sharded_pubsub_for_revocation() {
         "told after {:?}",
         at - t0
     );
+}
+
+async fn admin_get(n: &Node, path: &str) -> (u16, Value) {
+    let r = http()
+        .get(format!("{}{path}", n.base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls an admin view on `n` until `ok` holds for (status, body).
+async fn admin_until(n: &Node, path: &str, ok: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = admin_get(n, path).await;
+        if ok(status, &body) {
+            return (status, body);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never matched: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_room_views_list_members_of_every_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        Node::start(&redis.url(), "60s"),
+        Node::start(&redis.url(), "60s"),
+    );
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let (sa, sb) = (new_session(&a).await, new_session(&b).await);
+    let (mut wa, mut wb) = (ws(&a, &sa).await, ws(&b, &sb).await);
+
+    send(&mut wa, json!({"type": "join", "room": "ops-1"})).await;
+    expect_type(&mut wa, "presence").await;
+    // A's member, seen from B, which has nobody in the room itself.
+    let (_, rooms) = admin_until(&b, "/v1/admin/rooms", |s, v| {
+        s == 200 && v["rooms"] != json!([])
+    })
+    .await;
+    assert_eq!(rooms, json!({"rooms": [{"room": "ops-1", "members": 1}]}));
+    let (status, room) = admin_get(&b, "/v1/admin/rooms/ops-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(member_handles(&room), vec![sa.handle.clone()]);
+    let node_a = room["members"][0]["node"].as_str().unwrap().to_owned();
+
+    // B's own member joins: both listed once, each with its node.
+    send(&mut wb, json!({"type": "join", "room": "ops-1"})).await;
+    expect_type(&mut wb, "presence").await;
+    let (_, rooms) = admin_get(&b, "/v1/admin/rooms").await;
+    assert_eq!(rooms, json!({"rooms": [{"room": "ops-1", "members": 2}]}));
+    let (_, room) = admin_get(&b, "/v1/admin/rooms/ops-1").await;
+    assert_eq!(
+        member_handles(&room),
+        vec![sb.handle.clone(), sa.handle.clone()]
+    );
+    let node_b = room["members"][0]["node"].as_str().unwrap();
+    assert_eq!(room["members"][1]["node"], node_a.as_str());
+    assert_ne!(node_b, node_a);
+    // A agrees, from its side.
+    let (_, room) = admin_until(&a, "/v1/admin/rooms/ops-1", |_, v| {
+        v["members"].as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    assert_eq!(
+        member_handles(&room),
+        vec![sa.handle.clone(), sb.handle.clone()]
+    );
+
+    // Both leave: B lists nothing and the room is gone.
+    send(&mut wa, json!({"type": "leave", "room": "ops-1"})).await;
+    admin_until(&b, "/v1/admin/rooms", |s, v| {
+        s == 200 && v == &json!({"rooms": [{"room": "ops-1", "members": 1}]})
+    })
+    .await;
+    let (_, room) = admin_get(&b, "/v1/admin/rooms/ops-1").await;
+    assert_eq!(member_handles(&room), vec![sb.handle.clone()]);
+    send(&mut wb, json!({"type": "leave", "room": "ops-1"})).await;
+    admin_until(&b, "/v1/admin/rooms", |s, v| {
+        s == 200 && v == &json!({"rooms": []})
+    })
+    .await;
+    admin_until(&b, "/v1/admin/rooms/ops-1", |s, _| s == 404).await;
 }

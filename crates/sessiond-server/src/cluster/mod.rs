@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::ws::protocol::Member;
 use sessiond_store_redis::{RedisError, RedisStore};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,6 +154,31 @@ pub async fn remote_members(state: &AppState, room: &str) -> Result<Vec<Member>,
             .await
             .map_err(|e| ApiError::from(sessiond_core::StoreError::from(e))),
         None => Ok(Vec::new()),
+    }
+}
+
+/// The members of `room` on other nodes with the node each is on, in join order. Empty
+/// on a single node.
+pub async fn remote_entries(
+    state: &AppState,
+    room: &str,
+) -> Result<Vec<presence::Entry>, ApiError> {
+    match &state.cluster {
+        Some(c) => presence::remote_entries(c, room)
+            .await
+            .map_err(|e| ApiError::from(sessiond_core::StoreError::from(e))),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Rooms with members on other nodes → those members' connection ids. Empty on a
+/// single node.
+pub async fn remote_rooms(state: &AppState) -> Result<BTreeMap<String, HashSet<String>>, ApiError> {
+    match &state.cluster {
+        Some(c) => presence::remote_rooms(c)
+            .await
+            .map_err(|e| ApiError::from(sessiond_core::StoreError::from(e))),
+        None => Ok(BTreeMap::new()),
     }
 }
 

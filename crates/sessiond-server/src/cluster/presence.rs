@@ -21,7 +21,7 @@ use crate::state::AppState;
 use crate::ws::protocol::{LeftReason, Member, ServerMsg};
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_store_redis::RedisError;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -117,6 +117,15 @@ async fn remove(
 
 /// The members of `room` on other nodes, in join order.
 pub async fn remote_members(cluster: &Cluster, room: &str) -> Result<Vec<Member>, RedisError> {
+    Ok(remote_entries(cluster, room)
+        .await?
+        .into_iter()
+        .map(|e| e.member)
+        .collect())
+}
+
+/// The registry entries of `room` from other nodes, in join order.
+pub async fn remote_entries(cluster: &Cluster, room: &str) -> Result<Vec<Entry>, RedisError> {
     let mut c = redis::cmd("HGETALL");
     c.arg(cluster.keys.room(room));
     let all: HashMap<String, String> = cluster.cmd(&c).await?;
@@ -126,7 +135,29 @@ pub async fn remote_members(cluster: &Cluster, room: &str) -> Result<Vec<Member>
         .filter(|e| e.node != cluster.node_id())
         .collect();
     entries.sort_by(|a, b| (a.at, &a.member.connection_id).cmp(&(b.at, &b.member.connection_id)));
-    Ok(entries.into_iter().map(|e| e.member).collect())
+    Ok(entries)
+}
+
+/// Rooms with members on other nodes: room → those members' connection ids. Reads the
+/// member set of each registered node (one `SMEMBERS` per node, sized by that node's
+/// memberships) rather than scanning the keyspace; a dead node's members count until
+/// its cleanup, as in the room hashes.
+pub async fn remote_rooms(
+    cluster: &Cluster,
+) -> Result<BTreeMap<String, HashSet<String>>, RedisError> {
+    let mut c = redis::cmd("SMEMBERS");
+    c.arg(cluster.keys.nodes());
+    let nodes: Vec<String> = cluster.cmd(&c).await?;
+    let mut rooms: BTreeMap<String, HashSet<String>> = BTreeMap::new();
+    for node in nodes.iter().filter(|n| n.as_str() != cluster.node_id()) {
+        let mut c = redis::cmd("SMEMBERS");
+        c.arg(cluster.keys.node_members(node));
+        let lines: Vec<String> = cluster.cmd(&c).await?;
+        for (room, conn) in lines.iter().filter_map(|l| parse_line(l)) {
+            rooms.entry(room).or_default().insert(conn);
+        }
+    }
+    Ok(rooms)
 }
 
 /// A `member_left` for a room, as the hub would publish it, from `origin`.

@@ -26,6 +26,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use protocol::{BEARER_PREFIX, PROTOCOL};
 use sessiond_core::Handle;
+use std::collections::{BTreeMap, HashSet};
 
 /// Most connections one admin listing returns.
 const MAX_LISTED_CONNECTIONS: usize = 10_000;
@@ -102,41 +103,77 @@ async fn upgrade(
         .on_upgrade(move |socket| conn::run(state, socket, session))
 }
 
-/// Rooms with members on this node.
+/// Rooms with members on any node (this node's alone without a Redis store).
 #[utoipa::path(get, path = "/v1/admin/rooms", tag = "realtime", security(("api_key" = [])),
     responses(
-        (status = 200, description = "Rooms and their member counts", body = serde_json::Value,
+        (status = 200, description = "Rooms and their member counts across the cluster", body = serde_json::Value,
          example = json!({"rooms": [{"room": "r1", "members": 2}]})),
         (status = 403, description = "forbidden: missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store_unavailable: the cluster registry cannot be read", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn admin_rooms(_: Admin, State(state): State<AppState>) -> Json<serde_json::Value> {
-    let rooms: Vec<serde_json::Value> = state
-        .hub
-        .rooms()
+async fn admin_rooms(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut counts: BTreeMap<String, usize> = crate::cluster::remote_rooms(&state)
+        .await?
+        .into_iter()
+        .map(|(room, conns)| (room, conns.len()))
+        .collect();
+    // Other nodes' sets never hold this node's connections, so counts simply add up.
+    for (room, n) in state.hub.rooms() {
+        *counts.entry(room).or_default() += n;
+    }
+    let rooms: Vec<serde_json::Value> = counts
         .into_iter()
         .map(|(room, n)| serde_json::json!({"room": room, "members": n}))
         .collect();
-    Json(serde_json::json!({ "rooms": rooms }))
+    Ok(Json(serde_json::json!({ "rooms": rooms })))
 }
 
-/// One room's members on this node, in join order.
+/// One room's members on any node: this node's in join order, then the others' in join
+/// order; each names its `node`.
 #[utoipa::path(get, path = "/v1/admin/rooms/{room}", tag = "realtime", security(("api_key" = [])),
     params(("room" = String, Path, description = "Room id")),
     responses(
         (status = 200, description = "The room and its members", body = serde_json::Value,
-         example = json!({"room": "r1", "members": [{"connection_id": "c_1", "handle": "h_…", "principal": "user:alice", "role": "user"}]})),
+         example = json!({"room": "r1", "members": [{"connection_id": "c_1", "handle": "h_…", "principal": "user:alice", "role": "user", "node": "node-1"}]})),
         (status = 403, description = "forbidden: missing or invalid API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: nobody is in the room", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "store_unavailable: the cluster registry cannot be read", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn admin_room(
     _: Admin,
     State(state): State<AppState>,
     Path(room): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let members = state.hub.room_members(&room).ok_or(ApiError::NotFound)?;
+    let local = state.hub.room_members(&room).unwrap_or_default();
+    let remote = crate::cluster::remote_entries(&state, &room).await?;
+    if local.is_empty() && remote.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let mut seen = HashSet::new();
+    let members: Vec<serde_json::Value> = local
+        .into_iter()
+        .map(|m| (state.node_id.clone(), m))
+        .chain(remote.into_iter().map(|e| (e.node, e.member)))
+        .filter(|(_, m)| seen.insert(m.connection_id.clone()))
+        .map(|(node, m)| member_json(m, node))
+        .collect();
     Ok(Json(
         serde_json::json!({ "room": room, "members": members }),
     ))
+}
+
+/// A member as the admin views show it: the protocol's member plus its node.
+fn member_json(m: protocol::Member, node: String) -> serde_json::Value {
+    serde_json::json!({
+        "connection_id": m.connection_id,
+        "handle": m.handle,
+        "principal": m.principal,
+        "role": m.role,
+        "node": node,
+    })
 }
 
 #[derive(serde::Deserialize)]
