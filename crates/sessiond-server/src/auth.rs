@@ -6,7 +6,7 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
-use sessiond_core::Session;
+use sessiond_core::{Session, Token, TokenHash};
 use subtle::ConstantTimeEq;
 
 /// Where the token came from; cookies need CSRF protection, bearer tokens do not.
@@ -16,8 +16,26 @@ pub enum TokenSource {
     Cookie,
 }
 
-/// The raw token of the request, if any (not validated).
-pub fn request_token(headers: &HeaderMap, cookie_name: &str) -> Option<(String, TokenSource)> {
+/// A session token presented by a request, parsed once here at the edge: only its hash
+/// travels on, so the clear token is never copied or held past this point.
+#[derive(Clone, Copy)]
+pub struct PresentedToken {
+    /// `None` when the value is not a token at all (it can never name a session).
+    pub hash: Option<TokenHash>,
+    pub source: TokenSource,
+}
+
+impl PresentedToken {
+    pub fn parse(raw: &str, source: TokenSource) -> Self {
+        PresentedToken {
+            hash: Token::parse(raw).map(|t| t.hash()),
+            source,
+        }
+    }
+}
+
+/// The token the request presents, if any: `Authorization: Bearer`, then the cookie.
+pub fn request_token(headers: &HeaderMap, cookie_name: &str) -> Option<PresentedToken> {
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -26,10 +44,10 @@ pub fn request_token(headers: &HeaderMap, cookie_name: &str) -> Option<(String, 
             .strip_prefix("Bearer ")
             .or_else(|| v.strip_prefix("bearer "))
         {
-            return Some((t.trim().to_owned(), TokenSource::Bearer));
+            return Some(PresentedToken::parse(t.trim(), TokenSource::Bearer));
         }
     }
-    cookie_value(headers, cookie_name).map(|t| (t, TokenSource::Cookie))
+    cookie_value(headers, cookie_name).map(|t| PresentedToken::parse(&t, TokenSource::Cookie))
 }
 
 /// The value of cookie `name` (the first one, if the browser sent several).
@@ -87,7 +105,6 @@ pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), ApiEr
 pub struct Authed {
     pub session: Session,
     pub source: TokenSource,
-    pub token: String,
 }
 
 impl FromRequestParts<AppState> for Authed {
@@ -110,16 +127,16 @@ pub async fn authenticate(
     headers: &HeaderMap,
     touch: bool,
 ) -> Result<Authed, ApiError> {
-    let (token, source) =
+    let presented =
         request_token(headers, &state.config.cookie.name).ok_or(ApiError::Unauthenticated)?;
-    if source == TokenSource::Cookie {
+    if presented.source == TokenSource::Cookie {
         check_origin(state, method, headers)?;
     }
-    let session = state.sessions.authenticate(&token, touch).await?;
+    let hash = presented.hash.ok_or(ApiError::Unauthenticated)?;
+    let session = state.sessions.authenticate(&hash, touch).await?;
     Ok(Authed {
         session,
-        source,
-        token,
+        source: presented.source,
     })
 }
 

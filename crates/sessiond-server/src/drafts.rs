@@ -1,11 +1,11 @@
-//! Draft lifetime hooks: moving an anonymous principal's drafts on sign-in, and the
-//! background job that purges drafts and snapshots whose retention has ended.
+//! Draft lifetime: the background job that purges drafts and snapshots whose retention
+//! has ended. (Moving an anonymous principal's drafts on sign-in is part of the sign-in,
+//! in [`crate::sessions::SessionService::sign_in`].)
 
 use crate::error::ApiResult;
 use crate::sessions::tokio_util_shutdown::Signal;
 use crate::state::AppState;
 use sessiond_core::audit::{AuditEvent, AuditKind};
-use sessiond_core::Principal;
 use std::time::Duration;
 
 /// Rows purged per store call; the job loops in batches of this size so one run never
@@ -15,35 +15,6 @@ pub const PURGE_BATCH: usize = 1000;
 pub const MAX_BATCHES_PER_RUN: usize = 50;
 /// How often the purge job runs.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Called by the sign-in handler after the token rotation, when the session's principal
-/// changed from `from` (anonymous) to `to`: the anonymous drafts move to the user,
-/// merged with [`sessiond_core::draft::merge_on_sign_in`] where both have one. Records
-/// the audit event `drafts_restored` (detail: the conversations moved) and the metric
-/// `sessiond_drafts_restored_total`. Returns the conversations moved. Does nothing when
-/// `from` is not anonymous or equals `to`.
-pub async fn on_sign_in(
-    state: &AppState,
-    from: &Principal,
-    to: &Principal,
-) -> ApiResult<Vec<String>> {
-    if !from.is_anonymous() || from == to {
-        return Ok(Vec::new());
-    }
-    let now = state.clock.now();
-    let moved = state.store.move_drafts(from, to, now).await?;
-    if !moved.is_empty() {
-        metrics::counter!("sessiond_drafts_restored_total").increment(moved.len() as u64);
-        let mut e =
-            AuditEvent::new(now, AuditKind::DraftsRestored).with_detail(serde_json::json!({
-                "from": from.as_str(),
-                "conversations": moved,
-            }));
-        e.principal = Some(to.to_string());
-        state.sessions.audit(e).await;
-    }
-    Ok(moved)
-}
 
 /// What one purge run removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

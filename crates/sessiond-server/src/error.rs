@@ -122,6 +122,28 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The one mapping of the session service's errors to HTTP.
+impl From<crate::sessions::SessionError> for ApiError {
+    fn from(e: crate::sessions::SessionError) -> Self {
+        use crate::sessions::SessionError as E;
+        match e {
+            E::Unauthenticated => ApiError::Unauthenticated,
+            E::NotFound => ApiError::NotFound,
+            E::Ended { reason } => ApiError::SessionEnded(reason),
+            E::Conflict => ApiError::Conflict {
+                current: serde_json::Value::Null,
+            },
+            E::IdempotencyMismatch => ApiError::IdempotencyMismatch,
+            // Counted as a store error where it arose (SessionError's From<StoreError>).
+            E::Unavailable {
+                source: StoreError::Unavailable(m),
+            } => ApiError::StoreUnavailable(m),
+            E::Unavailable { source } | E::Store { source } => ApiError::from(source),
+            E::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {

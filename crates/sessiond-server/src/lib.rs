@@ -301,17 +301,26 @@ pub async fn run_with_parts(
     let state = build_state_parts(config, clock, store, redis, signal.clone()).await?;
     let cluster_task = cluster::spawn(&state);
     let flush_every = state.config.hot_path.flush_interval;
+    // The session service stops on a CancellationToken; bridged from the signal.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let (mut signal, cancel) = (signal.clone(), cancel.clone());
+        async move {
+            signal.wait().await;
+            cancel.cancel();
+        }
+    });
     let background = tokio::spawn(
         state
             .sessions
             .clone()
-            .run_background(flush_every, signal.clone()),
+            .run_background(flush_every, cancel.clone()),
     );
     let _retention = tokio::spawn(
         state
             .sessions
             .clone()
-            .run_retention(state.config.audit.retention, signal.clone()),
+            .run_retention(state.config.audit.retention, cancel),
     );
     let _purger = drafts::spawn_purger(state.clone(), signal.clone());
     let app = routes::app(state.clone());

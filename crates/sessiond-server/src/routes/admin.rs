@@ -149,8 +149,7 @@ pub async fn revoke_session(
     Path(handle): Path<String>,
 ) -> ApiResult<StatusCode> {
     let h = parse_handle(&handle).map_err(|_| ApiError::NotFound)?;
-    state.sessions.get(&h).await?.ok_or(ApiError::NotFound)?;
-    state.sessions.end(&h, EndReason::Revoked).await?;
+    state.sessions.revoke(&h).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

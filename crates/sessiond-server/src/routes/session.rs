@@ -19,11 +19,10 @@ use axum::{Json, Router};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sessiond_core::audit::{AuditEvent, AuditKind};
+use crate::sessions::{Idempotency, Obtained, SignIn};
 use sessiond_core::clock::to_rfc3339;
 use sessiond_core::lifecycle::{self, ViewState};
-use sessiond_core::store::{CreateOutcome, IdempotencyRecord};
-use sessiond_core::{EndReason, Session, Token};
+use sessiond_core::{Session, Token};
 use utoipa::ToSchema;
 
 /// Largest serialized session-data value.
@@ -236,63 +235,26 @@ pub async fn create(
         }
         None => None,
     };
-    if let Some((token, _)) = auth::request_token(&headers, &state.config.cookie.name) {
-        match state.sessions.authenticate(&token, true).await {
-            Ok(s) => return Ok(respond(StatusCode::OK, session_view(&state, &s), None)),
-            // An unknown, malformed or ended token never maps to a session: make a new one.
-            Err(ApiError::Unauthenticated | ApiError::SessionEnded(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let now = state.clock.now();
-    let (s, token) = state.sessions.new_session(&client);
-    let fingerprint = idempotency::fingerprint(req.bearer);
-    let record = idem_key.as_deref().map(|k| IdempotencyRecord {
-        key_hash: idempotency::key_hash(k),
-        fingerprint: fingerprint.clone(),
-        handle: s.handle,
-        sealed_token: idempotency::seal(k, &token),
-        created_at: now,
+    let current = auth::request_token(&headers, &state.config.cookie.name).and_then(|p| p.hash);
+    let idem = idem_key.as_deref().map(|key| Idempotency {
+        key,
+        fingerprint: idempotency::fingerprint(req.bearer),
     });
-    match state.store.create_session(&s, record.as_ref()).await? {
-        CreateOutcome::Created => {
-            state.sessions.remember(s.clone());
-            state
-                .sessions
-                .audit(AuditEvent::for_session(now, AuditKind::Created, &s))
-                .await;
-            metrics::counter!("sessiond_sessions_created_total").increment(1);
-            tracing::info!(handle = %s.handle, principal = %s.principal, role = %s.role, "session created");
-            let cookie = session_cookie(&state, &token, &s);
-            let mut view = session_view(&state, &s);
-            if req.bearer {
-                view.token = Some(token.as_str().to_owned());
-            }
-            Ok(respond(StatusCode::CREATED, view, Some(cookie)))
-        }
-        CreateOutcome::Existing(rec) => {
-            if rec.fingerprint != fingerprint {
-                return Err(ApiError::IdempotencyMismatch);
-            }
-            let key = idem_key
-                .as_deref()
-                .expect("Existing only answers a keyed create");
-            let token = idempotency::unseal(key, &rec.sealed_token).ok_or_else(|| {
-                ApiError::Internal(format!(
-                    "idempotency record of {} cannot be opened",
-                    rec.handle
-                ))
-            })?;
-            // Ended, or signed in since (token rotated): the replay cannot resume it.
-            let s = state.sessions.authenticate(token.as_str(), false).await?;
-            let cookie = session_cookie(&state, &token, &s);
-            let mut view = session_view(&state, &s);
-            if req.bearer {
-                view.token = Some(token.as_str().to_owned());
-            }
-            Ok(respond(StatusCode::OK, view, Some(cookie)))
-        }
+    let (status, s, token) = match state
+        .sessions
+        .get_or_create(current.as_ref(), idem, &client)
+        .await?
+    {
+        Obtained::Current(s) => return Ok(respond(StatusCode::OK, session_view(&state, &s), None)),
+        Obtained::Created { session, token } => (StatusCode::CREATED, session, token),
+        Obtained::Replayed { session, token } => (StatusCode::OK, session, token),
+    };
+    let cookie = session_cookie(&state, &token, &s);
+    let mut view = session_view(&state, &s);
+    if req.bearer {
+        view.token = Some(token.as_str().to_owned());
     }
+    Ok(respond(status, view, Some(cookie)))
 }
 
 /// The current session (does not count as activity).
@@ -330,10 +292,7 @@ pub async fn renew(State(state): State<AppState>, a: Authed) -> ApiResult<Respon
 #[utoipa::path(delete, path = "/v1/session", tag = "session",
     responses((status = 204, description = "Ended; cookie cleared"), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn sign_out(State(state): State<AppState>, a: Authed) -> ApiResult<Response> {
-    state
-        .sessions
-        .end(&a.session.handle, EndReason::SignedOut)
-        .await?;
+    state.sessions.sign_out(&a.session.handle).await?;
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.headers_mut()
         .insert(header::SET_COOKIE, clear_cookie(&state));
@@ -383,113 +342,36 @@ pub async fn sign_in(
     let claims = state.tickets.verify(&req.ticket, now, |r| {
         state.sessions.policies().get(r).is_some()
     })?;
-    let policy = state.sessions.policy(&claims.role).clone();
-    let mut live = None;
-    if let Some((token, source)) = auth::request_token(&headers, &state.config.cookie.name) {
-        match state.sessions.authenticate(&token, false).await {
-            Ok(s) => live = Some((s, source)),
-            Err(ApiError::Unauthenticated | ApiError::SessionEnded(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let mut bearer = req.bearer;
-    if let Some((s, source)) = &live {
-        bearer |= *source == TokenSource::Bearer;
-        if s.user_id.as_deref().is_some_and(|u| u != claims.sub) {
-            // Another person's session on a shared browser: their data must not carry
-            // over, so it ends and the new user starts fresh.
-            state.sessions.end(&s.handle, EndReason::SignedOut).await?;
-            live = None;
-        }
-    }
-    let (status, s, token) = match live {
-        Some((mut s, _)) => {
-            let old_hash = s.token_hash;
-            let old_principal = s.principal.clone();
-            let old_role = s.role.clone();
-            let token = lifecycle::sign_in(
-                &mut s,
-                now,
-                &claims.sub,
-                &claims.role,
-                &policy,
-                claims.rooms,
-                &client,
-            );
-            if !state.store.update_session(&s, &old_hash).await? {
-                return Err(ApiError::Conflict {
-                    current: serde_json::Value::Null,
-                });
-            }
-            // Replaces the cached record and its token index: the old token stops at once.
-            state.sessions.remember(s.clone());
-            state.hub.session_changed(&s);
-            audit_sign_in(&state, now, &s, &old_principal, &old_role).await;
-            if let Err(e) = crate::drafts::on_sign_in(&state, &old_principal, &s.principal).await {
-                // The sign-in stands (the new cookie must reach the client); drafts stay
-                // with the anonymous principal and nothing is lost.
-                tracing::warn!(handle = %s.handle, error = %e, "moving drafts on sign-in failed");
-            }
-            (StatusCode::OK, s, token)
-        }
-        None => {
-            let (mut s, _) = state.sessions.new_session(&client);
-            let old_principal = s.principal.clone();
-            let old_role = s.role.clone();
-            let token = lifecycle::sign_in(
-                &mut s,
-                now,
-                &claims.sub,
-                &claims.role,
-                &policy,
-                claims.rooms,
-                &client,
-            );
-            match state.store.create_session(&s, None).await? {
-                CreateOutcome::Created => {}
-                CreateOutcome::Existing(_) => {
-                    return Err(ApiError::Internal(
-                        "create without a key reported a duplicate".into(),
-                    ))
-                }
-            }
-            state.sessions.remember(s.clone());
-            state
-                .sessions
-                .audit(AuditEvent::for_session(now, AuditKind::Created, &s))
-                .await;
-            metrics::counter!("sessiond_sessions_created_total").increment(1);
-            audit_sign_in(&state, now, &s, &old_principal, &old_role).await;
-            (StatusCode::CREATED, s, token)
-        }
+    let presented = auth::request_token(&headers, &state.config.cookie.name);
+    let who = SignIn {
+        user_id: claims.sub,
+        role: claims.role,
+        rooms: claims.rooms,
     };
-    metrics::counter!("sessiond_sign_ins_total").increment(1);
-    tracing::info!(handle = %s.handle, principal = %s.principal, role = %s.role, "signed in; token rotated");
-    let cookie = session_cookie(&state, &token, &s);
-    let mut view = session_view(&state, &s);
+    let current = presented.and_then(|p| p.hash);
+    let signed = state
+        .sessions
+        .sign_in(current.as_ref(), who, &client)
+        .await?;
+    let s = &signed.session;
+    if !signed.created {
+        // The session keeps its connections: they take the new principal and deadlines.
+        state.hub.session_changed(s);
+    }
+    // A bearer-authenticated sign-in gets its new token back the same way.
+    let bearer = req.bearer
+        || (signed.presented_live && presented.is_some_and(|p| p.source == TokenSource::Bearer));
+    let status = if signed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let cookie = session_cookie(&state, &signed.token, s);
+    let mut view = session_view(&state, s);
     if bearer {
-        view.token = Some(token.as_str().to_owned());
+        view.token = Some(signed.token.as_str().to_owned());
     }
     Ok(respond(status, view, Some(cookie)))
-}
-
-async fn audit_sign_in(
-    state: &AppState,
-    now: i64,
-    s: &Session,
-    from: &sessiond_core::Principal,
-    old_role: &str,
-) {
-    let detail = serde_json::json!({"from_principal": from.as_str(), "previous_role": old_role});
-    state
-        .sessions
-        .audit(AuditEvent::for_session(now, AuditKind::SignedIn, s).with_detail(detail))
-        .await;
-    let rotated = serde_json::json!({"cause": "sign_in"});
-    state
-        .sessions
-        .audit(AuditEvent::for_session(now, AuditKind::TokenRotated, s).with_detail(rotated))
-        .await;
 }
 
 /// `{"principal","key"}` of the local-copy key.
@@ -546,7 +428,7 @@ pub async fn get_data(
 ) -> ApiResult<Response> {
     validate_data_key(&key)?;
     let v = state
-        .store
+        .sessions
         .get_data(&a.session.handle, &key)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -579,14 +461,10 @@ pub async fn put_data(
         });
     }
     let value: serde_json::Value = parse_json(&body)?;
-    if !state
-        .store
+    state
+        .sessions
         .put_data(&a.session.handle, &key, &value)
-        .await?
-    {
-        // Ended between authentication and the write.
-        return Err(ended_under_request(&state, &a.session).await);
-    }
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -600,20 +478,6 @@ pub async fn delete_data(
     Path(key): Path<String>,
 ) -> ApiResult<StatusCode> {
     validate_data_key(&key)?;
-    if state.store.delete_data(&a.session.handle, &key).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound)
-    }
-}
-
-/// The error for a session that ended under a request: its stored reason if readable.
-async fn ended_under_request(state: &AppState, s: &Session) -> ApiError {
-    match state.sessions.get(&s.handle).await {
-        Ok(Some(cur)) => cur
-            .end_reason
-            .map(ApiError::SessionEnded)
-            .unwrap_or(ApiError::Unauthenticated),
-        _ => ApiError::Unauthenticated,
-    }
+    state.sessions.delete_data(&a.session.handle, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,7 @@ use super::hub::{ConnShared, Effects, JoinRefused, Outbound, Refused};
 use super::protocol::{close, code, parse_client, ClientMsg, LeftReason, ServerMsg, SnapshotBody};
 use super::tasks::{apply, retain_emptied};
 use crate::error::ApiError;
+use crate::sessions::SessionError;
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message};
 use base64::engine::general_purpose::STANDARD;
@@ -266,17 +267,31 @@ fn reply(ctx: &Ctx, msg: &ServerMsg) -> Next {
 }
 
 /// Maps a session-service failure to what the connection does.
-fn on_session_error(ctx: &Ctx, e: ApiError) -> Next {
+/// The one mapping of the session service's errors to frames and close codes.
+fn on_session_error(ctx: &Ctx, e: SessionError) -> Next {
     match e {
-        ApiError::SessionEnded(reason) => {
+        SessionError::Ended { reason } => {
             let fx = ctx.state.hub.session_ended(&ctx.handle, reason);
             apply(&ctx.state, fx);
             Next::Exit(Exit::Closed(close::for_reason(reason)))
         }
-        ApiError::Unauthenticated => {
+        SessionError::Unauthenticated | SessionError::NotFound => {
             Next::Exit(Exit::Own(close::UNAUTHENTICATED, LeftReason::SessionEnded))
         }
-        e => store_error(ctx, e, None),
+        SessionError::Unavailable { .. } => reply(
+            ctx,
+            &ServerMsg::error(
+                code::STORE_UNAVAILABLE,
+                "the session store cannot be reached; retry shortly",
+            ),
+        ),
+        e => {
+            tracing::error!(handle = %ctx.handle, error = %e, "websocket request failed");
+            reply(
+                ctx,
+                &ServerMsg::error(code::INTERNAL, "an internal error occurred"),
+            )
+        }
     }
 }
 
@@ -305,7 +320,7 @@ async fn on_message(ctx: &Ctx, m: ClientMsg) -> Next {
     let state = &ctx.state;
     match m {
         ClientMsg::Ping { id } => reply(ctx, &ServerMsg::Pong { id }),
-        ClientMsg::Activity => match state.sessions.touch_handle(&ctx.handle).await {
+        ClientMsg::Activity => match state.sessions.touch(&ctx.handle).await {
             Ok(_) => Next::Continue,
             Err(e) => on_session_error(ctx, e),
         },
@@ -346,17 +361,17 @@ async fn join(ctx: &Ctx, room: String) -> Next {
     // The current record: a sign-in since connecting may have changed the allowed rooms.
     let session = match state.sessions.get(&ctx.handle).await {
         Ok(Some(s)) => s,
-        Ok(None) => return on_session_error(ctx, ApiError::Unauthenticated),
+        Ok(None) => return on_session_error(ctx, SessionError::Unauthenticated),
         Err(e) => return on_session_error(ctx, e),
     };
     if !session.is_active() {
         return on_session_error(
             ctx,
-            ApiError::SessionEnded(
-                session
+            SessionError::Ended {
+                reason: session
                     .end_reason
                     .unwrap_or(sessiond_core::EndReason::Revoked),
-            ),
+            },
         );
     }
     if !session.may_join(&room) {
@@ -594,9 +609,15 @@ mod tests {
         .await
         .unwrap();
         super::super::tasks::ensure_started(&state);
-        let (session, _token) = state.sessions.new_session(&Default::default());
-        state.store.create_session(&session, None).await.unwrap();
-        state.sessions.remember(session.clone());
+        let session = match state
+            .sessions
+            .get_or_create(None, None, &Default::default())
+            .await
+            .unwrap()
+        {
+            crate::sessions::Obtained::Created { session, .. } => session,
+            _ => unreachable!("no token and no key always creates"),
+        };
         let (in_tx, in_rx) = fmpsc::channel(16);
         let (out_tx, out_rx) = fmpsc::channel(16);
         tokio::spawn(run(

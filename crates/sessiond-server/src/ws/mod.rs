@@ -13,7 +13,7 @@ pub mod tasks;
 
 pub use hub::Hub;
 
-use crate::auth::{self, Admin, TokenSource};
+use crate::auth::{self, Admin, PresentedToken, TokenSource};
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
@@ -41,7 +41,7 @@ pub fn router() -> Router<AppState> {
 
 /// The session token of an upgrade request: a `bearer.<token>` subprotocol entry, then
 /// `Authorization: Bearer`, then the cookie.
-pub fn ws_token(headers: &HeaderMap, cookie_name: &str) -> Option<(String, TokenSource)> {
+pub fn ws_token(headers: &HeaderMap, cookie_name: &str) -> Option<PresentedToken> {
     let offered = headers
         .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -50,7 +50,7 @@ pub fn ws_token(headers: &HeaderMap, cookie_name: &str) -> Option<(String, Token
         .map(str::trim);
     for p in offered {
         if let Some(t) = p.strip_prefix(BEARER_PREFIX) {
-            return Some((t.to_owned(), TokenSource::Bearer));
+            return Some(PresentedToken::parse(t, TokenSource::Bearer));
         }
     }
     auth::request_token(headers, cookie_name)
@@ -76,18 +76,21 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let Some((token, source)) = ws_token(&headers, &state.config.cookie.name) else {
+    let Some(presented) = ws_token(&headers, &state.config.cookie.name) else {
         return ApiError::Unauthenticated.into_response();
     };
     // A WebSocket is not covered by CORS: without this any site could open one with the cookie.
-    if source == TokenSource::Cookie {
+    if presented.source == TokenSource::Cookie {
         if let Err(e) = auth::origin_allowed(&state, &headers) {
             return e.into_response();
         }
     }
-    let session = match state.sessions.authenticate(&token, false).await {
+    let Some(hash) = presented.hash else {
+        return ApiError::Unauthenticated.into_response();
+    };
+    let session = match state.sessions.authenticate(&hash, false).await {
         Ok(s) => s,
-        Err(e) => return e.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let ws = match ws {
         Ok(ws) => ws,

@@ -1,0 +1,100 @@
+//! The in-memory session cache: records by handle, the token index, and the timer queue,
+//! all behind one mutex so a lookup, its activity and its timer move in one locking.
+
+use sessiond_core::timer::DeadlineQueue;
+use sessiond_core::{Handle, Session, Timestamp, TokenHash};
+use std::collections::HashMap;
+
+/// A cached session and whether its activity still has to reach the store.
+pub(super) struct Entry {
+    pub session: Session,
+    pub dirty: bool,
+    /// Whether the expiry warning for the current idle deadline was already sent.
+    pub warned: bool,
+    /// When the record was last read from (or written to) the store; in cluster mode an
+    /// entry older than [`super::ClusterMode::revalidate_ms`] is re-read before it is trusted.
+    pub validated_at: Timestamp,
+}
+
+/// State behind one mutex: no `.await` happens while it is held, so a std mutex is
+/// right (and cheaper than tokio's).
+pub(super) struct Cache {
+    pub by_handle: HashMap<Handle, Entry>,
+    by_token: HashMap<TokenHash, Handle>,
+    /// Next scheduler event per session: the warning time, then the deadline.
+    pub timers: DeadlineQueue<Handle>,
+    capacity: usize,
+}
+
+impl Cache {
+    /// A cache of at most `capacity` records (never fewer than 16).
+    pub fn new(capacity: usize) -> Self {
+        Cache {
+            by_handle: HashMap::new(),
+            by_token: HashMap::new(),
+            timers: DeadlineQueue::default(),
+            capacity: capacity.max(16),
+        }
+    }
+
+    /// The entry a token names, checked in constant time against the record's hash.
+    pub fn by_token_mut(&mut self, hash: &TokenHash) -> Option<&mut Entry> {
+        let handle = self.by_token.get(hash)?;
+        self.by_handle
+            .get_mut(handle)
+            .filter(|e| e.session.token_hash.ct_eq(hash))
+    }
+
+    /// Puts a record in (replacing the old one and its token), scheduling `timer` or,
+    /// with `None`, cancelling the session's timer. At capacity clean entries are
+    /// evicted: the store has their state and the timer keeps their handle.
+    pub fn insert(&mut self, s: Session, dirty: bool, timer: Option<Timestamp>, now: Timestamp) {
+        match timer {
+            Some(t) => self.timers.schedule(s.handle, t),
+            None => {
+                self.timers.cancel(&s.handle);
+            }
+        }
+        if self.by_handle.len() >= self.capacity && !self.by_handle.contains_key(&s.handle) {
+            let victims: Vec<Handle> = self
+                .by_handle
+                .iter()
+                .filter(|(_, e)| !e.dirty)
+                .take(self.capacity / 16 + 1)
+                .map(|(h, _)| *h)
+                .collect();
+            for h in victims {
+                self.remove(&h);
+            }
+        }
+        if let Some(old) = self.by_handle.get(&s.handle) {
+            if !old.session.token_hash.ct_eq(&s.token_hash) {
+                // A rotated token stops naming the session at once.
+                let old_hash = old.session.token_hash;
+                self.by_token.remove(&old_hash);
+            }
+        }
+        self.by_token.insert(s.token_hash, s.handle);
+        self.by_handle.insert(
+            s.handle,
+            Entry {
+                session: s,
+                dirty,
+                warned: false,
+                validated_at: now,
+            },
+        );
+    }
+
+    /// Drops a record and its token (the timer is left alone).
+    pub fn remove(&mut self, handle: &Handle) -> Option<Entry> {
+        let e = self.by_handle.remove(handle)?;
+        self.by_token.remove(&e.session.token_hash);
+        Some(e)
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_handle.len()
+    }
+}

@@ -1,0 +1,233 @@
+//! The write-through paths that make or rebind a session: get-or-create (idempotent)
+//! and sign-in (token rotation, sign-in as another user, drafts moving to the user).
+
+use super::{SessionError, SessionResult, SessionService};
+use crate::idempotency;
+use sessiond_core::audit::{AuditEvent, AuditKind};
+use sessiond_core::lifecycle::{self, ClientInfo};
+use sessiond_core::store::{CreateOutcome, IdempotencyRecord};
+use sessiond_core::{EndReason, Principal, Session, Timestamp, Token, TokenHash};
+
+/// An idempotent create: the client's key (validated at the edge) and the fingerprint
+/// of its request ([`idempotency::fingerprint`]).
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    pub fingerprint: String,
+}
+
+/// What [`SessionService::get_or_create`] found or made.
+pub enum Obtained {
+    /// The presented token names a live session (its activity was recorded).
+    Current(Session),
+    /// A new session; `token` is the only clear copy of its token.
+    Created { session: Session, token: Token },
+    /// A repeated idempotent create: the session the first call made, and its token.
+    Replayed { session: Session, token: Token },
+}
+
+/// Who signs in: a verified ticket's claims.
+pub struct SignIn {
+    pub user_id: String,
+    /// A configured role.
+    pub role: String,
+    /// Rooms the session is restricted to (`None`: any room).
+    pub rooms: Option<Vec<String>>,
+}
+
+/// The signed-in session and its new token.
+pub struct SignedIn {
+    pub session: Session,
+    /// The rotated token (the old one stopped working).
+    pub token: Token,
+    /// A new session was made (no live one was presented, or it was another user's).
+    pub created: bool,
+    /// The request presented the token of a live session (even one that was ended
+    /// because it belonged to another user).
+    pub presented_live: bool,
+}
+
+impl SessionService {
+    /// Creates a fresh anonymous session of the default role (not yet stored).
+    fn new_session(&self, client: &ClientInfo) -> (Session, Token) {
+        let role = self.policies.default_role.clone();
+        lifecycle::new_session(self.now(), &role, self.policy(&role), client)
+    }
+
+    /// The live session `current` names (recording activity), or a new one. With
+    /// `idempotency`, concurrent and repeated calls with the same key get the same
+    /// session; the same key with another request is `IdempotencyMismatch`; a replay
+    /// whose session ended (or was signed in since) is `Ended`/`Unauthenticated`.
+    pub async fn get_or_create(
+        &self,
+        current: Option<&TokenHash>,
+        idempotency: Option<Idempotency<'_>>,
+        client: &ClientInfo,
+    ) -> SessionResult<Obtained> {
+        if let Some(hash) = current {
+            match self.authenticate(hash, true).await {
+                Ok(s) => return Ok(Obtained::Current(s)),
+                // An unknown or ended token never maps to a session: make a new one.
+                Err(SessionError::Unauthenticated | SessionError::Ended { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let now = self.now();
+        let (s, token) = self.new_session(client);
+        let record = idempotency.as_ref().map(|i| IdempotencyRecord {
+            key_hash: idempotency::key_hash(i.key),
+            fingerprint: i.fingerprint.clone(),
+            handle: s.handle,
+            sealed_token: idempotency::seal(i.key, &token),
+            created_at: now,
+        });
+        match self.store.create_session(&s, record.as_ref()).await? {
+            CreateOutcome::Created => {
+                self.created(now, &s).await;
+                tracing::info!(handle = %s.handle, principal = %s.principal, role = %s.role, "session created");
+                Ok(Obtained::Created { session: s, token })
+            }
+            CreateOutcome::Existing(rec) => {
+                let i = idempotency.ok_or_else(|| {
+                    SessionError::Internal("create without a key reported a duplicate".into())
+                })?;
+                if rec.fingerprint != i.fingerprint {
+                    return Err(SessionError::IdempotencyMismatch);
+                }
+                let token = idempotency::unseal(i.key, &rec.sealed_token).ok_or_else(|| {
+                    SessionError::Internal(format!(
+                        "idempotency record of {} cannot be opened",
+                        rec.handle
+                    ))
+                })?;
+                // Ended, or signed in since (token rotated): the replay cannot resume it.
+                let session = self.authenticate(&token.hash(), false).await?;
+                Ok(Obtained::Replayed { session, token })
+            }
+        }
+    }
+
+    /// A new session was written: cache it, audit it, count it.
+    async fn created(&self, now: Timestamp, s: &Session) {
+        self.remember(s.clone());
+        self.audit(AuditEvent::for_session(now, AuditKind::Created, s))
+            .await;
+        metrics::counter!("sessiond_sessions_created_total").increment(1);
+    }
+
+    /// Signs a session in, rotating its token. A live session `current` of the same (or
+    /// an anonymous) principal is kept (same handle and data; anonymous drafts move to
+    /// the user); another user's live session is signed out first and, like no live
+    /// session, gives way to a new signed-in one. A concurrent rotation is `Conflict`.
+    pub async fn sign_in(
+        &self,
+        current: Option<&TokenHash>,
+        who: SignIn,
+        client: &ClientInfo,
+    ) -> SessionResult<SignedIn> {
+        let now = self.now();
+        let mut live = None;
+        if let Some(hash) = current {
+            match self.authenticate(hash, false).await {
+                Ok(s) => live = Some(s),
+                Err(SessionError::Unauthenticated | SessionError::Ended { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let presented_live = live.is_some();
+        if let Some(s) = &live {
+            if s.user_id.as_deref().is_some_and(|u| u != who.user_id) {
+                // Another person's session on a shared browser: their data must not carry
+                // over, so it ends and the new user starts fresh.
+                self.end(&s.handle, EndReason::SignedOut).await?;
+                live = None;
+            }
+        }
+        let policy = self.policy(&who.role).clone();
+        let (mut s, created) = match live {
+            Some(s) => (s, false),
+            None => (self.new_session(client).0, true),
+        };
+        let old_hash = s.token_hash;
+        let old_principal = s.principal.clone();
+        let old_role = s.role.clone();
+        let token = lifecycle::sign_in(
+            &mut s,
+            now,
+            &who.user_id,
+            &who.role,
+            &policy,
+            who.rooms,
+            client,
+        );
+        if created {
+            match self.store.create_session(&s, None).await? {
+                CreateOutcome::Created => {}
+                CreateOutcome::Existing(_) => {
+                    return Err(SessionError::Internal(
+                        "create without a key reported a duplicate".into(),
+                    ))
+                }
+            }
+            self.created(now, &s).await;
+            self.audit_sign_in(now, &s, &old_principal, &old_role).await;
+        } else {
+            if !self.store.update_session(&s, &old_hash).await? {
+                return Err(SessionError::Conflict);
+            }
+            // Replaces the cached record and its token index: the old token stops at once.
+            self.remember(s.clone());
+            self.audit_sign_in(now, &s, &old_principal, &old_role).await;
+            if let Err(e) = self.move_drafts(now, &old_principal, &s.principal).await {
+                // The sign-in stands (the new cookie must reach the client); drafts stay
+                // with the anonymous principal and nothing is lost.
+                tracing::warn!(handle = %s.handle, error = %e, "moving drafts on sign-in failed");
+            }
+        }
+        metrics::counter!("sessiond_sign_ins_total").increment(1);
+        tracing::info!(handle = %s.handle, principal = %s.principal, role = %s.role, "signed in; token rotated");
+        Ok(SignedIn {
+            session: s,
+            token,
+            created,
+            presented_live,
+        })
+    }
+
+    async fn audit_sign_in(&self, now: Timestamp, s: &Session, from: &Principal, old_role: &str) {
+        let detail = serde_json::json!({"from_principal": from.as_str(), "previous_role": old_role});
+        self.audit(AuditEvent::for_session(now, AuditKind::SignedIn, s).with_detail(detail))
+            .await;
+        let rotated = serde_json::json!({"cause": "sign_in"});
+        self.audit(AuditEvent::for_session(now, AuditKind::TokenRotated, s).with_detail(rotated))
+            .await;
+    }
+
+    /// After a sign-in changed the principal from `from` (anonymous) to `to`: the
+    /// anonymous drafts move to the user, merged with
+    /// [`sessiond_core::draft::merge_on_sign_in`] where both have one. Records the audit
+    /// event `drafts_restored` (detail: the conversations moved) and the metric
+    /// `sessiond_drafts_restored_total`. Returns the conversations moved. Does nothing
+    /// when `from` is not anonymous or equals `to`.
+    async fn move_drafts(
+        &self,
+        now: Timestamp,
+        from: &Principal,
+        to: &Principal,
+    ) -> SessionResult<Vec<String>> {
+        if !from.is_anonymous() || from == to {
+            return Ok(Vec::new());
+        }
+        let moved = self.store.move_drafts(from, to, now).await?;
+        if !moved.is_empty() {
+            metrics::counter!("sessiond_drafts_restored_total").increment(moved.len() as u64);
+            let mut e =
+                AuditEvent::new(now, AuditKind::DraftsRestored).with_detail(serde_json::json!({
+                    "from": from.as_str(),
+                    "conversations": moved,
+                }));
+            e.principal = Some(to.to_string());
+            self.audit(e).await;
+        }
+        Ok(moved)
+    }
+}

@@ -1,0 +1,83 @@
+//! Coalesced activity writes: touches only mark a cached record dirty; the flusher
+//! writes every dirty record in one batch per interval, keeping the latest deadline.
+
+use super::{SessionResult, SessionService};
+use sessiond_core::{Handle, Timestamp};
+
+impl SessionService {
+    /// Cluster mode: writes activity near the deadline at once (see
+    /// [`super::ClusterMode::urgent_ms`]). A failure leaves the entry dirty for the flusher.
+    pub(super) async fn flush_urgent(&self, handle: &Handle) {
+        if let Err(e) = self.flush_one(handle).await {
+            tracing::debug!(handle = %handle, error = %e, "urgent activity write deferred");
+        }
+    }
+
+    /// Writes one session's pending activity now.
+    pub async fn flush_one(&self, handle: &Handle) -> SessionResult<()> {
+        let pending = {
+            let mut c = self.lock();
+            match c.by_handle.get_mut(handle) {
+                Some(e) if e.dirty => {
+                    e.dirty = false;
+                    Some(e.session.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(s) = pending {
+            if let Err(err) = self
+                .store
+                .touch_session(
+                    &s.handle,
+                    s.last_activity_at,
+                    s.last_seen_at,
+                    s.idle_expires_at,
+                )
+                .await
+            {
+                self.mark_dirty(&s.handle);
+                return Err(err.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_dirty(&self, handle: &Handle) {
+        if let Some(e) = self.lock().by_handle.get_mut(handle) {
+            e.dirty = true;
+        }
+    }
+
+    /// Writes all pending activity in one batch. On failure the entries stay dirty.
+    pub async fn flush(&self) -> SessionResult<usize> {
+        let batch: Vec<(Handle, Timestamp, Timestamp, Timestamp)> = {
+            let mut c = self.lock();
+            c.by_handle
+                .values_mut()
+                .filter(|e| e.dirty)
+                .map(|e| {
+                    e.dirty = false;
+                    let s = &e.session;
+                    (
+                        s.handle,
+                        s.last_activity_at,
+                        s.last_seen_at,
+                        s.idle_expires_at,
+                    )
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        if let Err(err) = self.store.touch_sessions(&batch).await {
+            for (h, ..) in &batch {
+                self.mark_dirty(h);
+            }
+            return Err(err.into());
+        }
+        metrics::counter!("sessiond_activity_flushed_total").increment(batch.len() as u64);
+        Ok(batch.len())
+    }
+}

@@ -1,0 +1,182 @@
+//! The hot path: one lookup for "which live session is this" by token hash (requests)
+//! or by handle (an open WebSocket), optionally recording activity. A cache hit takes
+//! the lock once: lookup, deadline check, activity and timer move together.
+
+use super::cache::{Cache, Entry};
+use super::{SessionError, SessionResult, SessionService};
+use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp, TokenHash};
+
+/// What names the session being looked up.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Token(&'a TokenHash),
+    Handle(&'a Handle),
+}
+
+/// A cached session checked (and maybe touched) at one instant.
+struct Checked {
+    session: Session,
+    /// Activity inside the warning window moved the deadline: connections get `renewed`.
+    renewed: bool,
+    /// Cluster mode and the stored deadline is near: write the activity now.
+    urgent: bool,
+}
+
+/// A session whose deadline passed: it must end now for `reason`.
+struct Overdue {
+    handle: Handle,
+    reason: EndReason,
+}
+
+/// One pass over the cache.
+enum Probe {
+    Hit(Result<Checked, Overdue>),
+    /// Cluster mode: the entry is too old to trust; re-read it first.
+    Stale(Handle),
+    Miss,
+}
+
+impl SessionService {
+    /// The live session a token names, recording activity if `touch`: cache first, then
+    /// the store. An ended or overdue session is `Ended` with its reason (an overdue one
+    /// is ended here); an unknown token is `Unauthenticated`.
+    pub async fn authenticate(&self, token: &TokenHash, touch: bool) -> SessionResult<Session> {
+        self.lookup(Key::Token(token), touch).await
+    }
+
+    /// Records activity on a session known by handle (an open WebSocket's `activity`).
+    pub async fn touch(&self, handle: &Handle) -> SessionResult<Session> {
+        self.lookup(Key::Handle(handle), true).await
+    }
+
+    async fn lookup(&self, key: Key<'_>, touch: bool) -> SessionResult<Session> {
+        // Cluster mode: a stale entry, or one that looks overdue, is re-read once first.
+        let mut refreshed = false;
+        loop {
+            let now = self.now();
+            let probe = {
+                let mut c = self.lock();
+                let entry = match key {
+                    Key::Token(hash) => c.by_token_mut(hash),
+                    Key::Handle(h) => c.by_handle.get_mut(h),
+                };
+                match entry {
+                    Some(e) if !refreshed && self.is_stale(e, now) => Probe::Stale(e.session.handle),
+                    Some(e) => {
+                        let checked = self.check_and_touch(e, now, touch);
+                        self.reschedule(&mut c, &checked, touch);
+                        Probe::Hit(checked)
+                    }
+                    None => Probe::Miss,
+                }
+            };
+            let checked = match probe {
+                Probe::Hit(r) => r,
+                Probe::Stale(h) => {
+                    self.refresh(&h).await?;
+                    refreshed = true;
+                    continue;
+                }
+                Probe::Miss => {
+                    let s = match key {
+                        Key::Token(hash) => self
+                            .store
+                            .get_session_by_token(hash)
+                            .await?
+                            .filter(|s| s.token_hash.ct_eq(hash)),
+                        Key::Handle(h) => self.store.get_session(h).await?,
+                    }
+                    .ok_or(SessionError::Unauthenticated)?;
+                    let timer = self.timer_if_active(&s);
+                    let handle = s.handle;
+                    let mut c = self.lock();
+                    c.insert(s, false, timer, now);
+                    let e = c.by_handle.get_mut(&handle).expect("just inserted");
+                    let checked = self.check_and_touch(e, now, touch);
+                    self.reschedule(&mut c, &checked, touch);
+                    checked
+                }
+            };
+            return match checked {
+                Ok(Checked {
+                    session,
+                    renewed,
+                    urgent,
+                }) => {
+                    if !session.is_active() {
+                        return Err(SessionError::Ended {
+                            reason: session.end_reason.unwrap_or(EndReason::Revoked),
+                        });
+                    }
+                    if renewed {
+                        self.publish_renewed(&session);
+                    }
+                    if urgent {
+                        self.flush_urgent(&session.handle).await;
+                    }
+                    Ok(session)
+                }
+                Err(Overdue { handle, reason }) => {
+                    if self.cluster.get().is_some() && !refreshed {
+                        // Another node may have moved the deadline: ask the store first.
+                        self.refresh(&handle).await?;
+                        refreshed = true;
+                        continue;
+                    }
+                    self.end(&handle, reason).await?;
+                    Err(SessionError::Ended { reason })
+                }
+            };
+        }
+    }
+
+    /// Checks an entry at `now` and records activity on it if `touch`; or the ending
+    /// that must happen now.
+    fn check_and_touch(&self, e: &mut Entry, now: Timestamp, touch: bool) -> Result<Checked, Overdue> {
+        let mut checked = Checked {
+            session: e.session.clone(),
+            renewed: false,
+            urgent: false,
+        };
+        if !e.session.is_active() {
+            return Ok(checked);
+        }
+        if let Some(reason) = lifecycle::due_reason(&e.session, now) {
+            return Err(Overdue {
+                handle: e.session.handle,
+                reason,
+            });
+        }
+        if touch {
+            let before = e.session.idle_expires_at;
+            let policy = self.policy(&e.session.role);
+            if lifecycle::touch(&mut e.session, now, policy) {
+                checked.urgent = self
+                    .cluster
+                    .get()
+                    .is_some_and(|m| before - now < m.urgent_ms);
+                e.dirty = true;
+                if e.warned {
+                    e.warned = false;
+                    checked.renewed = true;
+                }
+                checked.session = e.session.clone();
+            }
+        }
+        Ok(checked)
+    }
+
+    /// Moves the timer of a touched live session (under the same lock as the touch).
+    fn reschedule(&self, c: &mut Cache, checked: &Result<Checked, Overdue>, touch: bool) {
+        if let (true, Ok(ch)) = (touch, checked) {
+            if ch.session.is_active() {
+                let warned = c
+                    .by_handle
+                    .get(&ch.session.handle)
+                    .is_some_and(|e| e.warned);
+                let t = self.timer_for(&ch.session, warned);
+                c.timers.schedule(ch.session.handle, t);
+            }
+        }
+    }
+}

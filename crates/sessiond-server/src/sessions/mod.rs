@@ -1,0 +1,249 @@
+//! The session service: the one owner of the session lifecycle. Creation (idempotent),
+//! sign-in, lookups with activity, renewal, session data, endings and expiry all go
+//! through [`SessionService`]; it is the only writer of sessions. It speaks
+//! [`SessionError`]; the HTTP and WebSocket edges each map that once.
+//!
+//! Reads come from an in-memory cache keyed by token hash; activity updates the cached
+//! record and marks it dirty; a flusher writes dirty records at most once per
+//! `flush_interval` in one batch. A SIGKILL can therefore lose at most the last
+//! `flush_interval` of idle-deadline extension, never a session or its data (creation,
+//! sign-in, data, endings are written through). A clean shutdown flushes everything.
+//!
+//! Layout: [`cache`] (records, token index, timers), [`lookup`] (the hot path),
+//! [`create`] (get-or-create, sign-in), [`scheduler`] (warnings and expiry),
+//! [`flusher`] (coalesced activity writes), [`revalidate`] (cluster mode),
+//! [`retention`] (purging ended sessions), [`background`] (the loops and their shutdown).
+
+mod background;
+mod cache;
+mod create;
+mod error;
+mod flusher;
+mod lookup;
+mod retention;
+mod revalidate;
+mod scheduler;
+pub mod tokio_util_shutdown;
+
+#[cfg(test)]
+mod tests;
+
+pub use create::{Idempotency, Obtained, SignIn, SignedIn};
+pub use error::{SessionError, SessionResult};
+pub use retention::RETENTION_INTERVAL;
+pub use revalidate::ClusterMode;
+
+use crate::bus::{Bus, Event};
+use cache::Cache;
+use sessiond_core::audit::{AuditEvent, AuditKind};
+use sessiond_core::policy::{Policies, Policy};
+use sessiond_core::{Clock, EndReason, Handle, Session, Store, Timestamp};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub struct SessionService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    policies: Policies,
+    bus: Bus,
+    cache: Mutex<Cache>,
+    /// Set once when the store is shared by several nodes.
+    cluster: OnceLock<ClusterMode>,
+}
+
+impl SessionService {
+    /// A service over `store` keeping at most `capacity` sessions in memory.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policies: Policies,
+        bus: Bus,
+        capacity: usize,
+    ) -> Self {
+        SessionService {
+            store,
+            clock,
+            policies,
+            bus,
+            cache: Mutex::new(Cache::new(capacity)),
+            cluster: OnceLock::new(),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// The policy of a role; unknown roles (a role removed from config) fall back to the default.
+    pub fn policy(&self, role: &str) -> &Policy {
+        self.policies
+            .get(role)
+            .or_else(|| self.policies.get(&self.policies.default_role))
+            .expect("validated config has the default role")
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts a written-through session into the cache and the timer queue.
+    fn remember(&self, s: Session) {
+        let timer = self.timer_if_active(&s);
+        let now = self.now();
+        self.lock().insert(s, false, timer, now);
+    }
+
+    /// The cached record of a session, if this node holds it (includes activity not yet
+    /// flushed to the store).
+    pub fn cached(&self, handle: &Handle) -> Option<Session> {
+        self.lock().by_handle.get(handle).map(|e| e.session.clone())
+    }
+
+    /// The current record of a session by handle (cache, then store), ended ones included.
+    pub async fn get(&self, handle: &Handle) -> SessionResult<Option<Session>> {
+        if let Some(e) = self.lock().by_handle.get(handle) {
+            return Ok(Some(e.session.clone()));
+        }
+        Ok(self.store.get_session(handle).await?)
+    }
+
+    /// Explicit renewal ("stay online"): activity that is always announced and audited.
+    pub async fn renew(&self, handle: &Handle) -> SessionResult<Session> {
+        let s = self.touch(handle).await?;
+        {
+            let mut c = self.lock();
+            if let Some(e) = c.by_handle.get_mut(handle) {
+                e.warned = false;
+            }
+            let t = self.timer_for(&s, false);
+            c.timers.schedule(s.handle, t);
+        }
+        self.flush_one(handle).await?;
+        self.audit(AuditEvent::for_session(self.now(), AuditKind::Renewed, &s))
+            .await;
+        self.publish_renewed(&s);
+        Ok(s)
+    }
+
+    fn publish_renewed(&self, s: &Session) {
+        self.bus.publish(Event::SessionRenewed {
+            handle: s.handle,
+            idle_expires_at: s.idle_expires_at,
+            absolute_expires_at: s.absolute_expires_at,
+        });
+    }
+
+    /// The user signs out: the session ends with `signed_out`.
+    pub async fn sign_out(&self, handle: &Handle) -> SessionResult<()> {
+        self.end(handle, EndReason::SignedOut).await.map(drop)
+    }
+
+    /// An operator revokes a session: `NotFound` if the handle names none; a session that
+    /// had already ended stays as it was.
+    pub async fn revoke(&self, handle: &Handle) -> SessionResult<()> {
+        self.get(handle).await?.ok_or(SessionError::NotFound)?;
+        self.end(handle, EndReason::Revoked).await.map(drop)
+    }
+
+    /// Ends a session once (store CAS); the winner audits and tells every connection.
+    /// Returns the ended record if this call ended it.
+    pub async fn end(&self, handle: &Handle, reason: EndReason) -> SessionResult<Option<Session>> {
+        let now = self.now();
+        // Write pending activity first so the audit's last activity is exact.
+        self.flush_one(handle).await?;
+        let ended = self.store.end_session(handle, reason, now).await?;
+        match &ended {
+            Some(s) => {
+                {
+                    let mut c = self.lock();
+                    c.timers.cancel(handle);
+                    if let Some(e) = c.by_handle.get_mut(handle) {
+                        e.session = s.clone();
+                        e.dirty = false;
+                    }
+                }
+                let ev = AuditEvent::for_session(now, AuditKind::Ended, s).with_reason(reason.as_str()).with_detail(
+                    serde_json::json!({"kept": ["drafts", "room_snapshots"], "purged": ["session_data_after_retention"]}),
+                );
+                self.audit(ev).await;
+                metrics::counter!("sessiond_sessions_ended_total", "reason" => reason.as_str())
+                    .increment(1);
+                tracing::info!(handle = %s.handle, principal = %s.principal, reason = reason.as_str(), "session ended");
+                self.bus.publish(Event::SessionEnded {
+                    handle: *handle,
+                    principal: s.principal.to_string(),
+                    reason,
+                });
+            }
+            None => {
+                // Someone else (another request, node or the scheduler) ended it first.
+                self.lock().timers.cancel(handle);
+                if let Some(s) = self.store.get_session(handle).await? {
+                    if self.cluster.get().is_some() && !s.is_active() {
+                        // The winner may be another node whose event never arrives
+                        // (pub/sub is at-most-once): tell this node's connections too.
+                        self.bus.deliver_local(Event::SessionEnded {
+                            handle: *handle,
+                            principal: s.principal.to_string(),
+                            reason: s.end_reason.unwrap_or(reason),
+                        });
+                    }
+                    let mut c = self.lock();
+                    if let Some(e) = c.by_handle.get_mut(handle) {
+                        e.session = s;
+                        e.dirty = false;
+                    }
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Appends an audit event; a failure is logged, not fatal to the request that caused it.
+    pub async fn audit(&self, e: AuditEvent) {
+        if let Err(err) = self.store.append_audit(&e).await {
+            tracing::error!(error = %err, kind = e.kind.as_str(), "audit append failed");
+            metrics::counter!("sessiond_audit_errors_total").increment(1);
+        }
+    }
+
+    /// One session-data value of a live session (`None`: no such key).
+    pub async fn get_data(
+        &self,
+        handle: &Handle,
+        key: &str,
+    ) -> SessionResult<Option<serde_json::Value>> {
+        Ok(self.store.get_data(handle, key).await?)
+    }
+
+    /// Stores one session-data value; the last write wins. A session that ended under
+    /// the request is `Ended` with its stored reason.
+    pub async fn put_data(
+        &self,
+        handle: &Handle,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> SessionResult<()> {
+        if self.store.put_data(handle, key, value).await? {
+            return Ok(());
+        }
+        Err(match self.get(handle).await {
+            Ok(Some(cur)) => cur
+                .end_reason
+                .map(|reason| SessionError::Ended { reason })
+                .unwrap_or(SessionError::Unauthenticated),
+            _ => SessionError::Unauthenticated,
+        })
+    }
+
+    /// Removes one session-data value; `NotFound` if there was none.
+    pub async fn delete_data(&self, handle: &Handle, key: &str) -> SessionResult<()> {
+        if self.store.delete_data(handle, key).await? {
+            Ok(())
+        } else {
+            Err(SessionError::NotFound)
+        }
+    }
+}

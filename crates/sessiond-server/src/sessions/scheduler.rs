@@ -1,0 +1,157 @@
+//! The expiry scheduler: a deadline queue holding each session's next event (its
+//! warning time, then its deadline), fired by [`SessionService::tick`], plus the start-up
+//! load and the store poll that catch deadlines this node's queue does not hold.
+
+use super::{SessionResult, SessionService};
+use crate::bus::Event;
+use sessiond_core::{lifecycle, EndReason, Session, Timestamp};
+
+/// Delay before a check that could not reach the store is tried again.
+const RETRY_MS: i64 = 500;
+
+/// What the scheduler does with a session whose timer fired.
+enum Due {
+    Warn(Box<Session>),
+    End(EndReason),
+    /// Not cached (or ended in the cache): decide on the store's record.
+    Reread,
+}
+
+impl SessionService {
+    /// Next timer point of a session: its warning time until warned, then its deadline.
+    pub(super) fn timer_for(&self, s: &Session, warned: bool) -> Timestamp {
+        let deadline = lifecycle::next_deadline(s);
+        if warned {
+            deadline
+        } else {
+            deadline - self.policy(&s.role).warn_ms()
+        }
+    }
+
+    /// The timer of a freshly loaded record: none once it has ended.
+    pub(super) fn timer_if_active(&self, s: &Session) -> Option<Timestamp> {
+        s.is_active().then(|| self.timer_for(s, false))
+    }
+
+    /// Loads every active session's deadline into the timer (start-up, after a restart).
+    pub async fn warm_start(&self) -> SessionResult<usize> {
+        let mut filter = sessiond_core::store::SessionFilter {
+            active_only: true,
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut n = 0;
+        loop {
+            let page = self.store.list_sessions(&filter).await?;
+            let last = page.last().map(|s| s.handle);
+            {
+                let mut c = self.lock();
+                for s in &page {
+                    let t = self.timer_for(s, false);
+                    c.timers.schedule(s.handle, t);
+                }
+            }
+            n += page.len();
+            match last {
+                Some(h) if page.len() == filter.limit => filter.after = Some(h),
+                _ => break,
+            }
+        }
+        Ok(n)
+    }
+
+    /// One scheduler pass: fires warnings and endings that are due. Returns how many.
+    pub async fn tick(&self) -> usize {
+        let now = self.now();
+        let due = self.lock().timers.pop_due(now, 10_000);
+        let mut fired = 0;
+        for (handle, _) in due {
+            if self.cluster.get().is_some() {
+                // Another node may have moved or ended it: decide on the store's record.
+                if let Err(err) = self.refresh(&handle).await {
+                    tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
+                    self.lock().timers.schedule(handle, now + RETRY_MS);
+                    continue;
+                }
+            }
+            let action = {
+                let mut c = self.lock();
+                match c.by_handle.get_mut(&handle) {
+                    Some(e) if !e.session.is_active() => Due::Reread,
+                    Some(e) => match lifecycle::due_reason(&e.session, now) {
+                        Some(r) => Due::End(r),
+                        None if !e.warned && now >= self.timer_for(&e.session, false) => {
+                            e.warned = true;
+                            Due::Warn(Box::new(e.session.clone()))
+                        }
+                        None => {
+                            let t = self.timer_for(&e.session, e.warned);
+                            c.timers.schedule(handle, t);
+                            continue;
+                        }
+                    },
+                    None => Due::Reread,
+                }
+            };
+            match action {
+                Due::Warn(s) => {
+                    let t = self.timer_for(&s, true);
+                    self.lock().timers.schedule(handle, t);
+                    self.bus.publish(Event::ExpiryWarning {
+                        handle,
+                        seconds_left: lifecycle::seconds_left(&s, now),
+                        idle_expires_at: s.idle_expires_at,
+                    });
+                    fired += 1;
+                }
+                Due::End(r) => match self.end(&handle, r).await {
+                    Ok(_) => fired += 1,
+                    Err(err) => {
+                        // Store unreachable: never expire blindly; retry shortly.
+                        tracing::warn!(handle = %handle, error = %err, "expiry deferred");
+                        self.lock().timers.schedule(handle, now + RETRY_MS);
+                    }
+                },
+                Due::Reread => match self.store.get_session(&handle).await {
+                    Ok(Some(s)) if s.is_active() => {
+                        let overdue = lifecycle::due_reason(&s, now).is_some();
+                        let timer = self.timer_if_active(&s);
+                        let mut c = self.lock();
+                        c.insert(s, false, timer, now);
+                        if overdue {
+                            c.timers.schedule(handle, now);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
+                        self.lock().timers.schedule(handle, now + RETRY_MS);
+                    }
+                },
+            }
+        }
+        fired
+    }
+
+    /// Picks up sessions whose stored deadline passed but that this node's timer does not
+    /// hold (created by another node, or evicted): a safety net polled every second.
+    pub async fn reconcile_due(&self) -> SessionResult<usize> {
+        let now = self.now();
+        let due = self.store.due_sessions(now, 1000).await?;
+        let n = due.len();
+        let mut c = self.lock();
+        for h in due {
+            if c.timers.deadline(&h).is_none_or(|t| t > now) {
+                // Cached activity may be newer than the store; tick() re-checks.
+                c.timers.schedule(h, now);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Sessions in the timer (metrics).
+    pub fn timer_len(&self) -> usize {
+        self.lock().timers.len()
+    }
+}
+

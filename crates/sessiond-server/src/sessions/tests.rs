@@ -1,0 +1,735 @@
+//! Unit tests of the session service on a manual clock over the memory store: the
+//! scheduler, flusher and cache are driven step by step (`tick`, `flush`), so nothing
+//! here sleeps in real time.
+
+use super::*;
+use crate::bus::Event;
+use sessiond_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use sessiond_core::draft::{AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::lifecycle::ClientInfo;
+use sessiond_core::policy::Policy;
+use sessiond_core::snapshot::{Snapshot, SnapshotWrite};
+use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord, Result, SessionFilter};
+use sessiond_core::{
+    EndReason, Handle, ManualClock, Principal, Session, Store, StoreError, Timestamp, Token,
+    TokenHash,
+};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+const T0: Timestamp = 1_700_000_000_000;
+const IDLE_MS: i64 = 60_000;
+const ABSOLUTE_MS: i64 = 300_000;
+const WARN_MS: i64 = 10_000;
+
+/// The memory store behind a switch that makes every call fail as unreachable, counting
+/// the activity writes (`touch_session` / `touch_sessions` calls) that reach it.
+#[derive(Default)]
+struct Faulty {
+    inner: sessiond_store_memory::MemoryStore,
+    down: AtomicBool,
+    writes: AtomicUsize,
+}
+
+impl Faulty {
+    fn check(&self) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("switched off by the test".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Faulty {
+    async fn ping(&self) -> Result<()> {
+        self.check()?;
+        self.inner.ping().await
+    }
+
+    async fn create_session(
+        &self,
+        s: &Session,
+        idem: Option<&IdempotencyRecord>,
+    ) -> Result<CreateOutcome> {
+        self.check()?;
+        self.inner.create_session(s, idem).await
+    }
+
+    async fn get_session(&self, handle: &Handle) -> Result<Option<Session>> {
+        self.check()?;
+        self.inner.get_session(handle).await
+    }
+
+    async fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>> {
+        self.check()?;
+        self.inner.get_session_by_token(hash).await
+    }
+
+    async fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool> {
+        self.check()?;
+        self.inner.update_session(s, expected_token).await
+    }
+
+    async fn touch_session(
+        &self,
+        handle: &Handle,
+        last_activity_at: Timestamp,
+        last_seen_at: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> Result<bool> {
+        self.check()?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner
+            .touch_session(handle, last_activity_at, last_seen_at, idle_expires_at)
+            .await
+    }
+
+    async fn touch_sessions(
+        &self,
+        touches: &[(Handle, Timestamp, Timestamp, Timestamp)],
+    ) -> Result<()> {
+        self.check()?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.touch_sessions(touches).await
+    }
+
+    async fn end_session(
+        &self,
+        handle: &Handle,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> Result<Option<Session>> {
+        self.check()?;
+        self.inner.end_session(handle, reason, now).await
+    }
+
+    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
+        self.check()?;
+        self.inner.list_sessions(filter).await
+    }
+
+    async fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>> {
+        self.check()?;
+        self.inner.due_sessions(now, limit).await
+    }
+
+    async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize> {
+        self.check()?;
+        self.inner.purge_ended_sessions(ended_before, limit).await
+    }
+
+    async fn count_active_sessions(&self) -> Result<u64> {
+        self.check()?;
+        self.inner.count_active_sessions().await
+    }
+
+    async fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>> {
+        self.check()?;
+        self.inner.get_data(handle, key).await
+    }
+
+    async fn put_data(
+        &self,
+        handle: &Handle,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<bool> {
+        self.check()?;
+        self.inner.put_data(handle, key, value).await
+    }
+
+    async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
+        self.check()?;
+        self.inner.delete_data(handle, key).await
+    }
+
+    async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
+        self.check()?;
+        self.inner.append_audit(e).await
+    }
+
+    async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        self.check()?;
+        self.inner.query_audit(f).await
+    }
+
+    async fn purge_audit(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        self.check()?;
+        self.inner.purge_audit(before, limit).await
+    }
+
+    async fn get_draft(&self, p: &Principal, conversation: &str) -> Result<Option<Draft>> {
+        self.check()?;
+        self.inner.get_draft(p, conversation).await
+    }
+
+    async fn list_drafts(&self, p: &Principal) -> Result<Vec<Draft>> {
+        self.check()?;
+        self.inner.list_drafts(p).await
+    }
+
+    async fn put_draft_text(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        text: &str,
+        now: Timestamp,
+    ) -> Result<DraftWrite> {
+        self.check()?;
+        self.inner
+            .put_draft_text(p, conversation, expected_seq, text, now)
+            .await
+    }
+
+    async fn delete_draft(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        now: Timestamp,
+    ) -> Result<DraftWrite> {
+        self.check()?;
+        self.inner
+            .delete_draft(p, conversation, expected_seq, now)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_attachment(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        name: &str,
+        content_type: &str,
+        body: ByteStream,
+        limits: AttachmentLimits,
+        now: Timestamp,
+    ) -> Result<DraftWrite> {
+        self.check()?;
+        self.inner
+            .put_attachment(
+                p,
+                conversation,
+                expected_seq,
+                name,
+                content_type,
+                body,
+                limits,
+                now,
+            )
+            .await
+    }
+
+    async fn get_attachment(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        name: &str,
+    ) -> Result<Option<(AttachmentMeta, ByteStream)>> {
+        self.check()?;
+        self.inner.get_attachment(p, conversation, name).await
+    }
+
+    async fn delete_attachment(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<DraftWrite> {
+        self.check()?;
+        self.inner
+            .delete_attachment(p, conversation, expected_seq, name, now)
+            .await
+    }
+
+    async fn move_drafts(
+        &self,
+        from: &Principal,
+        to: &Principal,
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        self.check()?;
+        self.inner.move_drafts(from, to, now).await
+    }
+
+    async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        self.check()?;
+        self.inner.purge_drafts(before, limit).await
+    }
+
+    async fn get_snapshot(&self, room: &str) -> Result<Option<Snapshot>> {
+        self.check()?;
+        self.inner.get_snapshot(room).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_snapshot(
+        &self,
+        room: &str,
+        expected_version: u64,
+        data: &[u8],
+        content_type: &str,
+        by: Option<&str>,
+        retain_until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<SnapshotWrite> {
+        self.check()?;
+        self.inner
+            .put_snapshot(
+                room,
+                expected_version,
+                data,
+                content_type,
+                by,
+                retain_until,
+                now,
+            )
+            .await
+    }
+
+    async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
+        self.check()?;
+        self.inner.retain_snapshot(room, until).await
+    }
+
+    async fn purge_snapshots(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        self.check()?;
+        self.inner.purge_snapshots(now, limit).await
+    }
+}
+
+
+struct Harness {
+    svc: Arc<SessionService>,
+    store: Arc<Faulty>,
+    clock: ManualClock,
+    events: broadcast::Receiver<Event>,
+}
+
+fn policies() -> Policies {
+    let mut p = Policy::new(IDLE_MS as u64 / 1000, ABSOLUTE_MS as u64 / 1000);
+    p.warn_before = Duration::from_millis(WARN_MS as u64);
+    let mut roles = BTreeMap::new();
+    roles.insert("editor".to_owned(), p.clone());
+    roles.insert("admin".to_owned(), p);
+    Policies {
+        roles,
+        default_role: "editor".into(),
+    }
+}
+
+fn harness(capacity: usize) -> Harness {
+    let store = Arc::new(Faulty::default());
+    let clock = ManualClock::new(T0);
+    let bus = Bus::new();
+    let events = bus.subscribe();
+    let svc = Arc::new(SessionService::new(
+        store.clone(),
+        Arc::new(clock.clone()),
+        policies(),
+        bus,
+        capacity,
+    ));
+    Harness {
+        svc,
+        store,
+        clock,
+        events,
+    }
+}
+
+impl Harness {
+    async fn create(&self) -> (Session, Token) {
+        match self
+            .svc
+            .get_or_create(None, None, &ClientInfo::default())
+            .await
+            .expect("create")
+        {
+            Obtained::Created { session, token } => (session, token),
+            _ => panic!("no token and no key must create"),
+        }
+    }
+
+    async fn stored(&self, h: &Handle) -> Session {
+        self.store.inner.get_session(h).await.unwrap().expect("stored")
+    }
+
+    /// Events published since the last call.
+    fn drain(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.events.try_recv().ok()).collect()
+    }
+
+    async fn audits(&self, h: &Handle, kind: AuditKind) -> Vec<AuditEvent> {
+        let f = AuditFilter {
+            handle: Some(h.to_string()),
+            kind: Some(kind),
+            limit: 100,
+            ..Default::default()
+        };
+        self.store.inner.query_audit(&f).await.unwrap()
+    }
+}
+
+fn sign_in_as(user: &str) -> SignIn {
+    SignIn {
+        user_id: user.into(),
+        role: "admin".into(),
+        rooms: None,
+    }
+}
+
+fn ended(events: &[Event]) -> Vec<(Handle, EndReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::SessionEnded { handle, reason, .. } => Some((*handle, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn same_idempotency_key_gets_the_same_session_and_another_request_a_mismatch() {
+    let h = harness(100);
+    let key = "key-0123456789abcdef";
+    let idem = |bearer| {
+        Some(Idempotency {
+            key,
+            fingerprint: crate::idempotency::fingerprint(bearer),
+        })
+    };
+    let client = ClientInfo::default();
+    let (first, token) = match h.svc.get_or_create(None, idem(false), &client).await {
+        Ok(Obtained::Created { session, token }) => (session, token),
+        _ => panic!("the first keyed call creates"),
+    };
+    match h.svc.get_or_create(None, idem(false), &client).await {
+        Ok(Obtained::Replayed { session, token: again }) => {
+            assert_eq!(session.handle, first.handle);
+            assert_eq!(again, token);
+        }
+        _ => panic!("the same key and request replays"),
+    }
+    assert!(matches!(
+        h.svc.get_or_create(None, idem(true), &client).await,
+        Err(SessionError::IdempotencyMismatch)
+    ));
+    // Only the one session was made.
+    let filter = SessionFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(h.store.inner.list_sessions(&filter).await.unwrap().len(), 1);
+    // A live token is simply the current session.
+    match h.svc.get_or_create(Some(&token.hash()), None, &client).await {
+        Ok(Obtained::Current(s)) => assert_eq!(s.handle, first.handle),
+        _ => panic!("a live token names its session"),
+    }
+}
+
+#[tokio::test]
+async fn sign_in_rotates_the_token_and_the_old_one_is_refused() {
+    let h = harness(100);
+    let (anon, old) = h.create().await;
+    let signed = h
+        .svc
+        .sign_in(Some(&old.hash()), sign_in_as("alice"), &ClientInfo::default())
+        .await
+        .expect("sign in");
+    assert!(!signed.created && signed.presented_live);
+    assert_eq!(signed.session.handle, anon.handle, "the session is kept");
+    assert_eq!(signed.session.principal, Principal::user("alice"));
+    assert_ne!(signed.token, old);
+    assert!(matches!(
+        h.svc.authenticate(&old.hash(), false).await,
+        Err(SessionError::Unauthenticated)
+    ));
+    // Not from the cache, not from the store.
+    h.svc.forget(&anon.handle);
+    assert!(matches!(
+        h.svc.authenticate(&old.hash(), false).await,
+        Err(SessionError::Unauthenticated)
+    ));
+    let s = h.svc.authenticate(&signed.token.hash(), false).await.unwrap();
+    assert_eq!(s.handle, anon.handle);
+    assert_eq!(h.audits(&anon.handle, AuditKind::SignedIn).await.len(), 1);
+    assert_eq!(h.audits(&anon.handle, AuditKind::TokenRotated).await.len(), 1);
+
+    // Another user on the same browser: alice is signed out, bob gets a new session.
+    let bob = h
+        .svc
+        .sign_in(Some(&signed.token.hash()), sign_in_as("bob"), &ClientInfo::default())
+        .await
+        .expect("sign in as bob");
+    assert!(bob.created && bob.presented_live);
+    assert_ne!(bob.session.handle, anon.handle);
+    let alice = h.stored(&anon.handle).await;
+    assert_eq!(alice.end_reason, Some(EndReason::SignedOut));
+}
+
+#[tokio::test]
+async fn sign_in_moves_anonymous_drafts_to_the_user() {
+    let h = harness(100);
+    let (anon, token) = h.create().await;
+    h.store
+        .inner
+        .put_draft_text(&anon.principal, "c1", 0, "hello", T0)
+        .await
+        .unwrap();
+    let signed = h
+        .svc
+        .sign_in(Some(&token.hash()), sign_in_as("carol"), &ClientInfo::default())
+        .await
+        .unwrap();
+    let user = Principal::user("carol");
+    assert_eq!(signed.session.principal, user);
+    assert!(h.store.inner.get_draft(&user, "c1").await.unwrap().is_some());
+    assert!(h.store.inner.get_draft(&anon.principal, "c1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn renew_moves_the_idle_deadline_but_never_past_the_absolute_one() {
+    let h = harness(100);
+    let (s, _) = h.create().await;
+    h.clock.advance_ms(30_000);
+    let r = h.svc.renew(&s.handle).await.unwrap();
+    assert_eq!(r.idle_expires_at, T0 + 30_000 + IDLE_MS);
+    assert_eq!(h.stored(&s.handle).await.idle_expires_at, r.idle_expires_at, "renewal is written through");
+    // Keep renewing until close to the absolute deadline.
+    for _ in 0..5 {
+        h.clock.advance_ms(50_000);
+        h.svc.renew(&s.handle).await.unwrap();
+    }
+    let r = h.svc.renew(&s.handle).await.unwrap();
+    assert_eq!(h.clock.now(), T0 + 280_000);
+    assert_eq!(r.idle_expires_at, T0 + ABSOLUTE_MS, "capped at the absolute deadline");
+    assert_eq!(r.absolute_expires_at, T0 + ABSOLUTE_MS);
+    assert_eq!(h.audits(&s.handle, AuditKind::Renewed).await.len(), 7);
+}
+
+#[tokio::test]
+async fn many_touches_make_one_store_write_per_flush_with_the_latest_deadline() {
+    let h = harness(100);
+    let (s, token) = h.create().await;
+    for _ in 0..5 {
+        h.clock.advance_ms(1_000);
+        h.svc.authenticate(&token.hash(), true).await.unwrap();
+        h.svc.touch(&s.handle).await.unwrap();
+    }
+    assert_eq!(h.store.writes.load(Ordering::SeqCst), 0, "touches are not written one by one");
+    assert_eq!(h.stored(&s.handle).await.idle_expires_at, T0 + IDLE_MS);
+    assert_eq!(h.svc.flush().await.unwrap(), 1);
+    assert_eq!(h.store.writes.load(Ordering::SeqCst), 1);
+    let stored = h.stored(&s.handle).await;
+    assert_eq!(stored.idle_expires_at, T0 + 5_000 + IDLE_MS, "the latest deadline is kept");
+    assert_eq!(stored.last_activity_at, T0 + 5_000);
+    assert_eq!(h.svc.flush().await.unwrap(), 0, "nothing left to write");
+    assert_eq!(h.store.writes.load(Ordering::SeqCst), 1);
+    // A lookup without activity writes nothing either.
+    h.svc.authenticate(&token.hash(), false).await.unwrap();
+    assert_eq!(h.svc.flush().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_warning_comes_warn_before_the_idle_deadline_and_once() {
+    let mut h = harness(100);
+    let (s, token) = h.create().await;
+    h.drain();
+    h.clock.set(T0 + IDLE_MS - WARN_MS - 1);
+    assert_eq!(h.svc.tick().await, 0);
+    assert!(h.drain().is_empty(), "nothing before the warning time");
+    h.clock.advance_ms(1);
+    assert_eq!(h.svc.tick().await, 1);
+    let events = h.drain();
+    assert_eq!(
+        events,
+        vec![Event::ExpiryWarning {
+            handle: s.handle,
+            seconds_left: WARN_MS / 1000,
+            idle_expires_at: T0 + IDLE_MS,
+        }]
+    );
+    h.clock.advance_ms(1_000);
+    assert_eq!(h.svc.tick().await, 0, "warned once");
+    assert!(h.drain().is_empty());
+    // Activity inside the warning window announces the new deadline.
+    h.svc.authenticate(&token.hash(), true).await.unwrap();
+    assert!(matches!(
+        h.drain().as_slice(),
+        [Event::SessionRenewed { handle, .. }] if *handle == s.handle
+    ));
+}
+
+#[tokio::test]
+async fn idle_expiry_ends_the_session_once_with_its_reason_and_an_audit_event() {
+    let mut h = harness(100);
+    let (s, token) = h.create().await;
+    h.clock.set(T0 + IDLE_MS - 1);
+    h.svc.tick().await;
+    assert!(ended(&h.drain()).is_empty(), "not before the deadline");
+    h.clock.set(T0 + IDLE_MS);
+    assert_eq!(h.svc.tick().await, 1);
+    assert_eq!(ended(&h.drain()), vec![(s.handle, EndReason::IdleTimeout)]);
+    assert_eq!(h.stored(&s.handle).await.end_reason, Some(EndReason::IdleTimeout));
+    // Neither the scheduler, a lookup nor a late end() ends it again.
+    h.clock.advance_ms(1_000);
+    assert_eq!(h.svc.tick().await, 0);
+    assert!(matches!(
+        h.svc.authenticate(&token.hash(), true).await,
+        Err(SessionError::Ended { reason: EndReason::IdleTimeout })
+    ));
+    assert!(h.svc.end(&s.handle, EndReason::Revoked).await.unwrap().is_none());
+    assert!(ended(&h.drain()).is_empty());
+    let audits = h.audits(&s.handle, AuditKind::Ended).await;
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].reason.as_deref(), Some("idle_timeout"));
+}
+
+#[tokio::test]
+async fn absolute_expiry_ends_a_busy_session_once() {
+    let mut h = harness(100);
+    let (s, token) = h.create().await;
+    while h.clock.now() + 40_000 < T0 + ABSOLUTE_MS {
+        h.clock.advance_ms(40_000);
+        h.svc.authenticate(&token.hash(), true).await.unwrap();
+        h.svc.tick().await;
+    }
+    h.drain();
+    h.clock.set(T0 + ABSOLUTE_MS);
+    h.svc.tick().await;
+    assert_eq!(ended(&h.drain()), vec![(s.handle, EndReason::AbsoluteTimeout)]);
+    h.clock.advance_ms(1_000);
+    h.svc.tick().await;
+    assert!(matches!(
+        h.svc.authenticate(&token.hash(), true).await,
+        Err(SessionError::Ended { reason: EndReason::AbsoluteTimeout })
+    ));
+    assert!(ended(&h.drain()).is_empty());
+    let audits = h.audits(&s.handle, AuditKind::Ended).await;
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].reason.as_deref(), Some("absolute_timeout"));
+}
+
+#[tokio::test]
+async fn an_overdue_session_found_by_a_lookup_ends_there() {
+    let mut h = harness(100);
+    let (s, token) = h.create().await;
+    h.clock.set(T0 + IDLE_MS + 5);
+    assert!(matches!(
+        h.svc.authenticate(&token.hash(), false).await,
+        Err(SessionError::Ended { reason: EndReason::IdleTimeout })
+    ));
+    assert_eq!(ended(&h.drain()), vec![(s.handle, EndReason::IdleTimeout)]);
+    assert_eq!(h.svc.tick().await, 0, "the scheduler does not end it again");
+    assert_eq!(h.audits(&s.handle, AuditKind::Ended).await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_cache_evicts_clean_entries_at_capacity() {
+    let h = harness(16);
+    let mut made = Vec::new();
+    for _ in 0..16 {
+        made.push(h.create().await);
+    }
+    assert_eq!(h.svc.lock().len(), 16);
+    // One entry with unwritten activity must survive any eviction.
+    h.clock.advance_ms(1_000);
+    let (dirty, dirty_token) = &made[0];
+    h.svc.authenticate(&dirty_token.hash(), true).await.unwrap();
+    let (extra, _) = h.create().await;
+    let cached = h.svc.lock().len();
+    assert!(cached <= 16, "at most the capacity is cached, got {cached}");
+    assert!(h.svc.cached(&extra.handle).is_some());
+    assert!(h.svc.cached(&dirty.handle).is_some(), "dirty entries are kept");
+    // Evicted sessions are still served from the store and keep their timers.
+    let evicted: Vec<_> = made.iter().filter(|(s, _)| h.svc.cached(&s.handle).is_none()).collect();
+    assert!(!evicted.is_empty());
+    assert_eq!(h.svc.timer_len(), 17);
+    for (s, t) in evicted {
+        assert_eq!(h.svc.authenticate(&t.hash(), false).await.unwrap().handle, s.handle);
+    }
+}
+
+#[tokio::test]
+async fn a_store_failure_is_unavailable_at_once_and_never_expires_blindly() {
+    let mut h = harness(100);
+    let (s, token) = h.create().await;
+    h.clock.advance_ms(1_000);
+    h.svc.authenticate(&token.hash(), true).await.unwrap();
+    h.store.down.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        h.svc.authenticate(&Token::generate().hash(), false).await,
+        Err(SessionError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        h.svc.get_or_create(None, None, &ClientInfo::default()).await,
+        Err(SessionError::Unavailable { .. })
+    ));
+    assert!(matches!(h.svc.flush().await, Err(SessionError::Unavailable { .. })));
+    assert!(matches!(h.svc.renew(&s.handle).await, Err(SessionError::Unavailable { .. })));
+    // Past the deadline with the store down: the ending waits for the store.
+    h.clock.set(T0 + 1_000 + IDLE_MS);
+    h.svc.tick().await;
+    assert!(ended(&h.drain()).is_empty());
+    h.store.down.store(false, Ordering::SeqCst);
+    // The failed flushes kept the activity pending; it is written once the store is back.
+    assert_eq!(h.svc.flush().await.unwrap(), 1);
+    h.clock.advance_ms(500);
+    h.svc.tick().await;
+    assert_eq!(ended(&h.drain()), vec![(s.handle, EndReason::IdleTimeout)]);
+}
+
+#[tokio::test]
+async fn sign_out_revoke_and_data_follow_the_session() {
+    let h = harness(100);
+    let (s, _) = h.create().await;
+    let v = serde_json::json!({"k": 1});
+    h.svc.put_data(&s.handle, "a", &v).await.unwrap();
+    assert_eq!(h.svc.get_data(&s.handle, "a").await.unwrap(), Some(v.clone()));
+    h.svc.delete_data(&s.handle, "a").await.unwrap();
+    assert!(matches!(h.svc.delete_data(&s.handle, "a").await, Err(SessionError::NotFound)));
+    h.svc.sign_out(&s.handle).await.unwrap();
+    assert!(matches!(
+        h.svc.put_data(&s.handle, "a", &v).await,
+        Err(SessionError::Ended { reason: EndReason::SignedOut })
+    ));
+    assert!(matches!(h.svc.revoke(&Handle::generate()).await, Err(SessionError::NotFound)));
+    // Revoking an ended session keeps its first reason.
+    h.svc.revoke(&s.handle).await.unwrap();
+    assert_eq!(h.stored(&s.handle).await.end_reason, Some(EndReason::SignedOut));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_background_loop_flushes_on_its_interval_and_once_more_when_cancelled() {
+    let h = harness(100);
+    let (s, token) = h.create().await;
+    let flush_every = Duration::from_secs(5);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(h.svc.clone().run_background(flush_every, cancel.clone()));
+    // Let the loop take its immediate first ticks.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    h.clock.advance_ms(1_000);
+    h.svc.authenticate(&token.hash(), true).await.unwrap();
+    // Paused time: this advances tokio's clock without waiting.
+    tokio::time::sleep(flush_every).await;
+    assert_eq!(h.stored(&s.handle).await.idle_expires_at, T0 + 1_000 + IDLE_MS);
+    h.clock.advance_ms(1_000);
+    h.svc.authenticate(&token.hash(), true).await.unwrap();
+    cancel.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        h.stored(&s.handle).await.idle_expires_at,
+        T0 + 2_000 + IDLE_MS,
+        "the final flush wrote the last activity"
+    );
+}
