@@ -15,7 +15,11 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 impl SessionService {
     /// Runs the scheduler, flusher and reconciler until `shutdown`, then flushes.
-    pub async fn run_background(self: Arc<Self>, flush_every: Duration, shutdown: CancellationToken) {
+    pub async fn run_background(
+        self: Arc<Self>,
+        flush_every: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut tick = interval(TICK_EVERY);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut flush = interval(flush_every);

@@ -194,7 +194,8 @@ impl SessionService {
     }
 
     async fn audit_sign_in(&self, now: Timestamp, s: &Session, from: &Principal, old_role: &str) {
-        let detail = serde_json::json!({"from_principal": from.as_str(), "previous_role": old_role});
+        let detail =
+            serde_json::json!({"from_principal": from.as_str(), "previous_role": old_role});
         self.audit(AuditEvent::for_session(now, AuditKind::SignedIn, s).with_detail(detail))
             .await;
         let rotated = serde_json::json!({"cause": "sign_in"});

@@ -28,7 +28,9 @@ struct Overdue {
     reason: EndReason,
 }
 
-/// One pass over the cache.
+/// One pass over the cache. Only ever a short-lived local, so its size does not matter
+/// and boxing the hit would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Probe {
     Hit(Result<Checked, Overdue>),
     /// Cluster mode: the entry is too old to trust; re-read it first.
@@ -61,7 +63,9 @@ impl SessionService {
                     Key::Handle(h) => c.by_handle.get_mut(h),
                 };
                 match entry {
-                    Some(e) if !refreshed && self.is_stale(e, now) => Probe::Stale(e.session.handle),
+                    Some(e) if !refreshed && self.is_stale(e, now) => {
+                        Probe::Stale(e.session.handle)
+                    }
                     Some(e) => {
                         let checked = self.check_and_touch(e, now, touch);
                         self.reschedule(&mut c, &checked, touch);
@@ -132,7 +136,12 @@ impl SessionService {
 
     /// Checks an entry at `now` and records activity on it if `touch`; or the ending
     /// that must happen now.
-    fn check_and_touch(&self, e: &mut Entry, now: Timestamp, touch: bool) -> Result<Checked, Overdue> {
+    fn check_and_touch(
+        &self,
+        e: &mut Entry,
+        now: Timestamp,
+        touch: bool,
+    ) -> Result<Checked, Overdue> {
         let mut checked = Checked {
             session: e.session.clone(),
             renewed: false,

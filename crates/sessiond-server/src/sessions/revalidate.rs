@@ -98,9 +98,7 @@ impl SessionService {
             }
             _ => (false, false),
         };
-        let timer = fresh
-            .is_active()
-            .then(|| self.timer_for(&fresh, warned));
+        let timer = fresh.is_active().then(|| self.timer_for(&fresh, warned));
         c.insert(fresh.clone(), dirty, timer, now);
         if let Some(e) = c.by_handle.get_mut(handle) {
             e.warned = warned;

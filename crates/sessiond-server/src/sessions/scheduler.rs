@@ -154,4 +154,3 @@ impl SessionService {
         self.lock().timers.len()
     }
 }
-

@@ -307,7 +307,6 @@ impl Store for Faulty {
     }
 }
 
-
 struct Harness {
     svc: Arc<SessionService>,
     store: Arc<Faulty>,
@@ -361,7 +360,12 @@ impl Harness {
     }
 
     async fn stored(&self, h: &Handle) -> Session {
-        self.store.inner.get_session(h).await.unwrap().expect("stored")
+        self.store
+            .inner
+            .get_session(h)
+            .await
+            .unwrap()
+            .expect("stored")
     }
 
     /// Events published since the last call.
@@ -414,7 +418,10 @@ async fn same_idempotency_key_gets_the_same_session_and_another_request_a_mismat
         _ => panic!("the first keyed call creates"),
     };
     match h.svc.get_or_create(None, idem(false), &client).await {
-        Ok(Obtained::Replayed { session, token: again }) => {
+        Ok(Obtained::Replayed {
+            session,
+            token: again,
+        }) => {
             assert_eq!(session.handle, first.handle);
             assert_eq!(again, token);
         }
@@ -431,7 +438,11 @@ async fn same_idempotency_key_gets_the_same_session_and_another_request_a_mismat
     };
     assert_eq!(h.store.inner.list_sessions(&filter).await.unwrap().len(), 1);
     // A live token is simply the current session.
-    match h.svc.get_or_create(Some(&token.hash()), None, &client).await {
+    match h
+        .svc
+        .get_or_create(Some(&token.hash()), None, &client)
+        .await
+    {
         Ok(Obtained::Current(s)) => assert_eq!(s.handle, first.handle),
         _ => panic!("a live token names its session"),
     }
@@ -443,7 +454,11 @@ async fn sign_in_rotates_the_token_and_the_old_one_is_refused() {
     let (anon, old) = h.create().await;
     let signed = h
         .svc
-        .sign_in(Some(&old.hash()), sign_in_as("alice"), &ClientInfo::default())
+        .sign_in(
+            Some(&old.hash()),
+            sign_in_as("alice"),
+            &ClientInfo::default(),
+        )
         .await
         .expect("sign in");
     assert!(!signed.created && signed.presented_live);
@@ -460,15 +475,26 @@ async fn sign_in_rotates_the_token_and_the_old_one_is_refused() {
         h.svc.authenticate(&old.hash(), false).await,
         Err(SessionError::Unauthenticated)
     ));
-    let s = h.svc.authenticate(&signed.token.hash(), false).await.unwrap();
+    let s = h
+        .svc
+        .authenticate(&signed.token.hash(), false)
+        .await
+        .unwrap();
     assert_eq!(s.handle, anon.handle);
     assert_eq!(h.audits(&anon.handle, AuditKind::SignedIn).await.len(), 1);
-    assert_eq!(h.audits(&anon.handle, AuditKind::TokenRotated).await.len(), 1);
+    assert_eq!(
+        h.audits(&anon.handle, AuditKind::TokenRotated).await.len(),
+        1
+    );
 
     // Another user on the same browser: alice is signed out, bob gets a new session.
     let bob = h
         .svc
-        .sign_in(Some(&signed.token.hash()), sign_in_as("bob"), &ClientInfo::default())
+        .sign_in(
+            Some(&signed.token.hash()),
+            sign_in_as("bob"),
+            &ClientInfo::default(),
+        )
         .await
         .expect("sign in as bob");
     assert!(bob.created && bob.presented_live);
@@ -488,13 +514,29 @@ async fn sign_in_moves_anonymous_drafts_to_the_user() {
         .unwrap();
     let signed = h
         .svc
-        .sign_in(Some(&token.hash()), sign_in_as("carol"), &ClientInfo::default())
+        .sign_in(
+            Some(&token.hash()),
+            sign_in_as("carol"),
+            &ClientInfo::default(),
+        )
         .await
         .unwrap();
     let user = Principal::user("carol");
     assert_eq!(signed.session.principal, user);
-    assert!(h.store.inner.get_draft(&user, "c1").await.unwrap().is_some());
-    assert!(h.store.inner.get_draft(&anon.principal, "c1").await.unwrap().is_none());
+    assert!(h
+        .store
+        .inner
+        .get_draft(&user, "c1")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(h
+        .store
+        .inner
+        .get_draft(&anon.principal, "c1")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -504,7 +546,11 @@ async fn renew_moves_the_idle_deadline_but_never_past_the_absolute_one() {
     h.clock.advance_ms(30_000);
     let r = h.svc.renew(&s.handle).await.unwrap();
     assert_eq!(r.idle_expires_at, T0 + 30_000 + IDLE_MS);
-    assert_eq!(h.stored(&s.handle).await.idle_expires_at, r.idle_expires_at, "renewal is written through");
+    assert_eq!(
+        h.stored(&s.handle).await.idle_expires_at,
+        r.idle_expires_at,
+        "renewal is written through"
+    );
     // Keep renewing until close to the absolute deadline.
     for _ in 0..5 {
         h.clock.advance_ms(50_000);
@@ -512,7 +558,11 @@ async fn renew_moves_the_idle_deadline_but_never_past_the_absolute_one() {
     }
     let r = h.svc.renew(&s.handle).await.unwrap();
     assert_eq!(h.clock.now(), T0 + 280_000);
-    assert_eq!(r.idle_expires_at, T0 + ABSOLUTE_MS, "capped at the absolute deadline");
+    assert_eq!(
+        r.idle_expires_at,
+        T0 + ABSOLUTE_MS,
+        "capped at the absolute deadline"
+    );
     assert_eq!(r.absolute_expires_at, T0 + ABSOLUTE_MS);
     assert_eq!(h.audits(&s.handle, AuditKind::Renewed).await.len(), 7);
 }
@@ -526,12 +576,20 @@ async fn many_touches_make_one_store_write_per_flush_with_the_latest_deadline() 
         h.svc.authenticate(&token.hash(), true).await.unwrap();
         h.svc.touch(&s.handle).await.unwrap();
     }
-    assert_eq!(h.store.writes.load(Ordering::SeqCst), 0, "touches are not written one by one");
+    assert_eq!(
+        h.store.writes.load(Ordering::SeqCst),
+        0,
+        "touches are not written one by one"
+    );
     assert_eq!(h.stored(&s.handle).await.idle_expires_at, T0 + IDLE_MS);
     assert_eq!(h.svc.flush().await.unwrap(), 1);
     assert_eq!(h.store.writes.load(Ordering::SeqCst), 1);
     let stored = h.stored(&s.handle).await;
-    assert_eq!(stored.idle_expires_at, T0 + 5_000 + IDLE_MS, "the latest deadline is kept");
+    assert_eq!(
+        stored.idle_expires_at,
+        T0 + 5_000 + IDLE_MS,
+        "the latest deadline is kept"
+    );
     assert_eq!(stored.last_activity_at, T0 + 5_000);
     assert_eq!(h.svc.flush().await.unwrap(), 0, "nothing left to write");
     assert_eq!(h.store.writes.load(Ordering::SeqCst), 1);
@@ -580,15 +638,25 @@ async fn idle_expiry_ends_the_session_once_with_its_reason_and_an_audit_event() 
     h.clock.set(T0 + IDLE_MS);
     assert_eq!(h.svc.tick().await, 1);
     assert_eq!(ended(&h.drain()), vec![(s.handle, EndReason::IdleTimeout)]);
-    assert_eq!(h.stored(&s.handle).await.end_reason, Some(EndReason::IdleTimeout));
+    assert_eq!(
+        h.stored(&s.handle).await.end_reason,
+        Some(EndReason::IdleTimeout)
+    );
     // Neither the scheduler, a lookup nor a late end() ends it again.
     h.clock.advance_ms(1_000);
     assert_eq!(h.svc.tick().await, 0);
     assert!(matches!(
         h.svc.authenticate(&token.hash(), true).await,
-        Err(SessionError::Ended { reason: EndReason::IdleTimeout })
+        Err(SessionError::Ended {
+            reason: EndReason::IdleTimeout
+        })
     ));
-    assert!(h.svc.end(&s.handle, EndReason::Revoked).await.unwrap().is_none());
+    assert!(h
+        .svc
+        .end(&s.handle, EndReason::Revoked)
+        .await
+        .unwrap()
+        .is_none());
     assert!(ended(&h.drain()).is_empty());
     let audits = h.audits(&s.handle, AuditKind::Ended).await;
     assert_eq!(audits.len(), 1);
@@ -607,12 +675,17 @@ async fn absolute_expiry_ends_a_busy_session_once() {
     h.drain();
     h.clock.set(T0 + ABSOLUTE_MS);
     h.svc.tick().await;
-    assert_eq!(ended(&h.drain()), vec![(s.handle, EndReason::AbsoluteTimeout)]);
+    assert_eq!(
+        ended(&h.drain()),
+        vec![(s.handle, EndReason::AbsoluteTimeout)]
+    );
     h.clock.advance_ms(1_000);
     h.svc.tick().await;
     assert!(matches!(
         h.svc.authenticate(&token.hash(), true).await,
-        Err(SessionError::Ended { reason: EndReason::AbsoluteTimeout })
+        Err(SessionError::Ended {
+            reason: EndReason::AbsoluteTimeout
+        })
     ));
     assert!(ended(&h.drain()).is_empty());
     let audits = h.audits(&s.handle, AuditKind::Ended).await;
@@ -627,7 +700,9 @@ async fn an_overdue_session_found_by_a_lookup_ends_there() {
     h.clock.set(T0 + IDLE_MS + 5);
     assert!(matches!(
         h.svc.authenticate(&token.hash(), false).await,
-        Err(SessionError::Ended { reason: EndReason::IdleTimeout })
+        Err(SessionError::Ended {
+            reason: EndReason::IdleTimeout
+        })
     ));
     assert_eq!(ended(&h.drain()), vec![(s.handle, EndReason::IdleTimeout)]);
     assert_eq!(h.svc.tick().await, 0, "the scheduler does not end it again");
@@ -650,13 +725,22 @@ async fn the_cache_evicts_clean_entries_at_capacity() {
     let cached = h.svc.lock().len();
     assert!(cached <= 16, "at most the capacity is cached, got {cached}");
     assert!(h.svc.cached(&extra.handle).is_some());
-    assert!(h.svc.cached(&dirty.handle).is_some(), "dirty entries are kept");
+    assert!(
+        h.svc.cached(&dirty.handle).is_some(),
+        "dirty entries are kept"
+    );
     // Evicted sessions are still served from the store and keep their timers.
-    let evicted: Vec<_> = made.iter().filter(|(s, _)| h.svc.cached(&s.handle).is_none()).collect();
+    let evicted: Vec<_> = made
+        .iter()
+        .filter(|(s, _)| h.svc.cached(&s.handle).is_none())
+        .collect();
     assert!(!evicted.is_empty());
     assert_eq!(h.svc.timer_len(), 17);
     for (s, t) in evicted {
-        assert_eq!(h.svc.authenticate(&t.hash(), false).await.unwrap().handle, s.handle);
+        assert_eq!(
+            h.svc.authenticate(&t.hash(), false).await.unwrap().handle,
+            s.handle
+        );
     }
 }
 
@@ -672,11 +756,19 @@ async fn a_store_failure_is_unavailable_at_once_and_never_expires_blindly() {
         Err(SessionError::Unavailable { .. })
     ));
     assert!(matches!(
-        h.svc.get_or_create(None, None, &ClientInfo::default()).await,
+        h.svc
+            .get_or_create(None, None, &ClientInfo::default())
+            .await,
         Err(SessionError::Unavailable { .. })
     ));
-    assert!(matches!(h.svc.flush().await, Err(SessionError::Unavailable { .. })));
-    assert!(matches!(h.svc.renew(&s.handle).await, Err(SessionError::Unavailable { .. })));
+    assert!(matches!(
+        h.svc.flush().await,
+        Err(SessionError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        h.svc.renew(&s.handle).await,
+        Err(SessionError::Unavailable { .. })
+    ));
     // Past the deadline with the store down: the ending waits for the store.
     h.clock.set(T0 + 1_000 + IDLE_MS);
     h.svc.tick().await;
@@ -695,18 +787,32 @@ async fn sign_out_revoke_and_data_follow_the_session() {
     let (s, _) = h.create().await;
     let v = serde_json::json!({"k": 1});
     h.svc.put_data(&s.handle, "a", &v).await.unwrap();
-    assert_eq!(h.svc.get_data(&s.handle, "a").await.unwrap(), Some(v.clone()));
+    assert_eq!(
+        h.svc.get_data(&s.handle, "a").await.unwrap(),
+        Some(v.clone())
+    );
     h.svc.delete_data(&s.handle, "a").await.unwrap();
-    assert!(matches!(h.svc.delete_data(&s.handle, "a").await, Err(SessionError::NotFound)));
+    assert!(matches!(
+        h.svc.delete_data(&s.handle, "a").await,
+        Err(SessionError::NotFound)
+    ));
     h.svc.sign_out(&s.handle).await.unwrap();
     assert!(matches!(
         h.svc.put_data(&s.handle, "a", &v).await,
-        Err(SessionError::Ended { reason: EndReason::SignedOut })
+        Err(SessionError::Ended {
+            reason: EndReason::SignedOut
+        })
     ));
-    assert!(matches!(h.svc.revoke(&Handle::generate()).await, Err(SessionError::NotFound)));
+    assert!(matches!(
+        h.svc.revoke(&Handle::generate()).await,
+        Err(SessionError::NotFound)
+    ));
     // Revoking an ended session keeps its first reason.
     h.svc.revoke(&s.handle).await.unwrap();
-    assert_eq!(h.stored(&s.handle).await.end_reason, Some(EndReason::SignedOut));
+    assert_eq!(
+        h.stored(&s.handle).await.end_reason,
+        Some(EndReason::SignedOut)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -722,7 +828,10 @@ async fn the_background_loop_flushes_on_its_interval_and_once_more_when_cancelle
     h.svc.authenticate(&token.hash(), true).await.unwrap();
     // Paused time: this advances tokio's clock without waiting.
     tokio::time::sleep(flush_every).await;
-    assert_eq!(h.stored(&s.handle).await.idle_expires_at, T0 + 1_000 + IDLE_MS);
+    assert_eq!(
+        h.stored(&s.handle).await.idle_expires_at,
+        T0 + 1_000 + IDLE_MS
+    );
     h.clock.advance_ms(1_000);
     h.svc.authenticate(&token.hash(), true).await.unwrap();
     cancel.cancel();
