@@ -1,6 +1,5 @@
 //! The server's error enum and its one mapping to RFC 9457 problem+json responses.
 
-use axum::extract::FromRequest;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sessiond_core::{CoreError, EndReason, StoreError};
@@ -22,6 +21,9 @@ pub enum ApiError {
     InvalidTicket(String),
     #[error("not found")]
     NotFound,
+    /// The path exists but not with this method (the router's own 405).
+    #[error("method {0} is not allowed on this path")]
+    MethodNotAllowed(String),
     /// A conditional write lost; `current` is what is stored now.
     #[error("conflict")]
     Conflict { current: serde_json::Value },
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::ForbiddenOrigin | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Invalid { code, .. } => code,
             ApiError::InvalidTicket(_) => "invalid_ticket",
             ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::IdempotencyMismatch => "idempotency_mismatch",
             ApiError::TooLarge { code, .. } => code,
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "Invalid request",
             ApiError::InvalidTicket(_) => "Invalid ticket",
             ApiError::NotFound => "Not found",
+            ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::IdempotencyMismatch => "Idempotency key reused",
             ApiError::TooLarge { .. } => "Payload too large",
@@ -174,24 +179,14 @@ impl IntoResponse for ApiError {
             ApiError::Internal(_) => "an internal error occurred".to_owned(),
             e => e.to_string(),
         };
-        let mut body = serde_json::json!({
-            "type": "about:blank",
-            "title": self.title(),
-            "status": status.as_u16(),
-            "code": self.code(),
-            "detail": detail,
-        });
-        match &self {
-            ApiError::SessionEnded(r) => body["reason"] = r.as_str().into(),
-            ApiError::Conflict { current } => body["current"] = current.clone(),
+        let mut body = Problem::new(status, self.code(), self.title(), detail);
+        match self {
+            ApiError::SessionEnded(r) => body.reason = Some(r.as_str().to_owned()),
+            ApiError::Conflict { current } => body.current = Some(current),
             _ => {}
         }
-        let mut resp = (status, body.to_string()).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if matches!(self, ApiError::StoreUnavailable(_)) {
+        let mut resp = body.into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -201,48 +196,60 @@ impl IntoResponse for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The shape of every error body (RFC 9457), for the OpenAPI document.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+/// The shape of every error body (RFC 9457): what [`ApiError`] renders, so the OpenAPI
+/// document and the wire cannot disagree.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[schema(example = "about:blank")]
-    pub r#type: String,
+    pub r#type: &'static str,
     pub title: String,
     pub status: u16,
     /// Stable machine-readable code (see docs/protocol.md).
     #[schema(example = "session_expired")]
     pub code: String,
+    pub detail: String,
     /// Why the session ended, for `session_expired`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "idle_timeout")]
     pub reason: Option<String>,
-    pub detail: String,
+    /// For `conflict`: what is stored now (a draft, a snapshot's metadata, or null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub current: Option<serde_json::Value>,
+    /// For `not_found` on a deleted draft: the tombstone's seq, which the next write names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
-impl From<axum::extract::rejection::BytesRejection> for ApiError {
-    fn from(r: axum::extract::rejection::BytesRejection) -> Self {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge {
-                code: "payload_too_large",
-                detail: "request body too large".into(),
-            }
-        } else {
-            ApiError::invalid(format!("cannot read the request body: {}", r.body_text()))
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, title: &str, detail: String) -> Self {
+        Problem {
+            r#type: "about:blank",
+            title: title.to_owned(),
+            status: status.as_u16(),
+            code: code.to_owned(),
+            detail,
+            reason: None,
+            current: None,
+            seq: None,
         }
     }
 }
 
-/// Parses a JSON request body, answering 400 `invalid_request` with the parser's reason.
-pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
-}
-
-/// A JSON body extractor whose failures are problem+json (axum's `Json` answers plain text).
-pub struct JsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let body = bytes::Bytes::from_request(req, state).await?;
-        Ok(JsonBody(parse_json(&body)?))
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        match serde_json::to_vec(&self) {
+            Ok(body) => (
+                status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/problem+json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(_) => status.into_response(),
+        }
     }
 }

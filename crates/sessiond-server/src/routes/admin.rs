@@ -2,11 +2,12 @@
 //! sessions, sign a principal out everywhere, read the audit trail, mint sign-in tickets.
 
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiResult, JsonBody, Problem};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::routes::openapi::{AdminErrors, BodyErrors, InputErrors, NotFoundErrors};
 use crate::routes::session::{session_view, SessionView};
 use crate::state::AppState;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -35,11 +36,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/principals/{id}/sessions", delete(end_principal))
         .route("/v1/admin/audit", get(audit))
         .route("/v1/admin/tickets", post(mint_ticket))
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::invalid(e.body_text()))
 }
 
 fn page_limit(limit: Option<usize>) -> usize {
@@ -87,13 +83,12 @@ pub struct SessionPage {
 /// Sessions ordered by handle, filtered and paged.
 #[utoipa::path(get, path = "/v1/admin/sessions", tag = "admin", params(SessionsQuery),
     security(("api_key" = [])),
-    responses((status = 200, body = SessionPage), (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = SessionPage), AdminErrors, InputErrors))]
 pub async fn list_sessions(
     _: Admin,
     State(state): State<AppState>,
-    q: Result<Query<SessionsQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<SessionsQuery>,
 ) -> ApiResult<Json<SessionPage>> {
-    let q = query(q)?;
     let active_only = match q.state.as_deref() {
         None | Some("") | Some("active") => true,
         Some("all") => false,
@@ -127,11 +122,11 @@ pub async fn list_sessions(
 /// One session by handle (ended ones included).
 #[utoipa::path(get, path = "/v1/admin/sessions/{handle}", tag = "admin",
     params(("handle" = String, Path)), security(("api_key" = [])),
-    responses((status = 200, body = SessionView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = SessionView), AdminErrors, NotFoundErrors))]
 pub async fn get_session(
     _: Admin,
     State(state): State<AppState>,
-    Path(handle): Path<String>,
+    ApiPath(handle): ApiPath<String>,
 ) -> ApiResult<Json<SessionView>> {
     let h = parse_handle(&handle).map_err(|_| ApiError::NotFound)?;
     let s = state.sessions.get(&h).await?.ok_or(ApiError::NotFound)?;
@@ -141,12 +136,11 @@ pub async fn get_session(
 /// Revokes a session: it ends with reason `revoked`; its connections are told and closed.
 #[utoipa::path(delete, path = "/v1/admin/sessions/{handle}", tag = "admin",
     params(("handle" = String, Path)), security(("api_key" = [])),
-    responses((status = 204, description = "Revoked (or had already ended)"),
-              (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Revoked (or had already ended)"), AdminErrors, NotFoundErrors))]
 pub async fn revoke_session(
     _: Admin,
     State(state): State<AppState>,
-    Path(handle): Path<String>,
+    ApiPath(handle): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let h = parse_handle(&handle).map_err(|_| ApiError::NotFound)?;
     state.sessions.revoke(&h).await?;
@@ -162,11 +156,11 @@ pub struct Ended {
 /// Signs a principal out everywhere: every active session ends with reason `revoked`.
 #[utoipa::path(delete, path = "/v1/admin/principals/{id}/sessions", tag = "admin",
     params(("id" = String, Path, description = "The principal, e.g. user:alice")), security(("api_key" = [])),
-    responses((status = 200, body = Ended)))]
+    responses((status = 200, body = Ended), AdminErrors, InputErrors))]
 pub async fn end_principal(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Ended>> {
     if id.is_empty() || id.len() > 256 {
         return Err(ApiError::invalid("principal must be 1 to 256 characters"));
@@ -262,13 +256,12 @@ pub struct AuditPage {
 
 /// The audit trail, newest first (oldest first with `after`), filtered and paged.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditQuery), security(("api_key" = [])),
-    responses((status = 200, body = AuditPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = AuditPage), AdminErrors, InputErrors))]
 pub async fn audit(
     _: Admin,
     State(state): State<AppState>,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
-    let q = query(q)?;
     let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
     let time = |s: Option<String>, what: &str| -> ApiResult<Option<Timestamp>> {
         nonempty(s)
@@ -329,11 +322,11 @@ pub struct TicketResponse {
 /// Mints an HS256 sign-in ticket with the configured secret (400 if none is configured).
 #[utoipa::path(post, path = "/v1/admin/tickets", tag = "admin", request_body = TicketRequest,
     security(("api_key" = [])),
-    responses((status = 200, body = TicketResponse), (status = 400, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = TicketResponse), AdminErrors, BodyErrors))]
 pub async fn mint_ticket(
     _: Admin,
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<TicketRequest>,
+    ApiJson(req): ApiJson<TicketRequest>,
 ) -> ApiResult<Json<TicketResponse>> {
     Ok(Json(TicketResponse {
         ticket: mint(&state, &req.user_id, &req.role, req.rooms, req.ttl_seconds)?,

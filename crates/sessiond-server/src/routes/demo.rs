@@ -3,10 +3,12 @@
 //! separate app backend.
 
 use crate::auth::Authed;
-use crate::error::{ApiError, ApiResult, JsonBody, Problem};
+use crate::error::{ApiError, ApiResult};
+use crate::routes::admin::TicketResponse;
+use crate::routes::extract::{ApiJson, ApiQuery};
+use crate::routes::openapi::{BodyErrors, InputErrors, ReadErrors};
 use crate::state::AppState;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use sessiond_core::clock::to_rfc3339;
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use utoipa::ToSchema;
 
 /// Messages kept in all conversations together; the oldest go first.
 pub const MAX_MESSAGES: usize = 1000;
@@ -28,7 +31,7 @@ pub fn router() -> Router<AppState> {
         .route("/demo/api/messages", post(send).get(list))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Message {
     pub id: String,
     pub conversation: String,
@@ -67,61 +70,75 @@ impl Messages {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /demo/api/ticket`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TicketRequest {
-    user_id: String,
+pub struct DemoTicketRequest {
+    #[schema(example = "alice")]
+    pub user_id: String,
+    /// Default: the configured default role.
     #[serde(default)]
-    role: Option<String>,
+    pub role: Option<String>,
     #[serde(default)]
-    rooms: Option<Vec<String>>,
+    pub rooms: Option<Vec<String>>,
 }
 
 /// A sign-in ticket for anyone: dev mode only.
 #[utoipa::path(post, path = "/demo/api/ticket", tag = "demo (dev only)",
-    request_body(content = serde_json::Value, content_type = "application/json",
-        description = "`user_id`, optional `role` (default: the configured default role) and `rooms`",
-        example = json!({"user_id": "alice", "role": "user", "rooms": ["r1"]})),
+    request_body(content = DemoTicketRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "A sign-in ticket", body = serde_json::Value, example = json!({"ticket": "eyJ…"})),
-        (status = 400, description = "invalid_request (unknown role, no ticket secret configured, bad body)", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A sign-in ticket", body = TicketResponse),
+        BodyErrors,
     ))]
 async fn ticket(
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<TicketRequest>,
-) -> ApiResult<Json<serde_json::Value>> {
+    ApiJson(req): ApiJson<DemoTicketRequest>,
+) -> ApiResult<Json<TicketResponse>> {
     let role = req
         .role
         .unwrap_or_else(|| state.config.default_role.clone());
     let ticket = crate::routes::admin::mint(&state, &req.user_id, &role, req.rooms, None)?;
-    Ok(Json(serde_json::json!({ "ticket": ticket })))
+    Ok(Json(TicketResponse { ticket }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `POST /demo/api/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SendRequest {
-    conversation: String,
-    text: String,
+pub struct SendRequest {
+    #[schema(example = "c1")]
+    pub conversation: String,
+    /// At most 64 KiB.
+    pub text: String,
+    /// Up to 16 attachment names.
     #[serde(default)]
-    attachments: Vec<String>,
+    pub attachments: Vec<String>,
+}
+
+/// The id of a sent message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Sent {
+    #[schema(example = "m_1")]
+    pub id: String,
+}
+
+/// A conversation's messages, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageList {
+    pub messages: Vec<Message>,
 }
 
 /// "Sends" a message: needs a live session (401 with the reason otherwise).
 #[utoipa::path(post, path = "/demo/api/messages", tag = "demo (dev only)",
-    request_body(content = serde_json::Value, content_type = "application/json",
-        description = "`conversation`, `text` (at most 64 KiB) and up to 16 `attachments` names",
-        example = json!({"conversation": "c1", "text": "hello", "attachments": []})),
+    request_body(content = SendRequest, content_type = "application/json"),
     responses(
-        (status = 201, description = "Sent", body = serde_json::Value, example = json!({"id": "m_1"})),
-        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Sent", body = Sent),
+        ReadErrors, BodyErrors,
     ))]
 async fn send(
     State(state): State<AppState>,
     a: Authed,
-    JsonBody(req): JsonBody<SendRequest>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    ApiJson(req): ApiJson<SendRequest>,
+) -> ApiResult<(StatusCode, Json<Sent>)> {
     sessiond_core::draft::validate_conversation(&req.conversation)?;
     if req.text.len() > MAX_TEXT {
         return Err(ApiError::TooLarge {
@@ -143,7 +160,7 @@ async fn send(
         attachments: req.attachments,
         created_at: to_rfc3339(state.clock.now()),
     });
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))))
+    Ok((StatusCode::CREATED, Json(Sent { id })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,19 +172,17 @@ struct ListQuery {
 #[utoipa::path(get, path = "/demo/api/messages", tag = "demo (dev only)",
     params(("conversation" = String, Query, description = "Conversation id")),
     responses(
-        (status = 200, description = "The conversation's messages, oldest first", body = serde_json::Value,
-         example = json!({"messages": [{"id": "m_1", "conversation": "c1", "principal": "user:alice", "text": "hello", "attachments": [], "created_at": "2025-01-01T00:00:00Z"}]})),
-        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The conversation's messages, oldest first", body = MessageList),
+        InputErrors,
     ))]
 async fn list(
     State(state): State<AppState>,
-    q: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<MessageList>> {
     sessiond_core::draft::validate_conversation(&q.conversation)?;
-    Ok(Json(
-        serde_json::json!({ "messages": state.demo.in_conversation(&q.conversation) }),
-    ))
+    Ok(Json(MessageList {
+        messages: state.demo.in_conversation(&q.conversation),
+    }))
 }
 
 #[cfg(test)]

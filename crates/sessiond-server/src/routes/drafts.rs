@@ -6,42 +6,58 @@
 //! with the current draft and changes nothing.
 
 use crate::auth::Authed;
+use crate::config::DraftsConfig;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::routes::openapi::Binary;
+use crate::routes::edge;
+use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::routes::openapi::{
+    Binary, BodyErrors, ConflictErrors, InputErrors, MediaTypeErrors, NotFoundErrors, ReadErrors,
+    WriteErrors,
+};
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::TryStreamExt;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sessiond_core::clock::to_rfc3339;
 use sessiond_core::draft::{
-    validate_attachment_name, validate_conversation, AttachmentLimits, Draft, DraftWrite,
+    validate_attachment_name, validate_conversation, AttachmentLimits, AttachmentMeta, Draft,
+    DraftWrite,
 };
 use sessiond_core::store::ByteStream;
+use utoipa::ToSchema;
 
 /// Longest `Content-Type` accepted for an attachment.
 const MAX_CONTENT_TYPE: usize = 200;
 /// Slack over `max_text_bytes` for the JSON around the text and its escapes.
 const JSON_OVERHEAD: usize = 4096;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/drafts", get(list))
-        .route(
-            "/v1/drafts/{conversation}",
-            get(get_one).put(put_text).delete(delete),
-        )
-        .route(
-            "/v1/drafts/{conversation}/attachments/{name}",
-            get(get_attachment)
-                .put(put_attachment)
-                .delete(delete_attachment),
-        )
+/// The routes, with their body limits: the JSON around the longest text for text writes;
+/// attachments are streamed to the store, which enforces their size as they arrive.
+pub fn router(cfg: &DraftsConfig) -> Router<AppState> {
+    let text = Router::new().route("/v1/drafts", get(list)).route(
+        "/v1/drafts/{conversation}",
+        get(get_one).put(put_text).delete(delete),
+    );
+    let attachments = Router::new().route(
+        "/v1/drafts/{conversation}/attachments/{name}",
+        get(get_attachment)
+            .put(put_attachment)
+            .delete(delete_attachment),
+    );
+    let text_limit = cfg
+        .max_text_bytes
+        .saturating_mul(6)
+        .saturating_add(JSON_OVERHEAD);
+    edge::body_limit(text, text_limit).merge(edge::declared_length_limit(
+        attachments,
+        cfg.max_attachment_size,
+    ))
 }
 
 /// `?seq=N` on writes.
@@ -50,12 +66,15 @@ pub struct SeqQuery {
     seq: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Body of `PUT /v1/drafts/{conversation}`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutText {
-    text: String,
+pub struct PutText {
+    /// At most the configured `max_text_bytes`, no NUL.
+    pub text: String,
+    /// The seq this write replaces (or If-Match / `?seq=`).
     #[serde(default)]
-    seq: Option<u64>,
+    pub seq: Option<u64>,
 }
 
 /// The number in `If-Match` (`"N"`, `W/"N"` or `N`), if the header is present.
@@ -103,73 +122,119 @@ fn expected_seq(headers: &HeaderMap, query: Option<&str>, body: Option<u64>) -> 
     precondition(headers, query, body, "seq")
 }
 
-fn attachments_json(d: &Draft) -> Value {
-    d.attachments
-        .iter()
-        .map(|a| json!({"name": a.name, "content_type": a.content_type, "size": a.size}))
-        .collect()
+/// An attachment as clients see it (never where the store keeps it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttachmentView {
+    #[schema(example = "a.png")]
+    pub name: String,
+    #[schema(example = "image/png")]
+    pub content_type: String,
+    pub size: u64,
+}
+
+impl From<&AttachmentMeta> for AttachmentView {
+    fn from(a: &AttachmentMeta) -> Self {
+        AttachmentView {
+            name: a.name.clone(),
+            content_type: a.content_type.clone(),
+            size: a.size,
+        }
+    }
 }
 
 /// A draft as clients see it; a tombstone shows `deleted: true` and no content.
-pub fn draft_json(d: &Draft) -> Value {
-    if d.deleted {
-        return json!({
-            "conversation": d.conversation,
-            "seq": d.seq,
-            "updated_at": to_rfc3339(d.updated_at),
-            "deleted": true,
-            "text": "",
-            "attachments": [],
-        });
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DraftView {
+    #[schema(example = "c1")]
+    pub conversation: String,
+    pub seq: u64,
+    #[schema(example = "2025-01-01T00:00:00Z")]
+    pub updated_at: String,
+    pub deleted: bool,
+    pub text: String,
+    pub attachments: Vec<AttachmentView>,
+}
+
+impl From<&Draft> for DraftView {
+    fn from(d: &Draft) -> Self {
+        DraftView {
+            conversation: d.conversation.clone(),
+            seq: d.seq,
+            updated_at: to_rfc3339(d.updated_at),
+            deleted: d.deleted,
+            text: if d.deleted {
+                String::new()
+            } else {
+                d.text.clone()
+            },
+            attachments: if d.deleted {
+                Vec::new()
+            } else {
+                d.attachments.iter().map(AttachmentView::from).collect()
+            },
+        }
     }
-    json!({
-        "conversation": d.conversation,
-        "seq": d.seq,
-        "updated_at": to_rfc3339(d.updated_at),
-        "deleted": false,
-        "text": d.text,
-        "attachments": attachments_json(d),
-    })
 }
 
-fn summary_json(d: &Draft) -> Value {
-    json!({
-        "conversation": d.conversation,
-        "seq": d.seq,
-        "updated_at": to_rfc3339(d.updated_at),
-        "text_length": d.text.chars().count(),
-        "attachments": attachments_json(d),
-    })
+/// A draft in the listing: its text's length instead of the text.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DraftSummary {
+    pub conversation: String,
+    pub seq: u64,
+    pub updated_at: String,
+    /// In characters.
+    pub text_length: usize,
+    pub attachments: Vec<AttachmentView>,
 }
 
-fn with_etag(seq: u64, body: Value) -> Response {
+impl From<&Draft> for DraftSummary {
+    fn from(d: &Draft) -> Self {
+        DraftSummary {
+            conversation: d.conversation.clone(),
+            seq: d.seq,
+            updated_at: to_rfc3339(d.updated_at),
+            text_length: d.text.chars().count(),
+            attachments: d.attachments.iter().map(AttachmentView::from).collect(),
+        }
+    }
+}
+
+/// `GET /v1/drafts`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DraftList {
+    pub drafts: Vec<DraftSummary>,
+}
+
+/// The answer to deleting a draft: its tombstone's seq.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DraftDeleted {
+    pub seq: u64,
+}
+
+/// A draft as JSON (the `current` of a conflict).
+pub fn draft_json(d: &Draft) -> Value {
+    serde_json::to_value(DraftView::from(d)).unwrap_or(Value::Null)
+}
+
+/// A JSON answer carrying the draft's seq as its ETag.
+fn with_etag<T: Serialize>(seq: u64, body: T) -> Response {
     let mut resp = Json(body).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{seq}\"")) {
         resp.headers_mut().insert(header::ETAG, v);
     }
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
     resp
 }
 
 /// 404 for a deleted draft, carrying the tombstone's seq so the next write names it.
 fn tombstone_not_found(seq: u64) -> Response {
-    let body = json!({
-        "type": "about:blank",
-        "title": "Not found",
-        "status": 404,
-        "code": "not_found",
-        "detail": "this draft was deleted; a new draft names this seq",
-        "seq": seq,
-    });
-    let mut resp = (StatusCode::NOT_FOUND, body.to_string()).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
+    let mut p = Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "Not found",
+        "this draft was deleted; a new draft names this seq".into(),
     );
-    resp
+    p.seq = Some(seq);
+    p.into_response()
 }
 
 fn outcome(w: DraftWrite) -> ApiResult<Draft> {
@@ -182,41 +247,33 @@ fn outcome(w: DraftWrite) -> ApiResult<Draft> {
     }
 }
 
+/// Path parameters and their descriptions, shared by the operations.
+const CONVERSATION: &str = "Conversation id (1..=128 of [A-Za-z0-9._:-])";
+
 /// The signed-in principal's drafts (summaries, deleted ones left out).
 #[utoipa::path(get, path = "/v1/drafts", tag = "drafts",
-    responses(
-        (status = 200, description = "Draft summaries", body = serde_json::Value,
-         example = json!({"drafts": [{"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "text_length": 5, "attachments": []}]})),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-    ))]
-async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Response> {
+    responses((status = 200, description = "Draft summaries", body = DraftList), ReadErrors))]
+async fn list(State(state): State<AppState>, auth: Authed) -> ApiResult<Json<DraftList>> {
     let drafts = state.store.list_drafts(&auth.session.principal).await?;
-    let items: Vec<Value> = drafts
+    let drafts = drafts
         .iter()
         .filter(|d| !d.deleted)
-        .map(summary_json)
+        .map(DraftSummary::from)
         .collect();
-    let mut resp = Json(json!({ "drafts": items })).into_response();
-    resp.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
-    Ok(resp)
+    Ok(Json(DraftList { drafts }))
 }
 
 /// One draft with its text and attachment list.
 #[utoipa::path(get, path = "/v1/drafts/{conversation}", tag = "drafts",
-    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])")),
+    params(("conversation" = String, Path, description = CONVERSATION)),
     responses(
-        (status = 200, description = "The draft", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")), example = json!({"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "deleted": false, "text": "hello", "attachments": [{"name": "a.png", "content_type": "image/png", "size": 1234}]})),
-        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (a deleted draft carries its tombstone's `seq`)", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The draft", body = DraftView, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\""))),
+        ReadErrors, InputErrors, NotFoundErrors,
     ))]
 async fn get_one(
     State(state): State<AppState>,
     auth: Authed,
-    Path(conversation): Path<String>,
+    ApiPath(conversation): ApiPath<String>,
 ) -> ApiResult<Response> {
     validate_conversation(&conversation)?;
     match state
@@ -225,46 +282,34 @@ async fn get_one(
         .await?
     {
         Some(d) if d.deleted => Ok(tombstone_not_found(d.seq)),
-        Some(d) => Ok(with_etag(d.seq, draft_json(&d))),
+        Some(d) => Ok(with_etag(d.seq, DraftView::from(&d))),
         None => Err(ApiError::NotFound),
     }
 }
 
 /// Writes a draft's text (conditional on the seq it replaces).
 #[utoipa::path(put, path = "/v1/drafts/{conversation}", tag = "drafts",
-    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
-    request_body(content = serde_json::Value, content_type = "application/json",
-        description = "`text` (at most the configured max_text_bytes, no NUL) and optionally `seq`",
-        example = json!({"text": "hello", "seq": 2})),
+    params(("conversation" = String, Path, description = CONVERSATION), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
+    request_body(content = PutText, content_type = "application/json"),
     responses(
-        (status = 200, description = "Written; the new seq", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")), example = json!({"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "deleted": false, "text": "hello", "attachments": [{"name": "a.png", "content_type": "image/png", "size": 1234}]})),
-        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (a deleted draft carries its tombstone's `seq`)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "conflict: a stale seq; `current` holds the stored draft", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "store_unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Written; the new seq", body = DraftView, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\""))),
+        WriteErrors, BodyErrors, NotFoundErrors, ConflictErrors,
     ))]
 async fn put_text(
     State(state): State<AppState>,
     auth: Authed,
-    Path(conversation): Path<String>,
-    Query(q): Query<SeqQuery>,
+    ApiPath(conversation): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SeqQuery>,
     headers: HeaderMap,
-    body: Body,
+    ApiJson(req): ApiJson<PutText>,
 ) -> ApiResult<Response> {
     validate_conversation(&conversation)?;
     let max = state.config.drafts.max_text_bytes;
-    let raw = axum::body::to_bytes(body, max.saturating_mul(6).saturating_add(JSON_OVERHEAD))
-        .await
-        .map_err(|_| too_large_text(max))?;
-    let req: PutText = serde_json::from_slice(&raw).map_err(|e| {
-        ApiError::invalid(format!(
-            "body must be {{\"text\": string, \"seq\": number}}: {e}"
-        ))
-    })?;
     if req.text.len() > max {
-        return Err(too_large_text(max));
+        return Err(ApiError::TooLarge {
+            code: "payload_too_large",
+            detail: format!("draft text is limited to {max} bytes"),
+        });
     }
     if req.text.contains('\0') {
         return Err(ApiError::invalid(
@@ -280,32 +325,21 @@ async fn put_text(
             .await?,
     )?;
     metrics::counter!("sessiond_draft_writes_total", "kind" => "text").increment(1);
-    Ok(with_etag(d.seq, draft_json(&d)))
-}
-
-fn too_large_text(max: usize) -> ApiError {
-    ApiError::TooLarge {
-        code: "payload_too_large",
-        detail: format!("draft text is limited to {max} bytes"),
-    }
+    Ok(with_etag(d.seq, DraftView::from(&d)))
 }
 
 /// Deletes a draft and its attachments, leaving a tombstone with the next seq.
 #[utoipa::path(delete, path = "/v1/drafts/{conversation}", tag = "drafts",
-    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
+    params(("conversation" = String, Path, description = CONVERSATION), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
     responses(
-        (status = 200, description = "Deleted; the tombstone's seq", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")),
-         example = json!({"seq": 4})),
-        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (a deleted draft carries its tombstone's `seq`)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "conflict: a stale seq; `current` holds the stored draft", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Deleted; the tombstone's seq", body = DraftDeleted, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\""))),
+        WriteErrors, NotFoundErrors, ConflictErrors,
     ))]
 async fn delete(
     State(state): State<AppState>,
     auth: Authed,
-    Path(conversation): Path<String>,
-    Query(q): Query<SeqQuery>,
+    ApiPath(conversation): ApiPath<String>,
+    ApiQuery(q): ApiQuery<SeqQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     validate_conversation(&conversation)?;
@@ -318,7 +352,7 @@ async fn delete(
             .await?,
     )?;
     metrics::counter!("sessiond_draft_writes_total", "kind" => "delete").increment(1);
-    Ok(with_etag(d.seq, json!({ "seq": d.seq })))
+    Ok(with_etag(d.seq, DraftDeleted { seq: d.seq }))
 }
 
 /// The allow-listed content type of an upload, as it will be stored.
@@ -359,23 +393,18 @@ fn upload_content_type(state: &AppState, headers: &HeaderMap) -> ApiResult<Strin
 
 /// Uploads (or replaces) an attachment, streamed; size and per-principal quota are enforced.
 #[utoipa::path(put, path = "/v1/drafts/{conversation}/attachments/{name}", tag = "drafts",
-    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("name" = String, Path, description = "Attachment name"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
+    params(("conversation" = String, Path, description = CONVERSATION), ("name" = String, Path, description = "Attachment name"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
     request_body(content = inline(Binary), content_type = "application/octet-stream",
         description = "The raw bytes; Content-Type must be one of the configured allowed types"),
     responses(
-        (status = 200, description = "Stored; the draft with its new seq", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")), example = json!({"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "deleted": false, "text": "hello", "attachments": [{"name": "a.png", "content_type": "image/png", "size": 1234}]})),
-        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found (a deleted draft carries its tombstone's `seq`)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "conflict: a stale seq; `current` holds the stored draft", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large or quota_exceeded", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Stored; the draft with its new seq", body = DraftView, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\""))),
+        WriteErrors, BodyErrors, NotFoundErrors, ConflictErrors, MediaTypeErrors,
     ))]
 async fn put_attachment(
     State(state): State<AppState>,
     auth: Authed,
-    Path((conversation, name)): Path<(String, String)>,
-    Query(q): Query<SeqQuery>,
+    ApiPath((conversation, name)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<SeqQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -386,18 +415,9 @@ async fn put_attachment(
         max_size: state.config.drafts.max_attachment_size,
         quota: state.config.drafts.quota_per_principal,
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_size) {
-        return Err(sessiond_core::StoreError::TooLarge {
-            limit: limits.max_size,
-        }
-        .into());
-    }
     let seq = expected_seq(&headers, q.seq.as_deref(), None)?;
-    // Streamed to the store chunk by chunk; the store enforces size and quota as it reads.
+    // Streamed to the store chunk by chunk; the store enforces size and quota as it reads
+    // (a declared length over the limit was refused by the router's layer).
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
     let now = state.clock.now();
     let w = state
@@ -415,22 +435,20 @@ async fn put_attachment(
         .await?;
     let d = outcome(w)?;
     metrics::counter!("sessiond_draft_writes_total", "kind" => "attachment").increment(1);
-    Ok(with_etag(d.seq, draft_json(&d)))
+    Ok(with_etag(d.seq, DraftView::from(&d)))
 }
 
 /// An attachment's bytes, served with its stored Content-Type, `nosniff` and a sandbox CSP.
 #[utoipa::path(get, path = "/v1/drafts/{conversation}/attachments/{name}", tag = "drafts",
-    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("name" = String, Path, description = "Attachment name")),
+    params(("conversation" = String, Path, description = CONVERSATION), ("name" = String, Path, description = "Attachment name")),
     responses(
-        (status = 200, description = "The attachment's bytes", body = inline(Binary), content_type = "application/octet-stream"),
-        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The attachment's bytes, with its stored Content-Type", body = inline(Binary), content_type = "application/octet-stream"),
+        ReadErrors, InputErrors, NotFoundErrors,
     ))]
 async fn get_attachment(
     State(state): State<AppState>,
     auth: Authed,
-    Path((conversation, name)): Path<(String, String)>,
+    ApiPath((conversation, name)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     validate_conversation(&conversation)?;
     validate_attachment_name(&name)?;
@@ -445,10 +463,6 @@ async fn get_attachment(
         h.insert(header::CONTENT_TYPE, v);
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.size));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
     // Uploaded bytes are served from the API's own origin: never let a browser run them.
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -463,19 +477,16 @@ async fn get_attachment(
 
 /// Removes one attachment from a draft.
 #[utoipa::path(delete, path = "/v1/drafts/{conversation}/attachments/{name}", tag = "drafts",
-    params(("conversation" = String, Path, description = "Conversation id (1..=128 of [A-Za-z0-9._:-])"), ("name" = String, Path, description = "Attachment name"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
+    params(("conversation" = String, Path, description = CONVERSATION), ("name" = String, Path, description = "Attachment name"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
     responses(
-        (status = 200, description = "Removed; the draft with its new seq", body = serde_json::Value, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\"")), example = json!({"conversation": "c1", "seq": 3, "updated_at": "2025-01-01T00:00:00Z", "deleted": false, "text": "hello", "attachments": [{"name": "a.png", "content_type": "image/png", "size": 1234}]})),
-        (status = 400, description = "invalid_request or invalid_conversation", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "conflict: a stale seq; `current` holds the stored draft", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Removed; the draft with its new seq", body = DraftView, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\""))),
+        WriteErrors, NotFoundErrors, ConflictErrors,
     ))]
 async fn delete_attachment(
     State(state): State<AppState>,
     auth: Authed,
-    Path((conversation, name)): Path<(String, String)>,
-    Query(q): Query<SeqQuery>,
+    ApiPath((conversation, name)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<SeqQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     validate_conversation(&conversation)?;
@@ -488,7 +499,7 @@ async fn delete_attachment(
         .await?;
     let d = outcome(w)?;
     metrics::counter!("sessiond_draft_writes_total", "kind" => "attachment_delete").increment(1);
-    Ok(with_etag(d.seq, draft_json(&d)))
+    Ok(with_etag(d.seq, DraftView::from(&d)))
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
-//! The router: each resource module exposes `router()`, merged here in one place.
+//! The router: each resource module exposes `router()`, merged here in one place, with
+//! the HTTP edge (limits, `no-store`, 404/405, request ids, tracing) applied as layers.
 
 pub mod admin;
 pub mod demo;
 pub mod drafts;
+pub mod edge;
+pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod session;
@@ -10,24 +13,51 @@ pub mod snapshots;
 pub mod verify;
 pub mod web;
 
+use crate::error::ApiError;
 use crate::state::AppState;
+use axum::http::Method;
 use axum::Router;
 
+/// Body limit of the JSON routers that never set one (axum's default, kept explicit).
+const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 pub fn app(state: AppState) -> Router {
-    let mut r = Router::new()
+    let c = &state.config;
+    let mut api = Router::new()
         .merge(ops::router())
-        .merge(session::router())
-        .merge(admin::router())
-        .merge(verify::router())
         .merge(openapi::router())
-        .merge(web::router())
-        .merge(crate::ws::router())
-        .merge(drafts::router())
-        .merge(snapshots::router());
-    if state.config.dev {
-        r = r.merge(demo::router());
+        .merge(edge::no_store(
+            edge::body_limit(session::router(), session::MAX_BODY),
+            "no-store",
+        ))
+        .merge(edge::no_store(
+            edge::body_limit(admin::router(), JSON_BODY_LIMIT),
+            "no-store",
+        ))
+        .merge(edge::no_store(verify::router(), "no-store"))
+        .merge(edge::no_store(crate::ws::router(), "no-store"))
+        .merge(edge::no_store(
+            drafts::router(&c.drafts),
+            "private, no-store",
+        ))
+        .merge(edge::no_store(
+            snapshots::router(&c.snapshots),
+            "private, no-store",
+        ));
+    if c.dev {
+        api = api.merge(edge::no_store(
+            edge::body_limit(demo::router(), JSON_BODY_LIMIT),
+            "no-store",
+        ));
     }
-    // Unknown paths answer problem+json like every other error.
-    r.fallback(|| async { crate::error::ApiError::NotFound })
-        .with_state(state)
+    // A known API path with another method is a problem+json 405 (with `Allow`); the
+    // embedded web pages, merged after, keep axum's plain answer.
+    let api = api.method_not_allowed_fallback(|m: Method| async move {
+        ApiError::MethodNotAllowed(m.to_string())
+    });
+    let app = api
+        .merge(web::router())
+        // Unknown paths answer problem+json like every other error.
+        .fallback(|| async { ApiError::NotFound });
+    edge::with_edges(app).with_state(state)
 }

@@ -1,13 +1,16 @@
 //! Operations endpoints: liveness, readiness (the store answers) and Prometheus metrics.
 
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
+use crate::routes::openapi::StoreErrors;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -16,25 +19,45 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// `GET /readyz` when ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    #[schema(example = "ok")]
+    pub store: &'static str,
+    /// This process's node id.
+    #[schema(example = "node-1")]
+    pub node: String,
+}
+
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "ops",
-    responses((status = 200, description = "Alive", body = serde_json::Value, example = json!({"status": "ok"}))))]
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+    responses((status = 200, description = "Alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Ready when the store answers within a second.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses(
-        (status = 200, description = "Ready: the store answered", body = serde_json::Value,
-         example = json!({"status": "ready", "store": "ok", "node": "node-1"})),
-        (status = 503, description = "store_unavailable: the store failed or did not answer within a second", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Ready: the store answered", body = Ready),
+        StoreErrors,
     ))]
-async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(
-            serde_json::json!({"status": "ready", "store": "ok", "node": state.node_id}),
-        )),
+        Ok(Ok(())) => Ok(Json(Ready {
+            status: "ready",
+            store: "ok",
+            node: state.node_id.clone(),
+        })),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::StoreUnavailable("ping timed out".into())),
     }

@@ -6,13 +6,16 @@
 
 use crate::auth::{self, Authed, TokenSource};
 use crate::client::Client;
-use crate::error::{parse_json, ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
+use crate::routes::extract::{ApiJson, ApiPath};
+use crate::routes::openapi::{
+    BodyErrors, ConflictErrors, IdempotencyErrors, InputErrors, NotFoundErrors, ReadErrors,
+    WriteErrors,
+};
 use crate::sessions::{Idempotency, Obtained, SignIn};
 use crate::state::AppState;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,8 +32,9 @@ use utoipa::ToSchema;
 pub const MAX_DATA_VALUE: usize = 64 * 1024;
 /// Longest session-data key.
 pub const MAX_DATA_KEY: usize = 128;
-/// Largest body of the small JSON requests here (create, sign-in).
-const MAX_SMALL_BODY: usize = 64 * 1024;
+/// Largest request body on these routes (JSON of create and sign-in, a data value): the
+/// router's limit, set by layer in [`crate::routes::app`].
+pub const MAX_BODY: usize = MAX_DATA_VALUE;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -160,32 +164,13 @@ fn cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
     HeaderValue::from_str(&v).expect("cookie name and domain are validated header-safe")
 }
 
-/// A session response: JSON, never cached, with an optional cookie.
+/// A session response: JSON with an optional cookie (`no-store` is the router's layer).
 fn respond(status: StatusCode, view: SessionView, cookie: Option<HeaderValue>) -> Response {
     let mut r = (status, Json(view)).into_response();
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(c) = cookie {
-        h.insert(header::SET_COOKIE, c);
+        r.headers_mut().insert(header::SET_COOKIE, c);
     }
     r
-}
-
-/// Reads a small, optional JSON body (`{}` or nothing means the defaults).
-fn optional_body<T: Default + serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<T> {
-    let body = body?;
-    if body.len() > MAX_SMALL_BODY {
-        return Err(ApiError::TooLarge {
-            code: "payload_too_large",
-            detail: "request body too large".into(),
-        });
-    }
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    parse_json(&body)
 }
 
 /// Body of `POST /v1/session`.
@@ -210,21 +195,17 @@ pub struct CreateRequest {
     responses(
         (status = 201, description = "Created; Set-Cookie carries the token", body = SessionView),
         (status = 200, description = "Existing session", body = SessionView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "An idempotent replay whose session has ended", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden_origin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "idempotency_mismatch", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "store_unavailable", body = Problem, content_type = "application/problem+json"),
+        WriteErrors, BodyErrors, IdempotencyErrors,
     ))]
 pub async fn create(
     State(state): State<AppState>,
     Client(client): Client,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Option<ApiJson<CreateRequest>>,
 ) -> ApiResult<Response> {
     // The response sets a cookie, so a foreign page may not trigger it.
     auth::origin_allowed(&state, &headers)?;
-    let req: CreateRequest = optional_body(body)?;
+    let req = body.map(|ApiJson(r)| r).unwrap_or_default();
     let idem_key = match headers.get("idempotency-key") {
         Some(v) => {
             let k = v.to_str().map_err(|_| {
@@ -259,14 +240,14 @@ pub async fn create(
 
 /// The current session (does not count as activity).
 #[utoipa::path(get, path = "/v1/session", tag = "session",
-    responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = SessionView), ReadErrors))]
 pub async fn read(State(state): State<AppState>, a: Authed) -> Response {
     respond(StatusCode::OK, session_view(&state, &a.session), None)
 }
 
 /// Records user activity: the idle deadline restarts (never past the absolute one).
 #[utoipa::path(post, path = "/v1/session/activity", tag = "session",
-    responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = SessionView), WriteErrors))]
 pub async fn activity(
     State(state): State<AppState>,
     method: Method,
@@ -282,7 +263,7 @@ pub async fn activity(
 
 /// "Stay online": an explicit, audited renewal, announced to every connection.
 #[utoipa::path(post, path = "/v1/session/renew", tag = "session",
-    responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = SessionView), WriteErrors))]
 pub async fn renew(State(state): State<AppState>, a: Authed) -> ApiResult<Response> {
     let s = state.sessions.renew(&a.session.handle).await?;
     Ok(respond(StatusCode::OK, session_view(&state, &s), None))
@@ -290,7 +271,7 @@ pub async fn renew(State(state): State<AppState>, a: Authed) -> ApiResult<Respon
 
 /// Signs out: the session ends with `signed_out` and the cookie is cleared.
 #[utoipa::path(delete, path = "/v1/session", tag = "session",
-    responses((status = 204, description = "Ended; cookie cleared"), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Ended; cookie cleared"), WriteErrors))]
 pub async fn sign_out(State(state): State<AppState>, a: Authed) -> ApiResult<Response> {
     state.sessions.sign_out(&a.session.handle).await?;
     let mut r = StatusCode::NO_CONTENT.into_response();
@@ -319,25 +300,15 @@ pub struct SignInRequest {
     responses(
         (status = 200, description = "Signed in; new token in Set-Cookie", body = SessionView),
         (status = 201, description = "A new signed-in session", body = SessionView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "invalid_ticket", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The session changed concurrently", body = Problem, content_type = "application/problem+json"),
+        WriteErrors, BodyErrors, ConflictErrors,
     ))]
 pub async fn sign_in(
     State(state): State<AppState>,
     Client(client): Client,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ApiJson(req): ApiJson<SignInRequest>,
 ) -> ApiResult<Response> {
     auth::origin_allowed(&state, &headers)?;
-    let body = body?;
-    if body.len() > MAX_SMALL_BODY {
-        return Err(ApiError::TooLarge {
-            code: "payload_too_large",
-            detail: "request body too large".into(),
-        });
-    }
-    let req: SignInRequest = parse_json(&body)?;
     let now = state.clock.now();
     let claims = state.tickets.verify(&req.ticket, now, |r| {
         state.sessions.policies().get(r).is_some()
@@ -385,7 +356,7 @@ pub struct LocalKey {
 /// The key the browser SDK encrypts its local draft copies with: stable per principal,
 /// handed only to that principal's live sessions.
 #[utoipa::path(get, path = "/v1/session/local-key", tag = "session",
-    responses((status = 200, body = LocalKey), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = LocalKey), ReadErrors))]
 pub async fn local_key(State(state): State<AppState>, a: Authed) -> Response {
     let principal = a.session.principal.to_string();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&state.server_secret)
@@ -393,10 +364,7 @@ pub async fn local_key(State(state): State<AppState>, a: Authed) -> Response {
     mac.update(b"sessiond-local-key:");
     mac.update(principal.as_bytes());
     let key = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    let mut r = Json(LocalKey { principal, key }).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    Json(LocalKey { principal, key }).into_response()
 }
 
 /// A session-data key: 1..=128 of `[A-Za-z0-9._:-]`.
@@ -418,13 +386,12 @@ pub fn validate_data_key(key: &str) -> ApiResult<()> {
 /// One session-data value (the raw JSON value).
 #[utoipa::path(get, path = "/v1/session/data/{key}", tag = "session",
     params(("key" = String, Path, description = "1..=128 of [A-Za-z0-9._:-]")),
-    responses((status = 200, description = "The stored JSON value", body = serde_json::Value),
-              (status = 404, body = Problem, content_type = "application/problem+json"),
-              (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The stored JSON value (any JSON)", body = serde_json::Value),
+              ReadErrors, InputErrors, NotFoundErrors))]
 pub async fn get_data(
     State(state): State<AppState>,
     a: Authed,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<Response> {
     validate_data_key(&key)?;
     let v = state
@@ -432,35 +399,21 @@ pub async fn get_data(
         .get_data(&a.session.handle, &key)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let mut r = Json(v).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(r)
+    Ok(Json(v).into_response())
 }
 
 /// Stores one JSON value (at most 64 KiB) under `key`; the last write wins.
 #[utoipa::path(put, path = "/v1/session/data/{key}", tag = "session",
     params(("key" = String, Path, description = "1..=128 of [A-Za-z0-9._:-]")),
     request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 204, description = "Stored"),
-              (status = 400, body = Problem, content_type = "application/problem+json"),
-              (status = 413, body = Problem, content_type = "application/problem+json"),
-              (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Stored"), WriteErrors, BodyErrors))]
 pub async fn put_data(
     State(state): State<AppState>,
     a: Authed,
-    Path(key): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(value): ApiJson<serde_json::Value>,
 ) -> ApiResult<StatusCode> {
     validate_data_key(&key)?;
-    let body = body?;
-    if body.len() > MAX_DATA_VALUE {
-        return Err(ApiError::TooLarge {
-            code: "payload_too_large",
-            detail: format!("a session-data value may be at most {MAX_DATA_VALUE} bytes"),
-        });
-    }
-    let value: serde_json::Value = parse_json(&body)?;
     state
         .sessions
         .put_data(&a.session.handle, &key, &value)
@@ -471,11 +424,11 @@ pub async fn put_data(
 /// Removes one value.
 #[utoipa::path(delete, path = "/v1/session/data/{key}", tag = "session",
     params(("key" = String, Path, description = "1..=128 of [A-Za-z0-9._:-]")),
-    responses((status = 204, description = "Removed"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204, description = "Removed"), WriteErrors, NotFoundErrors))]
 pub async fn delete_data(
     State(state): State<AppState>,
     a: Authed,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     validate_data_key(&key)?;
     state.sessions.delete_data(&a.session.handle, &key).await?;

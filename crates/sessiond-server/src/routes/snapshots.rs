@@ -7,29 +7,39 @@
 
 use super::drafts::precondition;
 use crate::auth::Authed;
-use crate::error::{ApiError, ApiResult, Problem};
-use crate::routes::openapi::Binary;
+use crate::config::SnapshotsConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::routes::edge;
+use crate::routes::extract::{ApiBytes, ApiPath, ApiQuery};
+use crate::routes::openapi::{
+    Binary, BodyErrors, ConflictErrors, ForbiddenErrors, InputErrors, MediaTypeErrors,
+    NotFoundErrors, ReadErrors, WriteErrors,
+};
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sessiond_core::clock::to_rfc3339;
 use sessiond_core::snapshot::{validate_room, Snapshot, SnapshotWrite};
-use sessiond_core::{Session, StoreError};
+use sessiond_core::Session;
+use utoipa::ToSchema;
 
 const MAX_CONTENT_TYPE: usize = 200;
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
+/// The route, limited to the configured snapshot size: a declared length over it is
+/// refused up front, a body that grows over it while read fails its extractor.
+pub fn router(cfg: &SnapshotsConfig) -> Router<AppState> {
+    let r = Router::new().route(
         "/v1/rooms/{room}/snapshot",
         get(get_snapshot).put(put_snapshot),
-    )
+    );
+    edge::declared_length_limit(edge::body_limit(r, cfg.max_size), cfg.max_size as u64)
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -38,15 +48,36 @@ pub struct VersionQuery {
 }
 
 /// Snapshot metadata as the API shows it (no data).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SnapshotMeta {
+    #[schema(example = "r1")]
+    pub room: String,
+    pub version: u64,
+    /// SHA-256 of the bytes, hex (also the ETag).
+    pub hash: String,
+    pub size: u64,
+    #[schema(example = "application/octet-stream")]
+    pub content_type: String,
+    #[schema(example = "2025-01-01T00:00:00Z")]
+    pub updated_at: String,
+}
+
+impl From<&Snapshot> for SnapshotMeta {
+    fn from(s: &Snapshot) -> Self {
+        SnapshotMeta {
+            room: s.room.clone(),
+            version: s.version,
+            hash: s.hash.clone(),
+            size: s.size,
+            content_type: s.content_type.clone(),
+            updated_at: to_rfc3339(s.updated_at),
+        }
+    }
+}
+
+/// Snapshot metadata as JSON (the `current` of a conflict).
 pub fn meta_json(s: &Snapshot) -> Value {
-    json!({
-        "room": s.room,
-        "version": s.version,
-        "hash": s.hash,
-        "size": s.size,
-        "content_type": s.content_type,
-        "updated_at": to_rfc3339(s.updated_at),
-    })
+    serde_json::to_value(SnapshotMeta::from(s)).unwrap_or(Value::Null)
 }
 
 /// Whether `session` may use `room`'s snapshot over HTTP (see the module docs). Also
@@ -80,18 +111,15 @@ pub async fn authorize(state: &AppState, session: &Session, room: &str) -> ApiRe
 #[utoipa::path(get, path = "/v1/rooms/{room}/snapshot", tag = "snapshots",
     params(("room" = String, Path, description = "Room id")),
     responses(
-        (status = 200, description = "The snapshot's bytes", body = inline(Binary), content_type = "application/octet-stream",
+        (status = 200, description = "The snapshot's bytes, with its stored Content-Type", body = inline(Binary), content_type = "application/octet-stream",
          headers(("ETag" = String, description = "The content hash, quoted"),
                  ("X-Snapshot-Version" = u64, description = "The snapshot's version"))),
-        (status = 400, description = "invalid_request (room id)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: the ticket does not allow the room, or the session has not joined it", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found: no snapshot yet", body = Problem, content_type = "application/problem+json"),
+        ReadErrors, InputErrors, ForbiddenErrors, NotFoundErrors,
     ))]
 async fn get_snapshot(
     State(state): State<AppState>,
     auth: Authed,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Response> {
     authorize(&state, &auth.session, &room).await?;
     let s = state
@@ -111,10 +139,6 @@ async fn get_snapshot(
         h.insert(header::ETAG, v);
     }
     h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
-    h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
@@ -131,36 +155,21 @@ async fn get_snapshot(
     request_body(content = inline(Binary), content_type = "application/octet-stream",
         description = "The snapshot's bytes (at most the configured max_size); any Content-Type is kept"),
     responses(
-        (status = 200, description = "Written", body = serde_json::Value,
+        (status = 200, description = "Written", body = SnapshotMeta,
          headers(("ETag" = String, description = "The content hash, quoted"),
-                 ("X-Snapshot-Version" = u64, description = "The new version")),
-         example = json!({"room": "r1", "version": 2, "hash": "9f86d081…", "size": 512, "content_type": "application/octet-stream", "updated_at": "2025-01-01T00:00:00Z"})),
-        (status = 400, description = "invalid_request", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "unauthenticated or session_expired", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: the ticket does not allow the room, or the session has not joined it", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "conflict: a stale version; `current` holds the stored snapshot's metadata", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "store_unavailable", body = Problem, content_type = "application/problem+json"),
+                 ("X-Snapshot-Version" = u64, description = "The new version"))),
+        WriteErrors, BodyErrors, ConflictErrors, MediaTypeErrors,
     ))]
 async fn put_snapshot(
     State(state): State<AppState>,
     auth: Authed,
-    Path(room): Path<String>,
-    Query(q): Query<VersionQuery>,
+    ApiPath(room): ApiPath<String>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
     headers: HeaderMap,
-    body: Body,
+    // Snapshots are written atomically as one value, so the (bounded) body is read whole.
+    ApiBytes(data): ApiBytes,
 ) -> ApiResult<Response> {
     let occupied = authorize(&state, &auth.session, &room).await?;
-    let max = state.config.snapshots.max_size;
-    let too_large = || ApiError::from(StoreError::TooLarge { limit: max as u64 });
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
     let content_type = match headers.get(header::CONTENT_TYPE) {
         None => DEFAULT_CONTENT_TYPE.to_owned(),
         Some(v) => {
@@ -177,10 +186,6 @@ async fn put_snapshot(
         }
     };
     let version = precondition(&headers, q.version.as_deref(), None, "version")?;
-    // Snapshots are written atomically as one value, so the (bounded) body is read whole.
-    let data = axum::body::to_bytes(body, max)
-        .await
-        .map_err(|_| too_large())?;
     let now = state.clock.now();
     let retention = i64::try_from(state.config.snapshots.retention.as_millis()).unwrap_or(i64::MAX);
     // Nobody is in the room to keep it alive: start its retention right away.
@@ -205,7 +210,7 @@ async fn put_snapshot(
                 .hub
                 .snapshot_written(&room, s.version, &s.hash, Some(&by), None);
             crate::ws::tasks::apply(&state, fx);
-            let mut resp = Json(meta_json(&s)).into_response();
+            let mut resp = Json(SnapshotMeta::from(&s)).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", s.hash)) {
                 resp.headers_mut().insert(header::ETAG, v);
             }

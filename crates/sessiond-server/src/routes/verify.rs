@@ -2,10 +2,11 @@
 //! `ext_authz`): 200 with the session's identity in headers, or a 401 problem.
 
 use crate::auth;
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::ApiResult;
+use crate::routes::extract::ApiQuery;
+use crate::routes::openapi::{InputErrors, ReadErrors};
 use crate::state::AppState;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,14 +31,13 @@ pub struct VerifyQuery {
     responses(
         (status = 200, description = "Live session",
          headers(("X-Session-Principal" = String), ("X-Session-Role" = String), ("X-Session-Handle" = String))),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        ReadErrors, InputErrors,
     ))]
 pub async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
-    q: Result<Query<VerifyQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<VerifyQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     let touch = q.touch.unwrap_or(true);
     // A GET: the origin check (writes only) does not apply; the proxy guards the method.
     let a = auth::authenticate(&state, &Method::GET, &headers, touch).await?;
@@ -52,9 +52,5 @@ pub async fn verify(
     if let Some(u) = &s.user_id {
         h.insert("x-session-user", value(u));
     }
-    h.insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
     Ok(r)
 }

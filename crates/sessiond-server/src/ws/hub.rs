@@ -130,7 +130,7 @@ pub enum JoinRefused {
 }
 
 /// One admin view of a connection.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct ConnInfo {
     pub connection_id: String,
     pub handle: String,

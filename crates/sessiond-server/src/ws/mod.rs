@@ -14,19 +14,24 @@ pub mod tasks;
 pub use hub::Hub;
 
 use crate::auth::{self, Admin, PresentedToken, TokenSource};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
+use crate::routes::extract::{ApiPath, ApiQuery};
+use crate::routes::openapi::{
+    AdminErrors, ForbiddenErrors, InputErrors, NotFoundErrors, ReadErrors,
+};
 use crate::state::AppState;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use protocol::{BEARER_PREFIX, PROTOCOL};
+use serde::Serialize;
 use sessiond_core::Handle;
 use std::collections::{BTreeMap, HashSet};
+use utoipa::ToSchema;
 
 /// Most connections one admin listing returns.
 const MAX_LISTED_CONNECTIONS: usize = 10_000;
@@ -67,9 +72,8 @@ pub fn ws_token(headers: &HeaderMap, cookie_name: &str) -> Option<PresentedToken
         (status = 101, description = "Switching Protocols: the WebSocket is open"),
         (status = 400, description = "Not a valid WebSocket upgrade request", body = String, content_type = "text/plain"),
         (status = 426, description = "The connection cannot be upgraded", body = String, content_type = "text/plain"),
-        (status = 401, description = "unauthenticated or session_expired (checked before the upgrade)", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden_origin: a cookie-authenticated upgrade from a disallowed Origin", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "store_unavailable", body = Problem, content_type = "application/problem+json"),
+        // 403 is forbidden_origin: a cookie-authenticated upgrade from a disallowed Origin.
+        ReadErrors, ForbiddenErrors,
     ))]
 async fn upgrade(
     State(state): State<AppState>,
@@ -106,18 +110,54 @@ async fn upgrade(
         .on_upgrade(move |socket| conn::run(state, socket, session))
 }
 
+/// A room and how many members it has across the cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomCount {
+    #[schema(example = "r1")]
+    pub room: String,
+    pub members: usize,
+}
+
+/// `GET /v1/admin/rooms`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomList {
+    pub rooms: Vec<RoomCount>,
+}
+
+/// A member as the admin views show it: the protocol's member plus its node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomMember {
+    #[schema(example = "c_1")]
+    pub connection_id: String,
+    pub handle: String,
+    #[schema(example = "user:alice")]
+    pub principal: String,
+    pub role: String,
+    /// The node the connection is on.
+    #[schema(example = "node-1")]
+    pub node: String,
+}
+
+/// `GET /v1/admin/rooms/{room}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomView {
+    pub room: String,
+    pub members: Vec<RoomMember>,
+}
+
+/// `GET /v1/admin/connections`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConnectionList {
+    pub connections: Vec<hub::ConnInfo>,
+}
+
 /// Rooms with members on any node (this node's alone without a Redis store).
 #[utoipa::path(get, path = "/v1/admin/rooms", tag = "realtime", security(("api_key" = [])),
     responses(
-        (status = 200, description = "Rooms and their member counts across the cluster", body = serde_json::Value,
-         example = json!({"rooms": [{"room": "r1", "members": 2}]})),
-        (status = 403, description = "forbidden: missing or invalid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "store_unavailable: the cluster registry cannot be read", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Rooms and their member counts across the cluster", body = RoomList),
+        AdminErrors,
     ))]
-async fn admin_rooms(
-    _: Admin,
-    State(state): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn admin_rooms(_: Admin, State(state): State<AppState>) -> Result<Json<RoomList>, ApiError> {
     let mut counts: BTreeMap<String, usize> = crate::cluster::remote_rooms(&state)
         .await?
         .into_iter()
@@ -127,11 +167,11 @@ async fn admin_rooms(
     for (room, n) in state.hub.rooms() {
         *counts.entry(room).or_default() += n;
     }
-    let rooms: Vec<serde_json::Value> = counts
+    let rooms = counts
         .into_iter()
-        .map(|(room, n)| serde_json::json!({"room": room, "members": n}))
+        .map(|(room, members)| RoomCount { room, members })
         .collect();
-    Ok(Json(serde_json::json!({ "rooms": rooms })))
+    Ok(Json(RoomList { rooms }))
 }
 
 /// One room's members on any node: this node's in join order, then the others' in join
@@ -139,44 +179,34 @@ async fn admin_rooms(
 #[utoipa::path(get, path = "/v1/admin/rooms/{room}", tag = "realtime", security(("api_key" = [])),
     params(("room" = String, Path, description = "Room id")),
     responses(
-        (status = 200, description = "The room and its members", body = serde_json::Value,
-         example = json!({"room": "r1", "members": [{"connection_id": "c_1", "handle": "h_…", "principal": "user:alice", "role": "user", "node": "node-1"}]})),
-        (status = 403, description = "forbidden: missing or invalid API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found: nobody is in the room", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "store_unavailable: the cluster registry cannot be read", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The room and its members", body = RoomView),
+        AdminErrors, NotFoundErrors,
     ))]
 async fn admin_room(
     _: Admin,
     State(state): State<AppState>,
-    Path(room): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiPath(room): ApiPath<String>,
+) -> Result<Json<RoomView>, ApiError> {
     let local = state.hub.room_members(&room).unwrap_or_default();
     let remote = crate::cluster::remote_entries(&state, &room).await?;
     if local.is_empty() && remote.is_empty() {
         return Err(ApiError::NotFound);
     }
     let mut seen = HashSet::new();
-    let members: Vec<serde_json::Value> = local
+    let members = local
         .into_iter()
         .map(|m| (state.node_id.clone(), m))
         .chain(remote.into_iter().map(|e| (e.node, e.member)))
         .filter(|(_, m)| seen.insert(m.connection_id.clone()))
-        .map(|(node, m)| member_json(m, node))
+        .map(|(node, m)| RoomMember {
+            connection_id: m.connection_id,
+            handle: m.handle,
+            principal: m.principal,
+            role: m.role,
+            node,
+        })
         .collect();
-    Ok(Json(
-        serde_json::json!({ "room": room, "members": members }),
-    ))
-}
-
-/// A member as the admin views show it: the protocol's member plus its node.
-fn member_json(m: protocol::Member, node: String) -> serde_json::Value {
-    serde_json::json!({
-        "connection_id": m.connection_id,
-        "handle": m.handle,
-        "principal": m.principal,
-        "role": m.role,
-        "node": node,
-    })
+    Ok(Json(RoomView { room, members }))
 }
 
 #[derive(serde::Deserialize)]
@@ -192,17 +222,14 @@ struct ConnectionsQuery {
         ("limit" = Option<usize>, Query, description = "At most this many (default 1000, max 10000)"),
     ),
     responses(
-        (status = 200, description = "The connections", body = serde_json::Value,
-         example = json!({"connections": [{"connection_id": "c_1", "handle": "h_…", "principal": "user:alice", "role": "user", "rooms": ["r1"], "connected_at": "2025-01-01T00:00:00Z"}]})),
-        (status = 400, description = "invalid_request: bad handle or limit", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "forbidden: missing or invalid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The connections", body = ConnectionList),
+        AdminErrors, InputErrors,
     ))]
 async fn admin_connections(
     _: Admin,
     State(state): State<AppState>,
-    q: Result<Query<ConnectionsQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    ApiQuery(q): ApiQuery<ConnectionsQuery>,
+) -> Result<Json<ConnectionList>, ApiError> {
     let handle = match q.handle.as_deref().filter(|h| !h.is_empty()) {
         Some(h) => Some(
             Handle::parse(h).ok_or_else(|| ApiError::invalid("handle is not a session handle"))?,
@@ -211,5 +238,5 @@ async fn admin_connections(
     };
     let limit = q.limit.unwrap_or(1000).min(MAX_LISTED_CONNECTIONS);
     let connections = state.hub.connections(handle.as_ref(), limit);
-    Ok(Json(serde_json::json!({ "connections": connections })))
+    Ok(Json(ConnectionList { connections }))
 }

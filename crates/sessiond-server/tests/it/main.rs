@@ -4,6 +4,7 @@
 
 mod admin;
 mod common;
+mod edges;
 mod expiry;
 mod idempotency;
 mod openapi;

@@ -124,3 +124,112 @@ async fn openapi_documents_every_route() {
     );
     s.stop().await;
 }
+
+/// Follows a local `$ref` (`#/components/...`) to what it names; panics if it dangles.
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    let Some(r) = v["$ref"].as_str() else {
+        return v;
+    };
+    let path = r
+        .strip_prefix("#/")
+        .unwrap_or_else(|| panic!("non-local $ref {r}"));
+    let target = path.split('/').fold(doc, |node, seg| &node[seg]);
+    assert!(target.is_object(), "dangling $ref {r}");
+    target
+}
+
+/// Every response of every operation that has a body names a schema, every `$ref`
+/// resolves, error answers are problem+json, and JSON success bodies are typed (not an
+/// untyped object), except the session-data value, which is any JSON by design.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_body_has_a_schema() {
+    let s = Server::start().await;
+    let doc: Value = Client::new()
+        .get(s.u("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    s.stop().await;
+    let mut bodies = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            for (status, resp) in responses {
+                let resp = resolve(&doc, resp);
+                let code: u16 = status.parse().expect("numeric status");
+                let content = resp["content"].as_object();
+                // The WebSocket handshake's own refusals (before any session) are plain text.
+                let handshake = path == "/v1/ws" && matches!(code, 400 | 426);
+                if code >= 400 && !handshake {
+                    let c = content.unwrap_or_else(|| panic!("{method} {path} {status}: no body"));
+                    let schema = &c
+                        .get("application/problem+json")
+                        .unwrap_or_else(|| panic!("{method} {path} {status}: not problem+json"))
+                        ["schema"];
+                    assert_eq!(
+                        schema["$ref"], "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+                for (media, c) in content.into_iter().flatten() {
+                    let schema = c
+                        .get("schema")
+                        .unwrap_or_else(|| panic!("{method} {path} {status} {media}: no schema"));
+                    let schema = resolve(&doc, schema);
+                    let any_json = path == "/v1/session/data/{key}" && code == 200;
+                    assert!(
+                        schema
+                            .as_object()
+                            .is_some_and(|o| any_json || !o.is_empty()),
+                        "{method} {path} {status} {media}: empty schema"
+                    );
+                    if media == "application/json" && !any_json {
+                        assert!(
+                            schema["properties"].is_object() || schema["type"] == "string",
+                            "{method} {path} {status}: untyped JSON body {schema}"
+                        );
+                    }
+                    bodies += 1;
+                }
+            }
+        }
+    }
+    assert!(bodies > 50, "only {bodies} bodies documented");
+    // The typed bodies that used to be hand-built JSON are components now.
+    for name in [
+        "DraftView",
+        "DraftList",
+        "DraftSummary",
+        "AttachmentView",
+        "DraftDeleted",
+        "SnapshotMeta",
+        "RoomList",
+        "RoomView",
+        "RoomMember",
+        "ConnectionList",
+        "AuditPage",
+        "SessionPage",
+        "Health",
+        "Ready",
+        "MessageList",
+        "Problem",
+    ] {
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "schema {name} missing"
+        );
+    }
+    // Error answers come from one description per kind, the same wherever they appear.
+    let conflict =
+        |path: &str, m: &str| doc["paths"][path][m]["responses"]["409"]["description"].clone();
+    assert_eq!(
+        conflict("/v1/drafts/{conversation}", "put"),
+        conflict("/v1/rooms/{room}/snapshot", "put")
+    );
+    assert!(conflict("/v1/drafts/{conversation}", "put")
+        .as_str()
+        .is_some_and(|d| d.contains("`current`")));
+}

@@ -1,0 +1,164 @@
+//! The HTTP edge as tower layers, so handlers only translate HTTP: request ids, one trace
+//! span per request, `Cache-Control: no-store` on API answers, and body limits.
+//!
+//! [`with_edges`] wraps every route (and the fallback) after routing, so the span can name
+//! the matched route template; the others are applied per router in [`super::app`].
+
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderName, HeaderValue, Response};
+use axum::response::IntoResponse;
+use axum::Router;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use tower_http::validate_request::ValidateRequestHeaderLayer;
+use tracing::field::Empty;
+use tracing::Span;
+
+/// The request id header: taken from the caller when usable, generated otherwise, and
+/// always returned.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Longest caller-supplied request id kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Whether a caller's request id may be kept (and logged): 1..=128 of `[A-Za-z0-9._:-]`,
+/// so it can neither forge log lines nor smuggle much data.
+pub fn usable_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_REQUEST_ID
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Removes an unusable (or repeated) `x-request-id`, so that one is generated instead.
+fn drop_unusable_request_id(mut req: Request) -> Request {
+    let mut ids = req.headers().get_all(&REQUEST_ID).iter();
+    let keep = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(v), None) => usable_request_id(v),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        req.headers_mut().remove(&REQUEST_ID);
+    }
+    req
+}
+
+/// The request's span: route template (never the raw URI, whose query could carry
+/// secrets), method and id; status and latency are recorded when the answer is ready.
+/// Headers are never recorded (cookies and bearer tokens live there).
+fn make_span(req: &Request) -> Span {
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = Empty,
+        request_id = Empty,
+        status = Empty,
+        latency_ms = Empty,
+    );
+    if let Some(route) = req.extensions().get::<MatchedPath>() {
+        span.record("route", tracing::field::display(route.as_str()));
+    }
+    if let Some(id) = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        span.record("request_id", tracing::field::display(id));
+    }
+    span
+}
+
+fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
+    let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+    span.record("status", res.status().as_u16());
+    span.record("latency_ms", latency_ms);
+    tracing::debug!(status = res.status().as_u16(), latency_ms, "answered");
+}
+
+/// Wraps every route of `router` (and its fallback), outermost first: unusable request
+/// ids dropped, request id set (generated when absent), the trace span, the request id
+/// copied to the response.
+pub fn with_edges<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(
+        ServiceBuilder::new()
+            .map_request(drop_unusable_request_id)
+            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(make_span)
+                    .on_request(())
+                    .on_response(on_response)
+                    .on_body_chunk(())
+                    .on_eos(())
+                    // Failures are answered with problem+json, which logs its own cause.
+                    .on_failure(()),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone())),
+    )
+}
+
+/// `Cache-Control` for every answer of an API router (unless a handler set one): session
+/// state, identities and drafts must never be stored by a browser or proxy.
+pub fn no_store<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    value: &'static str,
+) -> Router<S> {
+    router.layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(value),
+    ))
+}
+
+/// The limit of the buffered bodies (JSON, snapshots) of a router: an overflow fails the
+/// extractor, which answers 413 `payload_too_large`.
+pub fn body_limit<S: Clone + Send + Sync + 'static>(router: Router<S>, limit: usize) -> Router<S> {
+    router.layer(DefaultBodyLimit::max(limit))
+}
+
+/// Refuses a request whose declared `Content-Length` exceeds `limit` before any handler
+/// runs (413 `payload_too_large`). For streamed uploads, whose reader enforces the same
+/// limit on what actually arrives.
+// The validator's `Result<(), Response>` shape is tower-http's, not ours to box.
+#[allow(clippy::result_large_err)]
+pub fn declared_length_limit<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    limit: u64,
+) -> Router<S> {
+    router.layer(ValidateRequestHeaderLayer::custom(
+        move |req: &mut Request| -> Result<(), Response<Body>> {
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            match declared {
+                Some(n) if n > limit => {
+                    Err(
+                        ApiError::from(sessiond_core::StoreError::TooLarge { limit })
+                            .into_response(),
+                    )
+                }
+                _ => Ok(()),
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_checked() {
+        for ok in ["a", "0f8fad5b-d9cb-469f-a165-70867728950e", "req_1.2:3"] {
+            assert!(usable_request_id(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        let long = "x".repeat(MAX_REQUEST_ID + 1);
+        for bad in ["", "has space", "new\tline", "ü", long.as_str()] {
+            let v = HeaderValue::from_bytes(bad.as_bytes()).unwrap();
+            assert!(!usable_request_id(&v), "{bad:?}");
+        }
+    }
+}
