@@ -2,11 +2,11 @@
 //! background job that purges drafts and snapshots whose retention has ended.
 
 use crate::error::ApiResult;
-use crate::sessions::tokio_util_shutdown::Signal;
 use crate::state::AppState;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::Principal;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Rows purged per store call; the job loops in batches of this size so one run never
 /// holds the store for long, and stops after [`MAX_BATCHES_PER_RUN`] to stay bounded.
@@ -89,9 +89,8 @@ pub async fn purge_once(state: &AppState) -> ApiResult<Purged> {
 }
 
 /// Starts the purge job: a run right away, then every [`PURGE_INTERVAL`], until `shutdown`.
-pub fn spawn_purger(state: AppState, shutdown: Signal) -> tokio::task::JoinHandle<()> {
+pub fn spawn_purger(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut shutdown = shutdown;
         let mut every = tokio::time::interval(PURGE_INTERVAL);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -101,7 +100,7 @@ pub fn spawn_purger(state: AppState, shutdown: Signal) -> tokio::task::JoinHandl
                         tracing::warn!(error = %e, "draft/snapshot purge failed; retrying next run");
                     }
                 }
-                _ = shutdown.wait() => break,
+                _ = shutdown.cancelled() => break,
             }
         }
     })

@@ -760,7 +760,7 @@ impl SessionService {
     pub async fn run_background(
         self: Arc<Self>,
         flush_every: Duration,
-        shutdown: tokio_util_shutdown::Signal,
+        shutdown: tokio_util::sync::CancellationToken,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -768,7 +768,6 @@ impl SessionService {
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut reconcile = tokio::time::interval(Duration::from_secs(1));
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut shutdown = shutdown;
         loop {
             tokio::select! {
                 _ = tick.tick() => { self.tick().await; }
@@ -778,7 +777,7 @@ impl SessionService {
                 _ = reconcile.tick() => {
                     if let Err(e) = self.reconcile_due().await { tracing::debug!(error = %e, "reconcile failed"); }
                 }
-                _ = shutdown.wait() => break,
+                _ = shutdown.cancelled() => break,
             }
         }
         if let Err(e) = self.flush().await {
@@ -823,11 +822,10 @@ impl SessionService {
     pub async fn run_retention(
         self: Arc<Self>,
         retention: Duration,
-        shutdown: tokio_util_shutdown::Signal,
+        shutdown: tokio_util::sync::CancellationToken,
     ) {
         let mut every = tokio::time::interval(RETENTION_INTERVAL);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut shutdown = shutdown;
         loop {
             tokio::select! {
                 _ = every.tick() => {
@@ -835,7 +833,7 @@ impl SessionService {
                         tracing::warn!(error = %e, "retention purge failed; retrying next run");
                     }
                 }
-                _ = shutdown.wait() => break,
+                _ = shutdown.cancelled() => break,
             }
         }
     }

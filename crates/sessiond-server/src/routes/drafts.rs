@@ -7,7 +7,7 @@
 
 use crate::auth::Authed;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::routes::openapi::Binary;
+use crate::routes::schemas::Binary;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod drafts;
 pub mod openapi;
 pub mod ops;
+pub mod schemas;
 pub mod session;
 pub mod snapshots;
 pub mod verify;

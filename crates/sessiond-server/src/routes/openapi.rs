@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -81,10 +81,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 )]
 pub struct ApiDoc;
 
-/// Raw bytes (`format: binary`): the body of attachments and snapshots in the document.
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub struct Binary(pub Vec<u8>);
+pub use super::schemas::Binary;
 
 /// Declares the API-key scheme the admin paths name.
 struct Security;

@@ -8,7 +8,7 @@
 use super::drafts::precondition;
 use crate::auth::Authed;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::routes::openapi::Binary;
+use crate::routes::schemas::Binary;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -61,7 +61,7 @@ pub async fn authorize(state: &AppState, session: &Session, room: &str) -> ApiRe
     let handle = session.handle.to_string();
     let local = state.hub.room_members(room).unwrap_or_default();
     // Cluster mode: members connected to other nodes count too (empty on a single node).
-    let remote = crate::cluster::remote_members(state, room).await?;
+    let remote = state.presence.remote_members(room).await?;
     let occupied = !local.is_empty() || !remote.is_empty();
     let ticket_names_it = session
         .allowed_rooms

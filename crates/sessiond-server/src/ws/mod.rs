@@ -115,7 +115,9 @@ async fn admin_rooms(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut counts: BTreeMap<String, usize> = crate::cluster::remote_rooms(&state)
+    let mut counts: BTreeMap<String, usize> = state
+        .presence
+        .remote_rooms()
         .await?
         .into_iter()
         .map(|(room, conns)| (room, conns.len()))
@@ -148,7 +150,7 @@ async fn admin_room(
     Path(room): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let local = state.hub.room_members(&room).unwrap_or_default();
-    let remote = crate::cluster::remote_entries(&state, &room).await?;
+    let remote = state.presence.remote_entries(&room).await?;
     if local.is_empty() && remote.is_empty() {
         return Err(ApiError::NotFound);
     }
