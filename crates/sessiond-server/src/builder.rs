@@ -359,3 +359,80 @@ fn apply_dev_defaults(config: &mut Config) {
         tracing::info!("dev mode: generated a ticket secret for this process");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn memory() -> Config {
+        Config::from_toml("store = \"memory\"").unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_guard_owns_the_tasks_and_shutdown_waits_for_them() {
+        let server = ServerBuilder::new(memory()).build().await.unwrap();
+        let token = server.state().shutdown.clone();
+        let (_router, guard) = server.into_parts();
+        assert!(!token.is_cancelled());
+        // Every task watches the token: shutdown returns once they all finished.
+        tokio::time::timeout(Duration::from_secs(5), guard.shutdown())
+            .await
+            .expect("every background task stopped");
+        assert!(token.is_cancelled());
+
+        let server = ServerBuilder::new(memory()).build().await.unwrap();
+        let token = server.guard.token();
+        drop(server);
+        assert!(token.is_cancelled(), "dropping the guard stops the tasks");
+    }
+
+    #[tokio::test]
+    async fn the_config_is_validated_and_errors_keep_their_source() {
+        let mut bad = memory();
+        bad.default_role = "nobody".into();
+        let err = ServerBuilder::new(bad)
+            .build()
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, ServerError::Config(_)), "{err}");
+
+        // The data directory is a file: SQLite cannot open it, and says why.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut sqlite = memory();
+        sqlite.store = StoreKind::Sqlite;
+        sqlite.data_dir = file.path().to_owned();
+        let err = ServerBuilder::new(sqlite)
+            .build()
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, ServerError::Sqlite(_)), "{err}");
+        assert!(err.source().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_given_store_and_clock_are_used_and_the_node_runs_alone() {
+        let clock = Arc::new(sessiond_core::ManualClock::new(1_700_000_000_000));
+        let mut config = memory();
+        // Ignored: the given store wins, so no Redis is contacted.
+        config.store = StoreKind::Redis("redis://127.0.0.1:1".into());
+        config.server_secret = "a-secret-shared-by-every-node-0123".into();
+        let server = ServerBuilder::new(config)
+            .store(Arc::new(sessiond_store_memory::MemoryStore::new()))
+            .clock(clock.clone())
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(server.state().clock.now(), clock.now());
+        assert!(server.guard.cluster.is_empty(), "no cluster task");
+        assert!(server
+            .state()
+            .presence
+            .remote_rooms()
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}
