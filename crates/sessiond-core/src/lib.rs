@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod cluster;
 pub mod draft;
 pub mod error;
 pub mod lifecycle;

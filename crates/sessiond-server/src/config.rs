@@ -18,7 +18,7 @@ pub const DEFAULTS_TOML: &str = include_str!("../../../sessiond.example.toml");
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub store: String,
+    pub store: StoreKind,
     pub dev: bool,
     pub api_keys: Vec<String>,
     pub default_role: String,
@@ -131,6 +131,75 @@ pub struct RoleConfig {
     pub heartbeat_misses: u32,
 }
 
+/// Which backend holds the sessions: `memory`, `sqlite` (in `data_dir`) or a Redis URL
+/// (`redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://`, each also with
+/// `rediss+`), which makes the node part of a cluster. Written as that string in files,
+/// `SESSIOND_STORE` and `--store`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum StoreKind {
+    Memory,
+    Sqlite,
+    /// The URL as written (topology and credentials are parsed by the Redis store).
+    Redis(String),
+}
+
+/// URL schemes of a Redis deployment.
+const REDIS_SCHEMES: [&str; 6] = [
+    "redis://",
+    "rediss://",
+    "redis+cluster://",
+    "rediss+cluster://",
+    "redis+sentinel://",
+    "rediss+sentinel://",
+];
+
+impl StoreKind {
+    /// Whether several nodes share this store (a Redis URL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreKind::Redis(_))
+    }
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "memory" => Ok(StoreKind::Memory),
+            "sqlite" => Ok(StoreKind::Sqlite),
+            url if REDIS_SCHEMES.iter().any(|p| url.starts_with(p)) => {
+                Ok(StoreKind::Redis(url.to_owned()))
+            }
+            other => Err(ConfigError::Invalid(format!(
+                "store {other:?}: expected sqlite, memory or a redis URL"
+            ))),
+        }
+    }
+}
+
+impl TryFrom<String> for StoreKind {
+    type Error = ConfigError;
+    fn try_from(s: String) -> Result<Self, ConfigError> {
+        s.parse()
+    }
+}
+
+impl From<StoreKind> for String {
+    fn from(k: StoreKind) -> String {
+        k.to_string()
+    }
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Redis(url) => url,
+        })
+    }
+}
+
 /// Configuration could not be read or is invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -163,21 +232,18 @@ impl Config {
         )
     }
 
-    /// Loads and validates (flags are applied by the caller, then [`Config::validate`] again).
+    /// Loads (flags are applied by the caller); the server builder validates the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let c: Config = Config::figment(file).extract().map_err(Box::new)?;
-        c.validate()?;
-        Ok(c)
+        Ok(Config::figment(file).extract().map_err(Box::new)?)
     }
 
-    /// Parses a TOML string over the defaults (tests and embedding).
+    /// Parses a TOML string over the defaults (tests and embedding); the server builder
+    /// validates the result.
     pub fn from_toml(s: &str) -> Result<Config, ConfigError> {
-        let c: Config = Figment::from(Toml::string(DEFAULTS_TOML))
+        Ok(Figment::from(Toml::string(DEFAULTS_TOML))
             .merge(Toml::string(s))
             .extract()
-            .map_err(Box::new)?;
-        c.validate()?;
-        Ok(c)
+            .map_err(Box::new)?)
     }
 
     pub fn policies(&self) -> Policies {
@@ -206,6 +272,8 @@ impl Config {
         self.cookie.secure && !self.dev
     }
 
+    /// Checks what parsing cannot; [`crate::builder::ServerBuilder::build`] calls it once
+    /// (after filling in dev-mode defaults).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let inv = |m: String| Err(ConfigError::Invalid(m));
         self.policies().validate().map_err(ConfigError::Invalid)?;
@@ -247,11 +315,13 @@ impl Config {
         if self.redis.connections == 0 || self.redis.command_timeout.is_zero() {
             return inv("redis.connections and redis.command_timeout must be positive".into());
         }
-        let s = self.store.as_str();
-        if !(s == "sqlite" || s == "memory" || s.starts_with("redis")) {
-            return inv(format!(
-                "store {s:?}: expected sqlite, memory or a redis URL"
-            ));
+        if self.store.is_shared() && self.server_secret.is_empty() {
+            // A generated secret would differ per node, and the nodes must derive the
+            // same keys.
+            return inv(
+                "a Redis store is shared by several nodes: set server_secret (the same on every node)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -293,9 +363,35 @@ mod tests {
 
     #[test]
     fn invalid_values_are_refused() {
-        assert!(Config::from_toml("store = \"mongo\"").is_err());
-        assert!(Config::from_toml("unknown_key = 1").is_err());
-        assert!(Config::from_toml("default_role = \"nobody\"").is_err());
-        assert!(Config::from_toml("trusted_proxies = [\"not-an-ip\"]").is_err());
+        let checked = |s: &str| Config::from_toml(s).and_then(|c| c.validate());
+        assert!(checked("store = \"mongo\"").is_err());
+        assert!(checked("unknown_key = 1").is_err());
+        assert!(checked("default_role = \"nobody\"").is_err());
+        assert!(checked("trusted_proxies = [\"not-an-ip\"]").is_err());
+    }
+
+    #[test]
+    fn store_is_typed_from_the_same_strings() {
+        for (s, kind) in [
+            ("memory", StoreKind::Memory),
+            ("sqlite", StoreKind::Sqlite),
+            (
+                "redis+cluster://a:7000,b:7001",
+                StoreKind::Redis("redis+cluster://a:7000,b:7001".into()),
+            ),
+        ] {
+            let c = Config::from_toml(&format!("store = {s:?}")).unwrap();
+            assert_eq!(c.store, kind);
+            assert_eq!(c.store.to_string(), s);
+            assert_eq!(s.parse::<StoreKind>().unwrap(), kind);
+        }
+        assert!("redisx://h".parse::<StoreKind>().is_err());
+        let err = Config::from_toml("store = \"mongo://x\"").unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("expected sqlite, memory or a redis URL"));
+        // Shared by several nodes: the secret must be set (the same everywhere).
+        let c = Config::from_toml("store = \"redis://127.0.0.1:1\"").unwrap();
+        assert!(c.validate().is_err());
     }
 }

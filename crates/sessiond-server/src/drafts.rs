@@ -3,10 +3,10 @@
 //! in [`crate::sessions::SessionService::sign_in`].)
 
 use crate::error::ApiResult;
-use crate::sessions::tokio_util_shutdown::Signal;
 use crate::state::AppState;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Rows purged per store call; the job loops in batches of this size so one run never
 /// holds the store for long, and stops after [`MAX_BATCHES_PER_RUN`] to stay bounded.
@@ -60,9 +60,8 @@ pub async fn purge_once(state: &AppState) -> ApiResult<Purged> {
 }
 
 /// Starts the purge job: a run right away, then every [`PURGE_INTERVAL`], until `shutdown`.
-pub fn spawn_purger(state: AppState, shutdown: Signal) -> tokio::task::JoinHandle<()> {
+pub fn spawn_purger(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut shutdown = shutdown;
         let mut every = tokio::time::interval(PURGE_INTERVAL);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -72,7 +71,7 @@ pub fn spawn_purger(state: AppState, shutdown: Signal) -> tokio::task::JoinHandl
                         tracing::warn!(error = %e, "draft/snapshot purge failed; retrying next run");
                     }
                 }
-                _ = shutdown.wait() => break,
+                _ = shutdown.cancelled() => break,
             }
         }
     })

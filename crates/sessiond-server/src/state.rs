@@ -1,11 +1,20 @@
 //! Shared application state handed to every handler.
+//!
+//! It sits below everything that reads it: what it holds comes from modules that never
+//! import it back (the hub, the bus, the session service, tickets, the demo's messages,
+//! the cluster seam from `sessiond_core`), so the module graph has no cycle through
+//! here. Built once by [`crate::builder::ServerBuilder`].
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::sessions::tokio_util_shutdown::Signal;
+use crate::demo_messages::Messages;
 use crate::sessions::SessionService;
+use crate::tickets::Tickets;
+use crate::ws::hub::Hub;
+use sessiond_core::cluster::RemotePresence;
 use sessiond_core::{Clock, Store};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Cheap to clone; everything inside is shared.
 #[derive(Clone)]
@@ -25,19 +34,19 @@ pub struct Inner {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// This process's id (cluster presence, logs).
     pub node_id: String,
-    /// Resolves when the server is shutting down (WebSocket tasks watch it).
-    pub shutdown: Signal,
+    /// Cancelled when the server is shutting down (WebSocket tasks watch it).
+    pub shutdown: CancellationToken,
     /// Prometheus exposition of the process's metrics.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// WebSocket connections, rooms and heartbeats (see [`crate::ws`]).
-    pub hub: Arc<crate::ws::Hub>,
-    /// Cluster mode (Redis store): leases, presence registry, event bridge. `None` on a
-    /// single node (memory, SQLite).
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub hub: Arc<Hub>,
+    /// Room members on other nodes: the Redis registry in cluster mode, nobody
+    /// ([`sessiond_core::cluster::SingleNode`]) on a single node (memory, SQLite).
+    pub presence: Arc<dyn RemotePresence>,
     /// Sign-in ticket keys, parsed once at start.
-    pub tickets: crate::tickets::Tickets,
+    pub tickets: Tickets,
     /// Dev-mode demo messages (bounded; empty unless `dev`).
-    pub demo: crate::routes::demo::Messages,
+    pub demo: Messages,
 }
 
 impl std::ops::Deref for AppState {

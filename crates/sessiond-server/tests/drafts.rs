@@ -846,7 +846,7 @@ async fn encryption_at_rest_keeps_plaintext_out_of_the_data_dir() {
     let key = base64::engine::general_purpose::STANDARD.encode([0x5a; 32]);
     let dd = data_dir.clone();
     let srv = TestServer::start(move |c| {
-        c.store = "sqlite".into();
+        c.store = sessiond_server::config::StoreKind::Sqlite;
         c.data_dir = dd;
         c.drafts.encryption_key = key;
     })
@@ -920,11 +920,13 @@ async fn purge_job_removes_expired_drafts_and_snapshots_and_audits() {
     let config = base_config(dir.path());
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let store: Arc<dyn Store> = Arc::new(sessiond_store_memory::MemoryStore::new());
-    let (_trigger, signal) = sessiond_server::sessions::tokio_util_shutdown::channel();
-    let state =
-        sessiond_server::build_state_with_store(config, clock.clone(), store.clone(), signal)
-            .await
-            .expect("state");
+    let server = sessiond_server::ServerBuilder::new(config)
+        .store(store.clone())
+        .clock(clock.clone())
+        .build()
+        .await
+        .expect("state");
+    let state = server.state();
     let p = Principal::user("gina");
     let t0 = clock.now();
     store
@@ -946,7 +948,7 @@ async fn purge_job_removes_expired_drafts_and_snapshots_and_audits() {
         .expect("write");
     clock.advance_ms(2 * 24 * 3600 * 1000);
 
-    let purged = sessiond_server::drafts::purge_once(&state)
+    let purged = sessiond_server::drafts::purge_once(state)
         .await
         .expect("purge");
     assert_eq!((purged.drafts, purged.snapshots), (1, 1));
@@ -971,7 +973,7 @@ async fn purge_job_removes_expired_drafts_and_snapshots_and_audits() {
     assert_eq!(events[0].detail["snapshots"], 1);
     // Nothing left to purge: no event.
     assert_eq!(
-        sessiond_server::drafts::purge_once(&state)
+        sessiond_server::drafts::purge_once(state)
             .await
             .expect("purge"),
         Default::default()

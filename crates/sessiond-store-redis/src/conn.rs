@@ -25,6 +25,25 @@ use std::time::Duration;
 /// leaves a reconnect loop running for long.
 const RECONNECT_ATTEMPTS: usize = 8;
 
+/// How the master the sentinels name is reached: the URL's credentials and TLS (the
+/// store's pool and the cluster's pub/sub connection differ only in `protocol`).
+pub(crate) fn sentinel_node_info(
+    tls: bool,
+    username: Option<String>,
+    password: Option<String>,
+    protocol: redis::ProtocolVersion,
+) -> SentinelNodeConnectionInfo {
+    SentinelNodeConnectionInfo {
+        tls_mode: tls.then_some(redis::TlsMode::Secure),
+        redis_connection_info: Some(redis::RedisConnectionInfo {
+            db: 0,
+            username,
+            password,
+            protocol,
+        }),
+    }
+}
+
 /// Bound on one re-resolution through the sentinels (query plus new connection).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -247,15 +266,12 @@ impl Pool {
                 username,
                 password,
             } => {
-                let node_info = SentinelNodeConnectionInfo {
-                    tls_mode: tls.then_some(redis::TlsMode::Secure),
-                    redis_connection_info: Some(redis::RedisConnectionInfo {
-                        db: 0,
-                        username: username.clone(),
-                        password: password.clone(),
-                        protocol: Default::default(),
-                    }),
-                };
+                let node_info = sentinel_node_info(
+                    *tls,
+                    username.clone(),
+                    password.clone(),
+                    Default::default(),
+                );
                 let mut conns = Vec::with_capacity(cfg.connections);
                 for _ in 0..cfg.connections {
                     let mut sentinel = Sentinel::build(sentinels.clone())?;

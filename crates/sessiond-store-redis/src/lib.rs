@@ -82,6 +82,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+pub mod cluster;
 mod config;
 pub mod conn;
 mod drafts;
@@ -92,6 +93,7 @@ mod sessions;
 mod snapshots;
 mod store;
 
+pub use cluster::RedisCluster;
 pub use config::{RedisConfig, Topology};
 pub use error::RedisError;
 
@@ -133,8 +135,8 @@ impl RedisStore {
     }
 
     /// One raw command on the store's own connections, bounded by the command timeout.
-    /// The server's cluster layer (node leases, presence registry, event publishing)
-    /// uses it, so one set of connections serves a node.
+    /// The cluster layer ([`cluster`]: node leases, presence registry, event
+    /// publishing) uses it, so one set of connections serves a node.
     pub async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         self.q(cmd).await
     }

@@ -6,7 +6,8 @@ use crate::error::CliError;
 use sessiond_server::config::Config;
 use std::io::Write;
 
-/// Loads the configuration (defaults < file < `SESSIOND_*` env < flags) and validates it.
+/// Loads the configuration (defaults < file < `SESSIOND_*` env < flags); the server
+/// builder validates it.
 pub fn load_config(args: &ServeArgs) -> Result<Config, CliError> {
     let mut config: Config = Config::figment(args.config.as_deref())
         .extract()
@@ -21,9 +22,8 @@ pub fn load_config(args: &ServeArgs) -> Result<Config, CliError> {
         config.data_dir = dir.clone();
     }
     if let Some(store) = &args.store {
-        config.store = store.clone();
+        config.store = store.parse()?;
     }
-    config.validate()?;
     Ok(config)
 }
 
@@ -116,10 +116,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let config = load_config(&args)?;
     let api_key = announced_api_key(&config);
     let shutdown = shutdown_signal()?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let (listen, store, dev) = (config.listen, config.store.to_string(), config.dev);
+    // Built before binding: an invalid configuration or an unreachable store fails
+    // before anything is announced.
+    let server = sessiond_server::ServerBuilder::new(config).build().await?;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| CliError::Bind {
-            addr: config.listen,
+            addr: listen,
             source,
         })?;
     let addr = listener.local_addr()?;
@@ -134,8 +138,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         out.write_all(text.as_bytes())?;
         out.flush()?;
     }
-    tracing::info!(%addr, store = %config.store, dev = config.dev, "listening");
-    sessiond_server::run(config, listener, shutdown).await?;
+    tracing::info!(%addr, store = %store, dev, "listening");
+    server.serve(listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -158,7 +162,7 @@ mod tests {
         };
         let c = load_config(&args).unwrap();
         assert_eq!(c.listen.port(), 0);
-        assert_eq!(c.store, "sqlite");
+        assert_eq!(c.store, sessiond_server::config::StoreKind::Sqlite);
         assert_eq!(c.data_dir, dir.path().join("data"));
         assert!(c.dev);
     }

@@ -4,7 +4,7 @@
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::routes::openapi::{AdminErrors, BodyErrors, InputErrors, NotFoundErrors};
+use crate::routes::problems::{AdminErrors, BodyErrors, InputErrors, NotFoundErrors};
 use crate::routes::session::{session_view, SessionView};
 use crate::state::AppState;
 use axum::extract::State;

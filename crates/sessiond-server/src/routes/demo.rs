@@ -3,10 +3,11 @@
 //! separate app backend.
 
 use crate::auth::Authed;
+pub use crate::demo_messages::{Message, Messages, MAX_MESSAGES};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::admin::TicketResponse;
 use crate::routes::extract::{ApiJson, ApiQuery};
-use crate::routes::openapi::{BodyErrors, InputErrors, ReadErrors};
+use crate::routes::problems::{BodyErrors, InputErrors, ReadErrors};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,12 +15,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sessiond_core::clock::to_rfc3339;
-use std::collections::VecDeque;
-use std::sync::Mutex;
 use utoipa::ToSchema;
 
-/// Messages kept in all conversations together; the oldest go first.
-pub const MAX_MESSAGES: usize = 1000;
 /// Longest message text.
 const MAX_TEXT: usize = 64 * 1024;
 /// Most attachment names per message.
@@ -29,45 +26,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/demo/api/ticket", post(ticket))
         .route("/demo/api/messages", post(send).get(list))
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Message {
-    pub id: String,
-    pub conversation: String,
-    pub principal: String,
-    pub text: String,
-    pub attachments: Vec<String>,
-    pub created_at: String,
-}
-
-/// The demo's sent messages: bounded, in memory, gone on restart.
-#[derive(Default)]
-pub struct Messages {
-    /// A std mutex: held only to push or copy out, never across an `.await`.
-    list: Mutex<(u64, VecDeque<Message>)>,
-}
-
-impl Messages {
-    fn push(&self, mut m: Message) -> String {
-        let mut g = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 += 1;
-        m.id = format!("m_{}", g.0);
-        let id = m.id.clone();
-        if g.1.len() >= MAX_MESSAGES {
-            g.1.pop_front();
-        }
-        g.1.push_back(m);
-        id
-    }
-
-    fn in_conversation(&self, conversation: &str) -> Vec<Message> {
-        let g = self.list.lock().unwrap_or_else(|e| e.into_inner());
-        g.1.iter()
-            .filter(|m| m.conversation == conversation)
-            .cloned()
-            .collect()
-    }
 }
 
 /// Body of `POST /demo/api/ticket`.
@@ -183,30 +141,4 @@ async fn list(
     Ok(Json(MessageList {
         messages: state.demo.in_conversation(&q.conversation),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_are_bounded_and_kept_per_conversation() {
-        let m = Messages::default();
-        for i in 0..(MAX_MESSAGES + 10) {
-            let conv = if i % 2 == 0 { "a" } else { "b" };
-            m.push(Message {
-                id: String::new(),
-                conversation: conv.into(),
-                principal: "anon:x".into(),
-                text: i.to_string(),
-                attachments: vec![],
-                created_at: String::new(),
-            });
-        }
-        let a = m.in_conversation("a");
-        let b = m.in_conversation("b");
-        assert_eq!(a.len() + b.len(), MAX_MESSAGES);
-        assert!(a.iter().all(|x| x.conversation == "a"));
-        assert_eq!(b.last().unwrap().text, (MAX_MESSAGES + 9).to_string());
-    }
 }

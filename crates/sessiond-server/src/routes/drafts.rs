@@ -10,10 +10,11 @@ use crate::config::DraftsConfig;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::routes::edge;
 use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::routes::openapi::{
-    Binary, BodyErrors, ConflictErrors, InputErrors, MediaTypeErrors, NotFoundErrors, ReadErrors,
+use crate::routes::problems::{
+    BodyErrors, ConflictErrors, InputErrors, MediaTypeErrors, NotFoundErrors, ReadErrors,
     WriteErrors,
 };
+use crate::routes::schemas::Binary;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;

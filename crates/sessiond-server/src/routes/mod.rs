@@ -8,6 +8,8 @@ pub mod edge;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod problems;
+pub mod schemas;
 pub mod session;
 pub mod snapshots;
 pub mod verify;

@@ -13,12 +13,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use utoipa::openapi::response::{Response as ResponseDoc, ResponseBuilder};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr};
-use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -88,10 +85,7 @@ use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 )]
 pub struct ApiDoc;
 
-/// Raw bytes (`format: binary`): the body of attachments and snapshots in the document.
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub struct Binary(pub Vec<u8>);
+pub use super::schemas::Binary;
 
 /// Declares the API-key scheme the admin paths name.
 struct Security;
@@ -106,121 +100,7 @@ impl Modify for Security {
     }
 }
 
-/// One kind of problem+json answer, described once and inlined wherever a set names it
-/// (so each operation's document is self-contained).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProblemKind {
-    BadRequest,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    Conflict,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    IdempotencyMismatch,
-    StoreUnavailable,
-}
-
-impl ProblemKind {
-    pub const ALL: [ProblemKind; 9] = [
-        ProblemKind::BadRequest,
-        ProblemKind::Unauthorized,
-        ProblemKind::Forbidden,
-        ProblemKind::NotFound,
-        ProblemKind::Conflict,
-        ProblemKind::PayloadTooLarge,
-        ProblemKind::UnsupportedMediaType,
-        ProblemKind::IdempotencyMismatch,
-        ProblemKind::StoreUnavailable,
-    ];
-
-    pub fn status(self) -> u16 {
-        match self {
-            ProblemKind::BadRequest => 400,
-            ProblemKind::Unauthorized => 401,
-            ProblemKind::Forbidden => 403,
-            ProblemKind::NotFound => 404,
-            ProblemKind::Conflict => 409,
-            ProblemKind::PayloadTooLarge => 413,
-            ProblemKind::UnsupportedMediaType => 415,
-            ProblemKind::IdempotencyMismatch => 422,
-            ProblemKind::StoreUnavailable => 503,
-        }
-    }
-
-    /// The codes it carries and when (docs/protocol.md has the full list).
-    fn description(self) -> &'static str {
-        match self {
-            ProblemKind::BadRequest => "invalid_request: a malformed body, query, path parameter or header (the `detail` says which); \
-                invalid_conversation for a bad conversation id",
-            ProblemKind::Unauthorized => "unauthenticated (no valid session), session_expired (the session ended; `reason` says why), \
-                or invalid_ticket on sign-in",
-            ProblemKind::Forbidden => "forbidden (admin: missing or invalid API key; snapshots: not a member of the room), \
-                or forbidden_origin (a cookie-authenticated write from a disallowed origin)",
-            ProblemKind::NotFound => "not_found (for a deleted draft, `seq` is its tombstone's, which the next write names)",
-            ProblemKind::Conflict => "conflict: a stale seq or version, or a concurrent change; `current` holds what is stored now",
-            ProblemKind::PayloadTooLarge => "payload_too_large (over the endpoint's limit), or quota_exceeded for attachments",
-            ProblemKind::UnsupportedMediaType => "unsupported_media_type: a Content-Type that is not allowed here",
-            ProblemKind::IdempotencyMismatch => "idempotency_mismatch: the Idempotency-Key was used with a different request",
-            ProblemKind::StoreUnavailable => "store_unavailable: the store failed or did not answer; retry after `Retry-After` seconds",
-        }
-    }
-
-    fn component(self) -> ResponseDoc {
-        ResponseBuilder::new()
-            .description(self.description())
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    }
-
-    fn entry(self) -> (String, RefOr<ResponseDoc>) {
-        (self.status().to_string(), RefOr::T(self.component()))
-    }
-}
-
-/// Declares error sets: each a [`utoipa::IntoResponses`] of some [`ProblemKind`]s.
-macro_rules! problem_sets {
-    ($($(#[$doc:meta])* $name:ident = [$($kind:ident),+];)+) => {$(
-        $(#[$doc])*
-        pub struct $name;
-
-        impl IntoResponses for $name {
-            fn responses() -> BTreeMap<String, RefOr<ResponseDoc>> {
-                [$(ProblemKind::$kind),+].into_iter().map(ProblemKind::entry).collect()
-            }
-        }
-    )+};
-}
-
-problem_sets! {
-    /// Any operation that authenticates a session: no or an ended session; the store.
-    ReadErrors = [Unauthorized, StoreUnavailable];
-    /// A session-authenticated write: also the origin check and bad input.
-    WriteErrors = [BadRequest, Unauthorized, Forbidden, StoreUnavailable];
-    /// An operation taking a body (JSON or bytes): malformed or over the limit.
-    BodyErrors = [BadRequest, PayloadTooLarge];
-    /// Admin operations: the API key; the store.
-    AdminErrors = [Forbidden, StoreUnavailable];
-    /// Operations taking a query, path or header that is validated.
-    InputErrors = [BadRequest];
-    /// Operations limited to some sessions (a snapshot's room members).
-    ForbiddenErrors = [Forbidden];
-    /// Operations on something that may not exist.
-    NotFoundErrors = [NotFound];
-    /// Conditional writes (seq, version).
-    ConflictErrors = [Conflict];
-    /// Uploads with an allow-listed Content-Type.
-    MediaTypeErrors = [UnsupportedMediaType];
-    /// `POST /v1/session` with an Idempotency-Key.
-    IdempotencyErrors = [IdempotencyMismatch];
-    /// Operations that read the store without a session.
-    StoreErrors = [StoreUnavailable];
-}
+pub use super::problems::*;
 
 /// The document as JSON, rendered once.
 pub fn document() -> &'static str {

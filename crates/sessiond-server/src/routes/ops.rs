@@ -1,7 +1,7 @@
 //! Operations endpoints: liveness, readiness (the store answers) and Prometheus metrics.
 
 use crate::error::ApiError;
-use crate::routes::openapi::StoreErrors;
+use crate::routes::problems::StoreErrors;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header;

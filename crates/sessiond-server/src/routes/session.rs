@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
 use crate::routes::extract::{ApiJson, ApiPath};
-use crate::routes::openapi::{
+use crate::routes::problems::{
     BodyErrors, ConflictErrors, IdempotencyErrors, InputErrors, NotFoundErrors, ReadErrors,
     WriteErrors,
 };

@@ -11,10 +11,11 @@ use crate::config::SnapshotsConfig;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::edge;
 use crate::routes::extract::{ApiBytes, ApiPath, ApiQuery};
-use crate::routes::openapi::{
-    Binary, BodyErrors, ConflictErrors, ForbiddenErrors, InputErrors, MediaTypeErrors,
+use crate::routes::problems::{
+    BodyErrors, ConflictErrors, ForbiddenErrors, InputErrors, MediaTypeErrors,
     NotFoundErrors, ReadErrors, WriteErrors,
 };
+use crate::routes::schemas::Binary;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
@@ -92,7 +93,7 @@ pub async fn authorize(state: &AppState, session: &Session, room: &str) -> ApiRe
     let handle = session.handle.to_string();
     let local = state.hub.room_members(room).unwrap_or_default();
     // Cluster mode: members connected to other nodes count too (empty on a single node).
-    let remote = crate::cluster::remote_members(state, room).await?;
+    let remote = state.presence.remote_members(room).await?;
     let occupied = !local.is_empty() || !remote.is_empty();
     let ticket_names_it = session
         .allowed_rooms

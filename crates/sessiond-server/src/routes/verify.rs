@@ -4,7 +4,7 @@
 use crate::auth;
 use crate::error::ApiResult;
 use crate::routes::extract::ApiQuery;
-use crate::routes::openapi::{InputErrors, ReadErrors};
+use crate::routes::problems::{InputErrors, ReadErrors};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};

@@ -1,50 +1,13 @@
 //! The write-through paths that make or rebind a session: get-or-create (idempotent)
 //! and sign-in (token rotation, sign-in as another user, drafts moving to the user).
 
+use super::types::{Idempotency, Obtained, SignIn, SignedIn};
 use super::{SessionError, SessionResult, SessionService};
 use crate::idempotency;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::lifecycle::{self, ClientInfo};
 use sessiond_core::store::{CreateOutcome, IdempotencyRecord};
 use sessiond_core::{EndReason, Principal, Session, Timestamp, Token, TokenHash};
-
-/// An idempotent create: the client's key (validated at the edge) and the fingerprint
-/// of its request ([`idempotency::fingerprint`]).
-pub struct Idempotency<'a> {
-    pub key: &'a str,
-    pub fingerprint: String,
-}
-
-/// What [`SessionService::get_or_create`] found or made.
-pub enum Obtained {
-    /// The presented token names a live session (its activity was recorded).
-    Current(Session),
-    /// A new session; `token` is the only clear copy of its token.
-    Created { session: Session, token: Token },
-    /// A repeated idempotent create: the session the first call made, and its token.
-    Replayed { session: Session, token: Token },
-}
-
-/// Who signs in: a verified ticket's claims.
-pub struct SignIn {
-    pub user_id: String,
-    /// A configured role.
-    pub role: String,
-    /// Rooms the session is restricted to (`None`: any room).
-    pub rooms: Option<Vec<String>>,
-}
-
-/// The signed-in session and its new token.
-pub struct SignedIn {
-    pub session: Session,
-    /// The rotated token (the old one stopped working).
-    pub token: Token,
-    /// A new session was made (no live one was presented, or it was another user's).
-    pub created: bool,
-    /// The request presented the token of a live session (even one that was ended
-    /// because it belonged to another user).
-    pub presented_live: bool,
-}
 
 impl SessionService {
     /// Creates a fresh anonymous session of the default role (not yet stored).

@@ -23,15 +23,13 @@ mod lookup;
 mod retention;
 mod revalidate;
 mod scheduler;
-pub mod tokio_util_shutdown;
+mod types;
 
 #[cfg(test)]
 mod tests;
 
-pub use create::{Idempotency, Obtained, SignIn, SignedIn};
 pub use error::{SessionError, SessionResult};
-pub use retention::RETENTION_INTERVAL;
-pub use revalidate::ClusterMode;
+pub use types::{ClusterMode, Idempotency, Obtained, SignIn, SignedIn, RETENTION_INTERVAL};
 
 use crate::bus::{Bus, Event};
 use cache::Cache;

@@ -1,13 +1,12 @@
 //! Retention: ended sessions (with their data and idempotency records) and old audit
 //! events are purged in bounded batches, now and every [`RETENTION_INTERVAL`].
 
+use super::types::RETENTION_INTERVAL;
 use super::{SessionResult, SessionService};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How often ended sessions and old audit events are purged.
-pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 /// Rows per purge call, and calls per run: one run stays short; the rest waits.
 const RETENTION_BATCH: usize = 1000;
 const RETENTION_MAX_BATCHES: usize = 50;

@@ -2,23 +2,11 @@
 //! only briefly and re-read from the store, merging this node's unwritten activity.
 
 use super::cache::Entry;
+use super::types::ClusterMode;
 use super::{SessionResult, SessionService};
 use crate::bus::Event;
 use sessiond_core::{EndReason, Handle, Session, Timestamp};
 use std::time::Duration;
-
-/// Cluster mode (Redis store, several nodes): other nodes change the same sessions, so
-/// the cache is only trusted briefly and timeouts are re-checked against the store.
-#[derive(Debug, Clone, Copy)]
-pub struct ClusterMode {
-    /// A cached entry older than this is re-read from the store before use, which
-    /// bounds how long a session revoked or renewed elsewhere is seen stale here.
-    pub revalidate_ms: i64,
-    /// Activity on a session whose idle deadline is closer than this is written at once
-    /// instead of coalesced, so another node never sees a stored deadline pass while
-    /// newer activity waits in this node's cache.
-    pub urgent_ms: i64,
-}
 
 impl SessionService {
     /// Switches on cluster mode (see [`ClusterMode`]); `flush_every` is the activity

@@ -395,7 +395,12 @@ async fn join(ctx: &Ctx, room: String) -> Next {
         Err(e) => return store_error(ctx, e.into(), Some(&room)),
     };
     // Cluster mode: the members on other nodes come from Redis (empty on a single node).
-    let remote = match crate::cluster::remote_members(state, &room).await {
+    let remote = match state
+        .presence
+        .remote_members(&room)
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(m) => m,
         Err(e) => return store_error(ctx, e, Some(&room)),
     };
@@ -568,7 +573,7 @@ mod tests {
         output: fmpsc::Receiver<Message>,
         state: AppState,
         session: Session,
-        _shutdown: crate::sessions::tokio_util_shutdown::Trigger,
+        _guard: crate::builder::ServerGuard,
     }
 
     impl Harness {
@@ -599,15 +604,13 @@ mod tests {
         let config = crate::config::Config::from_toml(toml).unwrap();
         let store: Arc<dyn sessiond_core::Store> =
             Arc::new(sessiond_store_memory::MemoryStore::new());
-        let (trigger, signal) = crate::sessions::tokio_util_shutdown::channel();
-        let state = crate::build_state_with_store(
-            config,
-            Arc::new(sessiond_core::SystemClock),
-            store,
-            signal,
-        )
-        .await
-        .unwrap();
+        let server = crate::builder::ServerBuilder::new(config)
+            .store(store)
+            .build()
+            .await
+            .unwrap();
+        let state = server.state().clone();
+        let (_, guard) = server.into_parts();
         super::super::tasks::ensure_started(&state);
         let session = match state
             .sessions
@@ -633,7 +636,7 @@ mod tests {
             output: out_rx,
             state,
             session,
-            _shutdown: trigger,
+            _guard: guard,
         }
     }
 

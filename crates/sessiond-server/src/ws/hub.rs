@@ -475,7 +475,7 @@ impl Hub {
     }
 
     /// [`Hub::join`] in cluster mode: `remote` are the room's members on other nodes
-    /// (listed first in `presence`; see `crate::cluster::presence`).
+    /// (listed first in `presence`; see [`sessiond_core::cluster::RemotePresence`]).
     pub fn join_with(
         &self,
         id: u64,

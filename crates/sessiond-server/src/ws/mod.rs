@@ -16,7 +16,7 @@ pub use hub::Hub;
 use crate::auth::{self, Admin, PresentedToken, TokenSource};
 use crate::error::ApiError;
 use crate::routes::extract::{ApiPath, ApiQuery};
-use crate::routes::openapi::{
+use crate::routes::problems::{
     AdminErrors, ForbiddenErrors, InputErrors, NotFoundErrors, ReadErrors,
 };
 use crate::state::AppState;
@@ -158,7 +158,9 @@ pub struct ConnectionList {
         AdminErrors,
     ))]
 async fn admin_rooms(_: Admin, State(state): State<AppState>) -> Result<Json<RoomList>, ApiError> {
-    let mut counts: BTreeMap<String, usize> = crate::cluster::remote_rooms(&state)
+    let mut counts: BTreeMap<String, usize> = state
+        .presence
+        .remote_rooms()
         .await?
         .into_iter()
         .map(|(room, conns)| (room, conns.len()))
@@ -188,7 +190,7 @@ async fn admin_room(
     ApiPath(room): ApiPath<String>,
 ) -> Result<Json<RoomView>, ApiError> {
     let local = state.hub.room_members(&room).unwrap_or_default();
-    let remote = crate::cluster::remote_entries(&state, &room).await?;
+    let remote = state.presence.remote_entries(&room).await?;
     if local.is_empty() && remote.is_empty() {
         return Err(ApiError::NotFound);
     }

@@ -2,6 +2,7 @@
 //! the close codes; `docs/protocol.md` documents exactly these.
 
 use serde::{Deserialize, Serialize};
+pub use sessiond_core::cluster::{LeftReason, Member};
 use sessiond_core::EndReason;
 
 /// The subprotocol the server selects; a `bearer.<token>` entry may follow it.
@@ -107,15 +108,6 @@ fn default_content_type() -> String {
 /// The `type` values a client may send (anything else is `unknown_type`).
 pub const CLIENT_TYPES: &[&str] = &["ping", "activity", "renew", "join", "leave", "snapshot"];
 
-/// A room member: one connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    pub connection_id: String,
-    pub handle: String,
-    pub principal: String,
-    pub role: String,
-}
-
 /// A room's stored snapshot as handed to a joiner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotBody {
@@ -125,18 +117,6 @@ pub struct SnapshotBody {
     /// Standard base64 of the bytes.
     pub data: String,
     pub updated_at: String,
-}
-
-/// Why a member left a room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeftReason {
-    /// `leave`, or the client closed the connection.
-    Left,
-    /// Heartbeat lost, network dropped, or disconnected as a slow consumer.
-    Lost,
-    /// The member's session ended.
-    SessionEnded,
 }
 
 /// Server → client.

@@ -30,7 +30,7 @@ pub fn ensure_started(state: &AppState) {
 /// scheduled), fires what is due, and on shutdown closes everything with 1001.
 async fn timer_loop(state: AppState) {
     let hub = state.hub.clone();
-    let mut shutdown = state.shutdown.clone();
+    let shutdown = state.shutdown.clone();
     loop {
         let now = hub.now_ms();
         let wait = match hub.next_deadline() {
@@ -42,7 +42,7 @@ async fn timer_loop(state: AppState) {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = hub.timer_wake.notified() => continue,
-                _ = shutdown.wait() => break,
+                _ = shutdown.cancelled() => break,
             }
         }
         let fx = hub.fire_due(hub.now_ms(), FIRE_BATCH);
@@ -62,11 +62,11 @@ async fn timer_loop(state: AppState) {
 /// connections; room events from other nodes reach this node's members.
 async fn bus_loop(state: AppState, mut events: tokio::sync::broadcast::Receiver<Event>) {
     let hub = state.hub.clone();
-    let mut shutdown = state.shutdown.clone();
+    let shutdown = state.shutdown.clone();
     loop {
         let ev = tokio::select! {
             ev = events.recv() => ev,
-            _ = shutdown.wait() => return,
+            _ = shutdown.cancelled() => return,
         };
         match ev {
             Ok(ev) => {

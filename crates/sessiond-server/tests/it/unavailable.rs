@@ -306,15 +306,18 @@ async fn store_outage_is_503_at_once_and_expires_nobody() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sessiond_server::run_with_store(
-        config,
-        listener,
-        async move {
-            let _ = rx.await;
-        },
-        Arc::new(SystemClock),
-        store.clone(),
-    ));
+    let built = sessiond_server::ServerBuilder::new(config)
+        .store(store.clone())
+        .clock(Arc::new(SystemClock))
+        .build();
+    let server = tokio::spawn(async move {
+        built
+            .await?
+            .serve(listener, async move {
+                let _ = rx.await;
+            })
+            .await
+    });
     let c = Client::new();
     let r = c.post(format!("{url}/v1/session")).send().await.unwrap();
     assert_eq!(r.status(), 201);

@@ -1,6 +1,7 @@
 //! The cluster bridge: this node's bus events go out on one Redis pub/sub channel
 //! (`SPUBLISH` on Cluster, `PUBLISH` otherwise), the other nodes' come back in and are
-//! delivered to the local [`crate::bus::Bus`] only (so they are never echoed).
+//! handed to [`ClusterNode::deliver`] (which never forwards them again, so they are
+//! never echoed).
 //!
 //! Pub/sub is at-most-once: a message published while a node is disconnected is gone.
 //! So the subscriber reconnects with backoff and, after every re-subscription (or an
@@ -9,20 +10,19 @@
 //! missed meanwhile are delivered). Between those, the session cache re-reads any entry
 //! older than a second, so nothing stale is served for long even if a message is lost.
 
-use super::Cluster;
-use crate::bus::Event;
-use crate::state::AppState;
+use super::RedisCluster;
+use crate::config::Topology;
+use crate::RedisError;
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion,
     PushInfo, PushKind,
 };
-use sessiond_store_redis::{RedisError, Topology};
+use sessiond_core::cluster::{ClusterNode, Event, RoomChange};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 /// Messages received but not yet handled; past it the rest is dropped and the node
 /// reconciles from the store.
@@ -51,8 +51,8 @@ fn crosses_nodes(e: &Event) -> bool {
 }
 
 /// Publishes one event on the cluster channel as coming from `origin`.
-pub(crate) async fn publish_as(
-    cluster: &Cluster,
+pub(super) async fn publish_as(
+    cluster: &RedisCluster,
     origin: &str,
     e: &Event,
     now: i64,
@@ -75,56 +75,25 @@ pub(crate) async fn publish_as(
     Ok(())
 }
 
-/// Forwards this node's events to the others, in order, and keeps the room registry in
-/// step with this node's joins and leaves.
-pub async fn forwarder(
-    state: AppState,
-    cluster: Arc<Cluster>,
-    mut events: broadcast::Receiver<Event>,
-) {
-    let mut shutdown = state.shutdown.clone();
-    loop {
-        let ev = tokio::select! {
-            ev = events.recv() => ev,
-            _ = shutdown.wait() => return,
-        };
-        match ev {
-            Ok(ev) => {
-                if let Event::Presence {
-                    room,
-                    payload,
-                    origin,
-                } = &ev
-                {
-                    if origin == cluster.node_id() {
-                        super::presence::record_local(&cluster, state.clock.now(), room, payload)
-                            .await;
-                    }
-                }
-                if crosses_nodes(&ev) {
-                    if let Err(e) =
-                        publish_as(&cluster, cluster.node_id(), &ev, state.clock.now()).await
-                    {
-                        tracing::debug!(error = %e, "cluster event not published (at-most-once; others reconcile)");
-                    }
-                }
+/// Forwards one of this node's events to the others and keeps the room registry in
+/// step with this node's joins and leaves (the caller feeds events in order).
+pub(super) async fn forward(cluster: &RedisCluster, node: &dyn ClusterNode, ev: &Event) {
+    if let Event::Presence { origin, .. } = ev {
+        if origin == cluster.node_id() {
+            if let Some(change) = RoomChange::of(ev) {
+                super::presence::record_local(cluster, node.now(), change).await;
             }
-            Err(RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "cluster forwarder lagged; rewriting this node's presence"
-                );
-                metrics::counter!("sessiond_cluster_events_dropped_total").increment(n);
-                cluster.request_resync();
-            }
-            Err(RecvError::Closed) => return,
+        }
+    }
+    if crosses_nodes(ev) {
+        if let Err(e) = publish_as(cluster, cluster.node_id(), ev, node.now()).await {
+            tracing::debug!(error = %e, "cluster event not published (at-most-once; others reconcile)");
         }
     }
 }
 
-/// Receives the other nodes' events until shutdown, reconnecting with backoff.
-pub async fn subscriber(state: AppState, cluster: Arc<Cluster>) {
-    let mut shutdown = state.shutdown.clone();
+/// Receives the other nodes' events, reconnecting with backoff, until dropped.
+pub(super) async fn receive(cluster: &RedisCluster, node: &dyn ClusterNode) {
     let mut backoff = BACKOFF_MIN;
     let mut subscribed_before = false;
     loop {
@@ -139,19 +108,12 @@ pub async fn subscriber(state: AppState, cluster: Arc<Cluster>) {
                 Ok(())
             }
         };
-        let conn = tokio::select! {
-            c = connect(&cluster, sender) => c,
-            _ = shutdown.wait() => return,
-        };
-        let mut conn = match conn {
+        let mut conn = match connect(cluster, sender).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cluster subscription failed");
                 metrics::counter!("sessiond_cluster_redis_errors_total").increment(1);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait() => return,
-                }
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
@@ -159,7 +121,7 @@ pub async fn subscriber(state: AppState, cluster: Arc<Cluster>) {
         backoff = BACKOFF_MIN;
         if subscribed_before {
             tracing::info!("cluster subscription restored; reconciling from the store");
-            reconcile(&state, &cluster).await;
+            reconcile(cluster, node).await;
         }
         subscribed_before = true;
         let mut ping = tokio::time::interval(PING_EVERY);
@@ -168,7 +130,7 @@ pub async fn subscriber(state: AppState, cluster: Arc<Cluster>) {
             tokio::select! {
                 p = rx.recv() => match p {
                     Some(p) => {
-                        if !on_push(&state, &cluster, p) {
+                        if !on_push(cluster, node, p) {
                             break;
                         }
                     }
@@ -181,10 +143,9 @@ pub async fn subscriber(state: AppState, cluster: Arc<Cluster>) {
                     }
                     if overflow.swap(false, Ordering::Relaxed) {
                         metrics::counter!("sessiond_cluster_events_dropped_total").increment(1);
-                        reconcile(&state, &cluster).await;
+                        reconcile(cluster, node).await;
                     }
                 }
-                _ = shutdown.wait() => return,
             }
         }
         tracing::warn!("cluster subscription lost; reconnecting");
@@ -193,7 +154,7 @@ pub async fn subscriber(state: AppState, cluster: Arc<Cluster>) {
 }
 
 /// Handles one push; `false` when the subscription is gone.
-fn on_push(state: &AppState, cluster: &Cluster, p: PushInfo) -> bool {
+fn on_push(cluster: &RedisCluster, node: &dyn ClusterNode, p: PushInfo) -> bool {
     match p.kind {
         PushKind::Message | PushKind::SMessage => {
             let Some(body) = p
@@ -205,11 +166,11 @@ fn on_push(state: &AppState, cluster: &Cluster, p: PushInfo) -> bool {
             };
             match serde_json::from_slice::<Envelope>(&body) {
                 Ok(env) if env.o != cluster.node_id() => {
-                    let lag = (state.clock.now() - env.t).max(0);
+                    let lag = (node.now() - env.t).max(0);
                     metrics::histogram!("sessiond_cluster_pubsub_lag_ms").record(lag as f64);
                     metrics::gauge!("sessiond_cluster_pubsub_last_lag_ms").set(lag as f64);
                     metrics::counter!("sessiond_cluster_events_received_total").increment(1);
-                    deliver(state, env.e);
+                    node.deliver(env.e);
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "undecodable cluster message ignored"),
@@ -223,37 +184,11 @@ fn on_push(state: &AppState, cluster: &Cluster, p: PushInfo) -> bool {
     }
 }
 
-/// Applies another node's event here: the session cache stops trusting the session,
-/// and the local connections are told.
-fn deliver(state: &AppState, e: Event) {
-    match &e {
-        Event::SessionEnded { handle, .. } | Event::SessionRenewed { handle, .. } => {
-            state.sessions.invalidate(handle)
-        }
-        Event::ExpiryWarning { .. } | Event::Presence { .. } => {}
-    }
-    state.bus.deliver_local(e);
-}
-
-/// After messages may have been missed: distrust every cached session, re-check the
-/// sessions of local connections (missed endings are delivered by the re-read), and
-/// rewrite this node's presence entries.
-pub(crate) async fn reconcile(state: &AppState, cluster: &Cluster) {
-    state.sessions.invalidate_all();
+/// After messages may have been missed: the node re-checks what it serves, and this
+/// node's presence entries are rewritten.
+async fn reconcile(cluster: &RedisCluster, node: &dyn ClusterNode) {
+    node.reconcile().await;
     cluster.request_resync();
-    for handle in state.hub.handles() {
-        match state.sessions.refresh(&handle).await {
-            Ok(Some(s)) if !s.is_active() => state.bus.deliver_local(Event::SessionEnded {
-                handle,
-                principal: s.principal.to_string(),
-                reason: s.end_reason.unwrap_or(sessiond_core::EndReason::Revoked),
-            }),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(handle = %handle, error = %e, "reconcile lookup failed; the cache re-reads it later");
-            }
-        }
-    }
 }
 
 fn resp3(mut info: ConnectionInfo) -> ConnectionInfo {
@@ -286,7 +221,7 @@ fn moved(info: &ConnectionInfo, addr: &str) -> Option<ConnectionInfo> {
 async fn open(
     info: ConnectionInfo,
     sender: impl redis::aio::AsyncPushSender + Clone,
-    cluster: &Cluster,
+    cluster: &RedisCluster,
 ) -> Result<MultiplexedConnection, RedisError> {
     let cfg = cluster.redis.config();
     let client = redis::Client::open(info)?;
@@ -305,7 +240,7 @@ async fn open(
 
 /// Opens a RESP3 connection to the node serving the channel and subscribes.
 async fn connect(
-    cluster: &Cluster,
+    cluster: &RedisCluster,
     sender: impl redis::aio::AsyncPushSender + Clone,
 ) -> Result<MultiplexedConnection, RedisError> {
     let cfg = cluster.redis.config();
@@ -335,15 +270,8 @@ async fn connect(
             password,
         } => {
             let mut s = redis::sentinel::Sentinel::build(sentinels)?;
-            let node = redis::sentinel::SentinelNodeConnectionInfo {
-                tls_mode: tls.then_some(redis::TlsMode::Secure),
-                redis_connection_info: Some(redis::RedisConnectionInfo {
-                    db: 0,
-                    username,
-                    password,
-                    protocol: ProtocolVersion::RESP3,
-                }),
-            };
+            let node =
+                crate::conn::sentinel_node_info(tls, username, password, ProtocolVersion::RESP3);
             let client = tokio::time::timeout(limit, s.async_master_for(&master, Some(&node)))
                 .await
                 .map_err(|_| RedisError::Timeout(limit))??;

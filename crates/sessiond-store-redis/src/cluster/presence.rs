@@ -5,7 +5,8 @@
 //!   expiry. No socket-close hook is involved: a SIGKILLed node simply stops refreshing.
 //! - Each room member is a field of `room(room)` (connection id → [`Entry`]) and a line
 //!   of its node's `node_members(node)` set, written from this node's own `member_joined`
-//!   / `member_left` events (the hub publishes every room change on the bus).
+//!   / `member_left` events (the node's hub publishes every room change, and the bridge
+//!   forwards them here in order).
 //! - Every lease pass, each node looks for registered nodes whose lease is gone; the one
 //!   that wins `SET claim NX` removes the dead node's members and tells every room
 //!   `member_left {reason: lost}` (locally and over the bus). Detection therefore takes
@@ -15,14 +16,10 @@
 //!   from its hub (announcing members the others were told were lost) and removes those
 //!   it no longer has.
 
-use super::{bus, decode, encode, Cluster, CLAIM_TTL, LEASE_INTERVAL, LEASE_TTL};
-use crate::bus::Event;
-use crate::state::AppState;
-use crate::ws::protocol::{LeftReason, Member, ServerMsg};
-use sessiond_core::audit::{AuditEvent, AuditKind};
-use sessiond_store_redis::RedisError;
+use super::{bridge, decode, encode, RedisCluster, CLAIM_TTL, LEASE_INTERVAL, LEASE_TTL};
+use crate::RedisError;
+use sessiond_core::cluster::{ClusterNode, Entry, LeftReason, Member, RoomChange};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -30,15 +27,6 @@ use tokio::time::Instant;
 const RESYNC_EVERY: Duration = Duration::from_secs(10);
 /// Bound on leaving the cluster at shutdown.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// One member in a room's registry hash.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Entry {
-    pub node: String,
-    /// Join time (ms), for join-ordered presence lists.
-    pub at: i64,
-    pub member: Member,
-}
 
 fn node_line(room: &str, connection_id: &str) -> String {
     format!("{} {connection_id}", encode(room))
@@ -51,20 +39,18 @@ fn parse_line(line: &str) -> Option<(String, String)> {
 
 /// Writes one of this node's room changes (a `member_joined` or `member_left` the hub
 /// published) into the registry. A failure schedules a resync.
-pub async fn record_local(cluster: &Cluster, now: i64, room: &str, payload: &serde_json::Value) {
-    let Ok(msg) = serde_json::from_value::<ServerMsg>(payload.clone()) else {
-        return;
-    };
-    let r = match msg {
-        ServerMsg::MemberJoined { member, .. } => {
-            add(cluster, room, &member, now).await.map(|_| ())
+pub(super) async fn record_local(cluster: &RedisCluster, now: i64, change: RoomChange) {
+    let (room, r) = match change {
+        RoomChange::MemberJoined { room, member } => {
+            let r = add(cluster, &room, &member, now).await.map(|_| ());
+            (room, r)
         }
-        ServerMsg::MemberLeft { member, .. } => {
-            remove(cluster, cluster.node_id(), room, &member.connection_id)
+        RoomChange::MemberLeft { room, member, .. } => {
+            let r = remove(cluster, cluster.node_id(), &room, &member.connection_id)
                 .await
-                .map(|_| ())
+                .map(|_| ());
+            (room, r)
         }
-        _ => return,
     };
     if let Err(e) = r {
         tracing::debug!(room = %room, error = %e, "presence registry write failed; resync scheduled");
@@ -73,7 +59,12 @@ pub async fn record_local(cluster: &Cluster, now: i64, room: &str, payload: &ser
 }
 
 /// Registers a member of this node; `true` if the room did not list it yet.
-async fn add(cluster: &Cluster, room: &str, member: &Member, now: i64) -> Result<bool, RedisError> {
+async fn add(
+    cluster: &RedisCluster,
+    room: &str,
+    member: &Member,
+    now: i64,
+) -> Result<bool, RedisError> {
     let entry = Entry {
         node: cluster.node_id().to_owned(),
         at: now,
@@ -93,7 +84,7 @@ async fn add(cluster: &Cluster, room: &str, member: &Member, now: i64) -> Result
 
 /// Removes a member of `node` from a room; the entry if it was listed.
 async fn remove(
-    cluster: &Cluster,
+    cluster: &RedisCluster,
     node: &str,
     room: &str,
     connection_id: &str,
@@ -115,17 +106,11 @@ async fn remove(
     })
 }
 
-/// The members of `room` on other nodes, in join order.
-pub async fn remote_members(cluster: &Cluster, room: &str) -> Result<Vec<Member>, RedisError> {
-    Ok(remote_entries(cluster, room)
-        .await?
-        .into_iter()
-        .map(|e| e.member)
-        .collect())
-}
-
 /// The registry entries of `room` from other nodes, in join order.
-pub async fn remote_entries(cluster: &Cluster, room: &str) -> Result<Vec<Entry>, RedisError> {
+pub(super) async fn remote_entries(
+    cluster: &RedisCluster,
+    room: &str,
+) -> Result<Vec<Entry>, RedisError> {
     let mut c = redis::cmd("HGETALL");
     c.arg(cluster.keys.room(room));
     let all: HashMap<String, String> = cluster.cmd(&c).await?;
@@ -142,8 +127,8 @@ pub async fn remote_entries(cluster: &Cluster, room: &str) -> Result<Vec<Entry>,
 /// member set of each registered node (one `SMEMBERS` per node, sized by that node's
 /// memberships) rather than scanning the keyspace; a dead node's members count until
 /// its cleanup, as in the room hashes.
-pub async fn remote_rooms(
-    cluster: &Cluster,
+pub(super) async fn remote_rooms(
+    cluster: &RedisCluster,
 ) -> Result<BTreeMap<String, HashSet<String>>, RedisError> {
     let mut c = redis::cmd("SMEMBERS");
     c.arg(cluster.keys.nodes());
@@ -161,24 +146,23 @@ pub async fn remote_rooms(
 }
 
 /// A `member_left` for a room, as the hub would publish it, from `origin`.
-fn left_event(room: &str, member: Member, reason: LeftReason, origin: &str) -> Option<Event> {
-    let payload = serde_json::to_value(ServerMsg::MemberLeft {
+fn left_event(
+    room: &str,
+    member: Member,
+    reason: LeftReason,
+    origin: &str,
+) -> sessiond_core::cluster::Event {
+    RoomChange::MemberLeft {
         room: room.to_owned(),
         member,
         reason,
-    })
-    .ok()?;
-    Some(Event::Presence {
-        room: room.to_owned(),
-        payload,
-        origin: origin.to_owned(),
-    })
+    }
+    .into_event(origin)
 }
 
-/// Refreshes this node's lease, watches the others', keeps the registry right, and on
-/// shutdown leaves the cluster (members announced lost, lease deleted).
-pub async fn lease_loop(state: AppState, cluster: Arc<Cluster>) {
-    let mut shutdown = state.shutdown.clone();
+/// Refreshes this node's lease, watches the others' and keeps the registry right, until
+/// dropped (then [`leave_bounded`]).
+pub(super) async fn maintain(cluster: &RedisCluster, node: &dyn ClusterNode) {
     let mut tick = tokio::time::interval(LEASE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Only judge others after holding our own lease for a full TTL: right after an
@@ -187,11 +171,8 @@ pub async fn lease_loop(state: AppState, cluster: Arc<Cluster>) {
     let mut lease_ok = true;
     let mut next_resync = Instant::now() + RESYNC_EVERY;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait() => break,
-        }
-        match renew_lease(&cluster, state.clock.now()).await {
+        tick.tick().await;
+        match renew_lease(cluster, node.now()).await {
             Ok(claimed) => {
                 if !lease_ok || claimed {
                     // Our lease lapsed (or someone cleaned us up): the others may have
@@ -213,18 +194,23 @@ pub async fn lease_loop(state: AppState, cluster: Arc<Cluster>) {
         let forced = cluster.take_resync();
         if forced || Instant::now() >= next_resync {
             next_resync = Instant::now() + RESYNC_EVERY;
-            if let Err(e) = resync(&state, &cluster, forced).await {
+            if let Err(e) = resync(cluster, node, forced).await {
                 tracing::warn!(error = %e, "presence resync failed; retrying");
                 cluster.request_resync();
             }
         }
         if Instant::now() >= judge_after {
-            if let Err(e) = check_nodes(&state, &cluster).await {
+            if let Err(e) = check_nodes(cluster, node).await {
                 tracing::debug!(error = %e, "node lease check failed");
             }
         }
     }
-    match tokio::time::timeout(LEAVE_TIMEOUT, leave(&state, &cluster)).await {
+}
+
+/// Shutdown: leaves the cluster within [`LEAVE_TIMEOUT`]; if it cannot, the others time
+/// the lease out.
+pub(super) async fn leave_bounded(cluster: &RedisCluster, node: &dyn ClusterNode) {
+    match tokio::time::timeout(LEAVE_TIMEOUT, leave(cluster, node)).await {
         Ok(Ok(n)) => tracing::info!(members = n, "left the cluster"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not leave the cluster cleanly; the others will time the lease out")
@@ -237,7 +223,7 @@ pub async fn lease_loop(state: AppState, cluster: Arc<Cluster>) {
 
 /// Writes the lease and the node's registration. `Ok(true)` if another node had claimed
 /// this node's cleanup (we were presumed dead).
-async fn renew_lease(cluster: &Cluster, now: i64) -> Result<bool, RedisError> {
+async fn renew_lease(cluster: &RedisCluster, now: i64) -> Result<bool, RedisError> {
     let id = cluster.node_id();
     let mut set = redis::cmd("SET");
     set.arg(cluster.keys.lease(id))
@@ -260,35 +246,27 @@ async fn renew_lease(cluster: &Cluster, now: i64) -> Result<bool, RedisError> {
 }
 
 /// This node's memberships according to its hub: line → (room, member).
-fn local_members(state: &AppState) -> HashMap<String, (String, Member)> {
-    let mut out = HashMap::new();
-    for c in state.hub.connections(None, usize::MAX) {
-        let member = Member {
-            connection_id: c.connection_id,
-            handle: c.handle,
-            principal: c.principal,
-            role: c.role,
-        };
-        for room in c.rooms {
-            out.insert(
-                node_line(&room, &member.connection_id),
-                (room, member.clone()),
-            );
-        }
-    }
-    out
+fn local_members(node: &dyn ClusterNode) -> HashMap<String, (String, Member)> {
+    node.members()
+        .into_iter()
+        .map(|(room, member)| (node_line(&room, &member.connection_id), (room, member)))
+        .collect()
 }
 
 /// Makes the registry match this node's hub: missing members are added and announced to
 /// the others (who may have been told they were lost), gone ones removed and announced.
 /// `thorough` also checks each room hash (after an outage or a cleanup by others), not
 /// only this node's own set.
-async fn resync(state: &AppState, cluster: &Cluster, thorough: bool) -> Result<(), RedisError> {
-    let local = local_members(state);
+async fn resync(
+    cluster: &RedisCluster,
+    node: &dyn ClusterNode,
+    thorough: bool,
+) -> Result<(), RedisError> {
+    let local = local_members(node);
     let mut c = redis::cmd("SMEMBERS");
     c.arg(cluster.keys.node_members(cluster.node_id()));
     let stored: HashSet<String> = cluster.cmd(&c).await?;
-    let now = state.clock.now();
+    let now = node.now();
     for (line, (room, member)) in &local {
         if stored.contains(line)
             && (!thorough || room_has(cluster, room, &member.connection_id).await?)
@@ -296,16 +274,12 @@ async fn resync(state: &AppState, cluster: &Cluster, thorough: bool) -> Result<(
             continue;
         }
         if add(cluster, room, member, now).await? {
-            let payload = serde_json::to_value(ServerMsg::MemberJoined {
+            let ev = RoomChange::MemberJoined {
                 room: room.clone(),
                 member: member.clone(),
-            })?;
-            let ev = Event::Presence {
-                room: room.clone(),
-                payload,
-                origin: cluster.node_id().to_owned(),
-            };
-            bus::publish_as(cluster, cluster.node_id(), &ev, now).await?;
+            }
+            .into_event(cluster.node_id());
+            bridge::publish_as(cluster, cluster.node_id(), &ev, now).await?;
         }
     }
     for line in stored.difference(&local.keys().cloned().collect()) {
@@ -313,34 +287,37 @@ async fn resync(state: &AppState, cluster: &Cluster, thorough: bool) -> Result<(
             continue;
         };
         if let Some(entry) = remove(cluster, cluster.node_id(), &room, &conn).await? {
-            if let Some(ev) = left_event(&room, entry.member, LeftReason::Lost, cluster.node_id()) {
-                bus::publish_as(cluster, cluster.node_id(), &ev, now).await?;
-            }
+            let ev = left_event(&room, entry.member, LeftReason::Lost, cluster.node_id());
+            bridge::publish_as(cluster, cluster.node_id(), &ev, now).await?;
         }
     }
     Ok(())
 }
 
-async fn room_has(cluster: &Cluster, room: &str, connection_id: &str) -> Result<bool, RedisError> {
+async fn room_has(
+    cluster: &RedisCluster,
+    room: &str,
+    connection_id: &str,
+) -> Result<bool, RedisError> {
     let mut c = redis::cmd("HEXISTS");
     c.arg(cluster.keys.room(room)).arg(connection_id);
     Ok(cluster.cmd::<i64>(&c).await? == 1)
 }
 
 /// Finds registered nodes whose lease is gone and cleans up those whose claim we win.
-async fn check_nodes(state: &AppState, cluster: &Cluster) -> Result<(), RedisError> {
+async fn check_nodes(cluster: &RedisCluster, node: &dyn ClusterNode) -> Result<(), RedisError> {
     let mut c = redis::cmd("SMEMBERS");
     c.arg(cluster.keys.nodes());
     let nodes: Vec<String> = cluster.cmd(&c).await?;
-    for node in nodes.iter().filter(|n| n.as_str() != cluster.node_id()) {
+    for dead in nodes.iter().filter(|n| n.as_str() != cluster.node_id()) {
         let mut exists = redis::cmd("EXISTS");
-        exists.arg(cluster.keys.lease(node));
+        exists.arg(cluster.keys.lease(dead));
         if cluster.cmd::<i64>(&exists).await? > 0 {
             continue;
         }
         let mut claim = redis::cmd("SET");
         claim
-            .arg(cluster.keys.claim(node))
+            .arg(cluster.keys.claim(dead))
             .arg(cluster.node_id())
             .arg("NX")
             .arg("PX")
@@ -349,8 +326,8 @@ async fn check_nodes(state: &AppState, cluster: &Cluster) -> Result<(), RedisErr
         if won.is_none() {
             continue;
         }
-        let n = cleanup_node(state, cluster, node, true).await?;
-        tracing::warn!(node = %node, members = n, "node lease expired; its members were declared lost");
+        let n = cleanup_node(cluster, node, dead, true).await?;
+        tracing::warn!(node = %dead, members = n, "node lease expired; its members were declared lost");
         metrics::counter!("sessiond_cluster_nodes_lost_total").increment(1);
     }
     Ok(())
@@ -360,15 +337,15 @@ async fn check_nodes(state: &AppState, cluster: &Cluster) -> Result<(), RedisErr
 /// coming from `node`, and to this node's members when `local` is set). The claim key
 /// is left to expire so a concurrent pass of another survivor does not repeat it.
 async fn cleanup_node(
-    state: &AppState,
-    cluster: &Cluster,
+    cluster: &RedisCluster,
+    here: &dyn ClusterNode,
     node: &str,
     local: bool,
 ) -> Result<usize, RedisError> {
     let mut c = redis::cmd("SMEMBERS");
     c.arg(cluster.keys.node_members(node));
     let lines: Vec<String> = cluster.cmd(&c).await?;
-    let now = state.clock.now();
+    let now = here.now();
     let mut n = 0;
     for line in lines {
         let Some((room, conn)) = parse_line(&line) else {
@@ -379,16 +356,14 @@ async fn cleanup_node(
         };
         n += 1;
         if local {
-            audit_lost(state, node, &room, &entry.member).await;
+            here.lost(node, &room, &entry.member).await;
         }
-        let Some(ev) = left_event(&room, entry.member, LeftReason::Lost, node) else {
-            continue;
-        };
-        if let Err(e) = bus::publish_as(cluster, node, &ev, now).await {
+        let ev = left_event(&room, entry.member, LeftReason::Lost, node);
+        if let Err(e) = bridge::publish_as(cluster, node, &ev, now).await {
             tracing::debug!(error = %e, "member_left not published");
         }
         if local {
-            state.bus.deliver_local(ev);
+            here.deliver(ev);
         }
     }
     let mut del = redis::cmd("DEL");
@@ -400,29 +375,10 @@ async fn cleanup_node(
     Ok(n)
 }
 
-/// A dead node's connection, audited by the survivor that cleaned it up.
-async fn audit_lost(state: &AppState, node: &str, room: &str, m: &Member) {
-    metrics::counter!("sessiond_ws_lost_total").increment(1);
-    let ev = AuditEvent {
-        handle: Some(m.handle.clone()),
-        principal: Some(m.principal.clone()),
-        role: Some(m.role.clone()),
-        ..AuditEvent::new(state.clock.now(), AuditKind::ConnectionLost)
-    }
-    .with_reason("heartbeat_lost")
-    .with_detail(serde_json::json!({
-        "connection_id": m.connection_id,
-        "rooms": [room],
-        "node_lost": node,
-        "session_kept": true,
-    }));
-    state.sessions.audit(ev).await;
-}
-
 /// Shutdown: this node's members are announced lost to the others (their clients
 /// reconnect elsewhere) and the lease is dropped, so nobody waits for it to expire.
-async fn leave(state: &AppState, cluster: &Cluster) -> Result<usize, RedisError> {
-    let n = cleanup_node(state, cluster, cluster.node_id(), false).await?;
+async fn leave(cluster: &RedisCluster, node: &dyn ClusterNode) -> Result<usize, RedisError> {
+    let n = cleanup_node(cluster, node, cluster.node_id(), false).await?;
     let mut del = redis::cmd("DEL");
     del.arg(cluster.keys.lease(cluster.node_id()));
     let _: i64 = cluster.cmd(&del).await?;
@@ -453,11 +409,11 @@ mod tests {
             principal: "anon:x".into(),
             role: "editor".into(),
         };
-        let Some(Event::Presence {
+        let sessiond_core::cluster::Event::Presence {
             room,
             payload,
             origin,
-        }) = left_event("r1", m, LeftReason::Lost, "dead")
+        } = left_event("r1", m, LeftReason::Lost, "dead")
         else {
             panic!("presence event expected");
         };

@@ -1,26 +1,25 @@
-//! Several sessiond nodes as one cluster on a shared Redis store.
+//! Several sessiond nodes as one cluster on a shared Redis store: the Redis side of
+//! [`sessiond_core::cluster`].
 //!
-//! Only active when the store is Redis. Three parts, each a background task per node:
+//! [`RedisCluster`] implements both seams for one node:
 //!
-//! - [`bus`]: forwards this node's session and room events to the other nodes over Redis
-//!   pub/sub (sharded pub/sub on Cluster) and delivers theirs into the local [`Bus`];
-//!   pub/sub is at-most-once, so after every (re)subscription the node reconciles from
-//!   the store, and the session cache re-reads entries older than a second anyway.
-//! - [`presence`]: node leases, the cluster-wide room registry, and the cleanup of a
-//!   dead node's members (declared `lost` to the survivors).
+//! - the bridge ([`bridge`]): forwards this node's session and room events to the other
+//!   nodes over Redis pub/sub (sharded pub/sub on Cluster) and delivers theirs to the
+//!   node; pub/sub is at-most-once, so after every (re)subscription the node reconciles
+//!   from the store, and the server's session cache re-reads entries older than a
+//!   second anyway.
+//! - presence ([`presence`]): node leases, the cluster-wide room registry, and the
+//!   cleanup of a dead node's members (declared `lost` to the survivors).
 //! - expiry needs nothing here: every node's scheduler ends sessions through the store's
-//!   compare-and-set, so each ending fires once cluster-wide (see
-//!   [`crate::sessions::SessionService::enable_cluster_mode`]).
-//!
-//! [`Bus`]: crate::bus::Bus
+//!   compare-and-set, so each ending fires once cluster-wide.
 
-pub mod bus;
-pub mod presence;
+mod bridge;
+mod presence;
 
-use crate::error::ApiError;
-use crate::state::AppState;
-use crate::ws::protocol::Member;
-use sessiond_store_redis::{RedisError, RedisStore};
+use crate::{RedisError, RedisStore};
+use async_trait::async_trait;
+use sessiond_core::cluster::{ClusterBridge, ClusterNode, Entry, Event, RemotePresence};
+use sessiond_core::StoreError;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,7 +35,7 @@ pub const LEASE_TTL: Duration = Duration::from_secs(3);
 const CLAIM_TTL: Duration = Duration::from_secs(10);
 
 /// This node's handle on the cluster: its id, the shared Redis, and the key names.
-pub struct Cluster {
+pub struct RedisCluster {
     redis: Arc<RedisStore>,
     node_id: String,
     keys: Keys,
@@ -79,7 +78,7 @@ impl Keys {
     pub fn claim(&self, node: &str) -> String {
         format!("{{{}:cl:n:{node}}}:claim", self.prefix)
     }
-    /// A room's members: connection id → [`presence::Entry`] JSON.
+    /// A room's members: connection id → [`Entry`] JSON.
     pub fn room(&self, room: &str) -> String {
         format!("{{{}:cl:r:{}}}:members", self.prefix, encode(room))
     }
@@ -100,11 +99,12 @@ fn decode(s: &str) -> Option<String> {
     .ok()
 }
 
-impl Cluster {
+impl RedisCluster {
+    /// The cluster layer of node `node_id` on `redis` (sharded pub/sub on Redis Cluster).
     pub fn new(redis: Arc<RedisStore>, node_id: String) -> Self {
         let keys = Keys::new(&redis.config().key_prefix);
         let sharded = redis.is_cluster();
-        Cluster {
+        RedisCluster {
             redis,
             node_id,
             keys,
@@ -126,10 +126,7 @@ impl Cluster {
     }
 
     /// One command on the store's connections; failures are counted per node.
-    pub(crate) async fn cmd<T: redis::FromRedisValue>(
-        &self,
-        c: &redis::Cmd,
-    ) -> Result<T, RedisError> {
+    async fn cmd<T: redis::FromRedisValue>(&self, c: &redis::Cmd) -> Result<T, RedisError> {
         let r = self.redis.command(c).await;
         if r.is_err() {
             metrics::counter!("sessiond_cluster_redis_errors_total").increment(1);
@@ -137,59 +134,54 @@ impl Cluster {
         r
     }
 
-    pub(crate) fn request_resync(&self) {
+    fn request_resync(&self) {
         self.resync.store(true, Ordering::Relaxed);
     }
 
-    pub(crate) fn take_resync(&self) -> bool {
+    fn take_resync(&self) -> bool {
         self.resync.swap(false, Ordering::Relaxed)
     }
 }
 
-/// The members of `room` on other nodes (the joiner's `presence` list). Empty on a
-/// single node.
-pub async fn remote_members(state: &AppState, room: &str) -> Result<Vec<Member>, ApiError> {
-    match &state.cluster {
-        Some(c) => presence::remote_members(c, room)
-            .await
-            .map_err(|e| ApiError::from(sessiond_core::StoreError::from(e))),
-        None => Ok(Vec::new()),
+#[async_trait]
+impl ClusterBridge for RedisCluster {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn forward(&self, node: &dyn ClusterNode, event: &Event) {
+        bridge::forward(self, node, event).await
+    }
+
+    fn missed(&self, n: u64) {
+        tracing::warn!(
+            missed = n,
+            "cluster forwarder lagged; rewriting this node's presence"
+        );
+        metrics::counter!("sessiond_cluster_events_dropped_total").increment(n);
+        self.request_resync();
+    }
+
+    async fn receive(&self, node: &dyn ClusterNode) {
+        bridge::receive(self, node).await
+    }
+
+    async fn maintain(&self, node: &dyn ClusterNode) {
+        presence::maintain(self, node).await
+    }
+
+    async fn leave(&self, node: &dyn ClusterNode) {
+        presence::leave_bounded(self, node).await
     }
 }
 
-/// The members of `room` on other nodes with the node each is on, in join order. Empty
-/// on a single node.
-pub async fn remote_entries(
-    state: &AppState,
-    room: &str,
-) -> Result<Vec<presence::Entry>, ApiError> {
-    match &state.cluster {
-        Some(c) => presence::remote_entries(c, room)
-            .await
-            .map_err(|e| ApiError::from(sessiond_core::StoreError::from(e))),
-        None => Ok(Vec::new()),
+#[async_trait]
+impl RemotePresence for RedisCluster {
+    async fn remote_entries(&self, room: &str) -> Result<Vec<Entry>, StoreError> {
+        Ok(presence::remote_entries(self, room).await?)
     }
-}
 
-/// Rooms with members on other nodes → those members' connection ids. Empty on a
-/// single node.
-pub async fn remote_rooms(state: &AppState) -> Result<BTreeMap<String, HashSet<String>>, ApiError> {
-    match &state.cluster {
-        Some(c) => presence::remote_rooms(c)
-            .await
-            .map_err(|e| ApiError::from(sessiond_core::StoreError::from(e))),
-        None => Ok(BTreeMap::new()),
+    async fn remote_rooms(&self) -> Result<BTreeMap<String, HashSet<String>>, StoreError> {
+        Ok(presence::remote_rooms(self).await?)
     }
-}
-
-/// Starts the node's cluster tasks (bridge, leases, registry). The returned handle
-/// finishes after shutdown, once this node has left the cluster cleanly.
-pub fn spawn(state: &AppState) -> Option<tokio::task::JoinHandle<()>> {
-    let cluster = state.cluster.clone()?;
-    metrics::gauge!("sessiond_cluster_node", "node" => cluster.node_id().to_owned()).set(1.0);
-    // Subscribed before any request is served, so no local event is missed.
-    let outbound = state.bus.subscribe_outbound();
-    tokio::spawn(bus::subscriber(state.clone(), cluster.clone()));
-    tokio::spawn(bus::forwarder(state.clone(), cluster.clone(), outbound));
-    Some(tokio::spawn(presence::lease_loop(state.clone(), cluster)))
 }

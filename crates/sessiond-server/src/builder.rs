@@ -1,0 +1,438 @@
+//! The one way to build a server: [`ServerBuilder`] (configuration, optional store,
+//! optional clock) validates the configuration once, opens the store and, for a Redis
+//! store, joins the cluster; it yields a [`Server`]: the router, the state and the
+//! [`ServerGuard`] that owns every background task. [`run`] is the one-liner on top.
+
+use crate::bus::Bus;
+use crate::cluster::Node;
+use crate::config::{Config, ConfigError, StoreKind};
+use crate::sessions::SessionService;
+use crate::state::{AppState, Inner};
+use crate::tickets::Tickets;
+use crate::ws::hub::Hub;
+use sessiond_core::cluster::{ClusterBridge, RemotePresence, SingleNode};
+use sessiond_core::{Clock, Store, SystemClock};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("invalid configuration: {0}")]
+    Keys(#[from] crate::crypto::KeyError),
+    #[error("cannot open the SQLite store: {0}")]
+    Sqlite(#[from] sessiond_store_sqlite::SqliteError),
+    #[error("cannot connect the Redis store: {0}")]
+    Redis(#[from] sessiond_store_redis::RedisError),
+    #[error("cannot load the stored session deadlines: {0}")]
+    WarmStart(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The admin API key of dev mode when none is configured (logged at start; dev only).
+pub const DEV_API_KEY: &str = "dev-admin-key";
+
+/// Builds a server from its configuration; the store and the clock default to what the
+/// configuration names and to the system clock.
+pub struct ServerBuilder {
+    config: Config,
+    store: Option<Arc<dyn Store>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl ServerBuilder {
+    pub fn new(config: Config) -> Self {
+        ServerBuilder {
+            config,
+            store: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses `store` instead of opening the configured one (tests, embedding). The node
+    /// then runs alone, whatever `config.store` says.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses `clock` for every timestamp (tests drive a [`sessiond_core::ManualClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Validates the configuration, opens the store (or takes the given one), loads the
+    /// stored deadlines and starts the background tasks (a tokio runtime must be running).
+    pub async fn build(self) -> Result<Server, ServerError> {
+        let ServerBuilder {
+            mut config,
+            store,
+            clock,
+        } = self;
+        apply_dev_defaults(&mut config);
+        config.validate()?;
+        let node_id = sessiond_core::token::random_id(6);
+        let (store, cluster) = match store {
+            Some(store) => (store, None),
+            None => open_store(&config, &node_id).await?,
+        };
+        let tickets = Tickets::from_config(&config)?;
+        // At-rest encryption sits between everything and the backend.
+        let store = crate::crypto::wrap_store(&config, store)?;
+        let bus = Bus::new();
+        let sessions = Arc::new(SessionService::new(
+            store.clone(),
+            clock.clone(),
+            config.policies(),
+            bus.clone(),
+            config.hot_path.cache_capacity,
+        ));
+        let loaded = sessions
+            .warm_start()
+            .await
+            .map_err(|e| ServerError::WarmStart(Box::new(e)))?;
+        tracing::info!(sessions = loaded, "scheduler loaded stored deadlines");
+        let hub = Arc::new(Hub::new(node_id.clone(), bus.clone(), &config.ws));
+        let (bridge, presence): (Arc<dyn ClusterBridge>, Arc<dyn RemotePresence>) = match cluster {
+            Some(c) => (c.clone(), c),
+            None => (Arc::new(SingleNode), Arc::new(SingleNode)),
+        };
+        if bridge.is_shared() {
+            sessions.enable_cluster_mode(config.hot_path.flush_interval);
+            tracing::info!(node = %node_id, "cluster mode: sharing the Redis store with other nodes");
+        }
+        let token = CancellationToken::new();
+        let state = AppState(Arc::new(Inner {
+            server_secret: server_secret(&config)?,
+            trusted_proxies: crate::client::parse_trusted(&config.trusted_proxies),
+            hub: hub.clone(),
+            presence,
+            node_id: node_id.clone(),
+            sessions: sessions.clone(),
+            store,
+            clock: clock.clone(),
+            bus: bus.clone(),
+            shutdown: token.clone(),
+            metrics: metrics_handle(),
+            tickets,
+            demo: Default::default(),
+            config,
+        }));
+        let mut guard = ServerGuard {
+            token: token.clone(),
+            flusher: None,
+            cluster: Vec::new(),
+            jobs: Vec::new(),
+        };
+        if bridge.is_shared() {
+            let node = Arc::new(Node {
+                sessions: sessions.clone(),
+                hub,
+                bus,
+                clock,
+            });
+            guard.cluster = crate::cluster::spawn(bridge, node, &node_id, token.clone());
+        }
+        let hot = &state.config.hot_path;
+        guard.flusher = Some(tokio::spawn(
+            sessions
+                .clone()
+                .run_background(hot.flush_interval, token.clone()),
+        ));
+        guard.jobs.push(tokio::spawn(
+            sessions
+                .clone()
+                .run_retention(state.config.audit.retention, token.clone()),
+        ));
+        guard
+            .jobs
+            .push(crate::drafts::spawn_purger(state.clone(), token.clone()));
+        Ok(Server {
+            router: crate::routes::app(state.clone()),
+            state,
+            guard,
+        })
+    }
+}
+
+/// A built server: serve [`Server::router`] yourself (keeping the guard alive), or call
+/// [`Server::serve`].
+pub struct Server {
+    router: axum::Router,
+    state: AppState,
+    guard: ServerGuard,
+}
+
+impl Server {
+    /// The whole HTTP + WebSocket API (needs `ConnectInfo<SocketAddr>`).
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
+    /// The shared state (tests reach the service, the hub and the store through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The router and the guard, for serving it another way.
+    pub fn into_parts(self) -> (axum::Router, ServerGuard) {
+        (self.router, self.guard)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, closes
+    /// connections and flushes pending writes.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let (router, guard) = self.into_parts();
+        let token = guard.token();
+        let trigger = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await?;
+        // Give connection tasks a moment to send their goodbyes, then flush.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        guard.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Owns the server's background tasks: the scheduler and flusher, the retention and
+/// draft purge jobs, and the cluster tasks. Dropping it cancels them all (the flusher
+/// still runs its final flush on its own); [`ServerGuard::shutdown`] also waits for
+/// the flush and for the node to leave its cluster.
+pub struct ServerGuard {
+    token: CancellationToken,
+    flusher: Option<JoinHandle<()>>,
+    cluster: Vec<JoinHandle<()>>,
+    jobs: Vec<JoinHandle<()>>,
+}
+
+impl ServerGuard {
+    /// Cancelled when the server shuts down; WebSocket tasks and the serving loop watch it.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Stops every task and waits: pending activity flushed, cluster left (bounded).
+    pub async fn shutdown(mut self) {
+        self.token.cancel();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.await;
+        }
+        for t in self.cluster.drain(..).chain(self.jobs.drain(..)) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, closes connections and
+/// flushes pending writes.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    ServerBuilder::new(config)
+        .build()
+        .await?
+        .serve(listener, shutdown)
+        .await
+}
+
+/// A cluster joined through a shared store: its bridge and its presence registry.
+type Shared = Arc<sessiond_store_redis::RedisCluster>;
+
+/// Opens the backend the configuration names; a Redis store also yields this node's
+/// cluster layer on it.
+async fn open_store(
+    config: &Config,
+    node_id: &str,
+) -> Result<(Arc<dyn Store>, Option<Shared>), ServerError> {
+    match &config.store {
+        StoreKind::Memory => Ok((Arc::new(sessiond_store_memory::MemoryStore::new()), None)),
+        StoreKind::Sqlite => {
+            let s = sessiond_store_sqlite::SqliteStore::open(&config.data_dir)?;
+            Ok((Arc::new(s), None))
+        }
+        StoreKind::Redis(url) => {
+            let cfg = sessiond_store_redis::RedisConfig::new(url.clone())
+                .key_prefix(config.redis.key_prefix.clone())
+                .connections(config.redis.connections)
+                .command_timeout(config.redis.command_timeout)
+                .connect_timeout(config.redis.connect_timeout);
+            let store = Arc::new(sessiond_store_redis::RedisStore::connect(cfg).await?);
+            tracing::info!(
+                sharded = store.is_cluster(),
+                "connected to the shared Redis store"
+            );
+            let cluster = Arc::new(sessiond_store_redis::RedisCluster::new(
+                store.clone(),
+                node_id.to_owned(),
+            ));
+            Ok((store, Some(cluster)))
+        }
+    }
+}
+
+/// The server secret: configured, or generated once and kept in the data directory
+/// (mode 0600), or random per process for the memory store.
+fn server_secret(config: &Config) -> Result<[u8; 32], ServerError> {
+    use sha2::{Digest, Sha256};
+    if !config.server_secret.is_empty() {
+        return Ok(Sha256::digest(config.server_secret.as_bytes()).into());
+    }
+    let mut fresh = [0u8; 32];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut fresh[..]);
+    if config.store != StoreKind::Sqlite {
+        return Ok(fresh);
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let path = config.data_dir.join("server-secret");
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => Ok(b.try_into().expect("length checked")),
+        _ => {
+            let tmp = config.data_dir.join("server-secret.tmp");
+            std::fs::write(&tmp, fresh)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            Ok(fresh)
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once; several test servers share it).
+fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
+
+/// Dev mode fills in what a local demo needs and the config left empty: the well-known
+/// admin key and a per-process ticket secret (used to mint and to verify).
+fn apply_dev_defaults(config: &mut Config) {
+    if !config.dev {
+        return;
+    }
+    if config.api_keys.is_empty() {
+        config.api_keys.push(DEV_API_KEY.to_owned());
+        tracing::warn!(
+            api_key = DEV_API_KEY,
+            "dev mode: admin API key (never use dev mode in production)"
+        );
+    }
+    if config.tickets.hs256_secret.is_empty() {
+        config.tickets.hs256_secret = sessiond_core::token::random_id(32);
+        tracing::info!("dev mode: generated a ticket secret for this process");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn memory() -> Config {
+        Config::from_toml("store = \"memory\"").unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_guard_owns_the_tasks_and_shutdown_waits_for_them() {
+        let server = ServerBuilder::new(memory()).build().await.unwrap();
+        let token = server.state().shutdown.clone();
+        let (_router, guard) = server.into_parts();
+        assert!(!token.is_cancelled());
+        // Every task watches the token: shutdown returns once they all finished.
+        tokio::time::timeout(Duration::from_secs(5), guard.shutdown())
+            .await
+            .expect("every background task stopped");
+        assert!(token.is_cancelled());
+
+        let server = ServerBuilder::new(memory()).build().await.unwrap();
+        let token = server.guard.token();
+        drop(server);
+        assert!(token.is_cancelled(), "dropping the guard stops the tasks");
+    }
+
+    #[tokio::test]
+    async fn the_config_is_validated_and_errors_keep_their_source() {
+        let mut bad = memory();
+        bad.default_role = "nobody".into();
+        let err = ServerBuilder::new(bad)
+            .build()
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, ServerError::Config(_)), "{err}");
+
+        // The data directory is a file: SQLite cannot open it, and says why.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut sqlite = memory();
+        sqlite.store = StoreKind::Sqlite;
+        sqlite.data_dir = file.path().to_owned();
+        let err = ServerBuilder::new(sqlite)
+            .build()
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, ServerError::Sqlite(_)), "{err}");
+        assert!(err.source().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_given_store_and_clock_are_used_and_the_node_runs_alone() {
+        let clock = Arc::new(sessiond_core::ManualClock::new(1_700_000_000_000));
+        let mut config = memory();
+        // Ignored: the given store wins, so no Redis is contacted.
+        config.store = StoreKind::Redis("redis://127.0.0.1:1".into());
+        config.server_secret = "a-secret-shared-by-every-node-0123".into();
+        let server = ServerBuilder::new(config)
+            .store(Arc::new(sessiond_store_memory::MemoryStore::new()))
+            .clock(clock.clone())
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(server.state().clock.now(), clock.now());
+        assert!(server.guard.cluster.is_empty(), "no cluster task");
+        assert!(server
+            .state()
+            .presence
+            .remote_rooms()
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -1,0 +1,59 @@
+//! The service's plain values (inputs and answers of its calls, settings): a leaf the
+//! service's files import, so the folder's files never import each other in a circle.
+
+use sessiond_core::{Session, Token};
+use std::time::Duration;
+
+/// An idempotent create: the client's key (validated at the edge) and the fingerprint
+/// of its request (`crate::idempotency::fingerprint`).
+pub struct Idempotency<'a> {
+    pub key: &'a str,
+    pub fingerprint: String,
+}
+
+/// What `SessionService::get_or_create` found or made.
+pub enum Obtained {
+    /// The presented token names a live session (its activity was recorded).
+    Current(Session),
+    /// A new session; `token` is the only clear copy of its token.
+    Created { session: Session, token: Token },
+    /// A repeated idempotent create: the session the first call made, and its token.
+    Replayed { session: Session, token: Token },
+}
+
+/// Who signs in: a verified ticket's claims.
+pub struct SignIn {
+    pub user_id: String,
+    /// A configured role.
+    pub role: String,
+    /// Rooms the session is restricted to (`None`: any room).
+    pub rooms: Option<Vec<String>>,
+}
+
+/// The signed-in session and its new token.
+pub struct SignedIn {
+    pub session: Session,
+    /// The rotated token (the old one stopped working).
+    pub token: Token,
+    /// A new session was made (no live one was presented, or it was another user's).
+    pub created: bool,
+    /// The request presented the token of a live session (even one that was ended
+    /// because it belonged to another user).
+    pub presented_live: bool,
+}
+
+/// Cluster mode (Redis store, several nodes): other nodes change the same sessions, so
+/// the cache is only trusted briefly and timeouts are re-checked against the store.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterMode {
+    /// A cached entry older than this is re-read from the store before use, which
+    /// bounds how long a session revoked or renewed elsewhere is seen stale here.
+    pub revalidate_ms: i64,
+    /// Activity on a session whose idle deadline is closer than this is written at once
+    /// instead of coalesced, so another node never sees a stored deadline pass while
+    /// newer activity waits in this node's cache.
+    pub urgent_ms: i64,
+}
+
+/// How often ended sessions and old audit events are purged.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
