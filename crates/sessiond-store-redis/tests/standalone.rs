@@ -5,8 +5,9 @@
 
 use redis::AsyncCommands;
 use sessiond_core::draft::AttachmentLimits;
-use sessiond_core::store::ByteStream;
-use sessiond_core::{Principal, Store, StoreError, Token};
+use sessiond_core::store::prelude::*;
+use sessiond_core::store::{AttachmentPut, ByteStream};
+use sessiond_core::{Principal, StoreError, Token};
 use sessiond_store_redis::keys::handle_hex;
 use sessiond_store_redis::{RedisConfig, RedisStore};
 use sessiond_testkit::conformance::{body, session};
@@ -107,7 +108,18 @@ async fn failed_uploads_leave_no_bytes() {
     let big = vec![7u8; 700_000];
     assert!(matches!(
         store
-            .put_attachment(&p, "c", 0, "a.bin", "x/y", body(&big, 100_000), limits, 1)
+            .put_attachment(
+                AttachmentPut {
+                    principal: &p,
+                    conversation: "c",
+                    expected_seq: 0,
+                    name: "a.bin",
+                    content_type: "x/y",
+                    limits,
+                    now: 1
+                },
+                body(&big, 100_000)
+            )
             .await,
         Err(StoreError::TooLarge { .. })
     ));
@@ -117,7 +129,18 @@ async fn failed_uploads_leave_no_bytes() {
     ]));
     assert!(matches!(
         store
-            .put_attachment(&p, "c", 0, "a.bin", "x/y", broken, limits, 1)
+            .put_attachment(
+                AttachmentPut {
+                    principal: &p,
+                    conversation: "c",
+                    expected_seq: 0,
+                    name: "a.bin",
+                    content_type: "x/y",
+                    limits,
+                    now: 1
+                },
+                broken
+            )
             .await,
         Err(StoreError::Body(_))
     ));
@@ -129,7 +152,18 @@ async fn failed_uploads_leave_no_bytes() {
     );
     // A committed upload is permanent (no upload TTL left on it).
     store
-        .put_attachment(&p, "c", 0, "a.bin", "x/y", body(b"kept", 2), limits, 2)
+        .put_attachment(
+            AttachmentPut {
+                principal: &p,
+                conversation: "c",
+                expected_seq: 0,
+                name: "a.bin",
+                content_type: "x/y",
+                limits,
+                now: 2,
+            },
+            body(b"kept", 2),
+        )
         .await
         .unwrap();
     let blobs: Vec<String> = r.keys(format!("{{{prefix}:p:*}}:b:*")).await.unwrap();
