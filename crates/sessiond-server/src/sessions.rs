@@ -12,6 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::lifecycle::{self, ClientInfo};
 use sessiond_core::policy::{Policies, Policy};
+use sessiond_core::store::Touch;
 use sessiond_core::timer::DeadlineQueue;
 use sessiond_core::{Clock, EndReason, Handle, Session, Store, Timestamp, Token, TokenHash};
 use std::collections::HashMap;
@@ -606,16 +607,7 @@ impl SessionService {
             }
         };
         if let Some(s) = pending {
-            if let Err(err) = self
-                .store
-                .touch_session(
-                    &s.handle,
-                    s.last_activity_at,
-                    s.last_seen_at,
-                    s.idle_expires_at,
-                )
-                .await
-            {
+            if let Err(err) = self.store.touch_session(&Touch::of(&s)).await {
                 self.mark_dirty(&s.handle);
                 return Err(err.into());
             }
@@ -631,20 +623,14 @@ impl SessionService {
 
     /// Writes all pending activity in one batch. On failure the entries stay dirty.
     pub async fn flush(&self) -> ApiResult<usize> {
-        let batch: Vec<(Handle, Timestamp, Timestamp, Timestamp)> = {
+        let batch: Vec<Touch> = {
             let mut c = self.lock();
             c.by_handle
                 .values_mut()
                 .filter(|e| e.dirty)
                 .map(|e| {
                     e.dirty = false;
-                    let s = &e.session;
-                    (
-                        s.handle,
-                        s.last_activity_at,
-                        s.last_seen_at,
-                        s.idle_expires_at,
-                    )
+                    Touch::of(&e.session)
                 })
                 .collect()
         };
@@ -652,8 +638,8 @@ impl SessionService {
             return Ok(0);
         }
         if let Err(err) = self.store.touch_sessions(&batch).await {
-            for (h, ..) in &batch {
-                self.mark_dirty(h);
+            for t in &batch {
+                self.mark_dirty(&t.handle);
             }
             return Err(err.into());
         }

@@ -51,9 +51,11 @@ impl AuditStore for RedisStore {
             inv.key(self.keys.audit_by_principal(p));
         }
         // The id is the hash field; the stored JSON carries 0.
-        inv.arg(serde_json::to_string(&AuditEvent { id: 0, ..e.clone() })?)
-            .arg(e.at);
-        self.eval(&inv).await
+        inv.arg(
+            serde_json::to_string(&AuditEvent { id: 0, ..e.clone() }).map_err(RedisError::from)?,
+        )
+        .arg(e.at);
+        Ok(self.eval(&inv).await?)
     }
 
     async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {

@@ -378,7 +378,7 @@ impl RedisStore {
 #[async_trait::async_trait]
 impl DraftStore for RedisStore {
     async fn get_draft(&self, p: &Principal, conversation: &str) -> Result<Option<Draft>> {
-        self.read_draft(p, conversation).await
+        Ok(self.read_draft(p, conversation).await?)
     }
 
     async fn list_drafts(&self, p: &Principal) -> Result<Vec<Draft>> {
@@ -647,7 +647,7 @@ impl DraftStore for RedisStore {
         if self.q::<Option<String>>(&set).await?.is_none() {
             return Ok(Vec::new());
         }
-        let result: R<Vec<String>> = async {
+        let result: Result<Vec<String>> = async {
             let mut moved = Vec::new();
             for anon in self.list_drafts(from).await? {
                 self.move_one(from, to, &anon, now).await?;

@@ -292,10 +292,7 @@ impl SessionStore for RedisStore {
             inv.arg(*k).arg(v);
         }
         if self.eval::<i64>(&inv).await? == 0 {
-            return Err(RedisError::Corrupt(format!(
-                "session {} already exists",
-                s.handle
-            )));
+            return Err(RedisError::Corrupt(format!("session {} already exists", s.handle)).into());
         }
         let mut set_token = Self::cmd("SET");
         set_token
@@ -330,7 +327,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn get_session(&self, h: &Handle) -> Result<Option<Session>> {
-        decode_session(&self.session_map(h).await?)
+        Ok(decode_session(&self.session_map(h).await?)?)
     }
 
     async fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>> {
@@ -610,14 +607,14 @@ impl SessionStore for RedisStore {
     async fn count_active_sessions(&self) -> Result<u64> {
         let mut c = Self::cmd("ZCARD");
         c.arg(self.keys.deadlines());
-        self.q(&c).await
+        Ok(self.q(&c).await?)
     }
 
     async fn get_data(&self, h: &Handle, key: &str) -> Result<Option<serde_json::Value>> {
         let mut c = Self::cmd("HGET");
         c.arg(self.keys.session_data(h)).arg(key);
         match self.q::<Option<String>>(&c).await? {
-            Some(v) => Ok(Some(serde_json::from_str(&v)?)),
+            Some(v) => Ok(Some(serde_json::from_str(&v).map_err(RedisError::from)?)),
             None => Ok(None),
         }
     }
@@ -627,7 +624,7 @@ impl SessionStore for RedisStore {
         inv.key(self.keys.session(h))
             .key(self.keys.session_data(h))
             .arg(key)
-            .arg(serde_json::to_string(value)?);
+            .arg(serde_json::to_string(value).map_err(RedisError::from)?);
         Ok(self.eval::<i64>(&inv).await? == 1)
     }
 

@@ -106,7 +106,7 @@ impl SnapshotStore for RedisStore {
         inv.key(self.keys.snapshot(room))
             .arg(expected_version)
             .arg(s.version)
-            .arg(serde_json::to_string(&s)?)
+            .arg(serde_json::to_string(&s).map_err(RedisError::from)?)
             .arg(data)
             .arg(retain_until.map(|t| t.to_string()).unwrap_or_default());
         let reply: Vec<redis::Value> = self.eval(&inv).await?;

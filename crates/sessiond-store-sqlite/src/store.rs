@@ -11,7 +11,7 @@ use crate::SqliteStore;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 use sessiond_core::audit::{AuditEvent, AuditFilter};
-use sessiond_core::draft::{merge_on_sign_in, AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::draft::{merge_on_sign_in, AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
     AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, Result,
