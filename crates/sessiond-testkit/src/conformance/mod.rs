@@ -83,49 +83,62 @@ impl<G: Send> Fixture for (Arc<dyn Store>, G) {
 }
 
 /// Expands to one named `#[tokio::test]` per conformance check, grouped by capability;
-/// see the module docs.
+/// see the module docs. `conformance_suite!(factory)` runs every check;
+/// `conformance_suite!(factory; sessions, drafts: [check_move_drafts])` runs whole
+/// groups by name and, for a group given with a list, only the checks listed.
 #[macro_export]
 macro_rules! conformance_suite {
-    ($factory:expr) => {
-        #[allow(unused_imports)]
-        mod conformance_suite {
-            use super::*;
-            $crate::conformance_suite!(@group $factory; sessions:
-                check_create_and_get,
-                check_idempotent_create,
-                check_existence_independent_of_data,
-                check_put_data_needs_active_session,
-                check_concurrent_put_data,
-                check_update_session_cas,
-                check_touch_session,
-                check_touch_sessions_batch,
-                check_end_session_once,
-                check_due_sessions,
-                check_list_sessions,
-                check_purge_ended_sessions,
-                check_count_active_sessions,
-            );
-            $crate::conformance_suite!(@group $factory; audit:
-                check_audit,
-            );
-            $crate::conformance_suite!(@group $factory; drafts:
-                check_draft_text_seq,
-                check_concurrent_draft_create,
-                check_attachment_roundtrip,
-                check_attachment_limits,
-                check_attachment_body_error,
-                check_delete_attachment,
-                check_deleted_draft_hides_attachments,
-                check_move_drafts,
-                check_purge_drafts,
-                check_principal_isolation,
-                check_random_draft_isolation,
-            );
-            $crate::conformance_suite!(@group $factory; snapshots:
-                check_snapshots,
-                check_concurrent_snapshot_put,
-            );
-        }
+    // Internal rules come first: an `@` token must never reach the `$factory:expr`
+    // rules below, whose expression parser cannot backtrack.
+    (@items $factory:expr; $group:ident: [$($check:ident),* $(,)?] $(, $($rest:tt)*)?) => {
+        $crate::conformance_suite!(@group $factory; $group: $($check),*);
+        $($crate::conformance_suite!(@items $factory; $($rest)*);)?
+    };
+    (@items $factory:expr; $group:ident $(, $($rest:tt)*)?) => {
+        $crate::conformance_suite!(@all $factory; $group);
+        $($crate::conformance_suite!(@items $factory; $($rest)*);)?
+    };
+    (@items $factory:expr;) => {};
+    (@all $factory:expr; sessions) => {
+        $crate::conformance_suite!(@group $factory; sessions:
+            check_create_and_get,
+            check_idempotent_create,
+            check_existence_independent_of_data,
+            check_put_data_needs_active_session,
+            check_concurrent_put_data,
+            check_update_session_cas,
+            check_touch_session,
+            check_touch_sessions_batch,
+            check_end_session_once,
+            check_due_sessions,
+            check_list_sessions,
+            check_purge_ended_sessions,
+            check_count_active_sessions,
+        );
+    };
+    (@all $factory:expr; audit) => {
+        $crate::conformance_suite!(@group $factory; audit: check_audit);
+    };
+    (@all $factory:expr; drafts) => {
+        $crate::conformance_suite!(@group $factory; drafts:
+            check_draft_text_seq,
+            check_concurrent_draft_create,
+            check_attachment_roundtrip,
+            check_attachment_limits,
+            check_attachment_body_error,
+            check_delete_attachment,
+            check_deleted_draft_hides_attachments,
+            check_move_drafts,
+            check_purge_drafts,
+            check_principal_isolation,
+            check_random_draft_isolation,
+        );
+    };
+    (@all $factory:expr; snapshots) => {
+        $crate::conformance_suite!(@group $factory; snapshots:
+            check_snapshots,
+            check_concurrent_snapshot_put,
+        );
     };
     (@group $factory:expr; $group:ident: $($check:ident),* $(,)?) => {
         mod $group {
@@ -140,6 +153,16 @@ macro_rules! conformance_suite {
                 }
             )*
         }
+    };
+    ($factory:expr; $($items:tt)+) => {
+        #[allow(unused_imports)]
+        mod conformance_suite {
+            use super::*;
+            $crate::conformance_suite!(@items $factory; $($items)+);
+        }
+    };
+    ($factory:expr) => {
+        $crate::conformance_suite!($factory; sessions, audit, drafts, snapshots);
     };
 }
 
