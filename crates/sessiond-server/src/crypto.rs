@@ -684,6 +684,7 @@ impl SnapshotStore for EncryptingSnapshots {
 mod tests {
     use super::*;
     use sessiond_store_memory::MemoryStore;
+    use sessiond_testkit::conformance::attachment;
 
     fn keys() -> Keyring {
         Keyring::new([7u8; 32], &[])
@@ -848,15 +849,7 @@ mod tests {
         };
         let w = s
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c1",
-                    expected_seq: 1,
-                    name: "a.webm",
-                    content_type: "audio/webm",
-                    limits,
-                    now: 2,
-                },
+                attachment(&p, "c1", 1, "a.webm", "audio/webm", limits, 2),
                 body(data.clone(), 4096),
             )
             .await;
@@ -884,15 +877,7 @@ mod tests {
         };
         let err = s
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c1",
-                    expected_seq: 2,
-                    name: "b.webm",
-                    content_type: "audio/webm",
-                    limits: small,
-                    now: 3,
-                },
+                attachment(&p, "c1", 2, "b.webm", "audio/webm", small, 3),
                 body(data, 4096),
             )
             .await;

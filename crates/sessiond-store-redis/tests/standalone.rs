@@ -6,11 +6,11 @@
 use redis::AsyncCommands;
 use sessiond_core::draft::AttachmentLimits;
 use sessiond_core::store::prelude::*;
-use sessiond_core::store::{AttachmentPut, ByteStream};
+use sessiond_core::store::ByteStream;
 use sessiond_core::{Principal, StoreError, Token};
 use sessiond_store_redis::keys::handle_hex;
 use sessiond_store_redis::{RedisConfig, RedisStore};
-use sessiond_testkit::conformance::{body, session};
+use sessiond_testkit::conformance::{attachment, body, session};
 use sessiond_testkit::redis_guard::RedisServer;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -109,15 +109,7 @@ async fn failed_uploads_leave_no_bytes() {
     assert!(matches!(
         store
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c",
-                    expected_seq: 0,
-                    name: "a.bin",
-                    content_type: "x/y",
-                    limits,
-                    now: 1
-                },
+                attachment(&p, "c", 0, "a.bin", "x/y", limits, 1),
                 body(&big, 100_000)
             )
             .await,
@@ -129,18 +121,7 @@ async fn failed_uploads_leave_no_bytes() {
     ]));
     assert!(matches!(
         store
-            .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c",
-                    expected_seq: 0,
-                    name: "a.bin",
-                    content_type: "x/y",
-                    limits,
-                    now: 1
-                },
-                broken
-            )
+            .put_attachment(attachment(&p, "c", 0, "a.bin", "x/y", limits, 1), broken)
             .await,
         Err(StoreError::Body(_))
     ));
@@ -153,15 +134,7 @@ async fn failed_uploads_leave_no_bytes() {
     // A committed upload is permanent (no upload TTL left on it).
     store
         .put_attachment(
-            AttachmentPut {
-                principal: &p,
-                conversation: "c",
-                expected_seq: 0,
-                name: "a.bin",
-                content_type: "x/y",
-                limits,
-                now: 2,
-            },
+            attachment(&p, "c", 0, "a.bin", "x/y", limits, 2),
             body(b"kept", 2),
         )
         .await

@@ -5,14 +5,12 @@ use bytes::Bytes;
 use sessiond_core::draft::{AttachmentLimits, DraftWrite};
 use sessiond_core::snapshot::{content_hash, SnapshotWrite};
 use sessiond_core::store::prelude::*;
-use sessiond_core::store::{
-    AttachmentPut, ByteStream, CreateOutcome, IdempotencyRecord, SnapshotPut,
-};
+use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord, SnapshotPut};
 use sessiond_core::{Principal, StoreError};
 use sessiond_store_sqlite::{
     schema::SCHEMA_VERSION, SqliteError, SqliteOptions, SqliteStore, DB_FILE,
 };
-use sessiond_testkit::conformance::{body, read_all, session};
+use sessiond_testkit::conformance::{attachment, body, read_all, session};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -94,15 +92,7 @@ async fn reopen_keeps_everything() {
         written(
             store
                 .put_attachment(
-                    AttachmentPut {
-                        principal: &p,
-                        conversation: "c1",
-                        expected_seq: d.seq,
-                        name: "clip.webm",
-                        content_type: "audio/webm",
-                        limits: LIMITS,
-                        now: 11,
-                    },
+                    attachment(&p, "c1", d.seq, "clip.webm", "audio/webm", LIMITS, 11),
                     body(&clip, 8192),
                 )
                 .await
@@ -227,15 +217,7 @@ async fn sweep_removes_orphans_and_keeps_referenced_blobs() {
         written(
             store
                 .put_attachment(
-                    AttachmentPut {
-                        principal: &p,
-                        conversation: "c1",
-                        expected_seq: 0,
-                        name: "a.bin",
-                        content_type: "x/y",
-                        limits: LIMITS,
-                        now: 1,
-                    },
+                    attachment(&p, "c1", 0, "a.bin", "x/y", LIMITS, 1),
                     body(b"referenced", 4),
                 )
                 .await
@@ -296,15 +278,7 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     assert!(matches!(
         store
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c",
-                    expected_seq: 0,
-                    name: "a",
-                    content_type: "x/y",
-                    limits: small,
-                    now: 1
-                },
+                attachment(&p, "c", 0, "a", "x/y", small, 1),
                 body(&[1; 500], 64)
             )
             .await,
@@ -316,18 +290,7 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     ]));
     assert!(matches!(
         store
-            .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c",
-                    expected_seq: 0,
-                    name: "a",
-                    content_type: "x/y",
-                    limits: small,
-                    now: 1
-                },
-                broken
-            )
+            .put_attachment(attachment(&p, "c", 0, "a", "x/y", small, 1), broken)
             .await,
         Err(StoreError::Body(_))
     ));
@@ -339,15 +302,7 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     let d = written(
         store
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c",
-                    expected_seq: 0,
-                    name: "a",
-                    content_type: "x/y",
-                    limits: small,
-                    now: 1,
-                },
+                attachment(&p, "c", 0, "a", "x/y", small, 1),
                 body(b"one", 2),
             )
             .await
@@ -356,15 +311,7 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     let d = written(
         store
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c",
-                    expected_seq: d.seq,
-                    name: "a",
-                    content_type: "x/y",
-                    limits: small,
-                    now: 2,
-                },
+                attachment(&p, "c", d.seq, "a", "x/y", small, 2),
                 body(b"two", 2),
             )
             .await
@@ -378,15 +325,7 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     let d = written(
         store
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c",
-                    expected_seq: d.seq,
-                    name: "b",
-                    content_type: "x/y",
-                    limits: small,
-                    now: 3,
-                },
+                attachment(&p, "c", d.seq, "b", "x/y", small, 3),
                 body(b"three", 2),
             )
             .await
@@ -408,15 +347,7 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     written(
         store
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c2",
-                    expected_seq: 0,
-                    name: "a",
-                    content_type: "x/y",
-                    limits: small,
-                    now: 6,
-                },
+                attachment(&p, "c2", 0, "a", "x/y", small, 6),
                 body(b"old", 2),
             )
             .await

@@ -1,12 +1,12 @@
 //! Draft checks: text seq compare-and-set, attachments and their limits, sign-in
 //! moves, purges, and isolation between principals (fixed cases and a property).
 
-use super::{body, pattern, read_all};
+use super::{attachment, body, pattern, read_all};
 use bytes::Bytes;
 use proptest::prelude::*;
 use sessiond_core::draft::{AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::store::prelude::*;
-use sessiond_core::store::{AttachmentPut, ByteStream};
+use sessiond_core::store::ByteStream;
 use sessiond_core::{Principal, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -49,15 +49,7 @@ async fn attach(
 ) -> Result<DraftWrite, StoreError> {
     store
         .put_attachment(
-            AttachmentPut {
-                principal: p,
-                conversation: conv,
-                expected_seq: seq,
-                name,
-                content_type: "audio/webm",
-                limits,
-                now: 10,
-            },
+            attachment(p, conv, seq, name, "audio/webm", limits, 10),
             body(data, 4096),
         )
         .await
@@ -225,15 +217,7 @@ pub async fn check_attachment_roundtrip(store: Arc<dyn Store>) {
     let data = pattern(200 * 1024, 7);
     let w = store
         .put_attachment(
-            AttachmentPut {
-                principal: &p,
-                conversation: "c1",
-                expected_seq: d1.seq,
-                name: "clip.webm",
-                content_type: "audio/webm",
-                limits: ROOMY,
-                now: 20,
-            },
+            attachment(&p, "c1", d1.seq, "clip.webm", "audio/webm", ROOMY, 20),
             body(&data, 30_000),
         )
         .await
@@ -265,15 +249,7 @@ pub async fn check_attachment_roundtrip(store: Arc<dyn Store>) {
     let d3 = written(
         store
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "c1",
-                    expected_seq: d2.seq,
-                    name: "clip.webm",
-                    content_type: "audio/ogg",
-                    limits: ROOMY,
-                    now: 30,
-                },
+                attachment(&p, "c1", d2.seq, "clip.webm", "audio/ogg", ROOMY, 30),
                 body(&data2, 999),
             )
             .await
@@ -417,15 +393,7 @@ pub async fn check_attachment_body_error(store: Arc<dyn Store>) {
     let broken: ByteStream = Box::pin(futures::stream::iter(chunks));
     match store
         .put_attachment(
-            AttachmentPut {
-                principal: &p,
-                conversation: "c1",
-                expected_seq: d1.seq,
-                name: "clip.webm",
-                content_type: "audio/webm",
-                limits: ROOMY,
-                now: 20,
-            },
+            attachment(&p, "c1", d1.seq, "clip.webm", "audio/webm", ROOMY, 20),
             broken,
         )
         .await
@@ -709,15 +677,7 @@ pub async fn check_purge_drafts(store: Arc<dyn Store>) {
     written(
         store
             .put_attachment(
-                AttachmentPut {
-                    principal: &p,
-                    conversation: "old",
-                    expected_seq: old.seq,
-                    name: "a.bin",
-                    content_type: "x/y",
-                    limits: ROOMY,
-                    now: 100,
-                },
+                attachment(&p, "old", old.seq, "a.bin", "x/y", ROOMY, 100),
                 body(b"old bytes", 3),
             )
             .await
@@ -956,15 +916,15 @@ async fn run_isolation_case(
                     .insert(data.clone());
                 store
                     .put_attachment(
-                        AttachmentPut {
-                            principal: &principals[p],
-                            conversation: convs[c],
-                            expected_seq: seq,
-                            name: names[name],
-                            content_type: "x/y",
-                            limits: ROOMY,
-                            now: n as i64,
-                        },
+                        attachment(
+                            &principals[p],
+                            convs[c],
+                            seq,
+                            names[name],
+                            "x/y",
+                            ROOMY,
+                            n as i64,
+                        ),
                         body(&data, 7),
                     )
                     .await

@@ -60,7 +60,8 @@ pub mod snapshots;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sessiond_core::store::ByteStream;
+use sessiond_core::draft::AttachmentLimits;
+use sessiond_core::store::{AttachmentPut, ByteStream};
 use sessiond_core::{Handle, Principal, Session, SessionState, Store, Timestamp, Token};
 use std::sync::Arc;
 
@@ -190,6 +191,27 @@ pub fn session(principal: &str, role: &str, now: Timestamp) -> Session {
         client_ip: Some("192.0.2.7".into()),
         user_agent: Some("conformance/1".into()),
         allowed_rooms: Some(vec!["room-1".into()]),
+    }
+}
+
+/// An attachment write of `name` into (`p`, `conversation`), for backends' own tests.
+pub fn attachment<'a>(
+    p: &'a Principal,
+    conversation: &'a str,
+    expected_seq: u64,
+    name: &'a str,
+    content_type: &'a str,
+    limits: AttachmentLimits,
+    now: Timestamp,
+) -> AttachmentPut<'a> {
+    AttachmentPut {
+        principal: p,
+        conversation,
+        expected_seq,
+        name,
+        content_type,
+        limits,
+        now,
     }
 }
 

@@ -4,20 +4,35 @@ use super::pattern;
 use sessiond_core::snapshot::{content_hash, SnapshotWrite};
 use sessiond_core::store::prelude::*;
 use sessiond_core::store::SnapshotPut;
+use sessiond_core::Timestamp;
 use std::sync::Arc;
+
+/// A snapshot write with no author and no retention deadline.
+fn put<'a>(
+    room: &'a str,
+    expected_version: u64,
+    data: &'a [u8],
+    content_type: &'a str,
+    now: Timestamp,
+) -> SnapshotPut<'a> {
+    SnapshotPut {
+        room,
+        expected_version,
+        data,
+        content_type,
+        by: None,
+        retain_until: None,
+        now,
+    }
+}
 
 pub async fn check_snapshots(store: Arc<dyn Store>) {
     assert_eq!(store.get_snapshot("room-1").await.unwrap(), None);
     let data1 = pattern(70_000, 5);
     let s1 = match store
         .put_snapshot(SnapshotPut {
-            room: "room-1",
-            expected_version: 0,
-            data: &data1,
-            content_type: "application/json",
             by: Some("s_abc"),
-            retain_until: None,
-            now: 100,
+            ..put("room-1", 0, &data1, "application/json", 100)
         })
         .await
         .unwrap()
@@ -51,15 +66,7 @@ pub async fn check_snapshots(store: Arc<dyn Store>) {
 
     let data2 = b"{\"v\":2}".to_vec();
     let s2 = match store
-        .put_snapshot(SnapshotPut {
-            room: "room-1",
-            expected_version: 1,
-            data: &data2,
-            content_type: "application/json",
-            by: None,
-            retain_until: None,
-            now: 200,
-        })
+        .put_snapshot(put("room-1", 1, &data2, "application/json", 200))
         .await
         .unwrap()
     {
@@ -69,15 +76,7 @@ pub async fn check_snapshots(store: Arc<dyn Store>) {
     assert_eq!(s2.version, 2);
     // A writer naming an old version is refused and shown the current one, without data.
     match store
-        .put_snapshot(SnapshotPut {
-            room: "room-1",
-            expected_version: 1,
-            data: b"stale",
-            content_type: "application/json",
-            by: None,
-            retain_until: None,
-            now: 300,
-        })
+        .put_snapshot(put("room-1", 1, b"stale", "application/json", 300))
         .await
         .unwrap()
     {
@@ -91,15 +90,7 @@ pub async fn check_snapshots(store: Arc<dyn Store>) {
         other => panic!("expected Conflict, got {other:?}"),
     }
     match store
-        .put_snapshot(SnapshotPut {
-            room: "room-1",
-            expected_version: 0,
-            data: b"stale",
-            content_type: "application/json",
-            by: None,
-            retain_until: None,
-            now: 300,
-        })
+        .put_snapshot(put("room-1", 0, b"stale", "application/json", 300))
         .await
         .unwrap()
     {
@@ -107,15 +98,7 @@ pub async fn check_snapshots(store: Arc<dyn Store>) {
         other => panic!("expected Conflict, got {other:?}"),
     }
     match store
-        .put_snapshot(SnapshotPut {
-            room: "room-2",
-            expected_version: 3,
-            data: b"x",
-            content_type: "text/plain",
-            by: None,
-            retain_until: None,
-            now: 300,
-        })
+        .put_snapshot(put("room-2", 3, b"x", "text/plain", 300))
         .await
         .unwrap()
     {
@@ -129,13 +112,8 @@ pub async fn check_snapshots(store: Arc<dyn Store>) {
     // Retention: purged once `retain_until <= now`; `None` keeps it.
     match store
         .put_snapshot(SnapshotPut {
-            room: "room-3",
-            expected_version: 0,
-            data: b"kept",
-            content_type: "text/plain",
-            by: None,
             retain_until: Some(10_000),
-            now: 300,
+            ..put("room-3", 0, b"kept", "text/plain", 300)
         })
         .await
         .unwrap()
@@ -165,7 +143,7 @@ pub async fn check_snapshots(store: Arc<dyn Store>) {
     assert!(store.get_snapshot("room-3").await.unwrap().is_some());
     // A purged room starts again at version 1.
     assert!(matches!(
-        store.put_snapshot(SnapshotPut { room: "room-1", expected_version: 0, data: b"new", content_type: "text/plain", by: None, retain_until: None, now: 2_000 }).await.unwrap(),
+        store.put_snapshot(put("room-1", 0, b"new", "text/plain", 2_000)).await.unwrap(),
         SnapshotWrite::Written(s) if s.version == 1
     ));
 }
@@ -179,15 +157,7 @@ pub async fn check_concurrent_snapshot_put(store: Arc<dyn Store>) {
             (
                 i,
                 store
-                    .put_snapshot(SnapshotPut {
-                        room: "room",
-                        expected_version: 0,
-                        data: &data,
-                        content_type: "application/octet-stream",
-                        by: None,
-                        retain_until: None,
-                        now: 10,
-                    })
+                    .put_snapshot(put("room", 0, &data, "application/octet-stream", 10))
                     .await
                     .unwrap(),
             )
