@@ -1,7 +1,8 @@
 //! sessiond's domain core: the session model and its rules, with no IO.
 //!
-//! Backends (`sessiond-store-*`) implement [`store::Store`]; the server drives the
-//! lifecycle with the pure functions in [`lifecycle`] and the timer in [`timer`].
+//! Backends (`sessiond-store-*`) implement the [`store`] capability traits; the server
+//! drives the lifecycle with the pure functions in [`lifecycle`] and the timer in
+//! [`timer`].
 //! Time always comes from a [`clock::Clock`] so tests can control it.
 
 pub mod audit;
@@ -20,5 +21,5 @@ pub mod token;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{CoreError, StoreError};
 pub use session::{EndReason, Principal, Session, SessionState};
-pub use store::Store;
+pub use store::{AuditStore, DraftStore, SessionStore, SnapshotStore, Store};
 pub use token::{Handle, Token, TokenHash};

@@ -7,6 +7,7 @@ use reqwest::cookie::{CookieStore, Jar};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use sessiond_core::draft::{merge_on_sign_in, AttachmentMeta, Draft};
+use sessiond_core::store::SnapshotPut;
 use sessiond_core::{Clock, ManualClock, Principal, Store};
 use sessiond_server::config::Config;
 use std::collections::{BTreeMap, BTreeSet};
@@ -934,11 +935,27 @@ async fn purge_job_removes_expired_drafts_and_snapshots_and_audits() {
         .await
         .expect("write");
     store
-        .put_snapshot("room-old", 0, b"s", "text/plain", None, Some(t0 + 1000), t0)
+        .put_snapshot(SnapshotPut {
+            room: "room-old",
+            expected_version: 0,
+            data: b"s",
+            content_type: "text/plain",
+            by: None,
+            retain_until: Some(t0 + 1000),
+            now: t0,
+        })
         .await
         .expect("snapshot");
     store
-        .put_snapshot("room-live", 0, b"s", "text/plain", None, None, t0)
+        .put_snapshot(SnapshotPut {
+            room: "room-live",
+            expected_version: 0,
+            data: b"s",
+            content_type: "text/plain",
+            by: None,
+            retain_until: None,
+            now: t0,
+        })
         .await
         .expect("snapshot");
     clock.advance_ms(6 * 24 * 3600 * 1000);

@@ -1,4 +1,4 @@
-//! An in-memory [`Store`]: everything in maps behind one `std::sync::Mutex`.
+//! An in-memory [`sessiond_core::Store`]: everything in maps behind one `std::sync::Mutex`.
 //!
 //! For tests and single-node development; nothing survives a restart. Every method takes
 //! the lock once, does its work without awaiting and releases it, which is what makes
@@ -13,12 +13,15 @@
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sessiond_core::audit::{AuditEvent, AuditFilter};
-use sessiond_core::draft::{merge_on_sign_in, AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::draft::{merge_on_sign_in, AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
-use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord, Result, SessionFilter};
+use sessiond_core::store::{
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, Result,
+    SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+};
 use sessiond_core::token::random_id;
 use sessiond_core::{
-    EndReason, Handle, Principal, Session, SessionState, Store, StoreError, Timestamp, TokenHash,
+    EndReason, Handle, Principal, Session, SessionState, StoreError, Timestamp, TokenHash,
 };
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -147,7 +150,7 @@ impl MemoryStore {
 }
 
 #[async_trait::async_trait]
-impl Store for MemoryStore {
+impl SessionStore for MemoryStore {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
@@ -196,13 +199,13 @@ impl Store for MemoryStore {
         Ok(ok)
     }
 
-    async fn touch_session(
-        &self,
-        handle: &Handle,
-        last_activity_at: Timestamp,
-        last_seen_at: Timestamp,
-        idle_expires_at: Timestamp,
-    ) -> Result<bool> {
+    async fn touch_session(&self, t: &Touch) -> Result<bool> {
+        let Touch {
+            ref handle,
+            last_activity_at,
+            last_seen_at,
+            idle_expires_at,
+        } = *t;
         let mut g = self.lock();
         let Some(cur) = g.sessions.get(handle).filter(|s| s.is_active()) else {
             return Ok(false);
@@ -313,7 +316,10 @@ impl Store for MemoryStore {
             .and_then(|m| m.remove(key))
             .is_some())
     }
+}
 
+#[async_trait::async_trait]
+impl AuditStore for MemoryStore {
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
         let mut g = self.lock();
         g.last_audit_id += 1;
@@ -358,7 +364,10 @@ impl Store for MemoryStore {
         }
         Ok(doomed.len())
     }
+}
 
+#[async_trait::async_trait]
+impl DraftStore for MemoryStore {
     async fn get_draft(&self, p: &Principal, conversation: &str) -> Result<Option<Draft>> {
         Ok(self
             .lock()
@@ -431,15 +440,18 @@ impl Store for MemoryStore {
 
     async fn put_attachment(
         &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        name: &str,
-        content_type: &str,
+        put: AttachmentPut<'_>,
         mut body: ByteStream,
-        limits: AttachmentLimits,
-        now: Timestamp,
     ) -> Result<DraftWrite> {
+        let AttachmentPut {
+            principal: p,
+            conversation,
+            expected_seq,
+            name,
+            content_type,
+            limits,
+            now,
+        } = put;
         let key = Inner::key(p, conversation);
         let held = {
             let g = self.lock();
@@ -625,21 +637,24 @@ impl Store for MemoryStore {
         }
         Ok(doomed.len())
     }
+}
 
+#[async_trait::async_trait]
+impl SnapshotStore for MemoryStore {
     async fn get_snapshot(&self, room: &str) -> Result<Option<Snapshot>> {
         Ok(self.lock().snapshots.get(room).cloned())
     }
 
-    async fn put_snapshot(
-        &self,
-        room: &str,
-        expected_version: u64,
-        data: &[u8],
-        content_type: &str,
-        by: Option<&str>,
-        retain_until: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<SnapshotWrite> {
+    async fn put_snapshot(&self, put: SnapshotPut<'_>) -> Result<SnapshotWrite> {
+        let SnapshotPut {
+            room,
+            expected_version,
+            data,
+            content_type,
+            by,
+            retain_until,
+            now,
+        } = put;
         let mut g = self.lock();
         let cur = g.snapshots.get(room);
         if cur.map_or(0, |s| s.version) != expected_version {
@@ -692,6 +707,8 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sessiond_core::draft::AttachmentLimits;
+    use sessiond_core::Store;
     use std::sync::Arc;
 
     sessiond_testkit::conformance_suite!(async { Arc::new(MemoryStore::new()) as Arc<dyn Store> });
@@ -707,14 +724,17 @@ mod tests {
         let body = |b: &'static [u8]| -> ByteStream {
             Box::pin(futures::stream::iter([Ok(Bytes::from_static(b))]))
         };
-        store
-            .put_attachment(&p, "c", 0, "x", "t/t", body(b"one"), limits, 1)
-            .await
-            .unwrap();
-        store
-            .put_attachment(&p, "c", 1, "x", "t/t", body(b"two"), limits, 2)
-            .await
-            .unwrap();
+        let put = |expected_seq, now| AttachmentPut {
+            principal: &p,
+            conversation: "c",
+            expected_seq,
+            name: "x",
+            content_type: "t/t",
+            limits,
+            now,
+        };
+        store.put_attachment(put(0, 1), body(b"one")).await.unwrap();
+        store.put_attachment(put(1, 2), body(b"two")).await.unwrap();
         assert_eq!(store.lock().blobs.len(), 1);
         store.delete_draft(&p, "c", 2, 3).await.unwrap();
         assert!(store.lock().blobs.is_empty());

@@ -7,30 +7,14 @@ use crate::{cap, RedisStore};
 use sessiond_core::audit::{AuditEvent, AuditFilter};
 use sessiond_core::Timestamp;
 
+use sessiond_core::store::{AuditStore, Result};
+
 type R<T> = Result<T, RedisError>;
 
 /// Ids read per round trip while scanning an index.
 const SCAN_BATCH: usize = 256;
 
 impl RedisStore {
-    pub(crate) async fn append_audit_impl(&self, e: &AuditEvent) -> R<i64> {
-        let mut inv = APPEND_AUDIT.prepare_invoke();
-        inv.key(self.keys.audit_seq())
-            .key(self.keys.audit_events())
-            .key(self.keys.audit_ids())
-            .key(self.keys.audit_at());
-        if let Some(h) = &e.handle {
-            inv.key(self.keys.audit_by_handle(h));
-        }
-        if let Some(p) = &e.principal {
-            inv.key(self.keys.audit_by_principal(p));
-        }
-        // The id is the hash field; the stored JSON carries 0.
-        inv.arg(serde_json::to_string(&AuditEvent { id: 0, ..e.clone() })?)
-            .arg(e.at);
-        self.eval(&inv).await
-    }
-
     async fn audit_events(&self, ids: &[i64]) -> R<Vec<AuditEvent>> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -50,8 +34,31 @@ impl RedisStore {
         }
         Ok(out)
     }
+}
 
-    pub(crate) async fn query_audit_impl(&self, f: &AuditFilter) -> R<Vec<AuditEvent>> {
+#[async_trait::async_trait]
+impl AuditStore for RedisStore {
+    async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
+        let mut inv = APPEND_AUDIT.prepare_invoke();
+        inv.key(self.keys.audit_seq())
+            .key(self.keys.audit_events())
+            .key(self.keys.audit_ids())
+            .key(self.keys.audit_at());
+        if let Some(h) = &e.handle {
+            inv.key(self.keys.audit_by_handle(h));
+        }
+        if let Some(p) = &e.principal {
+            inv.key(self.keys.audit_by_principal(p));
+        }
+        // The id is the hash field; the stored JSON carries 0.
+        inv.arg(
+            serde_json::to_string(&AuditEvent { id: 0, ..e.clone() }).map_err(RedisError::from)?,
+        )
+        .arg(e.at);
+        Ok(self.eval(&inv).await?)
+    }
+
+    async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
         let limit = cap(f.limit);
         // The most selective index available; the filter checks the rest.
         let index = match (&f.handle, &f.principal) {
@@ -100,7 +107,7 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn purge_audit_impl(&self, before: Timestamp, limit: usize) -> R<usize> {
+    async fn purge_audit(&self, before: Timestamp, limit: usize) -> Result<usize> {
         let limit = cap(limit);
         let mut purged = 0;
         while purged < limit {

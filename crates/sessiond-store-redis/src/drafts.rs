@@ -19,6 +19,8 @@ use sessiond_core::{Principal, StoreError, Timestamp};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
+use sessiond_core::store::{AttachmentPut, DraftStore, Result};
+
 type R<T> = Result<T, RedisError>;
 
 /// Upload bytes buffered before one APPEND: bounds memory per upload and round trips.
@@ -175,179 +177,6 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn get_draft_impl(
-        &self,
-        p: &Principal,
-        conversation: &str,
-    ) -> R<Option<Draft>> {
-        self.read_draft(p, conversation).await
-    }
-
-    pub(crate) async fn list_drafts_impl(&self, p: &Principal) -> R<Vec<Draft>> {
-        let mut c = redis::cmd("HGETALL");
-        c.arg(self.keys.drafts(p));
-        let all: HashMap<String, String> = self.q(&c).await?;
-        let mut out: Vec<Draft> = all
-            .values()
-            .map(|j| parse_draft(j))
-            .collect::<R<Vec<_>>>()?
-            .into_iter()
-            .filter(|d| !d.deleted)
-            .collect();
-        out.sort_by(|a, b| a.conversation.cmp(&b.conversation));
-        Ok(out)
-    }
-
-    pub(crate) async fn put_draft_text_impl(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        text: &str,
-        now: Timestamp,
-    ) -> Result<DraftWrite, StoreError> {
-        let cur = self.read_draft(p, conversation).await?;
-        if seq_of(cur.as_ref()) != expected_seq {
-            return Ok(DraftWrite::Conflict(cur));
-        }
-        let attachments = cur
-            .as_ref()
-            .filter(|d| !d.deleted)
-            .map(|d| d.attachments.clone())
-            .unwrap_or_default();
-        let mut d = Draft {
-            principal: p.clone(),
-            conversation: conversation.to_owned(),
-            text: text.to_owned(),
-            seq: expected_seq + 1,
-            updated_at: now,
-            deleted: false,
-            attachments,
-        };
-        d.deleted = d.is_empty();
-        let commit = Commit {
-            expected_seq,
-            new: Some(&d),
-            delta_bytes: 0,
-            quota: None,
-            delete_blobs: vec![],
-            persist_blobs: vec![],
-        };
-        self.commit_write(p, conversation, commit).await
-    }
-
-    pub(crate) async fn delete_draft_impl(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        now: Timestamp,
-    ) -> Result<DraftWrite, StoreError> {
-        let cur = self.read_draft(p, conversation).await?;
-        if seq_of(cur.as_ref()) != expected_seq {
-            return Ok(DraftWrite::Conflict(cur));
-        }
-        let t = tombstone(p, conversation, expected_seq + 1, now);
-        let commit = Commit {
-            expected_seq,
-            new: Some(&t),
-            delta_bytes: -(live_bytes(cur.as_ref()) as i64),
-            quota: None,
-            delete_blobs: self.blob_keys(p, cur.iter().flat_map(|d| &d.attachments)),
-            persist_blobs: vec![],
-        };
-        self.commit_write(p, conversation, commit).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn put_attachment_impl(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        name: &str,
-        content_type: &str,
-        body: ByteStream,
-        limits: AttachmentLimits,
-        now: Timestamp,
-    ) -> Result<DraftWrite, StoreError> {
-        let cur = self.read_draft(p, conversation).await?;
-        // Seqs only grow: a stale seq now is stale at commit too, so refuse before
-        // reading the body.
-        if seq_of(cur.as_ref()) != expected_seq {
-            return Ok(DraftWrite::Conflict(cur));
-        }
-        let replaced = cur
-            .as_ref()
-            .filter(|d| !d.deleted)
-            .and_then(|d| d.attachment(name))
-            .cloned();
-        let replaced_size = replaced.as_ref().map_or(0, |a| a.size);
-        let mut get_held = redis::cmd("GET");
-        get_held.arg(self.keys.held_bytes(p));
-        let held = self.q::<Option<i64>>(&get_held).await?.unwrap_or(0).max(0) as u64;
-        let blob_id = random_id(16);
-        let blob_key = self.keys.blob(p, &blob_id);
-
-        let streamed = self
-            .stream_blob(&blob_key, body, limits, held.saturating_sub(replaced_size))
-            .await;
-        let (size, sha256) = match streamed {
-            Ok(v) => v,
-            Err(e) => {
-                self.discard_blob(&blob_key).await;
-                return Err(e);
-            }
-        };
-        let meta = AttachmentMeta {
-            name: name.to_owned(),
-            content_type: content_type.to_owned(),
-            size,
-            sha256,
-            blob_id,
-        };
-        let mut d = match &cur {
-            Some(d) if !d.deleted => d.clone(),
-            _ => tombstone(p, conversation, expected_seq, now),
-        };
-        d.attachments.retain(|a| a.name != name);
-        d.attachments.push(meta);
-        d.seq = expected_seq + 1;
-        d.updated_at = now;
-        d.deleted = false;
-        let commit = Commit {
-            expected_seq,
-            new: Some(&d),
-            delta_bytes: size as i64 - replaced_size as i64,
-            quota: Some(limits.quota),
-            delete_blobs: self.blob_keys(p, replaced.iter()),
-            persist_blobs: vec![blob_key.clone()],
-        };
-        let outcome = self.draft_cas(p, conversation, commit).await;
-        match outcome {
-            Ok(Cas::Applied) => {
-                self.note_draft_change(p, conversation, now).await?;
-                Ok(DraftWrite::Written(d))
-            }
-            Ok(Cas::Stale(current)) => {
-                self.discard_blob(&blob_key).await;
-                Ok(DraftWrite::Conflict(current))
-            }
-            Ok(Cas::OverQuota) => {
-                // Other uploads of this principal committed while this body streamed.
-                self.discard_blob(&blob_key).await;
-                Err(StoreError::QuotaExceeded {
-                    quota: limits.quota,
-                })
-            }
-            Err(e) => {
-                // Unknown whether the commit applied (timeout): the blob may be in use,
-                // so it is left to its upload TTL or to the commit's PERSIST.
-                Err(e.into())
-            }
-        }
-    }
-
     /// Streams `body` into `key` in bounded chunks, enforcing the limits as bytes
     /// arrive; `held` is what the principal holds besides the attachment replaced.
     /// Returns the size and SHA-256 (hex).
@@ -406,86 +235,6 @@ impl RedisStore {
         if let Err(e) = self.q::<i64>(&c).await {
             tracing::debug!(error = %e, "unreferenced upload left to its TTL");
         }
-    }
-
-    pub(crate) async fn get_attachment_impl(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        name: &str,
-    ) -> Result<Option<(AttachmentMeta, ByteStream)>, StoreError> {
-        let Some(d) = self
-            .read_draft(p, conversation)
-            .await?
-            .filter(|d| !d.deleted)
-        else {
-            return Ok(None);
-        };
-        let Some(meta) = d.attachment(name).cloned() else {
-            return Ok(None);
-        };
-        let mut get = redis::cmd("GET");
-        get.arg(self.keys.blob(p, &meta.blob_id));
-        let bytes = self.q::<Option<Vec<u8>>>(&get).await?.unwrap_or_default();
-        if bytes.len() as u64 != meta.size {
-            // Replaced or deleted between the two reads, or lost by Redis.
-            let again = self.read_draft(p, conversation).await?;
-            if again
-                .as_ref()
-                .and_then(|d| d.attachment(name))
-                .map(|a| &a.blob_id)
-                != Some(&meta.blob_id)
-            {
-                return Ok(None);
-            }
-            return Err(StoreError::Corrupt(format!(
-                "attachment {name} has {} of {} bytes",
-                bytes.len(),
-                meta.size
-            )));
-        }
-        let bytes = Bytes::from(bytes);
-        let chunks: Vec<std::io::Result<Bytes>> = (0..bytes.len())
-            .step_by(READ_CHUNK)
-            .map(|i| Ok(bytes.slice(i..(i + READ_CHUNK).min(bytes.len()))))
-            .collect();
-        Ok(Some((meta, Box::pin(futures::stream::iter(chunks)))))
-    }
-
-    pub(crate) async fn delete_attachment_impl(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        name: &str,
-        now: Timestamp,
-    ) -> Result<DraftWrite, StoreError> {
-        let cur = self.read_draft(p, conversation).await?;
-        if seq_of(cur.as_ref()) != expected_seq {
-            return Ok(DraftWrite::Conflict(cur));
-        }
-        let Some(mut d) = cur.filter(|d| !d.deleted && d.attachment(name).is_some()) else {
-            return Ok(DraftWrite::NotFound);
-        };
-        let removed: Vec<AttachmentMeta> = d
-            .attachments
-            .iter()
-            .filter(|a| a.name == name)
-            .cloned()
-            .collect();
-        d.attachments.retain(|a| a.name != name);
-        d.seq += 1;
-        d.updated_at = now;
-        d.deleted = d.is_empty();
-        let commit = Commit {
-            expected_seq,
-            new: Some(&d),
-            delta_bytes: -(removed.iter().map(|a| a.size).sum::<u64>() as i64),
-            quota: None,
-            delete_blobs: self.blob_keys(p, &removed),
-            persist_blobs: vec![],
-        };
-        self.commit_write(p, conversation, commit).await
     }
 
     /// Copies an attachment's bytes into `to`'s slot under a fresh blob id (with the
@@ -580,74 +329,6 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(crate) async fn move_drafts_impl(
-        &self,
-        from: &Principal,
-        to: &Principal,
-        now: Timestamp,
-    ) -> R<Vec<String>> {
-        if from == to {
-            return Ok(Vec::new());
-        }
-        // Two sign-ins of one browser at once would both copy the same drafts; the
-        // lock makes the second one a no-op instead of a duplicate.
-        let lock = self.keys.move_lock(from);
-        let token = random_id(16);
-        let mut set = redis::cmd("SET");
-        set.arg(&lock)
-            .arg(&token)
-            .arg("NX")
-            .arg("PX")
-            .arg(MOVE_LOCK_MS);
-        if self.q::<Option<String>>(&set).await?.is_none() {
-            return Ok(Vec::new());
-        }
-        let result: R<Vec<String>> = async {
-            let mut moved = Vec::new();
-            for anon in self.list_drafts_impl(from).await? {
-                self.move_one(from, to, &anon, now).await?;
-                moved.push(anon.conversation);
-            }
-            Ok(moved)
-        }
-        .await;
-        let mut release = DEL_IF_EQ.prepare_invoke();
-        release.key(&lock).arg(&token);
-        let released = self.eval::<i64>(&release).await;
-        let moved = result?;
-        released?;
-        Ok(moved)
-    }
-
-    pub(crate) async fn purge_drafts_impl(&self, before: Timestamp, limit: usize) -> R<usize> {
-        let limit = cap(limit);
-        let mut purged = 0;
-        for _ in 0..MAX_PASSES {
-            let want = (limit - purged).min(PURGE_BATCH);
-            if want == 0 {
-                break;
-            }
-            let mut range = redis::cmd("ZRANGEBYSCORE");
-            range
-                .arg(self.keys.draft_updates())
-                .arg("-inf")
-                .arg(format!("({before}"))
-                .arg("LIMIT")
-                .arg(0)
-                .arg(want);
-            let members: Vec<String> = self.q(&range).await?;
-            for m in &members {
-                if self.purge_draft_member(m, before).await? {
-                    purged += 1;
-                }
-            }
-            if members.len() < want {
-                break;
-            }
-        }
-        Ok(purged)
-    }
-
     /// Purges one draft named by a retention-index member if it is still older than
     /// `before`; otherwise repairs the index entry.
     async fn purge_draft_member(&self, member: &str, before: Timestamp) -> R<bool> {
@@ -691,5 +372,324 @@ impl RedisStore {
             // Written meanwhile: its writer re-noted it; the next purge decides.
             _ => Ok(false),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl DraftStore for RedisStore {
+    async fn get_draft(&self, p: &Principal, conversation: &str) -> Result<Option<Draft>> {
+        Ok(self.read_draft(p, conversation).await?)
+    }
+
+    async fn list_drafts(&self, p: &Principal) -> Result<Vec<Draft>> {
+        let mut c = redis::cmd("HGETALL");
+        c.arg(self.keys.drafts(p));
+        let all: HashMap<String, String> = self.q(&c).await?;
+        let mut out: Vec<Draft> = all
+            .values()
+            .map(|j| parse_draft(j))
+            .collect::<R<Vec<_>>>()?
+            .into_iter()
+            .filter(|d| !d.deleted)
+            .collect();
+        out.sort_by(|a, b| a.conversation.cmp(&b.conversation));
+        Ok(out)
+    }
+
+    async fn put_draft_text(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        text: &str,
+        now: Timestamp,
+    ) -> Result<DraftWrite, StoreError> {
+        let cur = self.read_draft(p, conversation).await?;
+        if seq_of(cur.as_ref()) != expected_seq {
+            return Ok(DraftWrite::Conflict(cur));
+        }
+        let attachments = cur
+            .as_ref()
+            .filter(|d| !d.deleted)
+            .map(|d| d.attachments.clone())
+            .unwrap_or_default();
+        let mut d = Draft {
+            principal: p.clone(),
+            conversation: conversation.to_owned(),
+            text: text.to_owned(),
+            seq: expected_seq + 1,
+            updated_at: now,
+            deleted: false,
+            attachments,
+        };
+        d.deleted = d.is_empty();
+        let commit = Commit {
+            expected_seq,
+            new: Some(&d),
+            delta_bytes: 0,
+            quota: None,
+            delete_blobs: vec![],
+            persist_blobs: vec![],
+        };
+        self.commit_write(p, conversation, commit).await
+    }
+
+    async fn delete_draft(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        now: Timestamp,
+    ) -> Result<DraftWrite, StoreError> {
+        let cur = self.read_draft(p, conversation).await?;
+        if seq_of(cur.as_ref()) != expected_seq {
+            return Ok(DraftWrite::Conflict(cur));
+        }
+        let t = tombstone(p, conversation, expected_seq + 1, now);
+        let commit = Commit {
+            expected_seq,
+            new: Some(&t),
+            delta_bytes: -(live_bytes(cur.as_ref()) as i64),
+            quota: None,
+            delete_blobs: self.blob_keys(p, cur.iter().flat_map(|d| &d.attachments)),
+            persist_blobs: vec![],
+        };
+        self.commit_write(p, conversation, commit).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_attachment(&self, put: AttachmentPut<'_>, body: ByteStream) -> Result<DraftWrite> {
+        let AttachmentPut {
+            principal: p,
+            conversation,
+            expected_seq,
+            name,
+            content_type,
+            limits,
+            now,
+        } = put;
+        let cur = self.read_draft(p, conversation).await?;
+        // Seqs only grow: a stale seq now is stale at commit too, so refuse before
+        // reading the body.
+        if seq_of(cur.as_ref()) != expected_seq {
+            return Ok(DraftWrite::Conflict(cur));
+        }
+        let replaced = cur
+            .as_ref()
+            .filter(|d| !d.deleted)
+            .and_then(|d| d.attachment(name))
+            .cloned();
+        let replaced_size = replaced.as_ref().map_or(0, |a| a.size);
+        let mut get_held = redis::cmd("GET");
+        get_held.arg(self.keys.held_bytes(p));
+        let held = self.q::<Option<i64>>(&get_held).await?.unwrap_or(0).max(0) as u64;
+        let blob_id = random_id(16);
+        let blob_key = self.keys.blob(p, &blob_id);
+
+        let streamed = self
+            .stream_blob(&blob_key, body, limits, held.saturating_sub(replaced_size))
+            .await;
+        let (size, sha256) = match streamed {
+            Ok(v) => v,
+            Err(e) => {
+                self.discard_blob(&blob_key).await;
+                return Err(e);
+            }
+        };
+        let meta = AttachmentMeta {
+            name: name.to_owned(),
+            content_type: content_type.to_owned(),
+            size,
+            sha256,
+            blob_id,
+        };
+        let mut d = match &cur {
+            Some(d) if !d.deleted => d.clone(),
+            _ => tombstone(p, conversation, expected_seq, now),
+        };
+        d.attachments.retain(|a| a.name != name);
+        d.attachments.push(meta);
+        d.seq = expected_seq + 1;
+        d.updated_at = now;
+        d.deleted = false;
+        let commit = Commit {
+            expected_seq,
+            new: Some(&d),
+            delta_bytes: size as i64 - replaced_size as i64,
+            quota: Some(limits.quota),
+            delete_blobs: self.blob_keys(p, replaced.iter()),
+            persist_blobs: vec![blob_key.clone()],
+        };
+        let outcome = self.draft_cas(p, conversation, commit).await;
+        match outcome {
+            Ok(Cas::Applied) => {
+                self.note_draft_change(p, conversation, now).await?;
+                Ok(DraftWrite::Written(d))
+            }
+            Ok(Cas::Stale(current)) => {
+                self.discard_blob(&blob_key).await;
+                Ok(DraftWrite::Conflict(current))
+            }
+            Ok(Cas::OverQuota) => {
+                // Other uploads of this principal committed while this body streamed.
+                self.discard_blob(&blob_key).await;
+                Err(StoreError::QuotaExceeded {
+                    quota: limits.quota,
+                })
+            }
+            Err(e) => {
+                // Unknown whether the commit applied (timeout): the blob may be in use,
+                // so it is left to its upload TTL or to the commit's PERSIST.
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn get_attachment(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        name: &str,
+    ) -> Result<Option<(AttachmentMeta, ByteStream)>, StoreError> {
+        let Some(d) = self
+            .read_draft(p, conversation)
+            .await?
+            .filter(|d| !d.deleted)
+        else {
+            return Ok(None);
+        };
+        let Some(meta) = d.attachment(name).cloned() else {
+            return Ok(None);
+        };
+        let mut get = redis::cmd("GET");
+        get.arg(self.keys.blob(p, &meta.blob_id));
+        let bytes = self.q::<Option<Vec<u8>>>(&get).await?.unwrap_or_default();
+        if bytes.len() as u64 != meta.size {
+            // Replaced or deleted between the two reads, or lost by Redis.
+            let again = self.read_draft(p, conversation).await?;
+            if again
+                .as_ref()
+                .and_then(|d| d.attachment(name))
+                .map(|a| &a.blob_id)
+                != Some(&meta.blob_id)
+            {
+                return Ok(None);
+            }
+            return Err(StoreError::Corrupt(format!(
+                "attachment {name} has {} of {} bytes",
+                bytes.len(),
+                meta.size
+            )));
+        }
+        let bytes = Bytes::from(bytes);
+        let chunks: Vec<std::io::Result<Bytes>> = (0..bytes.len())
+            .step_by(READ_CHUNK)
+            .map(|i| Ok(bytes.slice(i..(i + READ_CHUNK).min(bytes.len()))))
+            .collect();
+        Ok(Some((meta, Box::pin(futures::stream::iter(chunks)))))
+    }
+
+    async fn delete_attachment(
+        &self,
+        p: &Principal,
+        conversation: &str,
+        expected_seq: u64,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<DraftWrite, StoreError> {
+        let cur = self.read_draft(p, conversation).await?;
+        if seq_of(cur.as_ref()) != expected_seq {
+            return Ok(DraftWrite::Conflict(cur));
+        }
+        let Some(mut d) = cur.filter(|d| !d.deleted && d.attachment(name).is_some()) else {
+            return Ok(DraftWrite::NotFound);
+        };
+        let removed: Vec<AttachmentMeta> = d
+            .attachments
+            .iter()
+            .filter(|a| a.name == name)
+            .cloned()
+            .collect();
+        d.attachments.retain(|a| a.name != name);
+        d.seq += 1;
+        d.updated_at = now;
+        d.deleted = d.is_empty();
+        let commit = Commit {
+            expected_seq,
+            new: Some(&d),
+            delta_bytes: -(removed.iter().map(|a| a.size).sum::<u64>() as i64),
+            quota: None,
+            delete_blobs: self.blob_keys(p, &removed),
+            persist_blobs: vec![],
+        };
+        self.commit_write(p, conversation, commit).await
+    }
+
+    async fn move_drafts(
+        &self,
+        from: &Principal,
+        to: &Principal,
+        now: Timestamp,
+    ) -> Result<Vec<String>> {
+        if from == to {
+            return Ok(Vec::new());
+        }
+        // Two sign-ins of one browser at once would both copy the same drafts; the
+        // lock makes the second one a no-op instead of a duplicate.
+        let lock = self.keys.move_lock(from);
+        let token = random_id(16);
+        let mut set = redis::cmd("SET");
+        set.arg(&lock)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(MOVE_LOCK_MS);
+        if self.q::<Option<String>>(&set).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let result: Result<Vec<String>> = async {
+            let mut moved = Vec::new();
+            for anon in self.list_drafts(from).await? {
+                self.move_one(from, to, &anon, now).await?;
+                moved.push(anon.conversation);
+            }
+            Ok(moved)
+        }
+        .await;
+        let mut release = DEL_IF_EQ.prepare_invoke();
+        release.key(&lock).arg(&token);
+        let released = self.eval::<i64>(&release).await;
+        let moved = result?;
+        released?;
+        Ok(moved)
+    }
+
+    async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        let limit = cap(limit);
+        let mut purged = 0;
+        for _ in 0..MAX_PASSES {
+            let want = (limit - purged).min(PURGE_BATCH);
+            if want == 0 {
+                break;
+            }
+            let mut range = redis::cmd("ZRANGEBYSCORE");
+            range
+                .arg(self.keys.draft_updates())
+                .arg("-inf")
+                .arg(format!("({before}"))
+                .arg("LIMIT")
+                .arg(0)
+                .arg(want);
+            let members: Vec<String> = self.q(&range).await?;
+            for m in &members {
+                if self.purge_draft_member(m, before).await? {
+                    purged += 1;
+                }
+            }
+            if members.len() < want {
+                break;
+            }
+        }
+        Ok(purged)
     }
 }

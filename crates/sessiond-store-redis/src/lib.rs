@@ -7,7 +7,7 @@
 //!
 //! - **Pipelining**: its multiplexed connection writes every concurrent request on one
 //!   socket without waiting for earlier replies, so N callers cost one round trip, not
-//!   N, and a batch ([`sessiond_core::Store::touch_sessions`]) is simply N concurrent
+//!   N, and a batch ([`sessiond_core::SessionStore::touch_sessions`]) is simply N concurrent
 //!   requests.
 //! - **Auto-reconnect**: `ConnectionManager` swaps in a new connection in the
 //!   background with capped exponential backoff ([`RedisConfig::reconnect_max_delay`]);
@@ -48,7 +48,7 @@
 //! [`keys`]), so it is atomic on Cluster too. What spans slots is an *index*, and
 //! every index is a hint that readers verify:
 //!
-//! - the token index `P:t:<hash>` names a handle; [`sessiond_core::Store::get_session_by_token`]
+//! - the token index `P:t:<hash>` names a handle; [`sessiond_core::SessionStore::get_session_by_token`]
 //!   then compares the session's own token hash in constant time, so a stale entry
 //!   (rotation, purge, crash between two writes) never maps to a session. Outside
 //!   Cluster the index and the session are read by one script (one round trip on the
@@ -91,7 +91,6 @@ pub mod keys;
 mod scripts;
 mod sessions;
 mod snapshots;
-mod store;
 
 pub use cluster::RedisCluster;
 pub use config::{RedisConfig, Topology};

@@ -10,6 +10,8 @@ use sessiond_core::store::{CreateOutcome, IdempotencyRecord, SessionFilter};
 use sessiond_core::{EndReason, Handle, Session, SessionState, Timestamp, TokenHash};
 use std::collections::{HashMap, HashSet};
 
+use sessiond_core::store::{Result, SessionStore, Touch};
+
 type R<T> = Result<T, RedisError>;
 
 /// Rows fetched per round trip when scanning an index.
@@ -225,11 +227,59 @@ impl RedisStore {
         a.and(b).and(c).and(d)
     }
 
-    pub(crate) async fn create_session_impl(
+    /// Purges one ended session with its data, token index and idempotency record, or
+    /// repairs its index entries if it is not (or no longer) purgeable.
+    async fn purge_one(&self, hex: &str, ended_before: Timestamp) -> R<bool> {
+        let Some(h) = handle_from_hex(hex) else {
+            self.zrem(&self.keys.ended(), hex).await?;
+            return Ok(false);
+        };
+        let mut inv = PURGE_SESSION.prepare_invoke();
+        inv.key(self.keys.session(&h))
+            .key(self.keys.session_data(&h))
+            .arg(ended_before);
+        let purged = self.eval::<Option<(String, String)>>(&inv).await?;
+        let Some((tok, idem)) = purged else {
+            let mut get = Self::cmd("HMGET");
+            get.arg(self.keys.session(&h)).arg("st").arg("ea");
+            let (st, ea): (Option<String>, Option<i64>) = self.q(&get).await?;
+            match (st.as_deref(), ea) {
+                (Some("ended"), Some(ea)) => self.zadd(&self.keys.ended(), &[], ea, hex).await?,
+                (Some(_), _) => self.zrem(&self.keys.ended(), hex).await?,
+                (None, _) => {
+                    self.zrem(&self.keys.ended(), hex).await?;
+                    self.zrem(&self.keys.sessions(), hex).await?;
+                }
+            }
+            return Ok(false);
+        };
+        if !tok.is_empty() {
+            self.del_if_eq(&self.keys.token_hex(&tok), hex).await?;
+        }
+        if !idem.is_empty() {
+            let mut release = IDEM_RELEASE.prepare_invoke();
+            release.key(self.keys.idem(&idem)).arg(hex);
+            self.eval::<i64>(&release).await?;
+        }
+        self.zrem(&self.keys.deadlines(), hex).await?;
+        self.zrem(&self.keys.sessions(), hex).await?;
+        self.zrem(&self.keys.ended(), hex).await?;
+        Ok(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for RedisStore {
+    async fn ping(&self) -> Result<()> {
+        let _: String = self.q(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    async fn create_session(
         &self,
         s: &Session,
         idem: Option<&IdempotencyRecord>,
-    ) -> R<CreateOutcome> {
+    ) -> Result<CreateOutcome> {
         let hex = handle_hex(&s.handle);
         let ttl = self.session_ttl(s);
         let mut fields = session_fields(s)?;
@@ -242,10 +292,7 @@ impl RedisStore {
             inv.arg(*k).arg(v);
         }
         if self.eval::<i64>(&inv).await? == 0 {
-            return Err(RedisError::Corrupt(format!(
-                "session {} already exists",
-                s.handle
-            )));
+            return Err(RedisError::Corrupt(format!("session {} already exists", s.handle)).into());
         }
         let mut set_token = Self::cmd("SET");
         set_token
@@ -279,11 +326,11 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn get_session_impl(&self, h: &Handle) -> R<Option<Session>> {
-        decode_session(&self.session_map(h).await?)
+    async fn get_session(&self, h: &Handle) -> Result<Option<Session>> {
+        Ok(decode_session(&self.session_map(h).await?)?)
     }
 
-    pub(crate) async fn get_session_by_token_impl(&self, hash: &TokenHash) -> R<Option<Session>> {
+    async fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>> {
         if !self.is_cluster() {
             // The hot path (every request validates its cookie): one round trip.
             let (before, after) = self.keys.session_key_parts();
@@ -308,12 +355,12 @@ impl RedisStore {
         };
         // The index is only a hint: the session itself must carry this token.
         Ok(self
-            .get_session_impl(&h)
+            .get_session(&h)
             .await?
             .filter(|s| s.token_hash.ct_eq(hash)))
     }
 
-    pub(crate) async fn update_session_impl(&self, s: &Session, expected: &TokenHash) -> R<bool> {
+    async fn update_session(&self, s: &Session, expected: &TokenHash) -> Result<bool> {
         let hex = handle_hex(&s.handle);
         let ttl = self.session_ttl(s);
         let rotated = !s.token_hash.ct_eq(expected);
@@ -355,18 +402,13 @@ impl RedisStore {
         Ok(false)
     }
 
-    pub(crate) async fn touch_session_impl(
-        &self,
-        h: &Handle,
-        activity: Timestamp,
-        seen: Timestamp,
-        idle: Timestamp,
-    ) -> R<bool> {
+    async fn touch_session(&self, t: &Touch) -> Result<bool> {
+        let h = &t.handle;
         let mut inv = TOUCH_SESSION.prepare_invoke();
         inv.key(self.keys.session(h))
-            .arg(activity)
-            .arg(seen)
-            .arg(idle);
+            .arg(t.last_activity_at)
+            .arg(t.last_seen_at)
+            .arg(t.idle_expires_at);
         let Some(deadline) = self.eval::<Option<i64>>(&inv).await? else {
             return Ok(false);
         };
@@ -376,28 +418,20 @@ impl RedisStore {
         Ok(true)
     }
 
-    pub(crate) async fn touch_sessions_impl(
-        &self,
-        touches: &[(Handle, Timestamp, Timestamp, Timestamp)],
-    ) -> R<()> {
+    async fn touch_sessions(&self, touches: &[Touch]) -> Result<()> {
         for chunk in touches.chunks(TOUCH_CHUNK) {
             // Concurrent requests share the multiplexed socket: one round trip per chunk.
-            try_join_all(
-                chunk
-                    .iter()
-                    .map(|(h, a, s, i)| self.touch_session_impl(h, *a, *s, *i)),
-            )
-            .await?;
+            try_join_all(chunk.iter().map(|t| self.touch_session(t))).await?;
         }
         Ok(())
     }
 
-    pub(crate) async fn end_session_impl(
+    async fn end_session(
         &self,
         h: &Handle,
         reason: EndReason,
         now: Timestamp,
-    ) -> R<Option<Session>> {
+    ) -> Result<Option<Session>> {
         let retention = self.retention_ms();
         let mut inv = END_SESSION.prepare_invoke();
         inv.key(self.keys.session(h))
@@ -430,7 +464,7 @@ impl RedisStore {
         Ok(Some(s))
     }
 
-    pub(crate) async fn list_sessions_impl(&self, filter: &SessionFilter) -> R<Vec<Session>> {
+    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         let limit = cap(filter.limit);
         let mut out = Vec::new();
         let mut cursor = filter.after.map(|h| handle_hex(&h));
@@ -474,7 +508,7 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn due_sessions_impl(&self, now: Timestamp, limit: usize) -> R<Vec<Handle>> {
+    async fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>> {
         let limit = cap(limit);
         let mut out = Vec::new();
         let mut seen = HashSet::new();
@@ -538,11 +572,7 @@ impl RedisStore {
         Ok(out)
     }
 
-    pub(crate) async fn purge_ended_sessions_impl(
-        &self,
-        ended_before: Timestamp,
-        limit: usize,
-    ) -> R<usize> {
+    async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize> {
         let limit = cap(limit);
         let mut purged = 0;
         for _ in 0..MAX_PASSES {
@@ -574,80 +604,31 @@ impl RedisStore {
         Ok(purged)
     }
 
-    /// Purges one ended session with its data, token index and idempotency record, or
-    /// repairs its index entries if it is not (or no longer) purgeable.
-    async fn purge_one(&self, hex: &str, ended_before: Timestamp) -> R<bool> {
-        let Some(h) = handle_from_hex(hex) else {
-            self.zrem(&self.keys.ended(), hex).await?;
-            return Ok(false);
-        };
-        let mut inv = PURGE_SESSION.prepare_invoke();
-        inv.key(self.keys.session(&h))
-            .key(self.keys.session_data(&h))
-            .arg(ended_before);
-        let purged = self.eval::<Option<(String, String)>>(&inv).await?;
-        let Some((tok, idem)) = purged else {
-            let mut get = Self::cmd("HMGET");
-            get.arg(self.keys.session(&h)).arg("st").arg("ea");
-            let (st, ea): (Option<String>, Option<i64>) = self.q(&get).await?;
-            match (st.as_deref(), ea) {
-                (Some("ended"), Some(ea)) => self.zadd(&self.keys.ended(), &[], ea, hex).await?,
-                (Some(_), _) => self.zrem(&self.keys.ended(), hex).await?,
-                (None, _) => {
-                    self.zrem(&self.keys.ended(), hex).await?;
-                    self.zrem(&self.keys.sessions(), hex).await?;
-                }
-            }
-            return Ok(false);
-        };
-        if !tok.is_empty() {
-            self.del_if_eq(&self.keys.token_hex(&tok), hex).await?;
-        }
-        if !idem.is_empty() {
-            let mut release = IDEM_RELEASE.prepare_invoke();
-            release.key(self.keys.idem(&idem)).arg(hex);
-            self.eval::<i64>(&release).await?;
-        }
-        self.zrem(&self.keys.deadlines(), hex).await?;
-        self.zrem(&self.keys.sessions(), hex).await?;
-        self.zrem(&self.keys.ended(), hex).await?;
-        Ok(true)
-    }
-
-    pub(crate) async fn count_active_sessions_impl(&self) -> R<u64> {
+    async fn count_active_sessions(&self) -> Result<u64> {
         let mut c = Self::cmd("ZCARD");
         c.arg(self.keys.deadlines());
-        self.q(&c).await
+        Ok(self.q(&c).await?)
     }
 
-    pub(crate) async fn get_data_impl(
-        &self,
-        h: &Handle,
-        key: &str,
-    ) -> R<Option<serde_json::Value>> {
+    async fn get_data(&self, h: &Handle, key: &str) -> Result<Option<serde_json::Value>> {
         let mut c = Self::cmd("HGET");
         c.arg(self.keys.session_data(h)).arg(key);
         match self.q::<Option<String>>(&c).await? {
-            Some(v) => Ok(Some(serde_json::from_str(&v)?)),
+            Some(v) => Ok(Some(serde_json::from_str(&v).map_err(RedisError::from)?)),
             None => Ok(None),
         }
     }
 
-    pub(crate) async fn put_data_impl(
-        &self,
-        h: &Handle,
-        key: &str,
-        value: &serde_json::Value,
-    ) -> R<bool> {
+    async fn put_data(&self, h: &Handle, key: &str, value: &serde_json::Value) -> Result<bool> {
         let mut inv = PUT_DATA.prepare_invoke();
         inv.key(self.keys.session(h))
             .key(self.keys.session_data(h))
             .arg(key)
-            .arg(serde_json::to_string(value)?);
+            .arg(serde_json::to_string(value).map_err(RedisError::from)?);
         Ok(self.eval::<i64>(&inv).await? == 1)
     }
 
-    pub(crate) async fn delete_data_impl(&self, h: &Handle, key: &str) -> R<bool> {
+    async fn delete_data(&self, h: &Handle, key: &str) -> Result<bool> {
         let mut c = Self::cmd("HDEL");
         c.arg(self.keys.session_data(h)).arg(key);
         Ok(self.q::<i64>(&c).await? > 0)

@@ -9,6 +9,8 @@ use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::Timestamp;
 use std::collections::HashMap;
 
+use sessiond_core::store::{Result, SnapshotPut, SnapshotStore};
+
 type R<T> = Result<T, RedisError>;
 
 const MAX_PASSES: usize = 16;
@@ -58,8 +60,11 @@ impl RedisStore {
         c.arg(enc(room));
         self.q::<i64>(&c).await.map(drop)
     }
+}
 
-    pub(crate) async fn get_snapshot_impl(&self, room: &str) -> R<Option<Snapshot>> {
+#[async_trait::async_trait]
+impl SnapshotStore for RedisStore {
+    async fn get_snapshot(&self, room: &str) -> Result<Option<Snapshot>> {
         let mut c = redis::cmd("HGETALL");
         c.arg(self.keys.snapshot(room));
         let m: HashMap<String, Vec<u8>> = self.q(&c).await?;
@@ -76,16 +81,16 @@ impl RedisStore {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn put_snapshot_impl(
-        &self,
-        room: &str,
-        expected_version: u64,
-        data: &[u8],
-        content_type: &str,
-        by: Option<&str>,
-        retain_until: Option<Timestamp>,
-        now: Timestamp,
-    ) -> R<SnapshotWrite> {
+    async fn put_snapshot(&self, put: SnapshotPut<'_>) -> Result<SnapshotWrite> {
+        let SnapshotPut {
+            room,
+            expected_version,
+            data,
+            content_type,
+            by,
+            retain_until,
+            now,
+        } = put;
         let s = Snapshot {
             room: room.to_owned(),
             version: expected_version + 1,
@@ -101,7 +106,7 @@ impl RedisStore {
         inv.key(self.keys.snapshot(room))
             .arg(expected_version)
             .arg(s.version)
-            .arg(serde_json::to_string(&s)?)
+            .arg(serde_json::to_string(&s).map_err(RedisError::from)?)
             .arg(data)
             .arg(retain_until.map(|t| t.to_string()).unwrap_or_default());
         let reply: Vec<redis::Value> = self.eval(&inv).await?;
@@ -115,7 +120,7 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn retain_snapshot_impl(&self, room: &str, until: Option<Timestamp>) -> R<()> {
+    async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
         let mut inv = RETAIN_SNAPSHOT.prepare_invoke();
         inv.key(self.keys.snapshot(room))
             .arg(until.map(|t| t.to_string()).unwrap_or_default());
@@ -125,7 +130,7 @@ impl RedisStore {
         Ok(())
     }
 
-    pub(crate) async fn purge_snapshots_impl(&self, now: Timestamp, limit: usize) -> R<usize> {
+    async fn purge_snapshots(&self, now: Timestamp, limit: usize) -> Result<usize> {
         let limit = cap(limit);
         let index = self.keys.snapshot_retention();
         let mut purged = 0;

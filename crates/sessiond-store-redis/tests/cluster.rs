@@ -1,7 +1,7 @@
 //! The conformance suite against a 3-master Redis Cluster: every atomic step must stay
 //! inside one slot, which the cluster enforces (CROSSSLOT) on every script.
 
-use sessiond_core::Store;
+use sessiond_core::store::prelude::*;
 use sessiond_store_redis::{RedisConfig, RedisStore};
 use sessiond_testkit::redis_guard::RedisCluster;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,8 @@
 //! Outages: a stopped Redis is answered with `Unavailable` within the command timeout,
 //! never a hang, and the same store serves again by itself once Redis is back.
 
-use sessiond_core::{Store, StoreError};
+use sessiond_core::store::prelude::*;
+use sessiond_core::StoreError;
 use sessiond_store_redis::{RedisConfig, RedisStore};
 use sessiond_testkit::conformance::session;
 use sessiond_testkit::redis_guard::RedisServer;

@@ -1,7 +1,7 @@
 //! The conformance suite through Redis Sentinel: the store asks the sentinel for the
 //! master and talks to it.
 
-use sessiond_core::Store;
+use sessiond_core::store::prelude::*;
 use sessiond_store_redis::{RedisConfig, RedisStore};
 use sessiond_testkit::redis_guard::{RedisSentinel, RedisServer};
 use std::sync::atomic::{AtomicUsize, Ordering};

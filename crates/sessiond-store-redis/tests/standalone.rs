@@ -5,11 +5,12 @@
 
 use redis::AsyncCommands;
 use sessiond_core::draft::AttachmentLimits;
+use sessiond_core::store::prelude::*;
 use sessiond_core::store::ByteStream;
-use sessiond_core::{Principal, Store, StoreError, Token};
+use sessiond_core::{Principal, StoreError, Token};
 use sessiond_store_redis::keys::handle_hex;
 use sessiond_store_redis::{RedisConfig, RedisStore};
-use sessiond_testkit::conformance::{body, session};
+use sessiond_testkit::conformance::{attachment, body, session};
 use sessiond_testkit::redis_guard::RedisServer;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -107,7 +108,10 @@ async fn failed_uploads_leave_no_bytes() {
     let big = vec![7u8; 700_000];
     assert!(matches!(
         store
-            .put_attachment(&p, "c", 0, "a.bin", "x/y", body(&big, 100_000), limits, 1)
+            .put_attachment(
+                attachment(&p, "c", 0, "a.bin", "x/y", limits, 1),
+                body(&big, 100_000)
+            )
             .await,
         Err(StoreError::TooLarge { .. })
     ));
@@ -117,7 +121,7 @@ async fn failed_uploads_leave_no_bytes() {
     ]));
     assert!(matches!(
         store
-            .put_attachment(&p, "c", 0, "a.bin", "x/y", broken, limits, 1)
+            .put_attachment(attachment(&p, "c", 0, "a.bin", "x/y", limits, 1), broken)
             .await,
         Err(StoreError::Body(_))
     ));
@@ -129,7 +133,10 @@ async fn failed_uploads_leave_no_bytes() {
     );
     // A committed upload is permanent (no upload TTL left on it).
     store
-        .put_attachment(&p, "c", 0, "a.bin", "x/y", body(b"kept", 2), limits, 2)
+        .put_attachment(
+            attachment(&p, "c", 0, "a.bin", "x/y", limits, 2),
+            body(b"kept", 2),
+        )
         .await
         .unwrap();
     let blobs: Vec<String> = r.keys(format!("{{{prefix}:p:*}}:b:*")).await.unwrap();

@@ -1,4 +1,4 @@
-//! `impl Store for SqliteStore`: every method is one blocking-pool job, and every
+//! The four store capabilities for [`SqliteStore`]: every method is one blocking-pool job, and every
 //! conditional write is one `BEGIN IMMEDIATE` transaction on the single writer.
 
 use crate::error::SqliteError;
@@ -11,12 +11,13 @@ use crate::SqliteStore;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 use sessiond_core::audit::{AuditEvent, AuditFilter};
-use sessiond_core::draft::{merge_on_sign_in, AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::draft::{merge_on_sign_in, AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
-use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord, Result, SessionFilter};
-use sessiond_core::{
-    EndReason, Handle, Principal, Session, Store, StoreError, Timestamp, TokenHash,
+use sessiond_core::store::{
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, Result,
+    SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
 };
+use sessiond_core::{EndReason, Handle, Principal, Session, StoreError, Timestamp, TokenHash};
 
 const IMMEDIATE: TransactionBehavior = TransactionBehavior::Immediate;
 
@@ -50,7 +51,7 @@ fn blob_ids(atts: &[AttachmentMeta]) -> Vec<String> {
 }
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
+impl SessionStore for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.read(|c, _| {
             Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
@@ -132,24 +133,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn touch_session(
-        &self,
-        handle: &Handle,
-        last_activity_at: Timestamp,
-        last_seen_at: Timestamp,
-        idle_expires_at: Timestamp,
-    ) -> Result<bool> {
-        let h = *handle;
-        self.write(move |conn, _| {
-            Ok(touch(conn, &h, last_activity_at, last_seen_at, idle_expires_at)? == 1)
-        })
-        .await
+    async fn touch_session(&self, t: &Touch) -> Result<bool> {
+        let t = *t;
+        self.write(move |conn, _| Ok(touch(conn, &t)? == 1)).await
     }
 
-    async fn touch_sessions(
-        &self,
-        touches: &[(Handle, Timestamp, Timestamp, Timestamp)],
-    ) -> Result<()> {
+    async fn touch_sessions(&self, touches: &[Touch]) -> Result<()> {
         if touches.is_empty() {
             return Ok(());
         }
@@ -157,8 +146,8 @@ impl Store for SqliteStore {
         self.write(move |conn, _| {
             // One transaction: one WAL fsync for the whole batch instead of one per touch.
             let tx = conn.transaction_with_behavior(IMMEDIATE)?;
-            for (h, activity, seen, idle) in &touches {
-                touch(&tx, h, *activity, *seen, *idle)?;
+            for t in &touches {
+                touch(&tx, t)?;
             }
             tx.commit()?;
             Ok(())
@@ -311,7 +300,10 @@ impl Store for SqliteStore {
     }
 
     // ---- audit
+}
 
+#[async_trait::async_trait]
+impl AuditStore for SqliteStore {
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
         let e = e.clone();
         let detail =
@@ -395,7 +387,10 @@ impl Store for SqliteStore {
     }
 
     // ---- drafts
+}
 
+#[async_trait::async_trait]
+impl DraftStore for SqliteStore {
     async fn get_draft(&self, p: &Principal, conversation: &str) -> Result<Option<Draft>> {
         let (p, c) = (p.clone(), conversation.to_owned());
         self.read(move |conn, _| load_draft(conn, &p, &c)).await
@@ -477,17 +472,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_attachment(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        name: &str,
-        content_type: &str,
-        body: ByteStream,
-        limits: AttachmentLimits,
-        now: Timestamp,
-    ) -> Result<DraftWrite> {
+    async fn put_attachment(&self, put: AttachmentPut<'_>, body: ByteStream) -> Result<DraftWrite> {
+        let AttachmentPut {
+            principal: p,
+            conversation,
+            expected_seq,
+            name,
+            content_type,
+            limits,
+            now,
+        } = put;
         let (p, c, name) = (p.clone(), conversation.to_owned(), name.to_owned());
         let (p2, c2, name2) = (p.clone(), c.clone(), name.clone());
         // Seqs only grow, so a seq that is stale now is stale at commit too: refuse
@@ -686,7 +680,10 @@ impl Store for SqliteStore {
     }
 
     // ---- snapshots
+}
 
+#[async_trait::async_trait]
+impl SnapshotStore for SqliteStore {
     async fn get_snapshot(&self, room: &str) -> Result<Option<Snapshot>> {
         let room = room.to_owned();
         self.read(move |c, _| {
@@ -705,16 +702,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_snapshot(
-        &self,
-        room: &str,
-        expected_version: u64,
-        data: &[u8],
-        content_type: &str,
-        by: Option<&str>,
-        retain_until: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<SnapshotWrite> {
+    async fn put_snapshot(&self, put: SnapshotPut<'_>) -> Result<SnapshotWrite> {
+        let SnapshotPut {
+            room,
+            expected_version,
+            data,
+            content_type,
+            by,
+            retain_until,
+            now,
+        } = put;
         let s = Snapshot {
             room: room.to_owned(),
             version: expected_version + 1,
@@ -782,18 +779,17 @@ impl Store for SqliteStore {
 }
 
 /// The activity update: one UPDATE, moving each field forward only.
-fn touch(
-    conn: &rusqlite::Connection,
-    h: &Handle,
-    activity: Timestamp,
-    seen: Timestamp,
-    idle: Timestamp,
-) -> Result<usize, SqliteError> {
+fn touch(conn: &rusqlite::Connection, t: &Touch) -> Result<usize, SqliteError> {
     let mut st = conn.prepare_cached(
         "UPDATE sessions SET last_activity_at = max(last_activity_at, ?2), last_seen_at = max(last_seen_at, ?3), \
          idle_expires_at = max(idle_expires_at, ?4), \
          next_deadline = min(max(idle_expires_at, ?4), absolute_expires_at) \
          WHERE handle = ?1 AND state = 'active'",
     )?;
-    Ok(st.execute(params![&h.0[..], activity, seen, idle])?)
+    Ok(st.execute(params![
+        &t.handle.0[..],
+        t.last_activity_at,
+        t.last_seen_at,
+        t.idle_expires_at
+    ])?)
 }

@@ -4,12 +4,13 @@
 use bytes::Bytes;
 use sessiond_core::draft::{AttachmentLimits, DraftWrite};
 use sessiond_core::snapshot::{content_hash, SnapshotWrite};
-use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord};
-use sessiond_core::{Principal, Store, StoreError};
+use sessiond_core::store::prelude::*;
+use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord, SnapshotPut};
+use sessiond_core::{Principal, StoreError};
 use sessiond_store_sqlite::{
     schema::SCHEMA_VERSION, SqliteError, SqliteOptions, SqliteStore, DB_FILE,
 };
-use sessiond_testkit::conformance::{body, read_all, session};
+use sessiond_testkit::conformance::{attachment, body, read_all, session};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -91,21 +92,23 @@ async fn reopen_keeps_everything() {
         written(
             store
                 .put_attachment(
-                    &p,
-                    "c1",
-                    d.seq,
-                    "clip.webm",
-                    "audio/webm",
+                    attachment(&p, "c1", d.seq, "clip.webm", "audio/webm", LIMITS, 11),
                     body(&clip, 8192),
-                    LIMITS,
-                    11,
                 )
                 .await
                 .unwrap(),
         );
         assert!(matches!(
             store
-                .put_snapshot("room", 0, b"state", "text/plain", None, None, 12)
+                .put_snapshot(SnapshotPut {
+                    room: "room",
+                    expected_version: 0,
+                    data: b"state",
+                    content_type: "text/plain",
+                    by: None,
+                    retain_until: None,
+                    now: 12
+                })
                 .await
                 .unwrap(),
             SnapshotWrite::Written(_)
@@ -214,14 +217,8 @@ async fn sweep_removes_orphans_and_keeps_referenced_blobs() {
         written(
             store
                 .put_attachment(
-                    &p,
-                    "c1",
-                    0,
-                    "a.bin",
-                    "x/y",
+                    attachment(&p, "c1", 0, "a.bin", "x/y", LIMITS, 1),
                     body(b"referenced", 4),
-                    LIMITS,
-                    1,
                 )
                 .await
                 .unwrap(),
@@ -280,7 +277,10 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     };
     assert!(matches!(
         store
-            .put_attachment(&p, "c", 0, "a", "x/y", body(&[1; 500], 64), small, 1)
+            .put_attachment(
+                attachment(&p, "c", 0, "a", "x/y", small, 1),
+                body(&[1; 500], 64)
+            )
             .await,
         Err(StoreError::TooLarge { limit: 100 })
     ));
@@ -290,7 +290,7 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     ]));
     assert!(matches!(
         store
-            .put_attachment(&p, "c", 0, "a", "x/y", broken, small, 1)
+            .put_attachment(attachment(&p, "c", 0, "a", "x/y", small, 1), broken)
             .await,
         Err(StoreError::Body(_))
     ));
@@ -301,13 +301,19 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
 
     let d = written(
         store
-            .put_attachment(&p, "c", 0, "a", "x/y", body(b"one", 2), small, 1)
+            .put_attachment(
+                attachment(&p, "c", 0, "a", "x/y", small, 1),
+                body(b"one", 2),
+            )
             .await
             .unwrap(),
     );
     let d = written(
         store
-            .put_attachment(&p, "c", d.seq, "a", "x/y", body(b"two", 2), small, 2)
+            .put_attachment(
+                attachment(&p, "c", d.seq, "a", "x/y", small, 2),
+                body(b"two", 2),
+            )
             .await
             .unwrap(),
     );
@@ -318,7 +324,10 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     );
     let d = written(
         store
-            .put_attachment(&p, "c", d.seq, "b", "x/y", body(b"three", 2), small, 3)
+            .put_attachment(
+                attachment(&p, "c", d.seq, "b", "x/y", small, 3),
+                body(b"three", 2),
+            )
             .await
             .unwrap(),
     );
@@ -337,7 +346,10 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     );
     written(
         store
-            .put_attachment(&p, "c2", 0, "a", "x/y", body(b"old", 2), small, 6)
+            .put_attachment(
+                attachment(&p, "c2", 0, "a", "x/y", small, 6),
+                body(b"old", 2),
+            )
             .await
             .unwrap(),
     );
@@ -366,7 +378,15 @@ async fn kill_child_writer() {
     for v in 0u64..100_000 {
         let data = format!("snapshot version {} {}", v + 1, "x".repeat(4096));
         match store
-            .put_snapshot("room", v, data.as_bytes(), "text/plain", None, None, 1)
+            .put_snapshot(SnapshotPut {
+                room: "room",
+                expected_version: v,
+                data: data.as_bytes(),
+                content_type: "text/plain",
+                by: None,
+                retain_until: None,
+                now: 1,
+            })
             .await
             .unwrap()
         {

@@ -30,6 +30,7 @@ use sessiond_core::draft::{
     validate_attachment_name, validate_conversation, AttachmentLimits, AttachmentMeta, Draft,
     DraftWrite,
 };
+use sessiond_core::store::AttachmentPut;
 use sessiond_core::store::ByteStream;
 use utoipa::ToSchema;
 
@@ -424,14 +425,16 @@ async fn put_attachment(
     let w = state
         .store
         .put_attachment(
-            &auth.session.principal,
-            &conversation,
-            seq,
-            &name,
-            &content_type,
+            AttachmentPut {
+                principal: &auth.session.principal,
+                conversation: &conversation,
+                expected_seq: seq,
+                name: &name,
+                content_type: &content_type,
+                limits,
+                now,
+            },
             stream,
-            limits,
-            now,
         )
         .await?;
     let d = outcome(w)?;

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sessiond_core::clock::to_rfc3339;
 use sessiond_core::snapshot::{validate_room, Snapshot, SnapshotWrite};
+use sessiond_core::store::SnapshotPut;
 use sessiond_core::Session;
 use utoipa::ToSchema;
 
@@ -194,15 +195,15 @@ async fn put_snapshot(
     let by = auth.session.handle.to_string();
     match state
         .store
-        .put_snapshot(
-            &room,
-            version,
-            &data,
-            &content_type,
-            Some(&by),
+        .put_snapshot(SnapshotPut {
+            room: &room,
+            expected_version: version,
+            data: &data,
+            content_type: &content_type,
+            by: Some(&by),
             retain_until,
             now,
-        )
+        })
         .await?
     {
         SnapshotWrite::Written(s) => {

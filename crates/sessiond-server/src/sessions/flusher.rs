@@ -2,7 +2,8 @@
 //! writes every dirty record in one batch per interval, keeping the latest deadline.
 
 use super::{SessionResult, SessionService};
-use sessiond_core::{Handle, Timestamp};
+use sessiond_core::store::Touch;
+use sessiond_core::Handle;
 
 impl SessionService {
     /// Cluster mode: writes activity near the deadline at once (see
@@ -28,12 +29,7 @@ impl SessionService {
         if let Some(s) = pending {
             if let Err(err) = self
                 .store
-                .touch_session(
-                    &s.handle,
-                    s.last_activity_at,
-                    s.last_seen_at,
-                    s.idle_expires_at,
-                )
+                .touch_session(&Touch::of(&s))
                 .await
             {
                 self.mark_dirty(&s.handle);
@@ -51,20 +47,14 @@ impl SessionService {
 
     /// Writes all pending activity in one batch. On failure the entries stay dirty.
     pub async fn flush(&self) -> SessionResult<usize> {
-        let batch: Vec<(Handle, Timestamp, Timestamp, Timestamp)> = {
+        let batch: Vec<Touch> = {
             let mut c = self.lock();
             c.by_handle
                 .values_mut()
                 .filter(|e| e.dirty)
                 .map(|e| {
                     e.dirty = false;
-                    let s = &e.session;
-                    (
-                        s.handle,
-                        s.last_activity_at,
-                        s.last_seen_at,
-                        s.idle_expires_at,
-                    )
+                    Touch::of(&e.session)
                 })
                 .collect()
         };
@@ -72,8 +62,8 @@ impl SessionService {
             return Ok(0);
         }
         if let Err(err) = self.store.touch_sessions(&batch).await {
-            for (h, ..) in &batch {
-                self.mark_dirty(h);
+            for t in &batch {
+                self.mark_dirty(&t.handle);
             }
             return Err(err.into());
         }

@@ -17,6 +17,7 @@ use base64::Engine;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use sessiond_core::clock::to_rfc3339;
 use sessiond_core::snapshot::{validate_room, SnapshotWrite};
+use sessiond_core::store::SnapshotPut;
 use sessiond_core::{Handle, Session};
 use std::fmt::Display;
 use std::sync::Arc;
@@ -496,7 +497,15 @@ async fn snapshot(
     let now = state.clock.now();
     match state
         .store
-        .put_snapshot(&room, version, &bytes, &content_type, Some(&by), None, now)
+        .put_snapshot(SnapshotPut {
+            room: &room,
+            expected_version: version,
+            data: &bytes,
+            content_type: &content_type,
+            by: Some(&by),
+            retain_until: None,
+            now,
+        })
         .await
     {
         Ok(SnapshotWrite::Written(s)) => {

@@ -4,21 +4,22 @@
 use crate::common::*;
 use reqwest::Client;
 use serde_json::Value;
-use sessiond_core::audit::{AuditEvent, AuditFilter};
-use sessiond_core::draft::{AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
-use sessiond_core::snapshot::{Snapshot, SnapshotWrite};
-use sessiond_core::store::{ByteStream, CreateOutcome, IdempotencyRecord, Result, SessionFilter};
-use sessiond_core::{
-    EndReason, Handle, Principal, Session, Store, StoreError, SystemClock, Timestamp, TokenHash,
+use sessiond_core::store::{
+    CreateOutcome, IdempotencyRecord, Result, SessionFilter, SessionStore, Store, Touch,
 };
+use sessiond_core::{EndReason, Handle, Session, StoreError, SystemClock, Timestamp, TokenHash};
 use sessiond_server::config::Config;
+use sessiond_store_memory::MemoryStore;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The memory store behind a switch that makes every call fail as unreachable.
+/// The memory store's sessions behind a switch that makes every session call fail as
+/// unreachable. Only sessions are switched: the outage the test drives is seen through
+/// them (create, readiness, admin listing, expiry), so audit, drafts and snapshots stay
+/// the memory store's own.
 struct Flaky {
-    inner: sessiond_store_memory::MemoryStore,
+    inner: Arc<MemoryStore>,
     down: AtomicBool,
 }
 
@@ -32,273 +33,47 @@ impl Flaky {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for Flaky {
-    async fn ping(&self) -> Result<()> {
-        self.check()?;
-        self.inner.ping().await
-    }
+/// Implements `SessionStore` for `Flaky`: each method checks the switch, then calls the
+/// memory store's method of the same name.
+macro_rules! switched_sessions {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        #[async_trait::async_trait]
+        impl SessionStore for Flaky {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    self.check()?;
+                    self.inner.$name($($arg),*).await
+                }
+            )*
+        }
+    };
+}
 
-    async fn create_session(
-        &self,
-        s: &Session,
-        idem: Option<&IdempotencyRecord>,
-    ) -> Result<CreateOutcome> {
-        self.check()?;
-        self.inner.create_session(s, idem).await
-    }
-
-    async fn get_session(&self, handle: &Handle) -> Result<Option<Session>> {
-        self.check()?;
-        self.inner.get_session(handle).await
-    }
-
-    async fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>> {
-        self.check()?;
-        self.inner.get_session_by_token(hash).await
-    }
-
-    async fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool> {
-        self.check()?;
-        self.inner.update_session(s, expected_token).await
-    }
-
-    async fn touch_session(
-        &self,
-        handle: &Handle,
-        last_activity_at: Timestamp,
-        last_seen_at: Timestamp,
-        idle_expires_at: Timestamp,
-    ) -> Result<bool> {
-        self.check()?;
-        self.inner
-            .touch_session(handle, last_activity_at, last_seen_at, idle_expires_at)
-            .await
-    }
-
-    async fn touch_sessions(
-        &self,
-        touches: &[(Handle, Timestamp, Timestamp, Timestamp)],
-    ) -> Result<()> {
-        self.check()?;
-        self.inner.touch_sessions(touches).await
-    }
-
-    async fn end_session(
-        &self,
-        handle: &Handle,
-        reason: EndReason,
-        now: Timestamp,
-    ) -> Result<Option<Session>> {
-        self.check()?;
-        self.inner.end_session(handle, reason, now).await
-    }
-
-    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
-        self.check()?;
-        self.inner.list_sessions(filter).await
-    }
-
-    async fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>> {
-        self.check()?;
-        self.inner.due_sessions(now, limit).await
-    }
-
-    async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize> {
-        self.check()?;
-        self.inner.purge_ended_sessions(ended_before, limit).await
-    }
-
-    async fn count_active_sessions(&self) -> Result<u64> {
-        self.check()?;
-        self.inner.count_active_sessions().await
-    }
-
-    async fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>> {
-        self.check()?;
-        self.inner.get_data(handle, key).await
-    }
-
-    async fn put_data(
-        &self,
-        handle: &Handle,
-        key: &str,
-        value: &serde_json::Value,
-    ) -> Result<bool> {
-        self.check()?;
-        self.inner.put_data(handle, key, value).await
-    }
-
-    async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
-        self.check()?;
-        self.inner.delete_data(handle, key).await
-    }
-
-    async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
-        self.check()?;
-        self.inner.append_audit(e).await
-    }
-
-    async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
-        self.check()?;
-        self.inner.query_audit(f).await
-    }
-
-    async fn purge_audit(&self, before: Timestamp, limit: usize) -> Result<usize> {
-        self.check()?;
-        self.inner.purge_audit(before, limit).await
-    }
-
-    async fn get_draft(&self, p: &Principal, conversation: &str) -> Result<Option<Draft>> {
-        self.check()?;
-        self.inner.get_draft(p, conversation).await
-    }
-
-    async fn list_drafts(&self, p: &Principal) -> Result<Vec<Draft>> {
-        self.check()?;
-        self.inner.list_drafts(p).await
-    }
-
-    async fn put_draft_text(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        text: &str,
-        now: Timestamp,
-    ) -> Result<DraftWrite> {
-        self.check()?;
-        self.inner
-            .put_draft_text(p, conversation, expected_seq, text, now)
-            .await
-    }
-
-    async fn delete_draft(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        now: Timestamp,
-    ) -> Result<DraftWrite> {
-        self.check()?;
-        self.inner
-            .delete_draft(p, conversation, expected_seq, now)
-            .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn put_attachment(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        name: &str,
-        content_type: &str,
-        body: ByteStream,
-        limits: AttachmentLimits,
-        now: Timestamp,
-    ) -> Result<DraftWrite> {
-        self.check()?;
-        self.inner
-            .put_attachment(
-                p,
-                conversation,
-                expected_seq,
-                name,
-                content_type,
-                body,
-                limits,
-                now,
-            )
-            .await
-    }
-
-    async fn get_attachment(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        name: &str,
-    ) -> Result<Option<(AttachmentMeta, ByteStream)>> {
-        self.check()?;
-        self.inner.get_attachment(p, conversation, name).await
-    }
-
-    async fn delete_attachment(
-        &self,
-        p: &Principal,
-        conversation: &str,
-        expected_seq: u64,
-        name: &str,
-        now: Timestamp,
-    ) -> Result<DraftWrite> {
-        self.check()?;
-        self.inner
-            .delete_attachment(p, conversation, expected_seq, name, now)
-            .await
-    }
-
-    async fn move_drafts(
-        &self,
-        from: &Principal,
-        to: &Principal,
-        now: Timestamp,
-    ) -> Result<Vec<String>> {
-        self.check()?;
-        self.inner.move_drafts(from, to, now).await
-    }
-
-    async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize> {
-        self.check()?;
-        self.inner.purge_drafts(before, limit).await
-    }
-
-    async fn get_snapshot(&self, room: &str) -> Result<Option<Snapshot>> {
-        self.check()?;
-        self.inner.get_snapshot(room).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn put_snapshot(
-        &self,
-        room: &str,
-        expected_version: u64,
-        data: &[u8],
-        content_type: &str,
-        by: Option<&str>,
-        retain_until: Option<Timestamp>,
-        now: Timestamp,
-    ) -> Result<SnapshotWrite> {
-        self.check()?;
-        self.inner
-            .put_snapshot(
-                room,
-                expected_version,
-                data,
-                content_type,
-                by,
-                retain_until,
-                now,
-            )
-            .await
-    }
-
-    async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
-        self.check()?;
-        self.inner.retain_snapshot(room, until).await
-    }
-
-    async fn purge_snapshots(&self, now: Timestamp, limit: usize) -> Result<usize> {
-        self.check()?;
-        self.inner.purge_snapshots(now, limit).await
-    }
+switched_sessions! {
+    fn ping(&self) -> Result<()>;
+    fn create_session(&self, s: &Session, idem: Option<&IdempotencyRecord>) -> Result<CreateOutcome>;
+    fn get_session(&self, handle: &Handle) -> Result<Option<Session>>;
+    fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>>;
+    fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool>;
+    fn touch_session(&self, t: &Touch) -> Result<bool>;
+    fn touch_sessions(&self, touches: &[Touch]) -> Result<()>;
+    fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp) -> Result<Option<Session>>;
+    fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
+    fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;
+    fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;
+    fn count_active_sessions(&self) -> Result<u64>;
+    fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;
+    fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> Result<bool>;
+    fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_is_503_at_once_and_expires_nobody() {
     let store = Arc::new(Flaky {
-        inner: sessiond_store_memory::MemoryStore::new(),
+        inner: Arc::new(MemoryStore::new()),
         down: AtomicBool::new(false),
     });
+    let whole: Arc<dyn Store> = Arc::new(store.inner.clone().split().with_sessions(store.clone()));
     let config = Config::from_toml(&format!(
         "store = \"memory\"\ndev = true\napi_keys = [\"{ADMIN_KEY}\"]\n[roles.editor]\nidle_timeout = \"2s\"\nwarn_before = \"1s\""
     ))
@@ -307,7 +82,7 @@ async fn store_outage_is_503_at_once_and_expires_nobody() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let built = sessiond_server::ServerBuilder::new(config)
-        .store(store.clone())
+        .store(whole)
         .clock(Arc::new(SystemClock))
         .build();
     let server = tokio::spawn(async move {

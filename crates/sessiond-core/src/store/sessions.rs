@@ -1,0 +1,131 @@
+//! The session capability: session records, their data bag and idempotency records.
+
+use super::Result;
+use crate::clock::Timestamp;
+use crate::session::{EndReason, Session};
+use crate::token::{Handle, TokenHash};
+
+/// The idempotency record of a create: which session a key made, for which request.
+/// The key itself is never stored, only its SHA-256; the token is stored sealed with a
+/// key derived from the idempotency key, so only a caller holding the key can get it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the idempotency key, hex.
+    pub key_hash: String,
+    /// SHA-256 of the request that used the key (so a different request gives 422).
+    pub fingerprint: String,
+    pub handle: Handle,
+    /// The session token sealed (AEAD) under a key derived from the idempotency key.
+    pub sealed_token: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+/// Outcome of [`SessionStore::create_session`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key was already used; nothing was written.
+    Existing(IdempotencyRecord),
+}
+
+/// Session listing filter, ordered by handle and paged by `after`.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub principal: Option<String>,
+    pub role: Option<String>,
+    /// Only active sessions (the default for admin listings).
+    pub active_only: bool,
+    pub after: Option<Handle>,
+    pub limit: usize,
+}
+
+impl SessionFilter {
+    pub fn matches(&self, s: &Session) -> bool {
+        self.principal
+            .as_ref()
+            .is_none_or(|p| s.principal.as_str() == p)
+            && self.role.as_ref().is_none_or(|r| &s.role == r)
+            && (!self.active_only || s.is_active())
+            && self.after.is_none_or(|h| s.handle > h)
+    }
+}
+
+/// Recorded activity of one session (see [`SessionStore::touch_session`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    pub handle: Handle,
+    pub last_activity_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub idle_expires_at: Timestamp,
+}
+
+impl Touch {
+    /// The activity fields of `s` as they stand.
+    pub fn of(s: &Session) -> Touch {
+        Touch {
+            handle: s.handle,
+            last_activity_at: s.last_activity_at,
+            last_seen_at: s.last_seen_at,
+            idle_expires_at: s.idle_expires_at,
+        }
+    }
+}
+
+/// Sessions, their data bag and idempotency records.
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Cheap round trip proving the store answers (readiness).
+    async fn ping(&self) -> Result<()>;
+
+    /// Inserts a new session. With an idempotency record, the insert happens only if
+    /// the key hash is unused; otherwise the existing record is returned and nothing
+    /// is written (whatever the concurrency).
+    async fn create_session(
+        &self,
+        s: &Session,
+        idem: Option<&IdempotencyRecord>,
+    ) -> Result<CreateOutcome>;
+    /// Primary-key lookup of the session alone (ended sessions included).
+    async fn get_session(&self, handle: &Handle) -> Result<Option<Session>>;
+    /// Lookup by token hash (ended sessions included, so callers can say why it ended).
+    async fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>>;
+    /// Replaces the session record if it is still active and its token hash is still
+    /// `expected_token` (sign-in, rotation). Returns whether it applied.
+    async fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool>;
+    /// Records activity: moves `last_activity_at`, `last_seen_at` and `idle_expires_at`
+    /// forward only (max with what is stored), if the session is still active.
+    async fn touch_session(&self, t: &Touch) -> Result<bool>;
+    /// Applies many [`SessionStore::touch_session`]s so the server can flush coalesced
+    /// activity in one round trip. Backends with transactions override it to write the
+    /// batch at once; ended or missing sessions are skipped.
+    async fn touch_sessions(&self, touches: &[Touch]) -> Result<()> {
+        for t in touches {
+            self.touch_session(t).await?;
+        }
+        Ok(())
+    }
+    /// Ends an active session. Exactly one caller gets `Some` (the ended record); every
+    /// other concurrent or later call gets `None`.
+    async fn end_session(
+        &self,
+        handle: &Handle,
+        reason: EndReason,
+        now: Timestamp,
+    ) -> Result<Option<Session>>;
+    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
+    /// Active sessions whose earliest deadline is `<= now`, at most `limit`.
+    async fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;
+    /// Removes sessions ended before `ended_before` with their data and idempotency
+    /// records; returns how many.
+    async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;
+    async fn count_active_sessions(&self) -> Result<u64>;
+
+    // ---- session data (one JSON value per key) ----
+
+    async fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;
+    /// Writes one value; returns false (and writes nothing) if the session is not active.
+    async fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value)
+        -> Result<bool>;
+    /// Returns whether a value existed.
+    async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;
+}

@@ -1,0 +1,645 @@
+//! Session checks: create (idempotent), lookups, token CAS, touches, ending,
+//! listing, deadlines, purges, counts and the session data bag.
+
+use super::{session, MINUTE};
+use sessiond_core::store::prelude::*;
+use sessiond_core::store::{CreateOutcome, IdempotencyRecord, SessionFilter, Touch};
+use sessiond_core::{
+    EndReason, Handle, Principal, Session, SessionState, Timestamp, Token, TokenHash,
+};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+fn with_deadlines(mut s: Session, idle: Timestamp, absolute: Timestamp) -> Session {
+    s.idle_expires_at = idle;
+    s.absolute_expires_at = absolute;
+    s
+}
+
+fn idem(key: &str, handle: Handle, now: Timestamp) -> IdempotencyRecord {
+    IdempotencyRecord {
+        key_hash: hex::encode(Sha256::digest(key.as_bytes())),
+        fingerprint: hex::encode(Sha256::digest(b"request")),
+        handle,
+        sealed_token: vec![1, 2, 3, 4],
+        created_at: now,
+    }
+}
+
+fn touch(handle: Handle, activity: Timestamp, seen: Timestamp, idle: Timestamp) -> Touch {
+    Touch {
+        handle,
+        last_activity_at: activity,
+        last_seen_at: seen,
+        idle_expires_at: idle,
+    }
+}
+
+async fn create(store: &dyn Store, s: &Session) {
+    assert_eq!(
+        store.create_session(s, None).await.unwrap(),
+        CreateOutcome::Created
+    );
+}
+
+pub async fn check_create_and_get(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    let s = session("anon:abc", "editor", 1_000);
+    create(&*store, &s).await;
+    assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.get_session_by_token(&s.token_hash).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(store.get_session(&Handle::generate()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .get_session_by_token(&Token::generate().hash())
+            .await
+            .unwrap(),
+        None
+    );
+    // A session without optional fields round-trips too.
+    let mut bare = session("anon:bare", "viewer", 2_000);
+    bare.client_ip = None;
+    bare.user_agent = None;
+    bare.allowed_rooms = None;
+    bare.user_id = None;
+    create(&*store, &bare).await;
+    assert_eq!(store.get_session(&bare.handle).await.unwrap(), Some(bare));
+}
+
+pub async fn check_idempotent_create(store: Arc<dyn Store>) {
+    const CALLERS: usize = 50;
+    let mut tasks = Vec::new();
+    for i in 0..CALLERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = session(&format!("anon:caller{i}"), "editor", 1_000);
+            let rec = idem("same-key", s.handle, 1_000);
+            let out = store.create_session(&s, Some(&rec)).await.unwrap();
+            (s.handle, out)
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut existing = Vec::new();
+    let mut losers = Vec::new();
+    for t in tasks {
+        let (h, out) = t.await.unwrap();
+        match out {
+            CreateOutcome::Created => winners.push(h),
+            CreateOutcome::Existing(rec) => {
+                existing.push(rec);
+                losers.push(h);
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create must win");
+    let winner = winners[0];
+    for rec in &existing {
+        assert_eq!(rec.handle, winner);
+        assert_eq!(rec.key_hash, idem("same-key", winner, 0).key_hash);
+        assert_eq!(rec.sealed_token, vec![1, 2, 3, 4]);
+        assert_eq!(rec.created_at, 1_000);
+    }
+    let all = store
+        .list_sessions(&SessionFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].handle, winner);
+    for h in losers {
+        assert_eq!(
+            store.get_session(&h).await.unwrap(),
+            None,
+            "a losing create left a session"
+        );
+    }
+    // A different key still creates.
+    let s = session("anon:other", "editor", 2_000);
+    let out = store
+        .create_session(&s, Some(&idem("other-key", s.handle, 2_000)))
+        .await
+        .unwrap();
+    assert_eq!(out, CreateOutcome::Created);
+}
+
+pub async fn check_existence_independent_of_data(store: Arc<dyn Store>) {
+    let s = session("anon:x", "editor", 1_000);
+    create(&*store, &s).await;
+    // The very first thing that happens to this session is a data write.
+    assert!(store
+        .put_data(&s.handle, "cart", &serde_json::json!({"items": [1, 2]}))
+        .await
+        .unwrap());
+    assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store.get_session_by_token(&s.token_hash).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(
+        store.get_data(&s.handle, "cart").await.unwrap(),
+        Some(serde_json::json!({"items": [1, 2]}))
+    );
+    assert_eq!(store.get_data(&s.handle, "other").await.unwrap(), None);
+    assert!(store.delete_data(&s.handle, "cart").await.unwrap());
+    assert!(!store.delete_data(&s.handle, "cart").await.unwrap());
+    assert_eq!(store.get_data(&s.handle, "cart").await.unwrap(), None);
+    // Deleting data never deletes the session.
+    assert!(store.get_session(&s.handle).await.unwrap().is_some());
+}
+
+pub async fn check_put_data_needs_active_session(store: Arc<dyn Store>) {
+    let ghost = Handle::generate();
+    assert!(!store
+        .put_data(&ghost, "k", &serde_json::json!(1))
+        .await
+        .unwrap());
+    assert_eq!(store.get_data(&ghost, "k").await.unwrap(), None);
+    assert_eq!(
+        store.get_session(&ghost).await.unwrap(),
+        None,
+        "a data write must not create a session"
+    );
+    let s = session("anon:x", "editor", 1_000);
+    create(&*store, &s).await;
+    assert!(store
+        .put_data(&s.handle, "k", &serde_json::json!(1))
+        .await
+        .unwrap());
+    store
+        .end_session(&s.handle, EndReason::SignedOut, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!store
+        .put_data(&s.handle, "k", &serde_json::json!(2))
+        .await
+        .unwrap());
+    assert!(!store
+        .put_data(&s.handle, "new", &serde_json::json!(3))
+        .await
+        .unwrap());
+    assert_eq!(store.get_data(&s.handle, "new").await.unwrap(), None);
+}
+
+pub async fn check_concurrent_put_data(store: Arc<dyn Store>) {
+    let s = session("anon:x", "editor", 1_000);
+    create(&*store, &s).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let h = s.handle;
+        tasks.push(tokio::spawn(async move {
+            store
+                .put_data(&h, "k", &serde_json::json!({ "v": i }))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert!(
+            t.await.unwrap().unwrap(),
+            "every concurrent write to an active session applies"
+        );
+    }
+    let v = store
+        .get_data(&s.handle, "k")
+        .await
+        .unwrap()
+        .expect("one value must remain");
+    let n = v["v"]
+        .as_i64()
+        .expect("the value is one of the written ones");
+    assert!((0..20).contains(&n));
+    assert!(store
+        .put_data(&s.handle, "k", &serde_json::json!({"v": 999}))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_data(&s.handle, "k").await.unwrap(),
+        Some(serde_json::json!({"v": 999}))
+    );
+}
+
+pub async fn check_update_session_cas(store: Arc<dyn Store>) {
+    let s = session("anon:x", "viewer", 1_000);
+    create(&*store, &s).await;
+    let old_hash = s.token_hash;
+    let mut signed = s.clone();
+    signed.token_hash = Token::generate().hash();
+    signed.principal = Principal::user("alice");
+    signed.user_id = Some("alice".into());
+    signed.role = "editor".into();
+    signed.idle_expires_at = 50 * MINUTE;
+
+    let stale: TokenHash = Token::generate().hash();
+    assert!(!store.update_session(&signed, &stale).await.unwrap());
+    assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(s.clone()));
+
+    assert!(store.update_session(&signed, &old_hash).await.unwrap());
+    assert_eq!(
+        store.get_session_by_token(&old_hash).await.unwrap(),
+        None,
+        "old token must stop working"
+    );
+    assert_eq!(
+        store
+            .get_session_by_token(&signed.token_hash)
+            .await
+            .unwrap(),
+        Some(signed.clone())
+    );
+    assert_eq!(
+        store.get_session(&s.handle).await.unwrap(),
+        Some(signed.clone())
+    );
+    // The same old hash cannot win twice.
+    assert!(!store.update_session(&signed, &old_hash).await.unwrap());
+
+    let ended = store
+        .end_session(&s.handle, EndReason::Revoked, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut again = ended.clone();
+    again.token_hash = Token::generate().hash();
+    again.state = SessionState::Active;
+    assert!(
+        !store
+            .update_session(&again, &signed.token_hash)
+            .await
+            .unwrap(),
+        "ended sessions are final"
+    );
+    assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(ended));
+}
+
+pub async fn check_touch_session(store: Arc<dyn Store>) {
+    let s = session("anon:x", "editor", 1_000);
+    create(&*store, &s).await;
+    assert!(store
+        .touch_session(&touch(s.handle, 5_000, 6_000, 70_000))
+        .await
+        .unwrap());
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(
+        (got.last_activity_at, got.last_seen_at, got.idle_expires_at),
+        (5_000, 6_000, 70_000)
+    );
+    // Older values (a late, reordered flush) never move anything backwards.
+    store
+        .touch_session(&touch(s.handle, 2_000, 3_000, 20_000))
+        .await
+        .unwrap();
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(
+        (got.last_activity_at, got.last_seen_at, got.idle_expires_at),
+        (5_000, 6_000, 70_000)
+    );
+    // Mixed: only the newer fields move.
+    store
+        .touch_session(&touch(s.handle, 4_000, 9_000, 60_000))
+        .await
+        .unwrap();
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(
+        (got.last_activity_at, got.last_seen_at, got.idle_expires_at),
+        (5_000, 9_000, 70_000)
+    );
+    assert_eq!(got.absolute_expires_at, s.absolute_expires_at);
+    assert_eq!(got.token_hash, s.token_hash);
+
+    let ended = store
+        .end_session(&s.handle, EndReason::SignedOut, 10_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!store
+        .touch_session(&touch(s.handle, 20_000, 20_000, 90_000))
+        .await
+        .unwrap());
+    assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(ended));
+    assert!(!store
+        .touch_session(&touch(Handle::generate(), 1, 1, 1))
+        .await
+        .unwrap());
+}
+
+pub async fn check_touch_sessions_batch(store: Arc<dyn Store>) {
+    let a = session("anon:a", "editor", 1_000);
+    let b = session("anon:b", "editor", 1_000);
+    let c = session("anon:c", "editor", 1_000);
+    for s in [&a, &b, &c] {
+        create(&*store, s).await;
+    }
+    let ended = store
+        .end_session(&c.handle, EndReason::Revoked, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .touch_sessions(&[
+            touch(a.handle, 3_000, 3_000, 80_000),
+            touch(b.handle, 4_000, 4_500, 90_000),
+            touch(c.handle, 5_000, 5_000, 99_000),
+            touch(Handle::generate(), 5_000, 5_000, 99_000),
+        ])
+        .await
+        .unwrap();
+    store.touch_sessions(&[]).await.unwrap();
+    let ga = store.get_session(&a.handle).await.unwrap().unwrap();
+    let gb = store.get_session(&b.handle).await.unwrap().unwrap();
+    assert_eq!(
+        (ga.last_activity_at, ga.last_seen_at, ga.idle_expires_at),
+        (3_000, 3_000, 80_000)
+    );
+    assert_eq!(
+        (gb.last_activity_at, gb.last_seen_at, gb.idle_expires_at),
+        (4_000, 4_500, 90_000)
+    );
+    assert_eq!(store.get_session(&c.handle).await.unwrap(), Some(ended));
+    // The batch moves deadlines for due_sessions as well.
+    assert!(store.due_sessions(70_000, 10).await.unwrap().is_empty());
+}
+
+pub async fn check_end_session_once(store: Arc<dyn Store>) {
+    let s = session("anon:x", "editor", 1_000);
+    create(&*store, &s).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        let h = s.handle;
+        tasks.push(tokio::spawn(async move {
+            store
+                .end_session(&h, EndReason::IdleTimeout, 5_000 + i)
+                .await
+        }));
+    }
+    let mut ended = Vec::new();
+    for t in tasks {
+        if let Some(e) = t.await.unwrap().unwrap() {
+            ended.push(e);
+        }
+    }
+    assert_eq!(ended.len(), 1, "exactly one caller ends the session");
+    let e = &ended[0];
+    assert_eq!(e.state, SessionState::Ended);
+    assert_eq!(e.end_reason, Some(EndReason::IdleTimeout));
+    assert!(e.ended_at.is_some_and(|t| (5_000..5_020).contains(&t)));
+    assert_eq!(e.handle, s.handle);
+    assert_eq!(e.token_hash, s.token_hash);
+    assert_eq!(
+        store.get_session(&s.handle).await.unwrap().as_ref(),
+        Some(e)
+    );
+    assert_eq!(
+        store
+            .get_session_by_token(&s.token_hash)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(e),
+        "ended sessions stay findable"
+    );
+    assert_eq!(
+        store
+            .end_session(&s.handle, EndReason::Revoked, 9_000)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .end_session(&Handle::generate(), EndReason::Revoked, 9_000)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub async fn check_due_sessions(store: Arc<dyn Store>) {
+    let a = with_deadlines(session("anon:a", "editor", 0), 100, 1_000);
+    let b = with_deadlines(session("anon:b", "editor", 0), 500, 200);
+    let c = with_deadlines(session("anon:c", "editor", 0), 1_500, 2_000);
+    let d = with_deadlines(session("anon:d", "editor", 0), 50, 60);
+    for s in [&a, &b, &c, &d] {
+        create(&*store, s).await;
+    }
+    store
+        .end_session(&d.handle, EndReason::SignedOut, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let due = |now: Timestamp, limit: usize| {
+        let store = store.clone();
+        async move {
+            store
+                .due_sessions(now, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+        }
+    };
+    assert!(due(99, 10).await.is_empty());
+    assert_eq!(due(100, 10).await, BTreeSet::from([a.handle]));
+    assert_eq!(due(200, 10).await, BTreeSet::from([a.handle, b.handle]));
+    assert_eq!(
+        due(5_000, 10).await,
+        BTreeSet::from([a.handle, b.handle, c.handle])
+    );
+    assert_eq!(due(5_000, 2).await.len(), 2);
+    // Activity pushes a deadline out (its earliest deadline is now the absolute one).
+    store
+        .touch_session(&touch(a.handle, 50, 50, 3_000))
+        .await
+        .unwrap();
+    assert_eq!(due(999, 10).await, BTreeSet::from([b.handle]));
+    assert_eq!(due(1_000, 10).await, BTreeSet::from([a.handle, b.handle]));
+    store
+        .end_session(&b.handle, EndReason::AbsoluteTimeout, 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(due(1_000, 10).await, BTreeSet::from([a.handle]));
+}
+
+pub async fn check_list_sessions(store: Arc<dyn Store>) {
+    let mut all = vec![
+        session("user:a", "editor", 1),
+        session("user:a", "viewer", 2),
+        session("user:b", "editor", 3),
+        session("user:b", "editor", 4),
+        session("anon:z", "public", 5),
+    ];
+    for s in &all {
+        create(&*store, s).await;
+    }
+    let ended = store
+        .end_session(&all[3].handle, EndReason::Revoked, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    all[3] = ended;
+    all.sort_by_key(|s| s.handle);
+    let list = |f: SessionFilter| {
+        let store = store.clone();
+        async move { store.list_sessions(&f).await.unwrap() }
+    };
+    let everything = list(SessionFilter {
+        limit: 100,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(everything, all, "ordered by handle, ended included");
+    let hs = |v: &[Session]| v.iter().map(|s| s.handle).collect::<Vec<_>>();
+    let by = |pred: &dyn Fn(&Session) -> bool| {
+        all.iter()
+            .filter(|s| pred(s))
+            .map(|s| s.handle)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        hs(&list(SessionFilter {
+            principal: Some("user:a".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await),
+        by(&|s| s.principal.0 == "user:a")
+    );
+    assert_eq!(
+        hs(&list(SessionFilter {
+            role: Some("editor".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await),
+        by(&|s| s.role == "editor")
+    );
+    assert_eq!(
+        hs(&list(SessionFilter {
+            active_only: true,
+            limit: 100,
+            ..Default::default()
+        })
+        .await),
+        by(&|s| s.is_active())
+    );
+    assert_eq!(
+        hs(&list(SessionFilter {
+            principal: Some("user:b".into()),
+            role: Some("editor".into()),
+            active_only: true,
+            limit: 100,
+            ..Default::default()
+        })
+        .await),
+        by(&|s| s.principal.0 == "user:b" && s.is_active())
+    );
+    // Paging by `after`, two at a time, visits every session once, in order.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = list(SessionFilter {
+            after,
+            limit: 2,
+            ..Default::default()
+        })
+        .await;
+        assert!(page.len() <= 2);
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|s| s.handle);
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+}
+
+pub async fn check_purge_ended_sessions(store: Arc<dyn Store>) {
+    let s1 = session("anon:1", "editor", 0);
+    let s2 = session("anon:2", "editor", 0);
+    let s3 = session("anon:3", "editor", 0);
+    let rec1 = idem("key-1", s1.handle, 0);
+    assert_eq!(
+        store.create_session(&s1, Some(&rec1)).await.unwrap(),
+        CreateOutcome::Created
+    );
+    create(&*store, &s2).await;
+    create(&*store, &s3).await;
+    for s in [&s1, &s2, &s3] {
+        assert!(store
+            .put_data(&s.handle, "k", &serde_json::json!("v"))
+            .await
+            .unwrap());
+    }
+    store
+        .end_session(&s1.handle, EndReason::SignedOut, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .end_session(&s2.handle, EndReason::SignedOut, 500)
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert_eq!(store.purge_ended_sessions(300, 100).await.unwrap(), 1);
+    assert_eq!(store.get_session(&s1.handle).await.unwrap(), None);
+    assert_eq!(
+        store.get_session_by_token(&s1.token_hash).await.unwrap(),
+        None
+    );
+    assert_eq!(store.get_data(&s1.handle, "k").await.unwrap(), None);
+    assert!(store.get_session(&s2.handle).await.unwrap().is_some());
+    assert_eq!(
+        store.get_data(&s3.handle, "k").await.unwrap(),
+        Some(serde_json::json!("v"))
+    );
+    // The purged session's idempotency record went with it: the key is free again.
+    let s4 = session("anon:4", "editor", 1_000);
+    assert_eq!(
+        store
+            .create_session(&s4, Some(&idem("key-1", s4.handle, 1_000)))
+            .await
+            .unwrap(),
+        CreateOutcome::Created
+    );
+    // `limit` bounds one pass; active sessions are never purged.
+    store
+        .end_session(&s3.handle, EndReason::SignedOut, 600)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.purge_ended_sessions(10_000, 1).await.unwrap(), 1);
+    assert_eq!(store.purge_ended_sessions(10_000, 10).await.unwrap(), 1);
+    assert_eq!(store.purge_ended_sessions(10_000, 10).await.unwrap(), 0);
+    assert!(store.get_session(&s4.handle).await.unwrap().is_some());
+}
+
+pub async fn check_count_active_sessions(store: Arc<dyn Store>) {
+    assert_eq!(store.count_active_sessions().await.unwrap(), 0);
+    let ss: Vec<_> = (0..5)
+        .map(|i| session(&format!("anon:{i}"), "editor", i))
+        .collect();
+    for s in &ss {
+        create(&*store, s).await;
+    }
+    assert_eq!(store.count_active_sessions().await.unwrap(), 5);
+    store
+        .end_session(&ss[0].handle, EndReason::Revoked, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .end_session(&ss[1].handle, EndReason::Revoked, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.count_active_sessions().await.unwrap(), 3);
+}
