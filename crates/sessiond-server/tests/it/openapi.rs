@@ -52,7 +52,7 @@ fn concrete(path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_documents_every_route() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     let r = c.get(s.u("/openapi.json")).send().await.unwrap();
     assert_eq!(r.status(), 200);
