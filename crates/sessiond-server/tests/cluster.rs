@@ -61,10 +61,7 @@ fn time_ms(rfc3339: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_shared_activity_moves_deadlines_and_revocation_reaches_other_nodes() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        node(&redis.url(), "20s"),
-        node(&redis.url(), "20s"),
-    );
+    let (a, b) = (node(&redis.url(), "20s"), node(&redis.url(), "20s"));
     a.wait_ready().await;
     b.wait_ready().await;
 
@@ -135,10 +132,7 @@ async fn sessions_are_shared_activity_moves_deadlines_and_revocation_reaches_oth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_expiry_fires_once_and_connections_on_both_nodes_are_told() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        node(&redis.url(), "4s"),
-        node(&redis.url(), "4s"),
-    );
+    let (a, b) = (node(&redis.url(), "4s"), node(&redis.url(), "4s"));
     a.wait_ready().await;
     b.wait_ready().await;
 
@@ -199,7 +193,11 @@ async fn presence_spans_nodes_and_a_killed_nodes_members_are_lost() {
         b.bearer_session().await,
         c.bearer_session().await,
     );
-    let (mut w1, mut w2, mut w3) = (a.ws_hello(&s1).await, b.ws_hello(&s2).await, c.ws_hello(&s3).await);
+    let (mut w1, mut w2, mut w3) = (
+        a.ws_hello(&s1).await,
+        b.ws_hello(&s2).await,
+        c.ws_hello(&s3).await,
+    );
 
     w1.send(json!({"type": "join", "room": "conv-9"})).await;
     let (p, _) = w1.expect_at("presence").await;
@@ -269,10 +267,7 @@ async fn presence_spans_nodes_and_a_killed_nodes_members_are_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_answers_503_fast_defers_expiry_and_recovers() {
     let mut redis = RedisServer::start_durable();
-    let (a, b) = (
-        node(&redis.url(), "12s"),
-        node(&redis.url(), "12s"),
-    );
+    let (a, b) = (node(&redis.url(), "12s"), node(&redis.url(), "12s"));
     a.wait_ready().await;
     b.wait_ready().await;
     let client = client();
@@ -424,10 +419,7 @@ async fn redis_cluster_uses_sharded_pubsub_for_revocation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_room_views_list_members_of_every_node() {
     let redis = RedisServer::start();
-    let (a, b) = (
-        node(&redis.url(), "60s"),
-        node(&redis.url(), "60s"),
-    );
+    let (a, b) = (node(&redis.url(), "60s"), node(&redis.url(), "60s"));
     a.wait_ready().await;
     b.wait_ready().await;
     let (sa, sb) = (a.bearer_session().await, b.bearer_session().await);
@@ -436,10 +428,11 @@ async fn admin_room_views_list_members_of_every_node() {
     wa.send(json!({"type": "join", "room": "ops-1"})).await;
     wa.expect_at("presence").await;
     // A's member, seen from B, which has nobody in the room itself.
-    let (_, rooms) = b.admin_until("/v1/admin/rooms", |s, v| {
-        s == 200 && v["rooms"] != json!([])
-    })
-    .await;
+    let (_, rooms) = b
+        .admin_until("/v1/admin/rooms", |s, v| {
+            s == 200 && v["rooms"] != json!([])
+        })
+        .await;
     assert_eq!(rooms, json!({"rooms": [{"room": "ops-1", "members": 1}]}));
     let (status, room) = b.admin_status("/v1/admin/rooms/ops-1").await;
     assert_eq!(status, 200);
@@ -460,10 +453,11 @@ async fn admin_room_views_list_members_of_every_node() {
     assert_eq!(room["members"][1]["node"], node_a.as_str());
     assert_ne!(node_b, node_a);
     // A agrees, from its side.
-    let (_, room) = a.admin_until("/v1/admin/rooms/ops-1", |_, v| {
-        v["members"].as_array().is_some_and(|m| m.len() == 2)
-    })
-    .await;
+    let (_, room) = a
+        .admin_until("/v1/admin/rooms/ops-1", |_, v| {
+            v["members"].as_array().is_some_and(|m| m.len() == 2)
+        })
+        .await;
     assert_eq!(
         member_handles(&room),
         vec![sa.handle.clone(), sb.handle.clone()]
@@ -482,5 +476,6 @@ async fn admin_room_views_list_members_of_every_node() {
         s == 200 && v == &json!({"rooms": []})
     })
     .await;
-    b.admin_until("/v1/admin/rooms/ops-1", |s, _| s == 404).await;
+    b.admin_until("/v1/admin/rooms/ops-1", |s, _| s == 404)
+        .await;
 }

@@ -214,7 +214,11 @@ impl Browser {
     /// Signs in with `ticket` and checks the session now names `user`.
     pub async fn sign_in_with(&self, ticket: &str, user: &str) {
         let r = self
-            .json_req(Method::POST, "/v1/session/signin", json!({"ticket": ticket}))
+            .json_req(
+                Method::POST,
+                "/v1/session/signin",
+                json!({"ticket": ticket}),
+            )
             .await;
         assert!(r.status.is_success(), "sign in: {} {}", r.status, r.json());
         assert_eq!(r.json()["principal"], format!("user:{user}"));

@@ -118,9 +118,11 @@ impl Endpoint {
     /// Waits until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         let (c, url) = (&http::client(), &self.u("/readyz"));
-        wait::until(READY_TIMEOUT, &format!("{url} to answer 200"), move || async move {
-            c.get(url).send().await.is_ok_and(|r| r.status() == 200)
-        })
+        wait::until(
+            READY_TIMEOUT,
+            &format!("{url} to answer 200"),
+            move || async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) },
+        )
         .await;
     }
 
@@ -146,10 +148,14 @@ impl Endpoint {
     /// Polls an admin view until `ok` holds for (status, body), at most [`wait::DEFAULT`].
     pub async fn admin_until(&self, path: &str, ok: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
         let ok = &ok;
-        wait::until_some(wait::DEFAULT, &format!("{path} to match"), move || async move {
-            let (s, v) = self.admin_status(path).await;
-            ok(s, &v).then_some((s, v))
-        })
+        wait::until_some(
+            wait::DEFAULT,
+            &format!("{path} to match"),
+            move || async move {
+                let (s, v) = self.admin_status(path).await;
+                ok(s, &v).then_some((s, v))
+            },
+        )
         .await
     }
 
@@ -330,7 +336,8 @@ impl TestServer {
         Self::start_config_in(config, &DataDir::new()).await
     }
 
-    /// [`TestServer::start_config`] in a given data directory.
+    /// [`TestServer::start_config`] in a given data directory (`<dir>/data`; any
+    /// `data_dir` the config names is replaced, so tests never write outside a temp dir).
     pub async fn start_config_in(mut config: Config, dir: &DataDir) -> TestServer {
         config.data_dir = dir.path().join("data");
         Self::spawn(dir, move |listener, shutdown| {

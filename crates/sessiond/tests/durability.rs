@@ -145,7 +145,10 @@ async fn acknowledged_drafts_attachments_and_snapshots_survive_sigkill() {
         },
     );
     // The log tail says why the stream stalled, should it.
-    if tokio::time::timeout(Duration::from_secs(30), acked).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), acked)
+        .await
+        .is_err()
+    {
         panic!("the write stream stalled; log:\n{}", server.log_tail());
     }
     server.kill9();

@@ -20,7 +20,11 @@ fn policy(interval: Duration) -> Policy {
 }
 
 fn hub() -> Hub {
-    Hub::new("n1".into(), Bus::new(), &crate::config::Config::default().ws)
+    Hub::new(
+        "n1".into(),
+        Bus::new(),
+        &crate::config::Config::default().ws,
+    )
 }
 
 /// One registered connection and the receiving end of its queue.
@@ -151,7 +155,11 @@ async fn any_frame_heard_resets_the_misses() {
             break hub.now_ms();
         }
     };
-    assert_eq!(lost_at - heard, 3 * INTERVAL_MS, "counted from the last frame");
+    assert_eq!(
+        lost_at - heard,
+        3 * INTERVAL_MS,
+        "counted from the last frame"
+    );
 }
 
 #[tokio::test(start_paused = true)]

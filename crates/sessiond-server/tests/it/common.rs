@@ -2,9 +2,9 @@
 //! these tests (SQLite in a temp directory, a 200 ms flush) and log capture.
 
 pub use sessiond_testkit::http::{cookie, get, post, problem, set_cookie, token_of};
+use sessiond_testkit::inproc::{base_toml, TestServer};
 pub use sessiond_testkit::inproc::{DataDir, ADMIN_KEY};
 pub use sessiond_testkit::logs::logs;
-use sessiond_testkit::inproc::{base_toml, TestServer};
 
 /// A server of these tests.
 pub type Server = TestServer;

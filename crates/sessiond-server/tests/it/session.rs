@@ -414,7 +414,9 @@ async fn forward_auth_verify() {
     let before: Value = get(&s.u("/v1/session"), &token).await.json().await.unwrap();
     // A touch now would move `last_activity_at`: the wall clock is past it.
     let last = sessiond_server::routes::admin::parse_time(
-        before["last_activity_at"].as_str().expect("last_activity_at"),
+        before["last_activity_at"]
+            .as_str()
+            .expect("last_activity_at"),
     )
     .expect("RFC 3339");
     sessiond_testkit::wait::until(

@@ -350,10 +350,18 @@ async fn store_outage_is_503_at_once_and_expires_nobody() {
 
     store.down.store(false, Ordering::SeqCst);
     let (c_ref, url_ref) = (&c, &url);
-    wait::until(wait::DEFAULT, "service to resume by itself", move || async move {
-        let r = c_ref.post(format!("{url_ref}/v1/session")).send().await.unwrap();
-        r.status() == 201
-    })
+    wait::until(
+        wait::DEFAULT,
+        "service to resume by itself",
+        move || async move {
+            let r = c_ref
+                .post(format!("{url_ref}/v1/session"))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 201
+        },
+    )
     .await;
     let (inner, handle) = (&store.inner, Handle::parse(&handle).unwrap());
     let handle = &handle;
