@@ -3,208 +3,49 @@
 //! write nothing, at-rest encryption, the purge job, and a property test of scope.
 
 use futures::StreamExt;
-use reqwest::cookie::{CookieStore, Jar};
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sessiond_core::draft::{merge_on_sign_in, AttachmentMeta, Draft};
 use sessiond_core::store::SnapshotPut;
 use sessiond_core::{Clock, ManualClock, Principal, Store};
 use sessiond_server::config::Config;
+use sessiond_testkit::http::{hs256_ticket, Browser, Resp};
+use sessiond_testkit::inproc::{base_toml, TestServer, ADMIN_KEY, TICKET_SECRET};
+use sessiond_testkit::wait;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::oneshot;
+use std::time::Duration;
 
-const SECRET: &str = "drafts-test-ticket-secret-0123456789abcdef";
-const API_KEY: &str = "drafts-test-api-key";
-
-/// A server started in-process on 127.0.0.1:0; stops when dropped.
-struct TestServer {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
+fn base_config() -> Config {
+    Config::from_toml(&base_toml("memory")).expect("test config")
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-fn base_config(dir: &Path) -> Config {
-    let mut c = Config::from_toml(&format!(
-        "dev = true\nstore = \"memory\"\napi_keys = [\"{API_KEY}\"]\n[tickets]\nhs256_secret = \"{SECRET}\"\n"
-    ))
-    .expect("test config");
-    c.data_dir = dir.to_path_buf();
-    c
-}
-
-impl TestServer {
-    async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = base_config(dir.path());
-        tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            if let Err(e) = sessiond_server::run(config, listener, async move {
-                let _ = rx.await;
-            })
-            .await
-            {
-                panic!("server failed: {e}");
-            }
-        });
-        TestServer {
-            url,
-            stop: Some(tx),
-            _dir: dir,
-        }
-    }
-
-    /// A browser with its own cookie jar and a fresh anonymous session.
-    async fn browser(&self) -> Browser {
-        let b = Browser::new(&self.url, Arc::new(Jar::default()));
-        b.new_session().await;
-        b
-    }
+/// A server on the memory store with the test's settings.
+async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let mut config = base_config();
+    tweak(&mut config);
+    TestServer::start_config(config).await
 }
 
 fn ticket(user: &str, rooms: Option<&[&str]>) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let mut claims = json!({"sub": user, "role": "editor", "iat": now, "exp": now + 120});
-    if let Some(r) = rooms {
-        claims["rooms"] = json!(r);
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign ticket")
+    hs256_ticket(TICKET_SECRET, user, "editor", rooms)
 }
 
-/// One browser tab: a client over a cookie jar (tabs of one browser share the jar).
-#[derive(Clone)]
-struct Browser {
-    base: String,
-    jar: Arc<Jar>,
-    http: Client,
+/// The drafts API as a browser tab uses it.
+trait Drafts {
+    async fn sign_in(&self, user: &str, rooms: Option<&[&str]>);
+    async fn put_text(&self, conv: &str, text: &str, seq: u64) -> Resp;
+    async fn get(&self, conv: &str) -> Resp;
+    async fn seq(&self, conv: &str) -> u64;
+    async fn delete(&self, conv: &str, seq: u64) -> Resp;
+    async fn put_att(&self, conv: &str, name: &str, ct: &str, bytes: Vec<u8>, seq: u64) -> Resp;
+    async fn get_att(&self, conv: &str, name: &str) -> Resp;
+    async fn list(&self) -> Vec<Value>;
 }
 
-struct Resp {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn code(&self) -> String {
-        self.json()["code"].as_str().unwrap_or("").to_owned()
-    }
-}
-
-impl Browser {
-    fn new(base: &str, jar: Arc<Jar>) -> Browser {
-        let http = Client::builder()
-            .cookie_provider(jar.clone())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
-        Browser {
-            base: base.to_owned(),
-            jar,
-            http,
-        }
-    }
-
-    /// Another tab of the same browser (same cookies, its own connection pool).
-    fn tab(&self) -> Browser {
-        Browser::new(&self.base, self.jar.clone())
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<(&str, Vec<u8>)>,
-        if_match: Option<u64>,
-    ) -> Resp {
-        let mut rb = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some((ct, bytes)) = body {
-            rb = rb.header("content-type", ct).body(bytes);
-        }
-        if let Some(m) = if_match {
-            rb = rb.header("if-match", format!("\"{m}\""));
-        }
-        let r = rb.send().await.expect("request");
-        let status = r.status();
-        let headers = r.headers().clone();
-        let body = r.bytes().await.expect("body").to_vec();
-        Resp {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    async fn json_req(&self, method: Method, path: &str, v: Value) -> Resp {
-        self.send(
-            method,
-            path,
-            Some(("application/json", v.to_string().into_bytes())),
-            None,
-        )
-        .await
-    }
-
-    async fn new_session(&self) {
-        let r = self.json_req(Method::POST, "/v1/session", json!({})).await;
-        assert!(
-            r.status.is_success(),
-            "create session: {} {}",
-            r.status,
-            r.json()
-        );
-    }
-
-    async fn principal(&self) -> String {
-        let r = self.send(Method::GET, "/v1/session", None, None).await;
-        assert_eq!(r.status, StatusCode::OK, "{}", r.json());
-        r.json()["principal"]
-            .as_str()
-            .expect("principal")
-            .to_owned()
-    }
-
+impl Drafts for Browser {
     async fn sign_in(&self, user: &str, rooms: Option<&[&str]>) {
-        let r = self
-            .json_req(
-                Method::POST,
-                "/v1/session/signin",
-                json!({"ticket": ticket(user, rooms)}),
-            )
-            .await;
-        assert!(r.status.is_success(), "sign in: {} {}", r.status, r.json());
-        assert_eq!(r.json()["principal"], format!("user:{user}"));
-    }
-
-    async fn sign_out(&self) {
-        let r = self.send(Method::DELETE, "/v1/session", None, None).await;
-        assert!(r.status.is_success(), "sign out: {}", r.status);
+        self.sign_in_with(&ticket(user, rooms), user).await;
     }
 
     async fn put_text(&self, conv: &str, text: &str, seq: u64) -> Resp {
@@ -266,16 +107,6 @@ impl Browser {
         assert_eq!(r.status, StatusCode::OK, "{}", r.json());
         r.json()["drafts"].as_array().expect("drafts").clone()
     }
-
-    fn cookie_header(&self) -> String {
-        let url = self.base.parse().expect("url");
-        self.jar
-            .cookies(&url)
-            .expect("cookie")
-            .to_str()
-            .expect("ascii")
-            .to_owned()
-    }
 }
 
 fn audio(len: usize, seed: u8) -> Vec<u8> {
@@ -286,7 +117,7 @@ fn audio(len: usize, seed: u8) -> Vec<u8> {
 
 #[tokio::test]
 async fn conversations_and_principals_never_see_each_other() {
-    let srv = TestServer::start(|_| {}).await;
+    let srv = start(|_| {}).await;
     let alice = srv.browser().await;
     alice.sign_in("alice", None).await;
     assert_eq!(
@@ -377,7 +208,7 @@ async fn conversations_and_principals_never_see_each_other() {
 
 #[tokio::test]
 async fn draft_and_audio_survive_session_expiry_and_sign_in_again() {
-    let srv = TestServer::start(|c| {
+    let srv = start(|c| {
         let r = c.roles.get_mut("editor").expect("editor role");
         r.idle_timeout = Duration::from_secs(2);
         r.warn_before = Duration::from_secs(1);
@@ -404,19 +235,17 @@ async fn draft_and_audio_survive_session_expiry_and_sign_in_again() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.json());
 
     // The session idles out.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
-    loop {
-        let r = tab.send(Method::GET, "/v1/drafts", None, None).await;
-        if r.status == StatusCode::UNAUTHORIZED {
-            assert_eq!(r.json()["reason"], "idle_timeout", "{}", r.json());
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "session did not expire"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let tab_ref = &tab;
+    let r = wait::until_some(
+        Duration::from_secs(6),
+        "the session to expire",
+        move || async move {
+            let r = tab_ref.send(Method::GET, "/v1/drafts", None, None).await;
+            (r.status == StatusCode::UNAUTHORIZED).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(r.json()["reason"], "idle_timeout", "{}", r.json());
     // Signing in again (the old session is gone, so this makes a new one).
     tab.sign_in("carol", None).await;
     let d = tab.get("support-42").await;
@@ -431,7 +260,7 @@ async fn draft_and_audio_survive_session_expiry_and_sign_in_again() {
 
 #[tokio::test]
 async fn anonymous_drafts_move_to_the_user_on_sign_in() {
-    let srv = TestServer::start(|_| {}).await;
+    let srv = start(|_| {}).await;
     // Dave already has a draft for conv-1 from another browser.
     let other = srv.browser().await;
     other.sign_in("dave", None).await;
@@ -471,12 +300,12 @@ async fn anonymous_drafts_move_to_the_user_on_sign_in() {
     assert_eq!(other.get("conv-2").await.json()["text"], "only here");
 
     let r = tab
-        .http
+        .http()
         .get(format!(
             "{}/v1/admin/audit?kind=drafts_restored&principal=user:dave",
             srv.url
         ))
-        .bearer_auth(API_KEY)
+        .bearer_auth(ADMIN_KEY)
         .send()
         .await
         .expect("audit");
@@ -496,7 +325,7 @@ async fn anonymous_drafts_move_to_the_user_on_sign_in() {
 
 #[tokio::test]
 async fn two_tabs_conflict_and_a_sent_draft_stays_deleted() {
-    let srv = TestServer::start(|_| {}).await;
+    let srv = start(|_| {}).await;
     let tab1 = srv.browser().await;
     let tab2 = tab1.tab();
     let r = tab1.put_text("c", "tab one", 0).await;
@@ -570,7 +399,7 @@ async fn two_tabs_conflict_and_a_sent_draft_stays_deleted() {
 
 #[tokio::test]
 async fn bad_requests_get_clear_codes_and_write_nothing() {
-    let srv = TestServer::start(|c| {
+    let srv = start(|c| {
         c.drafts.max_attachment_size = 64 * 1024;
         c.drafts.quota_per_principal = 100 * 1024;
         c.drafts.max_text_bytes = 1000;
@@ -607,7 +436,7 @@ async fn bad_requests_get_clear_codes_and_write_nothing() {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..20).map(|i| Ok(audio(8 * 1024, i))).collect();
     let r = tab
-        .http
+        .http()
         .put(format!(
             "{}/v1/drafts/c1/attachments/big.webm?seq=2",
             srv.url
@@ -685,7 +514,7 @@ async fn bad_requests_get_clear_codes_and_write_nothing() {
     );
     assert_eq!(tab.list().await.len(), 1);
     // Unauthenticated callers get 401, not someone's drafts.
-    let anon = Browser::new(&srv.url, Arc::new(Jar::default()));
+    let anon = Browser::new(&srv.url);
     let r = anon.get("c1").await;
     assert_eq!(
         (r.status, r.code().as_str()),
@@ -695,7 +524,7 @@ async fn bad_requests_get_clear_codes_and_write_nothing() {
 
 #[tokio::test]
 async fn snapshots_over_http_are_versioned_and_only_for_members() {
-    let srv = TestServer::start(|c| c.snapshots.max_size = 4096).await;
+    let srv = start(|c| c.snapshots.max_size = 4096).await;
     let member = srv.browser().await;
     member.sign_in("erin", Some(&["board-1"])).await;
     let path = "/v1/rooms/board-1/snapshot";
@@ -842,16 +671,13 @@ async fn snapshots_over_http_are_versioned_and_only_for_members() {
 #[tokio::test]
 async fn encryption_at_rest_keeps_plaintext_out_of_the_data_dir() {
     use base64::Engine;
-    let dir = tempfile::tempdir().expect("dir");
-    let data_dir = dir.path().join("data");
     let key = base64::engine::general_purpose::STANDARD.encode([0x5a; 32]);
-    let dd = data_dir.clone();
-    let srv = TestServer::start(move |c| {
+    let srv = start(move |c| {
         c.store = sessiond_server::config::StoreKind::Sqlite;
-        c.data_dir = dd;
         c.drafts.encryption_key = key;
     })
     .await;
+    let data_dir = srv.dir.clone();
     let tab = srv.browser().await;
     tab.sign_in("frank", Some(&["room-x"])).await;
     let marker = "PLAINTEXT-MARKER-7d1f";
@@ -918,7 +744,8 @@ async fn encryption_at_rest_keeps_plaintext_out_of_the_data_dir() {
 #[tokio::test]
 async fn purge_job_removes_expired_drafts_and_snapshots_and_audits() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = base_config(dir.path());
+    let mut config = base_config();
+    config.data_dir = dir.path().to_path_buf();
     let clock = Arc::new(ManualClock::new(1_700_000_000_000));
     let store: Arc<dyn Store> = Arc::new(sessiond_store_memory::MemoryStore::new());
     let server = sessiond_server::ServerBuilder::new(config)
@@ -1125,7 +952,7 @@ async fn check_scope(b: &Browser, principal: &str, model: &Model) {
 }
 
 async fn run_ops(ops: Vec<Op>) {
-    let srv = TestServer::start(|_| {}).await;
+    let srv = start(|_| {}).await;
     let mut browsers = Vec::new();
     let mut principals = Vec::new();
     for _ in 0..BROWSERS {

@@ -2,29 +2,19 @@
 //! memory store, short policies: heartbeat 1 s, misses 3, idle 4 s, warn_before 2 s)
 //! and real tokio-tungstenite clients.
 
-use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sessiond_server::ws::protocol::{self, ServerMsg};
+use sessiond_testkit::http::client;
+use sessiond_testkit::inproc::{base_toml, Sess, TestServer, ADMIN_KEY};
+use sessiond_testkit::ws::{raw_json, Frame, Ws, WAIT};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-const API_KEY: &str = "test-admin-key-0123456789";
-/// Longest wait for any single expected frame.
-const WAIT: Duration = Duration::from_secs(8);
 
 fn config(extra: &str) -> String {
     format!(
-        r#"store = "memory"
-dev = true
-api_keys = ["{API_KEY}"]
-{extra}
+        r#"{}{extra}
 [ws]
 max_message_size = 4096
 max_connections_per_session = 3
@@ -35,237 +25,13 @@ absolute_timeout = "1h"
 warn_before = "2s"
 heartbeat_interval = "1s"
 heartbeat_misses = 3
-"#
+"#,
+        base_toml("memory")
     )
 }
 
-struct Server {
-    base: String,
-    ws_url: String,
-    http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Server {
-    async fn start() -> Server {
-        Self::start_with("").await
-    }
-
-    async fn start_with(extra: &str) -> Server {
-        let config =
-            sessiond_server::config::Config::from_toml(&config(extra)).expect("test config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            sessiond_server::run(config, listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
-        });
-        Server {
-            base: format!("http://{addr}"),
-            ws_url: format!("ws://{addr}/v1/ws"),
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    async fn shutdown(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(5), t)
-                .await
-                .expect("server stops")
-                .unwrap();
-        }
-    }
-
-    /// A fresh session: its token (bearer), its cookie pair and its handle.
-    async fn session(&self) -> Sess {
-        let r = self
-            .http
-            .post(format!("{}/v1/session", self.base))
-            .json(&json!({"bearer": true}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "session created");
-        let cookie = r
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("sessiond="))
-            .map(|v| v.split(';').next().unwrap().to_owned())
-            .expect("session cookie");
-        let body: Value = r.json().await.unwrap();
-        Sess {
-            token: body["token"].as_str().expect("bearer token").to_owned(),
-            handle: body["handle"].as_str().unwrap().to_owned(),
-            cookie,
-            created: Instant::now(),
-        }
-    }
-
-    async fn session_status(&self, s: &Sess) -> u16 {
-        let r = self
-            .http
-            .get(format!("{}/v1/session", self.base))
-            .header("cookie", &s.cookie)
-            .send()
-            .await
-            .unwrap();
-        r.status().as_u16()
-    }
-
-    async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Opens a socket authenticated by the `bearer.<token>` subprotocol entry.
-    async fn raw(&self, s: &Sess) -> Ws {
-        self.raw_with(&[(
-            "sec-websocket-protocol",
-            format!("sessiond.v1, bearer.{}", s.token),
-        )])
-        .await
-        .unwrap()
-    }
-
-    async fn raw_with(&self, headers: &[(&str, String)]) -> Result<Ws, tungstenite::Error> {
-        let mut req = self.ws_url.as_str().into_client_request().unwrap();
-        for (k, v) in headers {
-            let name: tungstenite::http::HeaderName = k.parse().unwrap();
-            req.headers_mut().insert(name, v.parse().unwrap());
-        }
-        let (ws, _resp) = tokio_tungstenite::connect_async(req).await?;
-        Ok(ws)
-    }
-
-    /// A connected client whose socket is read continuously (so it answers pings).
-    async fn client(&self, s: &Sess) -> Client {
-        Client::spawn(self.raw(s).await)
-    }
-}
-
-struct Sess {
-    token: String,
-    cookie: String,
-    handle: String,
-    created: Instant,
-}
-
-#[derive(Debug)]
-enum Frame {
-    Json(Value),
-    Close(Option<u16>),
-    Binary,
-    End(String),
-}
-
-struct Client {
-    frames: mpsc::UnboundedReceiver<Frame>,
-    sink: SplitSink<Ws, Message>,
-}
-
-impl Client {
-    fn spawn(ws: Ws) -> Client {
-        let (sink, mut stream) = ws.split();
-        let (tx, frames) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(m) = stream.next().await {
-                let f = match m {
-                    Ok(Message::Text(t)) => {
-                        Frame::Json(serde_json::from_str(&t).expect("server sends JSON"))
-                    }
-                    Ok(Message::Close(c)) => Frame::Close(c.map(|c| u16::from(c.code))),
-                    Ok(Message::Binary(_)) => Frame::Binary,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        let _ = tx.send(Frame::End(e.to_string()));
-                        return;
-                    }
-                };
-                if tx.send(f).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Frame::End("stream ended".into()));
-        });
-        Client { frames, sink }
-    }
-
-    async fn next(&mut self) -> Frame {
-        tokio::time::timeout(WAIT, self.frames.recv())
-            .await
-            .expect("a frame in time")
-            .expect("reader alive")
-    }
-
-    async fn json(&mut self) -> Value {
-        match self.next().await {
-            Frame::Json(v) => v,
-            other => panic!("expected a JSON message, got {other:?}"),
-        }
-    }
-
-    /// The next message of type `ty`, skipping others (heartbeat-driven messages may interleave).
-    async fn expect(&mut self, ty: &str) -> Value {
-        loop {
-            match self.next().await {
-                Frame::Json(v) if v["type"] == ty => return v,
-                Frame::Json(_) => continue,
-                other => panic!("expected {ty}, got {other:?}"),
-            }
-        }
-    }
-
-    /// Skips messages until the close frame; its code.
-    async fn close_code(&mut self) -> Option<u16> {
-        loop {
-            match self.next().await {
-                Frame::Close(c) => return c,
-                Frame::End(e) => panic!("connection ended without a close frame: {e}"),
-                _ => continue,
-            }
-        }
-    }
-
-    async fn send(&mut self, v: Value) {
-        self.sink.send(Message::Text(v.to_string())).await.unwrap();
-    }
-
-    async fn send_raw(&mut self, m: Message) {
-        self.sink.send(m).await.unwrap();
-    }
-}
-
-/// Reads a raw socket's next JSON message (for clients that are not read continuously).
-async fn raw_json(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("frame in time")
-            .expect("open")
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
+async fn start() -> TestServer {
+    TestServer::start(&config("")).await
 }
 
 fn secs(d: Duration) -> f64 {
@@ -274,9 +40,9 @@ fn secs(d: Duration) -> f64 {
 
 #[tokio::test]
 async fn hello_announces_the_session_and_policy() {
-    let mut srv = Server::start().await;
-    let s = srv.session().await;
-    let mut c = srv.client(&s).await;
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let mut c = srv.ws(&s).await;
     let hello = c.json().await;
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["handle"], s.handle.as_str());
@@ -293,7 +59,7 @@ async fn hello_announces_the_session_and_policy() {
 
     // Authorization header and cookie work too; the subprotocol is echoed.
     let ws = srv
-        .raw_with(&[("authorization", format!("Bearer {}", s.token))])
+        .ws_with(&[("authorization", format!("Bearer {}", s.token))])
         .await
         .unwrap();
     drop(ws);
@@ -307,49 +73,49 @@ async fn hello_announces_the_session_and_policy() {
         resp.headers().get("sec-websocket-protocol").unwrap(),
         "sessiond.v1"
     );
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn unauthenticated_and_cross_origin_upgrades_are_refused() {
-    let mut srv = Server::start().await;
+    let mut srv = start().await;
     let status = |r: Result<Ws, tungstenite::Error>| match r {
         Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("upgrade should have been refused"),
     };
-    assert_eq!(status(srv.raw_with(&[]).await), 401);
+    assert_eq!(status(srv.ws_with(&[]).await), 401);
     assert_eq!(
         status(
-            srv.raw_with(&[("sec-websocket-protocol", "sessiond.v1, bearer.nope".into())])
+            srv.ws_with(&[("sec-websocket-protocol", "sessiond.v1, bearer.nope".into())])
                 .await
         ),
         401
     );
-    let s = srv.session().await;
+    let s = srv.bearer_session().await;
     let evil = [
         ("cookie", s.cookie.clone()),
         ("origin", "https://evil.example".into()),
     ];
-    assert_eq!(status(srv.raw_with(&evil).await), 403);
-    let own = [("cookie", s.cookie.clone()), ("origin", srv.base.clone())];
+    assert_eq!(status(srv.ws_with(&evil).await), 403);
+    let own = [("cookie", s.cookie.clone()), ("origin", srv.url.clone())];
     assert!(
-        srv.raw_with(&own).await.is_ok(),
+        srv.ws_with(&own).await.is_ok(),
         "the server's own origin is allowed"
     );
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn silent_client_is_declared_lost_but_its_session_stays_valid() {
-    let mut srv = Server::start().await;
-    let (sa, sb) = (srv.session().await, srv.session().await);
-    let mut b = srv.client(&sb).await;
+    let mut srv = start().await;
+    let (sa, sb) = (srv.bearer_session().await, srv.bearer_session().await);
+    let mut b = srv.ws(&sb).await;
     b.expect("hello").await;
     b.send(json!({"type":"join","room":"lobby"})).await;
     b.expect("presence").await;
 
-    let mut a = srv.raw(&sa).await;
+    let mut a = srv.ws_raw(&sa).await;
     assert_eq!(raw_json(&mut a).await["type"], "hello");
     a.send(Message::Text(
         json!({"type":"join","room":"lobby"}).to_string(),
@@ -376,7 +142,7 @@ async fn silent_client_is_declared_lost_but_its_session_stays_valid() {
         "a lost connection is not a logout"
     );
     let (st, audit) = srv
-        .admin_get(&format!(
+        .admin_status(&format!(
             "/v1/admin/audit?handle={}&kind=connection_lost",
             sa.handle
         ))
@@ -398,15 +164,15 @@ async fn silent_client_is_declared_lost_but_its_session_stays_valid() {
         }
     };
     assert_eq!(code, Some(protocol::close::HEARTBEAT_LOST));
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn warning_arrives_before_idle_deadline_and_renew_reaches_every_tab() {
-    let mut srv = Server::start().await;
-    let s = srv.session().await;
-    let mut tab1 = srv.client(&s).await;
-    let mut tab2 = srv.client(&s).await;
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let mut tab1 = srv.ws(&s).await;
+    let mut tab2 = srv.ws(&s).await;
     let hello = tab1.expect("hello").await;
     tab2.expect("hello").await;
 
@@ -439,16 +205,17 @@ async fn warning_arrives_before_idle_deadline_and_renew_reaches_every_tab() {
     );
 
     // Past the old idle deadline the session is alive.
+    // Real time: the old idle deadline must pass on the server's wall clock.
     tokio::time::sleep(Duration::from_millis(4500).saturating_sub(s.created.elapsed())).await;
     assert_eq!(srv.session_status(&s).await, 200);
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn pings_alone_do_not_keep_a_session_alive() {
-    let mut srv = Server::start().await;
-    let s = srv.session().await;
-    let mut c = srv.client(&s).await;
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let mut c = srv.ws(&s).await;
     c.expect("hello").await;
     let mut tick = tokio::time::interval(Duration::from_millis(300));
     let mut n = 0u64;
@@ -458,7 +225,7 @@ async fn pings_alone_do_not_keep_a_session_alive() {
                 n += 1;
                 c.send(json!({"type":"ping","id":n})).await;
             }
-            f = c.frames.recv() => match f.expect("reader alive") {
+            f = c.recv() => match f.expect("reader alive") {
                 Frame::Json(v) if v["type"] == "session_ended" => break v,
                 Frame::Json(v) => assert!(v["type"] == "pong" || v["type"] == "expiry_warning", "{v}"),
                 other => panic!("unexpected {other:?}"),
@@ -478,41 +245,42 @@ async fn pings_alone_do_not_keep_a_session_alive() {
     );
     assert_eq!(c.close_code().await, Some(protocol::close::IDLE_TIMEOUT));
     assert_eq!(srv.session_status(&s).await, 401);
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn activity_keeps_the_session_alive() {
-    let mut srv = Server::start().await;
-    let s = srv.session().await;
-    let mut c = srv.client(&s).await;
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let mut c = srv.ws(&s).await;
     c.expect("hello").await;
     for _ in 0..10 {
+        // Real-time smoke test: activity spaced on the wall clock carries the session
+        // past its 4 s idle deadline.
         tokio::time::sleep(Duration::from_millis(600)).await;
         c.send(json!({"type":"activity"})).await;
     }
     // 6 s after creation, past the 4 s idle timeout.
     assert_eq!(srv.session_status(&s).await, 200);
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn revoke_ends_every_connection_with_its_code_within_a_second() {
-    let mut srv = Server::start().await;
-    let (s, other) = (srv.session().await, srv.session().await);
-    let mut a = srv.client(&s).await;
-    let mut a2 = srv.client(&s).await;
-    let mut o = srv.client(&other).await;
+    let mut srv = start().await;
+    let (s, other) = (srv.bearer_session().await, srv.bearer_session().await);
+    let mut a = srv.ws(&s).await;
+    let mut a2 = srv.ws(&s).await;
+    let mut o = srv.ws(&other).await;
     for c in [&mut a, &mut a2, &mut o] {
         c.expect("hello").await;
         c.send(json!({"type":"join","room":"team"})).await;
         c.expect("presence").await;
     }
     let t = Instant::now();
-    let r = srv
-        .http
-        .delete(format!("{}/v1/admin/sessions/{}", srv.base, s.handle))
-        .bearer_auth(API_KEY)
+    let r = client()
+        .delete(format!("{}/v1/admin/sessions/{}", srv.url, s.handle))
+        .bearer_auth(ADMIN_KEY)
         .send()
         .await
         .unwrap();
@@ -536,25 +304,25 @@ async fn revoke_ends_every_connection_with_its_code_within_a_second() {
     // The other session's connection is untouched.
     o.send(json!({"type":"ping","id":1})).await;
     assert_eq!(o.expect("pong").await["id"], 1);
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn three_members_see_joins_leaves_and_losses_in_order() {
-    let mut srv = Server::start().await;
+    let mut srv = start().await;
     let (sa, sb, sc) = (
-        srv.session().await,
-        srv.session().await,
-        srv.session().await,
+        srv.bearer_session().await,
+        srv.bearer_session().await,
+        srv.bearer_session().await,
     );
-    let mut a = srv.client(&sa).await;
+    let mut a = srv.ws(&sa).await;
     let id_a = a.expect("hello").await["connection_id"].clone();
     a.send(json!({"type":"join","room":"room-3"})).await;
     let p = a.expect("presence").await;
     assert_eq!(p["members"].as_array().unwrap().len(), 1);
     assert!(p["snapshot"].is_null());
 
-    let mut b = srv.client(&sb).await;
+    let mut b = srv.ws(&sb).await;
     let id_b = b.expect("hello").await["connection_id"].clone();
     b.send(json!({"type":"join","room":"room-3"})).await;
     let p = b.expect("presence").await;
@@ -566,7 +334,7 @@ async fn three_members_see_joins_leaves_and_losses_in_order() {
         .collect();
     assert_eq!(ids, vec![&id_a, &id_b]);
 
-    let mut c = srv.raw(&sc).await;
+    let mut c = srv.ws_raw(&sc).await;
     let id_c = raw_json(&mut c).await["connection_id"].clone();
     c.send(Message::Text(
         json!({"type":"join","room":"room-3"}).to_string(),
@@ -606,31 +374,31 @@ async fn three_members_see_joins_leaves_and_losses_in_order() {
             ("member_left".into(), id_c.clone(), json!("lost")),
         ]
     );
-    let (_, rooms) = srv.admin_get("/v1/admin/rooms").await;
+    let (_, rooms) = srv.admin_status("/v1/admin/rooms").await;
     assert_eq!(rooms, json!({"rooms":[{"room":"room-3","members":1}]}));
     let (_, conns) = srv
-        .admin_get(&format!("/v1/admin/connections?handle={}", sa.handle))
+        .admin_status(&format!("/v1/admin/connections?handle={}", sa.handle))
         .await;
     assert_eq!(conns["connections"][0]["connection_id"], id_a);
     assert_eq!(conns["connections"][0]["rooms"], json!(["room-3"]));
     a.send(json!({"type":"leave","room":"room-3"})).await;
     a.send(json!({"type":"ping"})).await;
     a.expect("pong").await;
-    assert_eq!(srv.admin_get("/v1/admin/rooms/room-3").await.0, 404);
+    assert_eq!(srv.admin_status("/v1/admin/rooms/room-3").await.0, 404);
     assert_eq!(
-        srv.admin_get("/v1/admin/rooms").await.1,
+        srv.admin_status("/v1/admin/rooms").await.1,
         json!({"rooms":[]})
     );
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn bad_frames_get_documented_answers_and_others_are_unaffected() {
-    let mut srv = Server::start().await;
-    let (s, bystander) = (srv.session().await, srv.session().await);
-    let mut other = srv.client(&bystander).await;
+    let mut srv = start().await;
+    let (s, bystander) = (srv.bearer_session().await, srv.bearer_session().await);
+    let mut other = srv.ws(&bystander).await;
     other.expect("hello").await;
-    let mut c = srv.client(&s).await;
+    let mut c = srv.ws(&s).await;
     c.expect("hello").await;
 
     c.send_raw(Message::Text("{not json".into())).await;
@@ -673,11 +441,11 @@ async fn bad_frames_get_documented_answers_and_others_are_unaffected() {
     // Connections per session are bounded (3 in this config).
     let mut tabs = Vec::new();
     for _ in 0..3 {
-        let mut t = srv.client(&s).await;
+        let mut t = srv.ws(&s).await;
         t.expect("hello").await;
         tabs.push(t);
     }
-    let mut fourth = srv.client(&s).await;
+    let mut fourth = srv.ws(&s).await;
     assert_eq!(fourth.json().await["code"], "too_many_connections");
     assert_eq!(
         fourth.close_code().await,
@@ -686,21 +454,20 @@ async fn bad_frames_get_documented_answers_and_others_are_unaffected() {
 
     other.send(json!({"type":"ping","id":2})).await;
     assert_eq!(other.expect("pong").await["id"], 2);
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn a_slow_consumer_is_cut_off_without_growing_memory() {
-    let mut srv = Server::start().await;
-    let (sa, sb) = (srv.session().await, srv.session().await);
-    let mut b = srv.client(&sb).await;
+    let mut srv = start().await;
+    let (sa, sb) = (srv.bearer_session().await, srv.bearer_session().await);
+    let mut b = srv.ws(&sb).await;
     b.expect("hello").await;
     b.send(json!({"type":"join","room":"big"})).await;
     b.expect("presence").await;
     // A 2 MiB snapshot makes every `presence` to a joiner large enough to fill TCP buffers.
-    let r = srv
-        .http
-        .put(format!("{}/v1/rooms/big/snapshot?version=0", srv.base))
+    let r = client()
+        .put(format!("{}/v1/rooms/big/snapshot?version=0", srv.url))
         .bearer_auth(&sb.token)
         .header("content-type", "application/octet-stream")
         .body(vec![7u8; 2 << 20])
@@ -711,7 +478,7 @@ async fn a_slow_consumer_is_cut_off_without_growing_memory() {
     b.expect("snapshot_updated").await;
 
     // `a` asks for the big presence again and again but never reads.
-    let mut a = srv.raw(&sa).await;
+    let mut a = srv.ws_raw(&sa).await;
     for _ in 0..8 {
         a.send(Message::Text(
             json!({"type":"join","room":"big"}).to_string(),
@@ -720,6 +487,8 @@ async fn a_slow_consumer_is_cut_off_without_growing_memory() {
         .unwrap();
     }
     let a_conn = b.expect("member_joined").await["member"]["connection_id"].clone();
+    // Real time: the big `presence` answers fill the silent reader's TCP buffers, which
+    // nothing the test can observe signals.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Small room events (`snapshot_updated`) for `a` now pile up in its bounded queue (64)
     // until it is cut off, long before its heartbeat could be missed (3 s).
@@ -741,29 +510,28 @@ async fn a_slow_consumer_is_cut_off_without_growing_memory() {
         flood.elapsed()
     );
     let (_, conns) = srv
-        .admin_get(&format!("/v1/admin/connections?handle={}", sa.handle))
+        .admin_status(&format!("/v1/admin/connections?handle={}", sa.handle))
         .await;
     assert_eq!(conns, json!({"connections": []}));
     // The slow reader's session is untouched; other members carry on.
     assert_eq!(srv.session_status(&sa).await, 200);
     b.send(json!({"type":"ping","id":"ok"})).await;
     b.expect("pong").await;
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn sign_in_keeps_connections_attached_and_applies_ticket_rooms() {
-    let mut srv = Server::start().await;
-    let (s, other) = (srv.session().await, srv.session().await);
-    let mut c = srv.client(&s).await;
+    let mut srv = start().await;
+    let (s, other) = (srv.bearer_session().await, srv.bearer_session().await);
+    let mut c = srv.ws(&s).await;
     let hello = c.expect("hello").await;
     assert!(hello["principal"].as_str().unwrap().starts_with("anon:"));
     c.send(json!({"type":"join","room":"team-1"})).await;
     c.expect("presence").await;
 
-    let t: Value = srv
-        .http
-        .post(format!("{}/demo/api/ticket", srv.base))
+    let t: Value = client()
+        .post(format!("{}/demo/api/ticket", srv.url))
         .json(&json!({"user_id":"alice","role":"editor","rooms":["team-1"]}))
         .send()
         .await
@@ -771,9 +539,8 @@ async fn sign_in_keeps_connections_attached_and_applies_ticket_rooms() {
         .json()
         .await
         .unwrap();
-    let r = srv
-        .http
-        .post(format!("{}/v1/session/signin", srv.base))
+    let r = client()
+        .post(format!("{}/v1/session/signin", srv.url))
         .bearer_auth(&s.token)
         .json(&json!({"ticket": t["ticket"], "bearer": true}))
         .send()
@@ -788,7 +555,7 @@ async fn sign_in_keeps_connections_attached_and_applies_ticket_rooms() {
     // The open connection stays attached, learns the new deadlines, and shows the user.
     let renewed = c.expect("renewed").await;
     assert_eq!(renewed["idle_expires_at"], signed["idle_expires_at"]);
-    let mut o = srv.client(&other).await;
+    let mut o = srv.ws(&other).await;
     o.expect("hello").await;
     o.send(json!({"type":"join","room":"team-1"})).await;
     let p = o.expect("presence").await;
@@ -807,29 +574,24 @@ async fn sign_in_keeps_connections_attached_and_applies_ticket_rooms() {
 
     // The old token is dead for new connections; the new one works.
     let old = srv
-        .raw_with(&[(
+        .ws_with(&[(
             "sec-websocket-protocol",
             format!("sessiond.v1, bearer.{}", s.token),
         )])
         .await;
     assert!(matches!(old, Err(tungstenite::Error::Http(ref r)) if r.status() == 401));
-    let fresh = Sess {
-        token: new_token,
-        cookie: String::new(),
-        handle: s.handle.clone(),
-        created: Instant::now(),
-    };
-    let mut c2 = srv.client(&fresh).await;
+    let fresh = Sess::from_token(&new_token, &s.handle);
+    let mut c2 = srv.ws(&fresh).await;
     assert_eq!(c2.expect("hello").await["principal"], "user:alice");
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn snapshots_over_the_socket_reach_other_members() {
-    let mut srv = Server::start().await;
-    let (s1, s2) = (srv.session().await, srv.session().await);
-    let mut a = srv.client(&s1).await;
-    let mut b = srv.client(&s2).await;
+    let mut srv = start().await;
+    let (s1, s2) = (srv.bearer_session().await, srv.bearer_session().await);
+    let mut a = srv.ws(&s1).await;
+    let mut b = srv.ws(&s2).await;
     for c in [&mut a, &mut b] {
         c.expect("hello").await;
         c.send(json!({"type":"join","room":"board"})).await;
@@ -857,17 +619,17 @@ async fn snapshots_over_the_socket_reach_other_members() {
     let p = b.expect("presence").await;
     assert_eq!(p["snapshot"]["data"], "e30=");
     assert_eq!(p["snapshot"]["content_type"], "application/json");
-    srv.shutdown().await;
+    srv.stop_now().await;
 }
 
 #[tokio::test]
 async fn shutdown_says_going_away() {
-    let mut srv = Server::start().await;
-    let s = srv.session().await;
-    let mut c = srv.client(&s).await;
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let mut c = srv.ws(&s).await;
     c.expect("hello").await;
     let t = Instant::now();
-    srv.shutdown().await;
+    srv.stop_now().await;
     assert_eq!(c.close_code().await, Some(protocol::close::GOING_AWAY));
     assert!(t.elapsed() < Duration::from_secs(2));
 }
@@ -987,9 +749,9 @@ async fn protocol_doc_examples_match_the_server() {
     }
 
     // Every client example, sent in document order, is accepted by the real server.
-    let mut srv = Server::start().await;
-    let s = srv.session().await;
-    let mut c = srv.client(&s).await;
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let mut c = srv.ws(&s).await;
     c.expect("hello").await;
     for b in client {
         let v: Value =
@@ -1008,5 +770,5 @@ async fn protocol_doc_examples_match_the_server() {
             }
         }
     }
-    srv.shutdown().await;
+    srv.stop_now().await;
 }

@@ -229,6 +229,7 @@ impl RedisProcess {
                     log_tail(&self.dir)
                 ));
             }
+            // Poll interval of a bounded wait (PING until PONG or START_TIMEOUT).
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -252,6 +253,7 @@ impl RedisProcess {
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
+                // Poll interval of a bounded wait (exit or STOP_TIMEOUT).
                 std::thread::sleep(Duration::from_millis(10));
             }
             let _ = child.kill();
@@ -277,6 +279,7 @@ impl RedisProcess {
                 Ok(()) => return,
                 Err(e) => last_err = e,
             }
+            // Real time: the old socket's port is freed by the kernel, which signals nothing.
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!(
@@ -431,6 +434,7 @@ impl RedisCluster {
                 Instant::now() < deadline,
                 "cluster did not reach cluster_state:ok within {CLUSTER_TIMEOUT:?}"
             );
+            // Poll interval of a bounded wait (cluster_state:ok or CLUSTER_TIMEOUT).
             std::thread::sleep(Duration::from_millis(50));
         }
         cluster

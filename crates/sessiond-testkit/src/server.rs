@@ -208,6 +208,7 @@ impl SpawnedServer {
             match child.try_wait() {
                 Ok(Some(status)) => return status,
                 Ok(None) if Instant::now() < deadline => {
+                    // Poll interval of a bounded wait (exit or STOP_TIMEOUT).
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 _ => {

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use sessiond_testkit::server::SpawnedServer;
+use sessiond_testkit::wait;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -73,14 +74,14 @@ async fn new_session(http: &reqwest::Client, server: &SpawnedServer) -> Value {
 
 /// The announcement lines after the first arrive a moment later than the address.
 fn announcement(server: &SpawnedServer, lines: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let got = server.stdout_lines();
-        if got.len() >= lines || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait::until_some_blocking(
+        Duration::from_secs(10),
+        &format!("{lines} announcement lines"),
+        || {
+            let got = server.stdout_lines();
+            (got.len() >= lines).then_some(got)
+        },
+    )
 }
 
 #[tokio::test]
@@ -212,6 +213,9 @@ async fn serve_announces_sessions_commands_work_and_sigterm_stops_cleanly() {
 #[tokio::test]
 async fn audit_follow_prints_new_events_as_they_happen() {
     let server = start();
+    // A session before the follower starts: its line shows the follower's first look is done.
+    let first = new_session(&client(), &server).await;
+    let first = first["handle"].as_str().unwrap().to_owned();
     let mut child = Command::new(bin())
         .args(["audit", "--follow", "--kind", "created"])
         .env("SESSIOND_SERVER", server.url())
@@ -228,8 +232,15 @@ async fn audit_follow_prints_new_events_as_they_happen() {
             let _ = tx.send(line);
         }
     });
-    // Let the follower take its first look, then create a session it has not seen.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the follower has printed what existed, create a session it has not seen.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(&first) => break,
+            Ok(_) => {}
+            Err(e) => panic!("the follower did not print the existing {first}: {e}"),
+        }
+    }
     let s = new_session(&client(), &server).await;
     let handle = s["handle"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -4,19 +4,13 @@
 //! `lost` within heartbeat_interval × misses plus the lease slack, and A's session must
 //! stay valid through another node: a lost node is not a logout.
 
-use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use sessiond_testkit::inproc::Endpoint;
 use sessiond_testkit::redis_guard::RedisServer;
 use sessiond_testkit::server::SpawnedServer;
+use sessiond_testkit::ws::{self, WsClient};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const API_KEY: &str = "cluster-kill-admin-key-0123456789";
 const ROOM: &str = "r1";
@@ -25,8 +19,6 @@ const WAIT: Duration = Duration::from_secs(10);
 /// heartbeat 1 s × 3 misses, plus the lease (3 s, checked every second), plus scheduling
 /// slack for three debug-build processes on two cores.
 const LOST_WITHIN: Duration = Duration::from_secs(10);
-/// Frames buffered per client before the reader waits for the test.
-const FRAME_BUFFER: usize = 256;
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sessiond"))
@@ -54,19 +46,6 @@ fn http() -> reqwest::Client {
         .pool_max_idle_per_host(0)
         .build()
         .expect("http client")
-}
-
-async fn wait_ready(base: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(r) = http().get(format!("{base}/readyz")).send().await {
-            if r.status() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "node {base} not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A session created through the cookie flow, as a browser would.
@@ -123,79 +102,33 @@ async fn audit(base: &str, handle: &str, kind: &str) -> Vec<Value> {
     v["events"].as_array().cloned().unwrap_or_default()
 }
 
-/// A connection whose socket is read all the time by a task (so protocol pings are
-/// answered while the test waits), handing over JSON frames.
+/// A connection read all the time by the harness's client, with its id.
 struct Client {
-    rx: mpsc::Receiver<Value>,
-    tx: futures::stream::SplitSink<Ws, Message>,
+    ws: WsClient,
     connection_id: String,
 }
 
 /// Opens `/v1/ws` on `base` with the session cookie and the node's own origin.
 async fn ws(base: &str, s: &Sess) -> Client {
     let url = format!("{}/v1/ws", base.replacen("http://", "ws://", 1));
-    let mut req = url.into_client_request().expect("ws request");
-    let h = req.headers_mut();
-    h.insert("sec-websocket-protocol", "sessiond.v1".parse().unwrap());
-    h.insert("cookie", s.cookie.parse().unwrap());
-    h.insert("origin", base.parse().unwrap());
-    let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+    let headers = [
+        ("sec-websocket-protocol", "sessiond.v1".to_owned()),
+        ("cookie", s.cookie.clone()),
+        ("origin", base.to_owned()),
+    ];
+    let socket = tokio::time::timeout(WAIT, ws::connect(&url, &headers))
         .await
         .expect("upgrade in time")
         .expect("websocket upgrade");
-    let (tx, mut read) = socket.split();
-    let (frames, rx) = mpsc::channel(FRAME_BUFFER);
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = read.next().await {
-            let v = match m {
-                Message::Text(t) => serde_json::from_str(t.as_str()).expect("JSON frame"),
-                Message::Close(f) => {
-                    json!({"type": "closed", "code": f.map(|f| u16::from(f.code))})
-                }
-                _ => continue,
-            };
-            if frames.send(v).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut c = Client {
-        rx,
-        tx,
-        connection_id: String::new(),
-    };
-    let hello = next_json(&mut c).await;
+    let mut ws = WsClient::spawn(socket);
+    let hello = ws.json().await;
     assert_eq!(hello["type"], "hello", "first frame: {hello}");
     assert_eq!(hello["handle"], s.handle.as_str());
-    c.connection_id = hello["connection_id"]
+    let connection_id = hello["connection_id"]
         .as_str()
         .expect("connection_id")
         .to_owned();
-    c
-}
-
-async fn next_json(c: &mut Client) -> Value {
-    tokio::time::timeout(WAIT, c.rx.recv())
-        .await
-        .expect("a frame in time")
-        .expect("socket open")
-}
-
-/// Reads until a frame of `ty`, skipping others; returns it and when it arrived.
-async fn expect_type(c: &mut Client, ty: &str) -> (Value, Instant) {
-    loop {
-        let v = next_json(c).await;
-        if v["type"] == ty {
-            return (v, Instant::now());
-        }
-        assert!(v["type"] != "closed", "closed while waiting for {ty}: {v}");
-    }
-}
-
-async fn send(c: &mut Client, v: Value) {
-    c.tx.send(Message::Text(v.to_string()))
-        .await
-        .expect("send frame");
+    Client { ws, connection_id }
 }
 
 fn member_ids(presence: &Value) -> Vec<String> {
@@ -217,8 +150,8 @@ async fn sigkilled_node_members_are_lost_and_its_sessions_survive() {
     let b = SpawnedServer::start(&bin(), &cfg, &[]);
     let c = SpawnedServer::start(&bin(), &cfg, &[]);
     let (a_url, b_url, c_url) = (a.url(), b.url(), c.url());
-    for base in [&a_url, &b_url, &c_url] {
-        wait_ready(base).await;
+    for server in [&a, &b, &c] {
+        Endpoint::new(server.addr()).wait_ready().await;
     }
 
     let sa = new_session(&a_url).await;
@@ -231,24 +164,24 @@ async fn sigkilled_node_members_are_lost_and_its_sessions_survive() {
     let mut wb = ws(&b_url, &sb).await;
     let mut wc = ws(&c_url, &sc).await;
 
-    send(&mut wa, json!({"type": "join", "room": ROOM})).await;
-    let (p, _) = expect_type(&mut wa, "presence").await;
+    wa.ws.send(json!({"type": "join", "room": ROOM})).await;
+    let (p, _) = wa.ws.expect_at("presence").await;
     assert_eq!(member_ids(&p), vec![wa.connection_id.clone()]);
 
-    send(&mut wb, json!({"type": "join", "room": ROOM})).await;
-    let (p, _) = expect_type(&mut wb, "presence").await;
+    wb.ws.send(json!({"type": "join", "room": ROOM})).await;
+    let (p, _) = wb.ws.expect_at("presence").await;
     let mut want = vec![wa.connection_id.clone(), wb.connection_id.clone()];
     want.sort();
     assert_eq!(member_ids(&p), want, "B's joiner sees A's member: {p}");
-    let (j, _) = expect_type(&mut wa, "member_joined").await;
+    let (j, _) = wa.ws.expect_at("member_joined").await;
     assert_eq!(j["member"]["connection_id"], wb.connection_id.as_str());
 
-    send(&mut wc, json!({"type": "join", "room": ROOM})).await;
-    let (p, _) = expect_type(&mut wc, "presence").await;
+    wc.ws.send(json!({"type": "join", "room": ROOM})).await;
+    let (p, _) = wc.ws.expect_at("presence").await;
     want.push(wc.connection_id.clone());
     want.sort();
     assert_eq!(member_ids(&p), want, "C's joiner sees A's and B's: {p}");
-    let (j, _) = expect_type(&mut wb, "member_joined").await;
+    let (j, _) = wb.ws.expect_at("member_joined").await;
     assert_eq!(j["member"]["connection_id"], wc.connection_id.as_str());
 
     // A dies without a word: no shutdown code runs, its lease just stops being renewed.
@@ -256,7 +189,7 @@ async fn sigkilled_node_members_are_lost_and_its_sessions_survive() {
     a.kill9();
     assert!(!a.is_running());
     for (name, w) in [("B", &mut wb), ("C", &mut wc)] {
-        let (l, at) = expect_type(w, "member_left").await;
+        let (l, at) = w.ws.expect_at("member_left").await;
         let took = at - t0;
         println!("{name}: member_left for A's connection {took:?} after SIGKILL");
         assert_eq!(
@@ -282,11 +215,11 @@ async fn sigkilled_node_members_are_lost_and_its_sessions_survive() {
     drop(wa);
 
     // The survivors' own connections were not collateral damage.
-    send(&mut wb, json!({"type": "ping", "id": 7})).await;
-    assert_eq!(expect_type(&mut wb, "pong").await.0["id"], 7);
+    wb.ws.send(json!({"type": "ping", "id": 7})).await;
+    assert_eq!(wb.ws.expect_at("pong").await.0["id"], 7);
     // A rejoin on B lists only the living.
-    send(&mut wb, json!({"type": "join", "room": ROOM})).await;
-    let (p, _) = expect_type(&mut wb, "presence").await;
+    wb.ws.send(json!({"type": "join", "room": ROOM})).await;
+    let (p, _) = wb.ws.expect_at("presence").await;
     let mut living = vec![wb.connection_id.clone(), wc.connection_id.clone()];
     living.sort();
     assert_eq!(member_ids(&p), living, "A's member still listed: {p}");

@@ -7,10 +7,11 @@
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use sessiond_testkit::server::SpawnedServer;
+use sessiond_testkit::wait;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const KEY: &str = "durability-admin-key";
 const ROOM: &str = "dur-room";
@@ -129,19 +130,26 @@ async fn acknowledged_drafts_attachments_and_snapshots_survive_sigkill() {
 
     let journal = Arc::new(Mutex::new(Journal::default()));
     let writer = tokio::spawn(write_stream(http.clone(), url.clone(), journal.clone()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while journal.lock().expect("journal").count < ACKED_BEFORE_KILL {
-        assert!(
-            Instant::now() < deadline,
-            "the write stream stalled; log:\n{}",
-            server.log_tail()
-        );
-        assert!(
-            !writer.is_finished(),
-            "the write stream stopped early; log:\n{}",
-            server.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let (j, w, srv) = (&journal, &writer, &server);
+    let acked = wait::until(
+        // Bounded by the timeout below, which quotes the log.
+        Duration::from_secs(60),
+        "the acknowledged writes",
+        move || {
+            assert!(
+                !w.is_finished(),
+                "the write stream stopped early; log:\n{}",
+                srv.log_tail()
+            );
+            async move { j.lock().expect("journal").count >= ACKED_BEFORE_KILL }
+        },
+    );
+    // The log tail says why the stream stalled, should it.
+    if tokio::time::timeout(Duration::from_secs(30), acked)
+        .await
+        .is_err()
+    {
+        panic!("the write stream stalled; log:\n{}", server.log_tail());
     }
     server.kill9();
     tokio::time::timeout(Duration::from_secs(10), writer)

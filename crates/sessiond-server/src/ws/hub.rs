@@ -832,3 +832,7 @@ mod tests {
         assert!(texts.last().unwrap().contains(r#""reason":"lost""#));
     }
 }
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod heartbeat_tests;

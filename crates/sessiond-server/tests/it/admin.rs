@@ -19,7 +19,7 @@ async fn signed_in(s: &Server, user: &str) -> (String, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_and_sign_out_everywhere_end_with_revoked() {
-    let s = Server::start().await;
+    let s = start().await;
     let (a1, v1) = signed_in(&s, "alice").await;
     let (a2, _) = signed_in(&s, "alice").await;
     let (a3, _) = signed_in(&s, "alice").await;
@@ -79,7 +79,7 @@ async fn revoke_and_sign_out_everywhere_end_with_revoked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_filters_and_pages() {
-    let s = Server::start().await;
+    let s = start().await;
     let mut all = HashSet::new();
     for _ in 0..5 {
         let (_, v) = s.new_session().await;
@@ -128,7 +128,7 @@ async fn listing_filters_and_pages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_query_by_time_and_pages() {
-    let s = Server::start().await;
+    let s = start().await;
     let t0 = sessiond_core::Clock::now(&sessiond_core::SystemClock) - 1;
     for _ in 0..3 {
         s.new_session().await;
@@ -171,7 +171,7 @@ async fn audit_query_by_time_and_pages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_needs_a_valid_api_key() {
-    let s = Server::start().await;
+    let s = start().await;
     let (token, _) = s.new_session().await;
     let c = Client::new();
     for path in ["/v1/admin/sessions", "/v1/admin/audit"] {

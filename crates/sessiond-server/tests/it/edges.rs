@@ -14,7 +14,7 @@ fn header(r: &reqwest::Response, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_paths_and_methods_are_problems() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     for path in ["/v1/nope", "/v1/session/nope", "/nothing-here"] {
         problem(c.get(s.u(path)).send().await.unwrap(), 404, "not_found").await;
@@ -49,7 +49,7 @@ async fn unknown_paths_and_methods_are_problems() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_echoed_or_generated() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     let r = c
         .get(s.u("/v1/session"))
@@ -107,7 +107,7 @@ async fn request_ids_are_echoed_or_generated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_answers_are_not_stored_and_bodies_are_limited() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     let (token, _) = s.new_session().await;
     let r = get(&s.u("/v1/session"), &token).await;

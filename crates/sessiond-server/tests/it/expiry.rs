@@ -4,6 +4,7 @@
 use crate::common::*;
 use serde_json::Value;
 use sessiond_server::routes::admin::parse_time;
+use sessiond_testkit::wait;
 use std::time::{Duration, Instant};
 
 /// Editor: idle 2 s (warning 1 s before), absolute 4 s.
@@ -14,9 +15,21 @@ fn ms(v: &Value) -> i64 {
     parse_time(v.as_str().expect("time string")).expect("RFC 3339")
 }
 
+/// Waits for the `ended` audit event of `handle` (only the scheduler writes it while no
+/// request touches the session).
+async fn ended_event(s: &Server, handle: &str) -> Value {
+    wait::until_some(wait::DEFAULT, "the ended audit event", move || async move {
+        s.audit_of(handle)
+            .await
+            .into_iter()
+            .find(|e| e["kind"] == "ended")
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_session_ends_and_the_audit_lists_it() {
-    let s = Server::start_with(Opts {
+    let s = start_with(Opts {
         extra: SHORT,
         ..Default::default()
     })
@@ -24,13 +37,8 @@ async fn idle_session_ends_and_the_audit_lists_it() {
     let (token, v) = s.new_session().await;
     let handle = v["handle"].as_str().unwrap();
     assert_eq!(v["seconds_left"], 2);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // The scheduler ended it on its own: the audit has it before any request asks.
-    let events = s.audit_of(handle).await;
-    let ended = events
-        .iter()
-        .find(|e| e["kind"] == "ended")
-        .expect("ended event");
+    // The scheduler ends it on its own: the audit has it before any request asks.
+    let ended = ended_event(&s, handle).await;
     assert_eq!(ended["reason"], "idle_timeout");
     assert!(
         ms(&ended["at"]) - ms(&v["idle_expires_at"]) < 1000,
@@ -63,7 +71,7 @@ async fn idle_session_ends_and_the_audit_lists_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activity_keeps_it_alive_and_renewal_never_passes_absolute() {
-    let s = Server::start_with(Opts {
+    let s = start_with(Opts {
         extra: SHORT,
         ..Default::default()
     })
@@ -74,6 +82,7 @@ async fn activity_keeps_it_alive_and_renewal_never_passes_absolute() {
     // Activity and renewal every 600 ms: alive well past the 2 s idle timeout.
     let mut last_renewed = None;
     while start.elapsed() < Duration::from_millis(2900) {
+        // Real-time smoke test: activity spaced on the wall clock outlives the idle timeout.
         tokio::time::sleep(Duration::from_millis(600)).await;
         let r = post(&s.u("/v1/session/activity"), &token).await;
         assert_eq!(r.status(), 200, "alive at {:?}", start.elapsed());
@@ -98,10 +107,16 @@ async fn activity_keeps_it_alive_and_renewal_never_passes_absolute() {
         "outlived the idle timeout"
     );
     // Keep renewing: the absolute deadline still ends it.
-    while start.elapsed() < Duration::from_millis(5000) {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let _ = post(&s.u("/v1/session/renew"), &token).await;
-    }
+    let (s_ref, token_ref) = (&s, &token);
+    wait::until(
+        wait::DEFAULT,
+        "the absolute deadline to end the session",
+        move || async move {
+            let _ = post(&s_ref.u("/v1/session/renew"), token_ref).await;
+            get(&s_ref.u("/v1/session"), token_ref).await.status() == 401
+        },
+    )
+    .await;
     let p = problem(
         get(&s.u("/v1/session"), &token).await,
         401,
@@ -109,6 +124,7 @@ async fn activity_keeps_it_alive_and_renewal_never_passes_absolute() {
     )
     .await;
     assert_eq!(p["reason"], "absolute_timeout");
+    ended_event(&s, v["handle"].as_str().unwrap()).await;
     let events = s.audit_of(v["handle"].as_str().unwrap()).await;
     assert!(events.iter().any(|e| e["kind"] == "renewed"));
     assert_eq!(
@@ -125,29 +141,36 @@ async fn activity_keeps_it_alive_and_renewal_never_passes_absolute() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_session_survives_a_restart_and_ends_at_its_original_deadline() {
     let extra = "[roles.editor]\nidle_timeout = \"4s\"\nwarn_before = \"1s\"";
-    let s = Server::start_with(Opts {
+    let s = start_with(Opts {
         extra,
         ..Default::default()
     })
     .await;
-    let dir = s.dir.clone();
-    let (token, _) = s.new_session().await;
+    let (token, created) = s.new_session().await;
     // Activity that only the coalesced flush writes: the clean stop must not lose it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let touched: Value = post(&s.u("/v1/session/activity"), &token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let keep = s.stop().await;
+    // Repeated until the wall clock has moved enough for it to move the deadline.
+    let (s_ref, token_ref, created_ref) = (&s, &token, &created);
+    let touched: Value = wait::until_some(
+        wait::DEFAULT,
+        "activity to move the idle deadline",
+        move || async move {
+            let v: Value = post(&s_ref.u("/v1/session/activity"), token_ref)
+                .await
+                .json()
+                .await
+                .unwrap();
+            (ms(&v["idle_expires_at"]) > ms(&created_ref["idle_expires_at"])).then_some(v)
+        },
+    )
+    .await;
+    let dir = s.stop().await;
 
-    let s = Server::start_in(
+    let s = start_in(
         &dir,
         Opts {
             extra,
             ..Default::default()
         },
-        keep,
     )
     .await;
     let r = get(&s.u("/v1/session"), &token).await;
@@ -159,13 +182,8 @@ async fn a_live_session_survives_a_restart_and_ends_at_its_original_deadline() {
         "the latest deadline survived"
     );
     let deadline = ms(&touched["idle_expires_at"]);
-    let now = sessiond_core::Clock::now(&sessiond_core::SystemClock);
-    tokio::time::sleep(Duration::from_millis((deadline - now + 1500).max(0) as u64)).await;
-    let events = s.audit_of(touched["handle"].as_str().unwrap()).await;
-    let ended = events
-        .iter()
-        .find(|e| e["kind"] == "ended")
-        .expect("ended by the restarted scheduler");
+    // Ended by the restarted scheduler.
+    let ended = ended_event(&s, touched["handle"].as_str().unwrap()).await;
     assert_eq!(ended["reason"], "idle_timeout");
     let at = ms(&ended["at"]);
     assert!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_creates_with_one_key_make_one_session() {
     for store in ["sqlite", "memory"] {
-        let s = Server::start_with(Opts {
+        let s = start_with(Opts {
             store,
             ..Default::default()
         })
@@ -74,7 +74,7 @@ async fn two_hundred_concurrent_creates_with_one_key_make_one_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_key_different_request_is_422_and_bad_keys_are_400() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     let key = "k-0123456789-unguessable";
     let r = c
@@ -117,7 +117,7 @@ async fn same_key_different_request_is_422_and_bad_keys_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_a_key_of_an_ended_session_says_why() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     let key = "k-replay-after-sign-out";
     let r = c

@@ -52,7 +52,7 @@ fn concrete(path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_documents_every_route() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     let r = c.get(s.u("/openapi.json")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -143,7 +143,7 @@ fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
 /// untyped object), except the session-data value, which is any JSON by design.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_documented_body_has_a_schema() {
-    let s = Server::start().await;
+    let s = start().await;
     let doc: Value = Client::new()
         .get(s.u("/openapi.json"))
         .send()

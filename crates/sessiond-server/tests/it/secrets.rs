@@ -23,7 +23,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_in_the_data_directory_logs_or_audit() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     let mut secrets = Vec::new();
     let mut handles = Vec::new();

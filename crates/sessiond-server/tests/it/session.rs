@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_sets_a_strict_cookie_and_resumes_with_it() {
     for store in ["sqlite", "memory"] {
-        let s = Server::start_with(Opts {
+        let s = start_with(Opts {
             store,
             ..Default::default()
         })
@@ -64,7 +64,7 @@ async fn create_sets_a_strict_cookie_and_resumes_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookies_are_secure_outside_dev_mode() {
-    let s = Server::start_with(Opts {
+    let s = start_with(Opts {
         dev: false,
         ..Default::default()
     })
@@ -77,7 +77,7 @@ async fn cookies_are_secure_outside_dev_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_truncated_or_empty_tokens_never_map_to_a_session() {
-    let s = Server::start().await;
+    let s = start().await;
     let (token, mine) = s.new_session().await;
     let made_up = "A".repeat(43);
     let candidates = vec![
@@ -118,7 +118,7 @@ async fn made_up_truncated_or_empty_tokens_never_map_to_a_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_on_request_and_two_browsers_stay_apart() {
-    let s = Server::start().await;
+    let s = start().await;
     let r = Client::new()
         .post(s.u("/v1/session"))
         .json(&json!({"bearer": true}))
@@ -158,7 +158,7 @@ async fn bearer_token_on_request_and_two_browsers_stay_apart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_data_round_trip_and_limits() {
-    let s = Server::start().await;
+    let s = start().await;
     let (token, _) = s.new_session().await;
     let c = Client::new();
     let url = s.u("/v1/session/data/cart:v1");
@@ -259,7 +259,7 @@ async fn session_data_round_trip_and_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_out_ends_the_session_and_clears_the_cookie() {
-    let s = Server::start().await;
+    let s = start().await;
     let (token, v) = s.new_session().await;
     let r = Client::new()
         .delete(s.u("/v1/session"))
@@ -289,7 +289,7 @@ async fn sign_out_ends_the_session_and_clears_the_cookie() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_writes_from_another_origin_are_refused() {
-    let s = Server::start_with(Opts {
+    let s = start_with(Opts {
         extra: "allowed_origins = [\"https://app.example\"]",
         ..Default::default()
     })
@@ -357,7 +357,7 @@ async fn cookie_writes_from_another_origin_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_are_problems() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     let r = c
         .post(s.u("/v1/session"))
@@ -403,7 +403,7 @@ async fn bad_bodies_are_problems() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forward_auth_verify() {
-    let s = Server::start().await;
+    let s = start().await;
     let (token, v) = s.new_session().await;
     let r = get(&s.u("/v1/auth/verify"), &token).await;
     assert_eq!(r.status(), 200);
@@ -412,7 +412,19 @@ async fn forward_auth_verify() {
     assert_eq!(h["x-session-principal"], v["principal"].as_str().unwrap());
     assert_eq!(h["x-session-role"], "editor");
     let before: Value = get(&s.u("/v1/session"), &token).await.json().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // A touch now would move `last_activity_at`: the wall clock is past it.
+    let last = sessiond_server::routes::admin::parse_time(
+        before["last_activity_at"]
+            .as_str()
+            .expect("last_activity_at"),
+    )
+    .expect("RFC 3339");
+    sessiond_testkit::wait::until(
+        sessiond_testkit::wait::DEFAULT,
+        "the wall clock to pass the last activity",
+        || async { sessiond_core::Clock::now(&sessiond_core::SystemClock) > last },
+    )
+    .await;
     assert_eq!(
         get(&s.u("/v1/auth/verify?touch=false"), &token)
             .await
@@ -451,7 +463,7 @@ async fn forward_auth_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_key_is_per_principal() {
-    let s = Server::start().await;
+    let s = start().await;
     let (a, va) = s.new_session().await;
     let (b, _) = s.new_session().await;
     let ka: Value = get(&s.u("/v1/session/local-key"), &a)

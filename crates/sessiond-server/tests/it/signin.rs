@@ -17,7 +17,7 @@ async fn sign_in(s: &Server, token: Option<&str>, ticket: &str) -> reqwest::Resp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_rotates_the_token_and_carries_data_over() {
-    let s = Server::start().await;
+    let s = start().await;
     let (old, anon) = s.new_session().await;
     let r = Client::new()
         .put(s.u("/v1/session/data/theme"))
@@ -68,7 +68,7 @@ async fn sign_in_rotates_the_token_and_carries_data_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_with_bearer_returns_the_new_token() {
-    let s = Server::start().await;
+    let s = start().await;
     let v: Value = Client::new()
         .post(s.u("/v1/session"))
         .json(&json!({"bearer": true}))
@@ -119,7 +119,7 @@ async fn sign_in_with_bearer_returns_the_new_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_without_a_live_session_creates_one() {
-    let s = Server::start().await;
+    let s = start().await;
     let ticket = s.ticket("carol", "editor").await;
     let r = sign_in(&s, None, &ticket).await;
     assert_eq!(r.status(), 201);
@@ -140,7 +140,7 @@ async fn sign_in_without_a_live_session_creates_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_user_on_the_same_browser_starts_fresh() {
-    let s = Server::start().await;
+    let s = start().await;
     let r = sign_in(&s, None, &s.ticket("alice", "editor").await).await;
     let alice = token_of(r.headers()).unwrap();
     let alice_v: Value = r.json().await.unwrap();
@@ -174,7 +174,7 @@ async fn another_user_on_the_same_browser_starts_fresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tickets_are_refused() {
-    let s = Server::start().await;
+    let s = start().await;
     let (token, _) = s.new_session().await;
     for bad in ["", "not-a-jwt", "a.b.c"] {
         problem(sign_in(&s, Some(&token), bad).await, 401, "invalid_ticket").await;

@@ -10,6 +10,8 @@ use sessiond_core::store::{
 use sessiond_core::{EndReason, Handle, Session, StoreError, SystemClock, Timestamp, TokenHash};
 use sessiond_server::config::Config;
 use sessiond_store_memory::MemoryStore;
+use sessiond_testkit::inproc::TestServer;
+use sessiond_testkit::wait;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,21 +80,17 @@ async fn store_outage_is_503_at_once_and_expires_nobody() {
         "store = \"memory\"\ndev = true\napi_keys = [\"{ADMIN_KEY}\"]\n[roles.editor]\nidle_timeout = \"2s\"\nwarn_before = \"1s\""
     ))
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let built = sessiond_server::ServerBuilder::new(config)
-        .store(whole)
-        .clock(Arc::new(SystemClock))
-        .build();
-    let server = tokio::spawn(async move {
-        built
+    let server = TestServer::spawn(&DataDir::new(), move |listener, shutdown| async move {
+        sessiond_server::ServerBuilder::new(config)
+            .store(whole)
+            .clock(Arc::new(SystemClock))
+            .build()
             .await?
-            .serve(listener, async move {
-                let _ = rx.await;
-            })
+            .serve(listener, shutdown)
             .await
-    });
+    })
+    .await;
+    let url = server.url.clone();
     let c = Client::new();
     let r = c.post(format!("{url}/v1/session")).send().await.unwrap();
     assert_eq!(r.status(), 201);
@@ -125,25 +123,40 @@ async fn store_outage_is_503_at_once_and_expires_nobody() {
     assert_eq!(retry.unwrap(), "1");
     assert!(start.elapsed() < Duration::from_secs(1), "answered at once");
     // Past the idle deadline while the store is down: the session is not ended blindly.
+    // Real-time smoke test: the idle deadline must pass on the wall clock during the outage.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let r = get(&format!("{url}/v1/session"), &token).await;
     assert!(r.status() == 503 || r.status() == 401, "{}", r.status());
 
     store.down.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let r = c.post(format!("{url}/v1/session")).send().await.unwrap();
-    assert_eq!(r.status(), 201, "service resumes by itself");
-    let ended = store
-        .inner
-        .get_session(&Handle::parse(&handle).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let (c_ref, url_ref) = (&c, &url);
+    wait::until(
+        wait::DEFAULT,
+        "service to resume by itself",
+        move || async move {
+            let r = c_ref
+                .post(format!("{url_ref}/v1/session"))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 201
+        },
+    )
+    .await;
+    let (inner, handle) = (&store.inner, Handle::parse(&handle).unwrap());
+    let handle = &handle;
+    let ended = wait::until_some(wait::DEFAULT, "the session to end", move || async move {
+        inner
+            .get_session(handle)
+            .await
+            .unwrap()
+            .filter(|s| s.end_reason.is_some())
+    })
+    .await;
     assert_eq!(
         ended.end_reason,
         Some(EndReason::IdleTimeout),
         "ended once the store answered"
     );
-    let _ = tx.send(());
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }

@@ -14,7 +14,7 @@ fn ct(r: &reqwest::Response) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_files_openapi_and_ops() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -60,7 +60,7 @@ async fn static_files_openapi_and_ops() {
     assert_eq!(c.get(s.u("/readyz")).send().await.unwrap().status(), 200);
     s.stop().await;
 
-    let prod = Server::start_with(Opts {
+    let prod = start_with(Opts {
         dev: false,
         ..Default::default()
     })
@@ -82,7 +82,7 @@ async fn static_files_openapi_and_ops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_api_tickets_and_messages() {
-    let s = Server::start().await;
+    let s = start().await;
     let c = Client::new();
     let r = c
         .post(s.u("/demo/api/ticket"))

@@ -1,0 +1,308 @@
+//! Heartbeat tests of the hub on tokio's paused clock: ping interval, misses → lost, and
+//! what members and the bus are told. The hub reads tokio time (`Hub::now_ms`), so these
+//! tests move a virtual clock and never sleep for real.
+
+use super::*;
+use crate::ws::tasks::handle_event;
+use serde_json::Value;
+use sessiond_core::lifecycle::{new_session, ClientInfo};
+use std::time::Duration;
+use tokio::time::Instant;
+
+const INTERVAL_MS: i64 = 1000;
+const MISSES: u32 = 3;
+
+fn policy(interval: Duration) -> Policy {
+    let mut p = Policy::new(60, 600);
+    p.heartbeat_interval = interval;
+    p.heartbeat_misses = MISSES;
+    p
+}
+
+fn hub() -> Hub {
+    Hub::new(
+        "n1".into(),
+        Bus::new(),
+        &crate::config::Config::default().ws,
+    )
+}
+
+/// One registered connection and the receiving end of its queue.
+struct Client {
+    id: u64,
+    shared: Arc<ConnShared>,
+    rx: mpsc::Receiver<Outbound>,
+    session: Session,
+}
+
+fn connect(hub: &Hub, policy: &Policy) -> Client {
+    let (session, _) = new_session(0, "editor", policy, &ClientInfo::default());
+    let (tx, rx) = mpsc::channel(64);
+    let shared = Arc::new(ConnShared::new(hub.now_ms()));
+    let id = hub
+        .register(&session, policy, tx, shared.clone(), 0, 4096)
+        .expect("registered");
+    let mut c = Client {
+        id,
+        shared,
+        rx,
+        session,
+    };
+    assert!(c.texts().iter().any(|t| t.contains(r#""type":"hello""#)));
+    c
+}
+
+impl Client {
+    /// Drains the queue: (pings, texts).
+    fn drain(&mut self) -> (usize, Vec<String>) {
+        let (mut pings, mut texts) = (0, Vec::new());
+        while let Ok(m) = self.rx.try_recv() {
+            match m {
+                Outbound::Ping => pings += 1,
+                Outbound::Text(t) => texts.push(t.as_str().to_owned()),
+            }
+        }
+        (pings, texts)
+    }
+    fn texts(&mut self) -> Vec<String> {
+        self.drain().1
+    }
+}
+
+/// What the timer task does once: sleeps (virtual time) until the earliest deadline, then
+/// fires what is due. `None` when nothing is scheduled.
+async fn next_tick(hub: &Hub) -> Option<Effects> {
+    let at = hub.next_deadline()?;
+    let now = hub.now_ms();
+    if at > now {
+        tokio::time::sleep(Duration::from_millis((at - now) as u64)).await;
+    }
+    Some(hub.fire_due(hub.now_ms(), 4096))
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_ping_is_jittered_then_one_per_interval_while_answered() {
+    let hub = hub();
+    let mut c = connect(&hub, &policy(Duration::from_secs(1)));
+    let first = hub.next_deadline().expect("a heartbeat is scheduled");
+    assert!(
+        (0..INTERVAL_MS).contains(&first),
+        "first ping within one interval: {first}"
+    );
+    let start = Instant::now();
+    let mut pinged_at = Vec::new();
+    for _ in 0..10 {
+        let fx = next_tick(&hub).await.expect("still scheduled");
+        assert!(fx.lost.is_empty(), "an answering client is never lost");
+        // Every wake-up of an answered connection is a ping: no wasted timer fires.
+        assert_eq!(c.drain().0, 1, "one ping per tick");
+        pinged_at.push(hub.now_ms());
+        // The client answers at once.
+        c.shared.heard(hub.now_ms());
+    }
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis((first + 9 * INTERVAL_MS) as u64),
+        "virtual time only"
+    );
+    assert_eq!(pinged_at[0], first);
+    for w in pinged_at.windows(2) {
+        assert_eq!(w[1] - w[0], INTERVAL_MS, "{pinged_at:?}");
+    }
+    assert_eq!(c.shared.close_code(), None);
+    assert_eq!(hub.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silence_is_lost_after_exactly_misses_intervals() {
+    let hub = hub();
+    let mut c = connect(&hub, &policy(Duration::from_secs(1)));
+    let heard = hub.now_ms();
+    let mut pings = 0;
+    let lost = loop {
+        let fx = next_tick(&hub).await.expect("scheduled until lost");
+        pings += c.drain().0;
+        if let Some(l) = fx.lost.into_iter().next() {
+            break l;
+        }
+        assert!(hub.now_ms() - heard < 3 * INTERVAL_MS, "not lost in time");
+    };
+    assert_eq!(
+        hub.now_ms() - heard,
+        i64::from(MISSES) * INTERVAL_MS,
+        "lost exactly at interval × misses"
+    );
+    assert_eq!(pings, MISSES as usize, "one unanswered ping per miss");
+    assert_eq!(lost.silent_ms, 3 * INTERVAL_MS);
+    assert_eq!(lost.handle, c.session.handle);
+    assert_eq!(c.shared.close_code(), Some(close::HEARTBEAT_LOST));
+    assert!(hub.is_empty());
+    assert_eq!(hub.next_deadline(), None, "its timer went with it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn any_frame_heard_resets_the_misses() {
+    let hub = hub();
+    let c = connect(&hub, &policy(Duration::from_secs(1)));
+    // Two intervals of silence, then one frame.
+    tokio::time::advance(Duration::from_millis(2500)).await;
+    assert!(hub.fire_due(hub.now_ms(), 4096).lost.is_empty());
+    c.shared.heard(hub.now_ms());
+    let heard = hub.now_ms();
+    let lost_at = loop {
+        let fx = next_tick(&hub).await.expect("scheduled until lost");
+        if !fx.lost.is_empty() {
+            break hub.now_ms();
+        }
+    };
+    assert_eq!(
+        lost_at - heard,
+        3 * INTERVAL_MS,
+        "counted from the last frame"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_member_is_announced_to_its_room_and_on_the_bus() {
+    let hub = hub();
+    let p = policy(Duration::from_secs(1));
+    let mut bus = hub.bus.subscribe();
+    let mut silent = connect(&hub, &p);
+    let mut other = connect(&hub, &p);
+    let (r, _) = hub.join(silent.id, "room-1", None);
+    assert_eq!(r, Ok(true));
+    let (r, _) = hub.join(other.id, "room-1", None);
+    assert_eq!(r, Ok(false));
+    silent.drain();
+    other.drain();
+    while bus.try_recv().is_ok() {}
+
+    let lost = loop {
+        let fx = next_tick(&hub).await.expect("scheduled");
+        if !fx.lost.is_empty() {
+            break fx.lost;
+        }
+        // `other` answers every ping; `silent` never does.
+        if other.drain().0 > 0 {
+            other.shared.heard(hub.now_ms());
+        }
+    };
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].rooms, vec!["room-1".to_owned()]);
+    let silent_member = lost[0].member.connection_id.clone();
+
+    let left: Vec<Value> = other
+        .texts()
+        .iter()
+        .map(|t| serde_json::from_str(t).expect("JSON"))
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["type"], "member_left");
+    assert_eq!(left[0]["room"], "room-1");
+    assert_eq!(left[0]["reason"], "lost");
+    assert_eq!(left[0]["member"]["connection_id"], silent_member.as_str());
+    // Other nodes hear of it through the bus, tagged with this node.
+    let ev = bus.try_recv().expect("published");
+    match ev {
+        Event::Presence {
+            room,
+            payload,
+            origin,
+        } => {
+            assert_eq!((room.as_str(), origin.as_str()), ("room-1", "n1"));
+            assert_eq!(payload, left[0]);
+        }
+        other => panic!("expected a presence event, got {other:?}"),
+    }
+    assert_eq!(hub.room_members("room-1").map(|m| m.len()), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_deadline_wakes_the_timer_and_a_later_one_does_not() {
+    let hub = hub();
+    // A 1 ms interval leaves no room for jitter: its first ping is due now.
+    let _fast = connect(&hub, &policy(Duration::from_millis(1)));
+    tokio::time::timeout(Duration::from_millis(1), hub.timer_wake.notified())
+        .await
+        .expect("the first deadline wakes the timer");
+    let _slow = connect(&hub, &policy(Duration::from_secs(1)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1), hub.timer_wake.notified())
+            .await
+            .is_err(),
+        "a deadline after the earliest one lets the timer sleep on"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn warnings_renewals_and_endings_reach_every_connection_of_the_session() {
+    let hub = hub();
+    let p = policy(Duration::from_secs(1));
+    let mut tab1 = connect(&hub, &p);
+    let (tx, mut tab2_rx) = mpsc::channel(64);
+    hub.register(
+        &tab1.session,
+        &p,
+        tx,
+        Arc::new(ConnShared::new(hub.now_ms())),
+        0,
+        4096,
+    )
+    .expect("second tab");
+    let _ = tab2_rx.try_recv();
+    let handle = tab1.session.handle;
+    let tab2_texts = |rx: &mut mpsc::Receiver<Outbound>| {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|m| match m {
+                Outbound::Text(t) => Some(t.as_str().to_owned()),
+                Outbound::Ping => None,
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let fx = handle_event(
+        &hub,
+        Event::ExpiryWarning {
+            handle,
+            seconds_left: 2,
+            idle_expires_at: 5_000,
+        },
+    );
+    assert!(fx.is_empty());
+    for texts in [tab1.texts(), tab2_texts(&mut tab2_rx)] {
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        let v: Value = serde_json::from_str(&texts[0]).expect("JSON");
+        assert_eq!(v["type"], "expiry_warning");
+        assert_eq!(v["seconds_left"], 2);
+        assert_eq!(v["idle_expires_at"], to_rfc3339(5_000));
+    }
+
+    let _ = handle_event(
+        &hub,
+        Event::SessionRenewed {
+            handle,
+            idle_expires_at: 9_000,
+            absolute_expires_at: 60_000,
+        },
+    );
+    for texts in [tab1.texts(), tab2_texts(&mut tab2_rx)] {
+        let v: Value = serde_json::from_str(&texts[0]).expect("JSON");
+        assert_eq!(v["type"], "renewed");
+        assert_eq!(v["idle_expires_at"], to_rfc3339(9_000));
+    }
+
+    let _ = handle_event(
+        &hub,
+        Event::SessionEnded {
+            handle,
+            principal: tab1.session.principal.to_string(),
+            reason: EndReason::IdleTimeout,
+        },
+    );
+    let v: Value = serde_json::from_str(&tab1.texts()[0]).expect("JSON");
+    assert_eq!(v["type"], "session_ended");
+    assert_eq!(v["reason"], "idle_timeout");
+    assert_eq!(tab1.shared.close_code(), Some(close::IDLE_TIMEOUT));
+    assert!(hub.is_empty(), "both tabs removed");
+    assert_eq!(hub.next_deadline(), None);
+}
