@@ -46,8 +46,7 @@ pub trait DraftStore: Send + Sync + 'static {
     /// Streams an attachment in and, if `expected_seq` is current when the body is
     /// complete, adds or replaces it under `name`. Enforces the limits while streaming;
     /// on any failure nothing is visible and no bytes are left behind.
-    async fn put_attachment(&self, put: AttachmentPut<'_>, body: ByteStream)
-        -> Result<DraftWrite>;
+    async fn put_attachment(&self, put: AttachmentPut<'_>, body: ByteStream) -> Result<DraftWrite>;
     /// The attachment's metadata and bytes, if the live draft has it.
     async fn get_attachment(
         &self,

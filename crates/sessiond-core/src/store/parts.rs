@@ -12,8 +12,8 @@
 //! ```
 
 use super::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord,
-    Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, Result,
+    SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
 };
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::clock::Timestamp;
@@ -98,7 +98,9 @@ impl SessionStore for StoreParts {
         self.sessions.due_sessions(now, limit).await
     }
     async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize> {
-        self.sessions.purge_ended_sessions(ended_before, limit).await
+        self.sessions
+            .purge_ended_sessions(ended_before, limit)
+            .await
     }
     async fn count_active_sessions(&self) -> Result<u64> {
         self.sessions.count_active_sessions().await
@@ -163,11 +165,7 @@ impl DraftStore for StoreParts {
             .delete_draft(p, conversation, expected_seq, now)
             .await
     }
-    async fn put_attachment(
-        &self,
-        put: AttachmentPut<'_>,
-        body: ByteStream,
-    ) -> Result<DraftWrite> {
+    async fn put_attachment(&self, put: AttachmentPut<'_>, body: ByteStream) -> Result<DraftWrite> {
         self.drafts.put_attachment(put, body).await
     }
     async fn get_attachment(

@@ -12,8 +12,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::routes::edge;
 use crate::routes::extract::{ApiBytes, ApiPath, ApiQuery};
 use crate::routes::problems::{
-    BodyErrors, ConflictErrors, ForbiddenErrors, InputErrors, MediaTypeErrors,
-    NotFoundErrors, ReadErrors, WriteErrors,
+    BodyErrors, ConflictErrors, ForbiddenErrors, InputErrors, MediaTypeErrors, NotFoundErrors,
+    ReadErrors, WriteErrors,
 };
 use crate::routes::schemas::Binary;
 use crate::state::AppState;

@@ -27,11 +27,7 @@ impl SessionService {
             }
         };
         if let Some(s) = pending {
-            if let Err(err) = self
-                .store
-                .touch_session(&Touch::of(&s))
-                .await
-            {
+            if let Err(err) = self.store.touch_session(&Touch::of(&s)).await {
                 self.mark_dirty(&s.handle);
                 return Err(err.into());
             }
