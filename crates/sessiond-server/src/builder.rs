@@ -155,6 +155,7 @@ impl ServerBuilder {
         guard
             .jobs
             .push(crate::drafts::spawn_purger(state.clone(), token.clone()));
+        guard.jobs.extend(crate::ws::tasks::spawn(&state));
         Ok(Server {
             router: crate::routes::app(state.clone()),
             state,
@@ -215,7 +216,8 @@ impl Server {
 }
 
 /// Owns the server's background tasks: the scheduler and flusher, the retention and
-/// draft purge jobs, and the cluster tasks. Dropping it cancels them all (the flusher
+/// draft purge jobs, the WebSocket hub's heartbeat timer and bus listener, and the
+/// cluster tasks. Dropping it cancels them all (the flusher
 /// still runs its final flush on its own); [`ServerGuard::shutdown`] also waits for
 /// the flush and for the node to leave its cluster.
 pub struct ServerGuard {

@@ -620,7 +620,6 @@ mod tests {
             .unwrap();
         let state = server.state().clone();
         let (_, guard) = server.into_parts();
-        super::super::tasks::ensure_started(&state);
         let session = match state
             .sessions
             .get_or_create(None, None, &Default::default())

@@ -100,7 +100,6 @@ async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    tasks::ensure_started(&state);
     let cfg = &state.config.ws;
     ws.protocols([PROTOCOL])
         .read_buffer_size(cfg.read_buffer)

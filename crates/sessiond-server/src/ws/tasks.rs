@@ -9,21 +9,26 @@ use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::clock::to_rfc3339;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
 
 /// Timers fired per pass; the rest fire on the next pass, right after.
 const FIRE_BATCH: usize = 4096;
 /// Longest sleep of the timer task when no connection exists.
 const IDLE_SLEEP: Duration = Duration::from_secs(60);
 
-/// Starts the hub's tasks once per process state (on the first WebSocket upgrade).
-pub fn ensure_started(state: &AppState) {
+/// Starts the hub's two tasks (once per state; a second call starts nothing). The
+/// builder calls it and its guard owns the handles, so the tasks stop with the server
+/// and the last one's retention write is awaited on shutdown.
+pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
     if !state.hub.claim_start() {
-        return;
+        return Vec::new();
     }
-    // Subscribe before returning so no event published after the first registration is missed.
+    // Subscribed before any connection exists, so no event is missed.
     let events = state.bus.subscribe();
-    tokio::spawn(timer_loop(state.clone()));
-    tokio::spawn(bus_loop(state.clone(), events));
+    vec![
+        tokio::spawn(timer_loop(state.clone())),
+        tokio::spawn(bus_loop(state.clone(), events)),
+    ]
 }
 
 /// Sleeps until the earliest heartbeat deadline (woken early when an earlier one is
