@@ -80,7 +80,10 @@ pub fn check_origin(
 /// Whether the request comes from this server's own origin (scheme, `Host`, port) or an
 /// allowed one; anything unreadable is refused.
 pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let own = origin::own_origin(headers, origin::default_scheme(state.config.cookie_secure()));
+    let own = origin::own_origin(
+        headers,
+        origin::default_scheme(state.config.cookie_secure()),
+    );
     if origin::allowed(headers, own.as_ref(), &state.config.allowed_origins) {
         Ok(())
     } else {

@@ -71,7 +71,10 @@ impl WebOrigin {
     pub fn from_parts(scheme: Scheme, authority: &str) -> Option<WebOrigin> {
         let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
             let (ip, after) = rest.split_once(']')?;
-            if ip.is_empty() || !ip.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            if ip.is_empty()
+                || !ip
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
             {
                 return None;
             }
@@ -303,10 +306,22 @@ mod tests {
         );
         assert!(!allowed(&bin, Some(&own), &[]));
         // No known own origin: only the configured ones pass.
-        assert!(!allowed(&h(&[("origin", "https://app.example")]), None, &[]));
+        assert!(!allowed(
+            &h(&[("origin", "https://app.example")]),
+            None,
+            &[]
+        ));
         let list = ["https://app.example/".to_owned()];
-        assert!(allowed(&h(&[("origin", "https://app.example")]), None, &list));
-        assert!(!allowed(&h(&[("origin", "http://app.example")]), None, &list));
+        assert!(allowed(
+            &h(&[("origin", "https://app.example")]),
+            None,
+            &list
+        ));
+        assert!(!allowed(
+            &h(&[("origin", "http://app.example")]),
+            None,
+            &list
+        ));
     }
 
     #[test]
@@ -334,7 +349,10 @@ mod tests {
         for bad in [
             h(&[("x-forwarded-proto", "gopher"), ("host", "a.example")]),
             h(&[("x-forwarded-host", "a.example, b.example")]),
-            h(&[("x-forwarded-host", "a.example"), ("x-forwarded-host", "b.example")]),
+            h(&[
+                ("x-forwarded-host", "a.example"),
+                ("x-forwarded-host", "b.example"),
+            ]),
         ] {
             assert_eq!(forwarded_origin(&bad, Scheme::Https), None);
         }
@@ -344,7 +362,10 @@ mod tests {
     fn forwarded_methods() {
         let none = HeaderMap::new();
         assert!(!forwarded_unsafe(&Method::GET, &none));
-        assert!(forwarded_unsafe(&Method::POST, &none), "Envoy: the method itself");
+        assert!(
+            forwarded_unsafe(&Method::POST, &none),
+            "Envoy: the method itself"
+        );
         let post = h(&[("x-forwarded-method", "POST")]);
         assert!(forwarded_unsafe(&Method::GET, &post), "nginx, Traefik");
         let get = h(&[("x-forwarded-method", "GET")]);

@@ -67,7 +67,11 @@ impl Nginx {
             .expect("free port")
             .port();
         let mut server = documented_config();
-        server = substitute(&server, "listen      80;", &format!("listen 127.0.0.1:{port};"));
+        server = substitute(
+            &server,
+            "listen      80;",
+            &format!("listen 127.0.0.1:{port};"),
+        );
         server = substitute(&server, "127.0.0.1:7878", sessiond);
         server = substitute(&server, "127.0.0.1:8080", backend);
         let d = dir.path().display();
@@ -165,9 +169,7 @@ async fn echo(
 impl Backend {
     async fn start() -> Backend {
         let hits = Arc::new(AtomicUsize::new(0));
-        let app = axum::Router::new()
-            .fallback(echo)
-            .with_state(hits.clone());
+        let app = axum::Router::new().fallback(echo).with_state(hits.clone());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
@@ -232,7 +234,9 @@ async fn nginx_forward_auth_cannot_be_spoofed() {
         assert_eq!(h["x-session-principal"], principal.as_str(), "{path}: {h}");
         assert_eq!(h["x-session-role"], "editor", "{path}");
         assert_ne!(h["x-session-handle"], "forged", "{path}");
-        assert!(h["x-session-handle"].as_str().is_some_and(|v| !v.is_empty()));
+        assert!(h["x-session-handle"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()));
         assert!(
             h.get("x-session-user").is_none(),
             "{path}: a forged user reached the backend: {h}"
@@ -276,7 +280,11 @@ async fn nginx_forward_auth_cannot_be_spoofed() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{m}");
     }
-    assert_eq!(backend.hits(), hits, "a refused request reached the backend");
+    assert_eq!(
+        backend.hits(),
+        hits,
+        "a refused request reached the backend"
+    );
 
     // The same POST from the application's own page passes, with the session's headers.
     let r = c
@@ -308,8 +316,11 @@ async fn nginx_forward_auth_cannot_be_spoofed() {
     }
 
     // Signed in: the real user, never the forged one.
-    b.sign_in_with(&hs256_ticket(TICKET_SECRET, "alice", "editor", None), "alice")
-        .await;
+    b.sign_in_with(
+        &hs256_ticket(TICKET_SECRET, "alice", "editor", None),
+        "alice",
+    )
+    .await;
     let cookie = b.cookie_header();
     let echo = spoofed_get(&c, &nginx, "/app/x", &cookie).await;
     let h = &echo["headers"];

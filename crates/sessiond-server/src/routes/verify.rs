@@ -45,7 +45,9 @@ fn touch(headers: &HeaderMap) -> Result<bool, ApiError> {
     match v.to_str().map(str::trim) {
         Ok("1") | Ok("true") => Ok(true),
         Ok("0") | Ok("false") => Ok(false),
-        _ => Err(ApiError::invalid("X-Sessiond-Touch must be 1, 0, true or false")),
+        _ => Err(ApiError::invalid(
+            "X-Sessiond-Touch must be 1, 0, true or false",
+        )),
     }
 }
 

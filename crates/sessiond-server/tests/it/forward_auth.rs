@@ -33,11 +33,18 @@ async fn verify_answers_every_method_with_every_header() {
             .unwrap();
         assert_eq!(r.status(), 200, "{m}");
         let h = r.headers();
-        assert!(h["x-session-principal"].to_str().unwrap().starts_with("anon:"));
+        assert!(h["x-session-principal"]
+            .to_str()
+            .unwrap()
+            .starts_with("anon:"));
         assert_eq!(h["x-session-role"], "editor");
         assert!(!h["x-session-handle"].is_empty());
         // Present and empty: a proxy copying it replaces the client's `admin`.
-        assert_eq!(h.get("x-session-user").map(|v| v.as_bytes()), Some(&b""[..]), "{m}");
+        assert_eq!(
+            h.get("x-session-user").map(|v| v.as_bytes()),
+            Some(&b""[..]),
+            "{m}"
+        );
     }
     b.sign_in_with(
         &sessiond_testkit::http::hs256_ticket(TICKET_SECRET, "alice", "editor", None),
@@ -65,9 +72,8 @@ async fn verify_refuses_cross_site_unsafe_requests() {
     let (token, _) = s.new_session().await;
     let ck = cookie(&token);
     let c = Client::new();
-    let fwd = |m: &str| {
-        proxied(&c, &s, Method::GET, &ck).header("x-forwarded-method", m.to_owned())
-    };
+    let fwd =
+        |m: &str| proxied(&c, &s, Method::GET, &ck).header("x-forwarded-method", m.to_owned());
     // nginx / Traefik: the original method in X-Forwarded-Method.
     for (m, origin) in [
         ("POST", "https://evil.example"),
@@ -122,7 +128,11 @@ async fn verify_refuses_cross_site_unsafe_requests() {
     problem(r, 403, "forbidden_origin").await;
 
     // What passes: same origin, an allowed origin, reads from anywhere, bearer tokens.
-    for origin in ["https://app.example", "https://APP.example:443", "https://partner.example"] {
+    for origin in [
+        "https://app.example",
+        "https://APP.example:443",
+        "https://partner.example",
+    ] {
         let r = fwd("POST").header("origin", origin).send().await.unwrap();
         assert_eq!(r.status(), 200, "{origin}");
     }

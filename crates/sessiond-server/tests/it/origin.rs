@@ -39,11 +39,20 @@ async fn origin_scheme_counts_and_unreadable_fails_closed() {
     let https_twin = format!("https://{authority}");
     let act = "/v1/session/activity";
     assert_eq!(status(&s, Method::POST, act, &ck, hv(&s.url)).await, 200);
-    assert_eq!(status(&s, Method::POST, act, &ck, hv(&https_twin)).await, 403);
+    assert_eq!(
+        status(&s, Method::POST, act, &ck, hv(&https_twin)).await,
+        403
+    );
     let port_twin = format!("http://{}:1", authority.split(':').next().unwrap());
-    assert_eq!(status(&s, Method::POST, act, &ck, hv(&port_twin)).await, 403);
+    assert_eq!(
+        status(&s, Method::POST, act, &ck, hv(&port_twin)).await,
+        403
+    );
     // A WebSocket upgrade and the cookie-setting create are held to the same rule.
-    assert_eq!(status(&s, Method::GET, "/v1/ws", &ck, hv(&https_twin)).await, 403);
+    assert_eq!(
+        status(&s, Method::GET, "/v1/ws", &ck, hv(&https_twin)).await,
+        403
+    );
     let r = Client::new()
         .post(s.u("/v1/session"))
         .header("origin", &https_twin)
@@ -53,8 +62,17 @@ async fn origin_scheme_counts_and_unreadable_fails_closed() {
     problem(r, 403, "forbidden_origin").await;
     // Unreadable: not UTF-8, not an origin, or sent twice.
     let latin = HeaderValue::from_bytes(b"http://127.0.0.1\xff").unwrap();
-    for bad in [latin, hv("null"), hv("127.0.0.1"), hv(&format!("{}/", s.url))] {
-        assert_eq!(status(&s, Method::POST, act, &ck, bad.clone()).await, 403, "{bad:?}");
+    for bad in [
+        latin,
+        hv("null"),
+        hv("127.0.0.1"),
+        hv(&format!("{}/", s.url)),
+    ] {
+        assert_eq!(
+            status(&s, Method::POST, act, &ck, bad.clone()).await,
+            403,
+            "{bad:?}"
+        );
     }
     let r = Client::new()
         .post(s.u(act))
