@@ -1,7 +1,9 @@
 //! Request authentication: the session token from `Authorization: Bearer` or the cookie,
-//! the cross-origin check for cookie-authenticated writes, and the admin API key.
+//! the cross-origin check for cookie-authenticated writes (own routes and forward-auth),
+//! and the admin API key.
 
 use crate::error::ApiError;
+use crate::origin;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -62,42 +64,60 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_owned())
 }
 
-/// Refuses state-changing cookie-authenticated requests from another origin. Requests
-/// without `Origin` and `Sec-Fetch-Site` (curl, server-to-server) carry no ambient
-/// browser credentials risk and pass.
+/// Refuses state-changing cookie-authenticated requests from another origin (the rule is
+/// [`crate::origin::allowed`]).
 pub fn check_origin(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    if !origin::is_unsafe(method) {
         return Ok(());
     }
     origin_allowed(state, headers)
 }
 
-/// Whether the request's `Origin` (or `Sec-Fetch-Site`) is this server or an allowed origin.
+/// Whether the request comes from this server's own origin (scheme, `Host`, port) or an
+/// allowed one; anything unreadable is refused.
 pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if let Some(origin) = origin {
-        if origin == "null" {
+    let own = origin::own_origin(
+        headers,
+        origin::default_scheme(state.config.cookie_secure()),
+    );
+    if origin::allowed(headers, own.as_ref(), &state.config.allowed_origins) {
+        Ok(())
+    } else {
+        Err(ApiError::ForbiddenOrigin)
+    }
+}
+
+/// Forward-auth: the live session behind a request a reverse proxy asks about. A
+/// cookie-authenticated request whose original method is unsafe must come from the
+/// proxied application's own origin (from `X-Forwarded-Proto`/`X-Forwarded-Host`) or an
+/// allowed one: the CSRF protection of the app behind the proxy.
+pub async fn authenticate_forwarded(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    touch: bool,
+) -> Result<Authed, ApiError> {
+    let presented =
+        request_token(headers, &state.config.cookie.name).ok_or(ApiError::Unauthenticated)?;
+    if presented.source == TokenSource::Cookie && origin::forwarded_unsafe(method, headers) {
+        let app = origin::forwarded_origin(
+            headers,
+            origin::default_scheme(state.config.cookie_secure()),
+        );
+        if !origin::allowed(headers, app.as_ref(), &state.config.allowed_origins) {
             return Err(ApiError::ForbiddenOrigin);
         }
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let own = origin.split_once("://").map(|(_, rest)| rest) == Some(host);
-        if own || state.config.allowed_origins.iter().any(|o| o == origin) {
-            return Ok(());
-        }
-        return Err(ApiError::ForbiddenOrigin);
     }
-    match fetch_site {
-        Some("cross-site") | Some("same-site") => Err(ApiError::ForbiddenOrigin),
-        _ => Ok(()),
-    }
+    let hash = presented.hash.ok_or(ApiError::Unauthenticated)?;
+    let session = state.sessions.authenticate(&hash, touch).await?;
+    Ok(Authed {
+        session,
+        source: presented.source,
+    })
 }
 
 /// A live session (validated, not touched). Use [`crate::sessions::SessionService`] to

@@ -292,6 +292,14 @@ impl Config {
         if !self.tickets.hs256_secret.is_empty() && self.tickets.hs256_secret.len() < 32 {
             return inv("tickets.hs256_secret must be at least 32 bytes".into());
         }
+        // An entry that is no origin would never match; say so at start instead.
+        for o in &self.allowed_origins {
+            if crate::origin::WebOrigin::parse_configured(o).is_none() {
+                return inv(format!(
+                    "allowed_origins: {o:?} is not an origin (scheme://host[:port])"
+                ));
+            }
+        }
         for p in &self.trusted_proxies {
             if p.parse::<ipnet::IpNet>().is_err() && p.parse::<std::net::IpAddr>().is_err() {
                 return inv(format!("trusted_proxies: {p:?} is not an IP or CIDR"));
@@ -368,6 +376,8 @@ mod tests {
         assert!(checked("unknown_key = 1").is_err());
         assert!(checked("default_role = \"nobody\"").is_err());
         assert!(checked("trusted_proxies = [\"not-an-ip\"]").is_err());
+        assert!(checked("allowed_origins = [\"app.example\"]").is_err());
+        assert!(checked("allowed_origins = [\"https://app.example/\"]").is_ok());
     }
 
     #[test]

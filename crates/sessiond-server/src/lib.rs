@@ -6,9 +6,9 @@
 //! `127.0.0.1:0` with their own shutdown; the binary only parses arguments.
 //!
 //! Modules form layers with no import cycle (checked by `cargo test -p sessiond-server
-//! module_graph`): leaves (`config`, `bus`, `error`, `demo_messages`, `ws::protocol`),
-//! then `ws::hub`, `sessions`, `tickets`, `cluster`, then `state`, then everything that
-//! reads the state (auth, routes, WebSocket tasks), and `builder` on top.
+//! module_graph`): leaves (`config`, `bus`, `error`, `demo_messages`, `ws::protocol`,
+//! `origin`), then `ws::hub`, `sessions`, `tickets`, `cluster`, then `state`, then
+//! everything that reads the state (auth, routes, WebSocket tasks), and `builder` on top.
 
 pub mod auth;
 pub mod builder;
@@ -23,6 +23,7 @@ pub mod error;
 pub mod idempotency;
 #[cfg(test)]
 mod module_graph;
+pub mod origin;
 pub mod routes;
 pub mod sessions;
 pub mod state;

@@ -425,18 +425,24 @@ async fn forward_auth_verify() {
         || async { sessiond_core::Clock::now(&sessiond_core::SystemClock) > last },
     )
     .await;
+    let passive = Client::new()
+        .get(s.u("/v1/auth/verify"))
+        .bearer_auth(&token)
+        .header("x-sessiond-touch", "0");
+    assert_eq!(passive.send().await.unwrap().status(), 200);
+    let after: Value = get(&s.u("/v1/session"), &token).await.json().await.unwrap();
+    assert_eq!(
+        before["last_activity_at"], after["last_activity_at"],
+        "X-Sessiond-Touch: 0 is not activity"
+    );
+    // A query parameter rides along with the client's own URL (Envoy appends it): it is
+    // not the switch.
     assert_eq!(
         get(&s.u("/v1/auth/verify?touch=false"), &token)
             .await
             .status(),
         200
     );
-    let after: Value = get(&s.u("/v1/session"), &token).await.json().await.unwrap();
-    assert_eq!(
-        before["last_activity_at"], after["last_activity_at"],
-        "touch=false is not activity"
-    );
-    assert_eq!(get(&s.u("/v1/auth/verify"), &token).await.status(), 200);
     let touched: Value = get(&s.u("/v1/session"), &token).await.json().await.unwrap();
     assert_ne!(
         before["last_activity_at"], touched["last_activity_at"],
