@@ -9,7 +9,7 @@ use super::hub::{ConnShared, Effects, JoinRefused, Outbound, Refused};
 use super::protocol::{close, code, parse_client, ClientMsg, LeftReason, ServerMsg, SnapshotBody};
 use super::tasks::{apply, retain_emptied};
 use crate::error::ApiError;
-use crate::sessions::SessionError;
+use crate::sessions::{Credential, SessionError};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message};
 use base64::engine::general_purpose::STANDARD;
@@ -49,6 +49,9 @@ struct Ctx {
     state: AppState,
     id: u64,
     handle: Handle,
+    /// The token hash the connection authenticated with: every request it makes is
+    /// checked against it, so after a rotation nothing it sends is acted on.
+    who: Credential,
     shared: Arc<ConnShared>,
 }
 
@@ -108,9 +111,11 @@ where
         state: state.clone(),
         id,
         handle: session.handle,
+        who: Credential::of(&session),
         shared: shared.clone(),
     };
-    // An ending published between authentication and registration would be missed.
+    // An ending or rotation published between authentication and registration would be
+    // missed.
     if let Ok(Some(s)) = state.sessions.get(&session.handle).await {
         if !s.is_active() {
             let fx = hub.session_ended(
@@ -118,6 +123,8 @@ where
                 s.end_reason.unwrap_or(sessiond_core::EndReason::Revoked),
             );
             apply(&state, fx);
+        } else if s.version > session.version {
+            apply(&state, hub.session_rotated(&s.handle, s.version));
         }
     }
 
@@ -276,6 +283,8 @@ fn on_session_error(ctx: &Ctx, e: SessionError) -> Next {
             apply(&ctx.state, fx);
             Next::Exit(Exit::Closed(close::for_reason(reason)))
         }
+        // Rooms get `left`: the client comes back at once as the new principal.
+        SessionError::Rotated => Next::Exit(Exit::Own(close::REAUTHENTICATE, LeftReason::Left)),
         SessionError::Unauthenticated | SessionError::NotFound => {
             Next::Exit(Exit::Own(close::UNAUTHENTICATED, LeftReason::SessionEnded))
         }
@@ -321,12 +330,12 @@ async fn on_message(ctx: &Ctx, m: ClientMsg) -> Next {
     let state = &ctx.state;
     match m {
         ClientMsg::Ping { id } => reply(ctx, &ServerMsg::Pong { id }),
-        ClientMsg::Activity => match state.sessions.touch(&ctx.handle).await {
+        ClientMsg::Activity => match state.sessions.touch(&ctx.who).await {
             Ok(_) => Next::Continue,
             Err(e) => on_session_error(ctx, e),
         },
         // Every connection of the session (this one too) gets `renewed` through the bus.
-        ClientMsg::Renew => match state.sessions.renew(&ctx.handle).await {
+        ClientMsg::Renew => match state.sessions.renew(&ctx.who).await {
             Ok(_) => Next::Continue,
             Err(e) => on_session_error(ctx, e),
         },
@@ -359,22 +368,12 @@ async fn join(ctx: &Ctx, room: String) -> Next {
             &ServerMsg::error(code::INVALID_ROOM, format!("room {shown:?}: {e}")),
         );
     }
-    // The current record: a sign-in since connecting may have changed the allowed rooms.
-    let session = match state.sessions.get(&ctx.handle).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return on_session_error(ctx, SessionError::Unauthenticated),
+    // The current record, still under the token this connection authenticated with
+    // (else it is closed with 4010: a sign-in since may have changed the allowed rooms).
+    let session = match state.sessions.current(&ctx.who).await {
+        Ok(s) => s,
         Err(e) => return on_session_error(ctx, e),
     };
-    if !session.is_active() {
-        return on_session_error(
-            ctx,
-            SessionError::Ended {
-                reason: session
-                    .end_reason
-                    .unwrap_or(sessiond_core::EndReason::Revoked),
-            },
-        );
-    }
     if !session.may_join(&room) {
         return reply(
             ctx,
@@ -441,6 +440,10 @@ async fn snapshot(
     content_type: String,
 ) -> Next {
     let state = &ctx.state;
+    // Writes only while the connection's token still names a live session.
+    if let Err(e) = state.sessions.current(&ctx.who).await {
+        return on_session_error(ctx, e);
+    }
     if !state.hub.is_member(ctx.id, &room) {
         return reply(
             ctx,
