@@ -613,6 +613,12 @@ mod tests {
     }
 
     async fn start(toml: &str) -> Harness {
+        start_with(toml, true).await
+    }
+
+    /// `hub_tasks: false` leaves the hub's bus listener off, so no session event (an
+    /// ending, a rotation) reaches the connection: what it does on its own is seen alone.
+    async fn start_with(toml: &str, hub_tasks: bool) -> Harness {
         let config = crate::config::Config::from_toml(toml).unwrap();
         let store: Arc<dyn sessiond_core::Store> =
             Arc::new(sessiond_store_memory::MemoryStore::new());
@@ -623,7 +629,9 @@ mod tests {
             .unwrap();
         let state = server.state().clone();
         let (_, guard) = server.into_parts();
-        super::super::tasks::ensure_started(&state);
+        if hub_tasks {
+            super::super::tasks::ensure_started(&state);
+        }
         let session = match state
             .sessions
             .get_or_create(None, None, &Default::default())
@@ -741,6 +749,30 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// In the window before a rotation's close lands (here: never, the hub hears no
+    /// events), a frame from the connection is checked against the token it
+    /// authenticated with: `renew` renews nothing and the connection closes with 4010.
+    #[tokio::test]
+    async fn frames_after_a_rotation_are_refused_before_the_close_lands() {
+        let mut h = start_with(FAST, false).await;
+        assert_eq!(h.recv_json().await["type"], "hello");
+        let store = h.state.store.clone();
+        let mut rotated = store.get_session(&h.session.handle).await.unwrap().unwrap();
+        let old_hash = rotated.token_hash;
+        sessiond_core::lifecycle::rotate(&mut rotated);
+        assert!(store.update_session(&rotated, &old_hash).await.unwrap());
+        h.state.sessions.forget(&h.session.handle);
+        let idle = rotated.idle_expires_at;
+        h.send_text(r#"{"type":"renew"}"#).await;
+        match h.recv().await {
+            Message::Close(Some(f)) => assert_eq!(f.code, close::REAUTHENTICATE),
+            other => panic!("expected close, got {other:?}"),
+        }
+        let after = store.get_session(&h.session.handle).await.unwrap().unwrap();
+        assert_eq!(after.idle_expires_at, idle, "an old socket renewed the session");
+        assert_eq!(h.state.hub.len(), 0);
     }
 
     #[tokio::test]
