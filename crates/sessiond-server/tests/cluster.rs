@@ -530,5 +530,8 @@ async fn sign_in_on_one_node_closes_old_connections_on_the_other() {
     let hello = b.ws_hello(&fresh).await;
     drop(hello);
     let (status, body) = b.get_session(&fresh).await;
-    assert_eq!((status, body["principal"].as_str()), (200, Some("user:alice")));
+    assert_eq!(
+        (status, body["principal"].as_str()),
+        (200, Some("user:alice"))
+    );
 }

@@ -582,7 +582,10 @@ async fn sign_in_closes_old_connections_with_reauthenticate() {
     );
     let left = o.expect("member_left").await;
     assert_eq!(left["member"]["handle"], s.handle.as_str());
-    assert!(left["member"]["principal"].as_str().unwrap().starts_with("anon:"));
+    assert!(left["member"]["principal"]
+        .as_str()
+        .unwrap()
+        .starts_with("anon:"));
     assert_eq!(left["reason"], "left");
     let renewals: Vec<Value> = srv
         .audit_of(&s.handle)

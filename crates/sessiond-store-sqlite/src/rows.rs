@@ -70,7 +70,10 @@ pub(crate) fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
         client_ip: r.get(13)?,
         user_agent: r.get(14)?,
         allowed_rooms,
-        version: r.get::<_, i64>(16)?.try_into().map_err(|_| bad(16, Type::Integer, "negative version"))?,
+        version: r
+            .get::<_, i64>(16)?
+            .try_into()
+            .map_err(|_| bad(16, Type::Integer, "negative version"))?,
     })
 }
 

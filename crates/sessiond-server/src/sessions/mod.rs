@@ -29,7 +29,9 @@ mod types;
 mod tests;
 
 pub use error::{SessionError, SessionResult};
-pub use types::{ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, RETENTION_INTERVAL};
+pub use types::{
+    ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, RETENTION_INTERVAL,
+};
 
 use crate::bus::{Bus, Event};
 use cache::Cache;

@@ -340,7 +340,10 @@ async fn a_read_that_raced_a_sign_in_never_revives_the_old_token() {
     assert_eq!(cached.principal, Principal::user("alice"));
     h.store.down.store(true, Ordering::SeqCst);
     let s = h.svc.authenticate(&signed.token.hash(), false).await;
-    assert_eq!(s.expect("served by the cache").version, signed.session.version);
+    assert_eq!(
+        s.expect("served by the cache").version,
+        signed.session.version
+    );
 }
 
 /// Finding 2 (service side): a caller that authenticated before a rotation (an open
@@ -350,7 +353,10 @@ async fn a_caller_from_before_a_rotation_is_refused_and_the_rotation_is_announce
     let mut h = harness(100);
     let (anon, old) = h.create().await;
     let before = Credential::of(&anon);
-    h.svc.touch(&before).await.expect("valid before the sign-in");
+    h.svc
+        .touch(&before)
+        .await
+        .expect("valid before the sign-in");
     h.drain();
     let signed = h
         .svc

@@ -771,7 +771,10 @@ mod tests {
             other => panic!("expected close, got {other:?}"),
         }
         let after = store.get_session(&h.session.handle).await.unwrap().unwrap();
-        assert_eq!(after.idle_expires_at, idle, "an old socket renewed the session");
+        assert_eq!(
+            after.idle_expires_at, idle,
+            "an old socket renewed the session"
+        );
         assert_eq!(h.state.hub.len(), 0);
     }
 
