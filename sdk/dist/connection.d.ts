@@ -48,6 +48,10 @@ export interface ConnOptions {
     /** true on a metered connection: ping less often, within what the server allows. */
     metered: () => boolean;
 }
+/** Close code "reauthenticate": the session's token was rotated (a sign-in, maybe in
+ * another tab); the session goes on, so the socket is reopened at once with the new
+ * cookie, without a `lost` event. */
+export declare const REAUTHENTICATE = 4010;
 export declare class Connection {
     private readonly o;
     private readonly on;

@@ -4,6 +4,10 @@
 import { backoffDelay } from "./timing.js";
 /** How long a socket may take from creation to hello before it is retried. */
 const CONNECT_TIMEOUT_MS = 10000;
+/** Close code "reauthenticate": the session's token was rotated (a sign-in, maybe in
+ * another tab); the session goes on, so the socket is reopened at once with the new
+ * cookie, without a `lost` event. */
+export const REAUTHENTICATE = 4010;
 export class Connection {
     constructor(o, on) {
         this.o = o;
@@ -131,6 +135,13 @@ export class Connection {
         this.ws = null;
         if (this.on.closed(code) || !this.running) {
             this.running = false;
+            return;
+        }
+        if (code === REAUTHENTICATE) {
+            // Not a loss: reconnect now. Should the new cookie not be in place yet (the sign-in
+            // answer still on its way), that attempt fails and the usual backoff follows.
+            this.attempt = 0;
+            this.timer = this.o.clock.setTimeout(() => this.running && this.open(), 0);
             return;
         }
         if (wasLive && !this.lostSent) {

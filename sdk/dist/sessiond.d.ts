@@ -210,6 +210,10 @@ export declare class Sessiond extends Emitter<Events> implements DraftHost {
     private handle;
     /** Adopts a (new or resumed) session: local key, socket, and pending uploads. */
     private begin;
+    /** The socket was closed with 4010: the token was rotated (a sign-in here or in
+     * another tab). The connection reopens by itself; this picks up the session as it is
+     * now (its principal may have changed), without any "ended" or "lost" state. */
+    private reauthenticated;
     private loadKey;
     private end;
     private listen;

@@ -1,7 +1,7 @@
 //! sessiond browser SDK: the session, its WebSocket (heartbeats, presence, warnings),
 //! debounced activity, rooms and snapshots, drafts with an encrypted local fallback, and
 //! a fetch wrapper that turns a 401 into an `ended` event instead of a lost page.
-import { Connection } from "./connection.js";
+import { Connection, REAUTHENTICATE } from "./connection.js";
 import { DraftHandle } from "./drafts.js";
 import { Emitter } from "./emitter.js";
 import { LocalStore, fromB64, idbBlobs, importLocalKey } from "./local.js";
@@ -99,6 +99,8 @@ export class Sessiond extends Emitter {
                 const reason = CLOSE_REASONS[code];
                 if (reason)
                     this.end(reason);
+                else if (code === REAUTHENTICATE)
+                    void this.reauthenticated();
                 return !!reason || this.ended;
             },
         });
@@ -324,6 +326,20 @@ export class Sessiond extends Emitter {
             for (const c of this.local.conversations(this.lk, true))
                 if (!this.handles.has(c))
                     await this.handle(c).get();
+    }
+    /** The socket was closed with 4010: the token was rotated (a sign-in here or in
+     * another tab). The connection reopens by itself; this picks up the session as it is
+     * now (its principal may have changed), without any "ended" or "lost" state. */
+    async reauthenticated() {
+        const r = await this.req("GET", "/v1/session", { noEnd: true });
+        // 401: this tab's cookie is not the new one yet; the sign-in in flight will begin().
+        if (r.status !== 200 || this.ended)
+            return;
+        const s = r.data;
+        if (s.principal !== this.session?.principal)
+            await this.begin(s);
+        else if (this.session)
+            Object.assign(this.session, s);
     }
     async loadKey(principal) {
         if (!this.local.enabled)

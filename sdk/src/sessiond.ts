@@ -2,7 +2,7 @@
 //! debounced activity, rooms and snapshots, drafts with an encrypted local fallback, and
 //! a fetch wrapper that turns a 401 into an `ended` event instead of a lost page.
 
-import { Connection, type Hello, type WsCtor } from "./connection.js";
+import { Connection, REAUTHENTICATE, type Hello, type WsCtor } from "./connection.js";
 import { DraftHandle, type DraftConflict, type DraftHost, type Res } from "./drafts.js";
 import { Emitter } from "./emitter.js";
 import { LocalStore, fromB64, idbBlobs, importLocalKey, type BlobStore, type KV, type LocalKey } from "./local.js";
@@ -203,6 +203,7 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
         closed: (code) => {
           const reason = CLOSE_REASONS[code];
           if (reason) this.end(reason);
+          else if (code === REAUTHENTICATE) void this.reauthenticated();
           return !!reason || this.ended;
         },
       },
@@ -431,6 +432,18 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
     await this.local.sweep().catch(() => undefined);
     await this.flushAll();
     if (this.lk) for (const c of this.local.conversations(this.lk, true)) if (!this.handles.has(c)) await this.handle(c).get();
+  }
+
+  /** The socket was closed with 4010: the token was rotated (a sign-in here or in
+   * another tab). The connection reopens by itself; this picks up the session as it is
+   * now (its principal may have changed), without any "ended" or "lost" state. */
+  private async reauthenticated(): Promise<void> {
+    const r = await this.req("GET", "/v1/session", { noEnd: true });
+    // 401: this tab's cookie is not the new one yet; the sign-in in flight will begin().
+    if (r.status !== 200 || this.ended) return;
+    const s = r.data as Session;
+    if (s.principal !== this.session?.principal) await this.begin(s);
+    else if (this.session) Object.assign(this.session, s);
   }
 
   private async loadKey(principal: string): Promise<LocalKey | null> {

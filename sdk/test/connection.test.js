@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Sessiond } from "../dist/sessiond.js";
-import { FakeServer, client } from "./helpers.js";
+import { FakeServer, client, until } from "./helpers.js";
 
 async function started(extra) {
   const server = new FakeServer();
@@ -90,6 +90,20 @@ test("session_ended and ending close codes end the session without reconnecting"
   assert.equal(sockets.length, 1, "no reconnect after an ending");
   assert.deepEqual(events.filter((e) => e[0] === "ended").map((e) => e[1].reason), ["revoked"]);
   assert.equal(c.endedReason, "revoked");
+});
+
+test("close code 4010 (token rotated) reconnects at once, without lost or ended, and takes the new principal", async () => {
+  const { sockets, clock, events, c, server } = await started({ random: () => 1 });
+  sockets[0].accept();
+  server.principal = "user:bob"; // signed in from another tab: the cookie now names bob
+  sockets[0].serverClose(4010);
+  await clock.advance(0);
+  assert.ok(sockets.length >= 2, "reopened without backoff");
+  await until(() => c.session?.principal === "user:bob", "the session re-read");
+  sockets.at(-1).accept();
+  const kinds = events.map((e) => e[0]);
+  assert.ok(!kinds.includes("lost") && !kinds.includes("ended"), kinds.join());
+  assert.equal(c.ended, false);
 });
 
 test("close code 4001 alone ends the session with idle_timeout", async () => {

@@ -24,6 +24,11 @@ pub enum Event {
         principal: String,
         reason: EndReason,
     },
+    /// The session's token was rotated (sign-in) to rotation `version`: its connections
+    /// that authenticated with an earlier token are closed with "reauthenticate" (4010),
+    /// on every node, so none keeps acting with a principal or role it did not
+    /// authenticate as. Carries no token or hash.
+    SessionRotated { handle: Handle, version: u64 },
     /// Deadlines moved by a renewal (or activity inside the warning window).
     SessionRenewed {
         handle: Handle,

@@ -47,6 +47,7 @@ pub fn new_session(
         client_ip: client.ip.clone(),
         user_agent: client.user_agent.clone(),
         allowed_rooms: None,
+        version: 0,
     };
     (s, token)
 }
@@ -116,8 +117,7 @@ pub fn sign_in(
     allowed_rooms: Option<Vec<String>>,
     client: &ClientInfo,
 ) -> Token {
-    let token = Token::generate();
-    s.token_hash = token.hash();
+    let token = rotate(s);
     s.user_id = Some(user_id.to_owned());
     s.principal = Principal::user(user_id);
     s.role = role.to_owned();
@@ -135,10 +135,12 @@ pub fn sign_in(
     token
 }
 
-/// Rotates the token without other changes (privilege change without sign-in).
+/// Rotates the token without other changes (privilege change without sign-in), and
+/// counts the rotation in `version`.
 pub fn rotate(s: &mut Session) -> Token {
     let token = Token::generate();
     s.token_hash = token.hash();
+    s.version += 1;
     token
 }
 

@@ -100,11 +100,23 @@ pub struct Session {
     pub user_agent: Option<String>,
     /// Rooms the sign-in ticket allows; `None` means any room.
     pub allowed_rooms: Option<Vec<String>>,
+    /// Grows by one with every token rotation (sign-in). Records written before versions
+    /// existed read as 0. A cache compares it (see [`Session::is_older_than`]) so a read
+    /// that raced a rotation never puts the pre-rotation record (and its token) back.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Session {
     pub fn is_active(&self) -> bool {
         self.state == SessionState::Active
+    }
+    /// Whether `self` is an older state of the same session than `other`: an earlier
+    /// rotation, or the same one still active while `other` has ended (a session only
+    /// ever moves active → ended). Activity is not ordered here: touches only move
+    /// deadlines forward and are merged, not compared.
+    pub fn is_older_than(&self, other: &Session) -> bool {
+        (self.version, !self.is_active()) < (other.version, !other.is_active())
     }
     /// Whether the ticket restrictions (if any) allow joining `room`.
     pub fn may_join(&self, room: &str) -> bool {

@@ -45,6 +45,8 @@ pub struct ServerBuilder {
     config: Config,
     store: Option<Arc<dyn Store>>,
     clock: Arc<dyn Clock>,
+    /// Unit tests of a connection alone turn the hub's tasks off.
+    hub_tasks: bool,
 }
 
 impl ServerBuilder {
@@ -53,7 +55,16 @@ impl ServerBuilder {
             config,
             store: None,
             clock: Arc::new(SystemClock),
+            hub_tasks: true,
         }
+    }
+
+    /// Leaves the WebSocket hub's heartbeat timer and bus listener off, so a test sees
+    /// what a connection does on its own, without session events reaching it.
+    #[cfg(test)]
+    pub(crate) fn without_hub_tasks(mut self) -> Self {
+        self.hub_tasks = false;
+        self
     }
 
     /// Uses `store` instead of opening the configured one (tests, embedding). The node
@@ -76,6 +87,7 @@ impl ServerBuilder {
             mut config,
             store,
             clock,
+            hub_tasks,
         } = self;
         apply_dev_defaults(&mut config);
         config.validate()?;
@@ -155,7 +167,9 @@ impl ServerBuilder {
         guard
             .jobs
             .push(crate::drafts::spawn_purger(state.clone(), token.clone()));
-        guard.jobs.extend(crate::ws::tasks::spawn(&state));
+        if hub_tasks {
+            guard.jobs.extend(crate::ws::tasks::spawn(&state));
+        }
         Ok(Server {
             router: crate::routes::app(state.clone()),
             state,

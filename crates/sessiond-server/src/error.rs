@@ -132,7 +132,8 @@ impl From<crate::sessions::SessionError> for ApiError {
     fn from(e: crate::sessions::SessionError) -> Self {
         use crate::sessions::SessionError as E;
         match e {
-            E::Unauthenticated => ApiError::Unauthenticated,
+            // The token presented was rotated away mid-request: it no longer names a session.
+            E::Unauthenticated | E::Rotated => ApiError::Unauthenticated,
             E::NotFound => ApiError::NotFound,
             E::Ended { reason } => ApiError::SessionEnded(reason),
             E::Conflict => ApiError::Conflict {

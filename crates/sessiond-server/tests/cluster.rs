@@ -479,3 +479,59 @@ async fn admin_room_views_list_members_of_every_node() {
     b.admin_until("/v1/admin/rooms/ops-1", |s, _| s == 404)
         .await;
 }
+
+/// Finding 2 across nodes: a sign-in on A rotates the token; the connections opened with
+/// the old token on B are closed with 4010 "reauthenticate" (the rotation crosses the
+/// Redis bridge), a `renew` B's old socket sends meanwhile renews nothing, and the new
+/// token reconnects on B as the signed-in user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_on_one_node_closes_old_connections_on_the_other() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis.url(), "60s"), node(&redis.url(), "60s"));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let s = a.bearer_session().await;
+    let mut on_b = b.ws_hello(&s).await;
+    let mut on_a = a.ws_hello(&s).await;
+
+    let ticket = a.signed_ticket("alice", None);
+    let t0 = Instant::now();
+    let r = client()
+        .post(format!("{}/v1/session/signin", a.url))
+        .bearer_auth(&s.token)
+        .json(&json!({"ticket": ticket, "bearer": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let signed: Value = r.json().await.unwrap();
+    let new_token = signed["token"].as_str().expect("rotated token").to_owned();
+    // Most likely before B hears of the rotation: decided on the store's record.
+    let _ = on_b.try_send(json!({"type":"renew"})).await;
+
+    assert_eq!(on_a.close_code().await, Some(4010));
+    assert_eq!(on_b.close_code().await, Some(4010));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "B's old connection closed after {:?}",
+        t0.elapsed()
+    );
+    let renewed: Vec<Value> = a
+        .audit_of(&s.handle)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "renewed")
+        .collect();
+    assert!(renewed.is_empty(), "an old socket renewed: {renewed:?}");
+    // B refuses the old token and serves the new one as the user.
+    let (status, _) = b.get_session(&s).await;
+    assert_eq!(status, 401);
+    let fresh = sessiond_testkit::inproc::Sess::from_token(&new_token, &s.handle);
+    let hello = b.ws_hello(&fresh).await;
+    drop(hello);
+    let (status, body) = b.get_session(&fresh).await;
+    assert_eq!(
+        (status, body["principal"].as_str()),
+        (200, Some("user:alice"))
+    );
+}

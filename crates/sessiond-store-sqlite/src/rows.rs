@@ -10,7 +10,7 @@ use sessiond_core::{EndReason, Handle, Principal, Session, SessionState, TokenHa
 
 pub(crate) const SESSION_COLS: &str = "handle, token_hash, principal, user_id, role, state, end_reason, ended_at, \
      created_at, last_activity_at, last_seen_at, idle_expires_at, absolute_expires_at, client_ip, user_agent, \
-     allowed_rooms";
+     allowed_rooms, version";
 
 fn bad(idx: usize, ty: Type, msg: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, ty, msg.to_owned().into())
@@ -70,6 +70,10 @@ pub(crate) fn session_from_row(r: &Row<'_>) -> rusqlite::Result<Session> {
         client_ip: r.get(13)?,
         user_agent: r.get(14)?,
         allowed_rooms,
+        version: r
+            .get::<_, i64>(16)?
+            .try_into()
+            .map_err(|_| bad(16, Type::Integer, "negative version"))?,
     })
 }
 
@@ -80,11 +84,16 @@ fn rooms_json(s: &Session) -> Result<Option<String>, SqliteError> {
     })
 }
 
+/// The rotation counter as SQLite's signed integer (a counter never gets near 2^63).
+fn version_col(s: &Session) -> Result<i64, SqliteError> {
+    i64::try_from(s.version).map_err(|_| SqliteError::Corrupt("session version overflows".into()))
+}
+
 /// Inserts a new session row.
 pub(crate) fn insert_session(conn: &Connection, s: &Session) -> Result<(), SqliteError> {
     let mut st = conn.prepare_cached(&format!(
         "INSERT INTO sessions ({SESSION_COLS}, next_deadline) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
     ))?;
     st.execute(params![
         &s.handle.0[..],
@@ -103,6 +112,7 @@ pub(crate) fn insert_session(conn: &Connection, s: &Session) -> Result<(), Sqlit
         s.client_ip,
         s.user_agent,
         rooms_json(s)?,
+        version_col(s)?,
         s.idle_expires_at.min(s.absolute_expires_at),
     ])?;
     Ok(())
@@ -114,7 +124,7 @@ pub(crate) fn replace_session(conn: &Connection, s: &Session) -> Result<usize, S
         "UPDATE sessions SET token_hash = ?2, principal = ?3, user_id = ?4, role = ?5, state = ?6, \
          end_reason = ?7, ended_at = ?8, created_at = ?9, last_activity_at = ?10, last_seen_at = ?11, \
          idle_expires_at = ?12, absolute_expires_at = ?13, client_ip = ?14, user_agent = ?15, \
-         allowed_rooms = ?16, next_deadline = ?17 WHERE handle = ?1",
+         allowed_rooms = ?16, version = ?17, next_deadline = ?18 WHERE handle = ?1",
     )?;
     Ok(st.execute(params![
         &s.handle.0[..],
@@ -133,6 +143,7 @@ pub(crate) fn replace_session(conn: &Connection, s: &Session) -> Result<usize, S
         s.client_ip,
         s.user_agent,
         rooms_json(s)?,
+        version_col(s)?,
         s.idle_expires_at.min(s.absolute_expires_at),
     ])?)
 }

@@ -5,7 +5,8 @@ use rusqlite::{Connection, TransactionBehavior};
 
 /// Migration `i` brings the schema from version `i` to `i + 1`. Append only: a shipped
 /// migration is never edited, because databases in the field already ran it.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sessions (
     handle              BLOB PRIMARY KEY,
     token_hash          BLOB NOT NULL,
@@ -92,7 +93,12 @@ CREATE TABLE snapshots (
     retain_until INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX snapshots_retain ON snapshots(retain_until) WHERE retain_until IS NOT NULL;
-"#];
+"#,
+    // 1 → 2: the session's rotation counter (`Session::version`); existing rows are 0.
+    r#"
+ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

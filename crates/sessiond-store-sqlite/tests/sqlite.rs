@@ -206,6 +206,32 @@ async fn migrations_are_idempotent_and_refuse_newer_schemas() {
     }
 }
 
+/// A database from before session versions (schema 1) opens: its sessions read as
+/// version 0, and a rotation's version is then kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_of_a_schema_1_database_read_as_version_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = session("anon:old", "editor", 1_000);
+    let store = open(dir.path()).await;
+    store.create_session(&s, None).await.unwrap();
+    drop(store);
+    // What schema 1 looked like: no version column.
+    let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    c.execute_batch("ALTER TABLE sessions DROP COLUMN version; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(c);
+    let store = open(dir.path()).await;
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    s.version = 0;
+    assert_eq!(got, s);
+    let old = s.token_hash;
+    let mut rotated = s.clone();
+    sessiond_core::lifecycle::rotate(&mut rotated);
+    assert!(store.update_session(&rotated, &old).await.unwrap());
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(got.version, 1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sweep_removes_orphans_and_keeps_referenced_blobs() {
     let dir = tempfile::tempdir().unwrap();

@@ -174,6 +174,12 @@ impl WsClient {
             .expect("send");
     }
 
+    /// Sends a JSON message unless the connection is already closing; whether it went out
+    /// (for messages racing a close the server may send at any moment).
+    pub async fn try_send(&mut self, v: Value) -> bool {
+        self.sink.send(Message::Text(v.to_string())).await.is_ok()
+    }
+
     /// Sends any frame (malformed text, binary, oversized).
     pub async fn send_raw(&mut self, m: Message) {
         self.sink.send(m).await.expect("send");

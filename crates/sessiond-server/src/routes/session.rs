@@ -13,7 +13,7 @@ use crate::routes::problems::{
     BodyErrors, ConflictErrors, IdempotencyErrors, InputErrors, NotFoundErrors, ReadErrors,
     WriteErrors,
 };
-use crate::sessions::{Idempotency, Obtained, SignIn};
+use crate::sessions::{Credential, Idempotency, Obtained, SignIn};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -265,7 +265,7 @@ pub async fn activity(
 #[utoipa::path(post, path = "/v1/session/renew", tag = "session",
     responses((status = 200, body = SessionView), WriteErrors))]
 pub async fn renew(State(state): State<AppState>, a: Authed) -> ApiResult<Response> {
-    let s = state.sessions.renew(&a.session.handle).await?;
+    let s = state.sessions.renew(&Credential::of(&a.session)).await?;
     Ok(respond(StatusCode::OK, session_view(&state, &s), None))
 }
 
@@ -324,11 +324,8 @@ pub async fn sign_in(
         .sessions
         .sign_in(current.as_ref(), who, &client)
         .await?;
+    // The service closed the connections opened with the old token (close 4010).
     let s = &signed.session;
-    if !signed.created {
-        // The session keeps its connections: they take the new principal and deadlines.
-        state.hub.session_changed(s);
-    }
     // A bearer-authenticated sign-in gets its new token back the same way.
     let bearer = req.bearer
         || (signed.presented_live && presented.is_some_and(|p| p.source == TokenSource::Bearer));

@@ -48,7 +48,26 @@ impl Cache {
     /// Puts a record in (replacing the old one and its token), scheduling `timer` or,
     /// with `None`, cancelling the session's timer. At capacity clean entries are
     /// evicted: the store has their state and the timer keeps their handle.
-    pub fn insert(&mut self, s: Session, dirty: bool, timer: Option<Timestamp>, now: Timestamp) {
+    ///
+    /// A record older than the cached one (an earlier rotation, or still active while the
+    /// cached one ended; [`Session::is_older_than`]) is refused and nothing changes: it
+    /// was read from the store before a rotation or ending committed, and putting it back
+    /// would make a rotated-away token work again. Returns whether it went in.
+    #[must_use = "a refused record must not be used as the session's state"]
+    pub fn insert(
+        &mut self,
+        s: Session,
+        dirty: bool,
+        timer: Option<Timestamp>,
+        now: Timestamp,
+    ) -> bool {
+        if self
+            .by_handle
+            .get(&s.handle)
+            .is_some_and(|cur| s.is_older_than(&cur.session))
+        {
+            return false;
+        }
         match timer {
             Some(t) => self.timers.schedule(s.handle, t),
             None => {
@@ -84,6 +103,7 @@ impl Cache {
                 validated_at: now,
             },
         );
+        true
     }
 
     /// Drops a record and its token (the timer is left alone).

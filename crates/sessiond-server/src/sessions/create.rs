@@ -3,6 +3,7 @@
 
 use super::types::{Idempotency, Obtained, SignIn, SignedIn};
 use super::{SessionError, SessionResult, SessionService};
+use crate::bus::Event;
 use crate::idempotency;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::lifecycle::{self, ClientInfo};
@@ -139,6 +140,12 @@ impl SessionService {
             }
             // Replaces the cached record and its token index: the old token stops at once.
             self.remember(s.clone());
+            // Every connection opened with the old token, on every node, is closed with
+            // "reauthenticate": none may go on acting as the principal it authenticated as.
+            self.bus.publish(Event::SessionRotated {
+                handle: s.handle,
+                version: s.version,
+            });
             self.audit_sign_in(now, &s, &old_principal, &old_role).await;
             if let Err(e) = self.move_drafts(now, &old_principal, &s.principal).await {
                 // The sign-in stands (the new cookie must reach the client); drafts stay

@@ -9,6 +9,10 @@ pub enum SessionError {
     /// The token (or handle) names no session.
     #[error("no valid session")]
     Unauthenticated,
+    /// The session's token was rotated (sign-in) after this caller authenticated with
+    /// the old one: it must authenticate again (WebSocket close 4010).
+    #[error("the session's token was rotated; authenticate again")]
+    Rotated,
     /// The session named by an operator (handle) or a data key does not exist.
     #[error("not found")]
     NotFound,

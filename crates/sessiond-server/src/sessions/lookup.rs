@@ -3,6 +3,7 @@
 //! the lock once: lookup, deadline check, activity and timer move together.
 
 use super::cache::{Cache, Entry};
+use super::types::Credential;
 use super::{SessionError, SessionResult, SessionService};
 use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp, TokenHash};
 
@@ -10,7 +11,25 @@ use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp, TokenHash}
 #[derive(Clone, Copy)]
 enum Key<'a> {
     Token(&'a TokenHash),
-    Handle(&'a Handle),
+    /// A caller that authenticated earlier (an open WebSocket): found by handle, valid
+    /// only while the session's token is still the one it authenticated with.
+    Credential(&'a Credential),
+}
+
+impl Key<'_> {
+    /// The cached entry this key names; `Err` when the session is cached under another
+    /// token than the credential's (rotated since it authenticated).
+    fn entry<'c>(&self, c: &'c mut Cache) -> Result<Option<&'c mut Entry>, SessionError> {
+        match self {
+            Key::Token(hash) => Ok(c.by_token_mut(hash)),
+            Key::Credential(who) => match c.by_handle.get_mut(&who.handle) {
+                Some(e) if !e.session.token_hash.ct_eq(&who.token_hash) => {
+                    Err(SessionError::Rotated)
+                }
+                e => Ok(e),
+            },
+        }
+    }
 }
 
 /// A cached session checked (and maybe touched) at one instant.
@@ -46,9 +65,17 @@ impl SessionService {
         self.lookup(Key::Token(token), touch).await
     }
 
-    /// Records activity on a session known by handle (an open WebSocket's `activity`).
-    pub async fn touch(&self, handle: &Handle) -> SessionResult<Session> {
-        self.lookup(Key::Handle(handle), true).await
+    /// Records activity for a caller that authenticated earlier (an open WebSocket's
+    /// `activity`); `Rotated`, with nothing recorded, if its token was rotated away since.
+    pub async fn touch(&self, who: &Credential) -> SessionResult<Session> {
+        self.lookup(Key::Credential(who), true).await
+    }
+
+    /// The live session of a caller that authenticated earlier, without activity:
+    /// `Rotated` if its token was rotated away since (checked before anything it asks
+    /// for, so an old connection never acts as the session's new principal or role).
+    pub async fn current(&self, who: &Credential) -> SessionResult<Session> {
+        self.lookup(Key::Credential(who), false).await
     }
 
     async fn lookup(&self, key: Key<'_>, touch: bool) -> SessionResult<Session> {
@@ -58,11 +85,7 @@ impl SessionService {
             let now = self.now();
             let probe = {
                 let mut c = self.lock();
-                let entry = match key {
-                    Key::Token(hash) => c.by_token_mut(hash),
-                    Key::Handle(h) => c.by_handle.get_mut(h),
-                };
-                match entry {
+                match key.entry(&mut c)? {
                     Some(e) if !refreshed && self.is_stale(e, now) => {
                         Probe::Stale(e.session.handle)
                     }
@@ -88,14 +111,17 @@ impl SessionService {
                             .get_session_by_token(hash)
                             .await?
                             .filter(|s| s.token_hash.ct_eq(hash)),
-                        Key::Handle(h) => self.store.get_session(h).await?,
+                        Key::Credential(who) => self.store.get_session(&who.handle).await?,
                     }
                     .ok_or(SessionError::Unauthenticated)?;
                     let timer = self.timer_if_active(&s);
-                    let handle = s.handle;
                     let mut c = self.lock();
-                    c.insert(s, false, timer, now);
-                    let e = c.by_handle.get_mut(&handle).expect("just inserted");
+                    // Refused when a rotation or ending committed while we read: then the
+                    // cached (newer) record decides, and a rotated-away token names nothing.
+                    let _ = c.insert(s, false, timer, now);
+                    let Some(e) = key.entry(&mut c)? else {
+                        return Err(SessionError::Unauthenticated);
+                    };
                     let checked = self.check_and_touch(e, now, touch);
                     self.reschedule(&mut c, &checked, touch);
                     checked

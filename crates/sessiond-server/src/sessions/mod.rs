@@ -29,7 +29,9 @@ mod types;
 mod tests;
 
 pub use error::{SessionError, SessionResult};
-pub use types::{ClusterMode, Idempotency, Obtained, SignIn, SignedIn, RETENTION_INTERVAL};
+pub use types::{
+    ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, RETENTION_INTERVAL,
+};
 
 use crate::bus::{Bus, Event};
 use cache::Cache;
@@ -86,11 +88,12 @@ impl SessionService {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Puts a written-through session into the cache and the timer queue.
+    /// Puts a written-through session into the cache and the timer queue (unless the
+    /// cache already holds a newer state of it).
     fn remember(&self, s: Session) {
         let timer = self.timer_if_active(&s);
         let now = self.now();
-        self.lock().insert(s, false, timer, now);
+        let _ = self.lock().insert(s, false, timer, now);
     }
 
     /// The cached record of a session, if this node holds it (includes activity not yet
@@ -108,8 +111,15 @@ impl SessionService {
     }
 
     /// Explicit renewal ("stay online"): activity that is always announced and audited.
-    pub async fn renew(&self, handle: &Handle) -> SessionResult<Session> {
-        let s = self.touch(handle).await?;
+    /// `Rotated` if `who`'s token no longer names the session.
+    pub async fn renew(&self, who: &Credential) -> SessionResult<Session> {
+        if self.cluster.get().is_some() {
+            // Another node may have rotated the token a moment ago: a renewal (a write)
+            // is decided on the store's record, not on this node's cache.
+            self.refresh(&who.handle).await?;
+        }
+        let s = self.touch(who).await?;
+        let handle = &who.handle;
         {
             let mut c = self.lock();
             if let Some(e) = c.by_handle.get_mut(handle) {
@@ -189,7 +199,11 @@ impl SessionService {
                         });
                     }
                     let mut c = self.lock();
-                    if let Some(e) = c.by_handle.get_mut(handle) {
+                    if let Some(e) = c
+                        .by_handle
+                        .get_mut(handle)
+                        .filter(|e| !s.is_older_than(&e.session))
+                    {
                         e.session = s;
                         e.dirty = false;
                     }

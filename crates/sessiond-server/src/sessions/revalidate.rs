@@ -60,6 +60,20 @@ impl SessionService {
             c.timers.cancel(handle);
             return Ok(None);
         };
+        if let Some(e) = c.by_handle.get(handle) {
+            if fresh.is_older_than(&e.session) {
+                // Read before a rotation or ending on this node committed: the cache is newer.
+                return Ok(Some(e.session.clone()));
+            }
+            if fresh.version > e.session.version {
+                // Rotated on another node and the event may never come: this node's
+                // connections authenticated with the old token must reauthenticate.
+                self.bus.deliver_local(Event::SessionRotated {
+                    handle: *handle,
+                    version: fresh.version,
+                });
+            }
+        }
         let (dirty, warned) = match c.by_handle.get(handle) {
             Some(e) if fresh.is_active() => {
                 let old = &e.session;
@@ -87,7 +101,7 @@ impl SessionService {
             _ => (false, false),
         };
         let timer = fresh.is_active().then(|| self.timer_for(&fresh, warned));
-        c.insert(fresh.clone(), dirty, timer, now);
+        let _ = c.insert(fresh.clone(), dirty, timer, now);
         if let Some(e) = c.by_handle.get_mut(handle) {
             e.warned = warned;
         }

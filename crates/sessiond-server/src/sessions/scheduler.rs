@@ -117,8 +117,9 @@ impl SessionService {
                         let overdue = lifecycle::due_reason(&s, now).is_some();
                         let timer = self.timer_if_active(&s);
                         let mut c = self.lock();
-                        c.insert(s, false, timer, now);
-                        if overdue {
+                        // A refused (older) read changes nothing; the cached record's
+                        // timer stands.
+                        if c.insert(s, false, timer, now) && overdue {
                             c.timers.schedule(handle, now);
                         }
                     }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
 
 const T0: Timestamp = 1_700_000_000_000;
 const IDLE_MS: i64 = 60_000;
@@ -32,6 +32,9 @@ struct Faulty {
     inner: Arc<sessiond_store_memory::MemoryStore>,
     down: AtomicBool,
     writes: AtomicUsize,
+    /// Armed by a test: the next `#[gated]` read, once it has its answer from the store,
+    /// signals the first `Notify` and waits on the second before returning it.
+    gate: std::sync::Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
 }
 
 impl Faulty {
@@ -42,10 +45,20 @@ impl Faulty {
             Ok(())
         }
     }
+
+    /// Holds a read that has its answer until the test releases it (once per arming).
+    async fn hold(&self) {
+        let armed = self.gate.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((read, release)) = armed {
+            read.notify_one();
+            release.notified().await;
+        }
+    }
 }
 
-/// Implements `SessionStore` for `Faulty`: each method checks the switch (and counts
-/// activity writes when marked `counted`), then calls the memory store's method.
+/// Implements `SessionStore` for `Faulty`: each method checks the switch, calls the
+/// memory store's method, and counts activity writes when marked `counted` or holds its
+/// answer at the test's gate when marked `gated`.
 macro_rules! switched_sessions {
     ($($(#[$counted:ident])? fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
         #[async_trait::async_trait]
@@ -53,8 +66,9 @@ macro_rules! switched_sessions {
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     self.check()?;
+                    let answer = self.inner.$name($($arg),*).await;
                     $(switched_sessions!(@$counted self);)?
-                    self.inner.$name($($arg),*).await
+                    answer
                 }
             )*
         }
@@ -62,13 +76,16 @@ macro_rules! switched_sessions {
     (@counted $s:ident) => {
         $s.writes.fetch_add(1, Ordering::SeqCst);
     };
+    (@gated $s:ident) => {
+        $s.hold().await;
+    };
 }
 
 switched_sessions! {
     fn ping(&self) -> Result<()>;
     fn create_session(&self, s: &Session, idem: Option<&IdempotencyRecord>) -> Result<CreateOutcome>;
     fn get_session(&self, handle: &Handle) -> Result<Option<Session>>;
-    fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>>;
+    #[gated] fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>>;
     fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool>;
     #[counted] fn touch_session(&self, t: &Touch) -> Result<bool>;
     #[counted] fn touch_sessions(&self, touches: &[Touch]) -> Result<()>;
@@ -279,6 +296,101 @@ async fn sign_in_rotates_the_token_and_the_old_one_is_refused() {
     assert_eq!(alice.end_reason, Some(EndReason::SignedOut));
 }
 
+/// Finding 7: a request with the old token whose store read happened just before a
+/// sign-in committed must not put the pre-rotation record back into the cache: the old
+/// token would work again (until the next request with the new one).
+#[tokio::test]
+async fn a_read_that_raced_a_sign_in_never_revives_the_old_token() {
+    let h = harness(100);
+    let (anon, old) = h.create().await;
+    // Not cached on this node (evicted, or first seen here): the request reads the store.
+    h.svc.forget(&anon.handle);
+    let (read, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    *h.store.gate.lock().unwrap() = Some((read.clone(), release.clone()));
+    let racer = {
+        let (svc, hash) = (h.svc.clone(), old.hash());
+        tokio::spawn(async move { svc.authenticate(&hash, true).await })
+    };
+    // The racing request holds the pre-rotation record, read from the store...
+    read.notified().await;
+    // ...while the sign-in rotates the token and commits.
+    let signed = h
+        .svc
+        .sign_in(
+            Some(&old.hash()),
+            sign_in_as("alice"),
+            &ClientInfo::default(),
+        )
+        .await
+        .expect("sign in");
+    assert_eq!(signed.session.version, anon.version + 1);
+    release.notify_one();
+    let raced = racer.await.unwrap();
+    assert!(
+        matches!(raced, Err(SessionError::Unauthenticated)),
+        "the racing request completed after the rotation: {raced:?}"
+    );
+    // The old token is dead and the new one names the signed-in record, from the cache.
+    assert!(matches!(
+        h.svc.authenticate(&old.hash(), true).await,
+        Err(SessionError::Unauthenticated)
+    ));
+    let cached = h.svc.cached(&anon.handle).expect("cached");
+    assert_eq!(cached.token_hash, signed.token.hash());
+    assert_eq!(cached.principal, Principal::user("alice"));
+    h.store.down.store(true, Ordering::SeqCst);
+    let s = h.svc.authenticate(&signed.token.hash(), false).await;
+    assert_eq!(
+        s.expect("served by the cache").version,
+        signed.session.version
+    );
+}
+
+/// Finding 2 (service side): a caller that authenticated before a rotation (an open
+/// WebSocket) is refused with `Rotated` and nothing is recorded; the rotation is published.
+#[tokio::test]
+async fn a_caller_from_before_a_rotation_is_refused_and_the_rotation_is_announced() {
+    let mut h = harness(100);
+    let (anon, old) = h.create().await;
+    let before = Credential::of(&anon);
+    h.svc
+        .touch(&before)
+        .await
+        .expect("valid before the sign-in");
+    h.drain();
+    let signed = h
+        .svc
+        .sign_in(
+            Some(&old.hash()),
+            sign_in_as("alice"),
+            &ClientInfo::default(),
+        )
+        .await
+        .expect("sign in");
+    assert!(h.drain().iter().any(|e| matches!(e,
+        Event::SessionRotated { handle, version }
+            if *handle == anon.handle && *version == signed.session.version)));
+    h.clock.advance_ms(5_000);
+    let idle = h.svc.cached(&anon.handle).unwrap().idle_expires_at;
+    for r in [
+        h.svc.renew(&before).await,
+        h.svc.touch(&before).await,
+        h.svc.current(&before).await,
+    ] {
+        assert!(matches!(r, Err(SessionError::Rotated)), "{r:?}");
+    }
+    assert_eq!(h.svc.cached(&anon.handle).unwrap().idle_expires_at, idle);
+    assert!(h.audits(&anon.handle, AuditKind::Renewed).await.is_empty());
+    // Also when the record must first be read from the store.
+    h.svc.forget(&anon.handle);
+    assert!(matches!(
+        h.svc.renew(&before).await,
+        Err(SessionError::Rotated)
+    ));
+    let now = Credential::of(&signed.session);
+    assert!(h.svc.renew(&now).await.is_ok());
+}
+
 #[tokio::test]
 async fn sign_in_moves_anonymous_drafts_to_the_user() {
     let h = harness(100);
@@ -320,7 +432,7 @@ async fn renew_moves_the_idle_deadline_but_never_past_the_absolute_one() {
     let h = harness(100);
     let (s, _) = h.create().await;
     h.clock.advance_ms(30_000);
-    let r = h.svc.renew(&s.handle).await.unwrap();
+    let r = h.svc.renew(&Credential::of(&s)).await.unwrap();
     assert_eq!(r.idle_expires_at, T0 + 30_000 + IDLE_MS);
     assert_eq!(
         h.stored(&s.handle).await.idle_expires_at,
@@ -330,9 +442,9 @@ async fn renew_moves_the_idle_deadline_but_never_past_the_absolute_one() {
     // Keep renewing until close to the absolute deadline.
     for _ in 0..5 {
         h.clock.advance_ms(50_000);
-        h.svc.renew(&s.handle).await.unwrap();
+        h.svc.renew(&Credential::of(&s)).await.unwrap();
     }
-    let r = h.svc.renew(&s.handle).await.unwrap();
+    let r = h.svc.renew(&Credential::of(&s)).await.unwrap();
     assert_eq!(h.clock.now(), T0 + 280_000);
     assert_eq!(
         r.idle_expires_at,
@@ -350,7 +462,7 @@ async fn many_touches_make_one_store_write_per_flush_with_the_latest_deadline() 
     for _ in 0..5 {
         h.clock.advance_ms(1_000);
         h.svc.authenticate(&token.hash(), true).await.unwrap();
-        h.svc.touch(&s.handle).await.unwrap();
+        h.svc.touch(&Credential::of(&s)).await.unwrap();
     }
     assert_eq!(
         h.store.writes.load(Ordering::SeqCst),
@@ -547,7 +659,7 @@ async fn a_store_failure_is_unavailable_at_once_and_never_expires_blindly() {
         Err(SessionError::Unavailable { .. })
     ));
     assert!(matches!(
-        h.svc.renew(&s.handle).await,
+        h.svc.renew(&Credential::of(&s)).await,
         Err(SessionError::Unavailable { .. })
     ));
     // Past the deadline with the store down: the ending waits for the store.

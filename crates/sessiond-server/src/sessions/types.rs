@@ -1,8 +1,29 @@
 //! The service's plain values (inputs and answers of its calls, settings): a leaf the
 //! service's files import, so the folder's files never import each other in a circle.
 
-use sessiond_core::{Session, Token};
+use sessiond_core::{Handle, Session, Token, TokenHash};
 use std::time::Duration;
+
+/// What a caller (a WebSocket connection, a request) authenticated as: the session's
+/// handle and the token hash it presented. Operations on a session's behalf take it, not
+/// a bare handle, so a caller whose token was rotated away since it authenticated is
+/// refused ([`super::SessionError::Rotated`]) instead of acting for whoever holds the
+/// new token.
+#[derive(Debug, Clone, Copy)]
+pub struct Credential {
+    pub handle: Handle,
+    pub token_hash: TokenHash,
+}
+
+impl Credential {
+    /// The credential a lookup by token just returned `s` for.
+    pub fn of(s: &Session) -> Credential {
+        Credential {
+            handle: s.handle,
+            token_hash: s.token_hash,
+        }
+    }
+}
 
 /// An idempotent create: the client's key (validated at the edge) and the fingerprint
 /// of its request (`crate::idempotency::fingerprint`).

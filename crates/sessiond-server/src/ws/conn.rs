@@ -9,7 +9,7 @@ use super::hub::{ConnShared, Effects, JoinRefused, Outbound, Refused};
 use super::protocol::{close, code, parse_client, ClientMsg, LeftReason, ServerMsg, SnapshotBody};
 use super::tasks::{apply, retain_emptied};
 use crate::error::ApiError;
-use crate::sessions::SessionError;
+use crate::sessions::{Credential, SessionError};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message};
 use base64::engine::general_purpose::STANDARD;
@@ -49,6 +49,9 @@ struct Ctx {
     state: AppState,
     id: u64,
     handle: Handle,
+    /// The token hash the connection authenticated with: every request it makes is
+    /// checked against it, so after a rotation nothing it sends is acted on.
+    who: Credential,
     shared: Arc<ConnShared>,
 }
 
@@ -108,9 +111,11 @@ where
         state: state.clone(),
         id,
         handle: session.handle,
+        who: Credential::of(&session),
         shared: shared.clone(),
     };
-    // An ending published between authentication and registration would be missed.
+    // An ending or rotation published between authentication and registration would be
+    // missed.
     if let Ok(Some(s)) = state.sessions.get(&session.handle).await {
         if !s.is_active() {
             let fx = hub.session_ended(
@@ -118,6 +123,8 @@ where
                 s.end_reason.unwrap_or(sessiond_core::EndReason::Revoked),
             );
             apply(&state, fx);
+        } else if s.version > session.version {
+            apply(&state, hub.session_rotated(&s.handle, s.version));
         }
     }
 
@@ -276,6 +283,8 @@ fn on_session_error(ctx: &Ctx, e: SessionError) -> Next {
             apply(&ctx.state, fx);
             Next::Exit(Exit::Closed(close::for_reason(reason)))
         }
+        // Rooms get `left`: the client comes back at once as the new principal.
+        SessionError::Rotated => Next::Exit(Exit::Own(close::REAUTHENTICATE, LeftReason::Left)),
         SessionError::Unauthenticated | SessionError::NotFound => {
             Next::Exit(Exit::Own(close::UNAUTHENTICATED, LeftReason::SessionEnded))
         }
@@ -321,12 +330,12 @@ async fn on_message(ctx: &Ctx, m: ClientMsg) -> Next {
     let state = &ctx.state;
     match m {
         ClientMsg::Ping { id } => reply(ctx, &ServerMsg::Pong { id }),
-        ClientMsg::Activity => match state.sessions.touch(&ctx.handle).await {
+        ClientMsg::Activity => match state.sessions.touch(&ctx.who).await {
             Ok(_) => Next::Continue,
             Err(e) => on_session_error(ctx, e),
         },
         // Every connection of the session (this one too) gets `renewed` through the bus.
-        ClientMsg::Renew => match state.sessions.renew(&ctx.handle).await {
+        ClientMsg::Renew => match state.sessions.renew(&ctx.who).await {
             Ok(_) => Next::Continue,
             Err(e) => on_session_error(ctx, e),
         },
@@ -359,22 +368,12 @@ async fn join(ctx: &Ctx, room: String) -> Next {
             &ServerMsg::error(code::INVALID_ROOM, format!("room {shown:?}: {e}")),
         );
     }
-    // The current record: a sign-in since connecting may have changed the allowed rooms.
-    let session = match state.sessions.get(&ctx.handle).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return on_session_error(ctx, SessionError::Unauthenticated),
+    // The current record, still under the token this connection authenticated with
+    // (else it is closed with 4010: a sign-in since may have changed the allowed rooms).
+    let session = match state.sessions.current(&ctx.who).await {
+        Ok(s) => s,
         Err(e) => return on_session_error(ctx, e),
     };
-    if !session.is_active() {
-        return on_session_error(
-            ctx,
-            SessionError::Ended {
-                reason: session
-                    .end_reason
-                    .unwrap_or(sessiond_core::EndReason::Revoked),
-            },
-        );
-    }
     if !session.may_join(&room) {
         return reply(
             ctx,
@@ -441,6 +440,10 @@ async fn snapshot(
     content_type: String,
 ) -> Next {
     let state = &ctx.state;
+    // Writes only while the connection's token still names a live session.
+    if let Err(e) = state.sessions.current(&ctx.who).await {
+        return on_session_error(ctx, e);
+    }
     if !state.hub.is_member(ctx.id, &room) {
         return reply(
             ctx,
@@ -610,14 +613,20 @@ mod tests {
     }
 
     async fn start(toml: &str) -> Harness {
+        start_with(toml, true).await
+    }
+
+    /// `hub_tasks: false` leaves the hub's bus listener off, so no session event (an
+    /// ending, a rotation) reaches the connection: what it does on its own is seen alone.
+    async fn start_with(toml: &str, hub_tasks: bool) -> Harness {
         let config = crate::config::Config::from_toml(toml).unwrap();
         let store: Arc<dyn sessiond_core::Store> =
             Arc::new(sessiond_store_memory::MemoryStore::new());
-        let server = crate::builder::ServerBuilder::new(config)
-            .store(store)
-            .build()
-            .await
-            .unwrap();
+        let mut builder = crate::builder::ServerBuilder::new(config).store(store);
+        if !hub_tasks {
+            builder = builder.without_hub_tasks();
+        }
+        let server = builder.build().await.unwrap();
         let state = server.state().clone();
         let (_, guard) = server.into_parts();
         let session = match state
@@ -737,6 +746,33 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// In the window before a rotation's close lands (here: never, the hub hears no
+    /// events), a frame from the connection is checked against the token it
+    /// authenticated with: `renew` renews nothing and the connection closes with 4010.
+    #[tokio::test]
+    async fn frames_after_a_rotation_are_refused_before_the_close_lands() {
+        let mut h = start_with(FAST, false).await;
+        assert_eq!(h.recv_json().await["type"], "hello");
+        let store = h.state.store.clone();
+        let mut rotated = store.get_session(&h.session.handle).await.unwrap().unwrap();
+        let old_hash = rotated.token_hash;
+        sessiond_core::lifecycle::rotate(&mut rotated);
+        assert!(store.update_session(&rotated, &old_hash).await.unwrap());
+        h.state.sessions.forget(&h.session.handle);
+        let idle = rotated.idle_expires_at;
+        h.send_text(r#"{"type":"renew"}"#).await;
+        match h.recv().await {
+            Message::Close(Some(f)) => assert_eq!(f.code, close::REAUTHENTICATE),
+            other => panic!("expected close, got {other:?}"),
+        }
+        let after = store.get_session(&h.session.handle).await.unwrap().unwrap();
+        assert_eq!(
+            after.idle_expires_at, idle,
+            "an old socket renewed the session"
+        );
+        assert_eq!(h.state.hub.len(), 0);
     }
 
     #[tokio::test]

@@ -69,8 +69,11 @@ impl ConnShared {
 struct Conn {
     tx: mpsc::Sender<Outbound>,
     shared: Arc<ConnShared>,
+    /// Principal and role as authenticated; never changed while the connection lives.
     member: Member,
     handle: Handle,
+    /// The session's rotation (`Session::version`) the connection authenticated at.
+    version: u64,
     rooms: Vec<String>,
     connected_at: Timestamp,
     interval_ms: i64,
@@ -267,6 +270,7 @@ impl Hub {
             shared,
             member,
             handle: session.handle,
+            version: session.version,
             rooms: Vec::new(),
             connected_at: wall_now,
             interval_ms,
@@ -441,25 +445,23 @@ impl Hub {
         fx
     }
 
-    /// A session's principal, role or deadlines changed (sign-in keeps its connections):
-    /// later presence messages carry the new values, and every connection of the session
-    /// (through the bus, so on every node) gets `renewed` with the new deadlines.
-    pub fn session_changed(&self, s: &Session) {
-        {
-            let mut st = self.lock();
-            let ids = st.by_handle.get(&s.handle).cloned().unwrap_or_default();
-            for id in ids {
-                if let Some(c) = st.conns.get_mut(&id) {
-                    c.member.principal = s.principal.to_string();
-                    c.member.role = s.role.clone();
-                }
-            }
+    /// A session's token was rotated to rotation `version`: each of its connections that
+    /// authenticated at an earlier rotation leaves its rooms (`member_left` with `left`)
+    /// and is closed with 4010 "reauthenticate". A connection never takes on the new
+    /// principal or role: the client reconnects with the new token instead.
+    pub fn session_rotated(&self, handle: &Handle, version: u64) -> Effects {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let ids = st.by_handle.get(handle).cloned().unwrap_or_default();
+        for id in ids {
+            let Some(c) = st.conns.get(&id).filter(|c| c.version < version) else {
+                continue;
+            };
+            c.shared.close(close::REAUTHENTICATE);
+            self.remove_locked(&mut st, id, LeftReason::Left, &mut fx);
         }
-        self.bus.publish(Event::SessionRenewed {
-            handle: s.handle,
-            idle_expires_at: s.idle_expires_at,
-            absolute_expires_at: s.absolute_expires_at,
-        });
+        self.settle(&mut st, &mut fx);
+        fx
     }
 
     /// Adds a connection to a room: the joiner gets `presence` (members in join order,

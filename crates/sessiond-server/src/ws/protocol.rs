@@ -24,6 +24,9 @@ pub mod close {
     pub const SLOW_CONSUMER: u16 = 4005;
     pub const UNAUTHENTICATED: u16 = 4008;
     pub const TOO_MANY_CONNECTIONS: u16 = 4009;
+    /// The session's token was rotated (sign-in) after this connection authenticated:
+    /// reconnect at once with the new cookie or token. The session goes on.
+    pub const REAUTHENTICATE: u16 = 4010;
 
     /// The close code for a session ending.
     pub fn for_reason(r: sessiond_core::EndReason) -> u16 {
@@ -50,6 +53,7 @@ pub mod close {
             SLOW_CONSUMER => "slow consumer",
             UNAUTHENTICATED => "unauthenticated",
             TOO_MANY_CONNECTIONS => "too many connections",
+            REAUTHENTICATE => "reauthenticate",
             _ => "internal error",
         }
     }

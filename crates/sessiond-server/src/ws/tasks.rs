@@ -94,6 +94,7 @@ async fn bus_loop(state: AppState, mut events: tokio::sync::broadcast::Receiver<
 pub fn handle_event(hub: &Hub, ev: Event) -> Effects {
     match ev {
         Event::SessionEnded { handle, reason, .. } => hub.session_ended(&handle, reason),
+        Event::SessionRotated { handle, version } => hub.session_rotated(&handle, version),
         Event::SessionRenewed {
             handle,
             idle_expires_at,

@@ -191,6 +191,8 @@ pub fn session(principal: &str, role: &str, now: Timestamp) -> Session {
         client_ip: Some("192.0.2.7".into()),
         user_agent: Some("conformance/1".into()),
         allowed_rooms: Some(vec!["room-1".into()]),
+        // Not 0, so a backend that drops the field fails the round trips.
+        version: 3,
     }
 }
 

@@ -235,6 +235,8 @@ pub async fn check_update_session_cas(store: Arc<dyn Store>) {
     signed.user_id = Some("alice".into());
     signed.role = "editor".into();
     signed.idle_expires_at = 50 * MINUTE;
+    // The rotation counter is part of the record: a cache orders records by it.
+    signed.version = 7;
 
     let stale: TokenHash = Token::generate().hash();
     assert!(!store.update_session(&signed, &stale).await.unwrap());
