@@ -5,6 +5,7 @@ use super::{attachment, body, pattern, read_all};
 use bytes::Bytes;
 use proptest::prelude::*;
 use sessiond_core::draft::{AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::store::plain_merge;
 use sessiond_core::store::prelude::*;
 use sessiond_core::store::ByteStream;
 use sessiond_core::{Principal, StoreError};
@@ -428,7 +429,7 @@ pub async fn check_delete_attachment(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .delete_attachment(&p, "c1", d3.seq, "zzz.bin", 20)
+            .delete_attachment(&p, "c1", d3.seq, "zzz.bin", None, 20)
             .await
             .unwrap(),
         DraftWrite::NotFound
@@ -436,7 +437,7 @@ pub async fn check_delete_attachment(store: Arc<dyn Store>) {
     assert_eq!(
         conflict(
             store
-                .delete_attachment(&p, "c1", d2.seq, "a.bin", 20)
+                .delete_attachment(&p, "c1", d2.seq, "a.bin", None, 20)
                 .await
                 .unwrap()
         ),
@@ -445,7 +446,7 @@ pub async fn check_delete_attachment(store: Arc<dyn Store>) {
     assert_eq!(store.get_draft(&p, "c1").await.unwrap(), Some(d3.clone()));
     let d4 = written(
         store
-            .delete_attachment(&p, "c1", d3.seq, "a.bin", 21)
+            .delete_attachment(&p, "c1", d3.seq, "a.bin", None, 21)
             .await
             .unwrap(),
     );
@@ -462,7 +463,7 @@ pub async fn check_delete_attachment(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .delete_attachment(&p, "c9", 0, "a.bin", 22)
+            .delete_attachment(&p, "c9", 0, "a.bin", None, 22)
             .await
             .unwrap(),
         DraftWrite::NotFound,
@@ -576,7 +577,10 @@ pub async fn check_move_drafts(store: Arc<dyn Store>) {
             .unwrap(),
     );
 
-    let mut moved = store.move_drafts(&anon, &user, 100).await.unwrap();
+    let mut moved = store
+        .move_drafts(&anon, &user, 100, &plain_merge())
+        .await
+        .unwrap();
     moved.sort();
     assert_eq!(moved, ["c1", "c2"]);
 
@@ -660,7 +664,7 @@ pub async fn check_move_drafts(store: Arc<dyn Store>) {
             .unwrap(),
     );
     assert!(store
-        .move_drafts(&anon, &user, 102)
+        .move_drafts(&anon, &user, 102, &plain_merge())
         .await
         .unwrap()
         .is_empty());
@@ -767,7 +771,7 @@ pub async fn check_principal_isolation(store: Arc<dyn Store>) {
     );
     assert!(matches!(
         store
-            .delete_attachment(&b, "c1", d.seq, "clip.webm", 11)
+            .delete_attachment(&b, "c1", d.seq, "clip.webm", None, 11)
             .await
             .unwrap(),
         DraftWrite::NotFound | DraftWrite::Conflict(None)
@@ -782,7 +786,7 @@ pub async fn check_principal_isolation(store: Arc<dyn Store>) {
     assert_eq!(bd.principal, b);
     assert_eq!(
         store
-            .delete_attachment(&b, "c1", bd.seq, "clip.webm", 13)
+            .delete_attachment(&b, "c1", bd.seq, "clip.webm", None, 13)
             .await
             .unwrap(),
         DraftWrite::NotFound
@@ -937,7 +941,7 @@ async fn run_isolation_case(
                     .map_err(su)?
                     .map_or(0, |d| d.seq);
                 store
-                    .delete_attachment(&principals[p], convs[c], seq, names[name], n as i64)
+                    .delete_attachment(&principals[p], convs[c], seq, names[name], None, n as i64)
                     .await
                     .map_err(su)?;
             }
@@ -962,7 +966,7 @@ async fn run_isolation_case(
                         allowed.blobs.entry((to, c)).or_default().extend(b);
                     }
                     store
-                        .move_drafts(&principals[from], &principals[to], n as i64)
+                        .move_drafts(&principals[from], &principals[to], n as i64, &plain_merge())
                         .await
                         .map_err(su)?;
                 }

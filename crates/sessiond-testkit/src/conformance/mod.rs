@@ -212,6 +212,8 @@ pub fn attachment<'a>(
         content_type,
         limits,
         now,
+        text: None,
+        content_sha256: None,
     }
 }
 
