@@ -144,6 +144,25 @@ pub fn merge_on_sign_in(user: &Draft, anon: &Draft, now: Timestamp) -> Draft {
     }
 }
 
+/// What a sign-in makes of an anonymous draft: merged with the user's row by
+/// [`merge_on_sign_in`] where there is one (live or tombstone, so the seq moves past
+/// both), else the anonymous draft relabelled to `to`.
+pub fn move_on_sign_in(
+    user: Option<&Draft>,
+    anon: &Draft,
+    to: &Principal,
+    now: Timestamp,
+) -> Draft {
+    match user {
+        Some(user) => merge_on_sign_in(user, anon, now),
+        None => Draft {
+            principal: to.clone(),
+            updated_at: now,
+            ..anon.clone()
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

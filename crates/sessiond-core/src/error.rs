@@ -9,6 +9,12 @@ pub enum StoreError {
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A sealed (encrypted) value failed authentication, or is not bound to where it was
+    /// found (copied under another owner, replayed at another seq or version), or is
+    /// unencrypted where encryption is required. Never served. The message names ids,
+    /// never content.
+    #[error("store integrity: {0}")]
+    Integrity(String),
     /// A streamed body exceeded its size limit; nothing was written.
     #[error("body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },

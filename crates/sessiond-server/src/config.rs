@@ -84,6 +84,21 @@ pub struct DraftsConfig {
     pub allowed_content_types: Vec<String>,
     pub encryption_key: String,
     pub decryption_keys: Vec<String>,
+    pub encryption_mode: EncryptionMode,
+}
+
+/// What the at-rest encryption accepts when it reads (`drafts.encryption_mode`).
+/// Everything it writes is sealed and bound to its owner in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncryptionMode {
+    /// Plaintext (written before encryption was on) and unbound values of the first
+    /// format are read, and rewritten in the bound format when next saved.
+    Compatible,
+    /// Plaintext is refused as a store integrity error; unbound encrypted values are read.
+    RequireEncrypted,
+    /// Only bound values are read: plaintext and the unbound format are refused.
+    RequireBound,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

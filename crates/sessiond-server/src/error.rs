@@ -35,6 +35,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("store unavailable")]
     StoreUnavailable(String),
+    /// A stored value failed its integrity check (see `StoreError::Integrity`).
+    #[error("store integrity")]
+    StoreIntegrity(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -61,7 +64,9 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::StoreIntegrity(_) | ApiError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -81,6 +86,7 @@ impl ApiError {
             ApiError::TooLarge { code, .. } => code,
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::StoreIntegrity(_) => "store_integrity",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -100,6 +106,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::StoreUnavailable(_) => "Store unavailable",
+            ApiError::StoreIntegrity(_) => "Stored data failed its integrity check",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -114,6 +121,7 @@ impl From<StoreError> for ApiError {
                 ApiError::StoreUnavailable(m)
             }
             StoreError::Corrupt(m) => ApiError::Internal(m),
+            StoreError::Integrity(m) => ApiError::StoreIntegrity(m),
             StoreError::TooLarge { limit } => ApiError::TooLarge {
                 code: "payload_too_large",
                 detail: format!("body exceeds the limit of {limit} bytes"),
@@ -171,6 +179,8 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::StoreUnavailable(m) => tracing::warn!(cause = %m, "store unavailable"),
             ApiError::Internal(m) => tracing::error!(cause = %m, "internal error"),
+            // The message names the ids (principal, conversation, room), never content.
+            ApiError::StoreIntegrity(m) => tracing::error!(cause = %m, "store integrity error"),
             _ => {}
         }
         let detail = match &self {
@@ -178,6 +188,9 @@ impl IntoResponse for ApiError {
                 "the session store cannot be reached; retry shortly".to_owned()
             }
             ApiError::Internal(_) => "an internal error occurred".to_owned(),
+            ApiError::StoreIntegrity(_) => {
+                "a stored value failed its integrity check and was not served".to_owned()
+            }
             e => e.to_string(),
         };
         let mut body = Problem::new(status, self.code(), self.title(), detail);

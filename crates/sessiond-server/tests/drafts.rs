@@ -1060,3 +1060,77 @@ proptest::proptest! {
             .block_on(run_ops(ops));
     }
 }
+
+/// A server with at-rest encryption over a memory store the test can also write to
+/// directly: the attacker with write access to the store (an unauthenticated Redis).
+async fn start_encrypted_over(store: Arc<dyn Store>) -> TestServer {
+    use base64::Engine;
+    let mut config = base_config();
+    config.drafts.encryption_key = base64::engine::general_purpose::STANDARD.encode([0x5b; 32]);
+    let dir = sessiond_testkit::inproc::DataDir::new();
+    config.data_dir = dir.path().join("data");
+    TestServer::spawn(&dir, move |listener, shutdown| async move {
+        sessiond_server::ServerBuilder::new(config)
+            .store(store)
+            .build()
+            .await?
+            .serve(listener, shutdown)
+            .await
+    })
+    .await
+}
+
+/// Finding 8 (issue 10): a victim's sealed draft copied in the store under the
+/// attacker's principal is not decrypted for the attacker: 500 `store_integrity`, no
+/// content; the victim still reads it; a sign-in merge keeps the moved drafts readable.
+#[tokio::test]
+async fn an_encrypted_draft_copied_to_another_principal_is_refused() {
+    let raw: Arc<dyn Store> = Arc::new(sessiond_store_memory::MemoryStore::new());
+    let srv = start_encrypted_over(raw.clone()).await;
+    let victim = srv.browser().await;
+    let attacker = srv.browser().await;
+    let secret = "SECRET-card-4242-4242";
+    assert_eq!(
+        victim.put_text("support", secret, 0).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        attacker.put_text("support", "mine", 0).await.status,
+        StatusCode::OK
+    );
+    let vp = Principal(victim.principal().await);
+    let ap = Principal(attacker.principal().await);
+    let sealed = raw.get_draft(&vp, "support").await.unwrap().unwrap();
+    assert!(!sealed.text.contains(secret), "stored sealed");
+    // Same conversation, same seq (1), another principal.
+    let w = raw
+        .put_draft_text(&ap, "support", 1, &sealed.text, 1)
+        .await
+        .unwrap();
+    assert!(matches!(w, sessiond_core::draft::DraftWrite::Written(_)));
+    let r = attacker.get("support").await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.json());
+    assert_eq!(r.code(), "store_integrity");
+    assert!(!String::from_utf8_lossy(&r.body).contains(secret));
+    let r = attacker.send(Method::GET, "/v1/drafts", None, None).await;
+    assert_eq!(r.code(), "store_integrity");
+    assert!(!String::from_utf8_lossy(&r.body).contains(secret));
+    assert_eq!(victim.get("support").await.json()["text"], secret);
+
+    // The victim signs in: the anonymous drafts (text and attachment) are re-sealed for
+    // the user and stay readable.
+    let clip = audio(70_000, 9);
+    assert_eq!(
+        victim
+            .put_att("support", "note.webm", "audio/webm", clip.clone(), 1)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    victim.sign_in("erin", None).await;
+    let d = victim.get("support").await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.json());
+    assert_eq!(d.json()["text"], secret);
+    assert_eq!(d.json()["attachments"][0]["size"], 70_000);
+    assert_eq!(victim.get_att("support", "note.webm").await.body, clip);
+}

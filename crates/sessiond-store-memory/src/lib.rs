@@ -13,11 +13,11 @@
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sessiond_core::audit::{AuditEvent, AuditFilter};
-use sessiond_core::draft::{merge_on_sign_in, AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, Result,
-    SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
+    Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
 };
 use sessiond_core::token::random_id;
 use sessiond_core::{
@@ -451,6 +451,8 @@ impl DraftStore for MemoryStore {
             content_type,
             limits,
             now,
+            text,
+            content_sha256,
         } = put;
         let key = Inner::key(p, conversation);
         let held = {
@@ -486,7 +488,9 @@ impl DraftStore for MemoryStore {
             name: name.to_owned(),
             content_type: content_type.to_owned(),
             size: bytes.len() as u64,
-            sha256: hex::encode(hasher.finalize()),
+            sha256: content_sha256
+                .and_then(|c| c.get().cloned())
+                .unwrap_or_else(|| hex::encode(hasher.finalize())),
             blob_id: random_id(16),
         };
 
@@ -511,6 +515,9 @@ impl DraftStore for MemoryStore {
             .position(|a| a.name == name)
             .map(|i| d.attachments.remove(i));
         d.attachments.push(meta.clone());
+        if let Some(t) = text {
+            d.text = t.to_owned();
+        }
         d.seq = expected_seq + 1;
         d.updated_at = now;
         d.deleted = false;
@@ -556,6 +563,7 @@ impl DraftStore for MemoryStore {
         conversation: &str,
         expected_seq: u64,
         name: &str,
+        text: Option<&str>,
         now: Timestamp,
     ) -> Result<DraftWrite> {
         let mut g = self.lock();
@@ -577,6 +585,9 @@ impl DraftStore for MemoryStore {
             .cloned()
             .collect();
         d.attachments.retain(|a| a.name != name);
+        if let Some(t) = text {
+            d.text = t.to_owned();
+        }
         d.seq += 1;
         d.updated_at = now;
         d.deleted = d.is_empty();
@@ -590,6 +601,7 @@ impl DraftStore for MemoryStore {
         from: &Principal,
         to: &Principal,
         now: Timestamp,
+        merge: &MergeRule,
     ) -> Result<Vec<String>> {
         if from == to {
             return Ok(Vec::new());
@@ -604,17 +616,11 @@ impl DraftStore for MemoryStore {
             .collect();
         let mut moved = Vec::with_capacity(live.len());
         for anon in live {
-            g.drafts.remove(&Inner::key(from, &anon.conversation));
             let key = Inner::key(to, &anon.conversation);
-            let d = match g.drafts.get(&key) {
-                // Blob ids travel with the metadata, so the bytes need no copying.
-                Some(user) => merge_on_sign_in(user, &anon, now),
-                None => Draft {
-                    principal: to.clone(),
-                    updated_at: now,
-                    ..anon.clone()
-                },
-            };
+            // Blob ids travel with the metadata, so the bytes need no copying. A merge
+            // that fails leaves this conversation (and the rest) with `from`.
+            let d = merge(g.drafts.get(&key), &anon, to, now)?;
+            g.drafts.remove(&Inner::key(from, &anon.conversation));
             g.drafts.insert(key, d);
             moved.push(anon.conversation);
         }
@@ -732,6 +738,8 @@ mod tests {
             content_type: "t/t",
             limits,
             now,
+            text: None,
+            content_sha256: None,
         };
         store.put_attachment(put(0, 1), body(b"one")).await.unwrap();
         store.put_attachment(put(1, 2), body(b"two")).await.unwrap();

@@ -12,14 +12,14 @@ use crate::scripts::{APPEND_BLOB, DEL_IF_EQ, DRAFT_CAS, ZREM_IF_LE};
 use crate::{cap, RedisStore};
 use bytes::Bytes;
 use futures::StreamExt;
-use sessiond_core::draft::{merge_on_sign_in, AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::draft::{AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::store::ByteStream;
 use sessiond_core::token::random_id;
 use sessiond_core::{Principal, StoreError, Timestamp};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
-use sessiond_core::store::{AttachmentPut, DraftStore, Result};
+use sessiond_core::store::{AttachmentPut, DraftStore, MergeRule, Result};
 
 type R<T> = Result<T, RedisError>;
 
@@ -271,6 +271,7 @@ impl RedisStore {
         to: &Principal,
         anon: &Draft,
         now: Timestamp,
+        merge: &MergeRule,
     ) -> R<()> {
         let conv = anon.conversation.as_str();
         let mut copy = anon.clone();
@@ -282,13 +283,16 @@ impl RedisStore {
         let mut applied = false;
         for _ in 0..MOVE_RETRIES {
             let user = self.read_draft(to, conv).await?;
-            let merged = match &user {
-                Some(u) => merge_on_sign_in(u, &copy, now),
-                None => Draft {
-                    principal: to.clone(),
-                    updated_at: now,
-                    ..copy.clone()
-                },
+            let merged = match merge(user.as_ref(), &copy, to, now) {
+                Ok(m) => m,
+                Err(e) => {
+                    // Refused (a sealed value that does not open): the copies go, the
+                    // draft stays with `from`.
+                    for k in &new_keys {
+                        self.discard_blob(k).await;
+                    }
+                    return Err(e.into());
+                }
             };
             let commit = Commit {
                 expected_seq: seq_of(user.as_ref()),
@@ -467,6 +471,8 @@ impl DraftStore for RedisStore {
             content_type,
             limits,
             now,
+            text,
+            content_sha256,
         } = put;
         let cur = self.read_draft(p, conversation).await?;
         // Seqs only grow: a stale seq now is stale at commit too, so refuse before
@@ -496,6 +502,9 @@ impl DraftStore for RedisStore {
                 return Err(e);
             }
         };
+        let sha256 = content_sha256
+            .and_then(|c| c.get().cloned())
+            .unwrap_or(sha256);
         let meta = AttachmentMeta {
             name: name.to_owned(),
             content_type: content_type.to_owned(),
@@ -509,6 +518,9 @@ impl DraftStore for RedisStore {
         };
         d.attachments.retain(|a| a.name != name);
         d.attachments.push(meta);
+        if let Some(t) = text {
+            d.text = t.to_owned();
+        }
         d.seq = expected_seq + 1;
         d.updated_at = now;
         d.deleted = false;
@@ -595,6 +607,7 @@ impl DraftStore for RedisStore {
         conversation: &str,
         expected_seq: u64,
         name: &str,
+        text: Option<&str>,
         now: Timestamp,
     ) -> Result<DraftWrite, StoreError> {
         let cur = self.read_draft(p, conversation).await?;
@@ -611,6 +624,9 @@ impl DraftStore for RedisStore {
             .cloned()
             .collect();
         d.attachments.retain(|a| a.name != name);
+        if let Some(t) = text {
+            d.text = t.to_owned();
+        }
         d.seq += 1;
         d.updated_at = now;
         d.deleted = d.is_empty();
@@ -630,6 +646,7 @@ impl DraftStore for RedisStore {
         from: &Principal,
         to: &Principal,
         now: Timestamp,
+        merge: &MergeRule,
     ) -> Result<Vec<String>> {
         if from == to {
             return Ok(Vec::new());
@@ -650,7 +667,7 @@ impl DraftStore for RedisStore {
         let result: Result<Vec<String>> = async {
             let mut moved = Vec::new();
             for anon in self.list_drafts(from).await? {
-                self.move_one(from, to, &anon, now).await?;
+                self.move_one(from, to, &anon, now, merge).await?;
                 moved.push(anon.conversation);
             }
             Ok(moved)

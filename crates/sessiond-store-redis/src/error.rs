@@ -18,6 +18,9 @@ pub enum RedisError {
     /// A stored value could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A caller-supplied step (the sign-in merge rule) refused; passed through as is.
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 impl From<serde_json::Error> for RedisError {
@@ -29,6 +32,7 @@ impl From<serde_json::Error> for RedisError {
 impl From<RedisError> for StoreError {
     fn from(e: RedisError) -> Self {
         match e {
+            RedisError::Store(e) => e,
             RedisError::Corrupt(m) => StoreError::Corrupt(m),
             // A reply of the wrong shape means the keyspace holds something we did not
             // write: corruption, not an outage.

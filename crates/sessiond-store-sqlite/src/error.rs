@@ -17,6 +17,9 @@ pub enum SqliteError {
     /// A stored value could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A caller-supplied step (the sign-in merge rule) refused; passed through as is.
+    #[error("{0}")]
+    Store(#[from] StoreError),
     /// The database was written by a newer sessiond; refusing to touch it.
     #[error("database schema version {found} is newer than this build supports ({known})")]
     NewerSchema { found: i64, known: i64 },
@@ -41,6 +44,7 @@ impl From<serde_json::Error> for SqliteError {
 impl From<SqliteError> for StoreError {
     fn from(e: SqliteError) -> Self {
         match e {
+            SqliteError::Store(e) => e,
             // Undecodable rows are corruption; everything else (busy/locked database,
             // disk full, IO failure, a dead worker) means "cannot serve now": 503.
             SqliteError::Corrupt(m) => StoreError::Corrupt(m),

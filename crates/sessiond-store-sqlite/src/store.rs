@@ -11,11 +11,11 @@ use crate::SqliteStore;
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 use sessiond_core::audit::{AuditEvent, AuditFilter};
-use sessiond_core::draft::{merge_on_sign_in, AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, Result,
-    SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
+    Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
 };
 use sessiond_core::{EndReason, Handle, Principal, Session, StoreError, Timestamp, TokenHash};
 
@@ -481,7 +481,10 @@ impl DraftStore for SqliteStore {
             content_type,
             limits,
             now,
+            text,
+            content_sha256,
         } = put;
+        let text = text.map(str::to_owned);
         let (p, c, name) = (p.clone(), conversation.to_owned(), name.to_owned());
         let (p2, c2, name2) = (p.clone(), c.clone(), name.clone());
         // Seqs only grow, so a seq that is stale now is stale at commit too: refuse
@@ -508,6 +511,9 @@ impl DraftStore for SqliteStore {
             .blobs()
             .receive(body, limits.max_size, held, limits.quota)
             .await?;
+        let sha256 = content_sha256
+            .and_then(|c| c.get().cloned())
+            .unwrap_or(sha256);
         let meta = AttachmentMeta {
             name: name.clone(),
             content_type: content_type.to_owned(),
@@ -542,6 +548,9 @@ impl DraftStore for SqliteStore {
                     }));
                 }
                 d.attachments.push(meta);
+                if let Some(t) = text {
+                    d.text = t;
+                }
                 d.seq = expected_seq + 1;
                 d.updated_at = now;
                 d.deleted = false;
@@ -591,9 +600,11 @@ impl DraftStore for SqliteStore {
         conversation: &str,
         expected_seq: u64,
         name: &str,
+        text: Option<&str>,
         now: Timestamp,
     ) -> Result<DraftWrite> {
         let (p, c, name) = (p.clone(), conversation.to_owned(), name.to_owned());
+        let text = text.map(str::to_owned);
         self.write(move |conn, blobs| {
             let tx = conn.transaction_with_behavior(IMMEDIATE)?;
             let cur = load_draft(&tx, &p, &c)?;
@@ -607,6 +618,9 @@ impl DraftStore for SqliteStore {
                 return Ok(DraftWrite::NotFound);
             };
             let removed = d.attachments.remove(i);
+            if let Some(t) = text {
+                d.text = t;
+            }
             d.seq += 1;
             d.updated_at = now;
             d.deleted = d.is_empty();
@@ -623,11 +637,12 @@ impl DraftStore for SqliteStore {
         from: &Principal,
         to: &Principal,
         now: Timestamp,
+        merge: &MergeRule,
     ) -> Result<Vec<String>> {
         if from == to {
             return Ok(Vec::new());
         }
-        let (from, to) = (from.clone(), to.clone());
+        let (from, to, merge) = (from.clone(), to.clone(), merge.clone());
         self.write(move |conn, _| {
             let tx = conn.transaction_with_behavior(IMMEDIATE)?;
             let live: Vec<Draft> = {
@@ -640,14 +655,9 @@ impl DraftStore for SqliteStore {
             let mut moved = Vec::with_capacity(live.len());
             for anon in live {
                 // Blob ids travel with the metadata, so no bytes are copied or lost.
-                let d = match load_draft(&tx, &to, &anon.conversation)? {
-                    Some(user) => merge_on_sign_in(&user, &anon, now),
-                    None => Draft {
-                        principal: to.clone(),
-                        updated_at: now,
-                        ..anon.clone()
-                    },
-                };
+                // A merge that fails rolls the whole move back: nothing leaves `from`.
+                let user = load_draft(&tx, &to, &anon.conversation)?;
+                let d = merge(user.as_ref(), &anon, &to, now)?;
                 upsert_draft(&tx, &d)?;
                 delete_draft_row(&tx, &from, &anon.conversation)?;
                 moved.push(anon.conversation);

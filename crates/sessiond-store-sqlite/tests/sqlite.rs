@@ -360,7 +360,7 @@ async fn failed_replaced_and_deleted_uploads_leave_no_files() {
     assert_eq!(files_under(&blob_dir).len(), 2);
     let d = written(
         store
-            .delete_attachment(&p, "c", d.seq, "b", 4)
+            .delete_attachment(&p, "c", d.seq, "b", None, 4)
             .await
             .unwrap(),
     );

@@ -4,6 +4,22 @@ use super::{ByteStream, Result};
 use crate::clock::Timestamp;
 use crate::draft::{AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
 use crate::session::Principal;
+use std::sync::{Arc, OnceLock};
+
+/// How [`DraftStore::move_drafts`] builds the user's draft for one conversation: from the
+/// user's current row (live or tombstone; `None` when there is none), the anonymous
+/// draft, the new principal and the time. [`plain_merge`] is the rule itself; an
+/// encrypting decorator wraps it to open values under their old owner and re-seal them
+/// under the new one. Called inside the store's atomic step, possibly more than once
+/// (retries), so it must have no side effects; an error aborts the move of that
+/// conversation and leaves it with the anonymous principal.
+pub type MergeRule =
+    Arc<dyn Fn(Option<&Draft>, &Draft, &Principal, Timestamp) -> Result<Draft> + Send + Sync>;
+
+/// The sign-in rule, unchanged: [`crate::draft::move_on_sign_in`].
+pub fn plain_merge() -> MergeRule {
+    Arc::new(|user, anon, to, now| Ok(crate::draft::move_on_sign_in(user, anon, to, now)))
+}
 
 /// Everything [`DraftStore::put_attachment`] needs but the body.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +32,14 @@ pub struct AttachmentPut<'a> {
     pub content_type: &'a str,
     pub limits: AttachmentLimits,
     pub now: Timestamp,
+    /// When `Some`, the draft's text becomes this in the same commit (an encrypting
+    /// decorator re-seals the text for the seq this write creates); `None` keeps it.
+    pub text: Option<&'a str>,
+    /// When `Some`, the `sha256` recorded is the one this cell holds once the body has
+    /// ended, not the hash of the bytes the store received: an encrypting decorator
+    /// fills it with the plaintext's hash while it streams. Left empty, the store's own
+    /// hash is kept.
+    pub content_sha256: Option<&'a OnceLock<String>>,
 }
 
 /// Drafts and their attachments.
@@ -54,21 +78,26 @@ pub trait DraftStore: Send + Sync + 'static {
         conversation: &str,
         name: &str,
     ) -> Result<Option<(AttachmentMeta, ByteStream)>>;
+    /// Removes the attachment if `expected_seq` is current. `text`: as
+    /// [`AttachmentPut::text`], applied in the same commit when the attachment exists.
     async fn delete_attachment(
         &self,
         p: &Principal,
         conversation: &str,
         expected_seq: u64,
         name: &str,
+        text: Option<&str>,
         now: Timestamp,
     ) -> Result<DraftWrite>;
-    /// Moves every live draft of `from` to `to` (sign-in), merging with
-    /// [`crate::draft::merge_on_sign_in`] where both have one. Returns the conversations moved.
+    /// Moves every live draft of `from` to `to` (sign-in), each built by `merge` (usually
+    /// [`plain_merge`]: [`crate::draft::merge_on_sign_in`] where both have one). Returns
+    /// the conversations moved.
     async fn move_drafts(
         &self,
         from: &Principal,
         to: &Principal,
         now: Timestamp,
+        merge: &MergeRule,
     ) -> Result<Vec<String>>;
     /// Purges drafts and tombstones last changed before `before`, with their bytes.
     async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize>;

@@ -16,7 +16,7 @@ mod sessions;
 mod snapshots;
 
 pub use audit::AuditStore;
-pub use drafts::{AttachmentPut, DraftStore};
+pub use drafts::{plain_merge, AttachmentPut, DraftStore, MergeRule};
 pub use parts::StoreParts;
 pub use sessions::{CreateOutcome, IdempotencyRecord, SessionFilter, SessionStore, Touch};
 pub use snapshots::{SnapshotPut, SnapshotStore};

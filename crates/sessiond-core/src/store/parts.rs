@@ -12,8 +12,8 @@
 //! ```
 
 use super::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, Result,
-    SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
+    Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
 };
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::clock::Timestamp;
@@ -182,10 +182,11 @@ impl DraftStore for StoreParts {
         conversation: &str,
         expected_seq: u64,
         name: &str,
+        text: Option<&str>,
         now: Timestamp,
     ) -> Result<DraftWrite> {
         self.drafts
-            .delete_attachment(p, conversation, expected_seq, name, now)
+            .delete_attachment(p, conversation, expected_seq, name, text, now)
             .await
     }
     async fn move_drafts(
@@ -193,8 +194,9 @@ impl DraftStore for StoreParts {
         from: &Principal,
         to: &Principal,
         now: Timestamp,
+        merge: &MergeRule,
     ) -> Result<Vec<String>> {
-        self.drafts.move_drafts(from, to, now).await
+        self.drafts.move_drafts(from, to, now, merge).await
     }
     async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize> {
         self.drafts.purge_drafts(before, limit).await

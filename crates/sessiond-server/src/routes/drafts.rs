@@ -433,6 +433,8 @@ async fn put_attachment(
                 content_type: &content_type,
                 limits,
                 now,
+                text: None,
+                content_sha256: None,
             },
             stream,
         )
@@ -499,7 +501,14 @@ async fn delete_attachment(
     let now = state.clock.now();
     let w = state
         .store
-        .delete_attachment(&auth.session.principal, &conversation, seq, &name, now)
+        .delete_attachment(
+            &auth.session.principal,
+            &conversation,
+            seq,
+            &name,
+            None,
+            now,
+        )
         .await?;
     let d = outcome(w)?;
     metrics::counter!("sessiond_draft_writes_total", "kind" => "attachment_delete").increment(1);

@@ -7,7 +7,7 @@ use crate::bus::Event;
 use crate::idempotency;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::lifecycle::{self, ClientInfo};
-use sessiond_core::store::{CreateOutcome, IdempotencyRecord};
+use sessiond_core::store::{plain_merge, CreateOutcome, IdempotencyRecord};
 use sessiond_core::{EndReason, Principal, Session, Timestamp, Token, TokenHash};
 
 impl SessionService {
@@ -188,7 +188,10 @@ impl SessionService {
         if !from.is_anonymous() || from == to {
             return Ok(Vec::new());
         }
-        let moved = self.store.move_drafts(from, to, now).await?;
+        let moved = self
+            .store
+            .move_drafts(from, to, now, &plain_merge())
+            .await?;
         if !moved.is_empty() {
             metrics::counter!("sessiond_drafts_restored_total").increment(moved.len() as u64);
             let mut e =

@@ -309,13 +309,17 @@ fn store_error(ctx: &Ctx, e: ApiError, room: Option<&str>) -> Next {
     let code = match e {
         ApiError::StoreUnavailable(_) => code::STORE_UNAVAILABLE,
         ApiError::TooLarge { .. } => code::PAYLOAD_TOO_LARGE,
+        ApiError::StoreIntegrity(_) => code::STORE_INTEGRITY,
         _ => code::INTERNAL,
     };
-    if code == code::INTERNAL {
-        tracing::error!(handle = %ctx.handle, error = %e, "websocket request failed");
+    if code == code::INTERNAL || code == code::STORE_INTEGRITY {
+        tracing::error!(handle = %ctx.handle, error = ?e, "websocket request failed");
     }
     let message = match code {
         code::STORE_UNAVAILABLE => "the session store cannot be reached; retry shortly".to_owned(),
+        code::STORE_INTEGRITY => {
+            "a stored value failed its integrity check and was not served".to_owned()
+        }
         code::INTERNAL => "an internal error occurred".to_owned(),
         _ => e.to_string(),
     };

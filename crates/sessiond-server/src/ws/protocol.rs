@@ -71,6 +71,8 @@ pub mod code {
     pub const CONFLICT: &str = "conflict";
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+    /// A stored value (a sealed snapshot) failed its integrity check; not served.
+    pub const STORE_INTEGRITY: &str = "store_integrity";
     pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
     pub const INTERNAL: &str = "internal";
 }

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use sessiond_core::draft::{AttachmentLimits, AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::store::prelude::*;
 use sessiond_core::store::ByteStream;
+use sessiond_core::store::{plain_merge, AttachmentPut, MergeRule};
 use sessiond_core::{Principal, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -428,7 +429,7 @@ pub async fn check_delete_attachment(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .delete_attachment(&p, "c1", d3.seq, "zzz.bin", 20)
+            .delete_attachment(&p, "c1", d3.seq, "zzz.bin", None, 20)
             .await
             .unwrap(),
         DraftWrite::NotFound
@@ -436,7 +437,7 @@ pub async fn check_delete_attachment(store: Arc<dyn Store>) {
     assert_eq!(
         conflict(
             store
-                .delete_attachment(&p, "c1", d2.seq, "a.bin", 20)
+                .delete_attachment(&p, "c1", d2.seq, "a.bin", None, 20)
                 .await
                 .unwrap()
         ),
@@ -445,7 +446,7 @@ pub async fn check_delete_attachment(store: Arc<dyn Store>) {
     assert_eq!(store.get_draft(&p, "c1").await.unwrap(), Some(d3.clone()));
     let d4 = written(
         store
-            .delete_attachment(&p, "c1", d3.seq, "a.bin", 21)
+            .delete_attachment(&p, "c1", d3.seq, "a.bin", None, 21)
             .await
             .unwrap(),
     );
@@ -462,7 +463,7 @@ pub async fn check_delete_attachment(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .delete_attachment(&p, "c9", 0, "a.bin", 22)
+            .delete_attachment(&p, "c9", 0, "a.bin", None, 22)
             .await
             .unwrap(),
         DraftWrite::NotFound,
@@ -576,7 +577,10 @@ pub async fn check_move_drafts(store: Arc<dyn Store>) {
             .unwrap(),
     );
 
-    let mut moved = store.move_drafts(&anon, &user, 100).await.unwrap();
+    let mut moved = store
+        .move_drafts(&anon, &user, 100, &plain_merge())
+        .await
+        .unwrap();
     moved.sort();
     assert_eq!(moved, ["c1", "c2"]);
 
@@ -660,7 +664,7 @@ pub async fn check_move_drafts(store: Arc<dyn Store>) {
             .unwrap(),
     );
     assert!(store
-        .move_drafts(&anon, &user, 102)
+        .move_drafts(&anon, &user, 102, &plain_merge())
         .await
         .unwrap()
         .is_empty());
@@ -767,7 +771,7 @@ pub async fn check_principal_isolation(store: Arc<dyn Store>) {
     );
     assert!(matches!(
         store
-            .delete_attachment(&b, "c1", d.seq, "clip.webm", 11)
+            .delete_attachment(&b, "c1", d.seq, "clip.webm", None, 11)
             .await
             .unwrap(),
         DraftWrite::NotFound | DraftWrite::Conflict(None)
@@ -782,7 +786,7 @@ pub async fn check_principal_isolation(store: Arc<dyn Store>) {
     assert_eq!(bd.principal, b);
     assert_eq!(
         store
-            .delete_attachment(&b, "c1", bd.seq, "clip.webm", 13)
+            .delete_attachment(&b, "c1", bd.seq, "clip.webm", None, 13)
             .await
             .unwrap(),
         DraftWrite::NotFound
@@ -937,7 +941,7 @@ async fn run_isolation_case(
                     .map_err(su)?
                     .map_or(0, |d| d.seq);
                 store
-                    .delete_attachment(&principals[p], convs[c], seq, names[name], n as i64)
+                    .delete_attachment(&principals[p], convs[c], seq, names[name], None, n as i64)
                     .await
                     .map_err(su)?;
             }
@@ -962,7 +966,7 @@ async fn run_isolation_case(
                         allowed.blobs.entry((to, c)).or_default().extend(b);
                     }
                     store
-                        .move_drafts(&principals[from], &principals[to], n as i64)
+                        .move_drafts(&principals[from], &principals[to], n as i64, &plain_merge())
                         .await
                         .map_err(su)?;
                 }
@@ -1043,4 +1047,113 @@ pub async fn check_random_draft_isolation(store: Arc<dyn Store>) {
             panic!("draft isolation violated: {e}");
         }
     });
+}
+
+/// Attachment writes may carry the draft's new text ([`AttachmentPut::text`],
+/// `delete_attachment`'s `text`), committed with them or not at all; `move_drafts`
+/// builds each moved draft with the rule it is given, and a rule that fails moves
+/// nothing of that conversation (an encrypting decorator re-seals through both).
+pub async fn check_write_hooks(store: Arc<dyn Store>) {
+    let p = Principal::user("hooks");
+    let d = written(store.put_draft_text(&p, "c", 0, "before", 1).await.unwrap());
+    let put = AttachmentPut {
+        text: Some("with the clip"),
+        ..attachment(&p, "c", d.seq, "a.bin", "audio/webm", ROOMY, 2)
+    };
+    let d = written(store.put_attachment(put, body(b"abc", 2)).await.unwrap());
+    assert_eq!((d.text.as_str(), d.seq), ("with the clip", 2));
+    let d = written(
+        attach(&*store, &p, "c", d.seq, "b.bin", b"x", ROOMY)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(d.text, "with the clip", "no text given: the text stays");
+    let d = written(
+        store
+            .delete_attachment(&p, "c", d.seq, "a.bin", Some("clip gone"), 4)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((d.text.as_str(), d.seq), ("clip gone", 4));
+    let r = store
+        .delete_attachment(&p, "c", d.seq, "zzz.bin", Some("not this"), 5)
+        .await
+        .unwrap();
+    assert_eq!(r, DraftWrite::NotFound);
+    let stale = AttachmentPut {
+        text: Some("stale"),
+        ..attachment(&p, "c", 1, "c.bin", "audio/webm", ROOMY, 6)
+    };
+    let r = store.put_attachment(stale, body(b"x", 1)).await.unwrap();
+    assert!(matches!(r, DraftWrite::Conflict(_)), "{r:?}");
+    let d = store.get_draft(&p, "c").await.unwrap().unwrap();
+    assert_eq!((d.text.as_str(), d.seq), ("clip gone", 4));
+
+    let anon = Principal("anon:hooks".into());
+    written(
+        store
+            .put_draft_text(&anon, "m1", 0, "anon one", 7)
+            .await
+            .unwrap(),
+    );
+    let rule: MergeRule = Arc::new(|user, anon, to, now| {
+        let mut d = sessiond_core::draft::move_on_sign_in(user, anon, to, now);
+        d.text = format!("[{}]", d.text);
+        Ok(d)
+    });
+    let moved = store.move_drafts(&anon, &p, 8, &rule).await.unwrap();
+    assert_eq!(moved, ["m1"]);
+    let m1 = store.get_draft(&p, "m1").await.unwrap().unwrap();
+    assert_eq!(m1.text, "[anon one]");
+    written(
+        store
+            .put_draft_text(&anon, "m2", 0, "kept", 9)
+            .await
+            .unwrap(),
+    );
+    let refuse: MergeRule =
+        Arc::new(|_, _, _, _| Err(StoreError::Integrity("refused by the test".into())));
+    let r = store.move_drafts(&anon, &p, 10, &refuse).await;
+    assert!(matches!(r, Err(StoreError::Integrity(_))), "{r:?}");
+    let kept = store.get_draft(&anon, "m2").await.unwrap().unwrap();
+    assert_eq!((kept.text.as_str(), kept.deleted), ("kept", false));
+    assert!(store.get_draft(&p, "m2").await.unwrap().is_none());
+}
+
+/// With [`AttachmentPut::content_sha256`], the hash recorded is the one the cell holds
+/// when the body ends (filled by whoever produced the body), not the store's own; an
+/// empty cell leaves the store's. (An encrypting decorator fills that cell itself, with
+/// the plaintext's hash, so this promise is checked on backends.)
+pub async fn check_attachment_content_hash(store: Arc<dyn Store>) {
+    let p = Principal::user("hash");
+    let marker = "ab".repeat(32);
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let (fill, value) = (cell.clone(), marker.clone());
+    // The cell is set only as the stream ends, as a decorator hashing while it streams does.
+    let stream: ByteStream = Box::pin(futures::stream::unfold(0u8, move |step| {
+        let (fill, value) = (fill.clone(), value.clone());
+        async move {
+            if step == 0 {
+                Some((Ok(Bytes::from_static(b"abcdef")), 1))
+            } else {
+                let _ = fill.set(value);
+                None
+            }
+        }
+    }));
+    let put = AttachmentPut {
+        content_sha256: Some(&cell),
+        ..attachment(&p, "c", 0, "a.bin", "audio/webm", ROOMY, 1)
+    };
+    let d = written(store.put_attachment(put, stream).await.unwrap());
+    assert_eq!(d.attachments[0].sha256, marker);
+    let d = store.get_draft(&p, "c").await.unwrap().unwrap();
+    assert_eq!(d.attachments[0].sha256, marker);
+    let empty = std::sync::OnceLock::new();
+    let put = AttachmentPut {
+        content_sha256: Some(&empty),
+        ..attachment(&p, "c", d.seq, "b.bin", "audio/webm", ROOMY, 2)
+    };
+    let d = written(store.put_attachment(put, body(b"xyz", 2)).await.unwrap());
+    assert_eq!(d.attachment("b.bin").unwrap().sha256, sha_hex(b"xyz"));
 }

@@ -49,7 +49,11 @@
 //!   principal's live drafts, minus the attachment being replaced.
 //! - `move_drafts` removes the source rows; where the target has a row (live or
 //!   tombstone) the result is `merge_on_sign_in(target, source)`, otherwise the draft
-//!   keeps its seq; the source's tombstones stay behind.
+//!   keeps its seq; the source's tombstones stay behind. The draft written is the one
+//!   the given `MergeRule` returns; a rule that fails moves nothing of that conversation.
+//! - `AttachmentPut::text` / `delete_attachment`'s `text` replace the text in the same
+//!   commit as the attachment change (not on a conflict or `NotFound`);
+//!   `AttachmentPut::content_sha256`, once filled, is the `sha256` recorded.
 //! - Audit `since` is inclusive, `until` exclusive; `after_id` reads oldest first.
 //! - `limit: 0` is not used by the checks (the bundled stores read it as "no limit").
 
@@ -133,6 +137,8 @@ macro_rules! conformance_suite {
             check_purge_drafts,
             check_principal_isolation,
             check_random_draft_isolation,
+            check_write_hooks,
+            check_attachment_content_hash,
         );
     };
     (@all $factory:expr; snapshots) => {
@@ -214,6 +220,8 @@ pub fn attachment<'a>(
         content_type,
         limits,
         now,
+        text: None,
+        content_sha256: None,
     }
 }
 
