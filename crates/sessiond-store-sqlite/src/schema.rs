@@ -92,6 +92,13 @@ CREATE TABLE snapshots (
     retain_until INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX snapshots_retain ON snapshots(retain_until) WHERE retain_until IS NOT NULL;
+"#, r#"
+-- One-time claims (a sign-in ticket's jti), kept until the ticket expires.
+CREATE TABLE claims (
+    key   TEXT PRIMARY KEY,
+    until INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX claims_until ON claims(until);
 "#];
 
 /// The schema version this build writes.
