@@ -138,9 +138,10 @@ pub fn session_view(state: &AppState, s: &Session) -> SessionView {
 
 /// `Set-Cookie` for a session token. By default a browser-session cookie (no Max-Age):
 /// the server's deadlines end the session, and the browser forgets the token when it
-/// closes. With `cookie.persistent`, Max-Age reaches the absolute deadline, rounded UP,
-/// so the browser never drops the cookie before the server ends the session (the user
-/// is then told `session_expired`, not `unauthenticated`).
+/// closes. With `cookie.persistent`, Max-Age reaches past the absolute deadline (rounded
+/// up, plus [`COOKIE_GRACE_S`]), so the browser never drops the cookie before the server
+/// ends the session: the user is told `session_expired`, not `unauthenticated`. The
+/// token is worthless after the deadline, so the extra minute exposes nothing.
 pub fn session_cookie(state: &AppState, token: &Token, s: &Session) -> HeaderValue {
     let max_age = state
         .config
@@ -150,9 +151,14 @@ pub fn session_cookie(state: &AppState, token: &Token, s: &Session) -> HeaderVal
     cookie(state, token.as_str(), max_age)
 }
 
-/// Whole seconds covering `remaining_ms` (rounded up; never negative).
+/// How long a persistent cookie outlives the absolute deadline: long enough for the
+/// client's next request (a poll, a reconnect) to hear why the session ended.
+pub const COOKIE_GRACE_S: i64 = 60;
+
+/// Max-Age of a persistent cookie: whole seconds covering `remaining_ms` (rounded up;
+/// never negative) plus [`COOKIE_GRACE_S`].
 pub fn persistent_max_age(remaining_ms: i64) -> i64 {
-    remaining_ms.max(0).saturating_add(999) / 1000
+    (remaining_ms.max(0).saturating_add(999) / 1000).saturating_add(COOKIE_GRACE_S)
 }
 
 /// `Set-Cookie` that removes the session cookie.
@@ -451,4 +457,21 @@ pub async fn delete_data(
     validate_data_key(&key)?;
     state.sessions.delete_data(&a.session.handle, &key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistent_max_age_never_ends_before_the_deadline() {
+        for remaining in [0, 1, 999, 1000, 1001, 4_999, 5_000, 43_200_000] {
+            let max_age = persistent_max_age(remaining);
+            assert!(max_age * 1000 >= remaining + COOKIE_GRACE_S * 1000, "{remaining}");
+            assert!(max_age * 1000 < remaining + COOKIE_GRACE_S * 1000 + 1000, "{remaining}");
+        }
+        assert_eq!(persistent_max_age(-5_000), COOKIE_GRACE_S);
+        // Saturates instead of overflowing.
+        assert_eq!(persistent_max_age(i64::MAX), i64::MAX / 1000 + COOKIE_GRACE_S);
+    }
 }
