@@ -91,17 +91,19 @@ impl ServerBuilder {
         // At-rest encryption sits between everything and the backend.
         let store = crate::crypto::wrap_store(&config, store)?;
         let bus = Bus::new();
-        let sessions = Arc::new(SessionService::new(
-            store.clone(),
-            clock.clone(),
-            config.policies(),
-            bus.clone(),
-            config.hot_path.cache_capacity,
-        )
-        .with_idempotency(crate::idempotency::IdempotencyKeys::new(
-            secret,
-            config.idempotency.replay_window,
-        )));
+        let sessions = Arc::new(
+            SessionService::new(
+                store.clone(),
+                clock.clone(),
+                config.policies(),
+                bus.clone(),
+                config.hot_path.cache_capacity,
+            )
+            .with_idempotency(crate::idempotency::IdempotencyKeys::new(
+                secret,
+                config.idempotency.replay_window,
+            )),
+        );
         let loaded = sessions
             .warm_start()
             .await

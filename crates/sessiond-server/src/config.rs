@@ -343,7 +343,9 @@ impl Config {
         // rather than hand out a cookie that is never stored.
         if name.starts_with("__Host-") && (!self.cookie_secure() || !self.cookie.domain.is_empty())
         {
-            return inv("cookie.name with __Host- needs a Secure cookie and no cookie.domain".into());
+            return inv(
+                "cookie.name with __Host- needs a Secure cookie and no cookie.domain".into(),
+            );
         }
         if name.starts_with("__Secure-") && !self.cookie_secure() {
             return inv("cookie.name with __Secure- needs a Secure cookie".into());

@@ -29,7 +29,9 @@ pub enum ApiError {
     Conflict { current: serde_json::Value },
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,
-    #[error("the Idempotency-Key was first used longer ago than the replay window; send a new key")]
+    #[error(
+        "the Idempotency-Key was first used longer ago than the replay window; send a new key"
+    )]
     IdempotencyExpired,
     #[error("{detail}")]
     TooLarge { code: &'static str, detail: String },

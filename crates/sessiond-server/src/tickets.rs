@@ -14,8 +14,8 @@
 
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use crate::sessions::TicketUse;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sessiond_core::Timestamp;
 use sha2::{Digest, Sha256};
@@ -69,10 +69,7 @@ impl Claims {
         h.update(self.iss.as_deref().unwrap_or("").as_bytes());
         h.update(b"\0");
         h.update(self.jti.as_deref().unwrap_or("").as_bytes());
-        let until = self
-            .exp
-            .saturating_add(leeway_s)
-            .saturating_mul(1000);
+        let until = self.exp.saturating_add(leeway_s).saturating_mul(1000);
         TicketUse {
             key: format!("ticket:{}", hex::encode(h.finalize())),
             until,
@@ -176,7 +173,10 @@ impl Tickets {
         // overflow must refuse the ticket, never wrap into "valid" (or panic).
         let now_s = now.div_euclid(1000);
         let leeway = self.leeway_s;
-        let limit = |x: i64, y: i64| x.checked_add(y).ok_or_else(|| bad("time claim out of range"));
+        let limit = |x: i64, y: i64| {
+            x.checked_add(y)
+                .ok_or_else(|| bad("time claim out of range"))
+        };
         if limit(claims.exp, leeway)? <= now_s {
             return Err(bad("ticket expired"));
         }

@@ -5,7 +5,8 @@ use rusqlite::{Connection, TransactionBehavior};
 
 /// Migration `i` brings the schema from version `i` to `i + 1`. Append only: a shipped
 /// migration is never edited, because databases in the field already ran it.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sessions (
     handle              BLOB PRIMARY KEY,
     token_hash          BLOB NOT NULL,
@@ -92,14 +93,16 @@ CREATE TABLE snapshots (
     retain_until INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX snapshots_retain ON snapshots(retain_until) WHERE retain_until IS NOT NULL;
-"#, r#"
+"#,
+    r#"
 -- One-time claims (a sign-in ticket's jti), kept until the ticket expires.
 CREATE TABLE claims (
     key   TEXT PRIMARY KEY,
     until INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX claims_until ON claims(until);
-"#];
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -467,11 +467,20 @@ mod tests {
     fn persistent_max_age_never_ends_before_the_deadline() {
         for remaining in [0, 1, 999, 1000, 1001, 4_999, 5_000, 43_200_000] {
             let max_age = persistent_max_age(remaining);
-            assert!(max_age * 1000 >= remaining + COOKIE_GRACE_S * 1000, "{remaining}");
-            assert!(max_age * 1000 < remaining + COOKIE_GRACE_S * 1000 + 1000, "{remaining}");
+            assert!(
+                max_age * 1000 >= remaining + COOKIE_GRACE_S * 1000,
+                "{remaining}"
+            );
+            assert!(
+                max_age * 1000 < remaining + COOKIE_GRACE_S * 1000 + 1000,
+                "{remaining}"
+            );
         }
         assert_eq!(persistent_max_age(-5_000), COOKIE_GRACE_S);
         // Saturates instead of overflowing.
-        assert_eq!(persistent_max_age(i64::MAX), i64::MAX / 1000 + COOKIE_GRACE_S);
+        assert_eq!(
+            persistent_max_age(i64::MAX),
+            i64::MAX / 1000 + COOKIE_GRACE_S
+        );
     }
 }

@@ -62,12 +62,13 @@ impl SessionService {
                 }
                 let token = self
                     .idempotency
-                    .unseal(i.key, &rec.sealed_token).ok_or_else(|| {
-                    SessionError::Internal(format!(
-                        "idempotency record of {} cannot be opened",
-                        rec.handle
-                    ))
-                })?;
+                    .unseal(i.key, &rec.sealed_token)
+                    .ok_or_else(|| {
+                        SessionError::Internal(format!(
+                            "idempotency record of {} cannot be opened",
+                            rec.handle
+                        ))
+                    })?;
                 // Ended, or signed in since (token rotated): the replay cannot resume it.
                 let session = self.authenticate(&token.hash(), false).await?;
                 Ok(Obtained::Replayed { session, token })

@@ -21,7 +21,11 @@ async fn a_request_carrying_the_session_cookie_twice_is_refused() {
     let c = Client::new();
     let headers = [
         vec![format!("{}; {}", cookie(&attacker), cookie(&victim))],
-        vec![format!("{}; theme=dark; {}", cookie(&victim), cookie(&attacker))],
+        vec![format!(
+            "{}; theme=dark; {}",
+            cookie(&victim),
+            cookie(&attacker)
+        )],
         // Two Cookie header lines (HTTP/2 style splitting).
         vec![cookie(&attacker), cookie(&victim)],
         // The same value twice is still ambiguous about which cookie the browser meant.
@@ -56,7 +60,10 @@ async fn a_request_carrying_the_session_cookie_twice_is_refused() {
     // Another cookie with a similar name is not a duplicate.
     let r = c
         .get(s.u("/v1/session"))
-        .header("cookie", format!("sessiond_x=1; {}; xsessiond=2", cookie(&victim)))
+        .header(
+            "cookie",
+            format!("sessiond_x=1; {}; xsessiond=2", cookie(&victim)),
+        )
         .send()
         .await
         .unwrap();
@@ -91,7 +98,12 @@ async fn a_secure_host_only_cookie_is_host_prefixed() {
         .unwrap();
     assert_eq!(ok.status(), 200);
     // The plain name is not the session cookie any more.
-    problem(get(&s.u("/v1/session"), &token).await, 401, "unauthenticated").await;
+    problem(
+        get(&s.u("/v1/session"), &token).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
     // Sign-out clears the same cookie.
     let r = Client::new()
         .delete(s.u("/v1/session"))
@@ -101,7 +113,10 @@ async fn a_secure_host_only_cookie_is_host_prefixed() {
         .unwrap();
     assert_eq!(r.status(), 204);
     let sc = set_cookie(r.headers());
-    assert!(sc.starts_with("__Host-sessiond=;") && sc.contains("Max-Age=0"), "{sc}");
+    assert!(
+        sc.starts_with("__Host-sessiond=;") && sc.contains("Max-Age=0"),
+        "{sc}"
+    );
     s.stop().await;
 }
 
@@ -143,8 +158,14 @@ async fn a_persistent_cookie_outlives_the_absolute_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_site_none_needs_a_secure_cookie() {
     for (toml, ok) in [
-        ("store = \"memory\"\ndev = true\n[cookie]\nsame_site = \"none\"", false),
-        ("store = \"memory\"\n[cookie]\nsecure = false\nsame_site = \"none\"", false),
+        (
+            "store = \"memory\"\ndev = true\n[cookie]\nsame_site = \"none\"",
+            false,
+        ),
+        (
+            "store = \"memory\"\n[cookie]\nsecure = false\nsame_site = \"none\"",
+            false,
+        ),
         ("store = \"memory\"\n[cookie]\nsame_site = \"none\"", true),
     ] {
         let config = Config::from_toml(toml).unwrap();
@@ -159,6 +180,9 @@ async fn same_site_none_needs_a_secure_cookie() {
     .await;
     let r = Client::new().post(s.u("/v1/session")).send().await.unwrap();
     let sc = set_cookie(r.headers());
-    assert!(sc.contains("; SameSite=None") && sc.contains("; Secure"), "{sc}");
+    assert!(
+        sc.contains("; SameSite=None") && sc.contains("; Secure"),
+        "{sc}"
+    );
     s.stop().await;
 }

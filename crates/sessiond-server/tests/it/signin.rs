@@ -230,8 +230,15 @@ async fn a_ticket_signs_in_once_on_every_node() {
                 "invalid_ticket",
             )
             .await;
-            assert!(p["detail"].as_str().unwrap().contains("already used"), "{p}");
-            let v: Value = get(&node.u("/v1/session"), &thief).await.json().await.unwrap();
+            assert!(
+                p["detail"].as_str().unwrap().contains("already used"),
+                "{p}"
+            );
+            let v: Value = get(&node.u("/v1/session"), &thief)
+                .await
+                .json()
+                .await
+                .unwrap();
             assert!(v["principal"].as_str().unwrap().starts_with("anon:"), "{v}");
             // Without a session the replay makes none either.
             problem(sign_in(node, None, &ticket).await, 401, "invalid_ticket").await;
@@ -279,7 +286,12 @@ async fn another_apps_jwt_or_bent_time_claims_are_refused() {
     ];
     for ticket in &refused {
         let (token, _) = s.new_session().await;
-        problem(sign_in(&s, Some(&token), ticket).await, 401, "invalid_ticket").await;
+        problem(
+            sign_in(&s, Some(&token), ticket).await,
+            401,
+            "invalid_ticket",
+        )
+        .await;
         let v: Value = get(&s.u("/v1/session"), &token).await.json().await.unwrap();
         assert!(v["principal"].as_str().unwrap().starts_with("anon:"));
     }
