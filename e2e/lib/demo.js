@@ -20,9 +20,11 @@ export async function gotoDemo(page, proxy) {
   return page;
 }
 
-/** The value of this browser's session cookie (HttpOnly: only the harness can read it). */
+/** This browser's session cookie (HttpOnly: only the harness can read it). Found as the
+ * one HttpOnly cookie sessiond sets, not by name: the name depends on the configuration
+ * (`sessiond` in dev mode, `__Host-sessiond` on a Secure host-only cookie). */
 export async function sessionCookie(context) {
-  return (await context.cookies()).find((c) => c.name === 'sessiond') ?? null;
+  return (await context.cookies()).find((c) => c.httpOnly) ?? null;
 }
 
 /** Signs in through the demo's form (dev ticket) and waits until the desk is live. */

@@ -33,6 +33,7 @@ test('S3: same IP, same user agent, two browsers: two sessions, nothing shared',
     const cookieA = await demo.sessionCookie(ctxA);
     const cookieB = await demo.sessionCookie(ctxB);
     assert.ok(cookieA.httpOnly && cookieA.sameSite === 'Lax' && cookieA.path === '/', `cookie attributes: ${JSON.stringify({ ...cookieA, value: '…' })}`);
+    assert.equal(cookieA.expires, -1, 'a browser-session cookie (no Max-Age) by default');
     assert.notEqual(cookieA.value, cookieB.value);
     assert.ok(!cookieA.value.includes(anonA.handle), 'the token is not derived from the public handle');
 
@@ -93,7 +94,7 @@ test('S3: same IP, same user agent, two browsers: two sessions, nothing shared',
     const host = new URL(proxy.url).hostname;
     for (const value of ['garbage', '', sa.handle, `${sa.handle}x`]) {
       const c = await env.browser.newContext(SAME);
-      await c.addCookies([{ name: 'sessiond', value, domain: host, path: '/' }]);
+      await c.addCookies([{ name: cookieA.name, value, domain: host, path: '/' }]);
       const p = await c.newPage();
       await p.goto(`${proxy.url}/healthz`);
       const got = await demo.pageFetch(p, '/v1/session');

@@ -132,6 +132,9 @@ export interface Options {
     localTtlMs?: number;
 }
 /** A refused request: `code` is the server's problem code (or "network"). */
+/** An unguessable Idempotency-Key: 128 bits from the platform CSPRNG, never
+ * `Math.random` (within its replay window the key hands out the session token). */
+export declare function idempotencyKey(c: Crypto): string;
 export declare class SessiondError extends Error {
     readonly code: string;
     readonly status: number;

@@ -111,6 +111,12 @@ export interface Options {
 }
 
 /** A refused request: `code` is the server's problem code (or "network"). */
+/** An unguessable Idempotency-Key: 128 bits from the platform CSPRNG, never
+ * `Math.random` (within its replay window the key hands out the session token). */
+export function idempotencyKey(c: Crypto): string {
+  return Array.from(c.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 export class SessiondError extends Error {
   constructor(
     readonly code: string,
@@ -222,7 +228,7 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
 
   /** Gets or creates this browser's session, connects, and starts listening. */
   async start(): Promise<Session> {
-    const key = this.crypto.randomUUID?.() ?? String(Math.random()).slice(2);
+    const key = idempotencyKey(this.crypto);
     const r = await this.req("POST", "/v1/session", { json: {}, headers: { "idempotency-key": key } });
     if (r.status !== 200 && r.status !== 201) throw new SessiondError(r.data?.code ?? "network", r.status);
     this.listen();

@@ -52,7 +52,8 @@ pub fn request_token(headers: &HeaderMap, cookie_name: &str) -> Option<Presented
     cookie_value(headers, cookie_name).map(|t| PresentedToken::parse(&t, TokenSource::Cookie))
 }
 
-/// The value of cookie `name` (the first one, if the browser sent several).
+/// The value of cookie `name`. A request carrying it twice never gets here: the edge
+/// refuses it ([`crate::routes::edge::single_session_cookie`]).
 pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)

@@ -90,23 +90,32 @@ impl ServerBuilder {
             hub_tasks,
         } = self;
         apply_dev_defaults(&mut config);
+        // Fixed once here, so every reader of `cookie.name` sees the effective name.
+        config.cookie.name = config.cookie_name();
         config.validate()?;
         let node_id = sessiond_core::token::random_id(6);
         let (store, cluster) = match store {
             Some(store) => (store, None),
             None => open_store(&config, &node_id).await?,
         };
+        let secret = server_secret(&config)?;
         let tickets = Tickets::from_config(&config)?;
         // At-rest encryption sits between everything and the backend.
         let store = crate::crypto::wrap_store(&config, store)?;
         let bus = Bus::new();
-        let sessions = Arc::new(SessionService::new(
-            store.clone(),
-            clock.clone(),
-            config.policies(),
-            bus.clone(),
-            config.hot_path.cache_capacity,
-        ));
+        let sessions = Arc::new(
+            SessionService::new(
+                store.clone(),
+                clock.clone(),
+                config.policies(),
+                bus.clone(),
+                config.hot_path.cache_capacity,
+            )
+            .with_idempotency(crate::idempotency::IdempotencyKeys::new(
+                secret,
+                config.idempotency.replay_window,
+            )),
+        );
         let loaded = sessions
             .warm_start()
             .await
@@ -123,7 +132,7 @@ impl ServerBuilder {
         }
         let token = CancellationToken::new();
         let state = AppState(Arc::new(Inner {
-            server_secret: server_secret(&config)?,
+            server_secret: secret,
             trusted_proxies: crate::client::parse_trusted(&config.trusted_proxies),
             hub: hub.clone(),
             presence,

@@ -27,6 +27,7 @@ pub struct Config {
     pub server_secret: String,
     pub cookie: CookieConfig,
     pub tickets: TicketConfig,
+    pub idempotency: IdempotencyConfig,
     pub hot_path: HotPathConfig,
     pub ws: WsConfig,
     pub drafts: DraftsConfig,
@@ -39,10 +40,39 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CookieConfig {
+    /// Empty: `__Host-sessiond` when the cookie is Secure and host-only (so a sibling
+    /// subdomain cannot set one of the same name), `sessiond` otherwise.
     pub name: String,
     pub secure: bool,
     pub domain: String,
+    /// Max-Age up to the absolute deadline; `false` (default): a browser-session cookie.
+    pub persistent: bool,
+    pub same_site: SameSite,
 }
+
+/// The cookie's `SameSite` attribute. `none` (embedded widgets on other sites) requires
+/// a Secure cookie: browsers refuse `SameSite=None` without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    /// The attribute value as written in `Set-Cookie`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+/// The cookie name used when `cookie.name` is empty and the `__Host-` prefix does not apply.
+pub const DEFAULT_COOKIE_NAME: &str = "sessiond";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +83,19 @@ pub struct TicketConfig {
     pub max_age: Duration,
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
+    /// Required `aud` claim (a ticket must name it, alone or in a list).
+    pub audience: String,
+    /// Required `iss` claim when non-empty.
+    pub issuer: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    /// How long after a create its `Idempotency-Key` still returns the token; later
+    /// replays are 409 `idempotency_expired`.
+    #[serde(with = "humantime_serde")]
+    pub replay_window: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,19 +330,49 @@ impl Config {
         self.cookie.secure && !self.dev
     }
 
+    /// The session cookie's name: `cookie.name`, or when empty `__Host-sessiond` for a
+    /// Secure host-only cookie and `sessiond` otherwise (dev mode is not Secure).
+    pub fn cookie_name(&self) -> String {
+        if !self.cookie.name.is_empty() {
+            self.cookie.name.clone()
+        } else if self.cookie_secure() && self.cookie.domain.is_empty() {
+            format!("__Host-{DEFAULT_COOKIE_NAME}")
+        } else {
+            DEFAULT_COOKIE_NAME.to_owned()
+        }
+    }
+
     /// Checks what parsing cannot; [`crate::builder::ServerBuilder::build`] calls it once
     /// (after filling in dev-mode defaults).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let inv = |m: String| Err(ConfigError::Invalid(m));
         self.policies().validate().map_err(ConfigError::Invalid)?;
-        if self.cookie.name.is_empty()
-            || !self
-                .cookie
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        let name = self.cookie_name();
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return inv("cookie.name must be a non-empty token of A-Z a-z 0-9 _ -".into());
+            return inv("cookie.name must be a token of A-Z a-z 0-9 _ -".into());
+        }
+        // Browsers drop prefixed cookies that break the prefix's rules: refuse at start
+        // rather than hand out a cookie that is never stored.
+        if name.starts_with("__Host-") && (!self.cookie_secure() || !self.cookie.domain.is_empty())
+        {
+            return inv(
+                "cookie.name with __Host- needs a Secure cookie and no cookie.domain".into(),
+            );
+        }
+        if name.starts_with("__Secure-") && !self.cookie_secure() {
+            return inv("cookie.name with __Secure- needs a Secure cookie".into());
+        }
+        if self.cookie.same_site == SameSite::None && !self.cookie_secure() {
+            return inv("cookie.same_site = \"none\" needs a Secure cookie (not dev mode, cookie.secure = true)".into());
+        }
+        if self.tickets.audience.is_empty() {
+            return inv("tickets.audience must not be empty".into());
+        }
+        if self.idempotency.replay_window.is_zero() {
+            return inv("idempotency.replay_window must be positive".into());
         }
         if self.api_keys.iter().any(|k| k.len() < 8) && !self.dev {
             return inv("api_keys must be at least 8 characters".into());
@@ -357,7 +430,11 @@ mod tests {
     #[test]
     fn defaults_parse_and_match_spec() {
         let c = Config::default();
-        assert_eq!(c.cookie.name, "sessiond");
+        assert_eq!(c.cookie_name(), "__Host-sessiond");
+        assert!(!c.cookie.persistent);
+        assert_eq!(c.cookie.same_site, SameSite::Lax);
+        assert_eq!(c.tickets.audience, "sessiond");
+        assert_eq!(c.idempotency.replay_window, Duration::from_secs(60));
         let p = c.policies();
         assert_eq!(
             p.get("editor").unwrap().idle_timeout,
@@ -382,6 +459,26 @@ mod tests {
             Duration::from_secs(12 * 3600)
         );
         assert!(!c.cookie_secure());
+        // Dev mode is not Secure: the name keeps its plain form.
+        assert_eq!(c.cookie_name(), "sessiond");
+    }
+
+    #[test]
+    fn cookie_names_and_same_site() {
+        let checked = |s: &str| Config::from_toml(s).and_then(|c| c.validate());
+        let c = Config::from_toml("[cookie]\ndomain = \"example.com\"").unwrap();
+        assert_eq!(c.cookie_name(), "sessiond");
+        let c = Config::from_toml("[cookie]\nname = \"sid\"").unwrap();
+        assert_eq!(c.cookie_name(), "sid");
+        assert!(checked("[cookie]\nsame_site = \"strict\"").is_ok());
+        assert!(checked("[cookie]\nsame_site = \"none\"").is_ok());
+        assert!(checked("dev = true\n[cookie]\nsame_site = \"none\"").is_err());
+        assert!(checked("[cookie]\nsecure = false\nsame_site = \"none\"").is_err());
+        assert!(checked("[cookie]\nsame_site = \"sideways\"").is_err());
+        assert!(checked("[cookie]\nname = \"__Host-x\"\ndomain = \"example.com\"").is_err());
+        assert!(checked("dev = true\n[cookie]\nname = \"__Secure-x\"").is_err());
+        assert!(checked("[tickets]\naudience = \"\"").is_err());
+        assert!(checked("[idempotency]\nreplay_window = \"0s\"").is_err());
     }
 
     #[test]

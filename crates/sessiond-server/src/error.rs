@@ -29,6 +29,10 @@ pub enum ApiError {
     Conflict { current: serde_json::Value },
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,
+    #[error(
+        "the Idempotency-Key was first used longer ago than the replay window; send a new key"
+    )]
+    IdempotencyExpired,
     #[error("{detail}")]
     TooLarge { code: &'static str, detail: String },
     #[error("unsupported content type {0}")]
@@ -61,6 +65,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyExpired => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -83,6 +88,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict { .. } => "conflict",
             ApiError::IdempotencyMismatch => "idempotency_mismatch",
+            ApiError::IdempotencyExpired => "idempotency_expired",
             ApiError::TooLarge { code, .. } => code,
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::StoreUnavailable(_) => "store_unavailable",
@@ -103,6 +109,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "Method not allowed",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::IdempotencyMismatch => "Idempotency key reused",
+            ApiError::IdempotencyExpired => "Idempotency key expired",
             ApiError::TooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::StoreUnavailable(_) => "Store unavailable",
@@ -148,6 +155,8 @@ impl From<crate::sessions::SessionError> for ApiError {
                 current: serde_json::Value::Null,
             },
             E::IdempotencyMismatch => ApiError::IdempotencyMismatch,
+            E::IdempotencyExpired => ApiError::IdempotencyExpired,
+            E::TicketReused => ApiError::InvalidTicket("ticket already used".into()),
             // Counted as a store error where it arose (SessionError's From<StoreError>).
             E::Unavailable {
                 source: StoreError::Unavailable(m),

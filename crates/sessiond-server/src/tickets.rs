@@ -3,14 +3,22 @@
 //!
 //! HS256 tickets are checked against `tickets.hs256_secret`, EdDSA ones against
 //! `tickets.ed25519_public_key`; each algorithm only ever meets its own key type, so an
-//! `alg` switch in the header cannot downgrade the check. Expiry and age use the server's
-//! clock (not the library's), so tests with a controlled clock see one time.
+//! `alg` switch in the header cannot downgrade the check. Expiry, `nbf` and age use the
+//! server's clock (not the library's), so tests with a controlled clock see one time.
+//!
+//! A ticket must name this server as its audience (`aud`, `tickets.audience`), and its
+//! issuer when `tickets.issuer` is set, so another service's JWT signed with the same
+//! key is not a ticket. It must carry a `jti`: the session service accepts each one once
+//! ([`Claims::single_use`]), remembered in the store until the ticket expires, so a
+//! leaked ticket cannot sign in again, on this node or another.
 
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
+use crate::sessions::TicketUse;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sessiond_core::Timestamp;
+use sha2::{Digest, Sha256};
 
 /// Longest user id a ticket may carry.
 pub const MAX_USER_ID: usize = 128;
@@ -18,6 +26,8 @@ pub const MAX_USER_ID: usize = 128;
 pub const MAX_ROOMS: usize = 256;
 /// Longest ticket accepted (a JWT with a few hundred rooms stays far below this).
 pub const MAX_TICKET_LEN: usize = 32 * 1024;
+/// Longest `jti` accepted.
+pub const MAX_JTI: usize = 256;
 
 /// The claims of a sign-in ticket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,9 +41,40 @@ pub struct Claims {
     /// Issue time, seconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// Not before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Audience: a string or a list; checked by the JWT library against
+    /// `tickets.audience` (kept here so minted tickets carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<serde_json::Value>,
+    /// Issuer; checked against `tickets.issuer` when that is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Unique ticket id (required): each is accepted once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// Rooms the session may join; absent means any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+}
+
+impl Claims {
+    /// The single use of a verified ticket: a store key from its issuer and `jti` (hashed,
+    /// so any `jti` makes a short, safe key), remembered until the ticket has expired
+    /// (`exp` plus leeway, after which [`Tickets::verify`] refuses it anyway).
+    pub fn single_use(&self, leeway_s: i64) -> TicketUse {
+        let mut h = Sha256::new();
+        h.update(b"sessiond-ticket\0");
+        h.update(self.iss.as_deref().unwrap_or("").as_bytes());
+        h.update(b"\0");
+        h.update(self.jti.as_deref().unwrap_or("").as_bytes());
+        let until = self.exp.saturating_add(leeway_s).saturating_mul(1000);
+        TicketUse {
+            key: format!("ticket:{}", hex::encode(h.finalize())),
+            until,
+        }
+    }
 }
 
 /// The ticket keys, parsed once at start.
@@ -42,6 +83,9 @@ pub struct Tickets {
     ed25519: Option<DecodingKey>,
     max_age_s: i64,
     leeway_s: i64,
+    audience: String,
+    /// `None`: any issuer (or none).
+    issuer: Option<String>,
 }
 
 impl Tickets {
@@ -61,9 +105,16 @@ impl Tickets {
         Ok(Tickets {
             hs256,
             ed25519,
-            max_age_s: t.max_age.as_secs() as i64,
-            leeway_s: t.leeway.as_secs() as i64,
+            max_age_s: i64::try_from(t.max_age.as_secs()).unwrap_or(i64::MAX),
+            leeway_s: i64::try_from(t.leeway.as_secs()).unwrap_or(i64::MAX),
+            audience: t.audience.clone(),
+            issuer: (!t.issuer.is_empty()).then(|| t.issuer.clone()),
         })
+    }
+
+    /// Seconds of clock skew tolerated.
+    pub fn leeway_s(&self) -> i64 {
+        self.leeway_s
     }
 
     /// Whether `POST /v1/admin/tickets` can mint (an HS256 secret is configured).
@@ -92,30 +143,71 @@ impl Tickets {
         let mut v = Validation::new(header.alg);
         // Time is checked below against the server clock.
         v.validate_exp = false;
-        v.validate_aud = false;
-        v.set_required_spec_claims(&["exp", "sub"]);
+        v.validate_nbf = false;
+        v.validate_aud = true;
+        v.set_audience(&[&self.audience]);
+        let mut required = vec!["exp", "sub", "aud"];
+        if let Some(iss) = &self.issuer {
+            v.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        v.set_required_spec_claims(&required);
         let claims = jsonwebtoken::decode::<Claims>(ticket, key, &v)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => bad("bad signature"),
-                _ => bad("malformed ticket or claims"),
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                match e.kind() {
+                    K::InvalidSignature => bad("bad signature"),
+                    K::InvalidAudience => bad("ticket is for another audience"),
+                    K::InvalidIssuer => bad("ticket is from another issuer"),
+                    K::MissingRequiredClaim(c) => bad(&format!("ticket without {c}")),
+                    _ => bad("malformed ticket or claims"),
+                }
             })?
             .claims;
+        match &claims.jti {
+            Some(j) if !j.is_empty() && j.len() <= MAX_JTI => {}
+            Some(_) => return Err(bad("jti must be 1 to 256 characters")),
+            None => return Err(bad("ticket without jti")),
+        }
+        // Checked arithmetic throughout: claims are attacker-chosen numbers, and an
+        // overflow must refuse the ticket, never wrap into "valid" (or panic).
         let now_s = now.div_euclid(1000);
-        if claims.exp + self.leeway_s <= now_s {
+        let leeway = self.leeway_s;
+        let limit = |x: i64, y: i64| {
+            x.checked_add(y)
+                .ok_or_else(|| bad("time claim out of range"))
+        };
+        if limit(claims.exp, leeway)? <= now_s {
             return Err(bad("ticket expired"));
         }
+        if let Some(nbf) = claims.nbf {
+            if nbf > limit(now_s, leeway)? {
+                return Err(bad("ticket not yet valid (nbf)"));
+            }
+        }
+        let max_age = limit(self.max_age_s, leeway)?;
         match claims.iat {
-            Some(iat) if iat > now_s + self.leeway_s => {
+            Some(iat) if iat > limit(now_s, leeway)? => {
                 return Err(bad("ticket issued in the future"))
             }
-            Some(iat) if now_s - iat > self.max_age_s + self.leeway_s => {
-                return Err(bad("ticket too old"))
+            Some(iat) => {
+                let age = now_s
+                    .checked_sub(iat)
+                    .ok_or_else(|| bad("time claim out of range"))?;
+                if age > max_age {
+                    return Err(bad("ticket too old"));
+                }
             }
             // Without iat, the ticket may not live longer than max_age from now.
-            None if claims.exp - now_s > self.max_age_s + self.leeway_s => {
-                return Err(bad("ticket without iat lives longer than max_age"))
+            None => {
+                let left = claims
+                    .exp
+                    .checked_sub(now_s)
+                    .ok_or_else(|| bad("time claim out of range"))?;
+                if left > max_age {
+                    return Err(bad("ticket without iat lives longer than max_age"));
+                }
             }
-            _ => {}
         }
         validate_user_id(&claims.sub).map_err(|m| bad(&m))?;
         if !is_role(&claims.role) {
@@ -145,8 +237,13 @@ impl Tickets {
         let claims = Claims {
             sub: user_id.to_owned(),
             role: role.to_owned(),
-            exp: now_s + ttl_s,
+            exp: now_s.saturating_add(ttl_s),
             iat: Some(now_s),
+            nbf: None,
+            aud: Some(serde_json::Value::String(self.audience.clone())),
+            iss: self.issuer.clone(),
+            // Fresh per ticket: each minted ticket signs in once.
+            jti: Some(sessiond_core::token::random_id(16)),
             rooms,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
@@ -181,6 +278,126 @@ mod tests {
     }
 
     const NOW: Timestamp = 1_800_000_000_000;
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    /// Valid claims for `dave` (viewer) at `now_s`, with aud and jti.
+    fn claims(now_s: i64) -> Claims {
+        Claims {
+            sub: "dave".into(),
+            role: "viewer".into(),
+            exp: now_s + 60,
+            iat: Some(now_s),
+            nbf: None,
+            aud: Some(serde_json::json!("sessiond")),
+            iss: None,
+            jti: Some("jti-1".into()),
+            rooms: None,
+        }
+    }
+
+    /// Signs any JSON claims with the test secret, as a careless or hostile app might.
+    fn sign(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn refusal(t: &Tickets, jwt: &str) -> String {
+        match t.verify(jwt, NOW, |_| true) {
+            Err(ApiError::InvalidTicket(m)) => m,
+            Err(e) => panic!("expected invalid_ticket, got {e:?}"),
+            Ok(c) => panic!("accepted {c:?}"),
+        }
+    }
+
+    #[test]
+    fn audience_issuer_and_jti_are_required() {
+        let t = tickets();
+        let now_s = NOW / 1000;
+        let base = serde_json::to_value(claims(now_s)).unwrap();
+        assert!(t.verify(&sign(&base), NOW, |_| true).is_ok());
+        // Another app's JWT signed with the same key: no aud, or another aud.
+        let mut v = base.clone();
+        v.as_object_mut().unwrap().remove("aud");
+        assert_eq!(refusal(&t, &sign(&v)), "ticket without aud");
+        v["aud"] = serde_json::json!("billing");
+        assert_eq!(refusal(&t, &sign(&v)), "ticket is for another audience");
+        // A list naming us is fine.
+        v["aud"] = serde_json::json!(["billing", "sessiond"]);
+        assert!(t.verify(&sign(&v), NOW, |_| true).is_ok());
+        // No jti: no single use, refused.
+        let mut v = base.clone();
+        v.as_object_mut().unwrap().remove("jti");
+        assert_eq!(refusal(&t, &sign(&v)), "ticket without jti");
+        v["jti"] = serde_json::json!("");
+        assert!(refusal(&t, &sign(&v)).contains("jti"));
+        // A configured issuer must match.
+        let c = Config::from_toml(&format!(
+            "[tickets]\nhs256_secret = \"{SECRET}\"\naudience = \"app\"\nissuer = \"https://idp\""
+        ))
+        .unwrap();
+        let strict = Tickets::from_config(&c).unwrap();
+        let mut v = base.clone();
+        v["aud"] = serde_json::json!("app");
+        assert_eq!(refusal(&strict, &sign(&v)), "ticket without iss");
+        v["iss"] = serde_json::json!("https://evil");
+        assert_eq!(refusal(&strict, &sign(&v)), "ticket is from another issuer");
+        v["iss"] = serde_json::json!("https://idp");
+        assert!(strict.verify(&sign(&v), NOW, |_| true).is_ok());
+        // Minted tickets carry what verification asks for, with a fresh jti each.
+        let a = strict.mint("alice", "editor", None, 60, NOW).unwrap();
+        let b = strict.mint("alice", "editor", None, 60, NOW).unwrap();
+        let (ca, cb) = (
+            strict.verify(&a, NOW, |_| true).unwrap(),
+            strict.verify(&b, NOW, |_| true).unwrap(),
+        );
+        assert_ne!(ca.jti, cb.jti);
+        assert_ne!(ca.single_use(5).key, cb.single_use(5).key);
+        assert_eq!(ca.single_use(5).until, (NOW / 1000 + 65) * 1000);
+    }
+
+    #[test]
+    fn nbf_is_honoured() {
+        let t = tickets();
+        let now_s = NOW / 1000;
+        let mut c = claims(now_s);
+        c.nbf = Some(now_s + 30);
+        let jwt = sign(&serde_json::to_value(&c).unwrap());
+        assert_eq!(refusal(&t, &jwt), "ticket not yet valid (nbf)");
+        assert!(t.verify(&jwt, NOW + 30_000, |_| true).is_ok());
+        // Within the leeway (5 s by default).
+        c.nbf = Some(now_s + 4);
+        assert!(t
+            .verify(&sign(&serde_json::to_value(&c).unwrap()), NOW, |_| true)
+            .is_ok());
+    }
+
+    #[test]
+    fn extreme_time_claims_are_refused_without_overflow() {
+        let t = tickets();
+        let now_s = NOW / 1000;
+        for (field, value) in [
+            ("iat", i64::MIN),
+            ("iat", i64::MAX),
+            ("exp", i64::MAX),
+            ("nbf", i64::MAX),
+        ] {
+            let mut v = serde_json::to_value(claims(now_s)).unwrap();
+            v[field] = serde_json::json!(value);
+            let m = refusal(&t, &sign(&v));
+            assert!(!m.is_empty(), "{field}={value}");
+        }
+        // No iat and an exp far in the future.
+        let mut v = serde_json::to_value(claims(now_s)).unwrap();
+        v.as_object_mut().unwrap().remove("iat");
+        v["exp"] = serde_json::json!(i64::MAX);
+        refusal(&t, &sign(&v));
+        v["exp"] = serde_json::json!(i64::MIN);
+        refusal(&t, &sign(&v));
+    }
 
     #[test]
     fn minted_ticket_verifies() {
@@ -240,11 +457,9 @@ mod tests {
         let key = EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap();
         let now_s = NOW / 1000;
         let claims = Claims {
-            sub: "dave".into(),
-            role: "viewer".into(),
-            exp: now_s + 60,
-            iat: Some(now_s),
-            rooms: None,
+            jti: Some("eddsa-1".into()),
+            aud: Some(serde_json::json!("sessiond")),
+            ..claims(now_s)
         };
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).unwrap();
         assert_eq!(t.verify(&jwt, NOW, |_| true).unwrap().sub, "dave");

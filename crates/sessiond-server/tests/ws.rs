@@ -106,6 +106,41 @@ async fn unauthenticated_and_cross_origin_upgrades_are_refused() {
     srv.stop_now().await;
 }
 
+/// A cookie tossed in by a sibling subdomain (same name, narrower path or parent domain)
+/// makes the browser send the session cookie twice: the upgrade is refused outright
+/// rather than opened as whichever session comes first.
+#[tokio::test]
+async fn an_upgrade_carrying_the_session_cookie_twice_is_refused() {
+    let mut srv = start().await;
+    let victim = srv.bearer_session().await;
+    let attacker = srv.bearer_session().await;
+    for pair in [
+        format!("{}; {}", attacker.cookie, victim.cookie),
+        format!("{}; {}", victim.cookie, attacker.cookie),
+    ] {
+        let mut req = srv.ws_url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("cookie", pair.parse().unwrap());
+        req.headers_mut()
+            .insert("sec-websocket-protocol", "sessiond.v1".parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Err(tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status().as_u16(), 400);
+                let body: Value =
+                    serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["code"], "duplicate_cookie", "{body}");
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("an upgrade with two session cookies must be refused"),
+        }
+    }
+    // One cookie still upgrades.
+    assert!(srv
+        .ws_with(&[("cookie", victim.cookie.clone())])
+        .await
+        .is_ok());
+    srv.stop_now().await;
+}
+
 #[tokio::test]
 async fn silent_client_is_declared_lost_but_its_session_stays_valid() {
     let mut srv = start().await;

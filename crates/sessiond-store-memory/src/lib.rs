@@ -56,6 +56,8 @@ struct Inner {
     /// Attachment bytes by blob id; drafts refer to them through `AttachmentMeta::blob_id`.
     blobs: HashMap<String, Bytes>,
     snapshots: HashMap<String, Snapshot>,
+    /// One-time claims: key → until.
+    claims: HashMap<String, Timestamp>,
 }
 
 fn cap(limit: usize) -> usize {
@@ -280,6 +282,30 @@ impl SessionStore for MemoryStore {
 
     async fn count_active_sessions(&self) -> Result<u64> {
         Ok(self.lock().deadlines.len() as u64)
+    }
+
+    async fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool> {
+        let mut g = self.lock();
+        if g.claims.get(key).is_some_and(|&u| u > now) {
+            return Ok(false);
+        }
+        g.claims.insert(key.to_owned(), until);
+        Ok(true)
+    }
+
+    async fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        let mut g = self.lock();
+        let doomed: Vec<String> = g
+            .claims
+            .iter()
+            .filter(|(_, &u)| u <= now)
+            .take(cap(limit))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &doomed {
+            g.claims.remove(k);
+        }
+        Ok(doomed.len())
     }
 
     async fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>> {

@@ -7,6 +7,7 @@
 //! | `{P:s:<handle>}:d` | hash | session data, key → JSON |
 //! | `P:t:<token hash>` | string | token index → handle; verified against the session on every read |
 //! | `P:i:<key hash>` | hash | idempotency record (`h` handle, `rec` JSON) |
+//! | `P:c:<claim key>` | string | one-time claim (a ticket's `jti`), with a TTL until it runs out |
 //! | `P:deadlines` | zset | active handles by earliest deadline (candidates, verified on read) |
 //! | `P:sessions` | zset (lex) | every handle, for listings ordered by handle |
 //! | `P:ended` | zset | ended handles by `ended_at`, for purges |
@@ -74,6 +75,9 @@ impl Keys {
     }
     pub(crate) fn idem(&self, key_hash: &str) -> String {
         format!("{}:i:{key_hash}", self.p)
+    }
+    pub(crate) fn claim(&self, key: &str) -> String {
+        format!("{}:c:{}", self.p, enc(key))
     }
     pub(crate) fn deadlines(&self) -> String {
         format!("{}:deadlines", self.p)

@@ -610,6 +610,22 @@ impl SessionStore for RedisStore {
         Ok(self.q(&c).await?)
     }
 
+    async fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool> {
+        // SET NX decides the one winner across nodes; the TTL drops the claim at `until`,
+        // so no purge is needed (a TTL must be positive: a claim already due lasts 1 ms).
+        let mut c = Self::cmd("SET");
+        c.arg(self.keys.claim(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(until.saturating_sub(now).max(1));
+        Ok(self.q::<Option<String>>(&c).await?.is_some())
+    }
+
+    async fn purge_claims(&self, _now: Timestamp, _limit: usize) -> Result<usize> {
+        Ok(0)
+    }
+
     async fn get_data(&self, h: &Handle, key: &str) -> Result<Option<serde_json::Value>> {
         let mut c = Self::cmd("HGET");
         c.arg(self.keys.session_data(h)).arg(key);

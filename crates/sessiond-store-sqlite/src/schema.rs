@@ -98,6 +98,15 @@ CREATE INDEX snapshots_retain ON snapshots(retain_until) WHERE retain_until IS N
     r#"
 ALTER TABLE sessions ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 2 → 3: one-time claims (a sign-in ticket's jti).
+    r#"
+-- One-time claims (a sign-in ticket's jti), kept until the ticket expires.
+CREATE TABLE claims (
+    key   TEXT PRIMARY KEY,
+    until INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX claims_until ON claims(until);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -250,6 +250,32 @@ impl SessionStore for SqliteStore {
         .await
     }
 
+    async fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool> {
+        let key = key.to_owned();
+        self.write(move |conn, _| {
+            // One statement on the single writer: inserts, or takes over a claim that has
+            // run out; a standing claim makes the update's WHERE false (0 rows changed).
+            let n = conn.execute(
+                "INSERT INTO claims (key, until) VALUES (?1, ?2) \
+                 ON CONFLICT(key) DO UPDATE SET until = excluded.until WHERE claims.until <= ?3",
+                params![key, until, now],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        self.write(move |conn, _| {
+            Ok(conn.execute(
+                "DELETE FROM claims WHERE key IN \
+                 (SELECT key FROM claims WHERE until <= ?1 LIMIT ?2)",
+                params![now, sql_limit(limit)],
+            )?)
+        })
+        .await
+    }
+
     // ---- session data
 
     async fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>> {

@@ -20,12 +20,16 @@ pub fn client() -> Client {
         .expect("http client")
 }
 
-/// The session token in a response's `Set-Cookie`, if any.
+/// The session token in a response's `Set-Cookie`, if any (cookie `sessiond` of dev
+/// mode, or `__Host-sessiond` of a Secure server).
 pub fn token_of(h: &HeaderMap) -> Option<String> {
     h.get_all(SET_COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("sessiond="))
+        .find_map(|v| {
+            v.strip_prefix("sessiond=")
+                .or_else(|| v.strip_prefix("__Host-sessiond="))
+        })
         .map(|v| v.split(';').next().unwrap_or("").to_owned())
         .filter(|t| !t.is_empty())
 }
@@ -79,14 +83,27 @@ pub async fn problem(r: Response, status: u16, code: &str) -> Value {
     v
 }
 
-/// A sign-in ticket for `user` signed with `secret` (HS256, valid two minutes), as the
-/// application's identity provider would mint it; `rooms` restricts the rooms.
+/// The audience test servers expect (`tickets.audience`'s default).
+pub const TICKET_AUDIENCE: &str = "sessiond";
+
+/// A sign-in ticket for `user` signed with `secret` (HS256, valid two minutes, audience
+/// [`TICKET_AUDIENCE`], a fresh `jti`: it signs in once), as the application's identity
+/// provider would mint it; `rooms` restricts the rooms.
 pub fn hs256_ticket(secret: &str, user: &str, role: &str, rooms: Option<&[&str]>) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let mut claims = json!({"sub": user, "role": role, "iat": now, "exp": now + 120});
+    let claims = json!({
+        "sub": user, "role": role, "iat": now, "exp": now + 120,
+        "aud": TICKET_AUDIENCE, "jti": sessiond_core::token::random_id(16),
+    });
+    hs256_claims(secret, claims, rooms)
+}
+
+/// Signs arbitrary `claims` (plus `rooms` when given) with `secret`: for tests that
+/// forge, replay or bend a ticket.
+pub fn hs256_claims(secret: &str, mut claims: Value, rooms: Option<&[&str]>) -> String {
     if let Some(r) = rooms {
         claims["rooms"] = json!(r);
     }

@@ -105,6 +105,12 @@ impl SessionStore for StoreParts {
     async fn count_active_sessions(&self) -> Result<u64> {
         self.sessions.count_active_sessions().await
     }
+    async fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool> {
+        self.sessions.claim_once(key, until, now).await
+    }
+    async fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        self.sessions.purge_claims(now, limit).await
+    }
     async fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>> {
         self.sessions.get_data(handle, key).await
     }

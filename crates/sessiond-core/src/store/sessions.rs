@@ -1,4 +1,5 @@
-//! The session capability: session records, their data bag and idempotency records.
+//! The session capability: session records, their data bag, idempotency records and
+//! one-time claims.
 
 use super::Result;
 use crate::clock::Timestamp;
@@ -71,7 +72,7 @@ impl Touch {
     }
 }
 
-/// Sessions, their data bag and idempotency records.
+/// Sessions, their data bag, idempotency records and one-time claims.
 #[async_trait::async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Cheap round trip proving the store answers (readiness).
@@ -119,6 +120,17 @@ pub trait SessionStore: Send + Sync + 'static {
     /// records; returns how many.
     async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;
     async fn count_active_sessions(&self) -> Result<u64>;
+
+    // ---- one-time claims (a sign-in ticket's `jti` is accepted once) ----
+
+    /// Records `key` as used until `until` (ms since the epoch) unless a claim of it is
+    /// still standing at `now`: exactly one caller, on any node, gets `true`; every other
+    /// concurrent or later call before `until` gets `false`. A claim past its `until`
+    /// counts as gone (whether or not a purge removed it yet).
+    async fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool>;
+    /// Removes claims whose `until` is `<= now`, at most `limit`; returns how many.
+    /// Backends whose claims expire by themselves (Redis TTLs) may return 0.
+    async fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize>;
 
     // ---- session data (one JSON value per key) ----
 

@@ -1,5 +1,6 @@
 //! The HTTP edge as tower layers, so handlers only translate HTTP: request ids, one trace
-//! span per request, `Cache-Control: no-store` on API answers, and body limits.
+//! span per request, `Cache-Control: no-store` on API answers, body limits, and the
+//! refusal of a request carrying the session cookie twice.
 //!
 //! [`with_edges`] wraps every route (and the fallback) after routing, so the span can name
 //! the matched route template; the others are applied per router in [`super::app`].
@@ -108,6 +109,49 @@ pub fn no_store<S: Clone + Send + Sync + 'static>(
     router.layer(SetResponseHeaderLayer::if_not_present(
         header::CACHE_CONTROL,
         HeaderValue::from_static(value),
+    ))
+}
+
+/// How many cookies named `name` the request carries (over every `Cookie` header).
+pub fn cookie_count(headers: &axum::http::HeaderMap, name: &str) -> usize {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|v| {
+            v.split(';')
+                .filter_map(|kv| kv.trim().split_once('='))
+                .filter(|(k, _)| k.trim() == name)
+                .count()
+        })
+        .sum()
+}
+
+/// Refuses (400 `duplicate_cookie`) a request carrying the session cookie `name` more
+/// than once. A browser sends two when another cookie of that name was set for a
+/// narrower path or a parent domain (tossed from a sibling subdomain); picking either
+/// could act as the attacker's session, so none is picked. Covers every API route,
+/// the WebSocket upgrade included.
+// The validator's `Result<(), Response>` shape is tower-http's, not ours to box.
+#[allow(clippy::result_large_err)]
+pub fn single_session_cookie<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    name: String,
+) -> Router<S> {
+    router.layer(ValidateRequestHeaderLayer::custom(
+        move |req: &mut Request| -> Result<(), Response<Body>> {
+            if cookie_count(req.headers(), &name) > 1 {
+                return Err(ApiError::Invalid {
+                    code: "duplicate_cookie",
+                    detail: format!(
+                        "the request carries the cookie {name} more than once; \
+                         remove the extra cookie (see the browser's cookies for this site)"
+                    ),
+                }
+                .into_response());
+            }
+            Ok(())
+        },
     ))
 }
 

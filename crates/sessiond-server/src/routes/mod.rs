@@ -57,6 +57,7 @@ pub fn app(state: AppState) -> Router {
     let api = api.method_not_allowed_fallback(|m: Method| async move {
         ApiError::MethodNotAllowed(m.to_string())
     });
+    let api = edge::single_session_cookie(api, c.cookie.name.clone());
     let app = api
         .merge(web::router())
         // Unknown paths answer problem+json like every other error.

@@ -53,13 +53,14 @@ impl ProblemKind {
     fn description(self) -> &'static str {
         match self {
             ProblemKind::BadRequest => "invalid_request: a malformed body, query, path parameter or header (the `detail` says which); \
-                invalid_conversation for a bad conversation id",
+                invalid_conversation for a bad conversation id; duplicate_cookie when the session cookie is sent twice",
             ProblemKind::Unauthorized => "unauthenticated (no valid session), session_expired (the session ended; `reason` says why), \
-                or invalid_ticket on sign-in",
+                or invalid_ticket on sign-in (a replayed ticket included)",
             ProblemKind::Forbidden => "forbidden (admin: missing or invalid API key; snapshots: not a member of the room), \
                 or forbidden_origin (a cookie-authenticated write from a disallowed origin)",
             ProblemKind::NotFound => "not_found (for a deleted draft, `seq` is its tombstone's, which the next write names)",
-            ProblemKind::Conflict => "conflict: a stale seq or version, or a concurrent change; `current` holds what is stored now",
+            ProblemKind::Conflict => "conflict: a stale seq or version, or a concurrent change; `current` holds what is stored now; \
+                idempotency_expired: an Idempotency-Key repeated after its replay window (no token; send a new key)",
             ProblemKind::PayloadTooLarge => "payload_too_large (over the endpoint's limit), or quota_exceeded for attachments",
             ProblemKind::UnsupportedMediaType => "unsupported_media_type: a Content-Type that is not allowed here",
             ProblemKind::IdempotencyMismatch => "idempotency_mismatch: the Idempotency-Key was used with a different request",
@@ -118,7 +119,7 @@ problem_sets! {
     /// Uploads with an allow-listed Content-Type.
     MediaTypeErrors = [UnsupportedMediaType];
     /// `POST /v1/session` with an Idempotency-Key.
-    IdempotencyErrors = [IdempotencyMismatch];
+    IdempotencyErrors = [Conflict, IdempotencyMismatch];
     /// Operations that read the store without a session.
     StoreErrors = [StoreUnavailable];
 }

@@ -136,24 +136,46 @@ pub fn session_view(state: &AppState, s: &Session) -> SessionView {
     }
 }
 
-/// `Set-Cookie` for a session token. Max-Age is rounded down so the cookie never
-/// outlives the session's absolute deadline.
+/// `Set-Cookie` for a session token. By default a browser-session cookie (no Max-Age):
+/// the server's deadlines end the session, and the browser forgets the token when it
+/// closes. With `cookie.persistent`, Max-Age reaches past the absolute deadline (rounded
+/// up, plus [`COOKIE_GRACE_S`]), so the browser never drops the cookie before the server
+/// ends the session: the user is told `session_expired`, not `unauthenticated`. The
+/// token is worthless after the deadline, so the extra minute exposes nothing.
 pub fn session_cookie(state: &AppState, token: &Token, s: &Session) -> HeaderValue {
-    let max_age = ((s.absolute_expires_at - state.clock.now()) / 1000).max(0);
+    let max_age = state
+        .config
+        .cookie
+        .persistent
+        .then(|| persistent_max_age(s.absolute_expires_at - state.clock.now()));
     cookie(state, token.as_str(), max_age)
+}
+
+/// How long a persistent cookie outlives the absolute deadline: long enough for the
+/// client's next request (a poll, a reconnect) to hear why the session ended.
+pub const COOKIE_GRACE_S: i64 = 60;
+
+/// Max-Age of a persistent cookie: whole seconds covering `remaining_ms` (rounded up;
+/// never negative) plus [`COOKIE_GRACE_S`].
+pub fn persistent_max_age(remaining_ms: i64) -> i64 {
+    (remaining_ms.max(0).saturating_add(999) / 1000).saturating_add(COOKIE_GRACE_S)
 }
 
 /// `Set-Cookie` that removes the session cookie.
 pub fn clear_cookie(state: &AppState) -> HeaderValue {
-    cookie(state, "", 0)
+    cookie(state, "", Some(0))
 }
 
-fn cookie(state: &AppState, value: &str, max_age: i64) -> HeaderValue {
+fn cookie(state: &AppState, value: &str, max_age: Option<i64>) -> HeaderValue {
     let c = &state.config;
     let mut v = format!(
-        "{}={value}; HttpOnly; SameSite=Lax; Path=/; Max-Age={max_age}",
-        c.cookie.name
+        "{}={value}; HttpOnly; SameSite={}; Path=/",
+        c.cookie.name,
+        c.cookie.same_site.as_str()
     );
+    if let Some(max_age) = max_age {
+        v.push_str(&format!("; Max-Age={max_age}"));
+    }
     if c.cookie_secure() {
         v.push_str("; Secure");
     }
@@ -314,10 +336,12 @@ pub async fn sign_in(
         state.sessions.policies().get(r).is_some()
     })?;
     let presented = auth::request_token(&headers, &state.config.cookie.name);
+    let once = claims.single_use(state.tickets.leeway_s());
     let who = SignIn {
         user_id: claims.sub,
         role: claims.role,
         rooms: claims.rooms,
+        once,
     };
     let current = presented.and_then(|p| p.hash);
     let signed = state
@@ -430,4 +454,30 @@ pub async fn delete_data(
     validate_data_key(&key)?;
     state.sessions.delete_data(&a.session.handle, &key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistent_max_age_never_ends_before_the_deadline() {
+        for remaining in [0, 1, 999, 1000, 1001, 4_999, 5_000, 43_200_000] {
+            let max_age = persistent_max_age(remaining);
+            assert!(
+                max_age * 1000 >= remaining + COOKIE_GRACE_S * 1000,
+                "{remaining}"
+            );
+            assert!(
+                max_age * 1000 < remaining + COOKIE_GRACE_S * 1000 + 1000,
+                "{remaining}"
+            );
+        }
+        assert_eq!(persistent_max_age(-5_000), COOKIE_GRACE_S);
+        // Saturates instead of overflowing.
+        assert_eq!(
+            persistent_max_age(i64::MAX),
+            i64::MAX / 1000 + COOKIE_GRACE_S
+        );
+    }
 }

@@ -20,7 +20,9 @@ impl SessionService {
     /// The live session `current` names (recording activity), or a new one. With
     /// `idempotency`, concurrent and repeated calls with the same key get the same
     /// session; the same key with another request is `IdempotencyMismatch`; a replay
-    /// whose session ended (or was signed in since) is `Ended`/`Unauthenticated`.
+    /// after the replay window is `IdempotencyExpired` (the token is a bearer credential:
+    /// it is handed out again only briefly); a replay whose session ended (or was signed
+    /// in since) is `Ended`/`Unauthenticated`.
     pub async fn get_or_create(
         &self,
         current: Option<&TokenHash>,
@@ -38,10 +40,10 @@ impl SessionService {
         let now = self.now();
         let (s, token) = self.new_session(client);
         let record = idempotency.as_ref().map(|i| IdempotencyRecord {
-            key_hash: idempotency::key_hash(i.key),
+            key_hash: self.idempotency.key_hash(i.key),
             fingerprint: i.fingerprint.clone(),
             handle: s.handle,
-            sealed_token: idempotency::seal(i.key, &token),
+            sealed_token: self.idempotency.seal(i.key, &token),
             created_at: now,
         });
         match self.store.create_session(&s, record.as_ref()).await? {
@@ -57,12 +59,18 @@ impl SessionService {
                 if rec.fingerprint != i.fingerprint {
                     return Err(SessionError::IdempotencyMismatch);
                 }
-                let token = idempotency::unseal(i.key, &rec.sealed_token).ok_or_else(|| {
-                    SessionError::Internal(format!(
-                        "idempotency record of {} cannot be opened",
-                        rec.handle
-                    ))
-                })?;
+                if !self.idempotency.replay_open(rec.created_at, now) {
+                    return Err(SessionError::IdempotencyExpired);
+                }
+                let token = self
+                    .idempotency
+                    .unseal(i.key, &rec.sealed_token)
+                    .ok_or_else(|| {
+                        SessionError::Internal(format!(
+                            "idempotency record of {} cannot be opened",
+                            rec.handle
+                        ))
+                    })?;
                 // Ended, or signed in since (token rotated): the replay cannot resume it.
                 let session = self.authenticate(&token.hash(), false).await?;
                 Ok(Obtained::Replayed { session, token })
@@ -82,6 +90,8 @@ impl SessionService {
     /// an anonymous) principal is kept (same handle and data; anonymous drafts move to
     /// the user); another user's live session is signed out first and, like no live
     /// session, gives way to a new signed-in one. A concurrent rotation is `Conflict`.
+    /// The ticket is used up first (`TicketReused` if it was used before, on any node),
+    /// so a replayed ticket changes nothing.
     pub async fn sign_in(
         &self,
         current: Option<&TokenHash>,
@@ -89,6 +99,14 @@ impl SessionService {
         client: &ClientInfo,
     ) -> SessionResult<SignedIn> {
         let now = self.now();
+        if !self
+            .store
+            .claim_once(&who.once.key, who.once.until, now)
+            .await?
+        {
+            metrics::counter!("sessiond_tickets_replayed_total").increment(1);
+            return Err(SessionError::TicketReused);
+        }
         let mut live = None;
         if let Some(hash) = current {
             match self.authenticate(hash, false).await {

@@ -25,6 +25,13 @@ pub enum SessionError {
     /// An idempotency key was reused with a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,
+    /// An idempotency key was repeated after its replay window: the token is not
+    /// handed out again.
+    #[error("idempotency key replayed after its replay window")]
+    IdempotencyExpired,
+    /// A sign-in ticket (its `jti`) was already used, here or on another node.
+    #[error("ticket already used")]
+    TicketReused,
     /// The store cannot be reached; nothing was decided, the caller may retry.
     #[error("store unavailable")]
     Unavailable {

@@ -30,15 +30,27 @@ mod tests;
 
 pub use error::{SessionError, SessionResult};
 pub use types::{
-    ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, RETENTION_INTERVAL,
+    ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, TicketUse,
+    RETENTION_INTERVAL,
 };
 
 use crate::bus::{Bus, Event};
+use crate::idempotency::IdempotencyKeys;
 use cache::Cache;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::policy::{Policies, Policy};
 use sessiond_core::{Clock, EndReason, Handle, Session, Store, Timestamp};
 use std::sync::{Arc, Mutex, OnceLock};
+
+/// Replay window of an idempotent create when none is configured (`idempotency.replay_window`).
+pub const DEFAULT_REPLAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A fresh secret for a service built without one (single node, tests).
+fn random_secret() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut s);
+    s
+}
 
 pub struct SessionService {
     store: Arc<dyn Store>,
@@ -48,6 +60,8 @@ pub struct SessionService {
     cache: Mutex<Cache>,
     /// Set once when the store is shared by several nodes.
     cluster: OnceLock<ClusterMode>,
+    /// Server secret and replay window of idempotent creates.
+    idempotency: IdempotencyKeys,
 }
 
 impl SessionService {
@@ -66,7 +80,15 @@ impl SessionService {
             bus,
             cache: Mutex::new(Cache::new(capacity)),
             cluster: OnceLock::new(),
+            idempotency: IdempotencyKeys::new(random_secret(), DEFAULT_REPLAY_WINDOW),
         }
+    }
+
+    /// Uses the server secret and replay window of the configuration for idempotent
+    /// creates (without it: a per-process secret and [`DEFAULT_REPLAY_WINDOW`]).
+    pub fn with_idempotency(mut self, keys: IdempotencyKeys) -> Self {
+        self.idempotency = keys;
+        self
     }
 
     pub fn now(&self) -> Timestamp {

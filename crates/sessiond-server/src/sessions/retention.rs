@@ -1,5 +1,6 @@
-//! Retention: ended sessions (with their data and idempotency records) and old audit
-//! events are purged in bounded batches, now and every [`RETENTION_INTERVAL`].
+//! Retention: ended sessions (with their data and idempotency records), old audit
+//! events and run-out one-time claims are purged in bounded batches, now and every
+//! [`RETENTION_INTERVAL`].
 
 use super::types::RETENTION_INTERVAL;
 use super::{SessionResult, SessionService};
@@ -36,8 +37,17 @@ impl SessionService {
                 break;
             }
         }
-        if sessions + events > 0 {
-            tracing::info!(sessions, events, "retention purge");
+        // One-time claims (used ticket ids) are only needed until their ticket expires.
+        let mut claims = 0;
+        for _ in 0..RETENTION_MAX_BATCHES {
+            let n = self.store.purge_claims(self.now(), RETENTION_BATCH).await?;
+            claims += n;
+            if n < RETENTION_BATCH {
+                break;
+            }
+        }
+        if sessions + events + claims > 0 {
+            tracing::info!(sessions, events, claims, "retention purge");
         }
         metrics::counter!("sessiond_sessions_purged_total").increment(sessions as u64);
         metrics::counter!("sessiond_audit_purged_total").increment(events as u64);

@@ -94,6 +94,8 @@ switched_sessions! {
     fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;
     fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;
     fn count_active_sessions(&self) -> Result<u64>;
+    fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool>;
+    fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize>;
     fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;
     fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> Result<bool>;
     fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;
@@ -182,7 +184,67 @@ fn sign_in_as(user: &str) -> SignIn {
         user_id: user.into(),
         role: "admin".into(),
         rooms: None,
+        once: TicketUse {
+            key: format!("ticket:{}", sessiond_core::token::random_id(16)),
+            until: T0 + 3_600_000,
+        },
     }
+}
+
+#[tokio::test]
+async fn a_ticket_signs_in_once_and_its_replay_changes_nothing() {
+    let h = harness(100);
+    let (anon, token) = h.create().await;
+    let who = sign_in_as("alice");
+    let once = who.once.clone();
+    h.svc
+        .sign_in(Some(&token.hash()), who, &ClientInfo::default())
+        .await
+        .expect("first use");
+    let (other, other_token) = h.create().await;
+    let mut replay = sign_in_as("alice");
+    replay.once = once;
+    assert!(matches!(
+        h.svc
+            .sign_in(Some(&other_token.hash()), replay, &ClientInfo::default())
+            .await,
+        Err(SessionError::TicketReused)
+    ));
+    // The replaying session stays anonymous; the first one is alice's.
+    assert!(h.stored(&other.handle).await.principal.is_anonymous());
+    assert_eq!(
+        h.stored(&anon.handle).await.principal,
+        Principal::user("alice")
+    );
+}
+
+#[tokio::test]
+async fn an_idempotent_replay_after_the_window_gets_no_token() {
+    let h = harness(100);
+    let key = "key-window-0123456789";
+    let idem = || {
+        Some(Idempotency {
+            key,
+            fingerprint: crate::idempotency::fingerprint(false),
+        })
+    };
+    let client = ClientInfo::default();
+    assert!(matches!(
+        h.svc.get_or_create(None, idem(), &client).await,
+        Ok(Obtained::Created { .. })
+    ));
+    // Inside the window (and the session's idle timeout): the token comes back.
+    h.clock.advance_ms(IDLE_MS / 2);
+    assert!(matches!(
+        h.svc.get_or_create(None, idem(), &client).await,
+        Ok(Obtained::Replayed { .. })
+    ));
+    h.clock
+        .advance_ms(DEFAULT_REPLAY_WINDOW.as_millis() as i64 - IDLE_MS / 2 + 1);
+    assert!(matches!(
+        h.svc.get_or_create(None, idem(), &client).await,
+        Err(SessionError::IdempotencyExpired)
+    ));
 }
 
 fn ended(events: &[Event]) -> Vec<(Handle, EndReason)> {

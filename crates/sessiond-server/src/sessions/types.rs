@@ -1,7 +1,7 @@
 //! The service's plain values (inputs and answers of its calls, settings): a leaf the
 //! service's files import, so the folder's files never import each other in a circle.
 
-use sessiond_core::{Handle, Session, Token, TokenHash};
+use sessiond_core::{Handle, Session, Timestamp, Token, TokenHash};
 use std::time::Duration;
 
 /// What a caller (a WebSocket connection, a request) authenticated as: the session's
@@ -49,6 +49,16 @@ pub struct SignIn {
     pub role: String,
     /// Rooms the session is restricted to (`None`: any room).
     pub rooms: Option<Vec<String>>,
+    /// The ticket's one-time use, claimed in the store before anything changes.
+    pub once: TicketUse,
+}
+
+/// A ticket's identity for its single use (`crate::tickets::Claims::single_use`): the
+/// store remembers `key` until `until` (ms), when the ticket has expired anyway.
+#[derive(Debug, Clone)]
+pub struct TicketUse {
+    pub key: String,
+    pub until: Timestamp,
 }
 
 /// The signed-in session and its new token.

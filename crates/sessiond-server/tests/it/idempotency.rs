@@ -160,3 +160,99 @@ async fn replaying_a_key_of_an_ended_session_says_why() {
     assert_eq!(p["reason"], "signed_out");
     s.stop().await;
 }
+
+/// The key is a bearer credential only briefly: after `idempotency.replay_window` a
+/// replay gets 409 `idempotency_expired`, no cookie and no token, though the session
+/// lives on (with its own cookie).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_the_window_gets_no_token() {
+    let s = start_with(Opts {
+        extra: "[idempotency]\nreplay_window = \"1s\"\n",
+        ..Default::default()
+    })
+    .await;
+    let c = Client::new();
+    let key = "k-window-0123456789abcdef";
+    let create = || {
+        c.post(s.u("/v1/session"))
+            .header("idempotency-key", key)
+            .json(&json!({"bearer": true}))
+            .send()
+    };
+    let r = create().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let token = r.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = create().await.unwrap();
+    assert_eq!(r.status(), 200, "inside the window");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let r = create().await.unwrap();
+    assert!(r.headers().get("set-cookie").is_none());
+    let p = problem(r, 409, "idempotency_expired").await;
+    assert!(p.get("token").is_none());
+    assert!(!p.to_string().contains(&token));
+    assert_eq!(get(&s.u("/v1/session"), &token).await.status(), 200);
+    s.stop().await;
+}
+
+/// The store indexes the key under the server secret, as the docs say: a record
+/// written by the server is not found under the bare SHA-256 of the key (which anyone
+/// reading the store could otherwise test guessed keys against).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_key_hash_depends_on_the_server_secret() {
+    use sessiond_core::lifecycle::ClientInfo;
+    use sessiond_core::policy::Policy;
+    use sessiond_core::store::{CreateOutcome, IdempotencyRecord, SessionStore};
+    use sessiond_core::Store;
+    use sessiond_store_memory::MemoryStore;
+    use sha2::{Digest, Sha256};
+    use std::sync::Arc;
+
+    let store = Arc::new(MemoryStore::new());
+    let whole: Arc<dyn Store> = store.clone();
+    let config = sessiond_server::config::Config::from_toml(&format!(
+        "store = \"memory\"\ndev = true\napi_keys = [\"{ADMIN_KEY}\"]\nserver_secret = \"s3cret-for-this-test\""
+    ))
+    .unwrap();
+    let server = sessiond_testkit::inproc::TestServer::spawn(
+        &DataDir::new(),
+        move |listener, shutdown| async move {
+            sessiond_server::ServerBuilder::new(config)
+                .store(whole)
+                .build()
+                .await?
+                .serve(listener, shutdown)
+                .await
+        },
+    )
+    .await;
+    let key = "k-secret-mixed-0123456789";
+    let r = Client::new()
+        .post(server.u("/v1/session"))
+        .header("idempotency-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (probe, _) = sessiond_core::lifecycle::new_session(
+        1_000,
+        "editor",
+        &Policy::new(60, 600),
+        &ClientInfo::default(),
+    );
+    let guess = IdempotencyRecord {
+        key_hash: hex::encode(Sha256::digest(key.as_bytes())),
+        fingerprint: "x".into(),
+        handle: probe.handle,
+        sealed_token: vec![0; 40],
+        created_at: 1_000,
+    };
+    assert_eq!(
+        store.create_session(&probe, Some(&guess)).await.unwrap(),
+        CreateOutcome::Created,
+        "the bare SHA-256 of the key must not index the server's record"
+    );
+    drop(server);
+}

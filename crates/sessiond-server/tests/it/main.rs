@@ -4,6 +4,7 @@
 
 mod admin;
 mod common;
+mod cookies;
 mod edges;
 mod expiry;
 mod forward_auth;

@@ -1,5 +1,5 @@
-//! Sign-in with a ticket: token rotation, data carried over, refused tickets, another
-//! user on a shared browser.
+//! Sign-in with a ticket: token rotation, data carried over, refused tickets (another
+//! app's JWT, bent time claims, a replay on any node), another user on a shared browser.
 
 use crate::common::*;
 use reqwest::Client;
@@ -206,5 +206,98 @@ async fn bad_tickets_are_refused() {
             .unwrap();
         problem(r, 400, "invalid_request").await;
     }
+    s.stop().await;
+}
+
+/// A leaked ticket signs in once: replayed (on this node, or on another node sharing
+/// the store) it is 401 `invalid_ticket` and the replaying session stays anonymous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_signs_in_once_on_every_node() {
+    let dir = DataDir::new();
+    let a = start_in(&dir, Opts::default()).await;
+    let b = start_in(&dir, Opts::default()).await;
+    for ticket in [
+        a.signed_ticket("alice", None),
+        a.ticket("alice", "editor").await,
+    ] {
+        let (victim, _) = a.new_session().await;
+        assert_eq!(sign_in(&a, Some(&victim), &ticket).await.status(), 200);
+        for node in [&a, &b] {
+            let (thief, _) = node.new_session().await;
+            let p = problem(
+                sign_in(node, Some(&thief), &ticket).await,
+                401,
+                "invalid_ticket",
+            )
+            .await;
+            assert!(
+                p["detail"].as_str().unwrap().contains("already used"),
+                "{p}"
+            );
+            let v: Value = get(&node.u("/v1/session"), &thief)
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert!(v["principal"].as_str().unwrap().starts_with("anon:"), "{v}");
+            // Without a session the replay makes none either.
+            problem(sign_in(node, None, &ticket).await, 401, "invalid_ticket").await;
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Any JWT signed with the ticket key is not a ticket: it must name this audience, carry
+/// a jti, be valid now (nbf), and have time claims that cannot overflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_apps_jwt_or_bent_time_claims_are_refused() {
+    use sessiond_testkit::http::hs256_claims;
+    use sessiond_testkit::inproc::TICKET_SECRET;
+    let s = start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let base = json!({"sub": "alice", "role": "editor", "iat": now, "exp": now + 60,
+                      "aud": "sessiond", "jti": "j-1"});
+    let bent = |f: &dyn Fn(&mut Value)| {
+        let mut v = base.clone();
+        f(&mut v);
+        hs256_claims(TICKET_SECRET, v, None)
+    };
+    let refused = [
+        // An app's own API token: sub, role, exp, same key, no aud.
+        bent(&|v| {
+            v.as_object_mut().unwrap().remove("aud");
+        }),
+        bent(&|v| v["aud"] = json!("billing-api")),
+        bent(&|v| {
+            v.as_object_mut().unwrap().remove("jti");
+        }),
+        bent(&|v| v["nbf"] = json!(now + 60)),
+        bent(&|v| v["iat"] = json!(i64::MIN)),
+        bent(&|v| v["iat"] = json!(i64::MAX)),
+        bent(&|v| v["exp"] = json!(i64::MAX)),
+        bent(&|v| {
+            v.as_object_mut().unwrap().remove("iat");
+            v["exp"] = json!(i64::MAX);
+        }),
+    ];
+    for ticket in &refused {
+        let (token, _) = s.new_session().await;
+        problem(
+            sign_in(&s, Some(&token), ticket).await,
+            401,
+            "invalid_ticket",
+        )
+        .await;
+        let v: Value = get(&s.u("/v1/session"), &token).await.json().await.unwrap();
+        assert!(v["principal"].as_str().unwrap().starts_with("anon:"));
+    }
+    // The same claims done right sign in.
+    let (token, _) = s.new_session().await;
+    let ok = bent(&|v| v["aud"] = json!(["billing-api", "sessiond"]));
+    assert_eq!(sign_in(&s, Some(&token), &ok).await.status(), 200);
     s.stop().await;
 }

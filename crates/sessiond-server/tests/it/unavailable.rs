@@ -64,6 +64,8 @@ switched_sessions! {
     fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;
     fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;
     fn count_active_sessions(&self) -> Result<u64>;
+    fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool>;
+    fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize>;
     fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;
     fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> Result<bool>;
     fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;

@@ -119,6 +119,7 @@ macro_rules! conformance_suite {
             check_list_sessions,
             check_purge_ended_sessions,
             check_count_active_sessions,
+            check_claim_once,
         );
     };
     (@all $factory:expr; audit) => {

@@ -645,3 +645,53 @@ pub async fn check_count_active_sessions(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(store.count_active_sessions().await.unwrap(), 3);
 }
+
+/// Now in ms on the wall clock: Redis expires claims on its own clock, so the check
+/// speaks real time to every backend alike.
+fn wall_ms() -> Timestamp {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as Timestamp
+}
+
+/// A claim is won once (also under a race, on any node) until it runs out; purges
+/// keep standing claims.
+pub async fn check_claim_once(store: Arc<dyn Store>) {
+    let now = wall_ms();
+    assert!(store.claim_once("jti-a", now + 60_000, now).await.unwrap());
+    assert!(!store.claim_once("jti-a", now + 60_000, now).await.unwrap());
+    assert!(!store
+        .claim_once("jti-a", now + 120_000, now + 1)
+        .await
+        .unwrap());
+    // Distinct keys are independent.
+    assert!(store.claim_once("jti-b", now + 60_000, now).await.unwrap());
+
+    let racers = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.claim_once("jti-race", now + 60_000, now).await })
+    });
+    let won = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap().as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1, "exactly one concurrent claim wins");
+
+    // A short claim runs out and the key may be claimed again.
+    let now = wall_ms();
+    assert!(store.claim_once("jti-short", now + 150, now).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let later = wall_ms();
+    let purged = store.purge_claims(later, 0).await.unwrap();
+    assert!(purged <= 1, "only the run-out claim may be purged");
+    assert!(!store
+        .claim_once("jti-a", later + 60_000, later)
+        .await
+        .unwrap());
+    assert!(store
+        .claim_once("jti-short", later + 60_000, later)
+        .await
+        .unwrap());
+}
