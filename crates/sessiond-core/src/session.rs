@@ -98,7 +98,7 @@ pub struct Session {
     /// Client IP as seen after trusted proxies, at creation or last sign-in.
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
-    /// Rooms the sign-in ticket allows; `None` means any room.
+    /// Room patterns the sign-in ticket grants (its `rooms` claim); `None`: no room.
     pub allowed_rooms: Option<Vec<String>>,
 }
 
@@ -106,11 +106,12 @@ impl Session {
     pub fn is_active(&self) -> bool {
         self.state == SessionState::Active
     }
-    /// Whether the ticket restrictions (if any) allow joining `room`.
-    pub fn may_join(&self, room: &str) -> bool {
+    /// Whether the sign-in ticket's `rooms` claim grants `room` (deny when absent);
+    /// only one input of [`crate::rooms::may_join`].
+    pub fn ticket_grants(&self, room: &str) -> bool {
         self.allowed_rooms
             .as_ref()
-            .is_none_or(|rs| rs.iter().any(|r| r == room))
+            .is_some_and(|ps| ps.iter().any(|p| crate::rooms::pattern_matches(p, room)))
     }
 }
 

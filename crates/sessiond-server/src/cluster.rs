@@ -36,9 +36,9 @@ impl ClusterNode for Node {
 
     fn deliver(&self, e: Event) {
         match &e {
-            Event::SessionEnded { handle, .. } | Event::SessionRenewed { handle, .. } => {
-                self.sessions.invalidate(handle)
-            }
+            Event::SessionEnded { handle, .. }
+            | Event::SessionRenewed { handle, .. }
+            | Event::RoomAccessChanged { handle } => self.sessions.invalidate(handle),
             Event::ExpiryWarning { .. } | Event::Presence { .. } => {}
         }
         self.bus.deliver_local(e);

@@ -23,6 +23,7 @@ pub mod error;
 pub mod idempotency;
 #[cfg(test)]
 mod module_graph;
+pub mod rooms;
 pub mod routes;
 pub mod sessions;
 pub mod state;

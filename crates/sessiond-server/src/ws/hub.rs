@@ -6,7 +6,7 @@
 //! reader is cut off (close 4005) instead of growing memory. Messages about one room are
 //! enqueued under the lock, so every member sees a room's events in the same order.
 
-use super::protocol::{close, LeftReason, Member, ServerMsg, SnapshotBody};
+use super::protocol::{close, code, LeftReason, Member, ServerMsg, SnapshotBody};
 use crate::bus::{Bus, Event};
 use crate::config::WsConfig;
 use axum::extract::ws::Utf8Bytes;
@@ -72,6 +72,9 @@ struct Conn {
     member: Member,
     handle: Handle,
     rooms: Vec<String>,
+    /// Rooms joined with a room token, and when that token expires (wall-clock ms): the
+    /// re-check after a lost grant keeps them until then.
+    token_rooms: HashMap<String, Timestamp>,
     connected_at: Timestamp,
     interval_ms: i64,
     lost_after_ms: i64,
@@ -268,6 +271,7 @@ impl Hub {
             member,
             handle: session.handle,
             rooms: Vec::new(),
+            token_rooms: HashMap::new(),
             connected_at: wall_now,
             interval_ms,
             lost_after_ms: interval_ms * i64::from(policy.heartbeat_misses.max(1)),
@@ -460,6 +464,9 @@ impl Hub {
             idle_expires_at: s.idle_expires_at,
             absolute_expires_at: s.absolute_expires_at,
         });
+        // The new ticket or role may grant fewer rooms: every node re-checks them.
+        self.bus
+            .publish(Event::RoomAccessChanged { handle: s.handle });
     }
 
     /// Adds a connection to a room: the joiner gets `presence` (members in join order,
@@ -471,17 +478,19 @@ impl Hub {
         room: &str,
         snapshot: Option<SnapshotBody>,
     ) -> (Result<bool, JoinRefused>, Effects) {
-        self.join_with(id, room, snapshot, Vec::new())
+        self.join_with(id, room, snapshot, Vec::new(), None)
     }
 
     /// [`Hub::join`] in cluster mode: `remote` are the room's members on other nodes
     /// (listed first in `presence`; see [`sessiond_core::cluster::RemotePresence`]).
+    /// `token_exp`: the join was admitted by a room token expiring then (ms).
     pub fn join_with(
         &self,
         id: u64,
         room: &str,
         snapshot: Option<SnapshotBody>,
         remote: Vec<Member>,
+        token_exp: Option<Timestamp>,
     ) -> (Result<bool, JoinRefused>, Effects) {
         let mut fx = Effects::default();
         let mut st = self.lock();
@@ -496,9 +505,16 @@ impl Hub {
         let was_empty = !st.rooms.contains_key(room);
         if !already {
             st.rooms.entry(room.to_owned()).or_default().push(id);
-            if let Some(c) = st.conns.get_mut(&id) {
+        }
+        if let Some(c) = st.conns.get_mut(&id) {
+            if !already {
                 c.rooms.push(room.to_owned());
             }
+            // The latest join says how this connection holds the room.
+            match token_exp {
+                Some(exp) => c.token_rooms.insert(room.to_owned(), exp),
+                None => c.token_rooms.remove(room),
+            };
         }
         let mut members = remote;
         members.extend(
@@ -533,8 +549,48 @@ impl Hub {
         let conn = st.conns.get_mut(&id)?;
         let pos = conn.rooms.iter().position(|r| r == room)?;
         conn.rooms.swap_remove(pos);
+        conn.token_rooms.remove(room);
         let member = conn.member.clone();
         self.drop_member(&mut st, room, id, &member, LeftReason::Left, &mut fx);
+        self.settle(&mut st, &mut fx);
+        Some(fx)
+    }
+
+    /// The rooms of `handle`'s connections on this node, as `(connection, room, token
+    /// expiry if joined with a room token)`, for the re-check after a grant changed.
+    pub fn session_rooms(&self, handle: &Handle) -> Vec<(u64, String, Option<Timestamp>)> {
+        let st = self.lock();
+        let mut out = Vec::new();
+        for id in st.by_handle.get(handle).into_iter().flatten() {
+            if let Some(c) = st.conns.get(id) {
+                for r in &c.rooms {
+                    out.push((*id, r.clone(), c.token_rooms.get(r).copied()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes a connection from a room it lost its grant to: it gets an `error` with
+    /// `room_access_revoked` and the room, the others `member_left` with
+    /// `access_revoked`. `None` if it was not a member.
+    pub fn expel(&self, id: u64, room: &str) -> Option<Effects> {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let conn = st.conns.get_mut(&id)?;
+        let pos = conn.rooms.iter().position(|r| r == room)?;
+        conn.rooms.swap_remove(pos);
+        conn.token_rooms.remove(room);
+        let member = conn.member.clone();
+        let told = ServerMsg::room_error(
+            code::ROOM_ACCESS_REVOKED,
+            room,
+            "this session no longer has a grant to this room",
+        );
+        if let Some(c) = st.conns.get(&id) {
+            push(id, c, Outbound::Text(text(&told)), &mut fx);
+        }
+        self.drop_member(&mut st, room, id, &member, LeftReason::AccessRevoked, &mut fx);
         self.settle(&mut st, &mut fx);
         Some(fx)
     }
