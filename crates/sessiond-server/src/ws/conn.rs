@@ -677,7 +677,7 @@ mod tests {
         }
     }
 
-    const FAST: &str = "store = \"memory\"\n[roles.editor]\nidle_timeout = \"30s\"\nwarn_before = \"5s\"\nheartbeat_interval = \"10s\"\n";
+    const FAST: &str = "store = \"memory\"\n[roles.editor]\nidle_timeout = \"30s\"\nwarn_before = \"5s\"\nheartbeat_interval = \"10s\"\nrooms = [\"doc-*\"]\n";
 
     #[tokio::test]
     async fn hello_first_then_answers_and_errors_keep_the_connection() {
