@@ -63,10 +63,12 @@ pub enum RoomDenied {
 impl From<RoomDenied> for ApiError {
     fn from(e: RoomDenied) -> Self {
         match e {
-            RoomDenied::NoGrant => ApiError::RoomNotAllowed(
-                "no grant admits this session to this room".into(),
-            ),
-            RoomDenied::BadToken(why) => ApiError::RoomNotAllowed(format!("room token refused: {why}")),
+            RoomDenied::NoGrant => {
+                ApiError::RoomNotAllowed("no grant admits this session to this room".into())
+            }
+            RoomDenied::BadToken(why) => {
+                ApiError::RoomNotAllowed(format!("room token refused: {why}"))
+            }
             RoomDenied::Session(e) => e.into(),
         }
     }
@@ -94,8 +96,12 @@ impl Rooms {
             sessions,
             store,
             bus,
-            key: (!secret.is_empty())
-                .then(|| (DecodingKey::from_secret(secret), EncodingKey::from_secret(secret))),
+            key: (!secret.is_empty()).then(|| {
+                (
+                    DecodingKey::from_secret(secret),
+                    EncodingKey::from_secret(secret),
+                )
+            }),
             token_max_age_s: i64::try_from(config.rooms.token_max_age.as_secs())
                 .unwrap_or(i64::MAX)
                 .max(1),
@@ -196,9 +202,10 @@ impl Rooms {
         ttl_s: i64,
         now: Timestamp,
     ) -> Result<(String, Timestamp), String> {
-        let (_, key) = self.key.as_ref().ok_or(
-            "no tickets.hs256_secret is configured, so room tokens cannot be minted",
-        )?;
+        let (_, key) = self
+            .key
+            .as_ref()
+            .ok_or("no tickets.hs256_secret is configured, so room tokens cannot be minted")?;
         let now_s = now.div_euclid(1000);
         let claims = RoomClaims {
             room: room.to_owned(),

@@ -636,7 +636,10 @@ async fn snapshots_over_http_are_versioned_and_only_for_members() {
         .expect("handle")
         .to_owned();
     let r = reqwest::Client::new()
-        .put(format!("{}/v1/admin/sessions/{handle}/rooms/board-1", srv.url))
+        .put(format!(
+            "{}/v1/admin/sessions/{handle}/rooms/board-1",
+            srv.url
+        ))
         .bearer_auth(ADMIN_KEY)
         .send()
         .await

@@ -26,9 +26,7 @@ async fn start() -> TestServer {
 }
 
 async fn admin(srv: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = client()
-        .request(method, srv.u(path))
-        .bearer_auth(ADMIN_KEY);
+    let mut r = client().request(method, srv.u(path)).bearer_auth(ADMIN_KEY);
     if let Some(b) = body {
         r = r.json(&b);
     }
@@ -144,9 +142,17 @@ async fn an_anonymous_session_is_refused_every_room_by_default() {
         assert_refused(&join(&mut c, room, None).await, "room_not_allowed");
     }
     let (st, p) = snapshot(&srv, &s, Method::GET, "support-42", None).await;
-    assert_eq!((st, p["code"].as_str()), (403, Some("room_not_allowed")), "{p}");
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (403, Some("room_not_allowed")),
+        "{p}"
+    );
     let (st, p) = snapshot(&srv, &s, Method::PUT, "support-42", None).await;
-    assert_eq!((st, p["code"].as_str()), (403, Some("room_not_allowed")), "{p}");
+    assert_eq!(
+        (st, p["code"].as_str()),
+        (403, Some("room_not_allowed")),
+        "{p}"
+    );
     // The client cannot forge an admin grant through its data bag.
     let r = client()
         .put(srv.u("/v1/session/data/sessiond:room:support-42"))
@@ -167,12 +173,22 @@ async fn an_anonymous_session_is_refused_every_room_by_default() {
 async fn role_patterns_admit_their_rooms_only() {
     let mut srv = start().await;
     let s = srv.bearer_session().await;
-    let s = sign_in(&srv, &s, &hs256_ticket(TICKET_SECRET, "vic", "viewer", None)).await;
+    let s = sign_in(
+        &srv,
+        &s,
+        &hs256_ticket(TICKET_SECRET, "vic", "viewer", None),
+    )
+    .await;
     let mut c = srv.ws_hello(&s).await;
     assert_eq!(join(&mut c, "lobby", None).await["type"], "presence");
     assert_eq!(join(&mut c, "public:town", None).await["type"], "presence");
     assert_refused(&join(&mut c, "private:x", None).await, "room_not_allowed");
-    assert_eq!(snapshot(&srv, &s, Method::GET, "public:other", None).await.0, 404);
+    assert_eq!(
+        snapshot(&srv, &s, Method::GET, "public:other", None)
+            .await
+            .0,
+        404
+    );
     assert_eq!(snapshot(&srv, &s, Method::GET, "lobby2", None).await.0, 403);
     srv.stop_now().await;
 }
@@ -197,7 +213,12 @@ async fn a_ticket_claim_grants_and_a_sign_in_without_it_removes_the_member_at_on
     c.expect("member_joined").await;
 
     // Signing in again with a ticket without the claim loses the grant.
-    let s2 = sign_in(&srv, &s, &hs256_ticket(TICKET_SECRET, "tina", "editor", None)).await;
+    let s2 = sign_in(
+        &srv,
+        &s,
+        &hs256_ticket(TICKET_SECRET, "tina", "editor", None),
+    )
+    .await;
     let e = c.expect("error").await;
     assert_eq!(
         (e["code"].as_str(), e["room"].as_str()),
@@ -207,7 +228,10 @@ async fn a_ticket_claim_grants_and_a_sign_in_without_it_removes_the_member_at_on
     let left = wc.expect("member_left").await;
     assert_eq!(left["reason"], "access_revoked", "{left}");
     assert_eq!(left["member"]["handle"], s.handle.as_str());
-    assert_eq!(snapshot(&srv, &s2, Method::GET, "team:2", None).await.0, 403);
+    assert_eq!(
+        snapshot(&srv, &s2, Method::GET, "team:2", None).await.0,
+        403
+    );
     srv.stop_now().await;
 }
 
@@ -250,7 +274,12 @@ async fn admin_grants_admit_and_a_revoke_removes_the_live_member_at_once() {
 
     // By principal: every live session of the user, added and revoked.
     let u = srv.bearer_session().await;
-    let u = sign_in(&srv, &u, &hs256_ticket(TICKET_SECRET, "carol", "editor", None)).await;
+    let u = sign_in(
+        &srv,
+        &u,
+        &hs256_ticket(TICKET_SECRET, "carol", "editor", None),
+    )
+    .await;
     let mut uc = srv.ws_hello(&u).await;
     assert_refused(&join(&mut uc, "conv-9", None).await, "room_not_allowed");
     let by_p = "/v1/admin/principals/user:carol/rooms/conv-9";
@@ -263,7 +292,10 @@ async fn admin_grants_admit_and_a_revoke_removes_the_live_member_at_once() {
     assert_eq!(bc.expect("member_left").await["reason"], "access_revoked");
     // Unknown handles are 404, bad rooms 400.
     let unknown = "/v1/admin/sessions/s_AAAAAAAAAAAAAAAAAAAAAA/rooms/conv-9";
-    assert!(matches!(admin(&srv, Method::PUT, unknown, None).await.0, 400 | 404));
+    assert!(matches!(
+        admin(&srv, Method::PUT, unknown, None).await.0,
+        400 | 404
+    ));
     let bad = format!("/v1/admin/sessions/{}/rooms/bad%20room", a.handle);
     assert_eq!(admin(&srv, Method::PUT, &bad, None).await.0, 400);
     srv.stop_now().await;
@@ -285,13 +317,21 @@ async fn a_room_token_opens_its_room_only_and_forged_or_expired_ones_are_refused
     let token = v["token"].as_str().unwrap().to_owned();
     let s = srv.bearer_session().await;
     let mut c = srv.ws_hello(&s).await;
-    assert_refused(&join(&mut c, "board-b", Some(&token)).await, "invalid_room_token");
+    assert_refused(
+        &join(&mut c, "board-b", Some(&token)).await,
+        "invalid_room_token",
+    );
     let p = join(&mut c, "board-a", Some(&token)).await;
     assert_eq!(p["type"], "presence", "{p}");
     assert_eq!(p["snapshot"]["version"], 1);
     // Over HTTP: the header (or query) opens room A only.
     let other = srv.bearer_session().await;
-    assert_eq!(snapshot(&srv, &other, Method::GET, "board-a", Some(&token)).await.0, 200);
+    assert_eq!(
+        snapshot(&srv, &other, Method::GET, "board-a", Some(&token))
+            .await
+            .0,
+        200
+    );
     let q = client()
         .get(srv.u(&format!("/v1/rooms/board-a/snapshot?room_token={token}")))
         .bearer_auth(&other.token)
@@ -301,18 +341,38 @@ async fn a_room_token_opens_its_room_only_and_forged_or_expired_ones_are_refused
     assert_eq!(q.status(), 200);
     let (st, p) = snapshot(&srv, &other, Method::GET, "board-b", Some(&token)).await;
     assert_eq!((st, p["code"].as_str()), (403, Some("room_not_allowed")));
-    assert_eq!(snapshot(&srv, &other, Method::PUT, "board-b", Some(&token)).await.0, 403);
-    assert_eq!(snapshot(&srv, &other, Method::GET, "board-a", None).await.0, 403);
+    assert_eq!(
+        snapshot(&srv, &other, Method::PUT, "board-b", Some(&token))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        snapshot(&srv, &other, Method::GET, "board-a", None).await.0,
+        403
+    );
 
     // Expired, forged, too long-lived, a sign-in ticket, garbage: all refused.
     let expired = room_token(TICKET_SECRET, "board-a", now_s() - 120);
-    let forged = room_token("another-secret-0123456789abcdef-xx", "board-a", now_s() + 60);
+    let forged = room_token(
+        "another-secret-0123456789abcdef-xx",
+        "board-a",
+        now_s() + 60,
+    );
     let too_long = room_token(TICKET_SECRET, "board-a", now_s() + 30 * 86400);
     let ticket = hs256_ticket(TICKET_SECRET, "mallory", "editor", Some(&["*"]));
     let mut m = srv.ws_hello(&other).await;
     for bad in [expired.as_str(), &forged, &too_long, &ticket, "x.y.z"] {
-        assert_refused(&join(&mut m, "board-a", Some(bad)).await, "invalid_room_token");
-        assert_eq!(snapshot(&srv, &other, Method::GET, "board-a", Some(bad)).await.0, 403);
+        assert_refused(
+            &join(&mut m, "board-a", Some(bad)).await,
+            "invalid_room_token",
+        );
+        assert_eq!(
+            snapshot(&srv, &other, Method::GET, "board-a", Some(bad))
+                .await
+                .0,
+            403
+        );
     }
     // A token member keeps the room when an (absent) admin grant is revoked.
     let path = format!("/v1/admin/sessions/{}/rooms/board-a", s.handle);
@@ -368,7 +428,13 @@ fn no_grant_never_reads_a_snapshot_or_member_list() {
         let mut tokens = Vec::new();
         for room in ROOMS {
             seed(&srv, room).await;
-            let (_, v) = admin(&srv, Method::POST, &format!("/v1/admin/rooms/{room}/tokens"), Some(json!({}))).await;
+            let (_, v) = admin(
+                &srv,
+                Method::POST,
+                &format!("/v1/admin/rooms/{room}/tokens"),
+                Some(json!({})),
+            )
+            .await;
             tokens.push(v["token"].as_str().unwrap().to_owned());
         }
         (srv, tokens)
@@ -394,8 +460,12 @@ fn no_grant_never_reads_a_snapshot_or_member_list() {
                             "invalid_room_token",
                         ),
                         Probe::JoinForged(r) => {
-                            let forged = room_token("x".repeat(32).as_str(), ROOMS[r], now_s() + 60);
-                            assert_refused(&join(&mut c, ROOMS[r], Some(&forged)).await, "invalid_room_token")
+                            let forged =
+                                room_token("x".repeat(32).as_str(), ROOMS[r], now_s() + 60);
+                            assert_refused(
+                                &join(&mut c, ROOMS[r], Some(&forged)).await,
+                                "invalid_room_token",
+                            )
                         }
                         Probe::Get(r) => {
                             assert_eq!(snapshot(&srv, &s, Method::GET, ROOMS[r], None).await.0, 403)
@@ -416,7 +486,15 @@ fn no_grant_never_reads_a_snapshot_or_member_list() {
                 while let Some(f) = c.try_next() {
                     if let Frame::Json(v) = f {
                         assert!(
-                            !matches!(v["type"].as_str(), Some("presence" | "member_joined" | "member_left" | "snapshot_updated")),
+                            !matches!(
+                                v["type"].as_str(),
+                                Some(
+                                    "presence"
+                                        | "member_joined"
+                                        | "member_left"
+                                        | "snapshot_updated"
+                                )
+                            ),
                             "leaked {v}"
                         );
                     }

@@ -102,7 +102,10 @@ pub async fn grant_principal(
     ApiPath((id, room)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<GrantedSessions>> {
     validate_room(&room)?;
-    let n = state.rooms.by_principal(principal(&id)?, &room, true).await?;
+    let n = state
+        .rooms
+        .by_principal(principal(&id)?, &room, true)
+        .await?;
     Ok(Json(GrantedSessions { sessions: n }))
 }
 
@@ -117,7 +120,10 @@ pub async fn revoke_principal(
     ApiPath((id, room)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<GrantedSessions>> {
     validate_room(&room)?;
-    let n = state.rooms.by_principal(principal(&id)?, &room, false).await?;
+    let n = state
+        .rooms
+        .by_principal(principal(&id)?, &room, false)
+        .await?;
     Ok(Json(GrantedSessions { sessions: n }))
 }
 
@@ -151,7 +157,9 @@ pub async fn mint_room_token(
     ApiJson(req): ApiJson<RoomTokenRequest>,
 ) -> ApiResult<Json<RoomTokenResponse>> {
     validate_room(&room)?;
-    let ttl = req.ttl_seconds.unwrap_or(DEFAULT_TOKEN_TTL.min(state.rooms.token_max_age_s()));
+    let ttl = req
+        .ttl_seconds
+        .unwrap_or(DEFAULT_TOKEN_TTL.min(state.rooms.token_max_age_s()));
     if ttl < 1 || ttl > state.rooms.token_max_age_s() {
         return Err(ApiError::invalid(format!(
             "ttl_seconds must be 1 to {}",

@@ -590,7 +590,14 @@ impl Hub {
         if let Some(c) = st.conns.get(&id) {
             push(id, c, Outbound::Text(text(&told)), &mut fx);
         }
-        self.drop_member(&mut st, room, id, &member, LeftReason::AccessRevoked, &mut fx);
+        self.drop_member(
+            &mut st,
+            room,
+            id,
+            &member,
+            LeftReason::AccessRevoked,
+            &mut fx,
+        );
         self.settle(&mut st, &mut fx);
         Some(fx)
     }
