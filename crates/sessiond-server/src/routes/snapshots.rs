@@ -120,7 +120,9 @@ pub async fn authorize(
 
 /// The room's latest snapshot: its bytes with the stored Content-Type.
 #[utoipa::path(get, path = "/v1/rooms/{room}/snapshot", tag = "snapshots",
-    params(("room" = String, Path, description = "Room id")),
+    params(("room" = String, Path, description = "Room id"),
+           ("X-Room-Token" = Option<String>, Header, description = "A room token naming this room (share link)"),
+           ("room_token" = Option<String>, Query, description = "A room token, instead of X-Room-Token")),
     responses(
         (status = 200, description = "The snapshot's bytes, with its stored Content-Type", body = inline(Binary), content_type = "application/octet-stream",
          headers(("ETag" = String, description = "The content hash, quoted"),
@@ -164,7 +166,9 @@ async fn get_snapshot(
 
 /// Replaces the room's snapshot (conditional on the version it replaces); members are told over WebSocket.
 #[utoipa::path(put, path = "/v1/rooms/{room}/snapshot", tag = "snapshots",
-    params(("room" = String, Path, description = "Room id"), ("If-Match" = Option<String>, Header, description = "The version this write replaces: \"N\" (0 for the first write); or use ?version=N"), ("version" = Option<u64>, Query, description = "The version this write replaces, instead of If-Match")),
+    params(("room" = String, Path, description = "Room id"), ("If-Match" = Option<String>, Header, description = "The version this write replaces: \"N\" (0 for the first write); or use ?version=N"), ("version" = Option<u64>, Query, description = "The version this write replaces, instead of If-Match"),
+           ("X-Room-Token" = Option<String>, Header, description = "A room token naming this room (share link)"),
+           ("room_token" = Option<String>, Query, description = "A room token, instead of X-Room-Token")),
     request_body(content = inline(Binary), content_type = "application/octet-stream",
         description = "The snapshot's bytes (at most the configured max_size); any Content-Type is kept"),
     responses(
