@@ -361,6 +361,8 @@ async fn join(ctx: &Ctx, room: String, token: Option<String>) -> Next {
             &ServerMsg::error(code::INVALID_ROOM, format!("room {shown:?}: {e}")),
         );
     }
+    // A grant change between the decision and the registration is re-checked below.
+    let epoch = state.hub.access_epoch();
     // The current record: a sign-in since connecting may have changed the allowed rooms.
     let session = match state.sessions.get(&ctx.handle).await {
         Ok(Some(s)) => s,
@@ -437,6 +439,9 @@ async fn join(ctx: &Ctx, room: String, token: Option<String>) -> Next {
     apply(state, fx);
     match r {
         Ok(was_empty) => {
+            if state.hub.access_epoch() != epoch {
+                tokio::spawn(super::tasks::recheck_rooms(state.clone(), ctx.handle));
+            }
             if was_empty {
                 if let Err(e) = state.store.retain_snapshot(&room, None).await {
                     tracing::warn!(room = %room, error = %e, "could not stop snapshot retention");

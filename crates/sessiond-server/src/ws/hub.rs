@@ -154,6 +154,9 @@ pub struct Hub {
     max_rooms: usize,
     max_connections: usize,
     started: AtomicBool,
+    /// Bumped on every grant change seen here: a join decided before a change and
+    /// registered after it re-checks (see [`Hub::access_epoch`]).
+    access_epoch: AtomicU64,
 }
 
 fn text(msg: &ServerMsg) -> Utf8Bytes {
@@ -185,6 +188,7 @@ impl Hub {
             max_rooms: cfg.max_rooms_per_connection.max(1),
             max_connections: cfg.max_connections_per_session.max(1),
             started: AtomicBool::new(false),
+            access_epoch: AtomicU64::new(0),
         }
     }
 
@@ -554,6 +558,18 @@ impl Hub {
         self.drop_member(&mut st, room, id, &member, LeftReason::Left, &mut fx);
         self.settle(&mut st, &mut fx);
         Some(fx)
+    }
+
+    /// The count of grant changes seen on this node. A join reads it before deciding and
+    /// after registering; a change in between may have been re-checked before the member
+    /// existed, so the joiner re-checks itself.
+    pub fn access_epoch(&self) -> u64 {
+        self.access_epoch.load(Ordering::SeqCst)
+    }
+
+    /// A grant changed (bumped before the re-check is started).
+    pub fn access_changed(&self) {
+        self.access_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The rooms of `handle`'s connections on this node, as `(connection, room, token

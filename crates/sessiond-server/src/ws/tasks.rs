@@ -71,6 +71,7 @@ async fn bus_loop(state: AppState, mut events: tokio::sync::broadcast::Receiver<
         match ev {
             // Needs the store (grants, the session record): off the bus loop.
             Ok(Event::RoomAccessChanged { handle }) => {
+                hub.access_changed();
                 tokio::spawn(recheck_rooms(state.clone(), handle));
             }
             Ok(ev) => {
@@ -140,9 +141,9 @@ pub async fn recheck_rooms(state: AppState, handle: sessiond_core::Handle) {
         return;
     }
     let session = match state.sessions.get(&handle).await {
-        Ok(Some(s)) => s,
-        // Gone: its ending closes the connections.
-        Ok(None) => return,
+        Ok(Some(s)) if s.is_active() => s,
+        // Ended or gone: its ending closes the connections (with the ending's reason).
+        Ok(_) => return,
         Err(e) => {
             tracing::warn!(handle = %handle, error = %e, "room re-check could not read the session");
             return;
