@@ -180,8 +180,14 @@ export declare class Sessiond extends Emitter<Events> implements DraftHost {
     listDrafts(): Promise<string[]>;
     /** Saves every pending draft now. */
     flushAll(keepalive?: boolean): Promise<unknown>;
-    /** Joins a room; resolves with its members and last snapshot. */
-    join(room: string): Promise<RoomInfo>;
+    /** Joins a room; resolves with its members and last snapshot. Rooms are closed by
+     * default: without a grant the promise rejects with `room_not_allowed`; `token` is a
+     * room token (share link) that grants this one room. */
+    join(room: string, o?: {
+        token?: string;
+    }): Promise<RoomInfo>;
+    /** `X-Room-Token` for a room joined with a room token. */
+    private roomHeaders;
     leave(room: string): void;
     /** Saves a room's shared state naming the version this tab last saw. A stale version
      * emits `conflict` and resolves null; nothing is overwritten. */

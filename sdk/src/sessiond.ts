@@ -156,7 +156,14 @@ function decodeState(bytes: Uint8Array, type: string): unknown {
 interface RoomState {
   version: number;
   waiters: ((r: RoomInfo) => void)[];
+  /** Called when the server refuses the join (no grant, bad room token). */
+  refusals?: ((e: SessiondError) => void)[];
+  /** A room token (share link), sent with every join and snapshot request of the room. */
+  token?: string;
 }
+
+/** Room error codes that refuse or end a membership (see docs/protocol.md, Room access). */
+const ROOM_REFUSALS = new Set(["room_not_allowed", "invalid_room_token", "room_access_revoked"]);
 
 export class Sessiond extends Emitter<Events> implements DraftHost {
   /** The current session, once `start()` resolved. */
@@ -299,11 +306,14 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
     return Promise.all([...this.handles.values()].map((h) => h.flush(keepalive)));
   }
 
-  /** Joins a room; resolves with its members and last snapshot. */
-  join(room: string): Promise<RoomInfo> {
+  /** Joins a room; resolves with its members and last snapshot. Rooms are closed by
+   * default: without a grant the promise rejects with `room_not_allowed`; `token` is a
+   * room token (share link) that grants this one room. */
+  join(room: string, o: { token?: string } = {}): Promise<RoomInfo> {
     let r = this.rooms.get(room);
     if (!r) this.rooms.set(room, (r = { version: 0, waiters: [] }));
     const st = r;
+    if (o.token) st.token = o.token;
     return new Promise((resolve, reject) => {
       const t = this.clock.setTimeout(() => {
         st.waiters = st.waiters.filter((w) => w !== done);
@@ -314,9 +324,19 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
         resolve(info);
       };
       st.waiters.push(done);
+      (st.refusals ??= []).push((e) => {
+        this.clock.clearTimeout(t);
+        reject(e);
+      });
       // Not connected yet: the join goes out with the others on hello.
-      this.conn.send({ type: "join", room });
+      this.conn.send(joinMsg(room, st));
     });
+  }
+
+  /** `X-Room-Token` for a room joined with a room token. */
+  private roomHeaders(room: string): Record<string, string> {
+    const token = this.rooms.get(room)?.token;
+    return token ? { "x-room-token": token } : {};
   }
 
   leave(room: string): void {
@@ -329,7 +349,7 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
   async saveSnapshot(room: string, state: unknown, o: { version?: number } = {}): Promise<{ version: number; hash: string } | null> {
     const st = this.rooms.get(room) ?? { version: 0, waiters: [] };
     const [body, type] = encodeState(state);
-    const r = await this.req("PUT", `/v1/rooms/${encodeURIComponent(room)}/snapshot?version=${o.version ?? st.version}`, { body, type });
+    const r = await this.req("PUT", `/v1/rooms/${encodeURIComponent(room)}/snapshot?version=${o.version ?? st.version}`, { body, type, headers: this.roomHeaders(room) });
     if (r.status === 200) {
       st.version = Number(r.data.version);
       return { version: st.version, hash: r.data.hash };
@@ -343,7 +363,7 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
 
   /** Reads a room's current snapshot (after a `snapshot` event from another member). */
   async loadSnapshot(room: string): Promise<RoomSnapshot | null> {
-    const r = await this.req("GET", `/v1/rooms/${encodeURIComponent(room)}/snapshot`, { raw: true });
+    const r = await this.req("GET", `/v1/rooms/${encodeURIComponent(room)}/snapshot`, { raw: true, headers: this.roomHeaders(room) });
     if (r.status !== 200 || !r.res) return null;
     const type = r.res.headers.get("content-type") ?? "application/octet-stream";
     const snap: RoomSnapshot = {
@@ -500,7 +520,7 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
       this.session.idle_expires_at = h.idle_expires_at;
       this.session.absolute_expires_at = h.absolute_expires_at;
     }
-    for (const room of this.rooms.keys()) this.conn.send({ type: "join", room });
+    for (const [room, st] of this.rooms) this.conn.send(joinMsg(room, st));
     this.emit(reconnected ? "reconnected" : "connected", h);
     if (reconnected) void this.flushAll();
   }
@@ -521,6 +541,7 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
         const st = this.rooms.get(m.room);
         if (st) {
           st.version = snapshot?.version ?? 0;
+          st.refusals = [];
           for (const w of st.waiters.splice(0)) w(info);
         }
         return this.emit("presence", info);
@@ -536,10 +557,23 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
       }
       case "snapshot_updated":
         return this.emit("snapshot", { room: m.room, version: m.version, hash: m.hash, by: m.by });
-      case "error":
-        return this.emit("error", { code: m.code, message: m.message });
+      case "error": {
+        // A refused join rejects its promise; a revoked grant ends the membership (no
+        // rejoin on reconnect). Either way the room is forgotten.
+        const st = typeof m.room === "string" ? this.rooms.get(m.room) : undefined;
+        if (st && ROOM_REFUSALS.has(m.code)) {
+          this.rooms.delete(m.room);
+          st.waiters = [];
+          for (const f of (st.refusals ?? []).splice(0)) f(new SessiondError(m.code, 403));
+        }
+        return this.emit("error", { code: m.code, message: m.message, ...(typeof m.room === "string" ? { room: m.room } : {}) });
+      }
     }
   }
+}
+
+function joinMsg(room: string, st: RoomState): { type: "join"; room: string; token?: string } {
+  return st.token ? { type: "join", room, token: st.token } : { type: "join", room };
 }
 
 function isHidden(w: { document?: Document } | null | undefined): boolean {

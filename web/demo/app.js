@@ -473,7 +473,7 @@ client.on("member_joined", ({ room, member }) => {
 client.on("member_left", ({ room, member, reason }) => {
   if (room !== current) return;
   renderPresence(members.filter((m) => m.connection_id !== member.connection_id));
-  const why = { lost: "lost connection", session_ended: "'s session expired", left: "left" }[reason] ?? reason;
+  const why = { lost: "lost connection", session_ended: "'s session expired", left: "left", access_revoked: "lost access" }[reason] ?? reason;
   logPresence(`${member.principal} ${why}`);
 });
 

@@ -41,6 +41,9 @@ pub enum Event {
         seconds_left: i64,
         idle_expires_at: Timestamp,
     },
+    /// A grant of the session's changed (admin grant revoked, sign-in with another
+    /// ticket or role): every node re-checks the rooms of the session's connections.
+    RoomAccessChanged { handle: Handle },
     /// Room-level events published by the presence layer (cluster fan-out): `payload`
     /// is the WebSocket message the room's members get.
     Presence {
@@ -69,6 +72,9 @@ pub enum LeftReason {
     Lost,
     /// The member's session ended.
     SessionEnded,
+    /// The member's session lost its grant to the room (admin revoke, or a sign-in whose
+    /// ticket no longer allows it).
+    AccessRevoked,
 }
 
 /// The room messages the presence registry follows. Same JSON as the WebSocket

@@ -16,6 +16,9 @@ pub struct Policy {
     pub heartbeat_interval: Duration,
     /// Intervals with nothing heard before a connection is declared lost.
     pub heartbeat_misses: u32,
+    /// Room patterns every session of the role may join (see [`crate::rooms`]); empty:
+    /// none, rooms then need another grant.
+    pub rooms: Vec<String>,
 }
 
 impl Policy {
@@ -26,6 +29,7 @@ impl Policy {
             warn_before: Duration::from_secs(120),
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_misses: 3,
+            rooms: Vec::new(),
         }
     }
 
@@ -48,6 +52,13 @@ impl Policy {
             return Err(format!(
                 "role {role}: heartbeat interval and misses must be positive"
             ));
+        }
+        if let Some(e) = self
+            .rooms
+            .iter()
+            .find_map(|p| crate::rooms::validate_pattern(p).err())
+        {
+            return Err(format!("role {role}: {e}"));
         }
         if self.warn_before >= self.idle_timeout {
             return Err(format!(

@@ -98,7 +98,7 @@ pub struct Session {
     /// Client IP as seen after trusted proxies, at creation or last sign-in.
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
-    /// Rooms the sign-in ticket allows; `None` means any room.
+    /// Room patterns the sign-in ticket grants (its `rooms` claim); `None`: no room.
     pub allowed_rooms: Option<Vec<String>>,
     /// Grows by one with every token rotation (sign-in). Records written before versions
     /// existed read as 0. A cache compares it (see [`Session::is_older_than`]) so a read
@@ -118,11 +118,13 @@ impl Session {
     pub fn is_older_than(&self, other: &Session) -> bool {
         (self.version, !self.is_active()) < (other.version, !other.is_active())
     }
-    /// Whether the ticket restrictions (if any) allow joining `room`.
-    pub fn may_join(&self, room: &str) -> bool {
+
+    /// Whether the sign-in ticket's `rooms` claim grants `room` (deny when absent);
+    /// only one input of [`crate::rooms::may_join`].
+    pub fn ticket_grants(&self, room: &str) -> bool {
         self.allowed_rooms
             .as_ref()
-            .is_none_or(|rs| rs.iter().any(|r| r == room))
+            .is_some_and(|ps| ps.iter().any(|p| crate::rooms::pattern_matches(p, room)))
     }
 }
 

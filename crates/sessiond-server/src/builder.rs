@@ -130,6 +130,12 @@ impl ServerBuilder {
             sessions.enable_cluster_mode(config.hot_path.flush_interval);
             tracing::info!(node = %node_id, "cluster mode: sharing the Redis store with other nodes");
         }
+        let rooms = Arc::new(crate::rooms::Rooms::new(
+            &config,
+            sessions.clone(),
+            store.clone(),
+            bus.clone(),
+        ));
         let token = CancellationToken::new();
         let state = AppState(Arc::new(Inner {
             server_secret: secret,
@@ -144,6 +150,7 @@ impl ServerBuilder {
             shutdown: token.clone(),
             metrics: metrics_handle(),
             tickets,
+            rooms,
             demo: Default::default(),
             config,
         }));
@@ -367,10 +374,16 @@ fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
 }
 
 /// Dev mode fills in what a local demo needs and the config left empty: the well-known
-/// admin key and a per-process ticket secret (used to mint and to verify).
+/// admin key, a per-process ticket secret (used to mint and to verify), and every room
+/// for roles without `rooms` patterns (production default: none).
 fn apply_dev_defaults(config: &mut Config) {
     if !config.dev {
         return;
+    }
+    for role in config.roles.values_mut() {
+        if role.rooms.is_none() {
+            role.rooms = Some(vec!["*".to_owned()]);
+        }
     }
     if config.api_keys.is_empty() {
         config.api_keys.push(DEV_API_KEY.to_owned());

@@ -38,7 +38,8 @@ impl ClusterNode for Node {
         match &e {
             Event::SessionEnded { handle, .. }
             | Event::SessionRenewed { handle, .. }
-            | Event::SessionRotated { handle, .. } => self.sessions.invalidate(handle),
+            | Event::SessionRotated { handle, .. }
+            | Event::RoomAccessChanged { handle } => self.sessions.invalidate(handle),
             Event::ExpiryWarning { .. } | Event::Presence { .. } => {}
         }
         self.bus.deliver_local(e);

@@ -33,6 +33,7 @@ pub struct Config {
     pub drafts: DraftsConfig,
     pub snapshots: SnapshotsConfig,
     pub audit: AuditConfig,
+    pub rooms: RoomsConfig,
     pub redis: RedisSettings,
     pub roles: BTreeMap<String, RoleConfig>,
 }
@@ -159,6 +160,15 @@ pub struct AuditConfig {
     pub retention: Duration,
 }
 
+/// Room access (see [`sessiond_core::rooms`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Longest lifetime of a room token; tokens living longer are refused.
+    #[serde(with = "humantime_serde")]
+    pub token_max_age: Duration,
+}
+
 /// Settings of the Redis backend (used only when `store` is a Redis URL).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +197,9 @@ pub struct RoleConfig {
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     pub heartbeat_misses: u32,
+    /// Room patterns of the role; unset: none (dev mode fills in `["*"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<Vec<String>>,
 }
 
 /// Which backend holds the sessions: `memory`, `sqlite` (in `data_dir`) or a Redis URL
@@ -315,6 +328,7 @@ impl Config {
                     warn_before: r.warn_before,
                     heartbeat_interval: r.heartbeat_interval,
                     heartbeat_misses: r.heartbeat_misses,
+                    rooms: r.rooms.clone().unwrap_or_default(),
                 };
                 (name.clone(), p)
             })
@@ -392,6 +406,9 @@ impl Config {
             if p.parse::<ipnet::IpNet>().is_err() && p.parse::<std::net::IpAddr>().is_err() {
                 return inv(format!("trusted_proxies: {p:?} is not an IP or CIDR"));
             }
+        }
+        if self.rooms.token_max_age.is_zero() {
+            return inv("rooms.token_max_age must be positive".into());
         }
         if self.hot_path.flush_interval.is_zero() {
             return inv("hot_path.flush_interval must be positive".into());

@@ -15,6 +15,9 @@ pub enum ApiError {
     ForbiddenOrigin,
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// No grant admits the session to the room (or its room token was refused).
+    #[error("room not allowed: {0}")]
+    RoomNotAllowed(String),
     #[error("{detail}")]
     Invalid { code: &'static str, detail: String },
     #[error("invalid ticket: {0}")]
@@ -59,7 +62,9 @@ impl ApiError {
             ApiError::Unauthenticated | ApiError::SessionEnded(_) | ApiError::InvalidTicket(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::ForbiddenOrigin | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::ForbiddenOrigin | ApiError::Forbidden(_) | ApiError::RoomNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -82,6 +87,7 @@ impl ApiError {
             ApiError::SessionEnded(_) => "session_expired",
             ApiError::ForbiddenOrigin => "forbidden_origin",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::RoomNotAllowed(_) => "room_not_allowed",
             ApiError::Invalid { code, .. } => code,
             ApiError::InvalidTicket(_) => "invalid_ticket",
             ApiError::NotFound => "not_found",
@@ -103,6 +109,7 @@ impl ApiError {
             ApiError::SessionEnded(_) => "Session expired",
             ApiError::ForbiddenOrigin => "Origin not allowed",
             ApiError::Forbidden(_) => "Forbidden",
+            ApiError::RoomNotAllowed(_) => "Room not allowed",
             ApiError::Invalid { .. } => "Invalid request",
             ApiError::InvalidTicket(_) => "Invalid ticket",
             ApiError::NotFound => "Not found",

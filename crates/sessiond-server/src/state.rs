@@ -8,6 +8,7 @@
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::demo_messages::Messages;
+use crate::rooms::Rooms;
 use crate::sessions::SessionService;
 use crate::tickets::Tickets;
 use crate::ws::hub::Hub;
@@ -45,6 +46,8 @@ pub struct Inner {
     pub presence: Arc<dyn RemotePresence>,
     /// Sign-in ticket keys, parsed once at start.
     pub tickets: Tickets,
+    /// Room access: the one decision, admin grants, room tokens.
+    pub rooms: Arc<Rooms>,
     /// Dev-mode demo messages (bounded; empty unless `dev`).
     pub demo: Messages,
 }

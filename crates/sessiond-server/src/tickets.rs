@@ -54,7 +54,7 @@ pub struct Claims {
     /// Unique ticket id (required): each is accepted once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// Rooms the session may join; absent means any.
+    /// Room patterns the session may join (a grant; absent: none from the ticket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
 }
@@ -214,7 +214,11 @@ impl Tickets {
             return Err(bad("unknown role"));
         }
         if let Some(rooms) = &claims.rooms {
-            if rooms.len() > MAX_ROOMS || rooms.iter().any(|r| r.is_empty() || r.len() > 128) {
+            if rooms.len() > MAX_ROOMS
+                || rooms
+                    .iter()
+                    .any(|r| sessiond_core::rooms::validate_pattern(r).is_err())
+            {
                 return Err(bad("invalid rooms claim"));
             }
         }

@@ -535,3 +535,61 @@ async fn sign_in_on_one_node_closes_old_connections_on_the_other() {
         (200, Some("user:alice"))
     );
 }
+
+/// A revoke made on node A removes the member connected to node B at once: the grant
+/// change travels over the bus, B re-checks from the store and tells the room everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_grant_revoked_on_one_node_removes_the_member_on_another() {
+    let redis = RedisServer::start();
+    // Production room defaults: the role grants nothing.
+    let cfg = format!("{}rooms = []\n", config(&redis.url(), "60s"));
+    let (a, b) = (Node::start(&cfg), Node::start(&cfg));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let (s1, s2) = (a.bearer_session().await, b.bearer_session().await);
+    for s in [&s1, &s2] {
+        let r = client()
+            .put(a.u(&format!("/v1/admin/sessions/{}/rooms/case-7", s.handle)))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    let (mut w1, mut w2) = (a.ws_hello(&s1).await, b.ws_hello(&s2).await);
+    w1.send(json!({"type": "join", "room": "case-7"})).await;
+    w1.expect("presence").await;
+    w2.send(json!({"type": "join", "room": "case-7"})).await;
+    w2.expect("presence").await;
+    assert_eq!(
+        w1.expect("member_joined").await["member"]["handle"],
+        s2.handle.as_str()
+    );
+
+    let r = client()
+        .delete(a.u(&format!("/v1/admin/sessions/{}/rooms/case-7", s2.handle)))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let e = w2.expect("error").await;
+    assert_eq!(
+        (e["code"].as_str(), e["room"].as_str()),
+        (Some("room_access_revoked"), Some("case-7"))
+    );
+    let left = w1.expect("member_left").await;
+    assert_eq!(
+        (left["reason"].as_str(), left["member"]["handle"].as_str()),
+        (Some("access_revoked"), Some(s2.handle.as_str()))
+    );
+    // B refuses the rejoin; the cluster registry shows one member.
+    w2.send(json!({"type": "join", "room": "case-7"})).await;
+    assert_eq!(w2.expect("error").await["code"], "room_not_allowed");
+    let (_, v) = a
+        .admin_until("/v1/admin/rooms/case-7", |s, v| {
+            s == 200 && v["members"].as_array().is_some_and(|m| m.len() == 1)
+        })
+        .await;
+    assert_eq!(member_handles(&v), vec![s1.handle.clone()]);
+}

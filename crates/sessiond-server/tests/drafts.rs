@@ -524,7 +524,14 @@ async fn bad_requests_get_clear_codes_and_write_nothing() {
 
 #[tokio::test]
 async fn snapshots_over_http_are_versioned_and_only_for_members() {
-    let srv = start(|c| c.snapshots.max_size = 4096).await;
+    let srv = start(|c| {
+        c.snapshots.max_size = 4096;
+        // Production room defaults (dev mode would grant every room to the role).
+        for r in c.roles.values_mut() {
+            r.rooms = Some(Vec::new());
+        }
+    })
+    .await;
     let member = srv.browser().await;
     member.sign_in("erin", Some(&["board-1"])).await;
     let path = "/v1/rooms/board-1/snapshot";
@@ -596,19 +603,19 @@ async fn snapshots_over_http_are_versioned_and_only_for_members() {
         b"{\"v\":2}"
     );
 
-    // A room the ticket does not allow, and a session that is not in the room.
+    // A room the ticket does not grant, and a session without any grant.
     let r = member
         .send(Method::GET, "/v1/rooms/board-2/snapshot", None, None)
         .await;
     assert_eq!(
         (r.status, r.code().as_str()),
-        (StatusCode::FORBIDDEN, "forbidden")
+        (StatusCode::FORBIDDEN, "room_not_allowed")
     );
     let outsider = srv.browser().await;
     let r = outsider.send(Method::GET, path, None, None).await;
     assert_eq!(
         (r.status, r.code().as_str()),
-        (StatusCode::FORBIDDEN, "forbidden")
+        (StatusCode::FORBIDDEN, "room_not_allowed")
     );
     let r = outsider
         .send(
@@ -620,7 +627,24 @@ async fn snapshots_over_http_are_versioned_and_only_for_members() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 
-    // Joining over WebSocket makes the outsider a member.
+    // An admin grant lets the outsider in; it joins over WebSocket.
+    let handle = outsider
+        .send(Method::GET, "/v1/session", None, None)
+        .await
+        .json()["handle"]
+        .as_str()
+        .expect("handle")
+        .to_owned();
+    let r = reqwest::Client::new()
+        .put(format!(
+            "{}/v1/admin/sessions/{handle}/rooms/board-1",
+            srv.url
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("grant");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = format!("{}/v1/ws", srv.url.replace("http://", "ws://"))
         .into_client_request()

@@ -347,10 +347,12 @@ pub fn mint(
     }
     if let Some(rooms) = &rooms {
         if rooms.len() > crate::tickets::MAX_ROOMS
-            || rooms.iter().any(|r| r.is_empty() || r.len() > 128)
+            || rooms
+                .iter()
+                .any(|r| sessiond_core::rooms::validate_pattern(r).is_err())
         {
             return Err(ApiError::invalid(
-                "rooms must be at most 256 names of 1 to 128 characters",
+                "rooms must be at most 256 room patterns (a room id, optionally ending in *)",
             ));
         }
     }

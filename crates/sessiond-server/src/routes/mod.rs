@@ -6,6 +6,7 @@ pub mod demo;
 pub mod drafts;
 pub mod edge;
 pub mod extract;
+pub mod grants;
 pub mod openapi;
 pub mod ops;
 pub mod problems;
@@ -34,6 +35,10 @@ pub fn app(state: AppState) -> Router {
         ))
         .merge(edge::no_store(
             edge::body_limit(admin::router(), JSON_BODY_LIMIT),
+            "no-store",
+        ))
+        .merge(edge::no_store(
+            edge::body_limit(grants::router(), JSON_BODY_LIMIT),
             "no-store",
         ))
         .merge(edge::no_store(verify::router(), "no-store"))

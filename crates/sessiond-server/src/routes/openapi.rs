@@ -6,7 +6,7 @@
 //! ([`ReadErrors`], [`WriteErrors`], ...), never row by row.
 
 use crate::error::Problem;
-use crate::routes::{admin, demo, drafts, ops, session, snapshots, verify};
+use crate::routes::{admin, demo, drafts, grants, ops, session, snapshots, verify};
 use crate::state::AppState;
 use crate::ws;
 use axum::http::header;
@@ -45,6 +45,12 @@ use utoipa::{Modify, OpenApi};
         admin::end_principal,
         admin::audit,
         admin::mint_ticket,
+        // room access (admin)
+        grants::grant_session,
+        grants::revoke_session,
+        grants::grant_principal,
+        grants::revoke_principal,
+        grants::mint_room_token,
         // drafts
         drafts::list,
         drafts::get_one,

@@ -56,7 +56,8 @@ impl ProblemKind {
                 invalid_conversation for a bad conversation id; duplicate_cookie when the session cookie is sent twice",
             ProblemKind::Unauthorized => "unauthenticated (no valid session), session_expired (the session ended; `reason` says why), \
                 or invalid_ticket on sign-in (a replayed ticket included)",
-            ProblemKind::Forbidden => "forbidden (admin: missing or invalid API key; snapshots: not a member of the room), \
+            ProblemKind::Forbidden => "forbidden (admin: missing or invalid API key), room_not_allowed (snapshots: no grant admits \
+                the session to the room, or its room token was refused), \
                 or forbidden_origin (a cookie-authenticated write from a disallowed origin)",
             ProblemKind::NotFound => "not_found (for a deleted draft, `seq` is its tombstone's, which the next write names)",
             ProblemKind::Conflict => "conflict: a stale seq or version, or a concurrent change; `current` holds what is stored now; \

@@ -388,8 +388,14 @@ pub async fn local_key(State(state): State<AppState>, a: Authed) -> Response {
     Json(LocalKey { principal, key }).into_response()
 }
 
-/// A session-data key: 1..=128 of `[A-Za-z0-9._:-]`.
+/// A session-data key: 1..=128 of `[A-Za-z0-9._:-]`, not under the reserved `sessiond:`
+/// prefix (where the server keeps admin room grants, which a client must not forge).
 pub fn validate_data_key(key: &str) -> ApiResult<()> {
+    if key.starts_with(sessiond_core::rooms::RESERVED_DATA_PREFIX) {
+        return Err(ApiError::invalid(
+            "data keys starting with \"sessiond:\" are reserved for the server",
+        ));
+    }
     let ok = !key.is_empty()
         && key.len() <= MAX_DATA_KEY
         && key

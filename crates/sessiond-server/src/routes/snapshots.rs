@@ -1,9 +1,11 @@
 //! `/v1/rooms/{room}/snapshot`: a room's latest state blob over HTTP, versioned and
 //! content-hashed; the WebSocket `snapshot` message is the other way in.
 //!
-//! Only a room's members may read or write it: the session's ticket must allow the room
-//! and either name it explicitly or the session must hold a WebSocket connection that
-//! has joined it (on any node of the cluster).
+//! Deny by default, the same rule as `join` ([`crate::rooms::Rooms::decide`]): a grant
+//! (role patterns, ticket claim, admin grant, or a room token in `X-Room-Token` /
+//! `?room_token=`) admits the session; so does holding a WebSocket connection that joined
+//! the room (on any node), since that join was admitted and is removed when the grant
+//! is lost.
 
 use super::drafts::precondition;
 use crate::auth::Authed;
@@ -47,6 +49,19 @@ pub fn router(cfg: &SnapshotsConfig) -> Router<AppState> {
 #[derive(Debug, Deserialize, Default)]
 pub struct VersionQuery {
     version: Option<String>,
+    /// A room token, for clients that cannot set `X-Room-Token`.
+    room_token: Option<String>,
+}
+
+/// The header carrying a room token.
+pub const ROOM_TOKEN_HEADER: &str = "x-room-token";
+
+/// The room token of a request: the header, else the query parameter.
+fn room_token<'a>(headers: &'a HeaderMap, q: &'a VersionQuery) -> Option<&'a str> {
+    headers
+        .get(ROOM_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or(q.room_token.as_deref())
 }
 
 /// Snapshot metadata as the API shows it (no data).
@@ -84,34 +99,30 @@ pub fn meta_json(s: &Snapshot) -> Value {
 
 /// Whether `session` may use `room`'s snapshot over HTTP (see the module docs). Also
 /// returns whether the room has members anywhere (for the retention of HTTP writes).
-pub async fn authorize(state: &AppState, session: &Session, room: &str) -> ApiResult<bool> {
+pub async fn authorize(
+    state: &AppState,
+    session: &Session,
+    room: &str,
+    token: Option<&str>,
+) -> ApiResult<bool> {
     validate_room(room)?;
-    if !session.may_join(room) {
-        return Err(ApiError::Forbidden(
-            "this session's sign-in does not allow this room".into(),
-        ));
-    }
     let handle = session.handle.to_string();
     let local = state.hub.room_members(room).unwrap_or_default();
     // Cluster mode: members connected to other nodes count too (empty on a single node).
     let remote = state.presence.remote_members(room).await?;
     let occupied = !local.is_empty() || !remote.is_empty();
-    let ticket_names_it = session
-        .allowed_rooms
-        .as_ref()
-        .is_some_and(|rs| rs.iter().any(|r| r == room));
-    let joined = local.iter().chain(&remote).any(|m| m.handle == handle);
-    if ticket_names_it || joined {
-        return Ok(occupied);
+    let joined = session.is_active() && local.iter().chain(&remote).any(|m| m.handle == handle);
+    if !joined {
+        state.rooms.decide(session, room, token, None).await?;
     }
-    Err(ApiError::Forbidden(
-        "join the room over WebSocket first, or sign in with a ticket that names the room".into(),
-    ))
+    Ok(occupied)
 }
 
 /// The room's latest snapshot: its bytes with the stored Content-Type.
 #[utoipa::path(get, path = "/v1/rooms/{room}/snapshot", tag = "snapshots",
-    params(("room" = String, Path, description = "Room id")),
+    params(("room" = String, Path, description = "Room id"),
+           ("X-Room-Token" = Option<String>, Header, description = "A room token naming this room (share link)"),
+           ("room_token" = Option<String>, Query, description = "A room token, instead of X-Room-Token")),
     responses(
         (status = 200, description = "The snapshot's bytes, with its stored Content-Type", body = inline(Binary), content_type = "application/octet-stream",
          headers(("ETag" = String, description = "The content hash, quoted"),
@@ -122,8 +133,10 @@ async fn get_snapshot(
     State(state): State<AppState>,
     auth: Authed,
     ApiPath(room): ApiPath<String>,
+    ApiQuery(q): ApiQuery<VersionQuery>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
-    authorize(&state, &auth.session, &room).await?;
+    authorize(&state, &auth.session, &room, room_token(&headers, &q)).await?;
     let s = state
         .store
         .get_snapshot(&room)
@@ -153,7 +166,9 @@ async fn get_snapshot(
 
 /// Replaces the room's snapshot (conditional on the version it replaces); members are told over WebSocket.
 #[utoipa::path(put, path = "/v1/rooms/{room}/snapshot", tag = "snapshots",
-    params(("room" = String, Path, description = "Room id"), ("If-Match" = Option<String>, Header, description = "The version this write replaces: \"N\" (0 for the first write); or use ?version=N"), ("version" = Option<u64>, Query, description = "The version this write replaces, instead of If-Match")),
+    params(("room" = String, Path, description = "Room id"), ("If-Match" = Option<String>, Header, description = "The version this write replaces: \"N\" (0 for the first write); or use ?version=N"), ("version" = Option<u64>, Query, description = "The version this write replaces, instead of If-Match"),
+           ("X-Room-Token" = Option<String>, Header, description = "A room token naming this room (share link)"),
+           ("room_token" = Option<String>, Query, description = "A room token, instead of X-Room-Token")),
     request_body(content = inline(Binary), content_type = "application/octet-stream",
         description = "The snapshot's bytes (at most the configured max_size); any Content-Type is kept"),
     responses(
@@ -171,7 +186,7 @@ async fn put_snapshot(
     // Snapshots are written atomically as one value, so the (bounded) body is read whole.
     ApiBytes(data): ApiBytes,
 ) -> ApiResult<Response> {
-    let occupied = authorize(&state, &auth.session, &room).await?;
+    let occupied = authorize(&state, &auth.session, &room, room_token(&headers, &q)).await?;
     let content_type = match headers.get(header::CONTENT_TYPE) {
         None => DEFAULT_CONTENT_TYPE.to_owned(),
         Some(v) => {

@@ -4,7 +4,6 @@
 use super::types::{Idempotency, Obtained, SignIn, SignedIn};
 use super::{SessionError, SessionResult, SessionService};
 use crate::bus::Event;
-use crate::idempotency;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::lifecycle::{self, ClientInfo};
 use sessiond_core::store::{plain_merge, CreateOutcome, IdempotencyRecord};

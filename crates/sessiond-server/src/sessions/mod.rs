@@ -30,8 +30,7 @@ mod tests;
 
 pub use error::{SessionError, SessionResult};
 pub use types::{
-    ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, TicketUse,
-    RETENTION_INTERVAL,
+    ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, TicketUse, RETENTION_INTERVAL,
 };
 
 use crate::bus::{Bus, Event};

@@ -9,6 +9,7 @@ use super::hub::{ConnShared, Effects, JoinRefused, Outbound, Refused};
 use super::protocol::{close, code, parse_client, ClientMsg, LeftReason, ServerMsg, SnapshotBody};
 use super::tasks::{apply, retain_emptied};
 use crate::error::ApiError;
+use crate::rooms::RoomDenied;
 use crate::sessions::{Credential, SessionError};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message};
@@ -16,6 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use sessiond_core::clock::to_rfc3339;
+use sessiond_core::rooms::Grant;
 use sessiond_core::snapshot::{validate_room, SnapshotWrite};
 use sessiond_core::store::SnapshotPut;
 use sessiond_core::{Handle, Session};
@@ -343,7 +345,7 @@ async fn on_message(ctx: &Ctx, m: ClientMsg) -> Next {
             Ok(_) => Next::Continue,
             Err(e) => on_session_error(ctx, e),
         },
-        ClientMsg::Join { room } => join(ctx, room).await,
+        ClientMsg::Join { room, token } => join(ctx, room, token).await,
         ClientMsg::Leave { room } => match state.hub.leave(ctx.id, &room) {
             Some(fx) => {
                 finish(state, fx).await;
@@ -363,7 +365,7 @@ async fn on_message(ctx: &Ctx, m: ClientMsg) -> Next {
     }
 }
 
-async fn join(ctx: &Ctx, room: String) -> Next {
+async fn join(ctx: &Ctx, room: String, token: Option<String>) -> Next {
     let state = &ctx.state;
     if let Err(e) = validate_room(&room) {
         let shown: String = room.chars().take(40).collect();
@@ -372,22 +374,48 @@ async fn join(ctx: &Ctx, room: String) -> Next {
             &ServerMsg::error(code::INVALID_ROOM, format!("room {shown:?}: {e}")),
         );
     }
+    // A grant change between the decision and the registration is re-checked below.
+    let epoch = state.hub.access_epoch();
     // The current record, still under the token this connection authenticated with
     // (else it is closed with 4010: a sign-in since may have changed the allowed rooms).
     let session = match state.sessions.current(&ctx.who).await {
         Ok(s) => s,
         Err(e) => return on_session_error(ctx, e),
     };
-    if !session.may_join(&room) {
-        return reply(
-            ctx,
-            &ServerMsg::room_error(
-                code::ROOM_NOT_ALLOWED,
-                &room,
-                "this session's sign-in does not allow this room",
-            ),
-        );
-    }
+    // Deny by default: the one decision (see crate::rooms).
+    let grant = match state
+        .rooms
+        .decide(&session, &room, token.as_deref(), None)
+        .await
+    {
+        Ok(g) => g,
+        Err(RoomDenied::NoGrant) => {
+            return reply(
+                ctx,
+                &ServerMsg::room_error(
+                    code::ROOM_NOT_ALLOWED,
+                    &room,
+                    "no grant admits this session to this room",
+                ),
+            )
+        }
+        Err(RoomDenied::BadToken(why)) => {
+            return reply(
+                ctx,
+                &ServerMsg::room_error(code::INVALID_ROOM_TOKEN, &room, why),
+            )
+        }
+        Err(RoomDenied::Session(e)) => return on_session_error(ctx, e),
+    };
+    // Held through the token only: remembered, so a lost grant keeps it until it expires.
+    let token_exp = match (grant, token.as_deref()) {
+        (Grant::Token, Some(t)) => state
+            .rooms
+            .verify_token(t, state.clock.now())
+            .ok()
+            .map(|c| c.exp.saturating_mul(1000)),
+        _ => None,
+    };
     let snapshot = match state.store.get_snapshot(&room).await {
         Ok(s) => s.map(|s| SnapshotBody {
             version: s.version,
@@ -408,10 +436,15 @@ async fn join(ctx: &Ctx, room: String) -> Next {
         Ok(m) => m,
         Err(e) => return store_error(ctx, e, Some(&room)),
     };
-    let (r, fx) = state.hub.join_with(ctx.id, &room, snapshot, remote);
+    let (r, fx) = state
+        .hub
+        .join_with(ctx.id, &room, snapshot, remote, token_exp);
     apply(state, fx);
     match r {
         Ok(was_empty) => {
+            if state.hub.access_epoch() != epoch {
+                tokio::spawn(super::tasks::recheck_rooms(state.clone(), ctx.handle));
+            }
             if was_empty {
                 if let Err(e) = state.store.retain_snapshot(&room, None).await {
                     tracing::warn!(room = %room, error = %e, "could not stop snapshot retention");
@@ -661,7 +694,7 @@ mod tests {
         }
     }
 
-    const FAST: &str = "store = \"memory\"\n[roles.editor]\nidle_timeout = \"30s\"\nwarn_before = \"5s\"\nheartbeat_interval = \"10s\"\n";
+    const FAST: &str = "store = \"memory\"\n[roles.editor]\nidle_timeout = \"30s\"\nwarn_before = \"5s\"\nheartbeat_interval = \"10s\"\nrooms = [\"doc-*\"]\n";
 
     #[tokio::test]
     async fn hello_first_then_answers_and_errors_keep_the_connection() {

@@ -6,7 +6,7 @@
 //! reader is cut off (close 4005) instead of growing memory. Messages about one room are
 //! enqueued under the lock, so every member sees a room's events in the same order.
 
-use super::protocol::{close, LeftReason, Member, ServerMsg, SnapshotBody};
+use super::protocol::{close, code, LeftReason, Member, ServerMsg, SnapshotBody};
 use crate::bus::{Bus, Event};
 use crate::config::WsConfig;
 use axum::extract::ws::Utf8Bytes;
@@ -75,6 +75,9 @@ struct Conn {
     /// The session's rotation (`Session::version`) the connection authenticated at.
     version: u64,
     rooms: Vec<String>,
+    /// Rooms joined with a room token, and when that token expires (wall-clock ms): the
+    /// re-check after a lost grant keeps them until then.
+    token_rooms: HashMap<String, Timestamp>,
     connected_at: Timestamp,
     interval_ms: i64,
     lost_after_ms: i64,
@@ -154,6 +157,9 @@ pub struct Hub {
     max_rooms: usize,
     max_connections: usize,
     started: AtomicBool,
+    /// Bumped on every grant change seen here: a join decided before a change and
+    /// registered after it re-checks (see [`Hub::access_epoch`]).
+    access_epoch: AtomicU64,
 }
 
 fn text(msg: &ServerMsg) -> Utf8Bytes {
@@ -185,6 +191,7 @@ impl Hub {
             max_rooms: cfg.max_rooms_per_connection.max(1),
             max_connections: cfg.max_connections_per_session.max(1),
             started: AtomicBool::new(false),
+            access_epoch: AtomicU64::new(0),
         }
     }
 
@@ -272,6 +279,7 @@ impl Hub {
             handle: session.handle,
             version: session.version,
             rooms: Vec::new(),
+            token_rooms: HashMap::new(),
             connected_at: wall_now,
             interval_ms,
             lost_after_ms: interval_ms * i64::from(policy.heartbeat_misses.max(1)),
@@ -473,17 +481,19 @@ impl Hub {
         room: &str,
         snapshot: Option<SnapshotBody>,
     ) -> (Result<bool, JoinRefused>, Effects) {
-        self.join_with(id, room, snapshot, Vec::new())
+        self.join_with(id, room, snapshot, Vec::new(), None)
     }
 
     /// [`Hub::join`] in cluster mode: `remote` are the room's members on other nodes
     /// (listed first in `presence`; see [`sessiond_core::cluster::RemotePresence`]).
+    /// `token_exp`: the join was admitted by a room token expiring then (ms).
     pub fn join_with(
         &self,
         id: u64,
         room: &str,
         snapshot: Option<SnapshotBody>,
         remote: Vec<Member>,
+        token_exp: Option<Timestamp>,
     ) -> (Result<bool, JoinRefused>, Effects) {
         let mut fx = Effects::default();
         let mut st = self.lock();
@@ -498,9 +508,16 @@ impl Hub {
         let was_empty = !st.rooms.contains_key(room);
         if !already {
             st.rooms.entry(room.to_owned()).or_default().push(id);
-            if let Some(c) = st.conns.get_mut(&id) {
+        }
+        if let Some(c) = st.conns.get_mut(&id) {
+            if !already {
                 c.rooms.push(room.to_owned());
             }
+            // The latest join says how this connection holds the room.
+            match token_exp {
+                Some(exp) => c.token_rooms.insert(room.to_owned(), exp),
+                None => c.token_rooms.remove(room),
+            };
         }
         let mut members = remote;
         members.extend(
@@ -535,8 +552,67 @@ impl Hub {
         let conn = st.conns.get_mut(&id)?;
         let pos = conn.rooms.iter().position(|r| r == room)?;
         conn.rooms.swap_remove(pos);
+        conn.token_rooms.remove(room);
         let member = conn.member.clone();
         self.drop_member(&mut st, room, id, &member, LeftReason::Left, &mut fx);
+        self.settle(&mut st, &mut fx);
+        Some(fx)
+    }
+
+    /// The count of grant changes seen on this node. A join reads it before deciding and
+    /// after registering; a change in between may have been re-checked before the member
+    /// existed, so the joiner re-checks itself.
+    pub fn access_epoch(&self) -> u64 {
+        self.access_epoch.load(Ordering::SeqCst)
+    }
+
+    /// A grant changed (bumped before the re-check is started).
+    pub fn access_changed(&self) {
+        self.access_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The rooms of `handle`'s connections on this node, as `(connection, room, token
+    /// expiry if joined with a room token)`, for the re-check after a grant changed.
+    pub fn session_rooms(&self, handle: &Handle) -> Vec<(u64, String, Option<Timestamp>)> {
+        let st = self.lock();
+        let mut out = Vec::new();
+        for id in st.by_handle.get(handle).into_iter().flatten() {
+            if let Some(c) = st.conns.get(id) {
+                for r in &c.rooms {
+                    out.push((*id, r.clone(), c.token_rooms.get(r).copied()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes a connection from a room it lost its grant to: it gets an `error` with
+    /// `room_access_revoked` and the room, the others `member_left` with
+    /// `access_revoked`. `None` if it was not a member.
+    pub fn expel(&self, id: u64, room: &str) -> Option<Effects> {
+        let mut fx = Effects::default();
+        let mut st = self.lock();
+        let conn = st.conns.get_mut(&id)?;
+        let pos = conn.rooms.iter().position(|r| r == room)?;
+        conn.rooms.swap_remove(pos);
+        conn.token_rooms.remove(room);
+        let member = conn.member.clone();
+        let told = ServerMsg::room_error(
+            code::ROOM_ACCESS_REVOKED,
+            room,
+            "this session no longer has a grant to this room",
+        );
+        if let Some(c) = st.conns.get(&id) {
+            push(id, c, Outbound::Text(text(&told)), &mut fx);
+        }
+        self.drop_member(
+            &mut st,
+            room,
+            id,
+            &member,
+            LeftReason::AccessRevoked,
+            &mut fx,
+        );
         self.settle(&mut st, &mut fx);
         Some(fx)
     }

@@ -66,6 +66,10 @@ pub mod code {
     pub const BINARY_NOT_SUPPORTED: &str = "binary_not_supported";
     pub const INVALID_ROOM: &str = "invalid_room";
     pub const ROOM_NOT_ALLOWED: &str = "room_not_allowed";
+    /// A room token was presented on `join` but is forged, expired or for another room.
+    pub const INVALID_ROOM_TOKEN: &str = "invalid_room_token";
+    /// The connection was removed from a room because its session lost the grant.
+    pub const ROOM_ACCESS_REVOKED: &str = "room_access_revoked";
     pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
     pub const NOT_JOINED: &str = "not_joined";
     pub const CONFLICT: &str = "conflict";
@@ -92,6 +96,9 @@ pub enum ClientMsg {
     Renew,
     Join {
         room: String,
+        /// A room token (share link) naming this room; never needed with another grant.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     Leave {
         room: String,
@@ -277,7 +284,10 @@ mod tests {
         );
         assert_eq!(
             parse_client(r#"{"type":"join","room":"a"}"#).unwrap(),
-            ClientMsg::Join { room: "a".into() }
+            ClientMsg::Join {
+                room: "a".into(),
+                token: None
+            }
         );
         assert_eq!(
             parse_client(r#"{"type":"leave","room":"a"}"#).unwrap(),

@@ -74,6 +74,11 @@ async fn bus_loop(state: AppState, mut events: tokio::sync::broadcast::Receiver<
             _ = shutdown.cancelled() => return,
         };
         match ev {
+            // Needs the store (grants, the session record): off the bus loop.
+            Ok(Event::RoomAccessChanged { handle }) => {
+                hub.access_changed();
+                tokio::spawn(recheck_rooms(state.clone(), handle));
+            }
             Ok(ev) => {
                 let fx = handle_event(&hub, ev);
                 apply(&state, fx);
@@ -117,6 +122,8 @@ pub fn handle_event(hub: &Hub, ev: Event) -> Effects {
                 idle_expires_at: to_rfc3339(idle_expires_at),
             },
         ),
+        // Re-checked by the bus loop (it reads the store), see [`recheck_rooms`].
+        Event::RoomAccessChanged { .. } => Effects::default(),
         Event::Presence {
             room,
             payload,
@@ -131,6 +138,39 @@ pub fn handle_event(hub: &Hub, ev: Event) -> Effects {
     }
 }
 
+/// A grant of `handle` changed: each of its connections here leaves (told why) every
+/// room no grant admits it to any more. A store failure keeps the member (logged) rather
+/// than emptying rooms on a blip; the next change re-checks.
+pub async fn recheck_rooms(state: AppState, handle: sessiond_core::Handle) {
+    let rooms = state.hub.session_rooms(&handle);
+    if rooms.is_empty() {
+        return;
+    }
+    let session = match state.sessions.get(&handle).await {
+        Ok(Some(s)) if s.is_active() => s,
+        // Ended or gone: its ending closes the connections (with the ending's reason).
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(handle = %handle, error = %e, "room re-check could not read the session");
+            return;
+        }
+    };
+    for (id, room, token_exp) in rooms {
+        match state.rooms.decide(&session, &room, None, token_exp).await {
+            Ok(_) => {}
+            Err(crate::rooms::RoomDenied::Session(e)) => {
+                tracing::warn!(handle = %handle, room = %room, error = %e, "room re-check failed");
+            }
+            Err(_) => {
+                if let Some(fx) = state.hub.expel(id, &room) {
+                    metrics::counter!("sessiond_room_access_revoked_total").increment(1);
+                    apply(&state, fx);
+                }
+            }
+        }
+    }
+}
+
 /// Missed bus events may have been endings: ask the sessions of every local connection.
 async fn reconcile(state: AppState) {
     for handle in state.hub.handles() {
@@ -140,7 +180,9 @@ async fn reconcile(state: AppState) {
                 let fx = state.hub.session_ended(&handle, reason);
                 apply(&state, fx);
             }
-            Ok(_) => {}
+            // A missed event may also have been a lost grant.
+            Ok(Some(_)) => recheck_rooms(state.clone(), handle).await,
+            Ok(None) => {}
             Err(e) => tracing::warn!(handle = %handle, error = %e, "reconcile lookup failed"),
         }
     }

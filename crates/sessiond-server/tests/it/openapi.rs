@@ -34,6 +34,12 @@ const V1_ROUTES: &[(&str, &[&str])] = &[
     ("/v1/admin/rooms", &["get"]),
     ("/v1/admin/rooms/{room}", &["get"]),
     ("/v1/admin/connections", &["get"]),
+    (
+        "/v1/admin/sessions/{handle}/rooms/{room}",
+        &["put", "delete"],
+    ),
+    ("/v1/admin/principals/{id}/rooms/{room}", &["put", "delete"]),
+    ("/v1/admin/rooms/{room}/tokens", &["post"]),
 ];
 
 /// Outside `/v1/`: the ops endpoints and the dev demo API.
