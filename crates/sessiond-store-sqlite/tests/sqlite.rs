@@ -217,8 +217,10 @@ async fn sessions_of_a_schema_1_database_read_as_version_0() {
     drop(store);
     // What schema 1 looked like: no version column.
     let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    c.execute_batch("ALTER TABLE sessions DROP COLUMN version; PRAGMA user_version = 1;")
-        .unwrap();
+    c.execute_batch(
+        "ALTER TABLE sessions DROP COLUMN version; DROP TABLE claims; PRAGMA user_version = 1;",
+    )
+    .unwrap();
     drop(c);
     let store = open(dir.path()).await;
     let got = store.get_session(&s.handle).await.unwrap().unwrap();
