@@ -14,7 +14,7 @@ use sessiond_core::clock::to_rfc3339;
 use sessiond_core::policy::Policy;
 use sessiond_core::timer::DeadlineQueue;
 use sessiond_core::{EndReason, Handle, Session, Timestamp};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
@@ -78,6 +78,10 @@ struct Conn {
     /// Rooms joined with a room token, and when that token expires (wall-clock ms): the
     /// re-check after a lost grant keeps them until then.
     token_rooms: HashMap<String, Timestamp>,
+    /// Per room, the other nodes' members this connection's `presence` listed and no
+    /// remote event has mentioned since: their `member_joined`, still in flight on the
+    /// bus when the registry was read, is already known here and is not sent twice.
+    seen_remote: HashMap<String, HashSet<String>>,
     connected_at: Timestamp,
     interval_ms: i64,
     lost_after_ms: i64,
@@ -280,6 +284,7 @@ impl Hub {
             version: session.version,
             rooms: Vec::new(),
             token_rooms: HashMap::new(),
+            seen_remote: HashMap::new(),
             connected_at: wall_now,
             interval_ms,
             lost_after_ms: interval_ms * i64::from(policy.heartbeat_misses.max(1)),
@@ -513,6 +518,12 @@ impl Hub {
             if !already {
                 c.rooms.push(room.to_owned());
             }
+            let listed: HashSet<String> = remote.iter().map(|m| m.connection_id.clone()).collect();
+            if listed.is_empty() {
+                c.seen_remote.remove(room);
+            } else {
+                c.seen_remote.insert(room.to_owned(), listed);
+            }
             // The latest join says how this connection holds the room.
             match token_exp {
                 Some(exp) => c.token_rooms.insert(room.to_owned(), exp),
@@ -553,6 +564,7 @@ impl Hub {
         let pos = conn.rooms.iter().position(|r| r == room)?;
         conn.rooms.swap_remove(pos);
         conn.token_rooms.remove(room);
+        conn.seen_remote.remove(room);
         let member = conn.member.clone();
         self.drop_member(&mut st, room, id, &member, LeftReason::Left, &mut fx);
         self.settle(&mut st, &mut fx);
@@ -596,6 +608,7 @@ impl Hub {
         let pos = conn.rooms.iter().position(|r| r == room)?;
         conn.rooms.swap_remove(pos);
         conn.token_rooms.remove(room);
+        conn.seen_remote.remove(room);
         let member = conn.member.clone();
         let told = ServerMsg::room_error(
             code::ROOM_ACCESS_REVOKED,
@@ -667,9 +680,22 @@ impl Hub {
         let mut fx = Effects::default();
         let mut st = self.lock();
         let t = Utf8Bytes::from(payload.to_string());
-        if let Some(members) = st.rooms.get(room) {
+        let joined = payload["type"] == "member_joined";
+        let about = payload["member"]["connection_id"].as_str();
+        let state = &mut *st;
+        if let Some(members) = state.rooms.get(room) {
             for &m in members {
-                if let Some(c) = st.conns.get(&m) {
+                if let Some(c) = state.conns.get_mut(&m) {
+                    // The first remote event about a member this connection's `presence`
+                    // listed settles it; a `member_joined` then is a repeat.
+                    let listed = about.is_some_and(|id| {
+                        c.seen_remote
+                            .get_mut(room)
+                            .is_some_and(|seen| seen.remove(id))
+                    });
+                    if joined && listed {
+                        continue;
+                    }
                     push(m, c, Outbound::Text(t.clone()), &mut fx);
                 }
             }

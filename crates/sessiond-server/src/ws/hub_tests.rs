@@ -306,3 +306,57 @@ async fn warnings_renewals_and_endings_reach_every_connection_of_the_session() {
     assert!(hub.is_empty(), "both tabs removed");
     assert_eq!(hub.next_deadline(), None);
 }
+
+fn remote_member(id: &str) -> Member {
+    Member {
+        connection_id: id.into(),
+        handle: "s_remote".into(),
+        principal: "anon:remote".into(),
+        role: "editor".into(),
+    }
+}
+
+fn remote_joined(room: &str, id: &str) -> Value {
+    serde_json::json!({"type": "member_joined", "room": room, "member": remote_member(id)})
+}
+
+/// A `member_joined` from another node that was still on the bus when a local joiner read
+/// the registry is not sent twice: the joiner's `presence` already listed that member.
+/// Joins it did not list, and later events about a listed member, still arrive.
+#[tokio::test(start_paused = true)]
+async fn a_remote_join_already_listed_in_presence_is_not_repeated() {
+    let hub = hub();
+    let p = policy(Duration::from_millis(INTERVAL_MS as u64));
+    let mut early = connect(&hub, &p);
+    let _ = hub.join(early.id, "r", None);
+    early.texts();
+    // `late` joins after the registry already lists n2-1 (its event is still in flight).
+    let mut late = connect(&hub, &p);
+    let (r, _) = hub.join_with(late.id, "r", None, vec![remote_member("n2-1")], None);
+    r.expect("joined");
+    let presence = late.texts().join("\n");
+    assert!(presence.contains(r#""connection_id":"n2-1""#), "{presence}");
+    early.texts();
+
+    let _ = hub.deliver_remote("r", &remote_joined("r", "n2-1"));
+    assert!(
+        late.texts().is_empty(),
+        "a listed member was announced twice"
+    );
+    assert_eq!(
+        early.texts().len(),
+        1,
+        "a member not listed to `early` is announced"
+    );
+
+    // Another member, and the listed one leaving, reach both.
+    let _ = hub.deliver_remote("r", &remote_joined("r", "n2-2"));
+    assert_eq!((late.texts().len(), early.texts().len()), (1, 1));
+    let left = serde_json::json!({"type": "member_left", "room": "r", "reason": "left",
+        "member": remote_member("n2-1")});
+    let _ = hub.deliver_remote("r", &left);
+    assert_eq!((late.texts().len(), early.texts().len()), (1, 1));
+    // A rejoin of n2-1 after it left is news to everyone.
+    let _ = hub.deliver_remote("r", &remote_joined("r", "n2-1"));
+    assert_eq!((late.texts().len(), early.texts().len()), (1, 1));
+}
