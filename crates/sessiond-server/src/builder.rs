@@ -532,4 +532,69 @@ mod tests {
             .unwrap()
             .is_empty());
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_secret_file_is_created_private_and_never_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        let first = secret_file(dir.path(), [1; 32]).unwrap();
+        assert_eq!(first, [1; 32]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "created private");
+        assert!(!dir.path().join("server-secret.tmp").exists());
+        // Kept across starts.
+        assert_eq!(secret_file(dir.path(), [2; 32]).unwrap(), [1; 32]);
+
+        // A wrong length fails the start naming the file, which stays as it was.
+        std::fs::write(&path, b"short").unwrap();
+        let err = secret_file(dir.path(), [3; 32]).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("5 bytes"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"short");
+
+        // A read error other than not-found (here: it is a directory) is no reason to
+        // write a new secret.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let err = secret_file(dir.path(), [4; 32]).unwrap_err().to_string();
+        assert!(err.contains("cannot read"), "{err}");
+        assert!(path.is_dir(), "left in place");
+    }
+
+    #[tokio::test]
+    async fn a_bad_cookie_domain_is_refused_before_any_create() {
+        // On main this configuration started, and every create then panicked building
+        // the Set-Cookie header.
+        let mut config = memory();
+        config.cookie.domain = "example.com\r\nSet-Cookie: x=y".into();
+        let err = ServerBuilder::new(config)
+            .build()
+            .await
+            .err()
+            .expect("refused at start");
+        assert!(err.to_string().contains("cookie.domain"), "{err}");
+        // Every domain validation lets through makes a valid header.
+        for domain in ["example.com", ".example.com", "localhost"] {
+            let mut config = memory();
+            config.cookie.domain = domain.into();
+            let server = ServerBuilder::new(config).build().await.unwrap();
+            // The builder every create's Set-Cookie goes through (it panics on a bad one).
+            let cookie = crate::routes::session::clear_cookie(server.state());
+            assert!(cookie.to_str().unwrap().ends_with(&format!("; Domain={domain}")));
+        }
+    }
+
+    #[tokio::test]
+    async fn dev_mode_refuses_a_non_loopback_listener() {
+        let mut config = memory();
+        config.dev = true;
+        let server = ServerBuilder::new(config).build().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let err = server
+            .serve(listener, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ServerError::DevNotLoopback(_)), "{err}");
+    }
 }
