@@ -383,7 +383,8 @@ fn secret_file(dir: &std::path::Path, fresh: [u8; 32]) -> Result<[u8; 32], Serve
             })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_secret_file(dir, &path, &fresh).map_err(|e| fail(format!("cannot create: {e}")))?;
+            write_secret_file(dir, &path, &fresh)
+                .map_err(|e| fail(format!("cannot create: {e}")))?;
             Ok(fresh)
         }
         Err(e) => Err(fail(format!("cannot read: {e}"))),
@@ -550,7 +551,10 @@ mod tests {
         // A wrong length fails the start naming the file, which stays as it was.
         std::fs::write(&path, b"short").unwrap();
         let err = secret_file(dir.path(), [3; 32]).unwrap_err().to_string();
-        assert!(err.contains(&path.display().to_string()) && err.contains("5 bytes"), "{err}");
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("5 bytes"),
+            "{err}"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), b"short");
 
         // A read error other than not-found (here: it is a directory) is no reason to
@@ -581,7 +585,10 @@ mod tests {
             let server = ServerBuilder::new(config).build().await.unwrap();
             // The builder every create's Set-Cookie goes through (it panics on a bad one).
             let cookie = crate::routes::session::clear_cookie(server.state());
-            assert!(cookie.to_str().unwrap().ends_with(&format!("; Domain={domain}")));
+            assert!(cookie
+                .to_str()
+                .unwrap()
+                .ends_with(&format!("; Domain={domain}")));
         }
     }
 

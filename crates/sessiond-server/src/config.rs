@@ -595,7 +595,9 @@ fn valid_cookie_domain(d: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -614,8 +616,16 @@ impl Config {
     fn validate_durations(&self) -> Result<(), ConfigError> {
         check_duration("tickets.max_age", self.tickets.max_age, true)?;
         check_duration("tickets.leeway", self.tickets.leeway, false)?;
-        check_duration("idempotency.replay_window", self.idempotency.replay_window, true)?;
-        check_duration("hot_path.flush_interval", self.hot_path.flush_interval, true)?;
+        check_duration(
+            "idempotency.replay_window",
+            self.idempotency.replay_window,
+            true,
+        )?;
+        check_duration(
+            "hot_path.flush_interval",
+            self.hot_path.flush_interval,
+            true,
+        )?;
         check_duration("drafts.retention", self.drafts.retention, true)?;
         check_duration("snapshots.retention", self.snapshots.retention, true)?;
         check_duration("audit.retention", self.audit.retention, true)?;
@@ -665,17 +675,37 @@ impl Config {
                 self.cookie.domain
             ));
         }
-        check_min("hot_path.cache_capacity", self.hot_path.cache_capacity as u64, 1)?;
-        check_min("ws.max_rooms_per_connection", self.ws.max_rooms_per_connection as u64, 1)?;
+        check_min(
+            "hot_path.cache_capacity",
+            self.hot_path.cache_capacity as u64,
+            1,
+        )?;
+        check_min(
+            "ws.max_rooms_per_connection",
+            self.ws.max_rooms_per_connection as u64,
+            1,
+        )?;
         check_min(
             "ws.max_connections_per_session",
             self.ws.max_connections_per_session as u64,
             1,
         )?;
         check_min("ws.read_buffer", self.ws.read_buffer as u64, 1)?;
-        check_min("drafts.max_text_bytes", self.drafts.max_text_bytes as u64, 1)?;
-        check_min("drafts.max_attachment_size", self.drafts.max_attachment_size, 1)?;
-        check_min("drafts.quota_per_principal", self.drafts.quota_per_principal, 1)?;
+        check_min(
+            "drafts.max_text_bytes",
+            self.drafts.max_text_bytes as u64,
+            1,
+        )?;
+        check_min(
+            "drafts.max_attachment_size",
+            self.drafts.max_attachment_size,
+            1,
+        )?;
+        check_min(
+            "drafts.quota_per_principal",
+            self.drafts.quota_per_principal,
+            1,
+        )?;
         check_min("snapshots.max_size", self.snapshots.max_size as u64, 1)?;
         if let Some(t) = self
             .drafts
@@ -814,7 +844,10 @@ mod tests {
         // Still read from the same strings.
         assert_eq!(c.server_secret.expose(), "server-secret-value-1234");
         assert_eq!(&*c.api_keys[1], "admin-key-value-2");
-        assert_eq!(c.store.as_config_str(), "redis://app:redis-pass-1@127.0.0.1:6379/0");
+        assert_eq!(
+            c.store.as_config_str(),
+            "redis://app:redis-pass-1@127.0.0.1:6379/0"
+        );
         let printed = [format!("{c:?}"), format!("{c:#?}"), c.store.to_string()];
         for out in &printed {
             for secret in [
@@ -828,7 +861,10 @@ mod tests {
             }
         }
         assert!(printed[0].contains("[redacted]"));
-        assert_eq!(c.store.to_string(), "redis://app:[redacted]@127.0.0.1:6379/0");
+        assert_eq!(
+            c.store.to_string(),
+            "redis://app:[redacted]@127.0.0.1:6379/0"
+        );
         // An unparseable store echoes no credentials either.
         let err = "mongo://u:mongo-pass@h".parse::<StoreKind>().unwrap_err();
         assert!(!err.to_string().contains("mongo-pass"), "{err}");
@@ -849,7 +885,10 @@ mod tests {
                 "redis+sentinel://:pw@s1:26379,s2:26379/mymaster",
                 "redis+sentinel://:[redacted]@s1:26379,s2:26379/mymaster",
             ),
-            ("redis://h:1/0?password=pw&x=1", "redis://h:1/0?password=[redacted]&x=1"),
+            (
+                "redis://h:1/0?password=pw&x=1",
+                "redis://h:1/0?password=[redacted]&x=1",
+            ),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }
@@ -865,7 +904,10 @@ mod tests {
         };
         // 300 million years: its milliseconds no longer fit the deadline arithmetic.
         let e = err("[roles.editor]\nidle_timeout = \"300000000y\"");
-        assert!(e.contains("roles.editor.idle_timeout") && e.contains("10 years"), "{e}");
+        assert!(
+            e.contains("roles.editor.idle_timeout") && e.contains("10 years"),
+            "{e}"
+        );
         for (section, key) in [
             ("tickets", "max_age"),
             ("idempotency", "replay_window"),
@@ -880,7 +922,10 @@ mod tests {
             ("roles.public", "heartbeat_interval"),
         ] {
             let e = err(&format!("[{section}]\n{key} = \"0s\""));
-            assert!(e.contains(&format!("{section}.{key} must be positive")), "{e}");
+            assert!(
+                e.contains(&format!("{section}.{key} must be positive")),
+                "{e}"
+            );
             let e = err(&format!("[{section}]\n{key} = \"11y\""));
             assert!(e.contains(&format!("{section}.{key} = ")), "{e}");
         }
@@ -899,21 +944,45 @@ mod tests {
         };
         for (toml, key) in [
             ("[hot_path]\ncache_capacity = 0", "hot_path.cache_capacity"),
-            ("[ws]\nmax_rooms_per_connection = 0", "ws.max_rooms_per_connection"),
-            ("[ws]\nmax_connections_per_session = 0", "ws.max_connections_per_session"),
+            (
+                "[ws]\nmax_rooms_per_connection = 0",
+                "ws.max_rooms_per_connection",
+            ),
+            (
+                "[ws]\nmax_connections_per_session = 0",
+                "ws.max_connections_per_session",
+            ),
             ("[ws]\nread_buffer = 0", "ws.read_buffer"),
             ("[drafts]\nmax_text_bytes = 0", "drafts.max_text_bytes"),
-            ("[drafts]\nmax_attachment_size = 0", "drafts.max_attachment_size"),
-            ("[drafts]\nquota_per_principal = 0", "drafts.quota_per_principal"),
-            ("[drafts]\nallowed_content_types = [\"pdf\"]", "drafts.allowed_content_types"),
+            (
+                "[drafts]\nmax_attachment_size = 0",
+                "drafts.max_attachment_size",
+            ),
+            (
+                "[drafts]\nquota_per_principal = 0",
+                "drafts.quota_per_principal",
+            ),
+            (
+                "[drafts]\nallowed_content_types = [\"pdf\"]",
+                "drafts.allowed_content_types",
+            ),
             ("[snapshots]\nmax_size = 0", "snapshots.max_size"),
             ("[redis]\nconnections = 65", "redis.connections"),
-            ("[roles.editor]\nheartbeat_misses = 1000", "roles.editor.heartbeat_misses"),
+            (
+                "[roles.editor]\nheartbeat_misses = 1000",
+                "roles.editor.heartbeat_misses",
+            ),
             ("server_secret = \"short\"", "server_secret"),
             ("api_keys = [\"has a space\"]", "api_keys"),
             ("data_dir = \"\"", "data_dir"),
-            ("[cookie]\ndomain = \"example.com\\r\\nX: y\"", "cookie.domain"),
-            ("[cookie]\ndomain = \"example.com; Secure\"", "cookie.domain"),
+            (
+                "[cookie]\ndomain = \"example.com\\r\\nX: y\"",
+                "cookie.domain",
+            ),
+            (
+                "[cookie]\ndomain = \"example.com; Secure\"",
+                "cookie.domain",
+            ),
         ] {
             let e = err(toml);
             assert!(e.contains(key), "{toml}: {e}");

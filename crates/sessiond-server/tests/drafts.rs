@@ -1090,7 +1090,9 @@ proptest::proptest! {
 async fn start_encrypted_over(store: Arc<dyn Store>) -> TestServer {
     use base64::Engine;
     let mut config = base_config();
-    config.drafts.encryption_key = base64::engine::general_purpose::STANDARD.encode([0x5b; 32]).into();
+    config.drafts.encryption_key = base64::engine::general_purpose::STANDARD
+        .encode([0x5b; 32])
+        .into();
     let dir = sessiond_testkit::inproc::DataDir::new();
     config.data_dir = dir.path().join("data");
     TestServer::spawn(&dir, move |listener, shutdown| async move {

@@ -365,7 +365,10 @@ fn dev_mode_refuses_to_listen_beyond_loopback() {
         assert!(!status.success(), "{listen}: exit {status:?}");
         assert!(out.stdout.is_empty(), "nothing announced");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("dev mode") && stderr.contains("loopback"), "{stderr}");
+        assert!(
+            stderr.contains("dev mode") && stderr.contains("loopback"),
+            "{stderr}"
+        );
     }
 }
 
