@@ -34,6 +34,14 @@ pub enum ServerError {
     WarmStart(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The generated server secret cannot be read or written; never silently replaced.
+    #[error("server secret file {}: {reason}", path.display())]
+    SecretFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("dev mode listens only on a loopback address (127.0.0.1 or [::1]), not {0}")]
+    DevNotLoopback(SocketAddr),
 }
 
 /// The admin API key of dev mode when none is configured (logged at start; dev only).
@@ -225,6 +233,11 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        // The configuration's `listen` was checked; an embedder's listener is checked here.
+        let addr = listener.local_addr()?;
+        if self.state.config.dev && !addr.ip().is_loopback() {
+            return Err(ServerError::DevNotLoopback(addr));
+        }
         let (router, guard) = self.into_parts();
         let token = guard.token();
         let trigger = token.clone();
@@ -311,6 +324,7 @@ async fn open_store(
             Ok((Arc::new(s), None))
         }
         StoreKind::Redis(url) => {
+            tracing::info!(store = %config.store, "connecting to the Redis store");
             let cfg = sessiond_store_redis::RedisConfig::new(url.clone())
                 .key_prefix(config.redis.key_prefix.clone())
                 .connections(config.redis.connections)
@@ -343,21 +357,67 @@ fn server_secret(config: &Config) -> Result<[u8; 32], ServerError> {
         return Ok(fresh);
     }
     std::fs::create_dir_all(&config.data_dir)?;
-    let path = config.data_dir.join("server-secret");
+    secret_file(&config.data_dir, fresh)
+}
+
+/// Name of the generated secret in the data directory.
+const SECRET_FILE: &str = "server-secret";
+
+/// Reads `dir/server-secret`, or when it does not exist writes `fresh` there and returns
+/// it. Any other failure (unreadable, wrong length) stops the start: replacing the secret
+/// would silently invalidate everything derived from it (draft keys, idempotency records).
+fn secret_file(dir: &std::path::Path, fresh: [u8; 32]) -> Result<[u8; 32], ServerError> {
+    let path = dir.join(SECRET_FILE);
+    let fail = |reason: String| ServerError::SecretFile {
+        path: path.clone(),
+        reason,
+    };
     match std::fs::read(&path) {
-        Ok(b) if b.len() == 32 => Ok(b.try_into().expect("length checked")),
-        _ => {
-            let tmp = config.data_dir.join("server-secret.tmp");
-            std::fs::write(&tmp, fresh)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-            }
-            std::fs::rename(&tmp, &path)?;
+        Ok(b) => {
+            let len = b.len();
+            <[u8; 32]>::try_from(b).map_err(|_| {
+                fail(format!(
+                    "holds {len} bytes, expected 32; restore it from a backup (deleting it \
+                     invalidates local draft keys and idempotency records)"
+                ))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_secret_file(dir, &path, &fresh)
+                .map_err(|e| fail(format!("cannot create: {e}")))?;
             Ok(fresh)
         }
+        Err(e) => Err(fail(format!("cannot read: {e}"))),
     }
+}
+
+/// Writes the secret durably and never readable by others: a new temporary file created
+/// with mode 0600 (no window with wider permissions), synced, renamed into place, and
+/// the directory synced so the rename survives a crash.
+fn write_secret_file(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    secret: &[u8; 32],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{SECRET_FILE}.tmp"));
+    // A leftover from a crash before the rename holds nothing in use.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(secret)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 /// The process-wide Prometheus recorder (installed once; several test servers share it).
@@ -386,14 +446,14 @@ fn apply_dev_defaults(config: &mut Config) {
         }
     }
     if config.api_keys.is_empty() {
-        config.api_keys.push(DEV_API_KEY.to_owned());
+        config.api_keys.push(DEV_API_KEY.into());
         tracing::warn!(
             api_key = DEV_API_KEY,
             "dev mode: admin API key (never use dev mode in production)"
         );
     }
     if config.tickets.hs256_secret.is_empty() {
-        config.tickets.hs256_secret = sessiond_core::token::random_id(32);
+        config.tickets.hs256_secret = sessiond_core::token::random_id(32).into();
         tracing::info!("dev mode: generated a ticket secret for this process");
     }
 }
@@ -472,5 +532,76 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_secret_file_is_created_private_and_never_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        let first = secret_file(dir.path(), [1; 32]).unwrap();
+        assert_eq!(first, [1; 32]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "created private");
+        assert!(!dir.path().join("server-secret.tmp").exists());
+        // Kept across starts.
+        assert_eq!(secret_file(dir.path(), [2; 32]).unwrap(), [1; 32]);
+
+        // A wrong length fails the start naming the file, which stays as it was.
+        std::fs::write(&path, b"short").unwrap();
+        let err = secret_file(dir.path(), [3; 32]).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("5 bytes"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"short");
+
+        // A read error other than not-found (here: it is a directory) is no reason to
+        // write a new secret.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let err = secret_file(dir.path(), [4; 32]).unwrap_err().to_string();
+        assert!(err.contains("cannot read"), "{err}");
+        assert!(path.is_dir(), "left in place");
+    }
+
+    #[tokio::test]
+    async fn a_bad_cookie_domain_is_refused_before_any_create() {
+        // On main this configuration started, and every create then panicked building
+        // the Set-Cookie header.
+        let mut config = memory();
+        config.cookie.domain = "example.com\r\nSet-Cookie: x=y".into();
+        let err = ServerBuilder::new(config)
+            .build()
+            .await
+            .err()
+            .expect("refused at start");
+        assert!(err.to_string().contains("cookie.domain"), "{err}");
+        // Every domain validation lets through makes a valid header.
+        for domain in ["example.com", ".example.com", "localhost"] {
+            let mut config = memory();
+            config.cookie.domain = domain.into();
+            let server = ServerBuilder::new(config).build().await.unwrap();
+            // The builder every create's Set-Cookie goes through (it panics on a bad one).
+            let cookie = crate::routes::session::clear_cookie(server.state());
+            assert!(cookie
+                .to_str()
+                .unwrap()
+                .ends_with(&format!("; Domain={domain}")));
+        }
+    }
+
+    #[tokio::test]
+    async fn dev_mode_refuses_a_non_loopback_listener() {
+        let mut config = memory();
+        config.dev = true;
+        let server = ServerBuilder::new(config).build().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let err = server
+            .serve(listener, std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ServerError::DevNotLoopback(_)), "{err}");
     }
 }

@@ -20,11 +20,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub store: StoreKind,
     pub dev: bool,
-    pub api_keys: Vec<String>,
+    pub api_keys: Vec<Secret>,
     pub default_role: String,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<String>,
-    pub server_secret: String,
+    pub server_secret: Secret,
     pub cookie: CookieConfig,
     pub tickets: TicketConfig,
     pub idempotency: IdempotencyConfig,
@@ -78,7 +78,7 @@ pub const DEFAULT_COOKIE_NAME: &str = "sessiond";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TicketConfig {
-    pub hs256_secret: String,
+    pub hs256_secret: Secret,
     pub ed25519_public_key: String,
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
@@ -126,8 +126,8 @@ pub struct DraftsConfig {
     pub max_attachment_size: u64,
     pub quota_per_principal: u64,
     pub allowed_content_types: Vec<String>,
-    pub encryption_key: String,
-    pub decryption_keys: Vec<String>,
+    pub encryption_key: Secret,
+    pub decryption_keys: Vec<Secret>,
     pub encryption_mode: EncryptionMode,
 }
 
@@ -206,13 +206,96 @@ pub struct RoleConfig {
 /// (`redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://`, each also with
 /// `rediss+`), which makes the node part of a cluster. Written as that string in files,
 /// `SESSIOND_STORE` and `--store`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum StoreKind {
     Memory,
     Sqlite,
     /// The URL as written (topology and credentials are parsed by the Redis store).
     Redis(String),
+}
+
+/// A configured secret (keys, shared secrets): read from the same strings as a plain
+/// string, but its `Debug` and `Display` print `[redacted]`, so logging a `Config` (or
+/// an error that carries one) never leaks it. The value is reached through `Deref`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself (only where it is used, never for output).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// `url` with its credentials replaced by `[redacted]` (the user name stays, it helps
+/// an operator and is not secret): `redis://app:pw@h:6379` → `redis://app:[redacted]@h:6379`.
+/// A `password=` query parameter is redacted too. Anything that is no URL is returned as is.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rfind('@') {
+        Some(i) => {
+            let hosts = &authority[i + 1..];
+            match authority[..i].split_once(':') {
+                Some((user, _)) => format!("{user}:[redacted]@{hosts}"),
+                // A lone userinfo is taken as a password by Redis clients.
+                None => format!("[redacted]@{hosts}"),
+            }
+        }
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.to_ascii_lowercase().contains("pass") => {
+                        format!("{k}=[redacted]")
+                    }
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 /// URL schemes of a Redis deployment.
@@ -230,6 +313,26 @@ impl StoreKind {
     pub fn is_shared(&self) -> bool {
         matches!(self, StoreKind::Redis(_))
     }
+
+    /// The store as written, credentials included: only for connecting. `Display` and
+    /// `Debug` print it with the credentials redacted.
+    pub fn as_config_str(&self) -> &str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Redis(url) => url,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Memory => f.write_str("Memory"),
+            StoreKind::Sqlite => f.write_str("Sqlite"),
+            StoreKind::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
+        }
+    }
 }
 
 impl std::str::FromStr for StoreKind {
@@ -242,7 +345,8 @@ impl std::str::FromStr for StoreKind {
                 Ok(StoreKind::Redis(url.to_owned()))
             }
             other => Err(ConfigError::Invalid(format!(
-                "store {other:?}: expected sqlite, memory or a redis URL"
+                "store {:?}: expected sqlite, memory or a redis URL",
+                redact_url(other)
             ))),
         }
     }
@@ -256,18 +360,19 @@ impl TryFrom<String> for StoreKind {
 }
 
 impl From<StoreKind> for String {
+    /// Serialization writes the configuration back as written.
     fn from(k: StoreKind) -> String {
-        k.to_string()
+        k.as_config_str().to_owned()
     }
 }
 
+/// For logs and messages: a Redis URL with its credentials redacted.
 impl std::fmt::Display for StoreKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            StoreKind::Memory => "memory",
-            StoreKind::Sqlite => "sqlite",
-            StoreKind::Redis(url) => url,
-        })
+        match self {
+            StoreKind::Redis(url) => f.write_str(&redact_url(url)),
+            other => f.write_str(other.as_config_str()),
+        }
     }
 }
 
@@ -360,6 +465,8 @@ impl Config {
     /// (after filling in dev-mode defaults).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let inv = |m: String| Err(ConfigError::Invalid(m));
+        self.validate_durations()?;
+        self.validate_fields()?;
         self.policies().validate().map_err(ConfigError::Invalid)?;
         let name = self.cookie_name();
         if !name
@@ -435,6 +542,196 @@ impl Config {
                 "a Redis store is shared by several nodes: set server_secret (the same on every node)"
                     .into(),
             );
+        }
+        Ok(())
+    }
+}
+
+/// The longest duration any key accepts: longer ones are mistakes, and far longer ones
+/// overflow the millisecond arithmetic of deadlines.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Most heartbeat misses a role may allow.
+pub const MAX_HEARTBEAT_MISSES: u32 = 100;
+
+/// Shortest configured `server_secret`.
+pub const MIN_SERVER_SECRET: usize = 16;
+
+fn invalid<T>(m: String) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid(m))
+}
+
+/// `d` is at most [`MAX_DURATION`] and, when `positive`, not zero; the message names `key`.
+fn check_duration(key: &str, d: Duration, positive: bool) -> Result<(), ConfigError> {
+    if positive && d.is_zero() {
+        return invalid(format!("{key} must be positive"));
+    }
+    if d > MAX_DURATION {
+        return invalid(format!(
+            "{key} = {} is too long (at most 10 years)",
+            humantime_serde::re::humantime::format_duration(d)
+        ));
+    }
+    Ok(())
+}
+
+/// A number that must be at least `min`; the message names `key`.
+fn check_min(key: &str, v: u64, min: u64) -> Result<(), ConfigError> {
+    if v < min {
+        return invalid(format!("{key} must be at least {min} (is {v})"));
+    }
+    Ok(())
+}
+
+/// A cookie `Domain` attribute: a host name (an optional leading dot, dot-separated
+/// labels of letters, digits and `-`). Anything else would make the `Set-Cookie` header
+/// unbuildable or let an attribute be injected (`;`).
+fn valid_cookie_domain(d: &str) -> bool {
+    let host = d.strip_prefix('.').unwrap_or(d);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// A `type/subtype` media type of token characters (RFC 9110).
+fn valid_media_type(t: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    matches!(t.split_once('/'), Some((a, b)) if token(a) && token(b))
+}
+
+impl Config {
+    /// Every duration key: at most [`MAX_DURATION`], and positive where zero means nothing.
+    fn validate_durations(&self) -> Result<(), ConfigError> {
+        check_duration("tickets.max_age", self.tickets.max_age, true)?;
+        check_duration("tickets.leeway", self.tickets.leeway, false)?;
+        check_duration(
+            "idempotency.replay_window",
+            self.idempotency.replay_window,
+            true,
+        )?;
+        check_duration(
+            "hot_path.flush_interval",
+            self.hot_path.flush_interval,
+            true,
+        )?;
+        check_duration("drafts.retention", self.drafts.retention, true)?;
+        check_duration("snapshots.retention", self.snapshots.retention, true)?;
+        check_duration("audit.retention", self.audit.retention, true)?;
+        check_duration("rooms.token_max_age", self.rooms.token_max_age, true)?;
+        check_duration("redis.command_timeout", self.redis.command_timeout, true)?;
+        check_duration("redis.connect_timeout", self.redis.connect_timeout, true)?;
+        for (name, r) in &self.roles {
+            let key = |k: &str| format!("roles.{name}.{k}");
+            check_duration(&key("idle_timeout"), r.idle_timeout, true)?;
+            check_duration(&key("absolute_timeout"), r.absolute_timeout, true)?;
+            check_duration(&key("warn_before"), r.warn_before, false)?;
+            check_duration(&key("heartbeat_interval"), r.heartbeat_interval, true)?;
+        }
+        Ok(())
+    }
+
+    /// The keys nothing else checks: each message names its key.
+    fn validate_fields(&self) -> Result<(), ConfigError> {
+        // Dev mode hands out a well-known admin key and mints tickets for anyone: only
+        // this machine may reach it.
+        if self.dev && !self.listen.ip().is_loopback() {
+            return invalid(format!(
+                "dev mode listens only on a loopback address (127.0.0.1 or [::1]), not listen = {}: \
+                 it has a well-known admin key and mints sign-in tickets for anyone",
+                self.listen
+            ));
+        }
+        if self.store == StoreKind::Sqlite && self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir must not be empty with store = \"sqlite\"".into());
+        }
+        for k in &self.api_keys {
+            if !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return invalid(
+                    "api_keys: a key must be printable ASCII without spaces (it is sent in a header)"
+                        .into(),
+                );
+            }
+        }
+        if !self.server_secret.is_empty() && self.server_secret.len() < MIN_SERVER_SECRET {
+            return invalid(format!(
+                "server_secret must be at least {MIN_SERVER_SECRET} bytes (or empty: generated)"
+            ));
+        }
+        if !self.cookie.domain.is_empty() && !valid_cookie_domain(&self.cookie.domain) {
+            return invalid(format!(
+                "cookie.domain {:?} is not a host name (letters, digits, - and dots; optional leading dot)",
+                self.cookie.domain
+            ));
+        }
+        check_min(
+            "hot_path.cache_capacity",
+            self.hot_path.cache_capacity as u64,
+            1,
+        )?;
+        check_min(
+            "ws.max_rooms_per_connection",
+            self.ws.max_rooms_per_connection as u64,
+            1,
+        )?;
+        check_min(
+            "ws.max_connections_per_session",
+            self.ws.max_connections_per_session as u64,
+            1,
+        )?;
+        check_min("ws.read_buffer", self.ws.read_buffer as u64, 1)?;
+        check_min(
+            "drafts.max_text_bytes",
+            self.drafts.max_text_bytes as u64,
+            1,
+        )?;
+        check_min(
+            "drafts.max_attachment_size",
+            self.drafts.max_attachment_size,
+            1,
+        )?;
+        check_min(
+            "drafts.quota_per_principal",
+            self.drafts.quota_per_principal,
+            1,
+        )?;
+        check_min("snapshots.max_size", self.snapshots.max_size as u64, 1)?;
+        if let Some(t) = self
+            .drafts
+            .allowed_content_types
+            .iter()
+            .find(|t| !valid_media_type(t))
+        {
+            return invalid(format!(
+                "drafts.allowed_content_types: {t:?} is not a media type (type/subtype)"
+            ));
+        }
+        if self.redis.connections > 64 {
+            return invalid(format!(
+                "redis.connections must be 1-64 (is {})",
+                self.redis.connections
+            ));
+        }
+        for (name, r) in &self.roles {
+            if name.is_empty() {
+                return invalid("roles: a role name must not be empty".into());
+            }
+            if r.heartbeat_misses > MAX_HEARTBEAT_MISSES {
+                return invalid(format!(
+                    "roles.{name}.heartbeat_misses must be at most {MAX_HEARTBEAT_MISSES}"
+                ));
+            }
         }
         Ok(())
     }
@@ -532,5 +829,179 @@ mod tests {
         // Shared by several nodes: the secret must be set (the same everywhere).
         let c = Config::from_toml("store = \"redis://127.0.0.1:1\"").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn debug_and_display_never_print_secrets() {
+        let c = Config::from_toml(
+            "store = \"redis://app:redis-pass-1@127.0.0.1:6379/0\"\n\
+             server_secret = \"server-secret-value-1234\"\n\
+             api_keys = [\"admin-key-value-1\", \"admin-key-value-2\"]\n\
+             [tickets]\nhs256_secret = \"ticket-secret-value-0123456789abcdef\"\n\
+             [drafts]\nencryption_key = \"draft-key-value\"\ndecryption_keys = [\"old-draft-key-value\"]",
+        )
+        .unwrap();
+        // Still read from the same strings.
+        assert_eq!(c.server_secret.expose(), "server-secret-value-1234");
+        assert_eq!(&*c.api_keys[1], "admin-key-value-2");
+        assert_eq!(
+            c.store.as_config_str(),
+            "redis://app:redis-pass-1@127.0.0.1:6379/0"
+        );
+        let printed = [format!("{c:?}"), format!("{c:#?}"), c.store.to_string()];
+        for out in &printed {
+            for secret in [
+                "redis-pass-1",
+                "server-secret-value",
+                "admin-key-value",
+                "ticket-secret-value",
+                "draft-key-value",
+            ] {
+                assert!(!out.contains(secret), "{secret} printed in {out}");
+            }
+        }
+        assert!(printed[0].contains("[redacted]"));
+        assert_eq!(
+            c.store.to_string(),
+            "redis://app:[redacted]@127.0.0.1:6379/0"
+        );
+        // An unparseable store echoes no credentials either.
+        let err = "mongo://u:mongo-pass@h".parse::<StoreKind>().unwrap_err();
+        assert!(!err.to_string().contains("mongo-pass"), "{err}");
+    }
+
+    #[test]
+    fn redis_urls_are_redacted() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:pw@h:1/2", "redis://:[redacted]@h:1/2"),
+            ("redis://pw@h:1", "redis://[redacted]@h:1"),
+            ("rediss://u:p@ss@h:1", "rediss://u:[redacted]@h:1"),
+            (
+                "redis+cluster://u:pw@a:7000,b:7001",
+                "redis+cluster://u:[redacted]@a:7000,b:7001",
+            ),
+            (
+                "redis+sentinel://:pw@s1:26379,s2:26379/mymaster",
+                "redis+sentinel://:[redacted]@s1:26379,s2:26379/mymaster",
+            ),
+            (
+                "redis://h:1/0?password=pw&x=1",
+                "redis://h:1/0?password=[redacted]&x=1",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn huge_and_zero_durations_are_refused_naming_the_key() {
+        let err = |s: &str| {
+            Config::from_toml(s)
+                .and_then(|c| c.validate())
+                .expect_err(s)
+                .to_string()
+        };
+        // 300 million years: its milliseconds no longer fit the deadline arithmetic.
+        let e = err("[roles.editor]\nidle_timeout = \"300000000y\"");
+        assert!(
+            e.contains("roles.editor.idle_timeout") && e.contains("10 years"),
+            "{e}"
+        );
+        for (section, key) in [
+            ("tickets", "max_age"),
+            ("idempotency", "replay_window"),
+            ("hot_path", "flush_interval"),
+            ("drafts", "retention"),
+            ("snapshots", "retention"),
+            ("audit", "retention"),
+            ("rooms", "token_max_age"),
+            ("redis", "command_timeout"),
+            ("redis", "connect_timeout"),
+            ("roles.viewer", "absolute_timeout"),
+            ("roles.public", "heartbeat_interval"),
+        ] {
+            let e = err(&format!("[{section}]\n{key} = \"0s\""));
+            assert!(
+                e.contains(&format!("{section}.{key} must be positive")),
+                "{e}"
+            );
+            let e = err(&format!("[{section}]\n{key} = \"11y\""));
+            assert!(e.contains(&format!("{section}.{key} = ")), "{e}");
+        }
+        assert!(err("[tickets]\nleeway = \"20y\"").contains("tickets.leeway"));
+        let ok = Config::from_toml("[audit]\nretention = \"3650d\"").unwrap();
+        assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn other_fields_are_validated_naming_the_key() {
+        let err = |s: &str| {
+            Config::from_toml(s)
+                .and_then(|c| c.validate())
+                .expect_err(s)
+                .to_string()
+        };
+        for (toml, key) in [
+            ("[hot_path]\ncache_capacity = 0", "hot_path.cache_capacity"),
+            (
+                "[ws]\nmax_rooms_per_connection = 0",
+                "ws.max_rooms_per_connection",
+            ),
+            (
+                "[ws]\nmax_connections_per_session = 0",
+                "ws.max_connections_per_session",
+            ),
+            ("[ws]\nread_buffer = 0", "ws.read_buffer"),
+            ("[drafts]\nmax_text_bytes = 0", "drafts.max_text_bytes"),
+            (
+                "[drafts]\nmax_attachment_size = 0",
+                "drafts.max_attachment_size",
+            ),
+            (
+                "[drafts]\nquota_per_principal = 0",
+                "drafts.quota_per_principal",
+            ),
+            (
+                "[drafts]\nallowed_content_types = [\"pdf\"]",
+                "drafts.allowed_content_types",
+            ),
+            ("[snapshots]\nmax_size = 0", "snapshots.max_size"),
+            ("[redis]\nconnections = 65", "redis.connections"),
+            (
+                "[roles.editor]\nheartbeat_misses = 1000",
+                "roles.editor.heartbeat_misses",
+            ),
+            ("server_secret = \"short\"", "server_secret"),
+            ("api_keys = [\"has a space\"]", "api_keys"),
+            ("data_dir = \"\"", "data_dir"),
+            (
+                "[cookie]\ndomain = \"example.com\\r\\nX: y\"",
+                "cookie.domain",
+            ),
+            (
+                "[cookie]\ndomain = \"example.com; Secure\"",
+                "cookie.domain",
+            ),
+        ] {
+            let e = err(toml);
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+        for domain in ["example.com", ".example.com", "a-b.example", "localhost"] {
+            let c = Config::from_toml(&format!("[cookie]\ndomain = {domain:?}")).unwrap();
+            assert!(c.validate().is_ok(), "{domain}");
+        }
+    }
+
+    #[test]
+    fn dev_mode_listens_only_on_loopback() {
+        let checked = |s: &str| Config::from_toml(s).and_then(|c| c.validate());
+        let e = checked("dev = true\nlisten = \"0.0.0.0:7878\"").unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        assert!(checked("dev = true\nlisten = \"[::]:7878\"").is_err());
+        assert!(checked("dev = true\nlisten = \"192.168.1.2:7878\"").is_err());
+        assert!(checked("dev = true\nlisten = \"127.0.0.1:7878\"").is_ok());
+        assert!(checked("dev = true\nlisten = \"[::1]:7878\"").is_ok());
+        assert!(checked("listen = \"0.0.0.0:7878\"").is_ok());
     }
 }

@@ -698,7 +698,7 @@ async fn encryption_at_rest_keeps_plaintext_out_of_the_data_dir() {
     let key = base64::engine::general_purpose::STANDARD.encode([0x5a; 32]);
     let srv = start(move |c| {
         c.store = sessiond_server::config::StoreKind::Sqlite;
-        c.drafts.encryption_key = key;
+        c.drafts.encryption_key = key.into();
     })
     .await;
     let data_dir = srv.dir.clone();
@@ -1090,7 +1090,9 @@ proptest::proptest! {
 async fn start_encrypted_over(store: Arc<dyn Store>) -> TestServer {
     use base64::Engine;
     let mut config = base_config();
-    config.drafts.encryption_key = base64::engine::general_purpose::STANDARD.encode([0x5b; 32]);
+    config.drafts.encryption_key = base64::engine::general_purpose::STANDARD
+        .encode([0x5b; 32])
+        .into();
     let dir = sessiond_testkit::inproc::DataDir::new();
     config.data_dir = dir.path().join("data");
     TestServer::spawn(&dir, move |listener, shutdown| async move {

@@ -37,7 +37,7 @@ pub fn announced_api_key(config: &Config) -> Option<String> {
         config
             .api_keys
             .first()
-            .cloned()
+            .map(|k| k.expose().to_owned())
             .unwrap_or_else(|| sessiond_server::DEV_API_KEY.to_owned()),
     )
 }

@@ -335,3 +335,61 @@ fn errors_are_clear_and_exit_non_zero() {
         .unwrap();
     assert!(failed(&bad).contains("store"));
 }
+
+#[test]
+fn dev_mode_refuses_to_listen_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let mut child = Command::new(bin())
+            .args(["serve", "--dev", "--store", "memory", "--listen", listen])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sessiond serve --dev --listen {listen} kept running");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = child.wait_with_output().unwrap();
+        assert!(!status.success(), "{listen}: exit {status:?}");
+        assert!(out.stdout.is_empty(), "nothing announced");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("dev mode") && stderr.contains("loopback"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_startup_log_redacts_the_redis_password() {
+    let redis = sessiond_testkit::redis_guard::RedisServer::start();
+    // A Redis without a password accepts any for the `default` user.
+    let url = format!(
+        "redis://default:hunter2-redis-pass@127.0.0.1:{}",
+        redis.port()
+    );
+    let config = format!(
+        "store = \"{url}\"\nserver_secret = \"cli-redaction-secret-0123456789\"\n\
+         [redis]\nkey_prefix = \"cli-redact\"\n"
+    );
+    let mut server = SpawnedServer::start(&bin(), &config, &[]);
+    let log = server.log();
+    assert!(
+        log.contains("redis://default:[redacted]@127.0.0.1:"),
+        "the store is named, redacted:\n{log}"
+    );
+    assert!(!log.contains("hunter2"), "password in the log:\n{log}");
+    server.terminate();
+}
