@@ -878,7 +878,10 @@ fn ws_config(keys: &str) -> String {
 /// ended without one (1006 to a browser).
 async fn raw_close(ws: &mut Ws) -> Option<(u16, String)> {
     loop {
-        match tokio::time::timeout(WAIT, ws.next()).await.expect("closed in time") {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("closed in time")
+        {
             Some(Ok(Message::Close(f))) => {
                 return f.map(|f| (u16::from(f.code), f.reason.to_string()))
             }
@@ -1042,24 +1045,35 @@ async fn an_oversized_fragmented_message_is_closed_with_1009() {
     let s = srv.bearer_session().await;
     let mut ws = srv.ws_raw(&s).await;
     raw_json(&mut ws).await;
-    // 4096 is the limit: 20 fragments of 512 bytes.
-    let mut first = true;
-    for _ in 0..20 {
-        let op = if first {
-            OpCode::Data(Data::Text)
-        } else {
-            OpCode::Data(Data::Continue)
-        };
-        first = false;
-        if ws
-            .send(Message::Frame(RawFrame::message(vec![b' '; 512], op, false)))
-            .await
-            .is_err()
-        {
-            break;
+    // 4096 is the limit: fragments of 512 bytes keep coming (1 MB in all) while the
+    // server refuses the message, as from a client that does not wait for answers.
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        for i in 0..2000 {
+            let op = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            let frame = RawFrame::message(vec![b' '; 512], op, false);
+            if tx.send(Message::Frame(frame)).await.is_err() {
+                break;
+            }
         }
-    }
-    let (code, _) = raw_close(&mut ws).await.expect("a close frame");
+    });
+    let close = loop {
+        match tokio::time::timeout(WAIT, rx.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("no close frame: {e}"),
+            None => panic!("no close frame: stream ended"),
+        }
+    };
+    sender.abort();
+    let code = close.expect("a close code");
     assert_eq!(code, protocol::close::MESSAGE_TOO_BIG);
     srv.stop_now().await;
 }

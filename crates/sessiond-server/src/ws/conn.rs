@@ -225,15 +225,19 @@ where
 
     match exit {
         Exit::Closed(code) => {
-            let _ =
-                tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(&mut socket, Some((&mut rx, &shared)), code))
-                    .await;
+            let _ = tokio::time::timeout(
+                GOODBYE_TIMEOUT,
+                goodbye(&mut socket, Some((&mut rx, &shared)), code),
+            )
+            .await;
         }
         Exit::Own(code, reason) => {
             finish(&state, hub.close_connection(id, code, reason)).await;
-            let _ =
-                tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(&mut socket, Some((&mut rx, &shared)), code))
-                    .await;
+            let _ = tokio::time::timeout(
+                GOODBYE_TIMEOUT,
+                goodbye(&mut socket, Some((&mut rx, &shared)), code),
+            )
+            .await;
         }
         Exit::Gone(reason) => {
             finish(&state, hub.unregister(id, reason)).await;
@@ -279,8 +283,7 @@ async fn goodbye<S, E>(
     socket: &mut S,
     rx: Option<(&mut mpsc::Receiver<Outbound>, &ConnShared)>,
     code: u16,
-)
-where
+) where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
     if let Some((rx, shared)) = rx {
@@ -434,12 +437,7 @@ async fn on_message(ctx: &Ctx, m: ClientMsg) -> Next {
     }
 }
 
-async fn join(
-    ctx: &Ctx,
-    room: String,
-    token: Option<String>,
-    have_version: Option<u64>,
-) -> Next {
+async fn join(ctx: &Ctx, room: String, token: Option<String>, have_version: Option<u64>) -> Next {
     let state = &ctx.state;
     if let Err(e) = validate_room(&room) {
         let shown: String = room.chars().take(40).collect();
