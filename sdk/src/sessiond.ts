@@ -540,7 +540,9 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
         const info: RoomInfo = { room: m.room, members: m.members ?? [], snapshot };
         const st = this.rooms.get(m.room);
         if (st) {
-          st.version = snapshot?.version ?? 0;
+          // A repeated join of a room this connection is in gets no snapshot again, only
+          // the stored version (`snapshot_version`): the page already holds that state.
+          st.version = snapshot?.version ?? m.snapshot_version ?? 0;
           st.refusals = [];
           for (const w of st.waiters.splice(0)) w(info);
         }

@@ -122,7 +122,8 @@ impl ServerBuilder {
             .with_idempotency(crate::idempotency::IdempotencyKeys::new(
                 secret,
                 config.idempotency.replay_window,
-            )),
+            ))
+            .with_renew_window(config.hot_path.flush_interval),
         );
         let loaded = sessions
             .warm_start()

@@ -115,6 +115,15 @@ pub struct WsConfig {
     pub max_rooms_per_connection: usize,
     pub max_connections_per_session: usize,
     pub read_buffer: usize,
+    /// Inbound messages per second one connection may sustain (token bucket refill).
+    pub message_rate: u32,
+    /// Inbound messages one connection may send in a burst (token bucket size).
+    pub message_burst: u32,
+    /// Members one room may have on this node; a join over it is refused `room_full`.
+    pub max_room_members: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer (one
+    /// message larger than this is still delivered when nothing else is queued).
+    pub max_outbound_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -522,6 +531,13 @@ impl Config {
         }
         if self.ws.max_message_size < 1024 || self.ws.outbound_queue == 0 {
             return inv("ws.max_message_size must be >= 1024 and ws.outbound_queue >= 1".into());
+        }
+        if self.ws.message_rate == 0
+            || self.ws.message_burst == 0
+            || self.ws.max_room_members == 0
+            || self.ws.max_outbound_bytes < 1024
+        {
+            return inv("ws.message_rate, ws.message_burst and ws.max_room_members must be >= 1 and ws.max_outbound_bytes >= 1024".into());
         }
         if self.redis.key_prefix.is_empty()
             || !self

@@ -500,29 +500,28 @@ async fn a_slow_consumer_is_cut_off_without_growing_memory() {
     b.expect("hello").await;
     b.send(json!({"type":"join","room":"big"})).await;
     b.expect("presence").await;
-    // A 2 MiB snapshot makes every `presence` to a joiner large enough to fill TCP buffers.
+    // A 5 MiB snapshot (6.7 MB framed) makes a `presence` larger than the TCP buffers.
     let r = client()
         .put(format!("{}/v1/rooms/big/snapshot?version=0", srv.url))
         .bearer_auth(&sb.token)
         .header("content-type", "application/octet-stream")
-        .body(vec![7u8; 2 << 20])
+        .body(vec![7u8; 5 << 20])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     b.expect("snapshot_updated").await;
 
-    // `a` asks for the big presence again and again but never reads.
-    let mut a = srv.ws_raw(&sa).await;
-    for _ in 0..8 {
-        a.send(Message::Text(
-            json!({"type":"join","room":"big"}).to_string(),
-        ))
-        .await
-        .unwrap();
-    }
+    // `a` joins (one big `presence`) but never reads, through a small receive window
+    // (a repeated join no longer re-sends the snapshot, so one answer has to fill it).
+    let mut a = ws_small_window(&srv, &sa).await;
+    a.send(Message::Text(
+        json!({"type":"join","room":"big"}).to_string(),
+    ))
+    .await
+    .unwrap();
     let a_conn = b.expect("member_joined").await["member"]["connection_id"].clone();
-    // Real time: the big `presence` answers fill the silent reader's TCP buffers, which
+    // Real time: the big `presence` fills the silent reader's TCP buffers, which
     // nothing the test can observe signals.
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Small room events (`snapshot_updated`) for `a` now pile up in its bounded queue (64)
@@ -792,6 +791,7 @@ async fn protocol_doc_examples_match_the_server() {
         code::INVALID_ROOM,
         code::ROOM_NOT_ALLOWED,
         code::TOO_MANY_ROOMS,
+        code::ROOM_FULL,
         code::NOT_JOINED,
         code::CONFLICT,
         code::PAYLOAD_TOO_LARGE,
@@ -806,6 +806,8 @@ async fn protocol_doc_examples_match_the_server() {
     }
     for c in [
         close::GOING_AWAY,
+        close::INVALID_PAYLOAD,
+        close::POLICY_VIOLATION,
         close::MESSAGE_TOO_BIG,
         close::INTERNAL,
         close::SIGNED_OUT,
@@ -845,5 +847,262 @@ async fn protocol_doc_examples_match_the_server() {
             }
         }
     }
+    srv.stop_now().await;
+}
+
+/// A raw socket of the session whose receive buffer is 4 KiB (no autotuning), so a
+/// reader that stops reading blocks the server's writes after a few megabytes at most.
+async fn ws_small_window(
+    srv: &TestServer,
+    s: &Sess,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let mut req = srv.ws_url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("sessiond.v1, bearer.{}", s.token).parse().unwrap(),
+    );
+    let addr: std::net::SocketAddr = req.uri().authority().unwrap().as_str().parse().unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    ws
+}
+
+/// The test config with `[ws]` keys added (the section is already in `config`).
+fn ws_config(keys: &str) -> String {
+    config("").replacen("[ws]\n", &format!("[ws]\n{keys}\n"), 1)
+}
+
+/// Reads a raw socket until its close frame: `(code, reason)`; `None` if the stream
+/// ended without one (1006 to a browser).
+async fn raw_close(ws: &mut Ws) -> Option<(u16, String)> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(f))) => {
+                return f.map(|f| (u16::from(f.code), f.reason.to_string()))
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Finding 4a: a repeated `join` of the same room on the same connection does not send
+/// the room's snapshot again, and a client naming the version it holds gets none either.
+#[tokio::test]
+async fn a_repeated_join_sends_the_snapshot_once() {
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let size = 200_000;
+    let r = client()
+        .put(format!("{}/v1/rooms/r1/snapshot?version=0", srv.url))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/octet-stream")
+        .body(vec![7u8; size])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut c = srv.ws(&s).await;
+    c.expect("hello").await;
+    let mut received = 0;
+    for i in 0..5 {
+        c.send(json!({"type":"join","room":"r1"})).await;
+        let p = c.expect("presence").await;
+        received += p.to_string().len();
+        if i == 0 {
+            assert_eq!(p["snapshot"]["version"], 1);
+        } else {
+            assert!(p["snapshot"].is_null(), "snapshot sent again: join {i}");
+            assert_eq!(p["snapshot_version"], 1);
+        }
+    }
+    assert!(
+        received < size * 4 / 3 + 10_000,
+        "{received} bytes for five joins of a {size}-byte snapshot"
+    );
+    // Another connection naming the version it holds gets none; an older one gets it.
+    let mut d = srv.ws(&s).await;
+    d.expect("hello").await;
+    d.send(json!({"type":"join","room":"r1","have_version":1}))
+        .await;
+    let p = d.expect("presence").await;
+    assert!(p["snapshot"].is_null());
+    assert_eq!(p["snapshot_version"], 1);
+    d.send(json!({"type":"leave","room":"r1"})).await;
+    let mut e = srv.ws(&s).await;
+    e.expect("hello").await;
+    e.send(json!({"type":"join","room":"r1","have_version":0}))
+        .await;
+    assert_eq!(e.expect("presence").await["snapshot"]["version"], 1);
+    srv.stop_now().await;
+}
+
+/// Finding 4b: a connection sending faster than its token bucket allows is closed with
+/// 1008 "rate limit exceeded"; others are unaffected.
+#[tokio::test]
+async fn a_message_flood_is_closed_with_policy_violation() {
+    let mut srv = TestServer::start(&ws_config("message_rate = 5\nmessage_burst = 20")).await;
+    let (s, other) = (srv.bearer_session().await, srv.bearer_session().await);
+    let mut calm = srv.ws(&other).await;
+    calm.expect("hello").await;
+    let mut ws = srv.ws_raw(&s).await;
+    raw_json(&mut ws).await;
+    // Within the burst: all answered.
+    for i in 0..10 {
+        ws.send(Message::Text(json!({"type":"ping","id":i}).to_string()))
+            .await
+            .unwrap();
+        assert_eq!(raw_json(&mut ws).await["type"], "pong");
+    }
+    for i in 0..200 {
+        if ws
+            .send(Message::Text(json!({"type":"ping","id":i}).to_string()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (code, reason) = raw_close(&mut ws).await.expect("a close frame");
+    assert_eq!(code, protocol::close::POLICY_VIOLATION);
+    assert!(reason.contains("rate limit"), "{reason}");
+    calm.send(json!({"type":"ping","id":"ok"})).await;
+    calm.expect("pong").await;
+    srv.stop_now().await;
+}
+
+/// Finding 4d: a room holds at most `ws.max_room_members`; a join over it is refused
+/// with `room_full` and nobody is told of a member that never joined.
+#[tokio::test]
+async fn a_full_room_refuses_the_next_join() {
+    let mut srv = TestServer::start(&ws_config("max_room_members = 2")).await;
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let s = srv.bearer_session().await;
+        let mut c = srv.ws(&s).await;
+        c.expect("hello").await;
+        c.send(json!({"type":"join","room":"r1"})).await;
+        c.expect("presence").await;
+        members.push(c);
+    }
+    members[0].expect("member_joined").await;
+    let s = srv.bearer_session().await;
+    let mut late = srv.ws(&s).await;
+    late.expect("hello").await;
+    late.send(json!({"type":"join","room":"r1"})).await;
+    let e = late.json().await;
+    assert_eq!(
+        (e["code"].as_str(), e["room"].as_str()),
+        (Some("room_full"), Some("r1"))
+    );
+    let (_, room) = srv.admin_status("/v1/admin/rooms/r1").await;
+    assert_eq!(room["members"].as_array().unwrap().len(), 2);
+    // A member joining again is not over the cap; the refused one can join elsewhere.
+    members[1].send(json!({"type":"join","room":"r1"})).await;
+    members[1].expect("presence").await;
+    late.send(json!({"type":"join","room":"r2"})).await;
+    late.expect("presence").await;
+    members[0].send(json!({"type":"ping","id":1})).await;
+    assert_eq!(members[0].json().await["type"], "pong", "no member_joined");
+    srv.stop_now().await;
+}
+
+/// Finding 4f: a text frame that is not UTF-8 is refused with 1007 (a close frame, not a
+/// dropped TCP connection).
+#[tokio::test]
+async fn invalid_utf8_is_closed_with_1007() {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame as RawFrame;
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let mut ws = srv.ws_raw(&s).await;
+    raw_json(&mut ws).await;
+    let bad = vec![b'{', b'"', 0xff, 0xfe, b'"', b'}'];
+    ws.send(Message::Frame(RawFrame::message(
+        bad,
+        OpCode::Data(Data::Text),
+        true,
+    )))
+    .await
+    .unwrap();
+    let (code, _) = raw_close(&mut ws).await.expect("a close frame");
+    assert_eq!(code, protocol::close::INVALID_PAYLOAD);
+    srv.stop_now().await;
+}
+
+/// Finding 4f: a message over `max_message_size` sent as many small fragments is refused
+/// with 1009 like one big frame.
+#[tokio::test]
+async fn an_oversized_fragmented_message_is_closed_with_1009() {
+    use tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tungstenite::protocol::frame::Frame as RawFrame;
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let mut ws = srv.ws_raw(&s).await;
+    raw_json(&mut ws).await;
+    // 4096 is the limit: fragments of 512 bytes keep coming (1 MB in all) while the
+    // server refuses the message, as from a client that does not wait for answers.
+    let (mut tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        for i in 0..2000 {
+            let op = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            let frame = RawFrame::message(vec![b' '; 512], op, false);
+            if tx.send(Message::Frame(frame)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let close = loop {
+        match tokio::time::timeout(WAIT, rx.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("no close frame: {e}"),
+            None => panic!("no close frame: stream ended"),
+        }
+    };
+    sender.abort();
+    let code = close.expect("a close code");
+    assert_eq!(code, protocol::close::MESSAGE_TOO_BIG);
+    srv.stop_now().await;
+}
+
+/// Finding 4c: repeated `renew` within the flush interval costs one audit row (and one
+/// synced write); every one is still answered with `renewed` and the new deadlines.
+#[tokio::test]
+async fn repeated_renews_are_coalesced() {
+    let mut srv = start().await;
+    let s = srv.bearer_session().await;
+    let mut c = srv.ws(&s).await;
+    c.expect("hello").await;
+    let mut last = String::new();
+    for _ in 0..20 {
+        c.send(json!({"type":"renew"})).await;
+        let r = c.expect("renewed").await;
+        let idle = r["idle_expires_at"].as_str().unwrap().to_owned();
+        assert!(idle >= last, "deadline went back: {idle} < {last}");
+        last = idle;
+    }
+    let renewed = srv
+        .audit_of(&s.handle)
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "renewed")
+        .count();
+    assert!(
+        (1..=2).contains(&renewed),
+        "{renewed} audit rows for 20 renewals"
+    );
     srv.stop_now().await;
 }

@@ -14,6 +14,9 @@ pub(super) struct Entry {
     /// When the record was last read from (or written to) the store; in cluster mode an
     /// entry older than [`super::ClusterMode::revalidate_ms`] is re-read before it is trusted.
     pub validated_at: Timestamp,
+    /// When a renewal was last written through and audited (0: never); renewals within
+    /// the service's renew window after it are coalesced like activity.
+    pub renewed_at: Timestamp,
 }
 
 /// State behind one mutex: no `.await` happens while it is held, so a std mutex is
@@ -94,6 +97,8 @@ impl Cache {
             }
         }
         self.by_token.insert(s.token_hash, s.handle);
+        // Survives a re-read of the same session (cluster revalidation before a renew).
+        let renewed_at = self.by_handle.get(&s.handle).map_or(0, |e| e.renewed_at);
         self.by_handle.insert(
             s.handle,
             Entry {
@@ -101,6 +106,7 @@ impl Cache {
                 dirty,
                 warned: false,
                 validated_at: now,
+                renewed_at,
             },
         );
         true

@@ -61,6 +61,9 @@ pub struct SessionService {
     cluster: OnceLock<ClusterMode>,
     /// Server secret and replay window of idempotent creates.
     idempotency: IdempotencyKeys,
+    /// Renewals of one session within this long (ms) after one that was written through
+    /// are coalesced: see [`SessionService::renew`]. 0: every renewal is written.
+    renew_window_ms: Timestamp,
 }
 
 impl SessionService {
@@ -80,7 +83,16 @@ impl SessionService {
             cache: Mutex::new(Cache::new(capacity)),
             cluster: OnceLock::new(),
             idempotency: IdempotencyKeys::new(random_secret(), DEFAULT_REPLAY_WINDOW),
+            renew_window_ms: 0,
         }
+    }
+
+    /// Coalesces renewals like activity (the server passes `hot_path.flush_interval`):
+    /// within `window` after a renewal that was written and audited, further ones only
+    /// move the cached deadline, which the flusher writes.
+    pub fn with_renew_window(mut self, window: std::time::Duration) -> Self {
+        self.renew_window_ms = Timestamp::try_from(window.as_millis()).unwrap_or(Timestamp::MAX);
+        self
     }
 
     /// Uses the server secret and replay window of the configuration for idempotent
@@ -131,7 +143,11 @@ impl SessionService {
         Ok(self.store.get_session(handle).await?)
     }
 
-    /// Explicit renewal ("stay online"): activity that is always announced and audited.
+    /// Explicit renewal ("stay online"): activity that is always announced. The first
+    /// renewal is written through and audited; further ones within the renew window
+    /// (`hot_path.flush_interval`) are coalesced like activity: the cached deadline moves
+    /// and is announced, the flusher writes it, and no audit row is added. So a client
+    /// repeating `renew` costs at most one synced write and one audit row per window.
     /// `Rotated` if `who`'s token no longer names the session.
     pub async fn renew(&self, who: &Credential) -> SessionResult<Session> {
         if self.cluster.get().is_some() {
@@ -141,17 +157,36 @@ impl SessionService {
         }
         let s = self.touch(who).await?;
         let handle = &who.handle;
-        {
+        let now = self.now();
+        let (coalesced, previous) = {
             let mut c = self.lock();
+            let mut coalesced = false;
+            let mut previous = 0;
             if let Some(e) = c.by_handle.get_mut(handle) {
                 e.warned = false;
+                previous = e.renewed_at;
+                coalesced = self.renew_window_ms > 0
+                    && e.renewed_at > 0
+                    && now.saturating_sub(e.renewed_at) < self.renew_window_ms;
+                if !coalesced {
+                    e.renewed_at = now;
+                }
             }
             let t = self.timer_for(&s, false);
             c.timers.schedule(s.handle, t);
+            (coalesced, previous)
+        };
+        if !coalesced {
+            if let Err(e) = self.flush_one(handle).await {
+                // Not written: the next renewal is not coalesced with this one.
+                if let Some(e) = self.lock().by_handle.get_mut(handle) {
+                    e.renewed_at = previous;
+                }
+                return Err(e);
+            }
+            self.audit(AuditEvent::for_session(now, AuditKind::Renewed, &s))
+                .await;
         }
-        self.flush_one(handle).await?;
-        self.audit(AuditEvent::for_session(self.now(), AuditKind::Renewed, &s))
-            .await;
         self.publish_renewed(&s);
         Ok(s)
     }

@@ -57,10 +57,60 @@ struct Ctx {
     shared: Arc<ConnShared>,
 }
 
-/// Whether a transport error is tungstenite's size limit (answered with 1009).
-fn is_too_big(e: &impl Display) -> bool {
+/// The RFC 6455 close code for a read error the protocol defines one for: tungstenite's
+/// size limit (one frame, or fragments adding up past `max_message_size`) is 1009, a
+/// text message that is not UTF-8 is 1007. Other errors (a reset) get no close frame.
+/// The error arrives type-erased (axum boxes tungstenite's), so its text is matched.
+fn refusal_code(e: &impl Display) -> Option<u16> {
     let s = e.to_string();
-    s.contains("Space limit exceeded")
+    if s.contains("Space limit exceeded") {
+        Some(close::MESSAGE_TOO_BIG)
+    } else if s.contains("UTF-8 encoding error") {
+        Some(close::INVALID_PAYLOAD)
+    } else {
+        None
+    }
+}
+
+/// The per-connection token bucket of inbound messages (`ws.message_rate` per second,
+/// `ws.message_burst` at most): a client cannot make the server work (parse, look up,
+/// answer) faster than that.
+struct Bucket {
+    tokens: f64,
+    burst: f64,
+    per_ms: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        Bucket {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_ms: f64::from(rate) / 1000.0,
+            at: tokio::time::Instant::now(),
+        }
+    }
+    /// Takes one token; `false` when the bucket is empty.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let ms = now.duration_since(self.at).as_secs_f64() * 1000.0;
+        self.at = now;
+        self.tokens = (self.tokens + ms * self.per_ms).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Whether a frame is paid for from the bucket: pongs answer our pings and the close
+/// frame ends the connection anyway; everything else (pings too: tungstenite answers
+/// them) costs the server work.
+fn is_metered(m: &Message) -> bool {
+    !matches!(m, Message::Pong(_) | Message::Close(_))
 }
 
 fn close_frame(code: u16) -> Message {
@@ -79,7 +129,8 @@ where
     let hub = state.hub.clone();
     let cfg = state.config.ws.clone();
     let (tx, mut rx) = mpsc::channel::<Outbound>(cfg.outbound_queue);
-    let shared = Arc::new(ConnShared::new(hub.now_ms()));
+    let shared = Arc::new(ConnShared::new(hub.now_ms()).with_byte_limit(cfg.max_outbound_bytes));
+    let mut bucket = Bucket::new(cfg.message_rate, cfg.message_burst);
     let policy = state.sessions.policy(&session.role).clone();
     let id = match hub.register(
         &session,
@@ -150,10 +201,18 @@ where
                 shared.heard(hub.now_ms());
                 match frame {
                     None => break Exit::Gone(LeftReason::Lost),
-                    Some(Err(e)) if is_too_big(&e) => break Exit::Own(close::MESSAGE_TOO_BIG, LeftReason::Lost),
+                    Some(Err(e)) if refusal_code(&e).is_some() => {
+                        let code = refusal_code(&e).unwrap_or(close::INTERNAL);
+                        break Exit::Own(code, LeftReason::Lost);
+                    }
                     Some(Err(e)) => {
                         tracing::debug!(handle = %ctx.handle, error = %e, "websocket read failed");
                         break Exit::Gone(LeftReason::Lost);
+                    }
+                    Some(Ok(msg)) if is_metered(&msg) && !bucket.take() => {
+                        metrics::counter!("sessiond_ws_rate_limited_total").increment(1);
+                        tracing::debug!(handle = %ctx.handle, "websocket message rate exceeded");
+                        break Exit::Own(close::POLICY_VIOLATION, LeftReason::Lost);
                     }
                     Some(Ok(msg)) => match on_frame(&ctx, msg).await {
                         Next::Continue => {}
@@ -166,15 +225,19 @@ where
 
     match exit {
         Exit::Closed(code) => {
-            let _ =
-                tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(&mut socket, Some(&mut rx), code))
-                    .await;
+            let _ = tokio::time::timeout(
+                GOODBYE_TIMEOUT,
+                goodbye(&mut socket, Some((&mut rx, &shared)), code),
+            )
+            .await;
         }
         Exit::Own(code, reason) => {
             finish(&state, hub.close_connection(id, code, reason)).await;
-            let _ =
-                tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(&mut socket, Some(&mut rx), code))
-                    .await;
+            let _ = tokio::time::timeout(
+                GOODBYE_TIMEOUT,
+                goodbye(&mut socket, Some((&mut rx, &shared)), code),
+            )
+            .await;
         }
         Exit::Gone(reason) => {
             finish(&state, hub.unregister(id, reason)).await;
@@ -197,6 +260,7 @@ async fn write<S>(socket: &mut S, out: Outbound, shared: &ConnShared) -> Result<
 where
     S: Sink<Message> + Unpin,
 {
+    shared.dequeued(&out);
     let msg = match out {
         Outbound::Text(t) => Message::Text(t),
         Outbound::Ping => Message::Ping(bytes::Bytes::new()),
@@ -215,12 +279,16 @@ where
 
 /// Delivers what is still queued, sends the close frame, and waits (bounded by the
 /// caller) for the client's close reply so the TCP connection ends cleanly.
-async fn goodbye<S, E>(socket: &mut S, rx: Option<&mut mpsc::Receiver<Outbound>>, code: u16)
-where
+async fn goodbye<S, E>(
+    socket: &mut S,
+    rx: Option<(&mut mpsc::Receiver<Outbound>, &ConnShared)>,
+    code: u16,
+) where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
-    if let Some(rx) = rx {
+    if let Some((rx, shared)) = rx {
         while let Ok(out) = rx.try_recv() {
+            shared.dequeued(&out);
             if let Outbound::Text(t) = out {
                 if socket.send(Message::Text(t)).await.is_err() {
                     return;
@@ -345,7 +413,11 @@ async fn on_message(ctx: &Ctx, m: ClientMsg) -> Next {
             Ok(_) => Next::Continue,
             Err(e) => on_session_error(ctx, e),
         },
-        ClientMsg::Join { room, token } => join(ctx, room, token).await,
+        ClientMsg::Join {
+            room,
+            token,
+            have_version,
+        } => join(ctx, room, token, have_version).await,
         ClientMsg::Leave { room } => match state.hub.leave(ctx.id, &room) {
             Some(fx) => {
                 finish(state, fx).await;
@@ -365,7 +437,7 @@ async fn on_message(ctx: &Ctx, m: ClientMsg) -> Next {
     }
 }
 
-async fn join(ctx: &Ctx, room: String, token: Option<String>) -> Next {
+async fn join(ctx: &Ctx, room: String, token: Option<String>, have_version: Option<u64>) -> Next {
     let state = &ctx.state;
     if let Err(e) = validate_room(&room) {
         let shown: String = room.chars().take(40).collect();
@@ -438,7 +510,7 @@ async fn join(ctx: &Ctx, room: String, token: Option<String>) -> Next {
     };
     let (r, fx) = state
         .hub
-        .join_with(ctx.id, &room, snapshot, remote, token_exp);
+        .join_with(ctx.id, &room, snapshot, remote, token_exp, have_version);
     apply(state, fx);
     match r {
         Ok(was_empty) => {
@@ -463,6 +535,20 @@ async fn join(ctx: &Ctx, room: String, token: Option<String>) -> Next {
                 ),
             ),
         ),
+        Err(JoinRefused::RoomFull) => {
+            metrics::counter!("sessiond_ws_room_full_total").increment(1);
+            reply(
+                ctx,
+                &ServerMsg::room_error(
+                    code::ROOM_FULL,
+                    &room,
+                    format!(
+                        "the room has its maximum of {} members",
+                        state.config.ws.max_room_members
+                    ),
+                ),
+            )
+        }
         Err(JoinRefused::Gone) => Next::Exit(Exit::Closed(
             ctx.shared.close_code().unwrap_or(close::INTERNAL),
         )),

@@ -15,7 +15,7 @@ use sessiond_core::policy::Policy;
 use sessiond_core::timer::DeadlineQueue;
 use sessiond_core::{EndReason, Handle, Session, Timestamp};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, Notify};
 
@@ -27,6 +27,16 @@ pub enum Outbound {
     Ping,
 }
 
+impl Outbound {
+    /// Bytes this message holds while queued (counted against `ws.max_outbound_bytes`).
+    pub fn queued_len(&self) -> usize {
+        match self {
+            Outbound::Text(t) => t.len(),
+            Outbound::Ping => 0,
+        }
+    }
+}
+
 /// The few words shared between a connection task and the hub: when the client was last
 /// heard (monotonic ms, written by the task on every frame, read by the timer) and the
 /// close the hub asked for.
@@ -34,6 +44,10 @@ pub enum Outbound {
 pub struct ConnShared {
     last_heard: AtomicI64,
     close_code: AtomicU16,
+    /// Bytes of text sitting in the connection's queue: added by the hub when it
+    /// enqueues, taken off by the task when it dequeues.
+    queued_bytes: AtomicUsize,
+    max_queued_bytes: usize,
     pub wake: Notify,
 }
 
@@ -42,8 +56,30 @@ impl ConnShared {
         ConnShared {
             last_heard: AtomicI64::new(now_ms),
             close_code: AtomicU16::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes: usize::MAX,
             wake: Notify::new(),
         }
+    }
+    /// Bounds the queue in bytes as well (`ws.max_outbound_bytes`).
+    pub fn with_byte_limit(mut self, max: usize) -> Self {
+        self.max_queued_bytes = max;
+        self
+    }
+    /// The task took a message off the queue.
+    pub fn dequeued(&self, out: &Outbound) {
+        self.queued_bytes
+            .fetch_sub(out.queued_len(), Ordering::Relaxed);
+    }
+    /// Accounts for `len` more queued bytes; `false` if that would pass the bound. A
+    /// message alone in the queue always fits, so one large snapshot still gets through.
+    fn reserve(&self, len: usize) -> bool {
+        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before.saturating_add(len) > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
     pub fn heard(&self, now_ms: i64) {
         self.last_heard.store(now_ms, Ordering::Relaxed);
@@ -75,6 +111,10 @@ struct Conn {
     /// The session's rotation (`Session::version`) the connection authenticated at.
     version: u64,
     rooms: Vec<String>,
+    /// The snapshot version last sent to (or written by) this connection per room it is
+    /// in, so a repeated join never sends the same snapshot again. Forgotten on leaving
+    /// (the client may drop the room's state), so it holds at most `max_rooms` entries.
+    snapshots_held: HashMap<String, u64>,
     /// Rooms joined with a room token, and when that token expires (wall-clock ms): the
     /// re-check after a lost grant keeps them until then.
     token_rooms: HashMap<String, Timestamp>,
@@ -135,6 +175,8 @@ pub enum Refused {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinRefused {
     TooManyRooms,
+    /// The room has `ws.max_room_members` members on this node.
+    RoomFull,
     /// The connection is gone (closed meanwhile).
     Gone,
 }
@@ -160,6 +202,7 @@ pub struct Hub {
     bus: Bus,
     max_rooms: usize,
     max_connections: usize,
+    max_room_members: usize,
     started: AtomicBool,
     /// Bumped on every grant change seen here: a join decided before a change and
     /// registered after it re-checks (see [`Hub::access_epoch`]).
@@ -171,15 +214,24 @@ fn text(msg: &ServerMsg) -> Utf8Bytes {
 }
 
 /// Enqueues without waiting; a full queue marks the connection a slow consumer.
+/// Over `ws.max_outbound_bytes` counts as a full queue: a reader that does not keep up
+/// with large messages is cut off before it holds many megabytes.
 fn push(id: u64, c: &Conn, out: Outbound, fx: &mut Effects) {
+    let len = out.queued_len();
+    if !c.shared.reserve(len) {
+        c.shared.close(close::SLOW_CONSUMER);
+        fx.slow.push(id);
+        return;
+    }
     match c.tx.try_send(out) {
         Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(mpsc::error::TrySendError::Full(out)) => {
+            c.shared.dequeued(&out);
             c.shared.close(close::SLOW_CONSUMER);
             fx.slow.push(id);
         }
         // The task is already gone; its own unregister cleans up.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Closed(out)) => c.shared.dequeued(&out),
     }
 }
 
@@ -194,6 +246,7 @@ impl Hub {
             bus,
             max_rooms: cfg.max_rooms_per_connection.max(1),
             max_connections: cfg.max_connections_per_session.max(1),
+            max_room_members: cfg.max_room_members.max(1),
             started: AtomicBool::new(false),
             access_epoch: AtomicU64::new(0),
         }
@@ -272,7 +325,10 @@ impl Hub {
             max_message_size,
         };
         // The queue is new and has room for at least one message.
-        let _ = tx.try_send(Outbound::Text(text(&hello)));
+        let hello = Outbound::Text(text(&hello));
+        if shared.reserve(hello.queued_len()) {
+            let _ = tx.try_send(hello);
+        }
         let now = self.now_ms();
         // Jitter spreads the pings of connections opened together (e.g. after a restart).
         let first_ping = now + rand::Rng::gen_range(&mut rand::thread_rng(), 0..interval_ms);
@@ -283,6 +339,7 @@ impl Hub {
             handle: session.handle,
             version: session.version,
             rooms: Vec::new(),
+            snapshots_held: HashMap::new(),
             token_rooms: HashMap::new(),
             seen_remote: HashMap::new(),
             connected_at: wall_now,
@@ -486,12 +543,15 @@ impl Hub {
         room: &str,
         snapshot: Option<SnapshotBody>,
     ) -> (Result<bool, JoinRefused>, Effects) {
-        self.join_with(id, room, snapshot, Vec::new(), None)
+        self.join_with(id, room, snapshot, Vec::new(), None, None)
     }
 
     /// [`Hub::join`] in cluster mode: `remote` are the room's members on other nodes
     /// (listed first in `presence`; see [`sessiond_core::cluster::RemotePresence`]).
     /// `token_exp`: the join was admitted by a room token expiring then (ms).
+    /// `have_version`: the snapshot version the client says it holds. The snapshot goes
+    /// out only if it is newer than that and than what this connection was sent before;
+    /// otherwise `presence` names its version in `snapshot_version` instead.
     pub fn join_with(
         &self,
         id: u64,
@@ -499,6 +559,7 @@ impl Hub {
         snapshot: Option<SnapshotBody>,
         remote: Vec<Member>,
         token_exp: Option<Timestamp>,
+        have_version: Option<u64>,
     ) -> (Result<bool, JoinRefused>, Effects) {
         let mut fx = Effects::default();
         let mut st = self.lock();
@@ -509,6 +570,19 @@ impl Hub {
         if !already && conn.rooms.len() >= self.max_rooms {
             return (Err(JoinRefused::TooManyRooms), fx);
         }
+        if !already && st.rooms.get(room).map_or(0, Vec::len) >= self.max_room_members {
+            return (Err(JoinRefused::RoomFull), fx);
+        }
+        let held = conn
+            .snapshots_held
+            .get(room)
+            .copied()
+            .max(have_version)
+            .unwrap_or(0);
+        let (snapshot, snapshot_version) = match snapshot {
+            Some(s) if s.version <= held => (None, Some(s.version)),
+            other => (other, None),
+        };
         let me = conn.member.clone();
         let was_empty = !st.rooms.contains_key(room);
         if !already {
@@ -523,6 +597,9 @@ impl Hub {
                 c.seen_remote.remove(room);
             } else {
                 c.seen_remote.insert(room.to_owned(), listed);
+            }
+            if let Some(s) = &snapshot {
+                c.snapshots_held.insert(room.to_owned(), s.version);
             }
             // The latest join says how this connection holds the room.
             match token_exp {
@@ -540,6 +617,7 @@ impl Hub {
             room: room.to_owned(),
             members,
             snapshot,
+            snapshot_version,
         };
         if let Some(c) = st.conns.get(&id) {
             push(id, c, Outbound::Text(text(&presence)), &mut fx);
@@ -565,6 +643,7 @@ impl Hub {
         conn.rooms.swap_remove(pos);
         conn.token_rooms.remove(room);
         conn.seen_remote.remove(room);
+        conn.snapshots_held.remove(room);
         let member = conn.member.clone();
         self.drop_member(&mut st, room, id, &member, LeftReason::Left, &mut fx);
         self.settle(&mut st, &mut fx);
@@ -609,6 +688,7 @@ impl Hub {
         conn.rooms.swap_remove(pos);
         conn.token_rooms.remove(room);
         conn.seen_remote.remove(room);
+        conn.snapshots_held.remove(room);
         let member = conn.member.clone();
         let told = ServerMsg::room_error(
             code::ROOM_ACCESS_REVOKED,
@@ -655,6 +735,12 @@ impl Hub {
         let mut fx = Effects::default();
         let mut st = self.lock();
         if let Some(id) = by_conn {
+            // The writer holds these bytes: its next join need not get them back.
+            if let Some(c) = st.conns.get_mut(&id) {
+                if c.rooms.iter().any(|r| r == room) {
+                    c.snapshots_held.insert(room.to_owned(), version);
+                }
+            }
             if let Some(c) = st.conns.get(&id) {
                 let saved = ServerMsg::SnapshotSaved {
                     room: room.to_owned(),
@@ -934,6 +1020,35 @@ mod tests {
             "{texts:?}"
         );
         assert!(texts.last().unwrap().contains(r#""reason":"lost""#));
+    }
+
+    /// Finding 4e: the queue is bounded in bytes too. A message alone in the queue is
+    /// delivered whatever its size; one that would pile bytes on a backlog past
+    /// `max_outbound_bytes` cuts the connection off as a slow consumer.
+    #[tokio::test]
+    async fn queued_bytes_are_bounded() {
+        let (hub, s, policy) = setup();
+        let (tx, mut rx) = mpsc::channel(64);
+        let shared = Arc::new(ConnShared::new(0).with_byte_limit(4096));
+        let id = hub
+            .register(&s, &policy, tx, shared.clone(), 0, 4096)
+            .unwrap();
+        let hello = rx.try_recv().unwrap();
+        shared.dequeued(&hello);
+        let big = |version| SnapshotBody {
+            version,
+            hash: "h".into(),
+            content_type: "x/y".into(),
+            data: "A".repeat(10_000),
+            updated_at: "t".into(),
+        };
+        let (r, _) = hub.join(id, "r", Some(big(1)));
+        assert_eq!(r, Ok(true), "alone in the queue: delivered");
+        assert_eq!(shared.close_code(), None);
+        let (r, _) = hub.join(id, "q", Some(big(1)));
+        assert_eq!(r, Ok(true));
+        assert_eq!(shared.close_code(), Some(close::SLOW_CONSUMER));
+        assert!(hub.is_empty());
     }
 }
 

@@ -332,7 +332,7 @@ async fn a_remote_join_already_listed_in_presence_is_not_repeated() {
     early.texts();
     // `late` joins after the registry already lists n2-1 (its event is still in flight).
     let mut late = connect(&hub, &p);
-    let (r, _) = hub.join_with(late.id, "r", None, vec![remote_member("n2-1")], None);
+    let (r, _) = hub.join_with(late.id, "r", None, vec![remote_member("n2-1")], None, None);
     r.expect("joined");
     let presence = late.texts().join("\n");
     assert!(presence.contains(r#""connection_id":"n2-1""#), "{presence}");

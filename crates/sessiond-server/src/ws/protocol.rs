@@ -14,6 +14,11 @@ pub const BEARER_PREFIX: &str = "bearer.";
 pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    /// A text frame that is not valid UTF-8 (RFC 6455 "invalid frame payload data").
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The connection sent more messages than `ws.message_rate`/`ws.message_burst` allow.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A message over `max_message_size`, in one frame or assembled from fragments.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const SIGNED_OUT: u16 = 4000;
@@ -44,6 +49,8 @@ pub mod close {
         match code {
             NORMAL => "bye",
             GOING_AWAY => "server shutting down",
+            INVALID_PAYLOAD => "invalid utf-8",
+            POLICY_VIOLATION => "rate limit exceeded",
             MESSAGE_TOO_BIG => "message too big",
             SIGNED_OUT => "signed_out",
             IDLE_TIMEOUT => "idle_timeout",
@@ -71,6 +78,8 @@ pub mod code {
     /// The connection was removed from a room because its session lost the grant.
     pub const ROOM_ACCESS_REVOKED: &str = "room_access_revoked";
     pub const TOO_MANY_ROOMS: &str = "too_many_rooms";
+    /// The room has `ws.max_room_members` members already; the join changed nothing.
+    pub const ROOM_FULL: &str = "room_full";
     pub const NOT_JOINED: &str = "not_joined";
     pub const CONFLICT: &str = "conflict";
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
@@ -99,6 +108,10 @@ pub enum ClientMsg {
         /// A room token (share link) naming this room; never needed with another grant.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// The snapshot version the client already holds: `presence` carries the
+        /// snapshot only when the stored one is newer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        have_version: Option<u64>,
     },
     Leave {
         room: String,
@@ -169,6 +182,11 @@ pub enum ServerMsg {
         room: String,
         members: Vec<Member>,
         snapshot: Option<SnapshotBody>,
+        /// Set (with `snapshot: null`) when the joiner already holds the stored snapshot,
+        /// this version: it was sent to (or saved by) this connection since it joined the
+        /// room, or the join named it in `have_version`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot_version: Option<u64>,
     },
     MemberJoined {
         room: String,
@@ -286,7 +304,8 @@ mod tests {
             parse_client(r#"{"type":"join","room":"a"}"#).unwrap(),
             ClientMsg::Join {
                 room: "a".into(),
-                token: None
+                token: None,
+                have_version: None
             }
         );
         assert_eq!(
