@@ -239,6 +239,7 @@ impl Server {
         if self.state.config.dev && !addr.ip().is_loopback() {
             return Err(ServerError::DevNotLoopback(addr));
         }
+        let http = self.state.config.http.clone();
         let (router, guard) = self.into_parts();
         let token = guard.token();
         let trigger = token.clone();
@@ -246,12 +247,8 @@ impl Server {
             shutdown.await;
             trigger.cancel();
         });
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+        // Our own loop, not `axum::serve`: it has the timers and connection caps.
+        crate::serve::serve(listener, router, &http, token).await;
         // Give connection tasks a moment to send their goodbyes, then flush.
         tokio::time::sleep(Duration::from_millis(50)).await;
         guard.shutdown().await;

@@ -35,6 +35,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub rooms: RoomsConfig,
     pub redis: RedisSettings,
+    pub http: HttpConfig,
     pub roles: BTreeMap<String, RoleConfig>,
 }
 
@@ -97,6 +98,23 @@ pub struct IdempotencyConfig {
     /// replays are 409 `idempotency_expired`.
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
+}
+
+/// Bounds on HTTP connections, enforced by the serving loop ([`crate::serve`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Time a client has to send a request's whole head; the same timer runs while a
+    /// kept-alive connection waits for its next request, so it is the idle timeout too.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest pause between two pieces of a request body (uploads included): 408.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// Open connections in all; a new one over the cap is closed at once.
+    pub max_connections: usize,
+    /// Open connections from one peer IP (the TCP peer, not a forwarded address).
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -648,6 +666,12 @@ impl Config {
         check_duration("rooms.token_max_age", self.rooms.token_max_age, true)?;
         check_duration("redis.command_timeout", self.redis.command_timeout, true)?;
         check_duration("redis.connect_timeout", self.redis.connect_timeout, true)?;
+        check_duration(
+            "http.header_read_timeout",
+            self.http.header_read_timeout,
+            true,
+        )?;
+        check_duration("http.body_idle_timeout", self.http.body_idle_timeout, true)?;
         for (name, r) in &self.roles {
             let key = |k: &str| format!("roles.{name}.{k}");
             check_duration(&key("idle_timeout"), r.idle_timeout, true)?;
@@ -723,6 +747,18 @@ impl Config {
             1,
         )?;
         check_min("snapshots.max_size", self.snapshots.max_size as u64, 1)?;
+        check_min("http.max_connections", self.http.max_connections as u64, 1)?;
+        check_min(
+            "http.max_connections_per_ip",
+            self.http.max_connections_per_ip as u64,
+            1,
+        )?;
+        if self.http.max_connections_per_ip > self.http.max_connections {
+            return invalid(format!(
+                "http.max_connections_per_ip ({}) must not exceed http.max_connections ({})",
+                self.http.max_connections_per_ip, self.http.max_connections
+            ));
+        }
         if let Some(t) = self
             .drafts
             .allowed_content_types

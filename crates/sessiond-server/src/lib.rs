@@ -26,6 +26,7 @@ mod module_graph;
 pub mod origin;
 pub mod rooms;
 pub mod routes;
+pub mod serve;
 pub mod sessions;
 pub mod state;
 pub mod tickets;

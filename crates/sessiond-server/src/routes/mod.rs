@@ -67,5 +67,12 @@ pub fn app(state: AppState) -> Router {
         .merge(web::router())
         // Unknown paths answer problem+json like every other error.
         .fallback(|| async { ApiError::NotFound });
-    edge::with_edges(app).with_state(state)
+    let body_idle = c.http.body_idle_timeout;
+    // Outermost, so every body (uploads included) is timed before any limit reads it.
+    edge::with_edges(app)
+        .layer(axum::middleware::from_fn_with_state(
+            body_idle,
+            crate::serve::body_idle_timeout,
+        ))
+        .with_state(state)
 }

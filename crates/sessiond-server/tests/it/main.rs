@@ -8,6 +8,7 @@ mod cookies;
 mod edges;
 mod expiry;
 mod forward_auth;
+mod http_bounds;
 mod idempotency;
 mod openapi;
 mod origin;
