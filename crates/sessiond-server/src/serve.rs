@@ -78,11 +78,15 @@ pub async fn serve(
         let builder = builder.clone();
         let token = token.clone();
         let closed_rx = closed_rx.clone();
+        // Shared with an upgraded WebSocket, which outlives this connection's task.
+        let place = ConnPlace {
+            _held: Arc::new(permit),
+        };
         tokio::spawn(async move {
-            let _permit = permit;
             let _closed = closed_rx;
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
+                req.extensions_mut().insert(place.clone());
                 router.clone().oneshot(req)
             });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
@@ -153,7 +157,16 @@ impl ConnLimits {
     }
 }
 
-/// Gives its connection's place back when the connection task ends.
+/// A connection's place under the caps, in each request's extensions: the WebSocket
+/// handler keeps it, so an upgraded socket counts until it closes.
+#[derive(Clone)]
+pub struct ConnPlace {
+    /// Held only for its `Drop`.
+    _held: Arc<ConnPermit>,
+}
+
+/// Gives its connection's place back when the connection and any WebSocket upgraded
+/// from it have ended.
 struct ConnPermit {
     limits: Arc<ConnLimits>,
     ip: IpAddr,

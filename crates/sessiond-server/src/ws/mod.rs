@@ -78,6 +78,7 @@ pub fn ws_token(headers: &HeaderMap, cookie_name: &str) -> Option<PresentedToken
 async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
+    place: Option<axum::Extension<crate::serve::ConnPlace>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(presented) = ws_token(&headers, &state.config.cookie.name) else {
@@ -106,7 +107,11 @@ async fn upgrade(
         .write_buffer_size(0)
         .max_message_size(cfg.max_message_size)
         .max_frame_size(cfg.max_message_size)
-        .on_upgrade(move |socket| conn::run(state, socket, session))
+        .on_upgrade(move |socket| async move {
+            // The socket keeps its place under `http.max_connections` until it closes.
+            let _place = place;
+            conn::run(state, socket, session).await
+        })
 }
 
 /// A room and how many members it has across the cluster.

@@ -125,3 +125,19 @@ async fn a_connection_over_the_per_ip_cap_is_closed_at_once() {
     }
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_keeps_its_place_under_the_cap() {
+    let s = server("header_read_timeout = \"1s\"\nmax_connections_per_ip = 1").await;
+    // Idle connections (the harness's, the creating client's) are closed by the idle timer.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let sess = s.bearer_session().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ws = sessiond_testkit::ws::connect_bearer(&s.ws_url, &sess.token).await;
+    // The upgraded socket still holds the one place: a second connection is closed at once.
+    let mut over = TcpStream::connect(addr(&s)).await.expect("the kernel accepts");
+    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let answer = closed_within(&mut over, Duration::from_millis(800)).await;
+    assert_eq!(answer.as_deref(), Some(""), "a WebSocket does not count");
+    drop(ws);
+}
