@@ -1019,6 +1019,23 @@ mod tests {
                 "drafts.allowed_content_types",
             ),
             ("[snapshots]\nmax_size = 0", "snapshots.max_size"),
+            ("[http]\nmax_connections = 0", "http.max_connections"),
+            (
+                "[http]\nmax_connections_per_ip = 0",
+                "http.max_connections_per_ip",
+            ),
+            (
+                "[http]\nmax_connections = 10\nmax_connections_per_ip = 11",
+                "http.max_connections_per_ip",
+            ),
+            (
+                "[http]\nheader_read_timeout = \"0s\"",
+                "http.header_read_timeout",
+            ),
+            (
+                "[http]\nbody_idle_timeout = \"0s\"",
+                "http.body_idle_timeout",
+            ),
             ("[redis]\nconnections = 65", "redis.connections"),
             (
                 "[roles.editor]\nheartbeat_misses = 1000",

@@ -84,11 +84,13 @@ pub async fn serve(
         };
         tokio::spawn(async move {
             let _closed = closed_rx;
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.extensions_mut().insert(place.clone());
-                router.clone().oneshot(req)
-            });
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req.extensions_mut().insert(place.clone());
+                    router.clone().oneshot(req)
+                },
+            );
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -142,8 +144,7 @@ impl ConnLimits {
             None
         };
         if let Some(cap) = refused {
-            metrics::counter!("sessiond_http_connections_refused_total", "cap" => cap)
-                .increment(1);
+            metrics::counter!("sessiond_http_connections_refused_total", "cap" => cap).increment(1);
             tracing::debug!(%ip, cap, "connection refused: over the cap");
             return None;
         }
@@ -189,11 +190,7 @@ impl Drop for ConnPermit {
 
 /// Middleware: a request body that yields nothing for `idle` fails, and the request is
 /// answered 408 `request_timeout` (hyper then closes the connection, the body unread).
-pub async fn body_idle_timeout(
-    State(idle): State<Duration>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn body_idle_timeout(State(idle): State<Duration>, req: Request, next: Next) -> Response {
     let fired = Arc::new(AtomicBool::new(false));
     let req = req.map(|inner| {
         Body::new(IdleBody {
@@ -253,9 +250,9 @@ impl http_body::Body for IdleBody {
             }
             Poll::Pending => {
                 let idle = this.idle;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + idle)));
+                let sleep = this.sleep.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + idle))
+                });
                 match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         this.fired.store(true, Ordering::Relaxed);
@@ -287,11 +284,20 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let a1 = limits.admit(a).unwrap();
         let _a2 = limits.admit(a).unwrap();
-        assert!(limits.admit(a).is_none(), "third from one IP is over the per-IP cap");
+        assert!(
+            limits.admit(a).is_none(),
+            "third from one IP is over the per-IP cap"
+        );
         let _b1 = limits.admit(b).unwrap();
-        assert!(limits.admit(b).is_none(), "fourth in all is over the global cap");
+        assert!(
+            limits.admit(b).is_none(),
+            "fourth in all is over the global cap"
+        );
         drop(a1);
-        assert!(limits.admit(a).is_some(), "a closed connection gives its place back");
+        assert!(
+            limits.admit(a).is_some(),
+            "a closed connection gives its place back"
+        );
         assert!(limits.open.lock().unwrap().by_ip.len() <= 2);
     }
 }

@@ -36,7 +36,8 @@ async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<String> {
         }
     })
     .await;
-    read.ok().map(|()| String::from_utf8_lossy(&got).into_owned())
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&got).into_owned())
 }
 
 /// One whole keep-alive request on a raw connection; the status line's code.
@@ -50,7 +51,10 @@ async fn healthz_on(s: &mut TcpStream) -> u16 {
         .expect("an answer")
         .expect("read");
     let head = String::from_utf8_lossy(&buf[..n]);
-    head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +68,11 @@ async fn half_a_header_line_is_cut_off_while_others_are_served() {
     assert_eq!(r.status(), 200);
     let closed = closed_within(&mut slow, Duration::from_secs(5)).await;
     assert!(closed.is_some(), "a stalled request head holds its socket");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +91,11 @@ async fn a_stalled_body_is_answered_408_and_closed() {
     let answer = closed_within(&mut slow, Duration::from_secs(5))
         .await
         .expect("a stalled body holds its socket");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
     assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
@@ -104,8 +116,12 @@ async fn a_connection_over_the_per_ip_cap_is_closed_at_once() {
         assert_eq!(healthz_on(&mut c).await, 200);
         held.push(c);
     }
-    let mut over = TcpStream::connect(addr(&s)).await.expect("the kernel accepts");
-    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let mut over = TcpStream::connect(addr(&s))
+        .await
+        .expect("the kernel accepts");
+    let _ = over
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
     let answer = closed_within(&mut over, Duration::from_millis(800))
         .await
         .expect("a connection over the cap is served or held");
@@ -115,12 +131,19 @@ async fn a_connection_over_the_per_ip_cap_is_closed_at_once() {
     let started = Instant::now();
     loop {
         let mut c = TcpStream::connect(addr(&s)).await.expect("connect");
-        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
-        let answer = closed_within(&mut c, Duration::from_secs(2)).await.unwrap_or_default();
+        let _ = c
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await;
+        let answer = closed_within(&mut c, Duration::from_secs(2))
+            .await
+            .unwrap_or_default();
         if answer.starts_with("HTTP/1.1 200") {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(2), "the freed place is not reused");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the freed place is not reused"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(held);
@@ -135,8 +158,12 @@ async fn an_open_websocket_keeps_its_place_under_the_cap() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ws = sessiond_testkit::ws::connect_bearer(&s.ws_url, &sess.token).await;
     // The upgraded socket still holds the one place: a second connection is closed at once.
-    let mut over = TcpStream::connect(addr(&s)).await.expect("the kernel accepts");
-    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let mut over = TcpStream::connect(addr(&s))
+        .await
+        .expect("the kernel accepts");
+    let _ = over
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
     let answer = closed_within(&mut over, Duration::from_millis(800)).await;
     assert_eq!(answer.as_deref(), Some(""), "a WebSocket does not count");
     drop(ws);
