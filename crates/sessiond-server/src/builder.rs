@@ -212,7 +212,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// The whole HTTP + WebSocket API (needs `ConnectInfo<SocketAddr>`).
+    /// The whole HTTP + WebSocket API (needs `ConnectInfo<SocketAddr>`). Served another
+    /// way it keeps the body idle timeout but not the header timeout and connection caps
+    /// of [`Server::serve`].
     pub fn router(&self) -> axum::Router {
         self.router.clone()
     }
