@@ -11,6 +11,7 @@ mod forward_auth;
 mod idempotency;
 mod openapi;
 mod origin;
+mod ratelimit;
 mod secrets;
 mod session;
 mod signin;
