@@ -1,22 +1,18 @@
-//! Rate limits at the edge: one middleware classifies each request into a scope
-//! (create, sign-in, renew, write, WebSocket upgrade) and checks two GCRA limiters
-//! (`governor`): one keyed by the client IP (after trusted proxies, see
-//! [`crate::client`]) and one keyed by the presented session credential. Over a limit
-//! the request is answered 429 `rate_limited` with `Retry-After` before any handler
-//! runs, so nothing is written. The key maps are kept bounded by [`spawn_janitor`].
+//! Rate limits: each request falls in a scope (create, sign-in, renew, write, WebSocket
+//! upgrade) with two GCRA limiters (`governor`): one keyed by the client IP (after
+//! trusted proxies, see [`crate::client`]) and one keyed by the presented session
+//! credential. The edge middleware ([`crate::routes::limits`]) checks them before any
+//! handler runs, so a request over a limit (429 `rate_limited` with `Retry-After`)
+//! writes nothing. The key maps are kept bounded by [`spawn_janitor`]. A leaf below the
+//! state: it imports neither the state nor the routes.
 
-use crate::auth::request_token;
 use crate::config::{Rate, RateLimitsConfig};
 use crate::error::ApiError;
-use crate::state::AppState;
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use sessiond_core::TokenHash;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +41,7 @@ impl Scope {
     }
 
     /// The scope of a request, from its method and path (`None`: not limited).
-    fn of(method: &Method, path: &str) -> Option<Scope> {
+    pub fn of(method: &Method, path: &str) -> Option<Scope> {
         let write = *method == Method::PUT || *method == Method::DELETE;
         match (method, path) {
             (&Method::POST, "/v1/session") => Some(Scope::Create),
@@ -107,13 +103,18 @@ impl RateLimits {
         }
     }
 
+    /// `false` when `[rate_limits] enabled = false`.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     fn scope(&self, s: Scope) -> &Limiters {
         &self.scopes[s as usize]
     }
 
     /// Takes one cell from the IP's and the session's limiter; over either limit the
     /// error says when to retry.
-    fn check(
+    pub fn check(
         &self,
         scope: Scope,
         ip: Option<IpAddr>,
@@ -152,48 +153,6 @@ impl RateLimits {
             }
         }
     }
-}
-
-/// The middleware: answers 429 before the handler when the request is over a limit.
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let limits = &state.rate_limits;
-    if !limits.enabled {
-        return next.run(req).await;
-    }
-    let Some(scope) = Scope::of(req.method(), req.uri().path()) else {
-        return next.run(req).await;
-    };
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let ip = crate::client::client_ip(peer, req.headers(), &state.trusted_proxies);
-    // The upgrade may carry its token in `Sec-WebSocket-Protocol` (browsers cannot set
-    // `Authorization`): read it the way the upgrade does.
-    let cookie = &state.config.cookie.name;
-    let presented = if scope == Scope::Ws {
-        crate::ws::ws_token(req.headers(), cookie)
-    } else {
-        request_token(req.headers(), cookie)
-    }
-    .and_then(|p| p.hash);
-    if scope == Scope::Create {
-        // Only a create that makes a session counts: a caller with a live session gets
-        // that session back, which costs nothing durable.
-        if let Some(h) = &presented {
-            if state.sessions.authenticate(h, false).await.is_ok() {
-                return next.run(req).await;
-            }
-        }
-        if let Err(e) = limits.check(scope, ip, None) {
-            return e.into_response();
-        }
-        return next.run(req).await;
-    }
-    if let Err(e) = limits.check(scope, ip, presented.as_ref()) {
-        return e.into_response();
-    }
-    next.run(req).await
 }
 
 /// How often idle keys are dropped from the limiters' maps.

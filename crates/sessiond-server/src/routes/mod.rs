@@ -7,6 +7,7 @@ pub mod drafts;
 pub mod edge;
 pub mod extract;
 pub mod grants;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod problems;
@@ -66,7 +67,7 @@ pub fn app(state: AppState) -> Router {
     // Rate limits sit in front of every handler, so a request over a limit writes nothing.
     let api = api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        crate::ratelimit::layer,
+        limits::layer,
     ));
     let app = api
         .merge(web::router())

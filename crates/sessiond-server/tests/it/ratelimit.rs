@@ -41,10 +41,18 @@ async fn creation_is_limited_per_client_ip_and_refills() {
     }
     let r = create_as(&s, "203.0.113.1").await;
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=3).contains(&retry), "Retry-After {retry}");
     problem(r, 429, "rate_limited").await;
-    assert_eq!(stored_sessions(&s).await, 3, "the refused create stored nothing");
+    assert_eq!(
+        stored_sessions(&s).await,
+        3,
+        "the refused create stored nothing"
+    );
     // A caller with a live session gets it back: that costs nothing and is not limited.
     let r = Client::new()
         .post(s.u("/v1/session"))
@@ -69,9 +77,11 @@ async fn creation_is_limited_per_client_ip_and_refills() {
         "{metrics}"
     );
     // One cell refills every second.
-    wait::until(Duration::from_secs(5), "the create limit refills", || async {
-        create_as(&s, "203.0.113.1").await.status() == 201
-    })
+    wait::until(
+        Duration::from_secs(5),
+        "the create limit refills",
+        || async { create_as(&s, "203.0.113.1").await.status() == 201 },
+    )
     .await;
     assert_eq!(stored_sessions(&s).await, 5);
     s.stop().await;
@@ -136,8 +146,7 @@ async fn websocket_upgrade_is_limited_per_ip() {
         )],
     )
     .await
-    .err()
-    .expect("the third upgrade is refused");
+    .expect_err("the third upgrade is refused");
     match err {
         tokio_tungstenite::tungstenite::Error::Http(r) => {
             assert_eq!(r.status(), 429);
