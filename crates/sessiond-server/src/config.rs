@@ -880,9 +880,15 @@ mod tests {
         let checked = |s: &str| Config::from_toml(s).and_then(|c| c.validate());
         assert!(checked("store = \"mongo\"").is_err());
         assert!(checked("unknown_key = 1").is_err());
-        assert!(checked("[rate_limits]\nrenew = { per_ip = { burst = 5, period = \"0s\" } }").is_err());
-        assert!(checked("[rate_limits]\nws = { per_ip = { burst = 9, period = \"1ns\" } }").is_err());
-        assert!(checked("[rate_limits]\nws = { per_session = { burst = 0, period = \"1m\" } }").is_ok());
+        assert!(
+            checked("[rate_limits]\nrenew = { per_ip = { burst = 5, period = \"0s\" } }").is_err()
+        );
+        assert!(
+            checked("[rate_limits]\nws = { per_ip = { burst = 9, period = \"1ns\" } }").is_err()
+        );
+        assert!(
+            checked("[rate_limits]\nws = { per_session = { burst = 0, period = \"1m\" } }").is_ok()
+        );
         assert!(checked("default_role = \"nobody\"").is_err());
         assert!(checked("trusted_proxies = [\"not-an-ip\"]").is_err());
         assert!(checked("allowed_origins = [\"app.example\"]").is_err());
