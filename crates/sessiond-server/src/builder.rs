@@ -161,6 +161,7 @@ impl ServerBuilder {
             tickets,
             rooms,
             demo: Default::default(),
+            rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits)),
             config,
         }));
         let mut guard = ServerGuard {
@@ -192,6 +193,10 @@ impl ServerBuilder {
         guard
             .jobs
             .push(crate::drafts::spawn_purger(state.clone(), token.clone()));
+        guard.jobs.push(crate::ratelimit::spawn_janitor(
+            state.rate_limits.clone(),
+            token.clone(),
+        ));
         if hub_tasks {
             guard.jobs.extend(crate::ws::tasks::spawn(&state));
         }

@@ -36,7 +36,53 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub redis: RedisSettings,
     pub http: HttpConfig,
+    pub rate_limits: RateLimitsConfig,
     pub roles: BTreeMap<String, RoleConfig>,
+}
+
+/// GCRA rate limits per client IP and per session (see [`crate::ratelimit`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// `false` turns every limit off.
+    pub enabled: bool,
+    /// `POST /v1/session` that creates a session (per IP only: there is no session yet).
+    pub create: ScopeLimits,
+    pub signin: ScopeLimits,
+    pub renew: ScopeLimits,
+    /// Session data, drafts, attachments and snapshots (PUT/DELETE).
+    pub write: ScopeLimits,
+    /// The WebSocket upgrade.
+    pub ws: ScopeLimits,
+}
+
+/// One scope's limits; a `burst` of 0 turns that key off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeLimits {
+    #[serde(default = "Rate::off")]
+    pub per_ip: Rate,
+    #[serde(default = "Rate::off")]
+    pub per_session: Rate,
+}
+
+/// `burst` requests at once, refilled evenly over `period` (GCRA: one request every
+/// `period / burst`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub burst: u32,
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+}
+
+impl Rate {
+    pub fn off() -> Rate {
+        Rate {
+            burst: 0,
+            period: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -672,6 +718,24 @@ impl Config {
             true,
         )?;
         check_duration("http.body_idle_timeout", self.http.body_idle_timeout, true)?;
+        let rl = &self.rate_limits;
+        for (scope, l) in [
+            ("create", &rl.create),
+            ("signin", &rl.signin),
+            ("renew", &rl.renew),
+            ("write", &rl.write),
+            ("ws", &rl.ws),
+        ] {
+            for (which, r) in [("per_ip", l.per_ip), ("per_session", l.per_session)] {
+                let key = format!("rate_limits.{scope}.{which}.period");
+                check_duration(&key, r.period, true)?;
+                // GCRA spaces requests `period / burst` apart: below a nanosecond the
+                // limiter cannot represent the rate.
+                if r.burst > 0 && r.period < Duration::from_nanos(u64::from(r.burst)) {
+                    return invalid(format!("{key} must be at least burst nanoseconds"));
+                }
+            }
+        }
         for (name, r) in &self.roles {
             let key = |k: &str| format!("roles.{name}.{k}");
             check_duration(&key("idle_timeout"), r.idle_timeout, true)?;
@@ -852,6 +916,15 @@ mod tests {
         let checked = |s: &str| Config::from_toml(s).and_then(|c| c.validate());
         assert!(checked("store = \"mongo\"").is_err());
         assert!(checked("unknown_key = 1").is_err());
+        assert!(
+            checked("[rate_limits]\nrenew = { per_ip = { burst = 5, period = \"0s\" } }").is_err()
+        );
+        assert!(
+            checked("[rate_limits]\nws = { per_ip = { burst = 9, period = \"1ns\" } }").is_err()
+        );
+        assert!(
+            checked("[rate_limits]\nws = { per_session = { burst = 0, period = \"1m\" } }").is_ok()
+        );
         assert!(checked("default_role = \"nobody\"").is_err());
         assert!(checked("trusted_proxies = [\"not-an-ip\"]").is_err());
         assert!(checked("allowed_origins = [\"app.example\"]").is_err());

@@ -42,6 +42,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("store unavailable")]
     StoreUnavailable(String),
+    /// Over a rate limit; `retry_after` in whole seconds (rounded up).
+    #[error("too many requests; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
     /// A stored value failed its integrity check (see `StoreError::Integrity`).
     #[error("store integrity")]
     StoreIntegrity(String),
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StoreIntegrity(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -98,6 +102,7 @@ impl ApiError {
             ApiError::TooLarge { code, .. } => code,
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::StoreIntegrity(_) => "store_integrity",
             ApiError::Internal(_) => "internal",
         }
@@ -120,6 +125,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::StoreUnavailable(_) => "Store unavailable",
+            ApiError::RateLimited { .. } => "Too many requests",
             ApiError::StoreIntegrity(_) => "Stored data failed its integrity check",
             ApiError::Internal(_) => "Internal error",
         }
@@ -209,6 +215,10 @@ impl IntoResponse for ApiError {
             }
             e => e.to_string(),
         };
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         let mut body = Problem::new(status, self.code(), self.title(), detail);
         match self {
             ApiError::SessionEnded(r) => body.reason = Some(r.as_str().to_owned()),
@@ -219,6 +229,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -24,6 +24,7 @@ pub mod idempotency;
 #[cfg(test)]
 mod module_graph;
 pub mod origin;
+pub mod ratelimit;
 pub mod rooms;
 pub mod routes;
 pub mod serve;

@@ -48,6 +48,8 @@ pub struct Inner {
     pub tickets: Tickets,
     /// Room access: the one decision, admin grants, room tokens.
     pub rooms: Arc<Rooms>,
+    /// Per-IP and per-session rate limits (see [`crate::ratelimit`]).
+    pub rate_limits: Arc<crate::ratelimit::RateLimits>,
     /// Dev-mode demo messages (bounded; empty unless `dev`).
     pub demo: Messages,
 }

@@ -11,8 +11,8 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::routes::edge;
 use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::problems::{
-    BodyErrors, ConflictErrors, InputErrors, MediaTypeErrors, NotFoundErrors, ReadErrors,
-    WriteErrors,
+    BodyErrors, ConflictErrors, InputErrors, MediaTypeErrors, NotFoundErrors, RateLimitErrors,
+    ReadErrors, WriteErrors,
 };
 use crate::routes::schemas::Binary;
 use crate::state::AppState;
@@ -295,7 +295,7 @@ async fn get_one(
     request_body(content = PutText, content_type = "application/json"),
     responses(
         (status = 200, description = "Written; the new seq", body = DraftView, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\""))),
-        WriteErrors, BodyErrors, NotFoundErrors, ConflictErrors,
+        WriteErrors, BodyErrors, NotFoundErrors, ConflictErrors, RateLimitErrors,
     ))]
 async fn put_text(
     State(state): State<AppState>,
@@ -335,7 +335,7 @@ async fn put_text(
     params(("conversation" = String, Path, description = CONVERSATION), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
     responses(
         (status = 200, description = "Deleted; the tombstone's seq", body = DraftDeleted, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\""))),
-        WriteErrors, NotFoundErrors, ConflictErrors,
+        WriteErrors, NotFoundErrors, ConflictErrors, RateLimitErrors,
     ))]
 async fn delete(
     State(state): State<AppState>,
@@ -400,7 +400,7 @@ fn upload_content_type(state: &AppState, headers: &HeaderMap) -> ApiResult<Strin
         description = "The raw bytes; Content-Type must be one of the configured allowed types"),
     responses(
         (status = 200, description = "Stored; the draft with its new seq", body = DraftView, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\""))),
-        WriteErrors, BodyErrors, NotFoundErrors, ConflictErrors, MediaTypeErrors,
+        WriteErrors, BodyErrors, NotFoundErrors, ConflictErrors, MediaTypeErrors, RateLimitErrors,
     ))]
 async fn put_attachment(
     State(state): State<AppState>,
@@ -486,7 +486,7 @@ async fn get_attachment(
     params(("conversation" = String, Path, description = CONVERSATION), ("name" = String, Path, description = "Attachment name"), ("If-Match" = Option<String>, Header, description = "The seq this write replaces: \"N\" (0 for the first write); or use ?seq=N"), ("seq" = Option<u64>, Query, description = "The seq this write replaces, instead of If-Match")),
     responses(
         (status = 200, description = "Removed; the draft with its new seq", body = DraftView, headers(("ETag" = String, description = "The draft's seq, quoted: \"N\""))),
-        WriteErrors, NotFoundErrors, ConflictErrors,
+        WriteErrors, NotFoundErrors, ConflictErrors, RateLimitErrors,
     ))]
 async fn delete_attachment(
     State(state): State<AppState>,

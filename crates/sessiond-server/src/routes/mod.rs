@@ -7,6 +7,7 @@ pub mod drafts;
 pub mod edge;
 pub mod extract;
 pub mod grants;
+pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod problems;
@@ -63,6 +64,11 @@ pub fn app(state: AppState) -> Router {
         ApiError::MethodNotAllowed(m.to_string())
     });
     let api = edge::single_session_cookie(api, c.cookie.name.clone());
+    // Rate limits sit in front of every handler, so a request over a limit writes nothing.
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        limits::layer,
+    ));
     let app = api
         .merge(web::router())
         // Unknown paths answer problem+json like every other error.

@@ -19,11 +19,12 @@ pub enum ProblemKind {
     PayloadTooLarge,
     UnsupportedMediaType,
     IdempotencyMismatch,
+    RateLimited,
     StoreUnavailable,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 9] = [
+    pub const ALL: [ProblemKind; 10] = [
         ProblemKind::BadRequest,
         ProblemKind::Unauthorized,
         ProblemKind::Forbidden,
@@ -32,6 +33,7 @@ impl ProblemKind {
         ProblemKind::PayloadTooLarge,
         ProblemKind::UnsupportedMediaType,
         ProblemKind::IdempotencyMismatch,
+        ProblemKind::RateLimited,
         ProblemKind::StoreUnavailable,
     ];
 
@@ -45,6 +47,7 @@ impl ProblemKind {
             ProblemKind::PayloadTooLarge => 413,
             ProblemKind::UnsupportedMediaType => 415,
             ProblemKind::IdempotencyMismatch => 422,
+            ProblemKind::RateLimited => 429,
             ProblemKind::StoreUnavailable => 503,
         }
     }
@@ -65,6 +68,8 @@ impl ProblemKind {
             ProblemKind::PayloadTooLarge => "payload_too_large (over the endpoint's limit), or quota_exceeded for attachments",
             ProblemKind::UnsupportedMediaType => "unsupported_media_type: a Content-Type that is not allowed here",
             ProblemKind::IdempotencyMismatch => "idempotency_mismatch: the Idempotency-Key was used with a different request",
+            ProblemKind::RateLimited => "rate_limited: over a per-IP or per-session rate limit (`[rate_limits]`); \
+                nothing was done; retry after `Retry-After` seconds",
             ProblemKind::StoreUnavailable => "store_unavailable: the store failed or did not answer; retry after `Retry-After` seconds",
         }
     }
@@ -121,6 +126,8 @@ problem_sets! {
     MediaTypeErrors = [UnsupportedMediaType];
     /// `POST /v1/session` with an Idempotency-Key.
     IdempotencyErrors = [Conflict, IdempotencyMismatch];
+    /// Rate-limited operations (creation, sign-in, renew, writes, the WebSocket upgrade).
+    RateLimitErrors = [RateLimited];
     /// Operations that read the store without a session.
     StoreErrors = [StoreUnavailable];
 }

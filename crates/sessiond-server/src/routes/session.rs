@@ -10,8 +10,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::idempotency;
 use crate::routes::extract::{ApiJson, ApiPath};
 use crate::routes::problems::{
-    BodyErrors, ConflictErrors, IdempotencyErrors, InputErrors, NotFoundErrors, ReadErrors,
-    WriteErrors,
+    BodyErrors, ConflictErrors, IdempotencyErrors, InputErrors, NotFoundErrors, RateLimitErrors,
+    ReadErrors, WriteErrors,
 };
 use crate::sessions::{Credential, Idempotency, Obtained, SignIn};
 use crate::state::AppState;
@@ -217,7 +217,7 @@ pub struct CreateRequest {
     responses(
         (status = 201, description = "Created; Set-Cookie carries the token", body = SessionView),
         (status = 200, description = "Existing session", body = SessionView),
-        WriteErrors, BodyErrors, IdempotencyErrors,
+        WriteErrors, BodyErrors, IdempotencyErrors, RateLimitErrors,
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -285,7 +285,7 @@ pub async fn activity(
 
 /// "Stay online": an explicit, audited renewal, announced to every connection.
 #[utoipa::path(post, path = "/v1/session/renew", tag = "session",
-    responses((status = 200, body = SessionView), WriteErrors))]
+    responses((status = 200, body = SessionView), WriteErrors, RateLimitErrors))]
 pub async fn renew(State(state): State<AppState>, a: Authed) -> ApiResult<Response> {
     let s = state.sessions.renew(&Credential::of(&a.session)).await?;
     Ok(respond(StatusCode::OK, session_view(&state, &s), None))
@@ -322,7 +322,7 @@ pub struct SignInRequest {
     responses(
         (status = 200, description = "Signed in; new token in Set-Cookie", body = SessionView),
         (status = 201, description = "A new signed-in session", body = SessionView),
-        WriteErrors, BodyErrors, ConflictErrors,
+        WriteErrors, BodyErrors, ConflictErrors, RateLimitErrors,
     ))]
 pub async fn sign_in(
     State(state): State<AppState>,
@@ -433,7 +433,7 @@ pub async fn get_data(
 #[utoipa::path(put, path = "/v1/session/data/{key}", tag = "session",
     params(("key" = String, Path, description = "1..=128 of [A-Za-z0-9._:-]")),
     request_body(content = serde_json::Value, content_type = "application/json"),
-    responses((status = 204, description = "Stored"), WriteErrors, BodyErrors))]
+    responses((status = 204, description = "Stored"), WriteErrors, BodyErrors, RateLimitErrors))]
 pub async fn put_data(
     State(state): State<AppState>,
     a: Authed,
@@ -451,7 +451,7 @@ pub async fn put_data(
 /// Removes one value.
 #[utoipa::path(delete, path = "/v1/session/data/{key}", tag = "session",
     params(("key" = String, Path, description = "1..=128 of [A-Za-z0-9._:-]")),
-    responses((status = 204, description = "Removed"), WriteErrors, NotFoundErrors))]
+    responses((status = 204, description = "Removed"), WriteErrors, NotFoundErrors, RateLimitErrors))]
 pub async fn delete_data(
     State(state): State<AppState>,
     a: Authed,

@@ -15,7 +15,7 @@ use crate::routes::edge;
 use crate::routes::extract::{ApiBytes, ApiPath, ApiQuery};
 use crate::routes::problems::{
     BodyErrors, ConflictErrors, ForbiddenErrors, InputErrors, MediaTypeErrors, NotFoundErrors,
-    ReadErrors, WriteErrors,
+    RateLimitErrors, ReadErrors, WriteErrors,
 };
 use crate::routes::schemas::Binary;
 use crate::state::AppState;
@@ -175,7 +175,7 @@ async fn get_snapshot(
         (status = 200, description = "Written", body = SnapshotMeta,
          headers(("ETag" = String, description = "The content hash, quoted"),
                  ("X-Snapshot-Version" = u64, description = "The new version"))),
-        WriteErrors, BodyErrors, ConflictErrors, MediaTypeErrors,
+        WriteErrors, BodyErrors, ConflictErrors, MediaTypeErrors, RateLimitErrors,
     ))]
 async fn put_snapshot(
     State(state): State<AppState>,

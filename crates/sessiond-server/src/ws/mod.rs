@@ -17,7 +17,7 @@ use crate::auth::{self, Admin, PresentedToken, TokenSource};
 use crate::error::ApiError;
 use crate::routes::extract::{ApiPath, ApiQuery};
 use crate::routes::problems::{
-    AdminErrors, ForbiddenErrors, InputErrors, NotFoundErrors, ReadErrors,
+    AdminErrors, ForbiddenErrors, InputErrors, NotFoundErrors, RateLimitErrors, ReadErrors,
 };
 use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -73,7 +73,7 @@ pub fn ws_token(headers: &HeaderMap, cookie_name: &str) -> Option<PresentedToken
         (status = 400, description = "Not a valid WebSocket upgrade request", body = String, content_type = "text/plain"),
         (status = 426, description = "The connection cannot be upgraded", body = String, content_type = "text/plain"),
         // 403 is forbidden_origin: a cookie-authenticated upgrade from a disallowed Origin.
-        ReadErrors, ForbiddenErrors,
+        ReadErrors, ForbiddenErrors, RateLimitErrors,
     ))]
 async fn upgrade(
     State(state): State<AppState>,

@@ -12,6 +12,7 @@ mod http_bounds;
 mod idempotency;
 mod openapi;
 mod origin;
+mod ratelimit;
 mod secrets;
 mod session;
 mod signin;
