@@ -325,7 +325,12 @@ async fn open_store(
     match &config.store {
         StoreKind::Memory => Ok((Arc::new(sessiond_store_memory::MemoryStore::new()), None)),
         StoreKind::Sqlite => {
-            let s = sessiond_store_sqlite::SqliteStore::open(&config.data_dir)?;
+            let opts = sessiond_store_sqlite::SqliteOptions {
+                deadline: config.store_queue.deadline,
+                max_waiting: config.store_queue.max_waiting,
+                ..Default::default()
+            };
+            let s = sessiond_store_sqlite::SqliteStore::open_with(&config.data_dir, opts)?;
             Ok((Arc::new(s), None))
         }
         StoreKind::Redis(url) => {
@@ -334,7 +339,8 @@ async fn open_store(
                 .key_prefix(config.redis.key_prefix.clone())
                 .connections(config.redis.connections)
                 .command_timeout(config.redis.command_timeout)
-                .connect_timeout(config.redis.connect_timeout);
+                .connect_timeout(config.redis.connect_timeout)
+                .min_replicas(config.redis.min_replicas, config.redis.replica_timeout);
             let store = Arc::new(sessiond_store_redis::RedisStore::connect(cfg).await?);
             tracing::info!(
                 sharded = store.is_cluster(),

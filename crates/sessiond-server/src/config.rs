@@ -35,6 +35,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub rooms: RoomsConfig,
     pub redis: RedisSettings,
+    pub store_queue: StoreQueueConfig,
     pub http: HttpConfig,
     pub rate_limits: RateLimitsConfig,
     pub roles: BTreeMap<String, RoleConfig>,
@@ -144,6 +145,19 @@ pub struct IdempotencyConfig {
     /// replays are 409 `idempotency_expired`.
     #[serde(with = "humantime_serde")]
     pub replay_window: Duration,
+}
+
+/// The bound in front of the store: a call that cannot start within `deadline` is
+/// answered 503 `store_unavailable` at once instead of waiting (SQLite: the writer
+/// queue and the readers; Redis: `redis.command_timeout` bounds each call as a whole).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreQueueConfig {
+    /// Longest wait for a store connection before the call fails with 503.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Store calls that may wait at once (per queue); one more fails with 503 at once.
+    pub max_waiting: usize,
 }
 
 /// Bounds on HTTP connections, enforced by the serving loop ([`crate::serve`]).
@@ -256,6 +270,12 @@ pub struct RedisSettings {
     pub command_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Replicas that must acknowledge endings, rotations, draft and snapshot writes
+    /// (`WAIT`) before they are answered; fewer within `replica_timeout`: 503. 0: none.
+    pub min_replicas: u32,
+    /// How long a write waits for `min_replicas` acknowledgements.
+    #[serde(with = "humantime_serde")]
+    pub replica_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -712,6 +732,16 @@ impl Config {
         check_duration("rooms.token_max_age", self.rooms.token_max_age, true)?;
         check_duration("redis.command_timeout", self.redis.command_timeout, true)?;
         check_duration("redis.connect_timeout", self.redis.connect_timeout, true)?;
+        check_duration("redis.replica_timeout", self.redis.replica_timeout, true)?;
+        check_duration("store_queue.deadline", self.store_queue.deadline, true)?;
+        if self.redis.min_replicas > 0 && self.redis.replica_timeout >= self.redis.command_timeout {
+            // The WAIT is itself a Redis call, cut off at the command timeout.
+            return invalid(format!(
+                "redis.replica_timeout ({}) must be shorter than redis.command_timeout ({})",
+                humantime_serde::re::humantime::format_duration(self.redis.replica_timeout),
+                humantime_serde::re::humantime::format_duration(self.redis.command_timeout)
+            ));
+        }
         check_duration(
             "http.header_read_timeout",
             self.http.header_read_timeout,
@@ -812,6 +842,11 @@ impl Config {
         )?;
         check_min("snapshots.max_size", self.snapshots.max_size as u64, 1)?;
         check_min("http.max_connections", self.http.max_connections as u64, 1)?;
+        check_min(
+            "store_queue.max_waiting",
+            self.store_queue.max_waiting as u64,
+            1,
+        )?;
         check_min(
             "http.max_connections_per_ip",
             self.http.max_connections_per_ip as u64,
@@ -1043,6 +1078,8 @@ mod tests {
             ("rooms", "token_max_age"),
             ("redis", "command_timeout"),
             ("redis", "connect_timeout"),
+            ("redis", "replica_timeout"),
+            ("store_queue", "deadline"),
             ("roles.viewer", "absolute_timeout"),
             ("roles.public", "heartbeat_interval"),
         ] {
@@ -1110,6 +1147,11 @@ mod tests {
                 "http.body_idle_timeout",
             ),
             ("[redis]\nconnections = 65", "redis.connections"),
+            ("[store_queue]\nmax_waiting = 0", "store_queue.max_waiting"),
+            (
+                "[redis]\nmin_replicas = 1\ncommand_timeout = \"1s\"\nreplica_timeout = \"1s\"",
+                "redis.replica_timeout",
+            ),
             (
                 "[roles.editor]\nheartbeat_misses = 1000",
                 "roles.editor.heartbeat_misses",

@@ -593,3 +593,65 @@ async fn a_room_grant_revoked_on_one_node_removes_the_member_on_another() {
         .await;
     assert_eq!(member_handles(&v), vec![s1.handle.clone()]);
 }
+
+/// A revocation a failover must not undo: with `redis.min_replicas = 1` it is answered
+/// only once a replica holds it. Replica attached: 204. Replica stalled (SIGSTOP, so
+/// its link stays open and nothing tells the primary) or gone: 503
+/// `store_unavailable` within the replica timeout, never a hang; back: 204 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_replicas_answers_a_revocation_once_a_replica_holds_it_or_503() {
+    let redis = RedisServer::start();
+    let mut replica = RedisServer::start_replica_of(redis.port());
+    replica.wait_synced();
+    let toml = format!(
+        "{}[redis]\nmin_replicas = 1\nreplica_timeout = \"300ms\"\n",
+        config(&redis.url(), "1h")
+    );
+    let n = Node::start(&toml);
+    n.wait_ready().await;
+    let revoke = |handle: String| {
+        let url = format!("{}/v1/admin/sessions/{handle}", n.url);
+        async move {
+            let t = Instant::now();
+            let r = client()
+                .delete(url)
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let code = r.json::<Value>().await.ok().map(|v| v["code"].clone());
+            (status, code, t.elapsed())
+        }
+    };
+
+    let s = n.bearer_session().await;
+    let (status, _, _) = revoke(s.handle.clone()).await;
+    assert_eq!(status, 204, "a replica is attached");
+
+    replica.pause();
+    let s = n.bearer_session().await;
+    let (status, code, took) = revoke(s.handle.clone()).await;
+    assert_eq!(
+        (status, code),
+        (503, Some(json!("store_unavailable"))),
+        "stalled replica"
+    );
+    assert!(took < Duration::from_millis(1000), "answered after {took:?}");
+
+    replica.resume();
+    replica.wait_synced();
+    let s = n.bearer_session().await;
+    let (status, _, _) = revoke(s.handle.clone()).await;
+    assert_eq!(status, 204, "the replica is back");
+
+    replica.kill();
+    let s = n.bearer_session().await;
+    let (status, code, took) = revoke(s.handle.clone()).await;
+    assert_eq!(
+        (status, code),
+        (503, Some(json!("store_unavailable"))),
+        "no replica"
+    );
+    assert!(took < Duration::from_millis(1000), "answered after {took:?}");
+}

@@ -34,6 +34,14 @@ pub struct RedisConfig {
     /// How long the bytes of an unfinished upload survive a crash of the node that was
     /// streaming them. Default 1 h.
     pub upload_ttl: Duration,
+    /// Replicas that must acknowledge (`WAIT`) an ending, a rotation, a draft or a
+    /// snapshot write before it returns; fewer within [`RedisConfig::replica_timeout`]
+    /// fail the call with `StoreError::Unavailable` (the primary may still have applied
+    /// it). Default 0: no waiting, replication stays asynchronous.
+    pub min_replicas: u32,
+    /// How long a write waits for `min_replicas` acknowledgements; shorter than
+    /// `command_timeout`. Default 500 ms.
+    pub replica_timeout: Duration,
 }
 
 impl RedisConfig {
@@ -47,6 +55,8 @@ impl RedisConfig {
             connections: 1,
             ended_retention: Duration::from_secs(30 * 24 * 3600),
             upload_ttl: Duration::from_secs(3600),
+            min_replicas: 0,
+            replica_timeout: Duration::from_millis(500),
         }
     }
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -77,6 +87,13 @@ impl RedisConfig {
         self.upload_ttl = d;
         self
     }
+    /// `n` replicas must acknowledge the durable writes within `timeout` (see
+    /// [`RedisConfig::min_replicas`]).
+    pub fn min_replicas(mut self, n: u32, timeout: Duration) -> Self {
+        self.min_replicas = n;
+        self.replica_timeout = timeout;
+        self
+    }
 
     /// Checks everything that can be checked without connecting.
     pub fn validate(&self) -> Result<Topology, RedisError> {
@@ -96,6 +113,13 @@ impl RedisConfig {
             if d.is_zero() {
                 return Err(RedisError::Config(format!("{name} must be positive")));
             }
+        }
+        if self.min_replicas > 0
+            && (self.replica_timeout.is_zero() || self.replica_timeout >= self.command_timeout)
+        {
+            return Err(RedisError::Config(
+                "replica_timeout must be positive and shorter than command_timeout".into(),
+            ));
         }
         if self.connections == 0 || self.connections > 64 {
             return Err(RedisError::Config("connections must be 1-64".into()));

@@ -172,6 +172,38 @@ impl SentinelConn {
     }
 }
 
+impl Conn {
+    /// `WAIT n ms` for the writes this connection sent before it: on Cluster to the
+    /// master of `key`'s slot (the cluster client keeps one connection per node, the one
+    /// that carried the write); elsewhere on this multiplexed connection itself. Returns
+    /// the replicas that acknowledged.
+    pub(crate) async fn wait_replicas(
+        &mut self,
+        key: &str,
+        n: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<i64> {
+        use redis::cluster_routing::{
+            get_slot, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+        };
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(n).arg(timeout.as_millis().max(1) as u64);
+        match self {
+            Conn::Cluster(c) => {
+                let route = Route::new(get_slot(key.as_bytes()), SlotAddr::Master);
+                let v = c
+                    .route_command(
+                        &wait,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                redis::from_redis_value(&v)
+            }
+            other => wait.query_async(other).await,
+        }
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -220,6 +252,11 @@ impl Pool {
     pub(crate) fn get(&self) -> Conn {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
+    }
+
+    /// Every connection (a write may have gone out on any of them).
+    pub(crate) fn all(&self) -> &[Conn] {
+        &self.conns
     }
 
     /// Connects to the deployment `topology` describes; bounded by `connect_timeout`.

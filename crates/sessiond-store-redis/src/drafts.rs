@@ -129,7 +129,10 @@ impl RedisStore {
             }
         };
         match code {
-            1 => Ok(Cas::Applied),
+            1 => {
+                self.replicated(&[&self.keys.drafts(p)]).await?;
+                Ok(Cas::Applied)
+            }
             2 => Ok(Cas::OverQuota),
             _ => {
                 let current = match reply.get(1) {

@@ -15,6 +15,10 @@ pub enum RedisError {
     /// Redis did not answer in time (down, partitioned, overloaded).
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// Fewer replicas than `min_replicas` acknowledged a write within the replica
+    /// timeout; the primary may have applied it.
+    #[error("{acked} of {wanted} replicas acknowledged the write in time")]
+    Replicas { acked: i64, wanted: u32 },
     /// A stored value could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

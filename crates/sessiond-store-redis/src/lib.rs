@@ -162,6 +162,39 @@ impl RedisStore {
         .await
     }
 
+    /// After a write a failover must not undo (an ending, a rotation, a draft or
+    /// snapshot write): when `min_replicas` is set, waits until that many replicas hold
+    /// it, or fails with [`RedisError::Replicas`] (503; the primary may have applied the
+    /// write). `WAIT` covers the writes sent before it on its own connection, so it goes
+    /// out on every connection of the pool (the write used one of them); `keys` name the
+    /// slots written (Cluster sends it to each slot's master).
+    pub(crate) async fn replicated(&self, keys: &[&str]) -> Result<(), RedisError> {
+        let wanted = self.cfg.min_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let timeout = self.cfg.replica_timeout;
+        let waits = self.pool.all().iter().flat_map(|c| {
+            keys.iter().map(move |k| {
+                let mut c = c.clone();
+                async move { Ok::<i64, RedisError>(c.wait_replicas(k, wanted, timeout).await?) }
+            })
+        });
+        let acked = bounded(
+            self.cfg.command_timeout,
+            futures::future::try_join_all(waits),
+        )
+        .await?
+        .into_iter()
+        .min()
+        .unwrap_or(0);
+        if acked < i64::from(wanted) {
+            metrics::counter!("sessiond_redis_replica_wait_failed_total").increment(1);
+            return Err(RedisError::Replicas { acked, wanted });
+        }
+        Ok(())
+    }
+
     pub(crate) fn retention_ms(&self) -> i64 {
         self.cfg.ended_retention.as_millis().min(i64::MAX as u128) as i64
     }

@@ -393,6 +393,7 @@ impl SessionStore for RedisStore {
                 self.del_if_eq(&self.keys.token(expected), &hex).await?;
             }
             self.index_state(s).await?;
+            self.replicated(&[&self.keys.session(&s.handle)]).await?;
             return Ok(true);
         }
         if rotated && current != s.token_hash.to_hex() {
@@ -461,6 +462,7 @@ impl SessionStore for RedisStore {
             self.zadd(self.keys.sessions(), &[], 0, &hex),
         );
         a.and(b).and(c).and(d)?;
+        self.replicated(&[&self.keys.session(h)]).await?;
         Ok(Some(s))
     }
 

@@ -112,6 +112,7 @@ impl SnapshotStore for RedisStore {
         let reply: Vec<redis::Value> = self.eval(&inv).await?;
         if let Some(redis::Value::Int(1)) = reply.first() {
             self.index_retention(room, retain_until).await?;
+            self.replicated(&[&self.keys.snapshot(room)]).await?;
             return Ok(SnapshotWrite::Written(s));
         }
         match (bulk(reply.get(1)), bulk(reply.get(2))) {

@@ -16,6 +16,13 @@
 //!   create, token CAS, draft seq, snapshot version) are decided inside one `BEGIN
 //!   IMMEDIATE` transaction with no `SQLITE_BUSY` retries;
 //! - **a few read-only connections** (WAL mode lets them read while the writer writes);
+//! - **a bounded queue with a deadline** in front of both ([`SqliteOptions::deadline`],
+//!   [`SqliteOptions::max_waiting`]): callers wait for a connection as async tasks (not
+//!   blocking threads, so the blocking pool holds at most one writer and the readers), in
+//!   FIFO order; a call that cannot start within the deadline, or finds the queue full,
+//!   fails at once with `StoreError::Unavailable` (503) instead of waiting behind a write
+//!   flood or a slow fsync. A call that has started always runs to its end, so nothing
+//!   acknowledged is lost and nothing is half-done;
 //! - `synchronous=FULL`, so a write is on disk (WAL fsynced) before it is acknowledged
 //!   and survives SIGKILL or power loss; `busy_timeout` bounds the wait should another
 //!   process hold the lock, after which the caller gets `StoreError::Unavailable` (503)
@@ -47,6 +54,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "sessiond.db";
@@ -61,6 +69,12 @@ pub struct SqliteOptions {
     /// Unreferenced blob files younger than this survive the open-time sweep (they may
     /// be uploads in flight in another process using the same directory).
     pub sweep_grace: Duration,
+    /// Longest wait for a connection (the writer, or a free reader); a call that
+    /// cannot start within it fails with `StoreError::Unavailable`.
+    pub deadline: Duration,
+    /// Calls that may wait for a connection at once (writers and readers counted
+    /// apart); one more fails at once with `StoreError::Unavailable`.
+    pub max_waiting: usize,
 }
 
 impl Default for SqliteOptions {
@@ -69,6 +83,8 @@ impl Default for SqliteOptions {
             readers: 4,
             busy_timeout: Duration::from_secs(2),
             sweep_grace: Duration::from_secs(600),
+            deadline: Duration::from_secs(1),
+            max_waiting: 1024,
         }
     }
 }
@@ -81,13 +97,20 @@ pub struct SqliteStore {
 }
 
 pub(crate) struct Db {
-    /// The only connection that writes. A std mutex: it is held only on blocking-pool
-    /// threads, for one transaction, never across an `.await`.
-    writer: Mutex<Connection>,
-    /// Read-only connections, picked round-robin; each behind its own mutex because a
-    /// rusqlite `Connection` is not `Sync`.
+    /// The only connection that writes. An async mutex, taken (FIFO) by the waiting
+    /// task under the deadline and then moved into the blocking job, so a queued write
+    /// holds no thread.
+    writer: Arc<tokio::sync::Mutex<Connection>>,
+    /// Read-only connections; each behind its own mutex because a rusqlite
+    /// `Connection` is not `Sync`. `reader_slots` has one permit per reader, so a job
+    /// holding a permit always finds one of them free.
     readers: Vec<Mutex<Connection>>,
+    reader_slots: Arc<Semaphore>,
     next_reader: AtomicUsize,
+    writers_waiting: AtomicUsize,
+    readers_waiting: AtomicUsize,
+    deadline: Duration,
+    max_waiting: usize,
     blobs: Blobs,
 }
 
@@ -152,11 +175,17 @@ impl SqliteStore {
                 "swept leftover attachment files"
             );
         }
+        let reader_slots = Arc::new(Semaphore::new(readers.len()));
         Ok(SqliteStore {
             db: Arc::new(Db {
-                writer: Mutex::new(writer),
+                writer: Arc::new(tokio::sync::Mutex::new(writer)),
                 readers,
+                reader_slots,
                 next_reader: AtomicUsize::new(0),
+                writers_waiting: AtomicUsize::new(0),
+                readers_waiting: AtomicUsize::new(0),
+                deadline: opts.deadline,
+                max_waiting: opts.max_waiting.max(1),
                 blobs,
             }),
             swept,
@@ -173,30 +202,121 @@ impl SqliteStore {
         self.db.blobs.root().to_path_buf()
     }
 
-    /// Runs `f` on the writer connection on the blocking pool.
+    /// Runs `f` on the writer connection on the blocking pool, once the writer is free
+    /// (within the deadline).
     pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection, &Blobs) -> Result<T, SqliteError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        blocking(move || f(&mut lock(&db.writer), &db.blobs)).await
+        let mut conn = Queue::Writer
+            .admit(&db, db.writer.clone().lock_owned())
+            .await?;
+        // The guard moves into the job: once started, the write runs to its end even if
+        // the caller goes away, and the next writer starts only after it.
+        blocking(move || f(&mut conn, &db.blobs)).await
     }
 
-    /// Runs `f` on a reader connection on the blocking pool.
+    /// Runs `f` on a free reader connection on the blocking pool (within the deadline).
     pub(crate) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection, &Blobs) -> Result<T, SqliteError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
+        let slots = db.reader_slots.clone().acquire_owned();
+        let permit = Queue::Reader
+            .admit(&db, async move { slots.await.expect("reader slots never close") })
+            .await?;
         blocking(move || {
-            let i = db.next_reader.fetch_add(1, Ordering::Relaxed) % db.readers.len();
-            f(&lock(&db.readers[i]), &db.blobs)
+            let n = db.readers.len();
+            let start = db.next_reader.fetch_add(1, Ordering::Relaxed);
+            // The permit guarantees a free reader; try_lock finds it without blocking.
+            let conn = (0..n)
+                .find_map(|k| db.readers[(start + k) % n].try_lock().ok())
+                .unwrap_or_else(|| lock(&db.readers[start % n]));
+            let r = f(&conn, &db.blobs);
+            drop(conn);
+            drop(permit);
+            r
         })
         .await
     }
 
+    /// Calls waiting for the writer now (for tests and operators).
+    pub fn writers_waiting(&self) -> usize {
+        self.db.writers_waiting.load(Ordering::Relaxed)
+    }
+
+    /// Whether a write is running now (for tests and operators).
+    pub fn writer_busy(&self) -> bool {
+        self.db.writer.try_lock().is_err()
+    }
+
     pub(crate) fn blobs(&self) -> &Blobs {
         &self.db.blobs
+    }
+}
+
+/// The two waiting lines in front of the connections.
+#[derive(Clone, Copy)]
+enum Queue {
+    Writer,
+    Reader,
+}
+
+impl Queue {
+    fn name(self) -> &'static str {
+        match self {
+            Queue::Writer => "writer",
+            Queue::Reader => "reader",
+        }
+    }
+
+    fn waiting(self, db: &Db) -> &AtomicUsize {
+        match self {
+            Queue::Writer => &db.writers_waiting,
+            Queue::Reader => &db.readers_waiting,
+        }
+    }
+
+    /// Waits for `acquire` (a connection) at most the deadline, as one of at most
+    /// `max_waiting` waiters; otherwise fails at once with `Unavailable`.
+    async fn admit<G>(
+        self,
+        db: &Db,
+        acquire: impl std::future::Future<Output = G>,
+    ) -> Result<G, StoreError> {
+        let waiting = self.waiting(db);
+        let depth = waiting.fetch_add(1, Ordering::AcqRel) + 1;
+        // Decremented on every exit, the caller's cancellation included.
+        let _left = Leave(waiting, self);
+        metrics::gauge!("sessiond_store_queue_depth", "queue" => self.name()).set(depth as f64);
+        if depth > db.max_waiting {
+            return Err(self.reject("full", format!("{} waiting", db.max_waiting)));
+        }
+        match tokio::time::timeout(db.deadline, acquire).await {
+            Ok(g) => Ok(g),
+            Err(_) => Err(self.reject(
+                "deadline",
+                format!("not started within {:?}", db.deadline),
+            )),
+        }
+    }
+
+    fn reject(self, why: &'static str, detail: String) -> StoreError {
+        metrics::counter!("sessiond_store_rejected_total", "queue" => self.name(), "reason" => why)
+            .increment(1);
+        StoreError::Unavailable(format!("sqlite {} queue: {detail}", self.name()))
+    }
+}
+
+/// Leaves a queue when dropped.
+struct Leave<'a>(&'a AtomicUsize, Queue);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let depth = self.0.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!("sessiond_store_queue_depth", "queue" => self.1.name()).set(depth as f64);
     }
 }
 

@@ -492,3 +492,106 @@ async fn sigkill_keeps_acknowledged_writes() {
     assert!(d.seq >= acked);
     assert_eq!(d.text, format!("draft {}", d.seq));
 }
+
+/// Polls `ok` every few milliseconds for at most five seconds.
+async fn until(what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within 5 s");
+        // Poll interval of a bounded wait (the state a spawned task reaches).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The writer stuck behind another process's write lock (a slow fsync looks the same
+/// from here): a write that cannot start within the deadline fails with `Unavailable`
+/// at once instead of queueing behind it; the write that had started completes when
+/// the lock goes, so nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_that_cannot_start_within_the_deadline_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(
+        dir.path(),
+        SqliteOptions {
+            deadline: Duration::from_millis(100),
+            busy_timeout: Duration::from_secs(20),
+            ..Default::default()
+        },
+    )
+    .await;
+    let other = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let first = session("anon:first", "editor", 1_000);
+    let (s1, f1) = (store.clone(), first.clone());
+    let started = tokio::spawn(async move { s1.create_session(&f1, None).await });
+    until("the first write holds the writer", || store.writer_busy()).await;
+
+    let t = Instant::now();
+    let second = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.create_session(&session("anon:second", "editor", 1_000), None),
+    )
+    .await
+    .expect("answered, not queued behind the stuck write");
+    assert!(
+        matches!(second, Err(StoreError::Unavailable(_))),
+        "{second:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // Reads are not behind the writer.
+    assert_eq!(store.count_active_sessions().await.unwrap(), 0);
+
+    other.execute_batch("ROLLBACK").unwrap();
+    assert!(matches!(
+        started.await.unwrap().unwrap(),
+        CreateOutcome::Created
+    ));
+    assert!(store.get_session(&first.handle).await.unwrap().is_some());
+}
+
+/// More callers waiting for the writer than `max_waiting`: the next one is refused at
+/// once; those admitted all complete once the writer is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_writer_queue_refuses_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(
+        dir.path(),
+        SqliteOptions {
+            deadline: Duration::from_secs(20),
+            busy_timeout: Duration::from_secs(20),
+            max_waiting: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let other = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let (a, b) = (
+        session("anon:a", "editor", 1_000),
+        session("anon:b", "editor", 1_000),
+    );
+    let (s1, a1) = (store.clone(), a.clone());
+    let first = tokio::spawn(async move { s1.create_session(&a1, None).await });
+    until("the first write holds the writer", || store.writer_busy()).await;
+    let (s2, b2) = (store.clone(), b.clone());
+    let queued = tokio::spawn(async move { s2.create_session(&b2, None).await });
+    until("one write waits", || store.writers_waiting() == 1).await;
+
+    let t = Instant::now();
+    let third = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.create_session(&session("anon:c", "editor", 1_000), None),
+    )
+    .await
+    .expect("answered at once");
+    assert!(matches!(third, Err(StoreError::Unavailable(_))), "{third:?}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    other.execute_batch("ROLLBACK").unwrap();
+    for (task, s) in [(first, &a), (queued, &b)] {
+        assert!(matches!(task.await.unwrap().unwrap(), CreateOutcome::Created));
+        assert!(store.get_session(&s.handle).await.unwrap().is_some());
+    }
+}

@@ -374,6 +374,46 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.proc.restart();
     }
+
+    /// For a replica ([`RedisServer::start_replica_of`]): waits until its link to the
+    /// master is up and the initial sync is done, so it acknowledges writes (`WAIT`).
+    pub fn wait_synced(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !inline_command(self.proc.port, "INFO replication").is_some_and(|info| {
+            info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0")
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "replica on port {} did not sync within {START_TIMEOUT:?}:\n{}",
+                self.proc.port,
+                log_tail(&self.proc.dir)
+            );
+            // Poll interval of a bounded wait (link up or START_TIMEOUT).
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGSTOP: the process stays connected but answers nothing (a stalled replica, a
+    /// network partition without resets). [`RedisServer::resume`] undoes it; drop
+    /// kills it either way.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let child = self.proc.child.as_ref().expect("server is running");
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} {}", child.id());
+    }
 }
 
 /// A Redis Cluster of `n` masters without replicas, on free loopback ports, killed on drop.

@@ -1,0 +1,247 @@
+//! Overload, loopback only, bounded in count and time: a store that cannot start a call
+//! within `store_queue.deadline` is answered 503 `store_unavailable` at once, never left
+//! hanging; at about twice the server's measured capacity every request gets 2xx, 429
+//! or 503 within the deadline, memory stays bounded, and service resumes when the load
+//! stops. Its own test binary, so the process's memory is the server's and this load's.
+//!
+//! Run with `--nocapture` to see the figures (capacity, offered load, answer mix,
+//! latencies, RSS).
+
+use reqwest::Client;
+use sessiond_testkit::inproc::{base_toml, TestServer};
+use sessiond_testkit::wait;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+/// SQLite (one writer, fsync per commit: the resource that runs out), the store deadline
+/// under test, no rate limits (the store, not the limiter, is what the load meets) and
+/// room for the load's connections from one loopback address.
+fn config(deadline: &str) -> String {
+    format!(
+        "{}[store_queue]\ndeadline = \"{deadline}\"\n\
+         [rate_limits]\nenabled = false\n\
+         [http]\nmax_connections_per_ip = 4096\n",
+        base_toml("sqlite")
+    )
+}
+
+/// A client that never waits longer than any answer may take here.
+fn client(max_idle: usize) -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(max_idle)
+        .build()
+        .expect("http client")
+}
+
+/// The process's resident set in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("VmRSS")
+}
+
+/// One answer: its status (`None`: no answer, a transport error) and how long it took.
+type Answer = (Option<u16>, Duration);
+
+async fn create(client: &Client, url: &str) -> Answer {
+    let t = Instant::now();
+    let status = match client.post(url).send().await {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            if s == 503 {
+                assert!(r.headers().contains_key("retry-after"), "503 without Retry-After");
+                let body: serde_json::Value = r.json().await.expect("problem json");
+                assert_eq!(body["code"], "store_unavailable", "{body}");
+            } else {
+                // Read the body: the answer is whole only then.
+                let _ = r.bytes().await;
+            }
+            Some(s)
+        }
+        Err(_) => None,
+    };
+    (status, t.elapsed())
+}
+
+/// The write lock of the server's database taken by another connection, so the
+/// server's writer blocks inside its transaction (as behind a stalled fsync); 20
+/// concurrent creates: one is stuck in the writer, every other is answered 503 with
+/// `Retry-After` within the deadline instead of queueing behind it, and service resumes
+/// when the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_store_is_answered_503_within_the_deadline() {
+    let server = TestServer::start(&config("200ms")).await;
+    let db = rusqlite::Connection::open(server.dir.join("sessiond.db")).expect("open db");
+    db.execute_batch("BEGIN IMMEDIATE").expect("take the write lock");
+
+    let (c, url) = (client(64), server.u("/v1/session"));
+    let mut tasks = JoinSet::new();
+    for _ in 0..20 {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.spawn(async move { create(&c, &url).await });
+    }
+    let answers: Vec<Answer> = tasks.join_all().await;
+    let in_time = answers
+        .iter()
+        .filter(|(s, d)| *s == Some(503) && *d < Duration::from_secs(1))
+        .count();
+    // The one inside the writer waits out SQLite's busy timeout (2 s), then 503 too.
+    assert!(in_time >= 19, "503 within 1 s: {in_time} of 20: {answers:?}");
+    assert!(
+        answers.iter().all(|(s, d)| *s == Some(503) && *d < Duration::from_secs(4)),
+        "{answers:?}"
+    );
+
+    db.execute_batch("ROLLBACK").expect("release the lock");
+    let (status, _) = create(&c, &url).await;
+    assert_eq!(status, Some(201), "service resumes");
+}
+
+/// Closed loop, `concurrency` creates at a time for `span`: the created sessions per
+/// second, the server's capacity for this request.
+async fn calibrate(c: &Client, url: &str, concurrency: usize, span: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + span;
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
+        let (c, url, done) = (c.clone(), url.to_owned(), done.clone());
+        tasks.spawn(async move {
+            while Instant::now() < end {
+                if let (Some(201), _) = create(&c, &url).await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    tasks.join_all().await;
+    done.load(Ordering::Relaxed) as f64 / span.as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Store deadline of the overload run.
+const DEADLINE: Duration = Duration::from_millis(500);
+/// A create makes two store calls (the session, its audit event), each of which may
+/// wait up to the deadline; the rest is scheduling on a shared two-core machine.
+const ANSWER_WITHIN: Duration = Duration::from_millis(2 * 500 + 1500);
+/// Requests the load keeps in flight at most (bounds the client; never reached when
+/// the server answers in time).
+const MAX_IN_FLIGHT: usize = 2048;
+/// How long the load runs.
+const LOAD_SPAN: Duration = Duration::from_secs(5);
+/// Growth of the resident set the load may cause.
+const RSS_GROWTH_LIMIT_KIB: u64 = 256 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twice_the_capacity_is_answered_in_time_in_bounded_memory_and_recovers() {
+    let server = TestServer::start(&config("500ms")).await;
+    let (c, url) = (client(MAX_IN_FLIGHT), server.u("/v1/session"));
+
+    let capacity = calibrate(&c, &url, 32, Duration::from_secs(2)).await;
+    assert!(capacity >= 1.0, "calibration created sessions: {capacity}/s");
+    let rate = 2.0 * capacity;
+    let total = (rate * LOAD_SPAN.as_secs_f64()).ceil() as usize;
+    let rss_before = rss_kib();
+
+    // Peak memory, sampled while the load runs.
+    let (peak, stop) = (Arc::new(AtomicU64::new(rss_before)), Arc::new(AtomicBool::new(false)));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    // Open loop: one request every 1/rate s whatever the answers do.
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    let mut tasks = JoinSet::new();
+    let mut skipped = 0usize;
+    let started = Instant::now();
+    for _ in 0..total {
+        ticker.tick().await;
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let (c, url) = (c.clone(), url.clone());
+                tasks.spawn(async move {
+                    let _permit: OwnedSemaphorePermit = permit;
+                    create(&c, &url).await
+                });
+            }
+            Err(_) => skipped += 1,
+        }
+    }
+    let offered_for = started.elapsed();
+    let answers: Vec<Answer> = tasks.join_all().await;
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.expect("sampler");
+    let rss_peak = peak.load(Ordering::Relaxed);
+
+    // Service resumes once the load stops.
+    let t = Instant::now();
+    wait::until(Duration::from_secs(5), "a create to succeed after the load", || {
+        let (c, url) = (c.clone(), url.clone());
+        async move { create(&c, &url).await.0 == Some(201) }
+    })
+    .await;
+    let recovered_in = t.elapsed();
+    let rss_after = rss_kib();
+
+    let mut mix: BTreeMap<String, usize> = BTreeMap::new();
+    for (s, _) in &answers {
+        let k = s.map_or("no answer".to_owned(), |s| s.to_string());
+        *mix.entry(k).or_default() += 1;
+    }
+    let mut lat: Vec<Duration> = answers.iter().map(|(_, d)| *d).collect();
+    lat.sort();
+    let ok = answers.iter().filter(|(s, _)| matches!(s, Some(200..=299))).count();
+    eprintln!(
+        "overload figures: capacity {capacity:.0} creates/s (closed loop, 32 at a time, 2 s); \
+         offered {rate:.0}/s open loop: {total} requests in {offered_for:.1?} \
+         ({skipped} not sent: {MAX_IN_FLIGHT} in flight); answers {mix:?}, \
+         served {:.0}/s; latency p50 {:?} p99 {:?} max {:?}; \
+         RSS before {} MiB, peak {} MiB, after {} MiB; recovered in {recovered_in:?}",
+        ok as f64 / offered_for.as_secs_f64(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or_default(),
+        rss_before / 1024,
+        rss_peak / 1024,
+        rss_after / 1024,
+    );
+
+    assert_eq!(skipped, 0, "the in-flight bound was reached: answers are late");
+    for (s, d) in &answers {
+        assert!(
+            matches!(s, Some(200..=299 | 429 | 503)),
+            "every request is answered 2xx, 429 or 503: {s:?} after {d:?} ({mix:?})"
+        );
+        assert!(*d <= ANSWER_WITHIN, "answered after {d:?} ({mix:?})");
+    }
+    assert!(ok > 0, "some requests are served under overload: {mix:?}");
+    assert!(
+        mix.get("503").copied().unwrap_or(0) > 0,
+        "twice the capacity is shed with 503: {mix:?}"
+    );
+    assert!(
+        rss_peak.saturating_sub(rss_before) < RSS_GROWTH_LIMIT_KIB,
+        "memory bounded: {} MiB before, {} MiB at peak",
+        rss_before / 1024,
+        rss_peak / 1024
+    );
+}
