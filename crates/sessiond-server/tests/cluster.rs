@@ -637,7 +637,10 @@ async fn min_replicas_answers_a_revocation_once_a_replica_holds_it_or_503() {
         (503, Some(json!("store_unavailable"))),
         "stalled replica"
     );
-    assert!(took < Duration::from_millis(1000), "answered after {took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "answered after {took:?}"
+    );
 
     replica.resume();
     replica.wait_synced();
@@ -653,5 +656,8 @@ async fn min_replicas_answers_a_revocation_once_a_replica_holds_it_or_503() {
         (503, Some(json!("store_unavailable"))),
         "no replica"
     );
-    assert!(took < Duration::from_millis(1000), "answered after {took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "answered after {took:?}"
+    );
 }

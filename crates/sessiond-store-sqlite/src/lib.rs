@@ -225,7 +225,9 @@ impl SqliteStore {
         let db = self.db.clone();
         let slots = db.reader_slots.clone().acquire_owned();
         let permit = Queue::Reader
-            .admit(&db, async move { slots.await.expect("reader slots never close") })
+            .admit(&db, async move {
+                slots.await.expect("reader slots never close")
+            })
             .await?;
         blocking(move || {
             let n = db.readers.len();
@@ -296,10 +298,7 @@ impl Queue {
         }
         match tokio::time::timeout(db.deadline, acquire).await {
             Ok(g) => Ok(g),
-            Err(_) => Err(self.reject(
-                "deadline",
-                format!("not started within {:?}", db.deadline),
-            )),
+            Err(_) => Err(self.reject("deadline", format!("not started within {:?}", db.deadline))),
         }
     }
 

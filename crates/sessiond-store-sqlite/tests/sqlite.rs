@@ -586,12 +586,18 @@ async fn a_full_writer_queue_refuses_at_once() {
     )
     .await
     .expect("answered at once");
-    assert!(matches!(third, Err(StoreError::Unavailable(_))), "{third:?}");
+    assert!(
+        matches!(third, Err(StoreError::Unavailable(_))),
+        "{third:?}"
+    );
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 
     other.execute_batch("ROLLBACK").unwrap();
     for (task, s) in [(first, &a), (queued, &b)] {
-        assert!(matches!(task.await.unwrap().unwrap(), CreateOutcome::Created));
+        assert!(matches!(
+            task.await.unwrap().unwrap(),
+            CreateOutcome::Created
+        ));
         assert!(store.get_session(&s.handle).await.unwrap().is_some());
     }
 }
