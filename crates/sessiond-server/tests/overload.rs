@@ -140,6 +140,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Creates in flight while calibrating: enough to keep the single writer busy (fewer
+/// leave it idle between answers and underestimate the capacity), few enough that
+/// their wait stays under the deadline.
+const CALIBRATION_CONCURRENCY: usize = 96;
 /// Store deadline of the overload run.
 const DEADLINE: Duration = Duration::from_millis(500);
 /// A create makes two store calls (the session, its audit event), each of which may
@@ -158,7 +162,7 @@ async fn twice_the_capacity_is_answered_in_time_in_bounded_memory_and_recovers()
     let server = TestServer::start(&config(&format!("{}ms", DEADLINE.as_millis()))).await;
     let (c, url) = (client(MAX_IN_FLIGHT), server.u("/v1/session"));
 
-    let capacity = calibrate(&c, &url, 32, Duration::from_secs(2)).await;
+    let capacity = calibrate(&c, &url, CALIBRATION_CONCURRENCY, Duration::from_secs(2)).await;
     assert!(
         capacity >= 1.0,
         "calibration created sessions: {capacity}/s"
@@ -233,7 +237,7 @@ async fn twice_the_capacity_is_answered_in_time_in_bounded_memory_and_recovers()
         .filter(|(s, _)| matches!(s, Some(200..=299)))
         .count();
     eprintln!(
-        "overload figures: capacity {capacity:.0} creates/s (closed loop, 32 at a time, 2 s); \
+        "overload figures: capacity {capacity:.0} creates/s (closed loop, {CALIBRATION_CONCURRENCY} at a time, 2 s); \
          offered {rate:.0}/s open loop: {total} requests in {offered_for:.1?} \
          ({skipped} not sent: {MAX_IN_FLIGHT} in flight); answers {mix:?}, \
          served {:.0}/s; latency p50 {:?} p99 {:?} max {:?}; \
