@@ -115,9 +115,9 @@ async fn a_stuck_store_is_answered_503_within_the_deadline() {
     assert_eq!(status, Some(201), "service resumes");
 }
 
-/// Closed loop, `concurrency` creates at a time for `span`: the created sessions per
-/// second, the server's capacity for this request.
-async fn calibrate(c: &Client, url: &str, concurrency: usize, span: Duration) -> f64 {
+/// Closed loop, `concurrency` creates at a time for `span`: the sessions created, and
+/// per second (the server's capacity for this request).
+async fn calibrate(c: &Client, url: &str, concurrency: usize, span: Duration) -> (u64, f64) {
     let done = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + span;
     let mut tasks = JoinSet::new();
@@ -132,7 +132,8 @@ async fn calibrate(c: &Client, url: &str, concurrency: usize, span: Duration) ->
         });
     }
     tasks.join_all().await;
-    done.load(Ordering::Relaxed) as f64 / span.as_secs_f64()
+    let done = done.load(Ordering::Relaxed);
+    (done, done as f64 / span.as_secs_f64())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -162,7 +163,8 @@ async fn twice_the_capacity_is_answered_in_time_in_bounded_memory_and_recovers()
     let server = TestServer::start(&config(&format!("{}ms", DEADLINE.as_millis()))).await;
     let (c, url) = (client(MAX_IN_FLIGHT), server.u("/v1/session"));
 
-    let capacity = calibrate(&c, &url, CALIBRATION_CONCURRENCY, Duration::from_secs(2)).await;
+    let (calibration_created, capacity) =
+        calibrate(&c, &url, CALIBRATION_CONCURRENCY, Duration::from_secs(2)).await;
     assert!(
         capacity >= 1.0,
         "calibration created sessions: {capacity}/s"
@@ -224,6 +226,10 @@ async fn twice_the_capacity_is_answered_in_time_in_bounded_memory_and_recovers()
     .await;
     let recovered_in = t.elapsed();
     let rss_after = rss_kib();
+    let db = rusqlite::Connection::open(server.dir.join("sessiond.db")).expect("open db");
+    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).expect(sql) as usize;
+    let rows = count("SELECT count(*) FROM sessions");
+    let audited = count("SELECT count(*) FROM audit WHERE kind = 'created'");
 
     let mut mix: BTreeMap<String, usize> = BTreeMap::new();
     for (s, _) in &answers {
@@ -241,7 +247,8 @@ async fn twice_the_capacity_is_answered_in_time_in_bounded_memory_and_recovers()
          offered {rate:.0}/s open loop: {total} requests in {offered_for:.1?} \
          ({skipped} not sent: {MAX_IN_FLIGHT} in flight); answers {mix:?}, \
          served {:.0}/s; latency p50 {:?} p99 {:?} max {:?}; \
-         RSS before {} MiB, peak {} MiB, after {} MiB; recovered in {recovered_in:?}",
+         RSS before {} MiB, peak {} MiB, after {} MiB; recovered in {recovered_in:?}; \
+         {rows} sessions stored, {audited} creation audit events",
         ok as f64 / offered_for.as_secs_f64(),
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
@@ -263,6 +270,13 @@ async fn twice_the_capacity_is_answered_in_time_in_bounded_memory_and_recovers()
         assert!(*d <= ANSWER_WITHIN, "answered after {d:?} ({mix:?})");
     }
     assert!(ok > 0, "some requests are served under overload: {mix:?}");
+    // Every 201 is stored, and no refused create was: a call either starts (and
+    // finishes) or is refused before it touches the database.
+    assert_eq!(
+        rows,
+        calibration_created as usize + ok + 1,
+        "sessions stored vs creates answered 201 ({mix:?})"
+    );
     assert!(
         mix.get("503").copied().unwrap_or(0) > 0,
         "twice the capacity is shed with 503: {mix:?}"
