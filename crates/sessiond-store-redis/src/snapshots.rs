@@ -62,6 +62,41 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Moves `room` in the per-writer size index from its previous writer to `by` (or
+    /// just out, after a purge). Written after the snapshot's own script: a room's key
+    /// and a writer's index live in different Cluster slots, so no one script can hold
+    /// both. A crash in between leaves the index one write behind until that room is
+    /// next written or purged; the quota it feeds is bounded by one snapshot either way.
+    async fn index_writer(
+        &self,
+        room: &str,
+        previous: Option<String>,
+        by: Option<&str>,
+        size: u64,
+    ) -> R<()> {
+        if let Some(prev) = previous.filter(|p| Some(p.as_str()) != by) {
+            let mut c = redis::cmd("HDEL");
+            c.arg(self.keys.snapshot_bytes(&prev)).arg(enc(room));
+            self.q::<i64>(&c).await?;
+        }
+        if let Some(by) = by {
+            let mut c = redis::cmd("HSET");
+            c.arg(self.keys.snapshot_bytes(by)).arg(enc(room)).arg(size);
+            self.q::<i64>(&c).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The writer recorded in a snapshot's previous metadata (`''`: there was none).
+fn previous_writer(meta: Option<&redis::Value>) -> R<Option<String>> {
+    match bulk(meta) {
+        Some(m) if !m.is_empty() => Ok(serde_json::from_slice::<Snapshot>(m)?.updated_by),
+        _ => Ok(None),
+    }
+}
+
 #[async_trait::async_trait]
 impl SnapshotStore for RedisStore {
     async fn get_snapshot(&self, room: &str) -> Result<Option<Snapshot>> {
@@ -112,12 +147,25 @@ impl SnapshotStore for RedisStore {
         let reply: Vec<redis::Value> = self.eval(&inv).await?;
         if let Some(redis::Value::Int(1)) = reply.first() {
             self.index_retention(room, retain_until).await?;
+            self.index_writer(room, previous_writer(reply.get(1))?, by, s.size)
+                .await?;
             return Ok(SnapshotWrite::Written(s));
         }
         match (bulk(reply.get(1)), bulk(reply.get(2))) {
             (Some(meta), Some(ret)) => Ok(SnapshotWrite::Conflict(Some(decode_meta(meta, ret)?))),
             _ => Ok(SnapshotWrite::Conflict(None)),
         }
+    }
+
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<u64> {
+        let mut c = redis::cmd("HGETALL");
+        c.arg(self.keys.snapshot_bytes(by));
+        let m: HashMap<String, u64> = self.q(&c).await?;
+        let except = enc(except_room);
+        Ok(m.iter()
+            .filter(|(room, _)| **room != except)
+            .map(|(_, size)| *size)
+            .sum())
     }
 
     async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
@@ -157,6 +205,10 @@ impl SnapshotStore for RedisStore {
                 inv.key(self.keys.snapshot(&room)).arg(now);
                 let reply: Vec<redis::Value> = self.eval(&inv).await?;
                 let done = matches!(reply.first(), Some(redis::Value::Int(1)));
+                if done {
+                    self.index_writer(&room, previous_writer(reply.get(1))?, None, 0)
+                        .await?;
+                }
                 let kept_until = match bulk(reply.get(1)) {
                     Some(r) => parse_retain(utf8(r)?)?,
                     None => None,
