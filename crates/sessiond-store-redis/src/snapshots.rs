@@ -209,9 +209,10 @@ impl SnapshotStore for RedisStore {
                     self.index_writer(&room, previous_writer(reply.get(1))?, None, 0)
                         .await?;
                 }
+                // Purged: the second item is the metadata (above); kept: the retention.
                 let kept_until = match bulk(reply.get(1)) {
-                    Some(r) => parse_retain(utf8(r)?)?,
-                    None => None,
+                    Some(r) if !done => parse_retain(utf8(r)?)?,
+                    _ => None,
                 };
                 match (done, kept_until) {
                     (false, Some(t)) => {

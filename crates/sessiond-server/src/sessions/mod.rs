@@ -316,6 +316,18 @@ impl SessionService {
             metrics::counter!("sessiond_quota_refusals_total", "limit" => e.limit).increment(1);
             return Err(e.into());
         }
+        self.put_server_data(handle, key, value).await
+    }
+
+    /// Stores one value the server itself keeps in a session's data (admin room grants,
+    /// under the reserved `sessiond:` prefix): no quota is checked, though the entry
+    /// counts toward the session's usage like any other.
+    pub async fn put_server_data(
+        &self,
+        handle: &Handle,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> SessionResult<()> {
         if self.store.put_data(handle, key, value).await? {
             return Ok(());
         }
