@@ -66,6 +66,15 @@ pub struct DataUsage {
     pub current: Option<u64>,
 }
 
+/// The current snapshots one writer wrote last, apart from one room (see
+/// [`crate::store::SnapshotStore::snapshot_usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotUsage {
+    pub rooms: u64,
+    /// Their sizes (as [`crate::snapshot::Snapshot::size`] reports them).
+    pub bytes: u64,
+}
+
 /// The rule every check shares: a write is refused when usage after it exceeds the limit
 /// and is larger than before, so a write that shrinks (or keeps) usage always passes, even
 /// after a limit was lowered or a sign-in merged drafts past it. Deletes are never checked.

@@ -204,7 +204,7 @@ impl QuotaGate {
         let _held = self.snapshots.lock(by).await;
         let others = self.store.snapshot_usage(by, put.room).await?;
         quotas
-            .check_snapshot(others, put.data.len() as u64)
+            .check_snapshot(others.bytes, put.data.len() as u64)
             .map_err(refuse)?;
         Ok(self
             .store

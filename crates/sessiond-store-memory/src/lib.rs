@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sessiond_core::audit::{AuditEvent, AuditFilter};
 use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
-use sessiond_core::quota::DataUsage;
+use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
     AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
@@ -736,14 +736,16 @@ impl SnapshotStore for MemoryStore {
         Ok(())
     }
 
-    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<u64> {
-        Ok(self
-            .lock()
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<SnapshotUsage> {
+        let g = self.lock();
+        let mine = g
             .snapshots
             .values()
-            .filter(|s| s.room != except_room && s.updated_by.as_deref() == Some(by))
-            .map(|s| s.size)
-            .sum())
+            .filter(|s| s.room != except_room && s.updated_by.as_deref() == Some(by));
+        Ok(mine.fold(SnapshotUsage::default(), |u, s| SnapshotUsage {
+            rooms: u.rooms + 1,
+            bytes: u.bytes + s.size,
+        }))
     }
 
     async fn purge_snapshots(&self, now: Timestamp, limit: usize) -> Result<usize> {

@@ -5,6 +5,7 @@ use crate::error::RedisError;
 use crate::keys::{dec, enc};
 use crate::scripts::{PURGE_SNAPSHOT, PUT_SNAPSHOT, RETAIN_SNAPSHOT, ZREM_IF_LE};
 use crate::{cap, RedisStore};
+use sessiond_core::quota::SnapshotUsage;
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::Timestamp;
 use std::collections::HashMap;
@@ -157,15 +158,18 @@ impl SnapshotStore for RedisStore {
         }
     }
 
-    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<u64> {
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<SnapshotUsage> {
         let mut c = redis::cmd("HGETALL");
         c.arg(self.keys.snapshot_bytes(by));
         let m: HashMap<String, u64> = self.q(&c).await?;
         let except = enc(except_room);
-        Ok(m.iter()
-            .filter(|(room, _)| **room != except)
-            .map(|(_, size)| *size)
-            .sum())
+        Ok(m.iter().filter(|(room, _)| **room != except).fold(
+            SnapshotUsage::default(),
+            |u, (_, size)| SnapshotUsage {
+                rooms: u.rooms + 1,
+                bytes: u.bytes + size,
+            },
+        ))
     }
 
     async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {

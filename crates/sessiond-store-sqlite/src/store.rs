@@ -12,7 +12,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 use sessiond_core::audit::{AuditEvent, AuditFilter};
 use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
-use sessiond_core::quota::DataUsage;
+use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
     AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
@@ -812,13 +812,19 @@ impl SnapshotStore for SqliteStore {
         .await
     }
 
-    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<u64> {
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<SnapshotUsage> {
         let (by, room) = (by.to_owned(), except_room.to_owned());
         self.read(move |c, _| {
             let mut st = c.prepare_cached(
-                "SELECT coalesce(sum(size), 0) FROM snapshots WHERE updated_by = ?1 AND room <> ?2",
+                "SELECT count(*), coalesce(sum(size), 0) FROM snapshots \
+                 WHERE updated_by = ?1 AND room <> ?2",
             )?;
-            Ok(st.query_row(params![by, room], |r| r.get::<_, i64>(0))? as u64)
+            Ok(st.query_row(params![by, room], |r| {
+                Ok(SnapshotUsage {
+                    rooms: r.get::<_, i64>(0)? as u64,
+                    bytes: r.get::<_, i64>(1)? as u64,
+                })
+            })?)
         })
         .await
     }

@@ -18,7 +18,7 @@ use super::{
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::clock::Timestamp;
 use crate::draft::{AttachmentMeta, Draft, DraftWrite};
-use crate::quota::DataUsage;
+use crate::quota::{DataUsage, SnapshotUsage};
 use crate::session::{EndReason, Principal, Session};
 use crate::snapshot::{Snapshot, SnapshotWrite};
 use crate::token::{Handle, TokenHash};
@@ -221,7 +221,7 @@ impl SnapshotStore for StoreParts {
     async fn put_snapshot(&self, put: SnapshotPut<'_>) -> Result<SnapshotWrite> {
         self.snapshots.put_snapshot(put).await
     }
-    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<u64> {
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<SnapshotUsage> {
         self.snapshots.snapshot_usage(by, except_room).await
     }
     async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
