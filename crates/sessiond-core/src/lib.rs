@@ -12,6 +12,7 @@ pub mod draft;
 pub mod error;
 pub mod lifecycle;
 pub mod policy;
+pub mod quota;
 pub mod rooms;
 pub mod session;
 pub mod snapshot;

@@ -1,5 +1,6 @@
 //! Per-role timeout policies and the SPEC's defaults.
 
+use crate::quota::Quotas;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,6 +20,10 @@ pub struct Policy {
     /// Room patterns every session of the role may join (see [`crate::rooms`]); empty:
     /// none, rooms then need another grant.
     pub rooms: Vec<String>,
+    /// Storage limits of the role's signed-in sessions and their principals.
+    pub quotas: Quotas,
+    /// Storage limits of the role's anonymous sessions (not signed in).
+    pub anonymous_quotas: Quotas,
 }
 
 impl Policy {
@@ -30,6 +35,17 @@ impl Policy {
             heartbeat_interval: Duration::from_secs(30),
             heartbeat_misses: 3,
             rooms: Vec::new(),
+            quotas: Quotas::SIGNED_IN,
+            anonymous_quotas: Quotas::ANONYMOUS,
+        }
+    }
+
+    /// The limits for a session whose principal is `anonymous` or not.
+    pub fn quotas_for(&self, anonymous: bool) -> &Quotas {
+        if anonymous {
+            &self.anonymous_quotas
+        } else {
+            &self.quotas
         }
     }
 

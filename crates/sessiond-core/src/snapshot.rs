@@ -20,7 +20,7 @@ pub struct Snapshot {
     pub data: Vec<u8>,
     pub size: u64,
     pub updated_at: Timestamp,
-    /// Handle of the session that wrote it.
+    /// The principal that wrote it (see [`crate::store::SnapshotPut::by`]).
     pub updated_by: Option<String>,
     /// When it may be purged; `None` while the room is in use.
     pub retain_until: Option<Timestamp>,

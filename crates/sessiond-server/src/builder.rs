@@ -145,6 +145,10 @@ impl ServerBuilder {
             store.clone(),
             bus.clone(),
         ));
+        let quotas = Arc::new(crate::quotas::QuotaGate::new(
+            store.clone(),
+            config.policies(),
+        ));
         let token = CancellationToken::new();
         let state = AppState(Arc::new(Inner {
             server_secret: secret,
@@ -162,6 +166,7 @@ impl ServerBuilder {
             rooms,
             demo: Default::default(),
             rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits)),
+            quotas,
             config,
         }));
         let mut guard = ServerGuard {

@@ -5,6 +5,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use sessiond_core::policy::{Policies, Policy};
+use sessiond_core::quota::Quotas;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,121 @@ pub struct Config {
     pub store_queue: StoreQueueConfig,
     pub http: HttpConfig,
     pub rate_limits: RateLimitsConfig,
+    pub quotas: QuotasConfig,
     pub roles: BTreeMap<String, RoleConfig>,
+}
+
+/// Storage quotas (see [`sessiond_core::quota`]): the limits of signed-in sessions, and
+/// `anonymous` overrides for sessions not signed in. A role may override either under
+/// `[roles.<name>.quotas]` (and `[roles.<name>.quotas.anonymous]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotasConfig {
+    pub data_keys_per_session: u64,
+    pub data_bytes_per_session: u64,
+    pub drafts_per_principal: u64,
+    pub draft_text_bytes_per_principal: u64,
+    pub attachments_per_draft: u64,
+    pub snapshot_bytes_per_principal: u64,
+    #[serde(default)]
+    pub anonymous: QuotaOverrides,
+}
+
+/// Some quota limits; the unset ones come from the level below.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_keys_per_session: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_bytes_per_session: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drafts_per_principal: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_text_bytes_per_principal: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments_per_draft: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_bytes_per_principal: Option<u64>,
+}
+
+/// A role's quota overrides: for its signed-in sessions, and `anonymous` for its
+/// sessions not signed in (anonymous sessions have the default role).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleQuotas {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_keys_per_session: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_bytes_per_session: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drafts_per_principal: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_text_bytes_per_principal: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments_per_draft: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_bytes_per_principal: Option<u64>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub anonymous: QuotaOverrides,
+}
+
+impl RoleQuotas {
+    /// The overrides for the role's signed-in sessions.
+    pub fn signed_in(&self) -> QuotaOverrides {
+        QuotaOverrides {
+            data_keys_per_session: self.data_keys_per_session,
+            data_bytes_per_session: self.data_bytes_per_session,
+            drafts_per_principal: self.drafts_per_principal,
+            draft_text_bytes_per_principal: self.draft_text_bytes_per_principal,
+            attachments_per_draft: self.attachments_per_draft,
+            snapshot_bytes_per_principal: self.snapshot_bytes_per_principal,
+        }
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+impl QuotaOverrides {
+    /// `base` with the limits set here replaced.
+    pub fn apply(&self, base: Quotas) -> Quotas {
+        Quotas {
+            data_keys_per_session: self
+                .data_keys_per_session
+                .unwrap_or(base.data_keys_per_session),
+            data_bytes_per_session: self
+                .data_bytes_per_session
+                .unwrap_or(base.data_bytes_per_session),
+            drafts_per_principal: self
+                .drafts_per_principal
+                .unwrap_or(base.drafts_per_principal),
+            draft_text_bytes_per_principal: self
+                .draft_text_bytes_per_principal
+                .unwrap_or(base.draft_text_bytes_per_principal),
+            attachments_per_draft: self
+                .attachments_per_draft
+                .unwrap_or(base.attachments_per_draft),
+            snapshot_bytes_per_principal: self
+                .snapshot_bytes_per_principal
+                .unwrap_or(base.snapshot_bytes_per_principal),
+        }
+    }
+}
+
+impl QuotasConfig {
+    /// The `[quotas]` limits themselves (signed-in sessions).
+    pub fn base(&self) -> Quotas {
+        Quotas {
+            data_keys_per_session: self.data_keys_per_session,
+            data_bytes_per_session: self.data_bytes_per_session,
+            drafts_per_principal: self.drafts_per_principal,
+            draft_text_bytes_per_principal: self.draft_text_bytes_per_principal,
+            attachments_per_draft: self.attachments_per_draft,
+            snapshot_bytes_per_principal: self.snapshot_bytes_per_principal,
+        }
+    }
 }
 
 /// GCRA rate limits per client IP and per session (see [`crate::ratelimit`]).
@@ -293,6 +408,9 @@ pub struct RoleConfig {
     /// Room patterns of the role; unset: none (dev mode fills in `["*"]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+    /// Overrides of `[quotas]` for this role.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub quotas: RoleQuotas,
 }
 
 /// Which backend holds the sessions: `memory`, `sqlite` (in `data_dir`) or a Redis URL
@@ -527,6 +645,13 @@ impl Config {
                     heartbeat_interval: r.heartbeat_interval,
                     heartbeat_misses: r.heartbeat_misses,
                     rooms: r.rooms.clone().unwrap_or_default(),
+                    // Signed in: [quotas] ← [roles.R.quotas]; anonymous:
+                    // [quotas] ← [quotas.anonymous] ← [roles.R.quotas.anonymous].
+                    quotas: r.quotas.signed_in().apply(self.quotas.base()),
+                    anonymous_quotas: r
+                        .quotas
+                        .anonymous
+                        .apply(self.quotas.anonymous.apply(self.quotas.base())),
                 };
                 (name.clone(), p)
             })
@@ -679,6 +804,53 @@ fn check_duration(key: &str, d: Duration, positive: bool) -> Result<(), ConfigEr
 fn check_min(key: &str, v: u64, min: u64) -> Result<(), ConfigError> {
     if v < min {
         return invalid(format!("{key} must be at least {min} (is {v})"));
+    }
+    Ok(())
+}
+
+/// Most of anything a quota counts (keys, drafts, attachments).
+pub const MAX_QUOTA_COUNT: u64 = 1_000_000;
+/// Most bytes a quota allows (1 TiB).
+pub const MAX_QUOTA_BYTES: u64 = 1 << 40;
+
+/// One level of quota limits: counts at most [`MAX_QUOTA_COUNT`], bytes at most
+/// [`MAX_QUOTA_BYTES`]. Zero is allowed: it forbids that kind of write.
+fn check_quotas(level: &str, q: &Quotas) -> Result<(), ConfigError> {
+    for (key, v, max) in [
+        (
+            "data_keys_per_session",
+            q.data_keys_per_session,
+            MAX_QUOTA_COUNT,
+        ),
+        (
+            "data_bytes_per_session",
+            q.data_bytes_per_session,
+            MAX_QUOTA_BYTES,
+        ),
+        (
+            "drafts_per_principal",
+            q.drafts_per_principal,
+            MAX_QUOTA_COUNT,
+        ),
+        (
+            "draft_text_bytes_per_principal",
+            q.draft_text_bytes_per_principal,
+            MAX_QUOTA_BYTES,
+        ),
+        (
+            "attachments_per_draft",
+            q.attachments_per_draft,
+            MAX_QUOTA_COUNT,
+        ),
+        (
+            "snapshot_bytes_per_principal",
+            q.snapshot_bytes_per_principal,
+            MAX_QUOTA_BYTES,
+        ),
+    ] {
+        if v > max {
+            return invalid(format!("{level}.{key} must be at most {max} (is {v})"));
+        }
     }
     Ok(())
 }
@@ -873,6 +1045,20 @@ impl Config {
                 "redis.connections must be 1-64 (is {})",
                 self.redis.connections
             ));
+        }
+        let mut levels = vec![
+            ("quotas".to_owned(), self.quotas.base()),
+            (
+                "quotas.anonymous".to_owned(),
+                self.quotas.anonymous.apply(self.quotas.base()),
+            ),
+        ];
+        for (name, p) in self.policies().roles {
+            levels.push((format!("roles.{name}.quotas"), p.quotas));
+            levels.push((format!("roles.{name}.quotas.anonymous"), p.anonymous_quotas));
+        }
+        for (level, q) in &levels {
+            check_quotas(level, q)?;
         }
         for (name, r) in &self.roles {
             if name.is_empty() {

@@ -38,6 +38,10 @@ pub enum ApiError {
     IdempotencyExpired,
     #[error("{detail}")]
     TooLarge { code: &'static str, detail: String },
+    /// A write would take usage over the storage quota `limit` (its configuration key),
+    /// configured as `max`; nothing was written.
+    #[error("quota {limit} ({max}) exceeded; nothing was written")]
+    QuotaExceeded { limit: &'static str, max: u64 },
     #[error("unsupported content type {0}")]
     UnsupportedMediaType(String),
     #[error("store unavailable")]
@@ -74,7 +78,9 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyExpired => StatusCode::CONFLICT,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::QuotaExceeded { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -100,6 +106,7 @@ impl ApiError {
             ApiError::IdempotencyMismatch => "idempotency_mismatch",
             ApiError::IdempotencyExpired => "idempotency_expired",
             ApiError::TooLarge { code, .. } => code,
+            ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -123,6 +130,7 @@ impl ApiError {
             ApiError::IdempotencyMismatch => "Idempotency key reused",
             ApiError::IdempotencyExpired => "Idempotency key expired",
             ApiError::TooLarge { .. } => "Payload too large",
+            ApiError::QuotaExceeded { .. } => "Quota exceeded",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::StoreUnavailable(_) => "Store unavailable",
             ApiError::RateLimited { .. } => "Too many requests",
@@ -146,9 +154,10 @@ impl From<StoreError> for ApiError {
                 code: "payload_too_large",
                 detail: format!("body exceeds the limit of {limit} bytes"),
             },
-            StoreError::QuotaExceeded { quota } => ApiError::TooLarge {
-                code: "quota_exceeded",
-                detail: format!("attachment quota of {quota} bytes exceeded"),
+            // `drafts.quota_per_principal`, enforced by the store as the bytes stream in.
+            StoreError::QuotaExceeded { quota } => ApiError::QuotaExceeded {
+                limit: "attachment_bytes_per_principal",
+                max: quota,
             },
             StoreError::Body(m) => ApiError::invalid(format!("request body failed: {m}")),
         }
@@ -175,6 +184,14 @@ impl From<crate::sessions::SessionError> for ApiError {
                 source: StoreError::Unavailable(m),
             } => ApiError::StoreUnavailable(m),
             E::Unavailable { source } | E::Store { source } => ApiError::from(source),
+            E::QuotaExceeded(q) => ApiError::QuotaExceeded {
+                limit: q.limit,
+                max: q.value,
+            },
+            E::EmptyAttachment => ApiError::Invalid {
+                code: "empty_attachment",
+                detail: "an attachment must have at least one byte".into(),
+            },
             E::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -223,6 +240,10 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::SessionEnded(r) => body.reason = Some(r.as_str().to_owned()),
             ApiError::Conflict { current } => body.current = Some(current),
+            ApiError::QuotaExceeded { limit, max } => {
+                body.limit = Some(limit.to_owned());
+                body.max = Some(max);
+            }
             _ => {}
         }
         let mut resp = body.into_response();
@@ -263,6 +284,14 @@ pub struct Problem {
     /// For `not_found` on a deleted draft: the tombstone's seq, which the next write names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// For `quota_exceeded`: the limit the write would exceed, named as its key under
+    /// `[quotas]` (or `attachment_bytes_per_principal`: `drafts.quota_per_principal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "data_keys_per_session")]
+    pub limit: Option<String>,
+    /// For `quota_exceeded`: the limit's value for this session (count or bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
 }
 
 impl Problem {
@@ -276,6 +305,8 @@ impl Problem {
             reason: None,
             current: None,
             seq: None,
+            limit: None,
+            max: None,
         }
     }
 }

@@ -21,9 +21,11 @@ pub mod demo_messages;
 pub mod drafts;
 pub mod error;
 pub mod idempotency;
+pub mod keyed_lock;
 #[cfg(test)]
 mod module_graph;
 pub mod origin;
+pub mod quotas;
 pub mod ratelimit;
 pub mod rooms;
 pub mod routes;

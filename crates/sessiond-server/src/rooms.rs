@@ -226,7 +226,9 @@ impl Rooms {
     /// Grants `room` to a live session.
     pub async fn grant(&self, handle: &Handle, room: &str) -> Result<(), SessionError> {
         let v = serde_json::json!({ "granted_at": self.sessions.now() });
-        self.sessions.put_data(handle, &grant_key(room), &v).await
+        self.sessions
+            .put_server_data(handle, &grant_key(room), &v)
+            .await
     }
 
     /// Revokes the admin grant of `room`; the session's connections on every node are

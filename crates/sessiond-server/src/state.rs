@@ -50,6 +50,8 @@ pub struct Inner {
     pub rooms: Arc<Rooms>,
     /// Per-IP and per-session rate limits (see [`crate::ratelimit`]).
     pub rate_limits: Arc<crate::ratelimit::RateLimits>,
+    /// Draft and snapshot writes, admitted within the storage quotas.
+    pub quotas: Arc<crate::quotas::QuotaGate>,
     /// Dev-mode demo messages (bounded; empty unless `dev`).
     pub demo: Messages,
 }

@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sessiond_core::audit::{AuditEvent, AuditFilter};
 use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
     AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
@@ -341,6 +342,21 @@ impl SessionStore for MemoryStore {
             .get_mut(handle)
             .and_then(|m| m.remove(key))
             .is_some())
+    }
+
+    async fn data_usage(&self, handle: &Handle, key: &str) -> Result<DataUsage> {
+        let g = self.lock();
+        let mut u = DataUsage::default();
+        for (k, v) in g.data.get(handle).into_iter().flatten() {
+            let bytes = (k.len() + serde_json::to_string(v).map_or(0, |j| j.len())) as u64;
+            if k == key {
+                u.current = Some(bytes);
+            } else {
+                u.keys += 1;
+                u.bytes += bytes;
+            }
+        }
+        Ok(u)
     }
 }
 
@@ -718,6 +734,18 @@ impl SnapshotStore for MemoryStore {
             s.retain_until = until;
         }
         Ok(())
+    }
+
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<SnapshotUsage> {
+        let g = self.lock();
+        let mine = g
+            .snapshots
+            .values()
+            .filter(|s| s.room != except_room && s.updated_by.as_deref() == Some(by));
+        Ok(mine.fold(SnapshotUsage::default(), |u, s| SnapshotUsage {
+            rooms: u.rooms + 1,
+            bytes: u.bytes + s.size,
+        }))
     }
 
     async fn purge_snapshots(&self, now: Timestamp, limit: usize) -> Result<usize> {

@@ -17,6 +17,7 @@
 //! | `P:draft-upd` | zset | `<principal> <conversation>` by last change, for purges |
 //! | `{P:r:<room>}` | hash | snapshot: `v`, `meta` (JSON), `data`, `ret` |
 //! | `P:snap-ret` | zset | rooms by `retain_until`, for purges |
+//! | `P:sb:<writer>` | hash | room → size of the current snapshots a principal wrote last (its snapshot quota) |
 //! | `{P:audit}:seq` / `:ev` / `:ids` / `:at` / `:h:<handle>` / `:p:<principal>` | | audit ids, events, and their indexes |
 //!
 //! `P` is the configured prefix. Handles appear as hex (which sorts like the handle's
@@ -116,6 +117,9 @@ impl Keys {
 
     pub(crate) fn snapshot(&self, room: &str) -> String {
         format!("{{{}:r:{}}}", self.p, enc(room))
+    }
+    pub(crate) fn snapshot_bytes(&self, by: &str) -> String {
+        format!("{}:sb:{}", self.p, enc(by))
     }
     pub(crate) fn snapshot_retention(&self) -> String {
         format!("{}:snap-ret", self.p)

@@ -82,6 +82,22 @@ return 1
     )
 });
 
+/// KEYS: data. ARGV: key. → {other keys, their bytes[, bytes of the key]}, each entry
+/// counted as its field's length plus its value's (the stored compact JSON).
+pub(crate) static DATA_USAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n, b, cur = 0, 0, nil
+for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local sz = #k + redis.call('HSTRLEN', KEYS[1], k)
+  if k == ARGV[1] then cur = sz else n = n + 1; b = b + sz end
+end
+if cur then return {n, b, cur} end
+return {n, b}
+"#,
+    )
+});
+
 /// KEYS: session, data. ARGV: ended_before.
 /// Deletes an ended session ended before the cutoff; → {token hash, idempotency key hash} or nil.
 pub(crate) static PURGE_SESSION: LazyLock<Script> = LazyLock::new(|| {
@@ -183,8 +199,9 @@ if v ~= ARGV[1] then
   local cur = redis.call('HMGET', KEYS[1], 'meta', 'ret')
   return {0, cur[1] or '', cur[2] or ''}
 end
+local prev = redis.call('HGET', KEYS[1], 'meta') or ''
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'meta', ARGV[3], 'data', ARGV[4], 'ret', ARGV[5])
-return {1}
+return {1, prev}
 "#,
     )
 });
@@ -201,14 +218,15 @@ return 1
 });
 
 /// KEYS: snapshot hash. ARGV: now. Deletes it if its retention has passed.
-/// → {1} purged, {0, retain_until or ''} kept.
+/// → {1, the purged meta} purged, {0, retain_until or ''} kept.
 pub(crate) static PURGE_SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local r = redis.call('HGET', KEYS[1], 'ret')
 if r and r ~= '' and tonumber(r) <= tonumber(ARGV[1]) then
+  local meta = redis.call('HGET', KEYS[1], 'meta') or ''
   redis.call('DEL', KEYS[1])
-  return {1}
+  return {1, meta}
 end
 return {0, r or ''}
 "#,

@@ -6,6 +6,7 @@ use crate::keys::{handle_from_hex, handle_hex};
 use crate::scripts::*;
 use crate::{cap, RedisStore};
 use futures::future::{join_all, try_join_all};
+use sessiond_core::quota::DataUsage;
 use sessiond_core::store::{CreateOutcome, IdempotencyRecord, SessionFilter};
 use sessiond_core::{EndReason, Handle, Session, SessionState, Timestamp, TokenHash};
 use std::collections::{HashMap, HashSet};
@@ -650,5 +651,17 @@ impl SessionStore for RedisStore {
         let mut c = Self::cmd("HDEL");
         c.arg(self.keys.session_data(h)).arg(key);
         Ok(self.q::<i64>(&c).await? > 0)
+    }
+
+    async fn data_usage(&self, h: &Handle, key: &str) -> Result<DataUsage> {
+        let mut inv = DATA_USAGE.prepare_invoke();
+        inv.key(self.keys.session_data(h)).arg(key);
+        let r: Vec<i64> = self.eval(&inv).await?;
+        let n = |i: usize| r.get(i).map(|v| (*v).max(0) as u64);
+        Ok(DataUsage {
+            keys: n(0).unwrap_or(0),
+            bytes: n(1).unwrap_or(0),
+            current: n(2),
+        })
     }
 }

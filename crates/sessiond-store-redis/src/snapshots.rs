@@ -5,6 +5,7 @@ use crate::error::RedisError;
 use crate::keys::{dec, enc};
 use crate::scripts::{PURGE_SNAPSHOT, PUT_SNAPSHOT, RETAIN_SNAPSHOT, ZREM_IF_LE};
 use crate::{cap, RedisStore};
+use sessiond_core::quota::SnapshotUsage;
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::Timestamp;
 use std::collections::HashMap;
@@ -62,6 +63,41 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Moves `room` in the per-writer size index from its previous writer to `by` (or
+    /// just out, after a purge). Written after the snapshot's own script: a room's key
+    /// and a writer's index live in different Cluster slots, so no one script can hold
+    /// both. A crash in between leaves the index one write behind until that room is
+    /// next written or purged; the quota it feeds is bounded by one snapshot either way.
+    async fn index_writer(
+        &self,
+        room: &str,
+        previous: Option<String>,
+        by: Option<&str>,
+        size: u64,
+    ) -> R<()> {
+        if let Some(prev) = previous.filter(|p| Some(p.as_str()) != by) {
+            let mut c = redis::cmd("HDEL");
+            c.arg(self.keys.snapshot_bytes(&prev)).arg(enc(room));
+            self.q::<i64>(&c).await?;
+        }
+        if let Some(by) = by {
+            let mut c = redis::cmd("HSET");
+            c.arg(self.keys.snapshot_bytes(by)).arg(enc(room)).arg(size);
+            self.q::<i64>(&c).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The writer recorded in a snapshot's previous metadata (`''`: there was none).
+fn previous_writer(meta: Option<&redis::Value>) -> R<Option<String>> {
+    match bulk(meta) {
+        Some(m) if !m.is_empty() => Ok(serde_json::from_slice::<Snapshot>(m)?.updated_by),
+        _ => Ok(None),
+    }
+}
+
 #[async_trait::async_trait]
 impl SnapshotStore for RedisStore {
     async fn get_snapshot(&self, room: &str) -> Result<Option<Snapshot>> {
@@ -112,6 +148,8 @@ impl SnapshotStore for RedisStore {
         let reply: Vec<redis::Value> = self.eval(&inv).await?;
         if let Some(redis::Value::Int(1)) = reply.first() {
             self.index_retention(room, retain_until).await?;
+            self.index_writer(room, previous_writer(reply.get(1))?, by, s.size)
+                .await?;
             self.replicated(&[&self.keys.snapshot(room)]).await?;
             return Ok(SnapshotWrite::Written(s));
         }
@@ -119,6 +157,20 @@ impl SnapshotStore for RedisStore {
             (Some(meta), Some(ret)) => Ok(SnapshotWrite::Conflict(Some(decode_meta(meta, ret)?))),
             _ => Ok(SnapshotWrite::Conflict(None)),
         }
+    }
+
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<SnapshotUsage> {
+        let mut c = redis::cmd("HGETALL");
+        c.arg(self.keys.snapshot_bytes(by));
+        let m: HashMap<String, u64> = self.q(&c).await?;
+        let except = enc(except_room);
+        Ok(m.iter().filter(|(room, _)| **room != except).fold(
+            SnapshotUsage::default(),
+            |u, (_, size)| SnapshotUsage {
+                rooms: u.rooms + 1,
+                bytes: u.bytes + size,
+            },
+        ))
     }
 
     async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
@@ -158,9 +210,14 @@ impl SnapshotStore for RedisStore {
                 inv.key(self.keys.snapshot(&room)).arg(now);
                 let reply: Vec<redis::Value> = self.eval(&inv).await?;
                 let done = matches!(reply.first(), Some(redis::Value::Int(1)));
+                if done {
+                    self.index_writer(&room, previous_writer(reply.get(1))?, None, 0)
+                        .await?;
+                }
+                // Purged: the second item is the metadata (above); kept: the retention.
                 let kept_until = match bulk(reply.get(1)) {
-                    Some(r) => parse_retain(utf8(r)?)?,
-                    None => None,
+                    Some(r) if !done => parse_retain(utf8(r)?)?,
+                    _ => None,
                 };
                 match (done, kept_until) {
                     (false, Some(t)) => {

@@ -107,6 +107,10 @@ CREATE TABLE claims (
 ) WITHOUT ROWID;
 CREATE INDEX claims_until ON claims(until);
 "#,
+    // 3 → 4: snapshots by writer, for the per-principal snapshot quota.
+    r#"
+CREATE INDEX snapshots_by ON snapshots(updated_by) WHERE updated_by IS NOT NULL;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 use sessiond_core::audit::{AuditEvent, AuditFilter};
 use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
     AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
@@ -321,6 +322,27 @@ impl SessionStore for SqliteStore {
                 "DELETE FROM session_data WHERE handle = ?1 AND key = ?2",
                 params![&h.0[..], key],
             )? > 0)
+        })
+        .await
+    }
+
+    async fn data_usage(&self, handle: &Handle, key: &str) -> Result<DataUsage> {
+        let (h, key) = (*handle, key.to_owned());
+        self.read(move |c, _| {
+            // Bytes, not characters: both columns are measured as blobs.
+            let mut st = c.prepare_cached(
+                "SELECT count(*) FILTER (WHERE key <> ?2), \
+                 coalesce(sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))) FILTER (WHERE key <> ?2), 0), \
+                 sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))) FILTER (WHERE key = ?2) \
+                 FROM session_data WHERE handle = ?1",
+            )?;
+            Ok(st.query_row(params![&h.0[..], key], |r| {
+                Ok(DataUsage {
+                    keys: r.get::<_, i64>(0)? as u64,
+                    bytes: r.get::<_, i64>(1)? as u64,
+                    current: r.get::<_, Option<i64>>(2)?.map(|b| b as u64),
+                })
+            })?)
         })
         .await
     }
@@ -786,6 +808,23 @@ impl SnapshotStore for SqliteStore {
             )?;
             tx.commit()?;
             Ok(SnapshotWrite::Written(Snapshot { data: Vec::new(), ..s }))
+        })
+        .await
+    }
+
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<SnapshotUsage> {
+        let (by, room) = (by.to_owned(), except_room.to_owned());
+        self.read(move |c, _| {
+            let mut st = c.prepare_cached(
+                "SELECT count(*), coalesce(sum(size), 0) FROM snapshots \
+                 WHERE updated_by = ?1 AND room <> ?2",
+            )?;
+            Ok(st.query_row(params![by, room], |r| {
+                Ok(SnapshotUsage {
+                    rooms: r.get::<_, i64>(0)? as u64,
+                    bytes: r.get::<_, i64>(1)? as u64,
+                })
+            })?)
         })
         .await
     }

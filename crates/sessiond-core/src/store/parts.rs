@@ -18,6 +18,7 @@ use super::{
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::clock::Timestamp;
 use crate::draft::{AttachmentMeta, Draft, DraftWrite};
+use crate::quota::{DataUsage, SnapshotUsage};
 use crate::session::{EndReason, Principal, Session};
 use crate::snapshot::{Snapshot, SnapshotWrite};
 use crate::token::{Handle, TokenHash};
@@ -125,6 +126,9 @@ impl SessionStore for StoreParts {
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
         self.sessions.delete_data(handle, key).await
     }
+    async fn data_usage(&self, handle: &Handle, key: &str) -> Result<DataUsage> {
+        self.sessions.data_usage(handle, key).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -216,6 +220,9 @@ impl SnapshotStore for StoreParts {
     }
     async fn put_snapshot(&self, put: SnapshotPut<'_>) -> Result<SnapshotWrite> {
         self.snapshots.put_snapshot(put).await
+    }
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<SnapshotUsage> {
+        self.snapshots.snapshot_usage(by, except_room).await
     }
     async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
         self.snapshots.retain_snapshot(room, until).await

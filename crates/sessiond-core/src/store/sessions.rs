@@ -3,6 +3,7 @@
 
 use super::Result;
 use crate::clock::Timestamp;
+use crate::quota::DataUsage;
 use crate::session::{EndReason, Session};
 use crate::token::{Handle, TokenHash};
 
@@ -140,4 +141,8 @@ pub trait SessionStore: Send + Sync + 'static {
         -> Result<bool>;
     /// Returns whether a value existed.
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;
+    /// What the session's data holds apart from `key` (keys and bytes, each entry
+    /// counted as its key's length plus its value's compact JSON), and what `key` holds,
+    /// in one read, so a quota check sees a consistent picture.
+    async fn data_usage(&self, handle: &Handle, key: &str) -> Result<DataUsage>;
 }

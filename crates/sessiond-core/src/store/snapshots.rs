@@ -2,6 +2,7 @@
 
 use super::Result;
 use crate::clock::Timestamp;
+use crate::quota::SnapshotUsage;
 use crate::snapshot::{Snapshot, SnapshotWrite};
 
 /// A snapshot write (see [`SnapshotStore::put_snapshot`]).
@@ -12,7 +13,8 @@ pub struct SnapshotPut<'a> {
     pub expected_version: u64,
     pub data: &'a [u8],
     pub content_type: &'a str,
-    /// Who wrote it (a principal), for the record.
+    /// Who wrote it (a principal): the record, and what [`SnapshotStore::snapshot_usage`]
+    /// counts.
     pub by: Option<&'a str>,
     /// When it may be purged (`None`: keep while the room is in use).
     pub retain_until: Option<Timestamp>,
@@ -27,6 +29,9 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// Stores `put.data` as version `put.expected_version + 1` if `expected_version` is
     /// current (0 when none). Atomic: readers see the old or the new snapshot, never a mix.
     async fn put_snapshot(&self, put: SnapshotPut<'_>) -> Result<SnapshotWrite>;
+    /// How many current snapshots were last written `by` (see [`SnapshotPut::by`]), and
+    /// their total size, other than the one of `except_room`.
+    async fn snapshot_usage(&self, by: &str, except_room: &str) -> Result<SnapshotUsage>;
     /// Sets when the snapshot may be purged (`None`: keep while the room is in use).
     async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()>;
     /// Purges snapshots whose `retain_until` is `<= now`.

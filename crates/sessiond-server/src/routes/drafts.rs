@@ -322,8 +322,8 @@ async fn put_text(
     let now = state.clock.now();
     let d = outcome(
         state
-            .store
-            .put_draft_text(&auth.session.principal, &conversation, seq, &req.text, now)
+            .quotas
+            .put_draft_text(&auth.session, &conversation, seq, &req.text, now)
             .await?,
     )?;
     metrics::counter!("sessiond_draft_writes_total", "kind" => "text").increment(1);
@@ -418,13 +418,22 @@ async fn put_attachment(
         quota: state.config.drafts.quota_per_principal,
     };
     let seq = expected_seq(&headers, q.seq.as_deref(), None)?;
+    // Nothing to stream: refused before the store is asked (a chunked empty body is
+    // refused by the quota gate when it ends).
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0")
+    {
+        return Err(crate::sessions::SessionError::EmptyAttachment.into());
+    }
     // Streamed to the store chunk by chunk; the store enforces size and quota as it reads
     // (a declared length over the limit was refused by the router's layer).
     let stream: ByteStream = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
     let now = state.clock.now();
     let w = state
-        .store
+        .quotas
         .put_attachment(
+            &auth.session,
             AttachmentPut {
                 principal: &auth.session.principal,
                 conversation: &conversation,

@@ -56,7 +56,8 @@ impl ProblemKind {
     fn description(self) -> &'static str {
         match self {
             ProblemKind::BadRequest => "invalid_request: a malformed body, query, path parameter or header (the `detail` says which); \
-                invalid_conversation for a bad conversation id; duplicate_cookie when the session cookie is sent twice",
+                invalid_conversation for a bad conversation id; duplicate_cookie when the session cookie is sent twice; \
+                empty_attachment for an attachment of no bytes",
             ProblemKind::Unauthorized => "unauthenticated (no valid session), session_expired (the session ended; `reason` says why), \
                 or invalid_ticket on sign-in (a replayed ticket included)",
             ProblemKind::Forbidden => "forbidden (admin: missing or invalid API key), room_not_allowed (snapshots: no grant admits \
@@ -65,7 +66,9 @@ impl ProblemKind {
             ProblemKind::NotFound => "not_found (for a deleted draft, `seq` is its tombstone's, which the next write names)",
             ProblemKind::Conflict => "conflict: a stale seq or version, or a concurrent change; `current` holds what is stored now; \
                 idempotency_expired: an Idempotency-Key repeated after its replay window (no token; send a new key)",
-            ProblemKind::PayloadTooLarge => "payload_too_large (over the endpoint's limit), or quota_exceeded for attachments",
+            ProblemKind::PayloadTooLarge => "payload_too_large (over the endpoint's limit), or quota_exceeded: the write would take \
+                the session or principal over a storage quota (`[quotas]`, smaller while anonymous); `limit` names it, `max` is its \
+                value; nothing was written",
             ProblemKind::UnsupportedMediaType => "unsupported_media_type: a Content-Type that is not allowed here",
             ProblemKind::IdempotencyMismatch => "idempotency_mismatch: the Idempotency-Key was used with a different request",
             ProblemKind::RateLimited => "rate_limited: over a per-IP or per-session rate limit (`[rate_limits]`); \

@@ -441,10 +441,7 @@ pub async fn put_data(
     ApiJson(value): ApiJson<serde_json::Value>,
 ) -> ApiResult<StatusCode> {
     validate_data_key(&key)?;
-    state
-        .sessions
-        .put_data(&a.session.handle, &key, &value)
-        .await?;
+    state.sessions.put_data(&a.session, &key, &value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

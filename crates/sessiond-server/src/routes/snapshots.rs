@@ -209,16 +209,20 @@ async fn put_snapshot(
     let retain_until = (!occupied).then(|| now.saturating_add(retention));
     let by = auth.session.handle.to_string();
     match state
-        .store
-        .put_snapshot(SnapshotPut {
-            room: &room,
-            expected_version: version,
-            data: &data,
-            content_type: &content_type,
-            by: Some(&by),
-            retain_until,
-            now,
-        })
+        .quotas
+        .put_snapshot(
+            &auth.session,
+            SnapshotPut {
+                room: &room,
+                expected_version: version,
+                data: &data,
+                content_type: &content_type,
+                // The gate records the principal.
+                by: None,
+                retain_until,
+                now,
+            },
+        )
         .await?
     {
         SnapshotWrite::Written(s) => {

@@ -1,6 +1,7 @@
 //! The session service's own error: what a lifecycle operation can fail with, in domain
 //! terms. HTTP (`crate::error`) and WebSocket (`crate::ws::conn`) each map it once.
 
+use sessiond_core::quota::QuotaExceeded;
 use sessiond_core::{EndReason, StoreError};
 
 /// Why a session operation failed.
@@ -44,6 +45,12 @@ pub enum SessionError {
         #[source]
         source: StoreError,
     },
+    /// A write would take usage over a storage quota; nothing was written.
+    #[error(transparent)]
+    QuotaExceeded(#[from] QuotaExceeded),
+    /// An attachment with no bytes (the smallest is one byte); nothing was written.
+    #[error("an attachment must have at least one byte")]
+    EmptyAttachment,
     /// An invariant broke (a sealed record that cannot be opened, ...).
     #[error("internal error: {0}")]
     Internal(String),

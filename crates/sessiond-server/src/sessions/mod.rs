@@ -35,6 +35,7 @@ pub use types::{
 
 use crate::bus::{Bus, Event};
 use crate::idempotency::IdempotencyKeys;
+use crate::keyed_lock::KeyedLocks;
 use cache::Cache;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::policy::{Policies, Policy};
@@ -64,6 +65,9 @@ pub struct SessionService {
     /// Renewals of one session within this long (ms) after one that was written through
     /// are coalesced: see [`SessionService::renew`]. 0: every renewal is written.
     renew_window_ms: Timestamp,
+    /// Session-data writes of one session, one at a time: the quota check and the write
+    /// it admits cannot interleave with another write of that session on this node.
+    data_locks: KeyedLocks,
 }
 
 impl SessionService {
@@ -84,6 +88,7 @@ impl SessionService {
             cluster: OnceLock::new(),
             idempotency: IdempotencyKeys::new(random_secret(), DEFAULT_REPLAY_WINDOW),
             renew_window_ms: 0,
+            data_locks: KeyedLocks::new(),
         }
     }
 
@@ -286,9 +291,38 @@ impl SessionService {
         Ok(self.store.get_data(handle, key).await?)
     }
 
-    /// Stores one session-data value; the last write wins. A session that ended under
-    /// the request is `Ended` with its stored reason.
+    /// Stores one session-data value of `session` (as authenticated); the last write
+    /// wins. Within the quotas of its role (smaller while anonymous): a write that would
+    /// take the session past `data_keys_per_session` or `data_bytes_per_session` is
+    /// `QuotaExceeded` and writes nothing. The check and the write hold the session's
+    /// lock, so concurrent writes on this node cannot overshoot together; across nodes
+    /// (Redis) each node may admit one concurrent write on the same picture, so the
+    /// overshoot is bounded by one value per other node writing at that instant. A
+    /// session that ended under the request is `Ended` with its stored reason.
     pub async fn put_data(
+        &self,
+        session: &Session,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> SessionResult<()> {
+        let handle = &session.handle;
+        let quotas = *self
+            .policy(&session.role)
+            .quotas_for(session.principal.is_anonymous());
+        let entry_bytes = (key.len() + value.to_string().len()) as u64;
+        let _held = self.data_locks.lock(&handle.to_string()).await;
+        let usage = self.store.data_usage(handle, key).await?;
+        if let Err(e) = quotas.check_data(usage, entry_bytes) {
+            metrics::counter!("sessiond_quota_refusals_total", "limit" => e.limit).increment(1);
+            return Err(e.into());
+        }
+        self.put_server_data(handle, key, value).await
+    }
+
+    /// Stores one value the server itself keeps in a session's data (admin room grants,
+    /// under the reserved `sessiond:` prefix): no quota is checked, though the entry
+    /// counts toward the session's usage like any other.
+    pub async fn put_server_data(
         &self,
         handle: &Handle,
         key: &str,

@@ -7,6 +7,7 @@ use crate::bus::Event;
 use sessiond_core::audit::{AuditEvent, AuditFilter, AuditKind};
 use sessiond_core::lifecycle::ClientInfo;
 use sessiond_core::policy::Policy;
+use sessiond_core::quota::DataUsage;
 use sessiond_core::store::prelude::*;
 use sessiond_core::store::{CreateOutcome, IdempotencyRecord, Result, SessionFilter, Touch};
 use sessiond_core::{
@@ -99,6 +100,7 @@ switched_sessions! {
     fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;
     fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> Result<bool>;
     fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;
+    fn data_usage(&self, handle: &Handle, key: &str) -> Result<DataUsage>;
 }
 
 struct Harness {
@@ -741,7 +743,7 @@ async fn sign_out_revoke_and_data_follow_the_session() {
     let h = harness(100);
     let (s, _) = h.create().await;
     let v = serde_json::json!({"k": 1});
-    h.svc.put_data(&s.handle, "a", &v).await.unwrap();
+    h.svc.put_data(&s, "a", &v).await.unwrap();
     assert_eq!(
         h.svc.get_data(&s.handle, "a").await.unwrap(),
         Some(v.clone())
@@ -753,7 +755,7 @@ async fn sign_out_revoke_and_data_follow_the_session() {
     ));
     h.svc.sign_out(&s.handle).await.unwrap();
     assert!(matches!(
-        h.svc.put_data(&s.handle, "a", &v).await,
+        h.svc.put_data(&s, "a", &v).await,
         Err(SessionError::Ended {
             reason: EndReason::SignedOut
         })

@@ -379,6 +379,7 @@ fn store_error(ctx: &Ctx, e: ApiError, room: Option<&str>) -> Next {
     let code = match e {
         ApiError::StoreUnavailable(_) => code::STORE_UNAVAILABLE,
         ApiError::TooLarge { .. } => code::PAYLOAD_TOO_LARGE,
+        ApiError::QuotaExceeded { .. } => code::QUOTA_EXCEEDED,
         ApiError::StoreIntegrity(_) => code::STORE_INTEGRITY,
         _ => code::INTERNAL,
     };
@@ -393,10 +394,20 @@ fn store_error(ctx: &Ctx, e: ApiError, room: Option<&str>) -> Next {
         code::INTERNAL => "an internal error occurred".to_owned(),
         _ => e.to_string(),
     };
-    let msg = match room {
+    let mut msg = match room {
         Some(r) => ServerMsg::room_error(code, r, message),
         None => ServerMsg::error(code, message),
     };
+    if let (
+        ApiError::QuotaExceeded { limit, max },
+        ServerMsg::Error {
+            limit: l, max: m, ..
+        },
+    ) = (&e, &mut msg)
+    {
+        *l = Some((*limit).to_owned());
+        *m = Some(*max);
+    }
     reply(ctx, &msg)
 }
 
@@ -564,9 +575,10 @@ async fn snapshot(
 ) -> Next {
     let state = &ctx.state;
     // Writes only while the connection's token still names a live session.
-    if let Err(e) = state.sessions.current(&ctx.who).await {
-        return on_session_error(ctx, e);
-    }
+    let session = match state.sessions.current(&ctx.who).await {
+        Ok(s) => s,
+        Err(e) => return on_session_error(ctx, e),
+    };
     if !state.hub.is_member(ctx.id, &room) {
         return reply(
             ctx,
@@ -622,16 +634,20 @@ async fn snapshot(
     let by = ctx.handle.to_string();
     let now = state.clock.now();
     match state
-        .store
-        .put_snapshot(SnapshotPut {
-            room: &room,
-            expected_version: version,
-            data: &bytes,
-            content_type: &content_type,
-            by: Some(&by),
-            retain_until: None,
-            now,
-        })
+        .quotas
+        .put_snapshot(
+            &session,
+            SnapshotPut {
+                room: &room,
+                expected_version: version,
+                data: &bytes,
+                content_type: &content_type,
+                // The gate records the principal.
+                by: None,
+                retain_until: None,
+                now,
+            },
+        )
         .await
     {
         Ok(SnapshotWrite::Written(s)) => {
@@ -650,6 +666,8 @@ async fn snapshot(
                     message: format!("version {version} is stale; the room's snapshot is at version {current_version}"),
                     room: Some(room),
                     current_version: Some(current_version),
+                    limit: None,
+                    max: None,
                 },
             )
         }

@@ -84,6 +84,9 @@ pub mod code {
     pub const CONFLICT: &str = "conflict";
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     pub const STORE_UNAVAILABLE: &str = "store_unavailable";
+    /// A snapshot would take the principal over a storage quota (`limit`, `max`); nothing
+    /// was written.
+    pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
     /// A stored value (a sealed snapshot) failed its integrity check; not served.
     pub const STORE_INTEGRITY: &str = "store_integrity";
     pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
@@ -217,6 +220,12 @@ pub enum ServerMsg {
         /// With `conflict`: the stored version (0: none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         current_version: Option<u64>,
+        /// With `quota_exceeded`: the limit's name (its key under `[quotas]`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<String>,
+        /// With `quota_exceeded`: the limit's value for this session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u64>,
     },
 }
 
@@ -227,6 +236,8 @@ impl ServerMsg {
             message: message.into(),
             room: None,
             current_version: None,
+            limit: None,
+            max: None,
         }
     }
     pub fn room_error(code: &str, room: &str, message: impl Into<String>) -> Self {
@@ -235,6 +246,8 @@ impl ServerMsg {
             message: message.into(),
             room: Some(room.to_owned()),
             current_version: None,
+            limit: None,
+            max: None,
         }
     }
     pub fn to_json(&self) -> String {

@@ -4,6 +4,7 @@
 use crate::common::*;
 use reqwest::Client;
 use serde_json::Value;
+use sessiond_core::quota::DataUsage;
 use sessiond_core::store::{
     CreateOutcome, IdempotencyRecord, Result, SessionFilter, SessionStore, Store, Touch,
 };
@@ -69,6 +70,7 @@ switched_sessions! {
     fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;
     fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> Result<bool>;
     fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;
+    fn data_usage(&self, handle: &Handle, key: &str) -> Result<DataUsage>;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

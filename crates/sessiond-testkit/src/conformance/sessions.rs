@@ -2,6 +2,7 @@
 //! listing, deadlines, purges, counts and the session data bag.
 
 use super::{session, MINUTE};
+use sessiond_core::quota::DataUsage;
 use sessiond_core::store::prelude::*;
 use sessiond_core::store::{CreateOutcome, IdempotencyRecord, SessionFilter, Touch};
 use sessiond_core::{
@@ -223,6 +224,46 @@ pub async fn check_concurrent_put_data(store: Arc<dyn Store>) {
         store.get_data(&s.handle, "k").await.unwrap(),
         Some(serde_json::json!({"v": 999}))
     );
+}
+
+/// `data_usage` counts the session's other keys and their bytes (key length plus the
+/// value's compact JSON), and the asked key apart; other sessions never count.
+pub async fn check_data_usage(store: Arc<dyn Store>) {
+    let s = session("anon:x", "editor", 1_000);
+    let other = session("anon:y", "editor", 1_000);
+    create(&*store, &s).await;
+    create(&*store, &other).await;
+    let none = store.data_usage(&s.handle, "a").await.unwrap();
+    assert_eq!(none, DataUsage::default());
+    let values = [
+        ("a", serde_json::json!({"x": [1, 2, 3]})),
+        ("bb", serde_json::json!("héllo")),
+        ("ccc", serde_json::json!(12345)),
+    ];
+    for (k, v) in &values {
+        assert!(store.put_data(&s.handle, k, v).await.unwrap());
+    }
+    assert!(store
+        .put_data(&other.handle, "zzz", &serde_json::json!("elsewhere"))
+        .await
+        .unwrap());
+    let size = |k: &str, v: &serde_json::Value| (k.len() + v.to_string().len()) as u64;
+    let all: u64 = values.iter().map(|(k, v)| size(k, v)).sum();
+    let u = store.data_usage(&s.handle, "bb").await.unwrap();
+    assert_eq!(
+        u,
+        DataUsage {
+            keys: 2,
+            bytes: all - size("bb", &values[1].1),
+            current: Some(size("bb", &values[1].1)),
+        },
+        "bytes, not characters: é is two"
+    );
+    let u = store.data_usage(&s.handle, "new").await.unwrap();
+    assert_eq!((u.keys, u.bytes, u.current), (3, all, None));
+    assert!(store.delete_data(&s.handle, "a").await.unwrap());
+    let u = store.data_usage(&s.handle, "new").await.unwrap();
+    assert_eq!((u.keys, u.bytes), (2, all - size("a", &values[0].1)));
 }
 
 pub async fn check_update_session_cas(store: Arc<dyn Store>) {

@@ -180,3 +180,50 @@ pub async fn check_concurrent_snapshot_put(store: Arc<dyn Store>) {
     );
     assert_eq!(got.hash, winners[0].1.hash);
 }
+
+/// `snapshot_usage` sums the current snapshots a writer wrote last, apart from one room:
+/// a room overwritten by someone else, or purged, no longer counts.
+pub async fn check_snapshot_usage(store: Arc<dyn Store>) {
+    let write =
+        |room: &'static str, v: u64, size: usize, by: &'static str, retain: Option<Timestamp>| {
+            let store = store.clone();
+            async move {
+                let data = pattern(size, 3);
+                match store
+                    .put_snapshot(SnapshotPut {
+                        by: Some(by),
+                        retain_until: retain,
+                        ..put(room, v, &data, "application/octet-stream", 100)
+                    })
+                    .await
+                    .unwrap()
+                {
+                    SnapshotWrite::Written(_) => {}
+                    other => panic!("expected Written, got {other:?}"),
+                }
+            }
+        };
+    assert_eq!(usage(&store, "user:a", "r0").await, (0, 0));
+    write("r1", 0, 1_000, "user:a", None).await;
+    write("r2", 0, 2_000, "user:a", Some(500)).await;
+    write("r3", 0, 4_000, "user:b", None).await;
+    assert_eq!(usage(&store, "user:a", "r0").await, (2, 3_000));
+    assert_eq!(usage(&store, "user:a", "r1").await, (1, 2_000));
+    assert_eq!(usage(&store, "user:b", "r0").await.1, 4_000);
+    // Rewritten smaller by the same writer: the new size counts.
+    write("r1", 1, 100, "user:a", None).await;
+    assert_eq!(usage(&store, "user:a", "r0").await.1, 2_100);
+    // Taken over by another writer: it moves to them.
+    write("r1", 2, 300, "user:b", None).await;
+    assert_eq!(usage(&store, "user:a", "r0").await.1, 2_000);
+    assert_eq!(usage(&store, "user:b", "r0").await.1, 4_300);
+    // Purged: it counts for nobody.
+    assert_eq!(store.purge_snapshots(1_000, 100).await.unwrap(), 1);
+    assert_eq!(usage(&store, "user:a", "r0").await.1, 0);
+    assert_eq!(usage(&store, "user:b", "r0").await.1, 4_300);
+}
+
+async fn usage(store: &Arc<dyn Store>, by: &str, except_room: &str) -> (u64, u64) {
+    let u = store.snapshot_usage(by, except_room).await.unwrap();
+    (u.rooms, u.bytes)
+}
