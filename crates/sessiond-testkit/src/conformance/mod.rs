@@ -111,6 +111,7 @@ macro_rules! conformance_suite {
             check_existence_independent_of_data,
             check_put_data_needs_active_session,
             check_concurrent_put_data,
+            check_put_data_if,
             check_update_session_cas,
             check_touch_session,
             check_touch_sessions_batch,
