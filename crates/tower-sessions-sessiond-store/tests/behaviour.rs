@@ -10,7 +10,6 @@ use axum::http::{header, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
-use sessiond_core::store::prelude::*;
 use sessiond_core::store::SessionFilter;
 use sessiond_core::{EndReason, ManualClock};
 use sessiond_testkit::inproc::{base_toml, DataDir, TestServer, ADMIN_KEY};
@@ -161,7 +160,14 @@ impl Backend {
     async fn server(&self) -> TestServer {
         match self {
             Backend::Sqlite(dir) => TestServer::start_in(&base_toml("sqlite"), dir).await,
-            Backend::Redis(r) => TestServer::start(&base_toml(&r.url())).await,
+            // A Redis store makes the server a cluster node, which needs a shared secret.
+            Backend::Redis(r) => {
+                let toml = format!(
+                    "{}server_secret = \"tower-store-test-secret-0123456789ab\"\n",
+                    base_toml(&r.url())
+                );
+                TestServer::start(&toml).await
+            }
         }
     }
 }
