@@ -276,9 +276,10 @@ impl SessiondStore {
     /// ```
     pub async fn sqlite(data_dir: impl AsRef<Path>) -> Result<SessiondStore, Error> {
         let dir = data_dir.as_ref().to_owned();
-        let store = tokio::task::spawn_blocking(move || sessiond_store_sqlite::SqliteStore::open(&dir))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
+        let store =
+            tokio::task::spawn_blocking(move || sessiond_store_sqlite::SqliteStore::open(&dir))
+                .await
+                .map_err(|e| Error::Task(e.to_string()))??;
         Ok(SessiondStore::from_store(Arc::new(store)))
     }
 
@@ -795,7 +796,10 @@ mod tests {
     fn the_id_is_kept_only_as_its_hash() {
         let id = Id::default();
         let h = id_hash(&id);
-        assert_eq!(h.0, <[u8; 32]>::from(Sha256::digest(id.to_string().as_bytes())));
+        assert_eq!(
+            h.0,
+            <[u8; 32]>::from(Sha256::digest(id.to_string().as_bytes()))
+        );
         assert!(!h.to_hex().contains(&id.to_string()));
     }
 }

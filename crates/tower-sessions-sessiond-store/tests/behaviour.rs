@@ -103,7 +103,9 @@ async fn call(app: &Router, path: &str, id: Option<&str>) -> Answer {
             }
         });
     let status = res.status();
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
     Answer {
         status,
         cookie,
@@ -152,9 +154,7 @@ impl Backend {
             Backend::Sqlite(dir) => SessiondStore::sqlite(dir.path().join("data"))
                 .await
                 .expect("open sqlite"),
-            Backend::Redis(r) => SessiondStore::redis(&r.url())
-                .await
-                .expect("connect redis"),
+            Backend::Redis(r) => SessiondStore::redis(&r.url()).await.expect("connect redis"),
         }
     }
     async fn server(&self) -> TestServer {
@@ -224,7 +224,10 @@ async fn cookie_round_trip_stores_only_the_hash(b: Backend) {
     let id = new_session(&app, "color", "blue").await;
     let a = call(&app, "/get/color", Some(&id)).await;
     assert_eq!(a.body, "blue");
-    assert_eq!(a.cookie, None, "a read-only request leaves the cookie alone");
+    assert_eq!(
+        a.cookie, None,
+        "a read-only request leaves the cookie alone"
+    );
 
     let s = store
         .sessiond_session(&id_of(&id))
@@ -379,7 +382,9 @@ async fn concurrent_requests_lose_no_key(b: Backend) {
     for i in 0..16 {
         let (app, id) = (app.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
-            call(&app, &format!("/put/k{i}/v{i}"), Some(&id)).await.status
+            call(&app, &format!("/put/k{i}/v{i}"), Some(&id))
+                .await
+                .status
         }));
     }
     // One more removes a key at the same time.
@@ -419,7 +424,11 @@ async fn delete_expired_ends_due_sessions_then_purges_them(b: Backend) {
         let s = store.sessiond_session(&id_of(id)).await.unwrap().unwrap();
         assert_eq!(s.end_reason, Some(EndReason::IdleTimeout), "ended, kept");
     }
-    let l = store.sessiond_session(&id_of(&live)).await.unwrap().unwrap();
+    let l = store
+        .sessiond_session(&id_of(&live))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(l.is_active(), "a session with activity stays");
     clock.advance_ms(6_000);
     store.delete_expired().await.unwrap();
@@ -484,7 +493,10 @@ async fn a_second_process_sees_the_same_sessions(b: Backend) {
     let two = app(b.open().await);
     let id = new_session(&one, "k", "1").await;
     assert_eq!(value(&two, &id, "k").await, "1");
-    assert_eq!(call(&two, "/put/j/2", Some(&id)).await.status, StatusCode::OK);
+    assert_eq!(
+        call(&two, "/put/j/2", Some(&id)).await.status,
+        StatusCode::OK
+    );
     assert_eq!(value(&one, &id, "j").await, "2");
     assert_eq!(value(&one, &id, "k").await, "1");
 }

@@ -69,5 +69,8 @@ async fn the_binary_serves_and_keeps_counts_across_a_restart() {
         }
         child.kill().await.unwrap();
     }
-    assert_eq!(last, "3", "the session survived a restart of the app (SQLite)");
+    assert_eq!(
+        last, "3",
+        "the session survived a restart of the app (SQLite)"
+    );
 }

@@ -129,7 +129,9 @@ impl SessionStore for StoreParts {
         expected: Option<&serde_json::Value>,
         value: &serde_json::Value,
     ) -> Result<bool> {
-        self.sessions.put_data_if(handle, key, expected, value).await
+        self.sessions
+            .put_data_if(handle, key, expected, value)
+            .await
     }
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
         self.sessions.delete_data(handle, key).await

@@ -202,10 +202,7 @@ pub async fn check_put_data_if(store: Arc<dyn Store>) {
     let v1 = serde_json::json!({"rev": 1, "data": {"a": [1, 2.5, "x"], "b": null}});
     let v2 = serde_json::json!({"rev": 2, "data": {"a": 1}});
     assert!(
-        !store
-            .put_data_if(&h, "k", Some(&v1), &v2)
-            .await
-            .unwrap(),
+        !store.put_data_if(&h, "k", Some(&v1), &v2).await.unwrap(),
         "expecting a value where there is none fails"
     );
     assert!(store.put_data_if(&h, "k", None, &v1).await.unwrap());
@@ -229,7 +226,12 @@ pub async fn check_put_data_if(store: Arc<dyn Store>) {
         let (store, expected) = (store.clone(), v2.clone());
         tasks.push(tokio::spawn(async move {
             store
-                .put_data_if(&h, "k", Some(&expected), &serde_json::json!({ "rev": 3, "w": i }))
+                .put_data_if(
+                    &h,
+                    "k",
+                    Some(&expected),
+                    &serde_json::json!({ "rev": 3, "w": i }),
+                )
                 .await
                 .unwrap()
         }));
@@ -247,10 +249,7 @@ pub async fn check_put_data_if(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert!(
-        !store
-            .put_data_if(&h, "k", Some(&now), &v1)
-            .await
-            .unwrap(),
+        !store.put_data_if(&h, "k", Some(&now), &v1).await.unwrap(),
         "an ended session takes no write"
     );
 }
