@@ -126,6 +126,8 @@
 //! SQLite waits by its busy timeout, so nothing hangs. A save to a session that ended
 //! meanwhile (revoked, expired) writes nothing and is not an error: the ending wins.
 
+#![deny(missing_docs)]
+
 mod envelope;
 mod error;
 
