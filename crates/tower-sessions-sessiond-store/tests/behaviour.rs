@@ -2,7 +2,8 @@
 //! behaviour tower-sessions' own store tests check (cookie round trip, `cycle_id`,
 //! flush, expiry, concurrent requests, `delete_expired`) plus sessiond's own (deadlines,
 //! audit, revocation and sign-out-everywhere through a sessiond server's admin API,
-//! outages), each against SQLite in a temp dir and a redis-server the test starts.
+//! outages), each against SQLite in a temp dir, a redis-server and a three-node Redis
+//! Cluster the test starts.
 
 use axum::body::Body;
 use axum::extract::Path;
@@ -13,7 +14,7 @@ use serde_json::Value;
 use sessiond_core::store::SessionFilter;
 use sessiond_core::{EndReason, ManualClock};
 use sessiond_testkit::inproc::{base_toml, DataDir, TestServer, ADMIN_KEY};
-use sessiond_testkit::redis_guard::RedisServer;
+use sessiond_testkit::redis_guard::{RedisCluster, RedisServer};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,6 +140,7 @@ fn id_of(s: &str) -> Id {
 enum Backend {
     Sqlite(DataDir),
     Redis(RedisServer),
+    Cluster(RedisCluster),
 }
 
 impl Backend {
@@ -148,23 +150,35 @@ impl Backend {
     fn redis() -> Backend {
         Backend::Redis(RedisServer::start())
     }
+    fn cluster() -> Backend {
+        Backend::Cluster(RedisCluster::start(3))
+    }
+    fn redis_url(&self) -> Option<String> {
+        match self {
+            Backend::Sqlite(_) => None,
+            Backend::Redis(r) => Some(r.url()),
+            Backend::Cluster(c) => Some(c.url()),
+        }
+    }
     async fn open(&self) -> SessiondStore {
         match self {
             // `<dir>/data` is where a TestServer in the same DataDir keeps its SQLite.
             Backend::Sqlite(dir) => SessiondStore::sqlite(dir.path().join("data"))
                 .await
                 .expect("open sqlite"),
-            Backend::Redis(r) => SessiondStore::redis(&r.url()).await.expect("connect redis"),
+            _ => SessiondStore::redis(&self.redis_url().unwrap())
+                .await
+                .expect("connect redis"),
         }
     }
     async fn server(&self) -> TestServer {
         match self {
             Backend::Sqlite(dir) => TestServer::start_in(&base_toml("sqlite"), dir).await,
             // A Redis store makes the server a cluster node, which needs a shared secret.
-            Backend::Redis(r) => {
+            _ => {
                 let toml = format!(
                     "{}server_secret = \"tower-store-test-secret-0123456789ab\"\n",
-                    base_toml(&r.url())
+                    base_toml(&self.redis_url().unwrap())
                 );
                 TestServer::start(&toml).await
             }
@@ -198,6 +212,14 @@ macro_rules! on_both {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
                     super::$name(super::Backend::redis()).await
+                }
+            )*
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::Backend::cluster()).await
                 }
             )*
         }
