@@ -335,6 +335,25 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    async fn put_data_if(
+        &self,
+        handle: &Handle,
+        key: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> Result<bool> {
+        let mut g = self.lock();
+        if !g.sessions.get(handle).is_some_and(|s| s.is_active()) {
+            return Ok(false);
+        }
+        let bag = g.data.entry(*handle).or_default();
+        if bag.get(key) != expected {
+            return Ok(false);
+        }
+        bag.insert(key.to_owned(), value.clone());
+        Ok(true)
+    }
+
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
         Ok(self
             .lock()

@@ -98,6 +98,27 @@ return {n, b}
     )
 });
 
+/// KEYS: session, data. ARGV: key, value, has_expected (0/1), expected.
+/// Writes the value only if the session is active and the stored text is `expected`
+/// (or absent when has_expected is 0); → 1 applied, 0 not.
+pub(crate) static PUT_DATA_IF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], 'st') ~= 'active' then return 0 end
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if ARGV[3] == '1' then
+  if cur ~= ARGV[4] then return 0 end
+elseif cur then
+  return 0
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return 1
+"#,
+    )
+});
+
 /// KEYS: session, data. ARGV: ended_before.
 /// Deletes an ended session ended before the cutoff; → {token hash, idempotency key hash} or nil.
 pub(crate) static PURGE_SESSION: LazyLock<Script> = LazyLock::new(|| {

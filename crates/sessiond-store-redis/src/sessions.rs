@@ -647,6 +647,29 @@ impl SessionStore for RedisStore {
         Ok(self.eval::<i64>(&inv).await? == 1)
     }
 
+    async fn put_data_if(
+        &self,
+        h: &Handle,
+        key: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> Result<bool> {
+        // Compared as text: the stored text is what `to_string` wrote, and a value read
+        // back and serialized again gives the same text (serde_json round-trips).
+        let expected = expected
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(RedisError::from)?;
+        let mut inv = PUT_DATA_IF.prepare_invoke();
+        inv.key(self.keys.session(h))
+            .key(self.keys.session_data(h))
+            .arg(key)
+            .arg(serde_json::to_string(value).map_err(RedisError::from)?)
+            .arg(u8::from(expected.is_some()))
+            .arg(expected.unwrap_or_default());
+        Ok(self.eval::<i64>(&inv).await? == 1)
+    }
+
     async fn delete_data(&self, h: &Handle, key: &str) -> Result<bool> {
         let mut c = Self::cmd("HDEL");
         c.arg(self.keys.session_data(h)).arg(key);

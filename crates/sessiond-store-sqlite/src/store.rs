@@ -315,6 +315,53 @@ impl SessionStore for SqliteStore {
         .await
     }
 
+    async fn put_data_if(
+        &self,
+        handle: &Handle,
+        key: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> Result<bool> {
+        let (h, key, expected) = (*handle, key.to_owned(), expected.cloned());
+        let value = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.write(move |conn, _| {
+            // Compared as JSON values, not text, so formatting never decides a conflict;
+            // IMMEDIATE holds the write lock from the read to the write, across processes.
+            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+            let active = tx
+                .query_row(
+                    "SELECT 1 FROM sessions WHERE handle = ?1 AND state = 'active'",
+                    params![&h.0[..]],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !active {
+                return Ok(false);
+            }
+            let current = tx
+                .query_row(
+                    "SELECT value FROM session_data WHERE handle = ?1 AND key = ?2",
+                    params![&h.0[..], key],
+                    |r| r.get::<_, String>(0),
+                )
+                .optional()?
+                .map(|v| serde_json::from_str::<serde_json::Value>(&v))
+                .transpose()?;
+            if current != expected {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO session_data (handle, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (handle, key) DO UPDATE SET value = excluded.value",
+                params![&h.0[..], key, value],
+            )?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
         let (h, key) = (*handle, key.to_owned());
         self.write(move |conn, _| {

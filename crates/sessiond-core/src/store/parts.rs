@@ -123,6 +123,17 @@ impl SessionStore for StoreParts {
     ) -> Result<bool> {
         self.sessions.put_data(handle, key, value).await
     }
+    async fn put_data_if(
+        &self,
+        handle: &Handle,
+        key: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> Result<bool> {
+        self.sessions
+            .put_data_if(handle, key, expected, value)
+            .await
+    }
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
         self.sessions.delete_data(handle, key).await
     }

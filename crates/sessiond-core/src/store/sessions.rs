@@ -139,6 +139,18 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Writes one value; returns false (and writes nothing) if the session is not active.
     async fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value)
         -> Result<bool>;
+    /// Writes one value only if the stored one is still `expected` (`None`: no value)
+    /// and the session is active: a compare-and-set, decided inside the store, so of
+    /// concurrent writers that read the same value exactly one wins. Returns whether it
+    /// applied; a caller that lost rereads and retries (see the tower-sessions store's
+    /// merge rule).
+    async fn put_data_if(
+        &self,
+        handle: &Handle,
+        key: &str,
+        expected: Option<&serde_json::Value>,
+        value: &serde_json::Value,
+    ) -> Result<bool>;
     /// Returns whether a value existed.
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;
     /// What the session's data holds apart from `key` (keys and bytes, each entry

@@ -99,6 +99,7 @@ switched_sessions! {
     fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize>;
     fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;
     fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> Result<bool>;
+    fn put_data_if(&self, handle: &Handle, key: &str, expected: Option<&serde_json::Value>, value: &serde_json::Value) -> Result<bool>;
     fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool>;
     fn data_usage(&self, handle: &Handle, key: &str) -> Result<DataUsage>;
 }

@@ -112,6 +112,7 @@ macro_rules! conformance_suite {
             check_put_data_needs_active_session,
             check_concurrent_put_data,
             check_data_usage,
+            check_put_data_if,
             check_update_session_cas,
             check_touch_session,
             check_touch_sessions_batch,

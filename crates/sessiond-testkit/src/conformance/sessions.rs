@@ -188,6 +188,73 @@ pub async fn check_put_data_needs_active_session(store: Arc<dyn Store>) {
     assert_eq!(store.get_data(&s.handle, "new").await.unwrap(), None);
 }
 
+pub async fn check_put_data_if(store: Arc<dyn Store>) {
+    let ghost = Handle::generate();
+    assert!(
+        !store
+            .put_data_if(&ghost, "k", None, &serde_json::json!(1))
+            .await
+            .unwrap(),
+        "a compare-and-set needs a session"
+    );
+    let s = session("anon:x", "editor", 1_000);
+    create(&*store, &s).await;
+    let h = s.handle;
+    let v1 = serde_json::json!({"rev": 1, "data": {"a": [1, 2.5, "x"], "b": null}});
+    let v2 = serde_json::json!({"rev": 2, "data": {"a": 1}});
+    assert!(
+        !store.put_data_if(&h, "k", Some(&v1), &v2).await.unwrap(),
+        "expecting a value where there is none fails"
+    );
+    assert!(store.put_data_if(&h, "k", None, &v1).await.unwrap());
+    assert!(
+        !store.put_data_if(&h, "k", None, &v2).await.unwrap(),
+        "expecting no value where there is one fails"
+    );
+    // The value as read back is what a caller passes as expected.
+    let read = store.get_data(&h, "k").await.unwrap().unwrap();
+    assert_eq!(read, v1);
+    assert!(store.put_data_if(&h, "k", Some(&read), &v2).await.unwrap());
+    assert!(
+        !store.put_data_if(&h, "k", Some(&read), &v1).await.unwrap(),
+        "a stale expectation fails"
+    );
+    assert_eq!(store.get_data(&h, "k").await.unwrap(), Some(v2.clone()));
+
+    // Concurrent writers that read the same value: exactly one wins.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let (store, expected) = (store.clone(), v2.clone());
+        tasks.push(tokio::spawn(async move {
+            store
+                .put_data_if(
+                    &h,
+                    "k",
+                    Some(&expected),
+                    &serde_json::json!({ "rev": 3, "w": i }),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        wins += usize::from(t.await.unwrap());
+    }
+    assert_eq!(wins, 1, "exactly one concurrent compare-and-set applies");
+
+    let now = store.get_data(&h, "k").await.unwrap().unwrap();
+    store
+        .end_session(&h, EndReason::SignedOut, 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !store.put_data_if(&h, "k", Some(&now), &v1).await.unwrap(),
+        "an ended session takes no write"
+    );
+}
+
 pub async fn check_concurrent_put_data(store: Arc<dyn Store>) {
     let s = session("anon:x", "editor", 1_000);
     create(&*store, &s).await;
