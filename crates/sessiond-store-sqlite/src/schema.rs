@@ -107,6 +107,15 @@ CREATE TABLE claims (
 ) WITHOUT ROWID;
 CREATE INDEX claims_until ON claims(until);
 "#,
+    // 3 → 4: sign-in draft moves, recorded with the rotation, removed once done.
+    r#"
+CREATE TABLE draft_moves (
+    from_principal TEXT PRIMARY KEY,
+    to_principal   TEXT NOT NULL,
+    handle         BLOB NOT NULL,
+    at             INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -69,7 +69,7 @@ async fn reopen_keeps_everything() {
             created_at: 1_000,
         };
         assert_eq!(
-            store.create_session(&s, Some(&rec)).await.unwrap(),
+            store.create_session(&s, Some(&rec), &[]).await.unwrap(),
             CreateOutcome::Created
         );
         assert!(store
@@ -132,7 +132,7 @@ async fn reopen_keeps_everything() {
         sealed_token: vec![],
         created_at: 2_000,
     };
-    match store.create_session(&other, Some(&rec2)).await.unwrap() {
+    match store.create_session(&other, Some(&rec2), &[]).await.unwrap() {
         CreateOutcome::Existing(r) => {
             assert_eq!((r.handle, r.sealed_token), (s.handle, vec![9; 40]))
         }
@@ -213,7 +213,7 @@ async fn sessions_of_a_schema_1_database_read_as_version_0() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = session("anon:old", "editor", 1_000);
     let store = open(dir.path()).await;
-    store.create_session(&s, None).await.unwrap();
+    store.create_session(&s, None, &[]).await.unwrap();
     drop(store);
     // What schema 1 looked like: no version column.
     let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
@@ -229,7 +229,7 @@ async fn sessions_of_a_schema_1_database_read_as_version_0() {
     let old = s.token_hash;
     let mut rotated = s.clone();
     sessiond_core::lifecycle::rotate(&mut rotated);
-    assert!(store.update_session(&rotated, &old).await.unwrap());
+    assert!(store.update_session(&rotated, &old, &[], None).await.unwrap());
     let got = store.get_session(&s.handle).await.unwrap().unwrap();
     assert_eq!(got.version, 1);
 }
@@ -491,4 +491,25 @@ async fn sigkill_keeps_acknowledged_writes() {
         .expect("draft survives");
     assert!(d.seq >= acked);
     assert_eq!(d.text, format!("draft {}", d.seq));
+}
+
+/// A failing audit insert (a trigger refusing it, as a full disk or a broken table
+/// would) rolls back the change it records: the two share one transaction.
+#[tokio::test]
+async fn a_failing_audit_insert_fails_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(dir.path()).await);
+    let db = dir.path().join(DB_FILE);
+    sessiond_testkit::conformance::sessions::check_failed_audit_fails_change(
+        store as std::sync::Arc<dyn Store>,
+        || async move {
+            let c = rusqlite::Connection::open(db).unwrap();
+            c.execute_batch(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit \
+                 BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END;",
+            )
+            .unwrap();
+        },
+    )
+    .await;
 }
