@@ -66,7 +66,7 @@ return 0
 });
 
 /// KEYS: idempotency key. ARGV: handle, record JSON, ttl_ms.
-/// SET NX with a payload: → {1} if this caller won, else {0, the winner's record JSON}.
+/// SET NX with a payload: → {1, ''} if this caller won, else {0, the winner's record JSON}.
 pub(crate) static IDEM_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(IDEM_CLAIM_BODY));
 
 /// KEYS: idempotency key. ARGV: handle. Frees the key only if it names this session.
@@ -315,7 +315,7 @@ local cur = redis.call('HGET', KEYS[1], 'rec')
 if cur then return {0, cur} end
 redis.call('HSET', KEYS[1], 'h', ARGV[1], 'rec', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {1}
+return {1, ''}
 "#;
 
 const FINISH_MOVE_BODY: &str = r#"

@@ -330,9 +330,9 @@ impl SessionStore for RedisStore {
             args: vec![hex.clone(), idem_to_json(rec)?, ttl.to_string()],
         };
         let claimed = self
-            .change(claim, audit, |r: &(i64, Option<String>)| r.0 == 1)
+            .change(claim, audit, |r: &(i64, String)| r.0 == 1)
             .await;
-        let (won, existing): (i64, Option<String>) = match claimed {
+        let (won, existing): (i64, String) = match claimed {
             Ok(r) => r,
             Err(e) => {
                 // Neither the claim nor its events were written: the session was never
@@ -346,14 +346,11 @@ impl SessionStore for RedisStore {
                 return Err(e.into());
             }
         };
-        match (won, existing) {
-            (1, _) => Ok(CreateOutcome::Created),
-            (_, Some(existing)) => {
-                self.unwind_create(s).await?;
-                Ok(CreateOutcome::Existing(idem_from_json(&existing)?))
-            }
-            (_, None) => Err(RedisError::Corrupt("idempotency claim answered nothing".into()).into()),
+        if won == 1 {
+            return Ok(CreateOutcome::Created);
         }
+        self.unwind_create(s).await?;
+        Ok(CreateOutcome::Existing(idem_from_json(&existing)?))
     }
 
     async fn get_session(&self, h: &Handle) -> Result<Option<Session>> {
@@ -536,11 +533,11 @@ impl SessionStore for RedisStore {
         range
             .arg(self.keys.draft_moves())
             .arg(0)
-            .arg(cap(limit).min(isize::MAX as usize) as isize - 1)
-            .arg("WITHSCORES");
-        let entries: Vec<(String, i64)> = self.q(&range).await?;
+            .arg(cap(limit).min(isize::MAX as usize) as isize - 1);
+        let entries: Vec<String> = self.q(&range).await?;
         let mut out = Vec::new();
-        for (hex, indexed_at) in entries {
+        let mut cutoff = None;
+        for hex in entries {
             let json = match handle_from_hex(&hex) {
                 Some(h) => {
                     let mut get = Self::cmd("GET");
@@ -553,15 +550,17 @@ impl SessionStore for RedisStore {
                 Some(j) => out.push(serde_json::from_str(&j).map_err(RedisError::from)?),
                 None => {
                     // The rotation it was indexed for never applied (or the move was
-                    // finished): drop the entry unless it was re-indexed meanwhile, or
-                    // is younger than a minute (its rotation may be in flight: the entry
-                    // is written before it).
-                    let (secs, _): (i64, i64) = self.q(&Self::cmd("TIME")).await?;
-                    if indexed_at > secs.saturating_mul(1000) - MIN_ACTIVE_TTL_MS {
-                        continue;
-                    }
+                    // finished): drop the entry, unless it is younger than a minute
+                    // (its rotation may be in flight: the entry is written before it).
+                    let cutoff = match cutoff {
+                        Some(c) => c,
+                        None => {
+                            let (secs, _): (i64, i64) = self.q(&Self::cmd("TIME")).await?;
+                            *cutoff.insert(secs.saturating_mul(1000) - MIN_ACTIVE_TTL_MS)
+                        }
+                    };
                     let mut inv = ZREM_IF_LE.prepare_invoke();
-                    inv.key(self.keys.draft_moves()).arg(&hex).arg(indexed_at);
+                    inv.key(self.keys.draft_moves()).arg(&hex).arg(cutoff);
                     self.eval::<i64>(&inv).await?;
                 }
             }

@@ -218,7 +218,8 @@ async fn sessions_of_a_schema_1_database_read_as_version_0() {
     // What schema 1 looked like: no version column.
     let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     c.execute_batch(
-        "ALTER TABLE sessions DROP COLUMN version; DROP TABLE claims; PRAGMA user_version = 1;",
+        "ALTER TABLE sessions DROP COLUMN version; DROP TABLE claims; DROP TABLE draft_moves; \
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(c);

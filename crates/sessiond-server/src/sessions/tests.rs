@@ -813,7 +813,7 @@ async fn a_change_whose_audit_cannot_be_written_fails_and_changes_nothing() {
     // A new session is refused, none is left behind.
     assert!(matches!(
         h.svc.get_or_create(None, None, &ClientInfo::default()).await,
-        Err(SessionError::Store(_))
+        Err(SessionError::Unavailable { .. })
     ));
     let all = h
         .store

@@ -717,7 +717,7 @@ async fn audit_of(store: &dyn Store, h: &Handle) -> Vec<AuditKind> {
         .into_iter()
         .map(|e| (e.id, e.kind))
         .collect();
-    kinds.sort();
+    kinds.sort_by_key(|(id, _)| *id);
     kinds.into_iter().map(|(_, k)| k).collect()
 }
 
