@@ -51,10 +51,10 @@ test('S7: not a secure context: text typed after a revoke survives a reload, enc
       await page.getByTestId('session-ended').waitFor({ state: 'visible', timeout: 10_000 });
       const LATEST = TEXT + MORE;
       await waitFor(async () => (await page.getByTestId('draft-status').textContent()) === 'Saved on this device', { message: 'kept on this device' });
-      assert.equal(await page.getByTestId('ended-local').textContent(), 'your draft is kept on this device.');
       const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }));
       assert.ok(stored.includes('sessiond:d:'), 'a local copy was written');
       assert.ok(!stored.includes('intranet') && !stored.includes('invoice'), 'the copy is not readable text');
+      assert.equal(await page.getByTestId('ended-local').textContent(), 'your draft is kept on this device.');
       await shot(page, S, '1-typed-after-revoke');
 
       // Reload: a new anonymous session; frank signs in again and gets the latest text.
