@@ -172,7 +172,9 @@ impl MemoryStore {
     /// `Err` if `events` cannot be appended now (the injected fault).
     fn check_audit(&self, events: &[AuditEvent]) -> Result<()> {
         if !events.is_empty() && self.fail_audit.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("audit append failed (injected)".into()));
+            return Err(StoreError::Unavailable(
+                "audit append failed (injected)".into(),
+            ));
         }
         Ok(())
     }

@@ -11,18 +11,21 @@ use redis::Script;
 use std::sync::LazyLock;
 
 /// KEYS: session. ARGV: ttl_ms, field, value, … → 1 created, 0 the handle exists.
-pub(crate) static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE_SESSION_BODY));
+pub(crate) static CREATE_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(CREATE_SESSION_BODY));
 
 /// KEYS: session, data, pending-move key. ARGV: expected token hash, ttl_ms, pending
 /// move JSON ('' none), field, value, …
 /// → {1} replaced (and the move recorded), or {0, current token hash} if ended, missing
 /// or rotated meanwhile. Comparing token *hashes* needs no constant time: a caller
 /// controls only the token, and timing reveals nothing usable about a SHA-256 preimage.
-pub(crate) static UPDATE_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(UPDATE_SESSION_BODY));
+pub(crate) static UPDATE_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(UPDATE_SESSION_BODY));
 
 /// KEYS: session. ARGV: last_activity_at, last_seen_at, idle_expires_at.
 /// Moves each forward only; → the new earliest deadline, or nil if not active.
-pub(crate) static TOUCH_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(TOUCH_SESSION_BODY));
+pub(crate) static TOUCH_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(TOUCH_SESSION_BODY));
 
 /// KEYS: session, data. ARGV: reason, ended_at, retention_ms.
 /// active → ended exactly once; → the ended record's fields, or nil for every other caller.
@@ -220,8 +223,7 @@ pub(crate) static TOUCH_SESSION_AUDITED: LazyLock<Script> =
     LazyLock::new(|| audited(TOUCH_SESSION_BODY));
 pub(crate) static END_SESSION_AUDITED: LazyLock<Script> =
     LazyLock::new(|| audited(END_SESSION_BODY));
-pub(crate) static IDEM_CLAIM_AUDITED: LazyLock<Script> =
-    LazyLock::new(|| audited(IDEM_CLAIM_BODY));
+pub(crate) static IDEM_CLAIM_AUDITED: LazyLock<Script> = LazyLock::new(|| audited(IDEM_CLAIM_BODY));
 pub(crate) static FINISH_MOVE_AUDITED: LazyLock<Script> =
     LazyLock::new(|| audited(FINISH_MOVE_BODY));
 

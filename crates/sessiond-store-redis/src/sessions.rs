@@ -498,7 +498,11 @@ impl SessionStore for RedisStore {
             plain: &END_SESSION,
             audited: &END_SESSION_AUDITED,
             keys: vec![self.keys.session(h), self.keys.session_data(h)],
-            args: vec![reason.as_str().to_owned(), now.to_string(), retention.to_string()],
+            args: vec![
+                reason.as_str().to_owned(),
+                now.to_string(),
+                retention.to_string(),
+            ],
         };
         let Some(fields) = self
             .change::<Option<HashMap<String, String>>>(end, audit, Option::is_some)

@@ -128,7 +128,12 @@ impl SessionStore for SqliteStore {
         audit: &[AuditEvent],
         draft_move: Option<&DraftMove>,
     ) -> Result<bool> {
-        let (s, expected, audit, mv) = (s.clone(), *expected_token, audit.to_vec(), draft_move.cloned());
+        let (s, expected, audit, mv) = (
+            s.clone(),
+            *expected_token,
+            audit.to_vec(),
+            draft_move.cloned(),
+        );
         self.write(move |conn, _| {
             let tx = conn.transaction_with_behavior(IMMEDIATE)?;
             let ok = load_session(&tx, &s.handle)?

@@ -132,7 +132,11 @@ async fn reopen_keeps_everything() {
         sealed_token: vec![],
         created_at: 2_000,
     };
-    match store.create_session(&other, Some(&rec2), &[]).await.unwrap() {
+    match store
+        .create_session(&other, Some(&rec2), &[])
+        .await
+        .unwrap()
+    {
         CreateOutcome::Existing(r) => {
             assert_eq!((r.handle, r.sealed_token), (s.handle, vec![9; 40]))
         }
@@ -230,7 +234,10 @@ async fn sessions_of_a_schema_1_database_read_as_version_0() {
     let old = s.token_hash;
     let mut rotated = s.clone();
     sessiond_core::lifecycle::rotate(&mut rotated);
-    assert!(store.update_session(&rotated, &old, &[], None).await.unwrap());
+    assert!(store
+        .update_session(&rotated, &old, &[], None)
+        .await
+        .unwrap());
     let got = store.get_session(&s.handle).await.unwrap().unwrap();
     assert_eq!(got.version, 1);
 }

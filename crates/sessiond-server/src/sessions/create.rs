@@ -163,8 +163,8 @@ impl SessionService {
             // The anonymous drafts' move is recorded with the rotation, so it is finished
             // (here, on the next request, or by the background sweep) even if this
             // attempt fails or the process dies now.
-            let draft_move = (old_principal.is_anonymous() && old_principal != s.principal)
-                .then(|| DraftMove {
+            let draft_move =
+                (old_principal.is_anonymous() && old_principal != s.principal).then(|| DraftMove {
                     handle: s.handle,
                     from: old_principal.clone(),
                     to: s.principal.clone(),
@@ -204,11 +204,15 @@ impl SessionService {
             presented_live,
         })
     }
-
 }
 
 /// The events of a sign-in: who signed in (and from which principal), and the rotation.
-fn sign_in_events(now: Timestamp, s: &Session, from: &Principal, old_role: &str) -> [AuditEvent; 2] {
+fn sign_in_events(
+    now: Timestamp,
+    s: &Session,
+    from: &Principal,
+    old_role: &str,
+) -> [AuditEvent; 2] {
     let detail = serde_json::json!({"from_principal": from.as_str(), "previous_role": old_role});
     [
         AuditEvent::for_session(now, AuditKind::SignedIn, s).with_detail(detail),

@@ -43,8 +43,8 @@ use cache::Cache;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::policy::{Policies, Policy};
 use sessiond_core::store::DraftMove;
-use std::collections::HashMap;
 use sessiond_core::{Clock, EndReason, Handle, Session, Store, Timestamp};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Replay window of an idempotent create when none is configured (`idempotency.replay_window`).
@@ -227,12 +227,14 @@ impl SessionService {
         // Write pending activity first so the audit's last activity is exact.
         self.flush_one(handle).await?;
         let audit: Vec<AuditEvent> = match self.get(handle).await? {
-            Some(cur) if cur.is_active() => vec![AuditEvent::for_session(now, AuditKind::Ended, &cur)
-                .with_reason(reason.as_str())
-                .with_detail(serde_json::json!({
-                    "kept": ["drafts", "room_snapshots"],
-                    "purged": ["session_data_after_retention"],
-                }))],
+            Some(cur) if cur.is_active() => {
+                vec![AuditEvent::for_session(now, AuditKind::Ended, &cur)
+                    .with_reason(reason.as_str())
+                    .with_detail(serde_json::json!({
+                        "kept": ["drafts", "room_snapshots"],
+                        "purged": ["session_data_after_retention"],
+                    }))]
+            }
             _ => Vec::new(),
         };
         let ended = self.store.end_session(handle, reason, now, &audit).await?;

@@ -812,7 +812,9 @@ async fn a_change_whose_audit_cannot_be_written_fails_and_changes_nothing() {
 
     // A new session is refused, none is left behind.
     assert!(matches!(
-        h.svc.get_or_create(None, None, &ClientInfo::default()).await,
+        h.svc
+            .get_or_create(None, None, &ClientInfo::default())
+            .await,
         Err(SessionError::Unavailable { .. })
     ));
     let all = h
@@ -825,7 +827,10 @@ async fn a_change_whose_audit_cannot_be_written_fails_and_changes_nothing() {
 
     // Revoke, renew and sign-in fail and change nothing.
     assert!(h.svc.revoke(&s.handle).await.is_err());
-    assert!(h.stored(&s.handle).await.is_active(), "not ended unrecorded");
+    assert!(
+        h.stored(&s.handle).await.is_active(),
+        "not ended unrecorded"
+    );
     let who = Credential {
         handle: s.handle,
         token_hash: token.hash(),
@@ -833,7 +838,11 @@ async fn a_change_whose_audit_cannot_be_written_fails_and_changes_nothing() {
     assert!(h.svc.renew(&who).await.is_err());
     assert!(h
         .svc
-        .sign_in(Some(&token.hash()), sign_in_as("alice"), &ClientInfo::default())
+        .sign_in(
+            Some(&token.hash()),
+            sign_in_as("alice"),
+            &ClientInfo::default()
+        )
         .await
         .is_err());
     let stored = h.stored(&s.handle).await;
@@ -856,7 +865,11 @@ struct NoMoves {
 
 #[async_trait::async_trait]
 impl DraftStore for NoMoves {
-    async fn get_draft(&self, p: &Principal, c: &str) -> Result<Option<sessiond_core::draft::Draft>> {
+    async fn get_draft(
+        &self,
+        p: &Principal,
+        c: &str,
+    ) -> Result<Option<sessiond_core::draft::Draft>> {
         self.inner.get_draft(p, c).await
     }
     async fn list_drafts(&self, p: &Principal) -> Result<Vec<sessiond_core::draft::Draft>> {
@@ -893,7 +906,12 @@ impl DraftStore for NoMoves {
         p: &Principal,
         c: &str,
         name: &str,
-    ) -> Result<Option<(sessiond_core::draft::AttachmentMeta, sessiond_core::store::ByteStream)>> {
+    ) -> Result<
+        Option<(
+            sessiond_core::draft::AttachmentMeta,
+            sessiond_core::store::ByteStream,
+        )>,
+    > {
         self.inner.get_attachment(p, c, name).await
     }
     async fn delete_attachment(
@@ -917,7 +935,9 @@ impl DraftStore for NoMoves {
         merge: &sessiond_core::store::MergeRule,
     ) -> Result<Vec<String>> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("moves switched off by the test".into()));
+            return Err(StoreError::Unavailable(
+                "moves switched off by the test".into(),
+            ));
         }
         self.inner.move_drafts(from, to, now, merge).await
     }
@@ -933,13 +953,20 @@ async fn signed_in_with_draft(
     user: &str,
 ) -> (Principal, SignedIn) {
     let client = ClientInfo::default();
-    let Obtained::Created { session, token } = svc.get_or_create(None, None, &client).await.unwrap()
+    let Obtained::Created { session, token } =
+        svc.get_or_create(None, None, &client).await.unwrap()
     else {
         panic!("created");
     };
-    mem.put_draft_text(&session.principal, "conv-1", 0, &format!("{user}'s words"), T0)
-        .await
-        .unwrap();
+    mem.put_draft_text(
+        &session.principal,
+        "conv-1",
+        0,
+        &format!("{user}'s words"),
+        T0,
+    )
+    .await
+    .unwrap();
     let out = svc
         .sign_in(Some(&token.hash()), sign_in_as(user), &client)
         .await
@@ -969,14 +996,27 @@ async fn a_failed_draft_move_at_sign_in_is_finished_later_and_nothing_is_lost() 
     let svc = service_over(store.clone(), &clock);
     // 1. The next request of the session finishes the move.
     let (anon, out) = signed_in_with_draft(&svc, &mem, "alice").await;
-    assert_eq!(mem.list_drafts(&anon).await.unwrap().len(), 1, "still the anonymous one's");
-    assert_eq!(store.pending_draft_moves(0).await.unwrap().len(), 1, "recorded with the rotation");
+    assert_eq!(
+        mem.list_drafts(&anon).await.unwrap().len(),
+        1,
+        "still the anonymous one's"
+    );
+    assert_eq!(
+        store.pending_draft_moves(0).await.unwrap().len(),
+        1,
+        "recorded with the rotation"
+    );
     drafts.fail.store(false, Ordering::SeqCst);
     svc.authenticate(&out.token.hash(), true).await.unwrap();
     let mine = mem.list_drafts(&Principal::user("alice")).await.unwrap();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].text, "alice's words");
-    assert!(mem.list_drafts(&anon).await.unwrap().iter().all(|d| d.deleted || d.text.is_empty()));
+    assert!(mem
+        .list_drafts(&anon)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.deleted || d.text.is_empty()));
     assert_eq!(store.pending_draft_moves(0).await.unwrap(), vec![]);
     let restored = store
         .query_audit(&AuditFilter {
@@ -994,14 +1034,27 @@ async fn a_failed_draft_move_at_sign_in_is_finished_later_and_nothing_is_lost() 
     let (anon, _) = signed_in_with_draft(&svc, &mem, "bob").await;
     drop(svc);
     let restarted = service_over(store.clone(), &clock);
-    assert_eq!(restarted.sweep_draft_moves().await.unwrap(), 0, "still failing: kept");
+    assert_eq!(
+        restarted.sweep_draft_moves().await.unwrap(),
+        0,
+        "still failing: kept"
+    );
     assert_eq!(store.pending_draft_moves(0).await.unwrap().len(), 1);
     drafts.fail.store(false, Ordering::SeqCst);
     clock.advance_ms(10_000);
     assert_eq!(restarted.sweep_draft_moves().await.unwrap(), 1);
-    assert_eq!(restarted.sweep_draft_moves().await.unwrap(), 0, "idempotent: done once");
+    assert_eq!(
+        restarted.sweep_draft_moves().await.unwrap(),
+        0,
+        "idempotent: done once"
+    );
     let bobs = mem.list_drafts(&Principal::user("bob")).await.unwrap();
     assert_eq!(bobs.len(), 1);
     assert_eq!(bobs[0].text, "bob's words");
-    assert!(mem.list_drafts(&anon).await.unwrap().iter().all(|d| d.deleted || d.text.is_empty()));
+    assert!(mem
+        .list_drafts(&anon)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.deleted || d.text.is_empty()));
 }

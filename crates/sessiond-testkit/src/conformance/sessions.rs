@@ -3,8 +3,8 @@
 //! with their change, and pending sign-in draft moves.
 
 use super::{session, MINUTE};
-use sessiond_core::store::prelude::*;
 use sessiond_core::audit::{AuditEvent, AuditFilter, AuditKind};
+use sessiond_core::store::prelude::*;
 use sessiond_core::store::{CreateOutcome, DraftMove, IdempotencyRecord, SessionFilter, Touch};
 use sessiond_core::{
     EndReason, Handle, Principal, Session, SessionState, Timestamp, Token, TokenHash,
@@ -241,10 +241,16 @@ pub async fn check_update_session_cas(store: Arc<dyn Store>) {
     signed.version = 7;
 
     let stale: TokenHash = Token::generate().hash();
-    assert!(!store.update_session(&signed, &stale, &[], None).await.unwrap());
+    assert!(!store
+        .update_session(&signed, &stale, &[], None)
+        .await
+        .unwrap());
     assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(s.clone()));
 
-    assert!(store.update_session(&signed, &old_hash, &[], None).await.unwrap());
+    assert!(store
+        .update_session(&signed, &old_hash, &[], None)
+        .await
+        .unwrap());
     assert_eq!(
         store.get_session_by_token(&old_hash).await.unwrap(),
         None,
@@ -262,7 +268,10 @@ pub async fn check_update_session_cas(store: Arc<dyn Store>) {
         Some(signed.clone())
     );
     // The same old hash cannot win twice.
-    assert!(!store.update_session(&signed, &old_hash, &[], None).await.unwrap());
+    assert!(!store
+        .update_session(&signed, &old_hash, &[], None)
+        .await
+        .unwrap());
 
     let ended = store
         .end_session(&s.handle, EndReason::Revoked, 2_000, &[])
@@ -738,17 +747,27 @@ pub async fn check_audit_with_change(store: Arc<dyn Store>) {
     // The same key again: nothing written, no event.
     let loser = session("anon:a2", "editor", 1_001);
     let again = store
-        .create_session(&loser, Some(&idem("audited-key", loser.handle, 1_001)), &[event(Created, &loser, 1_001)])
+        .create_session(
+            &loser,
+            Some(&idem("audited-key", loser.handle, 1_001)),
+            &[event(Created, &loser, 1_001)],
+        )
         .await
         .unwrap();
     assert!(matches!(again, CreateOutcome::Existing(_)));
-    assert_eq!(audit_of(&*store, &loser.handle).await, Vec::<AuditKind>::new());
+    assert_eq!(
+        audit_of(&*store, &loser.handle).await,
+        Vec::<AuditKind>::new()
+    );
 
     // Rotation: a stale token writes nothing; the right one writes both events.
     let mut signed = s.clone();
     signed.token_hash = Token::generate().hash();
     signed.principal = Principal("user:a".into());
-    let evs = [event(SignedIn, &signed, 2_000), event(TokenRotated, &signed, 2_000)];
+    let evs = [
+        event(SignedIn, &signed, 2_000),
+        event(TokenRotated, &signed, 2_000),
+    ];
     assert!(!store
         .update_session(&signed, &Token::generate().hash(), &evs, None)
         .await
@@ -765,15 +784,24 @@ pub async fn check_audit_with_change(store: Arc<dyn Store>) {
 
     // Renewal: with the touch; none for a missing session.
     assert!(store
-        .touch_session(&touch(s.handle, 3_000, 3_000, 50_000), &[event(Renewed, &signed, 3_000)])
+        .touch_session(
+            &touch(s.handle, 3_000, 3_000, 50_000),
+            &[event(Renewed, &signed, 3_000)]
+        )
         .await
         .unwrap());
     let ghost = session("anon:ghost", "editor", 1_000);
     assert!(!store
-        .touch_session(&touch(ghost.handle, 3_000, 3_000, 50_000), &[event(Renewed, &ghost, 3_000)])
+        .touch_session(
+            &touch(ghost.handle, 3_000, 3_000, 50_000),
+            &[event(Renewed, &ghost, 3_000)]
+        )
         .await
         .unwrap());
-    assert_eq!(audit_of(&*store, &ghost.handle).await, Vec::<AuditKind>::new());
+    assert_eq!(
+        audit_of(&*store, &ghost.handle).await,
+        Vec::<AuditKind>::new()
+    );
 
     // Ending: the winner's event only.
     let ended = [event(Ended, &signed, 4_000).with_reason("revoked")];
@@ -788,7 +816,10 @@ pub async fn check_audit_with_change(store: Arc<dyn Store>) {
         .unwrap()
         .is_none());
     assert!(!store
-        .touch_session(&touch(s.handle, 5_000, 5_000, 60_000), &[event(Renewed, &signed, 5_000)])
+        .touch_session(
+            &touch(s.handle, 5_000, 5_000, 60_000),
+            &[event(Renewed, &signed, 5_000)]
+        )
         .await
         .unwrap());
     assert_eq!(
@@ -796,7 +827,10 @@ pub async fn check_audit_with_change(store: Arc<dyn Store>) {
         vec![Created, SignedIn, TokenRotated, Renewed, Ended]
     );
     let stored = store.get_session(&s.handle).await.unwrap().unwrap();
-    assert_eq!(stored.last_activity_at, 3_000, "the renewal's touch was written");
+    assert_eq!(
+        stored.last_activity_at, 3_000,
+        "the renewal's touch was written"
+    );
 }
 
 /// A rotation records its pending draft move with it (not when it does not apply);
@@ -887,11 +921,19 @@ where
     assert_eq!(store.get_session(&s.handle).await.unwrap(), None);
     let k = session("anon:f3", "editor", 1_000);
     assert!(store
-        .create_session(&k, Some(&idem("failing-key", k.handle, 1_000)), &[event(Created, &k, 1_000)])
+        .create_session(
+            &k,
+            Some(&idem("failing-key", k.handle, 1_000)),
+            &[event(Created, &k, 1_000)]
+        )
         .await
         .is_err());
     assert!(
-        store.get_session_by_token(&k.token_hash).await.unwrap().is_none()
+        store
+            .get_session_by_token(&k.token_hash)
+            .await
+            .unwrap()
+            .is_none()
             || store.get_session(&k.handle).await.unwrap().is_none(),
         "no usable session"
     );
@@ -906,26 +948,55 @@ where
         at: 2_000,
     };
     assert!(store
-        .update_session(&signed, &base.token_hash, &[event(SignedIn, &signed, 2_000)], Some(&m))
+        .update_session(
+            &signed,
+            &base.token_hash,
+            &[event(SignedIn, &signed, 2_000)],
+            Some(&m)
+        )
         .await
         .is_err());
     let cur = store.get_session(&base.handle).await.unwrap().unwrap();
-    assert!(cur.token_hash == base.token_hash && cur.principal == base.principal, "not rotated");
+    assert!(
+        cur.token_hash == base.token_hash && cur.principal == base.principal,
+        "not rotated"
+    );
     assert_eq!(store.pending_draft_moves(0).await.unwrap(), vec![]);
 
     assert!(store
-        .touch_session(&touch(base.handle, 3_000, 3_000, 50_000), &[event(Renewed, &base, 3_000)])
+        .touch_session(
+            &touch(base.handle, 3_000, 3_000, 50_000),
+            &[event(Renewed, &base, 3_000)]
+        )
         .await
         .is_err());
     assert_eq!(
-        store.get_session(&base.handle).await.unwrap().unwrap().last_activity_at,
+        store
+            .get_session(&base.handle)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_activity_at,
         base.last_activity_at,
         "not renewed"
     );
 
     assert!(store
-        .end_session(&base.handle, EndReason::Revoked, 4_000, &[event(Ended, &base, 4_000)])
+        .end_session(
+            &base.handle,
+            EndReason::Revoked,
+            4_000,
+            &[event(Ended, &base, 4_000)]
+        )
         .await
         .is_err());
-    assert!(store.get_session(&base.handle).await.unwrap().unwrap().is_active(), "not ended");
+    assert!(
+        store
+            .get_session(&base.handle)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active(),
+        "not ended"
+    );
 }
