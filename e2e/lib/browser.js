@@ -99,14 +99,15 @@ export async function launchBrowser() {
 
 /**
  * A persistent profile (a "shared computer"): close() keeps the directory so the next
- * launch on the same dir is the same browser profile; dispose() removes it.
+ * launch on the same dir is the same browser profile; dispose() removes it. `args` adds
+ * Chromium flags for this profile only (e.g. `--host-resolver-rules`).
  */
-export async function launchProfile(userDataDir = mkdtempSync(join(tmpdir(), 'sessiond-e2e-profile-'))) {
+export async function launchProfile(userDataDir = mkdtempSync(join(tmpdir(), 'sessiond-e2e-profile-')), { args = [] } = {}) {
   checkChromium();
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
     timeout: 60_000,
     ...CONTEXT_OPTIONS,
   });

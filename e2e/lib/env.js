@@ -4,12 +4,12 @@ import { startServer, SHORT_ROLES } from './server.js';
 import { startProxy } from './proxy.js';
 import { launchBrowser } from './browser.js';
 
-export async function startEnv({ proxies = 2, roles = SHORT_ROLES, browser = true } = {}) {
+export async function startEnv({ proxies = 2, roles = SHORT_ROLES, browser = true, extraOrigins = [] } = {}) {
   const list = [];
   for (let i = 0; i < proxies; i += 1) list.push(await startProxy());
   let server;
   try {
-    server = await startServer({ roles, allowedOrigins: list.map((p) => p.origin) });
+    server = await startServer({ roles, allowedOrigins: [...list.map((p) => p.origin), ...extraOrigins] });
   } catch (err) {
     await Promise.all(list.map((p) => p.close()));
     throw err;

@@ -61,6 +61,10 @@ export interface DraftHost {
         conversation: string;
         seq: number;
     }): void;
+    fire(type: "draft_local", e: {
+        conversation: string;
+        saved: boolean;
+    }): void;
     fire(type: "error", e: {
         code: string;
         conversation?: string;
@@ -84,6 +88,8 @@ export declare class DraftHandle {
     private chain;
     private lw;
     private lastLocal;
+    /** Hash of the text the local copy holds ("" : none). */
+    private localH;
     private retryTimer;
     private readonly deb;
     constructor(conversation: string, c: DraftHost);
@@ -92,6 +98,9 @@ export declare class DraftHandle {
     get attachments(): AttachmentMeta[];
     /** true when there is something unsent (text or attachments). */
     get hasContent(): boolean;
+    /** true when the text as it stands is in this device's local copy (never assumed:
+     * set only after the copy was written). */
+    get savedLocally(): boolean;
     /** true while a change has not been confirmed by the server. */
     get unsaved(): boolean;
     private state;
@@ -126,5 +135,8 @@ export declare class DraftHandle {
     /** Applies a write's answer; false if it was not applied (conflict, failure, ended). */
     private applied;
     /** Writes the local copy (serialised, latest state wins); skips unchanged content. */
+    /** Writes the local copy (serialised, latest state wins); skips unchanged content.
+     * Unconfirmed text is announced with `draft_local` ({saved}: whether it is now on this
+     * device), so a page never claims a copy that was not written. */
     writeLocal(): Promise<void>;
 }

@@ -23,6 +23,8 @@ export class DraftHandle {
         this.chain = Promise.resolve();
         this.lw = Promise.resolve();
         this.lastLocal = "";
+        /** Hash of the text the local copy holds ("" : none). */
+        this.localH = "";
         this.retryTimer = null;
         this.deb = new Debouncer(() => void this.flush(), c.draftDebounceMs, 4 * c.draftDebounceMs, c.clock);
     }
@@ -39,6 +41,11 @@ export class DraftHandle {
     /** true when there is something unsent (text or attachments). */
     get hasContent() {
         return this.text.trim() !== "" || this.attachments.length > 0;
+    }
+    /** true when the text as it stands is in this device's local copy (never assumed:
+     * set only after the copy was written). */
+    get savedLocally() {
+        return this.localH !== "" && this.localH === hash(this.text);
     }
     /** true while a change has not been confirmed by the server. */
     get unsaved() {
@@ -320,22 +327,37 @@ export class DraftHandle {
         return false;
     }
     /** Writes the local copy (serialised, latest state wins); skips unchanged content. */
+    /** Writes the local copy (serialised, latest state wins); skips unchanged content.
+     * Unconfirmed text is announced with `draft_local` ({saved}: whether it is now on this
+     * device), so a page never claims a copy that was not written. */
     writeLocal() {
         this.lw = this.lw.then(async () => {
-            const lk = this.c.lk;
-            if (!lk || this.dropped)
+            if (this.dropped)
                 return;
-            const h = hash(this.text);
+            const lk = this.c.lk;
+            const text = this.text;
+            const h = hash(text);
             const atts = this.attachments.map((a) => ({ name: a.name, type: a.content_type, size: a.size, p: this.pendingAtts.has(a.name) }));
-            const d = { text: this.text, seq: this.seq, p: h !== this.savedH, atts };
-            const sig = JSON.stringify({ ...d, text: h });
+            const d = { text, seq: this.seq, p: h !== this.savedH, atts };
+            const sig = JSON.stringify({ ...d, text: h, k: lk?.prefix });
             if (sig === this.lastLocal)
                 return;
             this.lastLocal = sig;
-            if (!this.hasContent && !d.p)
-                await this.c.local.remove(lk, this.conversation);
-            else
-                await this.c.local.write(lk, this.conversation, d);
+            let saved = false;
+            try {
+                if (!lk)
+                    saved = false;
+                else if (!this.hasContent && !d.p)
+                    await this.c.local.remove(lk, this.conversation);
+                else
+                    saved = await this.c.local.write(lk, this.conversation, d);
+            }
+            catch {
+                this.lastLocal = ""; // not written: try again with the next change
+            }
+            this.localH = saved ? h : "";
+            if (d.p)
+                this.c.fire("draft_local", { conversation: this.conversation, saved });
         }).catch(() => undefined);
         return this.lw;
     }

@@ -34,17 +34,19 @@ export interface LocalDraft {
     p: boolean;
     atts: LocalAtt[];
 }
-/** A principal's imported key; `prefix` names its storage slots without naming the principal. */
+/** A principal's imported key; `prefix` names its storage slots without naming the
+ * principal. `key` is raw bytes where WebCrypto is withheld (not a secure context). */
 export interface LocalKey {
     principal: string;
-    key: CryptoKey;
+    key: CryptoKey | Uint8Array<ArrayBuffer>;
     prefix: string;
 }
 export declare function toB64(b: Uint8Array): string;
 export declare function fromB64(s: string): Uint8Array<ArrayBuffer>;
 /** Imports the server-issued key; the slot prefix is a hash of the key, so storage keys
- * reveal neither the principal nor anything that links two principals. */
-export declare function importLocalKey(subtle: SubtleCrypto, principal: string, b64: string): Promise<LocalKey>;
+ * reveal neither the principal nor anything that links two principals. Without `subtle`
+ * (a page that is not a secure context) the key is kept raw for the HMAC cipher. */
+export declare function importLocalKey(subtle: SubtleCrypto | undefined, principal: string, b64: string): Promise<LocalKey>;
 export declare class LocalStore {
     private readonly kv;
     private readonly blobs;
@@ -63,8 +65,9 @@ export declare class LocalStore {
     private expired;
     /** The principal's copy for a conversation, or null (none, expired, or not theirs). */
     read(lk: LocalKey, conversation: string): Promise<LocalDraft | null>;
-    /** Stores a copy; a copy with nothing pending counts as confirmed now. */
-    write(lk: LocalKey, conversation: string, d: LocalDraft): Promise<void>;
+    /** Stores a copy; a copy with nothing pending counts as confirmed now. Resolves to
+     * whether it was stored (false: no storage); rejects if storing failed (quota). */
+    write(lk: LocalKey, conversation: string, d: LocalDraft): Promise<boolean>;
     /** Conversations with a copy of this principal; `pendingOnly` keeps those not yet confirmed. */
     conversations(lk: LocalKey, pendingOnly?: boolean): string[];
     private slots;

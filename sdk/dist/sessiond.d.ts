@@ -97,6 +97,12 @@ export interface Events {
         conversation: string;
         seq: number;
     };
+    /** Unconfirmed draft text was (`saved`) or could not be (no key, storage full or
+     * blocked) kept on this device. */
+    draft_local: {
+        conversation: string;
+        saved: boolean;
+    };
     error: {
         code: string;
         message?: string;
@@ -160,6 +166,9 @@ export declare class Sessiond extends Emitter<Events> implements DraftHost {
     private readonly unlisten;
     constructor(o?: Options);
     get ended(): boolean;
+    /** true when drafts are copied to this device for the current principal (a key was
+     * issued and storage is available; in a page that is not a secure context too). */
+    get localCopies(): boolean;
     /** true while the WebSocket is up (hello received). */
     get connected(): boolean;
     /** Gets or creates this browser's session, connects, and starts listening. */

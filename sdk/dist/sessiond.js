@@ -116,6 +116,11 @@ export class Sessiond extends Emitter {
     get ended() {
         return this.endedReason !== null;
     }
+    /** true when drafts are copied to this device for the current principal (a key was
+     * issued and storage is available; in a page that is not a secure context too). */
+    get localCopies() {
+        return this.lk !== null && this.local.enabled;
+    }
     /** true while the WebSocket is up (hello received). */
     get connected() {
         return this.conn.connected;

@@ -60,6 +60,7 @@ export interface DraftHost {
   req(method: string, path: string, o?: { json?: unknown; body?: BodyInit; type?: string; keepalive?: boolean; raw?: boolean }): Promise<Res>;
   fire(type: "conflict", e: DraftConflict): void;
   fire(type: "draft_saved", e: { conversation: string; seq: number }): void;
+  fire(type: "draft_local", e: { conversation: string; saved: boolean }): void;
   fire(type: "error", e: { code: string; conversation?: string }): void;
 }
 
@@ -82,6 +83,8 @@ export class DraftHandle {
   private chain: Promise<void> = Promise.resolve();
   private lw: Promise<void> = Promise.resolve();
   private lastLocal = "";
+  /** Hash of the text the local copy holds ("" : none). */
+  private localH = "";
   private retryTimer: unknown = null;
   private readonly deb: Debouncer;
 
@@ -106,6 +109,12 @@ export class DraftHandle {
   /** true when there is something unsent (text or attachments). */
   get hasContent(): boolean {
     return this.text.trim() !== "" || this.attachments.length > 0;
+  }
+
+  /** true when the text as it stands is in this device's local copy (never assumed:
+   * set only after the copy was written). */
+  get savedLocally(): boolean {
+    return this.localH !== "" && this.localH === hash(this.text);
   }
 
   /** true while a change has not been confirmed by the server. */
@@ -378,18 +387,30 @@ export class DraftHandle {
   }
 
   /** Writes the local copy (serialised, latest state wins); skips unchanged content. */
+  /** Writes the local copy (serialised, latest state wins); skips unchanged content.
+   * Unconfirmed text is announced with `draft_local` ({saved}: whether it is now on this
+   * device), so a page never claims a copy that was not written. */
   writeLocal(): Promise<void> {
     this.lw = this.lw.then(async () => {
+      if (this.dropped) return;
       const lk = this.c.lk;
-      if (!lk || this.dropped) return;
-      const h = hash(this.text);
+      const text = this.text;
+      const h = hash(text);
       const atts = this.attachments.map((a) => ({ name: a.name, type: a.content_type, size: a.size, p: this.pendingAtts.has(a.name) }));
-      const d = { text: this.text, seq: this.seq, p: h !== this.savedH, atts };
-      const sig = JSON.stringify({ ...d, text: h });
+      const d = { text, seq: this.seq, p: h !== this.savedH, atts };
+      const sig = JSON.stringify({ ...d, text: h, k: lk?.prefix });
       if (sig === this.lastLocal) return;
       this.lastLocal = sig;
-      if (!this.hasContent && !d.p) await this.c.local.remove(lk, this.conversation);
-      else await this.c.local.write(lk, this.conversation, d);
+      let saved = false;
+      try {
+        if (!lk) saved = false;
+        else if (!this.hasContent && !d.p) await this.c.local.remove(lk, this.conversation);
+        else saved = await this.c.local.write(lk, this.conversation, d);
+      } catch {
+        this.lastLocal = ""; // not written: try again with the next change
+      }
+      this.localH = saved ? h : "";
+      if (d.p) this.c.fire("draft_local", { conversation: this.conversation, saved });
     }).catch(() => undefined);
     return this.lw;
   }

@@ -1,8 +1,10 @@
-//! Local draft copies: AES-GCM encrypted with a per-principal key, text in a key-value
-//! store (localStorage), attachment bytes in a blob store (IndexedDB). Used when the
-//! server cannot be reached or the session has ended; expire `ttl` after the server
-//! confirmed them.
+//! Local draft copies: encrypted with a per-principal key (AES-GCM; where the page is not
+//! a secure context and WebCrypto is withheld, HMAC-SHA256 in counter mode with an HMAC
+//! tag, see `hmac.ts`), text in a key-value store (localStorage), attachment bytes in a
+//! blob store (IndexedDB). Used when the server cannot be reached or the session has
+//! ended; expire `ttl` after the server confirmed them.
 
+import { openHmac, sealHmac, sha256 } from "./hmac.js";
 import type { Clock } from "./timing.js";
 
 /** The part of `Storage` (localStorage) the SDK uses. */
@@ -45,10 +47,11 @@ export interface LocalDraft {
   atts: LocalAtt[];
 }
 
-/** A principal's imported key; `prefix` names its storage slots without naming the principal. */
+/** A principal's imported key; `prefix` names its storage slots without naming the
+ * principal. `key` is raw bytes where WebCrypto is withheld (not a secure context). */
 export interface LocalKey {
   principal: string;
-  key: CryptoKey;
+  key: CryptoKey | Uint8Array<ArrayBuffer>;
   prefix: string;
 }
 
@@ -77,13 +80,14 @@ export function fromB64(s: string): Uint8Array<ArrayBuffer> {
 }
 
 /** Imports the server-issued key; the slot prefix is a hash of the key, so storage keys
- * reveal neither the principal nor anything that links two principals. */
-export async function importLocalKey(subtle: SubtleCrypto, principal: string, b64: string): Promise<LocalKey> {
+ * reveal neither the principal nor anything that links two principals. Without `subtle`
+ * (a page that is not a secure context) the key is kept raw for the HMAC cipher. */
+export async function importLocalKey(subtle: SubtleCrypto | undefined, principal: string, b64: string): Promise<LocalKey> {
   const raw = fromB64(b64);
   if (raw.length !== 32) throw new Error("local key must be 32 bytes");
-  const key = await subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
-  const digest = new Uint8Array(await subtle.digest("SHA-256", raw));
+  const digest = subtle ? new Uint8Array(await subtle.digest("SHA-256", raw)) : sha256(raw);
   const prefix = Array.from(digest.subarray(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+  const key = subtle ? await subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]) : raw;
   return { principal, key, prefix };
 }
 
@@ -107,12 +111,14 @@ export class LocalStore {
 
   private async seal(lk: LocalKey, slot: string, plain: Uint8Array<ArrayBuffer>): Promise<StoredBlob> {
     const iv = this.crypto.getRandomValues(new Uint8Array(12));
+    if (lk.key instanceof Uint8Array) return { iv, data: sealHmac(lk.key, slot, iv, plain).buffer };
     // The slot name is authenticated data, so a record moved to another slot fails to open.
     const data = await this.crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: te.encode(slot) }, lk.key, plain);
     return { iv, data };
   }
 
   private async open(lk: LocalKey, slot: string, b: StoredBlob): Promise<ArrayBuffer> {
+    if (lk.key instanceof Uint8Array) return openHmac(lk.key, slot, b.iv, new Uint8Array(b.data)).buffer;
     return this.crypto.subtle.decrypt({ name: "AES-GCM", iv: b.iv, additionalData: te.encode(slot) }, lk.key, b.data);
   }
 
@@ -146,14 +152,16 @@ export class LocalStore {
     }
   }
 
-  /** Stores a copy; a copy with nothing pending counts as confirmed now. */
-  async write(lk: LocalKey, conversation: string, d: LocalDraft): Promise<void> {
-    if (!this.kv) return;
+  /** Stores a copy; a copy with nothing pending counts as confirmed now. Resolves to
+   * whether it was stored (false: no storage); rejects if storing failed (quota). */
+  async write(lk: LocalKey, conversation: string, d: LocalDraft): Promise<boolean> {
+    if (!this.kv) return false;
     const slot = this.slot(lk, conversation);
     const pending = d.p || d.atts.some((a) => a.p);
     const sealed = await this.seal(lk, slot, te.encode(JSON.stringify({ ...d, who: lk.principal })));
     const rec: Rec = { iv: toB64(sealed.iv), ct: toB64(new Uint8Array(sealed.data)), at: pending ? 0 : this.clock.now() };
     this.kv.setItem(slot, JSON.stringify(rec));
+    return true;
   }
 
   /** Conversations with a copy of this principal; `pendingOnly` keeps those not yet confirmed. */

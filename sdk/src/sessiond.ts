@@ -81,6 +81,9 @@ export interface Events {
   snapshot: { room: string; version: number; hash: string; by?: string };
   conflict: DraftConflict | SnapshotConflict;
   draft_saved: { conversation: string; seq: number };
+  /** Unconfirmed draft text was (`saved`) or could not be (no key, storage full or
+   * blocked) kept on this device. */
+  draft_local: { conversation: string; saved: boolean };
   error: { code: string; message?: string; conversation?: string; room?: string };
 }
 
@@ -226,6 +229,12 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
 
   get ended(): boolean {
     return this.endedReason !== null;
+  }
+
+  /** true when drafts are copied to this device for the current principal (a key was
+   * issued and storage is available; in a page that is not a secure context too). */
+  get localCopies(): boolean {
+    return this.lk !== null && this.local.enabled;
   }
 
   /** true while the WebSocket is up (hello received). */

@@ -199,8 +199,21 @@ client.on("ended", ({ reason }) => {
   $("copy-status").textContent = "";
   show("ended", true);
   show("signout", false);
-  $("draft-status").textContent = "Saved on this device";
+  // Only what is true: a copy on this device is claimed once it was written.
+  $("ended-local").textContent = client.localCopies
+    ? "your draft is kept on this device."
+    : "this device cannot keep a copy: keep this page open.";
+  $("draft-status").textContent = draftStatus(handles.get(current));
 });
+client.on("draft_local", ({ conversation, saved }) => {
+  if (conversation === current && client.ended) $("draft-status").textContent = saved ? "Saved on this device" : "Not saved on this device";
+});
+
+/** The status line of a draft once the session ended. */
+function draftStatus(h) {
+  if (!h || !h.unsaved) return h?.hasContent ? "Draft saved" : "";
+  return h.savedLocally ? "Saved on this device" : "Not saved yet";
+}
 client.on("draft_saved", ({ conversation }) => {
   if (conversation === current) $("draft-status").textContent = "Draft saved";
   setBadge(conversation);
@@ -295,7 +308,7 @@ function enableReply() {
 $("reply").addEventListener("input", () => {
   const h = handles.get(current);
   h.set($("reply").value);
-  $("draft-status").textContent = client.ended ? "Saved on this device" : "Saving…";
+  $("draft-status").textContent = client.ended ? draftStatus(h) : "Saving…";
   setBadge(current);
 });
 

@@ -6,6 +6,9 @@
 //! Attachment bodies are streamed *outside* the lock into a bounded buffer, then
 //! committed under the lock after re-checking the draft's seq and the quota.
 //!
+//! A lifecycle write and its audit events commit under the same lock, so they are seen
+//! together or not at all.
+//!
 //! A `limit` of 0 in a listing, query or purge means "no limit".
 
 #![forbid(unsafe_code)]
@@ -17,8 +20,8 @@ use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
-    Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, IdempotencyRecord,
+    MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
 };
 use sessiond_core::token::random_id;
 use sessiond_core::{
@@ -37,6 +40,9 @@ pub struct MemoryStore {
     /// A std mutex, not tokio's: no `.await` ever happens while it is held, and
     /// critical sections are short map operations.
     inner: Mutex<Inner>,
+    /// Fault injection for tests: while set, every audit append fails (and with it the
+    /// change it records).
+    fail_audit: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -53,6 +59,8 @@ struct Inner {
     idem_by_handle: HashMap<Handle, Vec<String>>,
     audit: BTreeMap<i64, AuditEvent>,
     last_audit_id: i64,
+    /// Pending sign-in draft moves by source principal.
+    draft_moves: BTreeMap<Principal, DraftMove>,
     drafts: BTreeMap<(Principal, String), Draft>,
     /// Attachment bytes by blob id; drafts refer to them through `AttachmentMeta::blob_id`.
     blobs: HashMap<String, Bytes>,
@@ -139,9 +147,37 @@ impl Inner {
     }
 }
 
+impl Inner {
+    fn append(&mut self, events: &[AuditEvent]) -> i64 {
+        for e in events {
+            self.last_audit_id += 1;
+            let id = self.last_audit_id;
+            self.audit.insert(id, AuditEvent { id, ..e.clone() });
+        }
+        self.last_audit_id
+    }
+}
+
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Test fault: while `on`, audit appends fail with `Unavailable`, and so does every
+    /// change that carries audit events (nothing of it is written).
+    pub fn fail_audit(&self, on: bool) {
+        self.fail_audit
+            .store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `Err` if `events` cannot be appended now (the injected fault).
+    fn check_audit(&self, events: &[AuditEvent]) -> Result<()> {
+        if !events.is_empty() && self.fail_audit.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "audit append failed (injected)".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -162,12 +198,16 @@ impl SessionStore for MemoryStore {
         &self,
         s: &Session,
         idem: Option<&IdempotencyRecord>,
+        audit: &[AuditEvent],
     ) -> Result<CreateOutcome> {
         let mut g = self.lock();
         if let Some(rec) = idem {
             if let Some(existing) = g.idempotency.get(&rec.key_hash) {
                 return Ok(CreateOutcome::Existing(existing.clone()));
             }
+        }
+        self.check_audit(audit)?;
+        if let Some(rec) = idem {
             g.idempotency.insert(rec.key_hash.clone(), rec.clone());
             g.idem_by_handle
                 .entry(s.handle)
@@ -175,6 +215,7 @@ impl SessionStore for MemoryStore {
                 .push(rec.key_hash.clone());
         }
         g.put_session(s.clone());
+        g.append(audit);
         Ok(CreateOutcome::Created)
     }
 
@@ -190,19 +231,30 @@ impl SessionStore for MemoryStore {
             .cloned())
     }
 
-    async fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool> {
+    async fn update_session(
+        &self,
+        s: &Session,
+        expected_token: &TokenHash,
+        audit: &[AuditEvent],
+        draft_move: Option<&DraftMove>,
+    ) -> Result<bool> {
         let mut g = self.lock();
         let ok = g
             .sessions
             .get(&s.handle)
             .is_some_and(|cur| cur.is_active() && cur.token_hash.ct_eq(expected_token));
         if ok {
+            self.check_audit(audit)?;
             g.put_session(s.clone());
+            g.append(audit);
+            if let Some(m) = draft_move {
+                g.draft_moves.insert(m.from.clone(), m.clone());
+            }
         }
         Ok(ok)
     }
 
-    async fn touch_session(&self, t: &Touch) -> Result<bool> {
+    async fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool> {
         let Touch {
             ref handle,
             last_activity_at,
@@ -214,10 +266,12 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         };
         let mut s = cur.clone();
+        self.check_audit(audit)?;
         s.last_activity_at = s.last_activity_at.max(last_activity_at);
         s.last_seen_at = s.last_seen_at.max(last_seen_at);
         s.idle_expires_at = s.idle_expires_at.max(idle_expires_at);
         g.put_session(s);
+        g.append(audit);
         Ok(true)
     }
 
@@ -226,16 +280,19 @@ impl SessionStore for MemoryStore {
         handle: &Handle,
         reason: EndReason,
         now: Timestamp,
+        audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
         let mut g = self.lock();
         let Some(cur) = g.sessions.get(handle).filter(|s| s.is_active()) else {
             return Ok(None);
         };
         let mut s = cur.clone();
+        self.check_audit(audit)?;
         s.state = SessionState::Ended;
         s.end_reason = Some(reason);
         s.ended_at = Some(now);
         g.put_session(s.clone());
+        g.append(audit);
         Ok(Some(s))
     }
 
@@ -283,6 +340,25 @@ impl SessionStore for MemoryStore {
 
     async fn count_active_sessions(&self) -> Result<u64> {
         Ok(self.lock().deadlines.len() as u64)
+    }
+
+    async fn pending_draft_moves(&self, limit: usize) -> Result<Vec<DraftMove>> {
+        let g = self.lock();
+        let mut out: Vec<DraftMove> = g.draft_moves.values().cloned().collect();
+        out.sort_by_key(|m| m.at);
+        out.truncate(cap(limit));
+        Ok(out)
+    }
+
+    async fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> Result<bool> {
+        let mut g = self.lock();
+        if g.draft_moves.get(&m.from) != Some(m) {
+            return Ok(false);
+        }
+        self.check_audit(audit)?;
+        g.draft_moves.remove(&m.from);
+        g.append(audit);
+        Ok(true)
     }
 
     async fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool> {
@@ -382,11 +458,8 @@ impl SessionStore for MemoryStore {
 #[async_trait::async_trait]
 impl AuditStore for MemoryStore {
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
-        let mut g = self.lock();
-        g.last_audit_id += 1;
-        let id = g.last_audit_id;
-        g.audit.insert(id, AuditEvent { id, ..e.clone() });
-        Ok(id)
+        self.check_audit(std::slice::from_ref(e))?;
+        Ok(self.lock().append(std::slice::from_ref(e)))
     }
 
     async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
@@ -791,6 +864,17 @@ mod tests {
     use std::sync::Arc;
 
     sessiond_testkit::conformance_suite!(async { Arc::new(MemoryStore::new()) as Arc<dyn Store> });
+
+    #[tokio::test]
+    async fn a_failing_audit_append_fails_the_change() {
+        let store = Arc::new(MemoryStore::new());
+        let armed = store.clone();
+        sessiond_testkit::conformance::sessions::check_failed_audit_fails_change(
+            store.clone() as Arc<dyn Store>,
+            || async move { armed.fail_audit(true) },
+        )
+        .await;
+    }
 
     #[tokio::test]
     async fn replaced_and_deleted_attachments_free_their_bytes() {

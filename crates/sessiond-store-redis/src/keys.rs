@@ -5,6 +5,8 @@
 //! | --- | --- | --- |
 //! | `{P:s:<handle>}` | hash | the session: `rec` (JSON) plus its mutable fields `tok`, `st`, `la`, `ls`, `ie`, `ae`, `er`, `ea`, `idem` |
 //! | `{P:s:<handle>}:d` | hash | session data, key → JSON |
+//! | `{P:s:<handle>}:mv` | string | the session's pending sign-in draft move (JSON), written with the rotation |
+//! | `P:moves` | zset | handles with a pending draft move, by when it was recorded |
 //! | `P:t:<token hash>` | string | token index → handle; verified against the session on every read |
 //! | `P:i:<key hash>` | hash | idempotency record (`h` handle, `rec` JSON) |
 //! | `P:c:<claim key>` | string | one-time claim (a ticket's `jti`), with a TTL until it runs out |
@@ -67,6 +69,12 @@ impl Keys {
     }
     pub(crate) fn session_data(&self, h: &Handle) -> String {
         format!("{{{}:s:{}}}:d", self.p, handle_hex(h))
+    }
+    pub(crate) fn draft_move(&self, h: &Handle) -> String {
+        format!("{{{}:s:{}}}:mv", self.p, handle_hex(h))
+    }
+    pub(crate) fn draft_moves(&self) -> String {
+        format!("{}:moves", self.p)
     }
     pub(crate) fn token(&self, t: &TokenHash) -> String {
         format!("{}:t:{}", self.p, t.to_hex())
@@ -168,6 +176,7 @@ mod tests {
         let k = Keys::new("sd");
         let h = Handle::generate();
         assert_eq!(tag(&k.session(&h)), tag(&k.session_data(&h)));
+        assert_eq!(tag(&k.session(&h)), tag(&k.draft_move(&h)));
         let (before, after) = k.session_key_parts();
         assert_eq!(format!("{before}{}{after}", handle_hex(&h)), k.session(&h));
         let p = Principal("user:}{evil".into());

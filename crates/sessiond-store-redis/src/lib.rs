@@ -82,6 +82,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod audited;
 pub mod cluster;
 mod config;
 pub mod conn;

@@ -11,63 +11,25 @@ use redis::Script;
 use std::sync::LazyLock;
 
 /// KEYS: session. ARGV: ttl_ms, field, value, … → 1 created, 0 the handle exists.
-pub(crate) static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-"#,
-    )
-});
+pub(crate) static CREATE_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(CREATE_SESSION_BODY));
 
-/// KEYS: session, data. ARGV: expected token hash, ttl_ms, field, value, …
-/// → {1} replaced, or {0, current token hash} if ended, missing or rotated meanwhile.
-/// Comparing token *hashes* needs no constant time: a caller controls only the token,
-/// and timing reveals nothing usable about a SHA-256 preimage.
-pub(crate) static UPDATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local cur = redis.call('HMGET', KEYS[1], 'st', 'tok')
-if cur[1] ~= 'active' or cur[2] ~= ARGV[1] then return {0, cur[2] or ''} end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
-return {1, ''}
-"#,
-    )
-});
+/// KEYS: session, data, pending-move key. ARGV: expected token hash, ttl_ms, pending
+/// move JSON ('' none), field, value, …
+/// → {1} replaced (and the move recorded), or {0, current token hash} if ended, missing
+/// or rotated meanwhile. Comparing token *hashes* needs no constant time: a caller
+/// controls only the token, and timing reveals nothing usable about a SHA-256 preimage.
+pub(crate) static UPDATE_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(UPDATE_SESSION_BODY));
 
 /// KEYS: session. ARGV: last_activity_at, last_seen_at, idle_expires_at.
 /// Moves each forward only; → the new earliest deadline, or nil if not active.
-pub(crate) static TOUCH_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local cur = redis.call('HMGET', KEYS[1], 'st', 'la', 'ls', 'ie', 'ae')
-if cur[1] ~= 'active' then return false end
-local function later(old, new) if tonumber(new) > tonumber(old) then return new end return old end
-local la, ls, ie = later(cur[2], ARGV[1]), later(cur[3], ARGV[2]), later(cur[4], ARGV[3])
-redis.call('HSET', KEYS[1], 'la', la, 'ls', ls, 'ie', ie)
-if tonumber(ie) < tonumber(cur[5]) then return ie end
-return cur[5]
-"#,
-    )
-});
+pub(crate) static TOUCH_SESSION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(TOUCH_SESSION_BODY));
 
 /// KEYS: session, data. ARGV: reason, ended_at, retention_ms.
 /// active → ended exactly once; → the ended record's fields, or nil for every other caller.
-pub(crate) static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('HGET', KEYS[1], 'st') ~= 'active' then return false end
-redis.call('HSET', KEYS[1], 'st', 'ended', 'er', ARGV[1], 'ea', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
-return redis.call('HGETALL', KEYS[1])
-"#,
-    )
-});
+pub(crate) static END_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(END_SESSION_BODY));
 
 /// KEYS: session, data. ARGV: key, JSON value. → 1 written, 0 the session is not active.
 pub(crate) static PUT_DATA: LazyLock<Script> = LazyLock::new(|| {
@@ -144,18 +106,8 @@ return 0
 });
 
 /// KEYS: idempotency key. ARGV: handle, record JSON, ttl_ms.
-/// SET NX with a payload: → nil if this caller won, else the winner's record JSON.
-pub(crate) static IDEM_CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local cur = redis.call('HGET', KEYS[1], 'rec')
-if cur then return cur end
-redis.call('HSET', KEYS[1], 'h', ARGV[1], 'rec', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return false
-"#,
-    )
-});
+/// SET NX with a payload: → {1, ''} if this caller won, else {0, the winner's record JSON}.
+pub(crate) static IDEM_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(IDEM_CLAIM_BODY));
 
 /// KEYS: idempotency key. ARGV: handle. Frees the key only if it names this session.
 pub(crate) static IDEM_RELEASE: LazyLock<Script> = LazyLock::new(|| {
@@ -294,3 +246,121 @@ return {h, redis.call('HGETALL', ARGV[1] .. h .. ARGV[2])}
 "#,
     )
 });
+
+/// KEYS: pending-move key. ARGV: the move's JSON. Removes the pending sign-in draft move
+/// only if it is still this one. → 1 removed, 0 not (finished by someone else).
+pub(crate) static FINISH_MOVE: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH_MOVE_BODY));
+
+/// The audited twins of the lifecycle scripts: the change and the audit events that
+/// record it in one script, so one cannot commit without the other (standalone and
+/// Sentinel; on Cluster the audit keys live in their own slot, see [`crate::audited`]).
+pub(crate) static CREATE_SESSION_AUDITED: LazyLock<Script> =
+    LazyLock::new(|| audited(CREATE_SESSION_BODY));
+pub(crate) static UPDATE_SESSION_AUDITED: LazyLock<Script> =
+    LazyLock::new(|| audited(UPDATE_SESSION_BODY));
+pub(crate) static TOUCH_SESSION_AUDITED: LazyLock<Script> =
+    LazyLock::new(|| audited(TOUCH_SESSION_BODY));
+pub(crate) static END_SESSION_AUDITED: LazyLock<Script> =
+    LazyLock::new(|| audited(END_SESSION_BODY));
+pub(crate) static IDEM_CLAIM_AUDITED: LazyLock<Script> = LazyLock::new(|| audited(IDEM_CLAIM_BODY));
+pub(crate) static FINISH_MOVE_AUDITED: LazyLock<Script> =
+    LazyLock::new(|| audited(FINISH_MOVE_BODY));
+
+/// Wraps a change script (its body reads `KEYS`/`ARGV`) so the audit events follow it
+/// in the same script. Layout: KEYS = the change's keys, then the audit id counter,
+/// events hash, id index, time index, then each event's handle/principal index keys.
+/// ARGV = number of change keys, number of change args, the change's args, the number
+/// of events, then per event: JSON, at, number of its index keys.
+///
+/// Redis does not roll a script back when a command in it fails, so the audit keys'
+/// types are checked before anything is written (a key of the wrong type fails the whole
+/// call, with nothing changed), and once the script has written, Redis no longer refuses
+/// its further writes for memory. A change that did not apply (the body answered 0,
+/// false or `{0, …}`) appends nothing.
+fn audited(body: &str) -> Script {
+    let body = body.replace("KEYS", "K").replace("ARGV", "A");
+    Script::new(&format!(
+        r#"
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local K = {{unpack(KEYS, 1, nk)}}
+local A = {{unpack(ARGV, 3, 2 + na)}}
+local ak = nk + 1
+local want = {{'string', 'hash', 'zset', 'zset'}}
+for i = ak, #KEYS do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  local w = want[i - nk] or 'zset'
+  if t ~= 'none' and t ~= w then return redis.error_reply('audit key ' .. KEYS[i] .. ' holds a ' .. t) end
+end
+local function change()
+{body}
+end
+local r = change()
+if r == false or r == nil or r == 0 or (type(r) == 'table' and r[1] == 0) then return r end
+local ai = 3 + na
+local n = tonumber(ARGV[ai])
+ai = ai + 1
+local ki = ak + 4
+for e = 1, n do
+  local id = redis.call('INCR', KEYS[ak])
+  redis.call('HSET', KEYS[ak + 1], id, ARGV[ai])
+  redis.call('ZADD', KEYS[ak + 2], id, id)
+  redis.call('ZADD', KEYS[ak + 3], ARGV[ai + 1], id)
+  for j = 1, tonumber(ARGV[ai + 2]) do
+    redis.call('ZADD', KEYS[ki], id, id)
+    ki = ki + 1
+  end
+  ai = ai + 3
+end
+return r
+"#
+    ))
+}
+
+const CREATE_SESSION_BODY: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"#;
+
+const UPDATE_SESSION_BODY: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'st', 'tok')
+if cur[1] ~= 'active' or cur[2] ~= ARGV[1] then return {0, cur[2] or ''} end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
+return {1, ''}
+"#;
+
+const TOUCH_SESSION_BODY: &str = r#"
+local cur = redis.call('HMGET', KEYS[1], 'st', 'la', 'ls', 'ie', 'ae')
+if cur[1] ~= 'active' then return false end
+local function later(old, new) if tonumber(new) > tonumber(old) then return new end return old end
+local la, ls, ie = later(cur[2], ARGV[1]), later(cur[3], ARGV[2]), later(cur[4], ARGV[3])
+redis.call('HSET', KEYS[1], 'la', la, 'ls', ls, 'ie', ie)
+if tonumber(ie) < tonumber(cur[5]) then return ie end
+return cur[5]
+"#;
+
+const END_SESSION_BODY: &str = r#"
+if redis.call('HGET', KEYS[1], 'st') ~= 'active' then return false end
+redis.call('HSET', KEYS[1], 'st', 'ended', 'er', ARGV[1], 'ea', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+return redis.call('HGETALL', KEYS[1])
+"#;
+
+const IDEM_CLAIM_BODY: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'rec')
+if cur then return {0, cur} end
+redis.call('HSET', KEYS[1], 'h', ARGV[1], 'rec', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, ''}
+"#;
+
+const FINISH_MOVE_BODY: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"#;

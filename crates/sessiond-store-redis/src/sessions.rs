@@ -1,13 +1,15 @@
 //! Sessions, their indexes and their data: create (idempotent), lookups, token CAS,
 //! touches, ending, listing, deadlines and purges.
 
+use crate::audited::Change;
 use crate::error::RedisError;
 use crate::keys::{handle_from_hex, handle_hex};
 use crate::scripts::*;
 use crate::{cap, RedisStore};
 use futures::future::{join_all, try_join_all};
+use sessiond_core::audit::AuditEvent;
 use sessiond_core::quota::DataUsage;
-use sessiond_core::store::{CreateOutcome, IdempotencyRecord, SessionFilter};
+use sessiond_core::store::{CreateOutcome, DraftMove, IdempotencyRecord, SessionFilter};
 use sessiond_core::{EndReason, Handle, Session, SessionState, Timestamp, TokenHash};
 use std::collections::{HashMap, HashSet};
 
@@ -280,6 +282,7 @@ impl SessionStore for RedisStore {
         &self,
         s: &Session,
         idem: Option<&IdempotencyRecord>,
+        audit: &[AuditEvent],
     ) -> Result<CreateOutcome> {
         let hex = handle_hex(&s.handle);
         let ttl = self.session_ttl(s);
@@ -287,12 +290,21 @@ impl SessionStore for RedisStore {
         if let Some(rec) = idem {
             fields.push(("idem", rec.key_hash.clone()));
         }
-        let mut inv = CREATE_SESSION.prepare_invoke();
-        inv.key(self.keys.session(&s.handle)).arg(ttl);
-        for (k, v) in &fields {
-            inv.arg(*k).arg(v);
+        let mut args = vec![ttl.to_string()];
+        for (k, v) in fields {
+            args.push(k.to_owned());
+            args.push(v);
         }
-        if self.eval::<i64>(&inv).await? == 0 {
+        // With an idempotency key the claim is the commit point (a session that loses
+        // the race is unwound), so the events go with the claim, not the insert.
+        let create = Change {
+            plain: &CREATE_SESSION,
+            audited: &CREATE_SESSION_AUDITED,
+            keys: vec![self.keys.session(&s.handle)],
+            args,
+        };
+        let events = if idem.is_some() { &[][..] } else { audit };
+        if self.change::<i64>(create, events, |n| *n == 1).await? == 0 {
             return Err(RedisError::Corrupt(format!("session {} already exists", s.handle)).into());
         }
         let mut set_token = Self::cmd("SET");
@@ -312,19 +324,34 @@ impl SessionStore for RedisStore {
         let Some(rec) = idem else {
             return Ok(CreateOutcome::Created);
         };
-        let mut claim = IDEM_CLAIM.prepare_invoke();
-        claim
-            .key(self.keys.idem(&rec.key_hash))
-            .arg(&hex)
-            .arg(idem_to_json(rec)?)
-            .arg(ttl);
-        match self.eval::<Option<String>>(&claim).await? {
-            None => Ok(CreateOutcome::Created),
-            Some(existing) => {
-                self.unwind_create(s).await?;
-                Ok(CreateOutcome::Existing(idem_from_json(&existing)?))
+        let claim = Change {
+            plain: &IDEM_CLAIM,
+            audited: &IDEM_CLAIM_AUDITED,
+            keys: vec![self.keys.idem(&rec.key_hash)],
+            args: vec![hex.clone(), idem_to_json(rec)?, ttl.to_string()],
+        };
+        let claimed = self
+            .change(claim, audit, |r: &(i64, String)| r.0 == 1)
+            .await;
+        let (won, existing): (i64, String) = match claimed {
+            Ok(r) => r,
+            Err(e) => {
+                // Neither the claim nor its events were written: the session was never
+                // handed out, so it goes (a crash here leaves it unreachable, never
+                // announced, until its TTL).
+                // (On Cluster the claim itself may stand, the events failing after it:
+                // then the session stays, as the claim names it.)
+                if !self.is_cluster() {
+                    let _ = self.unwind_create(s).await;
+                }
+                return Err(e.into());
             }
+        };
+        if won == 1 {
+            return Ok(CreateOutcome::Created);
         }
+        self.unwind_create(s).await?;
+        Ok(CreateOutcome::Existing(idem_from_json(&existing)?))
     }
 
     async fn get_session(&self, h: &Handle) -> Result<Option<Session>> {
@@ -361,7 +388,13 @@ impl SessionStore for RedisStore {
             .filter(|s| s.token_hash.ct_eq(hash)))
     }
 
-    async fn update_session(&self, s: &Session, expected: &TokenHash) -> Result<bool> {
+    async fn update_session(
+        &self,
+        s: &Session,
+        expected: &TokenHash,
+        audit: &[AuditEvent],
+        draft_move: Option<&DraftMove>,
+    ) -> Result<bool> {
         let hex = handle_hex(&s.handle);
         let ttl = self.session_ttl(s);
         let rotated = !s.token_hash.ct_eq(expected);
@@ -381,14 +414,33 @@ impl SessionStore for RedisStore {
                 .arg(ttl);
             self.q::<redis::Value>(&set).await?;
         }
-        let mut inv = UPDATE_SESSION.prepare_invoke();
-        inv.key(self.keys.session(&s.handle))
-            .key(self.keys.session_data(&s.handle));
-        inv.arg(expected.to_hex()).arg(ttl);
-        for (k, v) in &session_fields(s)? {
-            inv.arg(*k).arg(v);
+        let move_json = match draft_move {
+            Some(m) => {
+                // Indexed first: a crash after the update leaves an entry the sweep
+                // follows; one whose update never applied is dropped by the sweep.
+                self.zadd(&self.keys.draft_moves(), &[], m.at, &hex).await?;
+                serde_json::to_string(m).map_err(RedisError::from)?
+            }
+            None => String::new(),
+        };
+        let mut args = vec![expected.to_hex(), ttl.to_string(), move_json];
+        for (k, v) in session_fields(s)? {
+            args.push(k.to_owned());
+            args.push(v);
         }
-        let (applied, current): (i64, String) = self.eval(&inv).await?;
+        let update = Change {
+            plain: &UPDATE_SESSION,
+            audited: &UPDATE_SESSION_AUDITED,
+            keys: vec![
+                self.keys.session(&s.handle),
+                self.keys.session_data(&s.handle),
+                self.keys.draft_move(&s.handle),
+            ],
+            args,
+        };
+        let (applied, current): (i64, String) = self
+            .change(update, audit, |r: &(i64, String)| r.0 == 1)
+            .await?;
         if applied == 1 {
             if rotated {
                 self.del_if_eq(&self.keys.token(expected), &hex).await?;
@@ -404,14 +456,22 @@ impl SessionStore for RedisStore {
         Ok(false)
     }
 
-    async fn touch_session(&self, t: &Touch) -> Result<bool> {
+    async fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool> {
         let h = &t.handle;
-        let mut inv = TOUCH_SESSION.prepare_invoke();
-        inv.key(self.keys.session(h))
-            .arg(t.last_activity_at)
-            .arg(t.last_seen_at)
-            .arg(t.idle_expires_at);
-        let Some(deadline) = self.eval::<Option<i64>>(&inv).await? else {
+        let touch = Change {
+            plain: &TOUCH_SESSION,
+            audited: &TOUCH_SESSION_AUDITED,
+            keys: vec![self.keys.session(h)],
+            args: vec![
+                t.last_activity_at.to_string(),
+                t.last_seen_at.to_string(),
+                t.idle_expires_at.to_string(),
+            ],
+        };
+        let Some(deadline) = self
+            .change::<Option<i64>>(touch, audit, Option::is_some)
+            .await?
+        else {
             return Ok(false);
         };
         // GT: concurrent touches may land in any order; the entry only moves later.
@@ -423,7 +483,7 @@ impl SessionStore for RedisStore {
     async fn touch_sessions(&self, touches: &[Touch]) -> Result<()> {
         for chunk in touches.chunks(TOUCH_CHUNK) {
             // Concurrent requests share the multiplexed socket: one round trip per chunk.
-            try_join_all(chunk.iter().map(|t| self.touch_session(t))).await?;
+            try_join_all(chunk.iter().map(|t| self.touch_session(t, &[]))).await?;
         }
         Ok(())
     }
@@ -433,15 +493,23 @@ impl SessionStore for RedisStore {
         h: &Handle,
         reason: EndReason,
         now: Timestamp,
+        audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
         let retention = self.retention_ms();
-        let mut inv = END_SESSION.prepare_invoke();
-        inv.key(self.keys.session(h))
-            .key(self.keys.session_data(h))
-            .arg(reason.as_str())
-            .arg(now)
-            .arg(retention);
-        let Some(fields) = self.eval::<Option<HashMap<String, String>>>(&inv).await? else {
+        let end = Change {
+            plain: &END_SESSION,
+            audited: &END_SESSION_AUDITED,
+            keys: vec![self.keys.session(h), self.keys.session_data(h)],
+            args: vec![
+                reason.as_str().to_owned(),
+                now.to_string(),
+                retention.to_string(),
+            ],
+        };
+        let Some(fields) = self
+            .change::<Option<HashMap<String, String>>>(end, audit, Option::is_some)
+            .await?
+        else {
             return Ok(None);
         };
         let s = decode_session(&fields)?
@@ -465,6 +533,64 @@ impl SessionStore for RedisStore {
         a.and(b).and(c).and(d)?;
         self.replicated(&[&self.keys.session(h)]).await?;
         Ok(Some(s))
+    }
+
+    async fn pending_draft_moves(&self, limit: usize) -> Result<Vec<DraftMove>> {
+        let mut range = Self::cmd("ZRANGE");
+        range
+            .arg(self.keys.draft_moves())
+            .arg(0)
+            .arg(cap(limit).min(isize::MAX as usize) as isize - 1);
+        let entries: Vec<String> = self.q(&range).await?;
+        let mut out = Vec::new();
+        let mut cutoff = None;
+        for hex in entries {
+            let json = match handle_from_hex(&hex) {
+                Some(h) => {
+                    let mut get = Self::cmd("GET");
+                    get.arg(self.keys.draft_move(&h));
+                    self.q::<Option<String>>(&get).await?
+                }
+                None => None,
+            };
+            match json {
+                Some(j) => out.push(serde_json::from_str(&j).map_err(RedisError::from)?),
+                None => {
+                    // The rotation it was indexed for never applied (or the move was
+                    // finished): drop the entry, unless it is younger than a minute
+                    // (its rotation may be in flight: the entry is written before it).
+                    let cutoff = match cutoff {
+                        Some(c) => c,
+                        None => {
+                            let (secs, _): (i64, i64) = self.q(&Self::cmd("TIME")).await?;
+                            *cutoff.insert(secs.saturating_mul(1000) - MIN_ACTIVE_TTL_MS)
+                        }
+                    };
+                    let mut inv = ZREM_IF_LE.prepare_invoke();
+                    inv.key(self.keys.draft_moves()).arg(&hex).arg(cutoff);
+                    self.eval::<i64>(&inv).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> Result<bool> {
+        let finish = Change {
+            plain: &FINISH_MOVE,
+            audited: &FINISH_MOVE_AUDITED,
+            keys: vec![self.keys.draft_move(&m.handle)],
+            args: vec![serde_json::to_string(m).map_err(RedisError::from)?],
+        };
+        let done = self.change::<i64>(finish, audit, |n| *n == 1).await? == 1;
+        if done {
+            let mut inv = ZREM_IF_LE.prepare_invoke();
+            inv.key(self.keys.draft_moves())
+                .arg(handle_hex(&m.handle))
+                .arg(m.at);
+            self.eval::<i64>(&inv).await?;
+        }
+        Ok(done)
     }
 
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {

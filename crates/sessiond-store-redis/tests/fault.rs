@@ -20,7 +20,7 @@ async fn outage_answers_fast_and_service_resumes_without_a_new_store() {
         .await
         .unwrap();
     let s = session("anon:x", "editor", 1_000);
-    store.create_session(&s, None).await.unwrap();
+    store.create_session(&s, None, &[]).await.unwrap();
 
     server.stop();
     // Several calls, so both the first failure (dead socket) and later ones (while the
@@ -57,7 +57,7 @@ async fn outage_answers_fast_and_service_resumes_without_a_new_store() {
     // appendfsync always: the acknowledged session survived the restart.
     assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(s.clone()));
     let s2 = session("anon:y", "editor", 2_000);
-    store.create_session(&s2, None).await.unwrap();
+    store.create_session(&s2, None, &[]).await.unwrap();
     assert_eq!(
         store.get_session_by_token(&s2.token_hash).await.unwrap(),
         Some(s2)

@@ -43,7 +43,7 @@ async fn follows_a_failover() {
         .await
         .unwrap();
     let s = session("anon:x", "editor", 1_000);
-    store.create_session(&s, None).await.unwrap();
+    store.create_session(&s, None, &[]).await.unwrap();
     // Wait until the replica has the session, so the promoted replica still has it.
     let replica_store = RedisStore::connect(RedisConfig::new(replica.url()).key_prefix("fo"))
         .await
@@ -67,7 +67,7 @@ async fn follows_a_failover() {
     let s2 = session("anon:y", "editor", 2_000);
     loop {
         let call = Instant::now();
-        match store.create_session(&s2, None).await {
+        match store.create_session(&s2, None, &[]).await {
             Ok(_) => break,
             Err(StoreError::Unavailable(_)) => {
                 assert!(

@@ -47,7 +47,7 @@ async fn a_stale_token_index_never_maps_to_a_session() {
     let prefix = fresh_prefix();
     let store = store_with_prefix(&prefix).await;
     let s = session("anon:x", "editor", 1_000);
-    store.create_session(&s, None).await.unwrap();
+    store.create_session(&s, None, &[]).await.unwrap();
     // An index entry for a token the session does not carry (a crash between two
     // writes, or a forged entry) points at the session's handle.
     let other = Token::generate().hash();
@@ -71,7 +71,7 @@ async fn due_sessions_verifies_and_repairs_the_deadline_index() {
     let prefix = fresh_prefix();
     let store = store_with_prefix(&prefix).await;
     let s = session("anon:x", "editor", 0); // idle deadline 60 s
-    store.create_session(&s, None).await.unwrap();
+    store.create_session(&s, None, &[]).await.unwrap();
     let ghost = session("anon:ghost", "editor", 0);
     let mut r = raw().await;
     let deadlines = format!("{prefix}:deadlines");
@@ -150,7 +150,7 @@ async fn prefixes_isolate_deployments() {
     let a = store_with_prefix(&fresh_prefix()).await;
     let b = store_with_prefix(&fresh_prefix()).await;
     let s = session("anon:x", "editor", 1_000);
-    a.create_session(&s, None).await.unwrap();
+    a.create_session(&s, None, &[]).await.unwrap();
     let p = Principal::user("alice");
     a.put_draft_text(&p, "c", 0, "only in a", 1).await.unwrap();
     assert_eq!(b.get_session(&s.handle).await.unwrap(), None);
@@ -170,13 +170,13 @@ async fn ended_sessions_keep_only_a_retention_ttl() {
     .await
     .unwrap();
     let s = session("anon:x", "editor", 1_000);
-    store.create_session(&s, None).await.unwrap();
+    store.create_session(&s, None, &[]).await.unwrap();
     store
         .put_data(&s.handle, "k", &serde_json::json!(1))
         .await
         .unwrap();
     store
-        .end_session(&s.handle, sessiond_core::EndReason::SignedOut, 2_000)
+        .end_session(&s.handle, sessiond_core::EndReason::SignedOut, 2_000, &[])
         .await
         .unwrap()
         .unwrap();
@@ -190,4 +190,21 @@ async fn ended_sessions_keep_only_a_retention_ttl() {
         let ttl: i64 = r.pttl(&key).await.unwrap();
         assert!((1..=60_000).contains(&ttl), "{key} has ttl {ttl}");
     }
+}
+
+/// A failing audit append (here the events hash clobbered with a string, so the append
+/// cannot run) fails the change with it: one script checks, changes and appends.
+#[tokio::test]
+async fn a_failing_audit_append_fails_the_change() {
+    let prefix = fresh_prefix();
+    let store = Arc::new(store_with_prefix(&prefix).await);
+    let key = format!("{{{prefix}:audit}}:ev");
+    sessiond_testkit::conformance::sessions::check_failed_audit_fails_change(
+        store as Arc<dyn Store>,
+        || async move {
+            let mut c = raw().await;
+            let _: () = c.set(key, "not a hash").await.unwrap();
+        },
+    )
+    .await;
 }

@@ -111,6 +111,15 @@ CREATE INDEX claims_until ON claims(until);
     r#"
 CREATE INDEX snapshots_by ON snapshots(updated_by) WHERE updated_by IS NOT NULL;
 "#,
+    // 4 → 5: sign-in draft moves, recorded with the rotation, removed once done.
+    r#"
+CREATE TABLE draft_moves (
+    from_principal TEXT PRIMARY KEY,
+    to_principal   TEXT NOT NULL,
+    handle         BLOB NOT NULL,
+    at             INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -1,5 +1,6 @@
 //! The four store capabilities for [`SqliteStore`]: every method is one blocking-pool job, and every
-//! conditional write is one `BEGIN IMMEDIATE` transaction on the single writer.
+//! conditional write is one `BEGIN IMMEDIATE` transaction on the single writer. A
+//! lifecycle write inserts its audit rows in that same transaction: both commit or neither.
 
 use crate::error::SqliteError;
 use crate::rows::{
@@ -15,8 +16,8 @@ use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
 use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
-    Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, IdempotencyRecord,
+    MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
 };
 use sessiond_core::{EndReason, Handle, Principal, Session, StoreError, Timestamp, TokenHash};
 
@@ -67,8 +68,9 @@ impl SessionStore for SqliteStore {
         &self,
         s: &Session,
         idem: Option<&IdempotencyRecord>,
+        audit: &[AuditEvent],
     ) -> Result<CreateOutcome> {
-        let (s, idem) = (s.clone(), idem.cloned());
+        let (s, idem, audit) = (s.clone(), idem.cloned(), audit.to_vec());
         self.write(move |conn, _| {
             let tx = conn.transaction_with_behavior(IMMEDIATE)?;
             if let Some(rec) = &idem {
@@ -97,6 +99,7 @@ impl SessionStore for SqliteStore {
                 )?;
             }
             insert_session(&tx, &s)?;
+            insert_audit(&tx, &audit)?;
             tx.commit()?;
             Ok(CreateOutcome::Created)
         })
@@ -119,14 +122,33 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool> {
-        let (s, expected) = (s.clone(), *expected_token);
+    async fn update_session(
+        &self,
+        s: &Session,
+        expected_token: &TokenHash,
+        audit: &[AuditEvent],
+        draft_move: Option<&DraftMove>,
+    ) -> Result<bool> {
+        let (s, expected, audit, mv) = (
+            s.clone(),
+            *expected_token,
+            audit.to_vec(),
+            draft_move.cloned(),
+        );
         self.write(move |conn, _| {
             let tx = conn.transaction_with_behavior(IMMEDIATE)?;
             let ok = load_session(&tx, &s.handle)?
                 .is_some_and(|cur| cur.is_active() && cur.token_hash.ct_eq(&expected));
             if ok {
                 replace_session(&tx, &s)?;
+                insert_audit(&tx, &audit)?;
+                if let Some(m) = &mv {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO draft_moves (from_principal, to_principal, handle, at) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![m.from.as_str(), m.to.as_str(), &m.handle.0[..], m.at],
+                    )?;
+                }
                 tx.commit()?;
             }
             Ok(ok)
@@ -134,9 +156,18 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn touch_session(&self, t: &Touch) -> Result<bool> {
-        let t = *t;
-        self.write(move |conn, _| Ok(touch(conn, &t)? == 1)).await
+    async fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool> {
+        let (t, audit) = (*t, audit.to_vec());
+        self.write(move |conn, _| {
+            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+            let applied = touch(&tx, &t)? == 1;
+            if applied {
+                insert_audit(&tx, &audit)?;
+                tx.commit()?;
+            }
+            Ok(applied)
+        })
+        .await
     }
 
     async fn touch_sessions(&self, touches: &[Touch]) -> Result<()> {
@@ -161,16 +192,24 @@ impl SessionStore for SqliteStore {
         handle: &Handle,
         reason: EndReason,
         now: Timestamp,
+        audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
-        let h = *handle;
+        let (h, audit) = (*handle, audit.to_vec());
         self.write(move |conn, _| {
-            let mut st = conn.prepare_cached(&format!(
-                "UPDATE sessions SET state = 'ended', end_reason = ?2, ended_at = ?3 \
-                 WHERE handle = ?1 AND state = 'active' RETURNING {SESSION_COLS}"
-            ))?;
-            Ok(st
-                .query_row(params![&h.0[..], reason.as_str(), now], session_from_row)
-                .optional()?)
+            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+            let ended = {
+                let mut st = tx.prepare_cached(&format!(
+                    "UPDATE sessions SET state = 'ended', end_reason = ?2, ended_at = ?3 \
+                     WHERE handle = ?1 AND state = 'active' RETURNING {SESSION_COLS}"
+                ))?;
+                st.query_row(params![&h.0[..], reason.as_str(), now], session_from_row)
+                    .optional()?
+            };
+            if ended.is_some() {
+                insert_audit(&tx, &audit)?;
+                tx.commit()?;
+            }
+            Ok(ended)
         })
         .await
     }
@@ -247,6 +286,41 @@ impl SessionStore for SqliteStore {
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64)
+        })
+        .await
+    }
+
+    async fn pending_draft_moves(&self, limit: usize) -> Result<Vec<DraftMove>> {
+        self.read(move |c, _| {
+            let mut st = c.prepare_cached(
+                "SELECT from_principal, to_principal, handle, at FROM draft_moves ORDER BY at LIMIT ?1",
+            )?;
+            let rows = st.query_map([sql_limit(limit)], |r| {
+                Ok(DraftMove {
+                    from: Principal(r.get(0)?),
+                    to: Principal(r.get(1)?),
+                    handle: crate::rows::handle_from(2, r.get(2)?)?,
+                    at: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> Result<bool> {
+        let (m, audit) = (m.clone(), audit.to_vec());
+        self.write(move |conn, _| {
+            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+            let n = tx.execute(
+                "DELETE FROM draft_moves WHERE from_principal = ?1 AND to_principal = ?2 AND handle = ?3 AND at = ?4",
+                params![m.from.as_str(), m.to.as_str(), &m.handle.0[..], m.at],
+            )?;
+            if n == 1 {
+                insert_audit(&tx, &audit)?;
+                tx.commit()?;
+            }
+            Ok(n == 1)
         })
         .await
     }
@@ -401,28 +475,8 @@ impl SessionStore for SqliteStore {
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
         let e = e.clone();
-        let detail =
-            serde_json::to_string(&e.detail).map_err(|x| StoreError::Corrupt(x.to_string()))?;
-        self.write(move |conn, _| {
-            let mut st = conn.prepare_cached(
-                "INSERT INTO audit (at, kind, handle, principal, role, client_ip, user_agent, last_activity_at, \
-                 reason, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            st.execute(params![
-                e.at,
-                e.kind.as_str(),
-                e.handle,
-                e.principal,
-                e.role,
-                e.client_ip,
-                e.user_agent,
-                e.last_activity_at,
-                e.reason,
-                detail
-            ])?;
-            Ok(conn.last_insert_rowid())
-        })
-        .await
+        self.write(move |conn, _| insert_audit(conn, std::slice::from_ref(&e)))
+            .await
     }
 
     async fn query_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
@@ -901,6 +955,30 @@ impl SnapshotStore for SqliteStore {
 }
 
 /// The activity update: one UPDATE, moving each field forward only.
+/// Inserts audit events (on the caller's transaction, if any); returns the last id.
+fn insert_audit(conn: &rusqlite::Connection, events: &[AuditEvent]) -> Result<i64, SqliteError> {
+    let mut st = conn.prepare_cached(
+        "INSERT INTO audit (at, kind, handle, principal, role, client_ip, user_agent, last_activity_at, \
+         reason, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for e in events {
+        let detail = serde_json::to_string(&e.detail)?;
+        st.execute(params![
+            e.at,
+            e.kind.as_str(),
+            e.handle,
+            e.principal,
+            e.role,
+            e.client_ip,
+            e.user_agent,
+            e.last_activity_at,
+            e.reason,
+            detail
+        ])?;
+    }
+    Ok(conn.last_insert_rowid())
+}
+
 fn touch(conn: &rusqlite::Connection, t: &Touch) -> Result<usize, SqliteError> {
     let mut st = conn.prepare_cached(
         "UPDATE sessions SET last_activity_at = max(last_activity_at, ?2), last_seen_at = max(last_seen_at, ?3), \

@@ -69,7 +69,7 @@ async fn reopen_keeps_everything() {
             created_at: 1_000,
         };
         assert_eq!(
-            store.create_session(&s, Some(&rec)).await.unwrap(),
+            store.create_session(&s, Some(&rec), &[]).await.unwrap(),
             CreateOutcome::Created
         );
         assert!(store
@@ -132,7 +132,11 @@ async fn reopen_keeps_everything() {
         sealed_token: vec![],
         created_at: 2_000,
     };
-    match store.create_session(&other, Some(&rec2)).await.unwrap() {
+    match store
+        .create_session(&other, Some(&rec2), &[])
+        .await
+        .unwrap()
+    {
         CreateOutcome::Existing(r) => {
             assert_eq!((r.handle, r.sealed_token), (s.handle, vec![9; 40]))
         }
@@ -213,12 +217,12 @@ async fn sessions_of_a_schema_1_database_read_as_version_0() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = session("anon:old", "editor", 1_000);
     let store = open(dir.path()).await;
-    store.create_session(&s, None).await.unwrap();
+    store.create_session(&s, None, &[]).await.unwrap();
     drop(store);
     // What schema 1 looked like: no version column.
     let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     c.execute_batch(
-        "ALTER TABLE sessions DROP COLUMN version; DROP TABLE claims; DROP INDEX snapshots_by; \
+        "ALTER TABLE sessions DROP COLUMN version; DROP TABLE claims; DROP INDEX snapshots_by; DROP TABLE draft_moves; \
          PRAGMA user_version = 1;",
     )
     .unwrap();
@@ -230,7 +234,10 @@ async fn sessions_of_a_schema_1_database_read_as_version_0() {
     let old = s.token_hash;
     let mut rotated = s.clone();
     sessiond_core::lifecycle::rotate(&mut rotated);
-    assert!(store.update_session(&rotated, &old).await.unwrap());
+    assert!(store
+        .update_session(&rotated, &old, &[], None)
+        .await
+        .unwrap());
     let got = store.get_session(&s.handle).await.unwrap().unwrap();
     assert_eq!(got.version, 1);
 }
@@ -525,13 +532,13 @@ async fn a_write_that_cannot_start_within_the_deadline_fails_at_once() {
 
     let first = session("anon:first", "editor", 1_000);
     let (s1, f1) = (store.clone(), first.clone());
-    let started = tokio::spawn(async move { s1.create_session(&f1, None).await });
+    let started = tokio::spawn(async move { s1.create_session(&f1, None, &[]).await });
     until("the first write holds the writer", || store.writer_busy()).await;
 
     let t = Instant::now();
     let second = tokio::time::timeout(
         Duration::from_secs(5),
-        store.create_session(&session("anon:second", "editor", 1_000), None),
+        store.create_session(&session("anon:second", "editor", 1_000), None, &[]),
     )
     .await
     .expect("answered, not queued behind the stuck write");
@@ -574,16 +581,16 @@ async fn a_full_writer_queue_refuses_at_once() {
         session("anon:b", "editor", 1_000),
     );
     let (s1, a1) = (store.clone(), a.clone());
-    let first = tokio::spawn(async move { s1.create_session(&a1, None).await });
+    let first = tokio::spawn(async move { s1.create_session(&a1, None, &[]).await });
     until("the first write holds the writer", || store.writer_busy()).await;
     let (s2, b2) = (store.clone(), b.clone());
-    let queued = tokio::spawn(async move { s2.create_session(&b2, None).await });
+    let queued = tokio::spawn(async move { s2.create_session(&b2, None, &[]).await });
     until("one write waits", || store.writers_waiting() == 1).await;
 
     let t = Instant::now();
     let third = tokio::time::timeout(
         Duration::from_secs(5),
-        store.create_session(&session("anon:c", "editor", 1_000), None),
+        store.create_session(&session("anon:c", "editor", 1_000), None, &[]),
     )
     .await
     .expect("answered at once");
@@ -601,4 +608,25 @@ async fn a_full_writer_queue_refuses_at_once() {
         ));
         assert!(store.get_session(&s.handle).await.unwrap().is_some());
     }
+}
+
+/// A failing audit insert (a trigger refusing it, as a full disk or a broken table
+/// would) rolls back the change it records: the two share one transaction.
+#[tokio::test]
+async fn a_failing_audit_insert_fails_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(open(dir.path()).await);
+    let db = dir.path().join(DB_FILE);
+    sessiond_testkit::conformance::sessions::check_failed_audit_fails_change(
+        store as std::sync::Arc<dyn Store>,
+        || async move {
+            let c = rusqlite::Connection::open(db).unwrap();
+            c.execute_batch(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit \
+                 BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END;",
+            )
+            .unwrap();
+        },
+    )
+    .await;
 }

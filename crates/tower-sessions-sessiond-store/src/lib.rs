@@ -485,24 +485,18 @@ impl SessiondStore {
         }
     }
 
-    async fn audit(&self, e: AuditEvent) {
-        // As in the server: a failed audit append is logged, never fatal to the request.
-        if let Err(err) = self.store.append_audit(&e).await {
-            tracing::error!(error = %err, kind = e.kind.as_str(), "audit append failed");
-        }
-    }
-
-    /// Ends a session once (store CAS); the winner audits.
+    /// Ends a session once (store CAS); the winner's ending is audited with it.
     async fn end(&self, s: &SessiondSession, reason: EndReason) -> Result<(), Error> {
         let now = self.clock.now();
-        if let Some(ended) = self.store.end_session(&s.handle, reason, now).await? {
+        let event = AuditEvent::for_session(now, AuditKind::Ended, s)
+            .with_reason(reason.as_str())
+            .with_detail(serde_json::json!({"via": "tower-sessions"}));
+        if let Some(ended) = self
+            .store
+            .end_session(&s.handle, reason, now, &[event])
+            .await?
+        {
             tracing::info!(handle = %ended.handle, reason = reason.as_str(), "session ended");
-            self.audit(
-                AuditEvent::for_session(now, AuditKind::Ended, &ended)
-                    .with_reason(reason.as_str())
-                    .with_detail(serde_json::json!({"via": "tower-sessions"})),
-            )
-            .await;
         }
         Ok(())
     }
@@ -545,7 +539,13 @@ impl SessiondStore {
                 s.principal = Principal::user(u);
                 s.user_id = Some(u.clone());
             }
-            self.store.create_session(&s, None).await?;
+            // The start (and sign-in) is audited in the same write as the insert.
+            let mut events = vec![AuditEvent::for_session(now, AuditKind::Created, &s)
+                .with_detail(serde_json::json!({"via": "tower-sessions"}))];
+            if user.is_some() {
+                events.push(AuditEvent::for_session(now, AuditKind::SignedIn, &s));
+            }
+            self.store.create_session(&s, None, &events).await?;
             let env = Envelope {
                 rev: 1,
                 expiry_ms,
@@ -560,15 +560,6 @@ impl SessiondStore {
                 return Err(Error::Store(sessiond_core::StoreError::Unavailable(
                     "session ended while it was being created".into(),
                 )));
-            }
-            self.audit(
-                AuditEvent::for_session(now, AuditKind::Created, &s)
-                    .with_detail(serde_json::json!({"via": "tower-sessions"})),
-            )
-            .await;
-            if user.is_some() {
-                self.audit(AuditEvent::for_session(now, AuditKind::SignedIn, &s))
-                    .await;
             }
             return Ok(());
         }
@@ -600,12 +591,15 @@ impl SessiondStore {
                 .max(s.idle_expires_at);
             let touched = self
                 .store
-                .touch_session(&Touch {
-                    handle: s.handle,
-                    last_activity_at: now,
-                    last_seen_at: now,
-                    idle_expires_at: idle,
-                })
+                .touch_session(
+                    &Touch {
+                        handle: s.handle,
+                        last_activity_at: now,
+                        last_seen_at: now,
+                        idle_expires_at: idle,
+                    },
+                    &[],
+                )
                 .await?;
             if !touched {
                 // Ended between the read and the touch (revoked, expired elsewhere).
@@ -681,18 +675,25 @@ impl SessiondStore {
                 next.principal = Principal::user(u);
                 next.user_id = Some(u.to_owned());
             }
-            if self.store.update_session(&next, &s.token_hash).await? && rebind {
-                self.audit(AuditEvent::for_session(now, AuditKind::SignedIn, &next))
-                    .await;
-            }
+            let events: Vec<AuditEvent> = if rebind {
+                vec![AuditEvent::for_session(now, AuditKind::SignedIn, &next)]
+            } else {
+                Vec::new()
+            };
+            self.store
+                .update_session(&next, &s.token_hash, &events, None)
+                .await?;
         } else if idle > s.idle_expires_at {
             self.store
-                .touch_session(&Touch {
-                    handle: s.handle,
-                    last_activity_at: now,
-                    last_seen_at: now,
-                    idle_expires_at: idle,
-                })
+                .touch_session(
+                    &Touch {
+                        handle: s.handle,
+                        last_activity_at: now,
+                        last_seen_at: now,
+                        idle_expires_at: idle,
+                    },
+                    &[],
+                )
                 .await?;
         }
         Ok(())

@@ -18,7 +18,9 @@ mod snapshots;
 pub use audit::AuditStore;
 pub use drafts::{plain_merge, AttachmentPut, DraftStore, MergeRule};
 pub use parts::StoreParts;
-pub use sessions::{CreateOutcome, IdempotencyRecord, SessionFilter, SessionStore, Touch};
+pub use sessions::{
+    CreateOutcome, DraftMove, IdempotencyRecord, SessionFilter, SessionStore, Touch,
+};
 pub use snapshots::{SnapshotPut, SnapshotStore};
 
 use crate::error::StoreError;

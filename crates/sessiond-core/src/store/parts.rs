@@ -12,8 +12,8 @@
 //! ```
 
 use super::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftStore, IdempotencyRecord, MergeRule,
-    Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, IdempotencyRecord,
+    MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
 };
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::clock::Timestamp;
@@ -66,8 +66,9 @@ impl SessionStore for StoreParts {
         &self,
         s: &Session,
         idem: Option<&IdempotencyRecord>,
+        audit: &[AuditEvent],
     ) -> Result<CreateOutcome> {
-        self.sessions.create_session(s, idem).await
+        self.sessions.create_session(s, idem, audit).await
     }
     async fn get_session(&self, handle: &Handle) -> Result<Option<Session>> {
         self.sessions.get_session(handle).await
@@ -75,11 +76,19 @@ impl SessionStore for StoreParts {
     async fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>> {
         self.sessions.get_session_by_token(hash).await
     }
-    async fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool> {
-        self.sessions.update_session(s, expected_token).await
+    async fn update_session(
+        &self,
+        s: &Session,
+        expected_token: &TokenHash,
+        audit: &[AuditEvent],
+        draft_move: Option<&DraftMove>,
+    ) -> Result<bool> {
+        self.sessions
+            .update_session(s, expected_token, audit, draft_move)
+            .await
     }
-    async fn touch_session(&self, t: &Touch) -> Result<bool> {
-        self.sessions.touch_session(t).await
+    async fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool> {
+        self.sessions.touch_session(t, audit).await
     }
     async fn touch_sessions(&self, touches: &[Touch]) -> Result<()> {
         self.sessions.touch_sessions(touches).await
@@ -89,8 +98,9 @@ impl SessionStore for StoreParts {
         handle: &Handle,
         reason: EndReason,
         now: Timestamp,
+        audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
-        self.sessions.end_session(handle, reason, now).await
+        self.sessions.end_session(handle, reason, now, audit).await
     }
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         self.sessions.list_sessions(filter).await
@@ -105,6 +115,12 @@ impl SessionStore for StoreParts {
     }
     async fn count_active_sessions(&self) -> Result<u64> {
         self.sessions.count_active_sessions().await
+    }
+    async fn pending_draft_moves(&self, limit: usize) -> Result<Vec<DraftMove>> {
+        self.sessions.pending_draft_moves(limit).await
+    }
+    async fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> Result<bool> {
+        self.sessions.finish_draft_move(m, audit).await
     }
     async fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool> {
         self.sessions.claim_once(key, until, now).await

@@ -1,11 +1,28 @@
 //! The session capability: session records, their data bag, idempotency records and
-//! one-time claims.
+//! one-time claims. Every lifecycle write takes the audit events that record it and
+//! commits them with the change, or neither: a crash or a failed append never leaves a
+//! start, sign-in, renewal or ending without its record.
 
 use super::Result;
+use crate::audit::AuditEvent;
 use crate::clock::Timestamp;
 use crate::quota::DataUsage;
-use crate::session::{EndReason, Session};
+use crate::session::{EndReason, Principal, Session};
 use crate::token::{Handle, TokenHash};
+
+/// A sign-in's pending move of an anonymous principal's drafts to the signed-in
+/// principal. Recorded with the rotation that makes it due (see
+/// [`SessionStore::update_session`]), so a failed or interrupted move is finished later
+/// (moving is idempotent), and removed with [`SessionStore::finish_draft_move`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DraftMove {
+    /// The session that signed in.
+    pub handle: Handle,
+    pub from: Principal,
+    pub to: Principal,
+    /// When the sign-in recorded it.
+    pub at: Timestamp,
+}
 
 /// The idempotency record of a create: which session a key made, for which request.
 /// The key itself is never stored, only its SHA-256; the token is stored sealed with a
@@ -79,40 +96,52 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Cheap round trip proving the store answers (readiness).
     async fn ping(&self) -> Result<()>;
 
-    /// Inserts a new session. With an idempotency record, the insert happens only if
-    /// the key hash is unused; otherwise the existing record is returned and nothing
-    /// is written (whatever the concurrency).
+    /// Inserts a new session and appends `audit`, together. With an idempotency record,
+    /// the insert happens only if the key hash is unused; otherwise the existing record
+    /// is returned and nothing is written (whatever the concurrency).
     async fn create_session(
         &self,
         s: &Session,
         idem: Option<&IdempotencyRecord>,
+        audit: &[AuditEvent],
     ) -> Result<CreateOutcome>;
     /// Primary-key lookup of the session alone (ended sessions included).
     async fn get_session(&self, handle: &Handle) -> Result<Option<Session>>;
     /// Lookup by token hash (ended sessions included, so callers can say why it ended).
     async fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>>;
     /// Replaces the session record if it is still active and its token hash is still
-    /// `expected_token` (sign-in, rotation). Returns whether it applied.
-    async fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool>;
+    /// `expected_token` (sign-in, rotation), appending `audit` and recording
+    /// `draft_move` (pending until [`SessionStore::finish_draft_move`]) with it. Returns
+    /// whether it applied; when not, nothing is written.
+    async fn update_session(
+        &self,
+        s: &Session,
+        expected_token: &TokenHash,
+        audit: &[AuditEvent],
+        draft_move: Option<&DraftMove>,
+    ) -> Result<bool>;
     /// Records activity: moves `last_activity_at`, `last_seen_at` and `idle_expires_at`
-    /// forward only (max with what is stored), if the session is still active.
-    async fn touch_session(&self, t: &Touch) -> Result<bool>;
-    /// Applies many [`SessionStore::touch_session`]s so the server can flush coalesced
-    /// activity in one round trip. Backends with transactions override it to write the
-    /// batch at once; ended or missing sessions are skipped.
+    /// forward only (max with what is stored), if the session is still active, and then
+    /// appends `audit` with it (a renewal); nothing is written if it is not.
+    async fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool>;
+    /// Applies many [`SessionStore::touch_session`]s (unaudited activity) so the server
+    /// can flush coalesced activity in one round trip. Backends with transactions
+    /// override it to write the batch at once; ended or missing sessions are skipped.
     async fn touch_sessions(&self, touches: &[Touch]) -> Result<()> {
         for t in touches {
-            self.touch_session(t).await?;
+            self.touch_session(t, &[]).await?;
         }
         Ok(())
     }
-    /// Ends an active session. Exactly one caller gets `Some` (the ended record); every
-    /// other concurrent or later call gets `None`.
+    /// Ends an active session, appending `audit` with the ending. Exactly one caller gets
+    /// `Some` (the ended record) and has its events written; every other concurrent or
+    /// later call gets `None` and writes nothing.
     async fn end_session(
         &self,
         handle: &Handle,
         reason: EndReason,
         now: Timestamp,
+        audit: &[AuditEvent],
     ) -> Result<Option<Session>>;
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
     /// Active sessions whose earliest deadline is `<= now`, at most `limit`.
@@ -121,6 +150,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// records; returns how many.
     async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;
     async fn count_active_sessions(&self) -> Result<u64>;
+
+    // ---- pending draft moves (recorded by update_session)
+
+    /// Pending draft moves, oldest first, at most `limit` (0: all).
+    async fn pending_draft_moves(&self, limit: usize) -> Result<Vec<DraftMove>>;
+    /// Removes a pending move once its drafts were moved, appending `audit` with the
+    /// removal. Returns whether it was still pending (false: another caller finished it).
+    async fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> Result<bool>;
 
     // ---- one-time claims (a sign-in ticket's `jti` is accepted once) ----
 

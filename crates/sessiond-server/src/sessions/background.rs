@@ -1,6 +1,6 @@
-//! The service's background loop and its shutdown: scheduler ticks, activity flushes
-//! and the due-session poll run until cancelled; then pending activity is flushed once
-//! more so a clean stop loses nothing.
+//! The service's background loop and its shutdown: scheduler ticks, activity flushes,
+//! the due-session poll and the sweep of pending sign-in draft moves run until
+//! cancelled; then pending activity is flushed once more so a clean stop loses nothing.
 
 use super::SessionService;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 const TICK_EVERY: Duration = Duration::from_millis(100);
 /// How often the store is polled for deadlines this node's timer does not hold.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// How often pending sign-in draft moves (failed or interrupted) are retried.
+pub const DRAFT_MOVE_SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl SessionService {
     /// Runs the scheduler, flusher and reconciler until `shutdown`, then flushes.
@@ -26,6 +28,8 @@ impl SessionService {
         flush.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut reconcile = interval(RECONCILE_EVERY);
         reconcile.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut moves = interval(DRAFT_MOVE_SWEEP_EVERY);
+        moves.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = tick.tick() => { self.tick().await; }
@@ -34,6 +38,9 @@ impl SessionService {
                 }
                 _ = reconcile.tick() => {
                     if let Err(e) = self.reconcile_due().await { tracing::debug!(error = %e, "reconcile failed"); }
+                }
+                _ = moves.tick() => {
+                    if let Err(e) = self.sweep_draft_moves().await { tracing::warn!(error = %e, "draft move sweep failed"); }
                 }
                 _ = shutdown.cancelled() => break,
             }

@@ -1,12 +1,13 @@
 //! The write-through paths that make or rebind a session: get-or-create (idempotent)
 //! and sign-in (token rotation, sign-in as another user, drafts moving to the user).
+//! Each write carries its audit events into the store, which commits them together.
 
 use super::types::{Idempotency, Obtained, SignIn, SignedIn};
 use super::{SessionError, SessionResult, SessionService};
 use crate::bus::Event;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::lifecycle::{self, ClientInfo};
-use sessiond_core::store::{plain_merge, CreateOutcome, IdempotencyRecord};
+use sessiond_core::store::{CreateOutcome, DraftMove, IdempotencyRecord};
 use sessiond_core::{EndReason, Principal, Session, Timestamp, Token, TokenHash};
 
 impl SessionService {
@@ -45,9 +46,14 @@ impl SessionService {
             sealed_token: self.idempotency.seal(i.key, &token),
             created_at: now,
         });
-        match self.store.create_session(&s, record.as_ref()).await? {
+        let created = [AuditEvent::for_session(now, AuditKind::Created, &s)];
+        match self
+            .store
+            .create_session(&s, record.as_ref(), &created)
+            .await?
+        {
             CreateOutcome::Created => {
-                self.created(now, &s).await;
+                self.created(&s);
                 tracing::info!(handle = %s.handle, principal = %s.principal, role = %s.role, "session created");
                 Ok(Obtained::Created { session: s, token })
             }
@@ -77,11 +83,9 @@ impl SessionService {
         }
     }
 
-    /// A new session was written: cache it, audit it, count it.
-    async fn created(&self, now: Timestamp, s: &Session) {
+    /// A new session was written (with its audit): cache it, count it.
+    fn created(&self, s: &Session) {
         self.remember(s.clone());
-        self.audit(AuditEvent::for_session(now, AuditKind::Created, s))
-            .await;
         metrics::counter!("sessiond_sessions_created_total").increment(1);
     }
 
@@ -140,8 +144,13 @@ impl SessionService {
             who.rooms,
             client,
         );
+        let mut events = Vec::with_capacity(3);
         if created {
-            match self.store.create_session(&s, None).await? {
+            events.push(AuditEvent::for_session(now, AuditKind::Created, &s));
+        }
+        events.extend(sign_in_events(now, &s, &old_principal, &old_role));
+        if created {
+            match self.store.create_session(&s, None, &events).await? {
                 CreateOutcome::Created => {}
                 CreateOutcome::Existing(_) => {
                     return Err(SessionError::Internal(
@@ -149,10 +158,23 @@ impl SessionService {
                     ))
                 }
             }
-            self.created(now, &s).await;
-            self.audit_sign_in(now, &s, &old_principal, &old_role).await;
+            self.created(&s);
         } else {
-            if !self.store.update_session(&s, &old_hash).await? {
+            // The anonymous drafts' move is recorded with the rotation, so it is finished
+            // (here, on the next request, or by the background sweep) even if this
+            // attempt fails or the process dies now.
+            let draft_move =
+                (old_principal.is_anonymous() && old_principal != s.principal).then(|| DraftMove {
+                    handle: s.handle,
+                    from: old_principal.clone(),
+                    to: s.principal.clone(),
+                    at: now,
+                });
+            if !self
+                .store
+                .update_session(&s, &old_hash, &events, draft_move.as_ref())
+                .await?
+            {
                 return Err(SessionError::Conflict);
             }
             // Replaces the cached record and its token index: the old token stops at once.
@@ -163,11 +185,14 @@ impl SessionService {
                 handle: s.handle,
                 version: s.version,
             });
-            self.audit_sign_in(now, &s, &old_principal, &old_role).await;
-            if let Err(e) = self.move_drafts(now, &old_principal, &s.principal).await {
-                // The sign-in stands (the new cookie must reach the client); drafts stay
-                // with the anonymous principal and nothing is lost.
-                tracing::warn!(handle = %s.handle, error = %e, "moving drafts on sign-in failed");
+            if let Some(m) = draft_move {
+                if let Err(e) = self.finish_draft_move(&m).await {
+                    // The sign-in stands (the new cookie must reach the client); the
+                    // recorded move is retried on this session's next request and by
+                    // the background sweep, and nothing is lost meanwhile.
+                    tracing::warn!(handle = %s.handle, error = %e, "moving drafts on sign-in failed; will retry");
+                    self.remember_move(m);
+                }
             }
         }
         metrics::counter!("sessiond_sign_ins_total").increment(1);
@@ -179,46 +204,19 @@ impl SessionService {
             presented_live,
         })
     }
+}
 
-    async fn audit_sign_in(&self, now: Timestamp, s: &Session, from: &Principal, old_role: &str) {
-        let detail =
-            serde_json::json!({"from_principal": from.as_str(), "previous_role": old_role});
-        self.audit(AuditEvent::for_session(now, AuditKind::SignedIn, s).with_detail(detail))
-            .await;
-        let rotated = serde_json::json!({"cause": "sign_in"});
-        self.audit(AuditEvent::for_session(now, AuditKind::TokenRotated, s).with_detail(rotated))
-            .await;
-    }
-
-    /// After a sign-in changed the principal from `from` (anonymous) to `to`: the
-    /// anonymous drafts move to the user, merged with
-    /// [`sessiond_core::draft::merge_on_sign_in`] where both have one. Records the audit
-    /// event `drafts_restored` (detail: the conversations moved) and the metric
-    /// `sessiond_drafts_restored_total`. Returns the conversations moved. Does nothing
-    /// when `from` is not anonymous or equals `to`.
-    async fn move_drafts(
-        &self,
-        now: Timestamp,
-        from: &Principal,
-        to: &Principal,
-    ) -> SessionResult<Vec<String>> {
-        if !from.is_anonymous() || from == to {
-            return Ok(Vec::new());
-        }
-        let moved = self
-            .store
-            .move_drafts(from, to, now, &plain_merge())
-            .await?;
-        if !moved.is_empty() {
-            metrics::counter!("sessiond_drafts_restored_total").increment(moved.len() as u64);
-            let mut e =
-                AuditEvent::new(now, AuditKind::DraftsRestored).with_detail(serde_json::json!({
-                    "from": from.as_str(),
-                    "conversations": moved,
-                }));
-            e.principal = Some(to.to_string());
-            self.audit(e).await;
-        }
-        Ok(moved)
-    }
+/// The events of a sign-in: who signed in (and from which principal), and the rotation.
+fn sign_in_events(
+    now: Timestamp,
+    s: &Session,
+    from: &Principal,
+    old_role: &str,
+) -> [AuditEvent; 2] {
+    let detail = serde_json::json!({"from_principal": from.as_str(), "previous_role": old_role});
+    [
+        AuditEvent::for_session(now, AuditKind::SignedIn, s).with_detail(detail),
+        AuditEvent::for_session(now, AuditKind::TokenRotated, s)
+            .with_detail(serde_json::json!({"cause": "sign_in"})),
+    ]
 }

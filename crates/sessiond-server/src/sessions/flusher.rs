@@ -2,6 +2,7 @@
 //! writes every dirty record in one batch per interval, keeping the latest deadline.
 
 use super::{SessionResult, SessionService};
+use sessiond_core::audit::AuditEvent;
 use sessiond_core::store::Touch;
 use sessiond_core::Handle;
 
@@ -16,10 +17,20 @@ impl SessionService {
 
     /// Writes one session's pending activity now.
     pub async fn flush_one(&self, handle: &Handle) -> SessionResult<()> {
+        self.flush_one_audited(handle, &[]).await
+    }
+
+    /// Writes one session's activity now with `audit` (a renewal), together; with
+    /// events it writes even when nothing is pending.
+    pub(super) async fn flush_one_audited(
+        &self,
+        handle: &Handle,
+        audit: &[AuditEvent],
+    ) -> SessionResult<()> {
         let pending = {
             let mut c = self.lock();
             match c.by_handle.get_mut(handle) {
-                Some(e) if e.dirty => {
+                Some(e) if e.dirty || !audit.is_empty() => {
                     e.dirty = false;
                     Some(e.session.clone())
                 }
@@ -27,7 +38,7 @@ impl SessionService {
             }
         };
         if let Some(s) = pending {
-            if let Err(err) = self.store.touch_session(&Touch::of(&s)).await {
+            if let Err(err) = self.store.touch_session(&Touch::of(&s), audit).await {
                 self.mark_dirty(&s.handle);
                 return Err(err.into());
             }

@@ -61,8 +61,12 @@ impl SessionService {
     /// The live session a token names, recording activity if `touch`: cache first, then
     /// the store. An ended or overdue session is `Ended` with its reason (an overdue one
     /// is ended here); an unknown token is `Unauthenticated`.
+    /// A sign-in draft move that failed on this node is finished first, so the request
+    /// sees the user's drafts.
     pub async fn authenticate(&self, token: &TokenHash, touch: bool) -> SessionResult<Session> {
-        self.lookup(Key::Token(token), touch).await
+        let s = self.lookup(Key::Token(token), touch).await?;
+        self.finish_move_of(&s.handle).await;
+        Ok(s)
     }
 
     /// Records activity for a caller that authenticated earlier (an open WebSocket's

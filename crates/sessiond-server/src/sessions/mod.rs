@@ -8,11 +8,14 @@
 //! `flush_interval` in one batch. A SIGKILL can therefore lose at most the last
 //! `flush_interval` of idle-deadline extension, never a session or its data (creation,
 //! sign-in, data, endings are written through). A clean shutdown flushes everything.
+//! Every lifecycle write hands its audit events to the store, which commits them with
+//! the change or fails both: no start, sign-in, renewal or ending goes unrecorded.
 //!
 //! Layout: [`cache`] (records, token index, timers), [`lookup`] (the hot path),
 //! [`create`] (get-or-create, sign-in), [`scheduler`] (warnings and expiry),
 //! [`flusher`] (coalesced activity writes), [`revalidate`] (cluster mode),
-//! [`retention`] (purging ended sessions), [`background`] (the loops and their shutdown).
+//! [`retention`] (purging ended sessions), [`moves`] (sign-in draft moves that are
+//! retried until done), [`background`] (the loops and their shutdown).
 
 mod background;
 mod cache;
@@ -20,6 +23,7 @@ mod create;
 mod error;
 mod flusher;
 mod lookup;
+mod moves;
 mod retention;
 mod revalidate;
 mod scheduler;
@@ -39,7 +43,9 @@ use crate::keyed_lock::KeyedLocks;
 use cache::Cache;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::policy::{Policies, Policy};
+use sessiond_core::store::DraftMove;
 use sessiond_core::{Clock, EndReason, Handle, Session, Store, Timestamp};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Replay window of an idempotent create when none is configured (`idempotency.replay_window`).
@@ -68,6 +74,9 @@ pub struct SessionService {
     /// Session-data writes of one session, one at a time: the quota check and the write
     /// it admits cannot interleave with another write of that session on this node.
     data_locks: KeyedLocks,
+    /// Sign-in draft moves that failed on this node, by session: retried on the
+    /// session's next request (the store's record drives the background sweep).
+    pending_moves: Mutex<HashMap<Handle, DraftMove>>,
 }
 
 impl SessionService {
@@ -89,6 +98,7 @@ impl SessionService {
             idempotency: IdempotencyKeys::new(random_secret(), DEFAULT_REPLAY_WINDOW),
             renew_window_ms: 0,
             data_locks: KeyedLocks::new(),
+            pending_moves: Mutex::new(HashMap::new()),
         }
     }
 
@@ -182,15 +192,14 @@ impl SessionService {
             (coalesced, previous)
         };
         if !coalesced {
-            if let Err(e) = self.flush_one(handle).await {
+            let renewed = [AuditEvent::for_session(now, AuditKind::Renewed, &s)];
+            if let Err(e) = self.flush_one_audited(handle, &renewed).await {
                 // Not written: the next renewal is not coalesced with this one.
                 if let Some(e) = self.lock().by_handle.get_mut(handle) {
                     e.renewed_at = previous;
                 }
                 return Err(e);
             }
-            self.audit(AuditEvent::for_session(now, AuditKind::Renewed, &s))
-                .await;
         }
         self.publish_renewed(&s);
         Ok(s)
@@ -216,13 +225,24 @@ impl SessionService {
         self.end(handle, EndReason::Revoked).await.map(drop)
     }
 
-    /// Ends a session once (store CAS); the winner audits and tells every connection.
-    /// Returns the ended record if this call ended it.
+    /// Ends a session once (store CAS, with its audit event); the winner tells every
+    /// connection. Returns the ended record if this call ended it.
     pub async fn end(&self, handle: &Handle, reason: EndReason) -> SessionResult<Option<Session>> {
         let now = self.now();
         // Write pending activity first so the audit's last activity is exact.
         self.flush_one(handle).await?;
-        let ended = self.store.end_session(handle, reason, now).await?;
+        let audit: Vec<AuditEvent> = match self.get(handle).await? {
+            Some(cur) if cur.is_active() => {
+                vec![AuditEvent::for_session(now, AuditKind::Ended, &cur)
+                    .with_reason(reason.as_str())
+                    .with_detail(serde_json::json!({
+                        "kept": ["drafts", "room_snapshots"],
+                        "purged": ["session_data_after_retention"],
+                    }))]
+            }
+            _ => Vec::new(),
+        };
+        let ended = self.store.end_session(handle, reason, now, &audit).await?;
         match &ended {
             Some(s) => {
                 {
@@ -233,10 +253,6 @@ impl SessionService {
                         e.dirty = false;
                     }
                 }
-                let ev = AuditEvent::for_session(now, AuditKind::Ended, s).with_reason(reason.as_str()).with_detail(
-                    serde_json::json!({"kept": ["drafts", "room_snapshots"], "purged": ["session_data_after_retention"]}),
-                );
-                self.audit(ev).await;
                 metrics::counter!("sessiond_sessions_ended_total", "reason" => reason.as_str())
                     .increment(1);
                 tracing::info!(handle = %s.handle, principal = %s.principal, reason = reason.as_str(), "session ended");
@@ -274,7 +290,9 @@ impl SessionService {
         Ok(ended)
     }
 
-    /// Appends an audit event; a failure is logged, not fatal to the request that caused it.
+    /// Appends an event that records no session change (a lost connection, a purge
+    /// summary); a failure is logged, not fatal to what caused it. Lifecycle changes
+    /// never come here: their events are written with them.
     pub async fn audit(&self, e: AuditEvent) {
         if let Err(err) = self.store.append_audit(&e).await {
             tracing::error!(error = %err, kind = e.kind.as_str(), "audit append failed");

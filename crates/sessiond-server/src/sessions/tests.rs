@@ -9,7 +9,9 @@ use sessiond_core::lifecycle::ClientInfo;
 use sessiond_core::policy::Policy;
 use sessiond_core::quota::DataUsage;
 use sessiond_core::store::prelude::*;
-use sessiond_core::store::{CreateOutcome, IdempotencyRecord, Result, SessionFilter, Touch};
+use sessiond_core::store::{
+    CreateOutcome, DraftMove, IdempotencyRecord, Result, SessionFilter, Touch,
+};
 use sessiond_core::{
     EndReason, Handle, ManualClock, Principal, Session, Store, StoreError, Timestamp, Token,
     TokenHash,
@@ -84,17 +86,19 @@ macro_rules! switched_sessions {
 
 switched_sessions! {
     fn ping(&self) -> Result<()>;
-    fn create_session(&self, s: &Session, idem: Option<&IdempotencyRecord>) -> Result<CreateOutcome>;
+    fn create_session(&self, s: &Session, idem: Option<&IdempotencyRecord>, audit: &[AuditEvent]) -> Result<CreateOutcome>;
     fn get_session(&self, handle: &Handle) -> Result<Option<Session>>;
     #[gated] fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>>;
-    fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool>;
-    #[counted] fn touch_session(&self, t: &Touch) -> Result<bool>;
+    fn update_session(&self, s: &Session, expected_token: &TokenHash, audit: &[AuditEvent], draft_move: Option<&DraftMove>) -> Result<bool>;
+    #[counted] fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool>;
     #[counted] fn touch_sessions(&self, touches: &[Touch]) -> Result<()>;
-    fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp) -> Result<Option<Session>>;
+    fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp, audit: &[AuditEvent]) -> Result<Option<Session>>;
     fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
     fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;
     fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;
     fn count_active_sessions(&self) -> Result<u64>;
+    fn pending_draft_moves(&self, limit: usize) -> Result<Vec<DraftMove>>;
+    fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> Result<bool>;
     fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool>;
     fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize>;
     fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;
@@ -799,4 +803,261 @@ async fn the_background_loop_flushes_on_its_interval_and_once_more_when_cancelle
         T0 + 2_000 + IDLE_MS,
         "the final flush wrote the last activity"
     );
+}
+
+// ---------------------------------------------------------------- work that cannot go missing
+
+#[tokio::test]
+async fn a_change_whose_audit_cannot_be_written_fails_and_changes_nothing() {
+    let h = harness(100);
+    let (s, token) = h.create().await;
+    h.store.inner.fail_audit(true);
+
+    // A new session is refused, none is left behind.
+    assert!(matches!(
+        h.svc
+            .get_or_create(None, None, &ClientInfo::default())
+            .await,
+        Err(SessionError::Unavailable { .. })
+    ));
+    let all = h
+        .store
+        .inner
+        .list_sessions(&SessionFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "only the session made before the fault");
+
+    // Revoke, renew and sign-in fail and change nothing.
+    assert!(h.svc.revoke(&s.handle).await.is_err());
+    assert!(
+        h.stored(&s.handle).await.is_active(),
+        "not ended unrecorded"
+    );
+    let who = Credential {
+        handle: s.handle,
+        token_hash: token.hash(),
+    };
+    assert!(h.svc.renew(&who).await.is_err());
+    assert!(h
+        .svc
+        .sign_in(
+            Some(&token.hash()),
+            sign_in_as("alice"),
+            &ClientInfo::default()
+        )
+        .await
+        .is_err());
+    let stored = h.stored(&s.handle).await;
+    assert!(stored.principal.is_anonymous() && stored.token_hash == token.hash());
+
+    // Once the audit can be written, the same calls succeed, each with its record.
+    h.store.inner.fail_audit(false);
+    h.svc.revoke(&s.handle).await.expect("revoke");
+    assert!(!h.stored(&s.handle).await.is_active());
+    assert_eq!(h.audits(&s.handle, AuditKind::Ended).await.len(), 1);
+    assert_eq!(h.audits(&s.handle, AuditKind::Created).await.len(), 1);
+    assert_eq!(h.audits(&s.handle, AuditKind::SignedIn).await.len(), 0);
+}
+
+/// The memory store's drafts with a switch that makes `move_drafts` fail.
+struct NoMoves {
+    inner: Arc<sessiond_store_memory::MemoryStore>,
+    fail: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl DraftStore for NoMoves {
+    async fn get_draft(
+        &self,
+        p: &Principal,
+        c: &str,
+    ) -> Result<Option<sessiond_core::draft::Draft>> {
+        self.inner.get_draft(p, c).await
+    }
+    async fn list_drafts(&self, p: &Principal) -> Result<Vec<sessiond_core::draft::Draft>> {
+        self.inner.list_drafts(p).await
+    }
+    async fn put_draft_text(
+        &self,
+        p: &Principal,
+        c: &str,
+        seq: u64,
+        text: &str,
+        now: Timestamp,
+    ) -> Result<sessiond_core::draft::DraftWrite> {
+        self.inner.put_draft_text(p, c, seq, text, now).await
+    }
+    async fn delete_draft(
+        &self,
+        p: &Principal,
+        c: &str,
+        seq: u64,
+        now: Timestamp,
+    ) -> Result<sessiond_core::draft::DraftWrite> {
+        self.inner.delete_draft(p, c, seq, now).await
+    }
+    async fn put_attachment(
+        &self,
+        put: sessiond_core::store::AttachmentPut<'_>,
+        body: sessiond_core::store::ByteStream,
+    ) -> Result<sessiond_core::draft::DraftWrite> {
+        self.inner.put_attachment(put, body).await
+    }
+    async fn get_attachment(
+        &self,
+        p: &Principal,
+        c: &str,
+        name: &str,
+    ) -> Result<
+        Option<(
+            sessiond_core::draft::AttachmentMeta,
+            sessiond_core::store::ByteStream,
+        )>,
+    > {
+        self.inner.get_attachment(p, c, name).await
+    }
+    async fn delete_attachment(
+        &self,
+        p: &Principal,
+        c: &str,
+        seq: u64,
+        name: &str,
+        text: Option<&str>,
+        now: Timestamp,
+    ) -> Result<sessiond_core::draft::DraftWrite> {
+        self.inner
+            .delete_attachment(p, c, seq, name, text, now)
+            .await
+    }
+    async fn move_drafts(
+        &self,
+        from: &Principal,
+        to: &Principal,
+        now: Timestamp,
+        merge: &sessiond_core::store::MergeRule,
+    ) -> Result<Vec<String>> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "moves switched off by the test".into(),
+            ));
+        }
+        self.inner.move_drafts(from, to, now, merge).await
+    }
+    async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize> {
+        self.inner.purge_drafts(before, limit).await
+    }
+}
+
+/// An anonymous session with a draft in `conv-1`, then signed in as `user`.
+async fn signed_in_with_draft(
+    svc: &SessionService,
+    mem: &sessiond_store_memory::MemoryStore,
+    user: &str,
+) -> (Principal, SignedIn) {
+    let client = ClientInfo::default();
+    let Obtained::Created { session, token } =
+        svc.get_or_create(None, None, &client).await.unwrap()
+    else {
+        panic!("created");
+    };
+    mem.put_draft_text(
+        &session.principal,
+        "conv-1",
+        0,
+        &format!("{user}'s words"),
+        T0,
+    )
+    .await
+    .unwrap();
+    let out = svc
+        .sign_in(Some(&token.hash()), sign_in_as(user), &client)
+        .await
+        .expect("the sign-in stands though the move failed");
+    (session.principal, out)
+}
+
+fn service_over(store: Arc<dyn Store>, clock: &ManualClock) -> Arc<SessionService> {
+    Arc::new(SessionService::new(
+        store,
+        Arc::new(clock.clone()),
+        policies(),
+        Bus::new(),
+        100,
+    ))
+}
+
+#[tokio::test]
+async fn a_failed_draft_move_at_sign_in_is_finished_later_and_nothing_is_lost() {
+    let mem = Arc::new(sessiond_store_memory::MemoryStore::new());
+    let drafts = Arc::new(NoMoves {
+        inner: mem.clone(),
+        fail: AtomicBool::new(true),
+    });
+    let store: Arc<dyn Store> = Arc::new(mem.clone().split().with_drafts(drafts.clone()));
+    let clock = ManualClock::new(T0);
+    let svc = service_over(store.clone(), &clock);
+    // 1. The next request of the session finishes the move.
+    let (anon, out) = signed_in_with_draft(&svc, &mem, "alice").await;
+    assert_eq!(
+        mem.list_drafts(&anon).await.unwrap().len(),
+        1,
+        "still the anonymous one's"
+    );
+    assert_eq!(
+        store.pending_draft_moves(0).await.unwrap().len(),
+        1,
+        "recorded with the rotation"
+    );
+    drafts.fail.store(false, Ordering::SeqCst);
+    svc.authenticate(&out.token.hash(), true).await.unwrap();
+    let mine = mem.list_drafts(&Principal::user("alice")).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].text, "alice's words");
+    assert!(mem
+        .list_drafts(&anon)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.deleted || d.text.is_empty()));
+    assert_eq!(store.pending_draft_moves(0).await.unwrap(), vec![]);
+    let restored = store
+        .query_audit(&AuditFilter {
+            kind: Some(AuditKind::DraftsRestored),
+            principal: Some("user:alice".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(restored.len(), 1);
+
+    // 2. After a restart (nothing in memory), the background sweep finishes it.
+    drafts.fail.store(true, Ordering::SeqCst);
+    let (anon, _) = signed_in_with_draft(&svc, &mem, "bob").await;
+    drop(svc);
+    let restarted = service_over(store.clone(), &clock);
+    assert_eq!(
+        restarted.sweep_draft_moves().await.unwrap(),
+        0,
+        "still failing: kept"
+    );
+    assert_eq!(store.pending_draft_moves(0).await.unwrap().len(), 1);
+    drafts.fail.store(false, Ordering::SeqCst);
+    clock.advance_ms(10_000);
+    assert_eq!(restarted.sweep_draft_moves().await.unwrap(), 1);
+    assert_eq!(
+        restarted.sweep_draft_moves().await.unwrap(),
+        0,
+        "idempotent: done once"
+    );
+    let bobs = mem.list_drafts(&Principal::user("bob")).await.unwrap();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].text, "bob's words");
+    assert!(mem
+        .list_drafts(&anon)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.deleted || d.text.is_empty()));
 }

@@ -900,7 +900,10 @@ mod tests {
         let mut rotated = store.get_session(&h.session.handle).await.unwrap().unwrap();
         let old_hash = rotated.token_hash;
         sessiond_core::lifecycle::rotate(&mut rotated);
-        assert!(store.update_session(&rotated, &old_hash).await.unwrap());
+        assert!(store
+            .update_session(&rotated, &old_hash, &[], None)
+            .await
+            .unwrap());
         h.state.sessions.forget(&h.session.handle);
         let idle = rotated.idle_expires_at;
         h.send_text(r#"{"type":"renew"}"#).await;

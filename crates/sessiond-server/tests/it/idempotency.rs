@@ -250,7 +250,10 @@ async fn the_stored_key_hash_depends_on_the_server_secret() {
         created_at: 1_000,
     };
     assert_eq!(
-        store.create_session(&probe, Some(&guess)).await.unwrap(),
+        store
+            .create_session(&probe, Some(&guess), &[])
+            .await
+            .unwrap(),
         CreateOutcome::Created,
         "the bare SHA-256 of the key must not index the server's record"
     );

@@ -4,9 +4,10 @@
 use crate::common::*;
 use reqwest::Client;
 use serde_json::Value;
+use sessiond_core::audit::AuditEvent;
 use sessiond_core::quota::DataUsage;
 use sessiond_core::store::{
-    CreateOutcome, IdempotencyRecord, Result, SessionFilter, SessionStore, Store, Touch,
+    CreateOutcome, DraftMove, IdempotencyRecord, Result, SessionFilter, SessionStore, Store, Touch,
 };
 use sessiond_core::{EndReason, Handle, Session, StoreError, SystemClock, Timestamp, TokenHash};
 use sessiond_server::config::Config;
@@ -54,17 +55,19 @@ macro_rules! switched_sessions {
 
 switched_sessions! {
     fn ping(&self) -> Result<()>;
-    fn create_session(&self, s: &Session, idem: Option<&IdempotencyRecord>) -> Result<CreateOutcome>;
+    fn create_session(&self, s: &Session, idem: Option<&IdempotencyRecord>, audit: &[AuditEvent]) -> Result<CreateOutcome>;
     fn get_session(&self, handle: &Handle) -> Result<Option<Session>>;
     fn get_session_by_token(&self, hash: &TokenHash) -> Result<Option<Session>>;
-    fn update_session(&self, s: &Session, expected_token: &TokenHash) -> Result<bool>;
-    fn touch_session(&self, t: &Touch) -> Result<bool>;
+    fn update_session(&self, s: &Session, expected_token: &TokenHash, audit: &[AuditEvent], draft_move: Option<&DraftMove>) -> Result<bool>;
+    fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool>;
     fn touch_sessions(&self, touches: &[Touch]) -> Result<()>;
-    fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp) -> Result<Option<Session>>;
+    fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp, audit: &[AuditEvent]) -> Result<Option<Session>>;
     fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
     fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;
     fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;
     fn count_active_sessions(&self) -> Result<u64>;
+    fn pending_draft_moves(&self, limit: usize) -> Result<Vec<DraftMove>>;
+    fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> Result<bool>;
     fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool>;
     fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize>;
     fn get_data(&self, handle: &Handle, key: &str) -> Result<Option<serde_json::Value>>;

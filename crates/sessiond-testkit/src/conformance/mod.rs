@@ -122,6 +122,8 @@ macro_rules! conformance_suite {
             check_purge_ended_sessions,
             check_count_active_sessions,
             check_claim_once,
+            check_audit_with_change,
+            check_draft_moves,
         );
     };
     (@all $factory:expr; audit) => {

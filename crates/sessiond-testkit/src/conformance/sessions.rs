@@ -1,10 +1,12 @@
 //! Session checks: create (idempotent), lookups, token CAS, touches, ending,
-//! listing, deadlines, purges, counts and the session data bag.
+//! listing, deadlines, purges, counts, the session data bag, audit events committed
+//! with their change, and pending sign-in draft moves.
 
 use super::{session, MINUTE};
+use sessiond_core::audit::{AuditEvent, AuditFilter, AuditKind};
 use sessiond_core::quota::DataUsage;
 use sessiond_core::store::prelude::*;
-use sessiond_core::store::{CreateOutcome, IdempotencyRecord, SessionFilter, Touch};
+use sessiond_core::store::{CreateOutcome, DraftMove, IdempotencyRecord, SessionFilter, Touch};
 use sessiond_core::{
     EndReason, Handle, Principal, Session, SessionState, Timestamp, Token, TokenHash,
 };
@@ -39,7 +41,7 @@ fn touch(handle: Handle, activity: Timestamp, seen: Timestamp, idle: Timestamp) 
 
 async fn create(store: &dyn Store, s: &Session) {
     assert_eq!(
-        store.create_session(s, None).await.unwrap(),
+        store.create_session(s, None, &[]).await.unwrap(),
         CreateOutcome::Created
     );
 }
@@ -79,7 +81,7 @@ pub async fn check_idempotent_create(store: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let s = session(&format!("anon:caller{i}"), "editor", 1_000);
             let rec = idem("same-key", s.handle, 1_000);
-            let out = store.create_session(&s, Some(&rec)).await.unwrap();
+            let out = store.create_session(&s, Some(&rec), &[]).await.unwrap();
             (s.handle, out)
         }));
     }
@@ -123,7 +125,7 @@ pub async fn check_idempotent_create(store: Arc<dyn Store>) {
     // A different key still creates.
     let s = session("anon:other", "editor", 2_000);
     let out = store
-        .create_session(&s, Some(&idem("other-key", s.handle, 2_000)))
+        .create_session(&s, Some(&idem("other-key", s.handle, 2_000)), &[])
         .await
         .unwrap();
     assert_eq!(out, CreateOutcome::Created);
@@ -173,7 +175,7 @@ pub async fn check_put_data_needs_active_session(store: Arc<dyn Store>) {
         .await
         .unwrap());
     store
-        .end_session(&s.handle, EndReason::SignedOut, 2_000)
+        .end_session(&s.handle, EndReason::SignedOut, 2_000, &[])
         .await
         .unwrap()
         .unwrap();
@@ -245,7 +247,7 @@ pub async fn check_put_data_if(store: Arc<dyn Store>) {
 
     let now = store.get_data(&h, "k").await.unwrap().unwrap();
     store
-        .end_session(&h, EndReason::SignedOut, 2_000)
+        .end_session(&h, EndReason::SignedOut, 2_000, &[])
         .await
         .unwrap()
         .unwrap();
@@ -347,10 +349,16 @@ pub async fn check_update_session_cas(store: Arc<dyn Store>) {
     signed.version = 7;
 
     let stale: TokenHash = Token::generate().hash();
-    assert!(!store.update_session(&signed, &stale).await.unwrap());
+    assert!(!store
+        .update_session(&signed, &stale, &[], None)
+        .await
+        .unwrap());
     assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(s.clone()));
 
-    assert!(store.update_session(&signed, &old_hash).await.unwrap());
+    assert!(store
+        .update_session(&signed, &old_hash, &[], None)
+        .await
+        .unwrap());
     assert_eq!(
         store.get_session_by_token(&old_hash).await.unwrap(),
         None,
@@ -368,10 +376,13 @@ pub async fn check_update_session_cas(store: Arc<dyn Store>) {
         Some(signed.clone())
     );
     // The same old hash cannot win twice.
-    assert!(!store.update_session(&signed, &old_hash).await.unwrap());
+    assert!(!store
+        .update_session(&signed, &old_hash, &[], None)
+        .await
+        .unwrap());
 
     let ended = store
-        .end_session(&s.handle, EndReason::Revoked, 2_000)
+        .end_session(&s.handle, EndReason::Revoked, 2_000, &[])
         .await
         .unwrap()
         .unwrap();
@@ -380,7 +391,7 @@ pub async fn check_update_session_cas(store: Arc<dyn Store>) {
     again.state = SessionState::Active;
     assert!(
         !store
-            .update_session(&again, &signed.token_hash)
+            .update_session(&again, &signed.token_hash, &[], None)
             .await
             .unwrap(),
         "ended sessions are final"
@@ -392,7 +403,7 @@ pub async fn check_touch_session(store: Arc<dyn Store>) {
     let s = session("anon:x", "editor", 1_000);
     create(&*store, &s).await;
     assert!(store
-        .touch_session(&touch(s.handle, 5_000, 6_000, 70_000))
+        .touch_session(&touch(s.handle, 5_000, 6_000, 70_000), &[])
         .await
         .unwrap());
     let got = store.get_session(&s.handle).await.unwrap().unwrap();
@@ -402,7 +413,7 @@ pub async fn check_touch_session(store: Arc<dyn Store>) {
     );
     // Older values (a late, reordered flush) never move anything backwards.
     store
-        .touch_session(&touch(s.handle, 2_000, 3_000, 20_000))
+        .touch_session(&touch(s.handle, 2_000, 3_000, 20_000), &[])
         .await
         .unwrap();
     let got = store.get_session(&s.handle).await.unwrap().unwrap();
@@ -412,7 +423,7 @@ pub async fn check_touch_session(store: Arc<dyn Store>) {
     );
     // Mixed: only the newer fields move.
     store
-        .touch_session(&touch(s.handle, 4_000, 9_000, 60_000))
+        .touch_session(&touch(s.handle, 4_000, 9_000, 60_000), &[])
         .await
         .unwrap();
     let got = store.get_session(&s.handle).await.unwrap().unwrap();
@@ -424,17 +435,17 @@ pub async fn check_touch_session(store: Arc<dyn Store>) {
     assert_eq!(got.token_hash, s.token_hash);
 
     let ended = store
-        .end_session(&s.handle, EndReason::SignedOut, 10_000)
+        .end_session(&s.handle, EndReason::SignedOut, 10_000, &[])
         .await
         .unwrap()
         .unwrap();
     assert!(!store
-        .touch_session(&touch(s.handle, 20_000, 20_000, 90_000))
+        .touch_session(&touch(s.handle, 20_000, 20_000, 90_000), &[])
         .await
         .unwrap());
     assert_eq!(store.get_session(&s.handle).await.unwrap(), Some(ended));
     assert!(!store
-        .touch_session(&touch(Handle::generate(), 1, 1, 1))
+        .touch_session(&touch(Handle::generate(), 1, 1, 1), &[])
         .await
         .unwrap());
 }
@@ -447,7 +458,7 @@ pub async fn check_touch_sessions_batch(store: Arc<dyn Store>) {
         create(&*store, s).await;
     }
     let ended = store
-        .end_session(&c.handle, EndReason::Revoked, 2_000)
+        .end_session(&c.handle, EndReason::Revoked, 2_000, &[])
         .await
         .unwrap()
         .unwrap();
@@ -485,7 +496,7 @@ pub async fn check_end_session_once(store: Arc<dyn Store>) {
         let h = s.handle;
         tasks.push(tokio::spawn(async move {
             store
-                .end_session(&h, EndReason::IdleTimeout, 5_000 + i)
+                .end_session(&h, EndReason::IdleTimeout, 5_000 + i, &[])
                 .await
         }));
     }
@@ -517,14 +528,14 @@ pub async fn check_end_session_once(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .end_session(&s.handle, EndReason::Revoked, 9_000)
+            .end_session(&s.handle, EndReason::Revoked, 9_000, &[])
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         store
-            .end_session(&Handle::generate(), EndReason::Revoked, 9_000)
+            .end_session(&Handle::generate(), EndReason::Revoked, 9_000, &[])
             .await
             .unwrap(),
         None
@@ -540,7 +551,7 @@ pub async fn check_due_sessions(store: Arc<dyn Store>) {
         create(&*store, s).await;
     }
     store
-        .end_session(&d.handle, EndReason::SignedOut, 10)
+        .end_session(&d.handle, EndReason::SignedOut, 10, &[])
         .await
         .unwrap()
         .unwrap();
@@ -565,13 +576,13 @@ pub async fn check_due_sessions(store: Arc<dyn Store>) {
     assert_eq!(due(5_000, 2).await.len(), 2);
     // Activity pushes a deadline out (its earliest deadline is now the absolute one).
     store
-        .touch_session(&touch(a.handle, 50, 50, 3_000))
+        .touch_session(&touch(a.handle, 50, 50, 3_000), &[])
         .await
         .unwrap();
     assert_eq!(due(999, 10).await, BTreeSet::from([b.handle]));
     assert_eq!(due(1_000, 10).await, BTreeSet::from([a.handle, b.handle]));
     store
-        .end_session(&b.handle, EndReason::AbsoluteTimeout, 300)
+        .end_session(&b.handle, EndReason::AbsoluteTimeout, 300, &[])
         .await
         .unwrap()
         .unwrap();
@@ -590,7 +601,7 @@ pub async fn check_list_sessions(store: Arc<dyn Store>) {
         create(&*store, s).await;
     }
     let ended = store
-        .end_session(&all[3].handle, EndReason::Revoked, 10)
+        .end_session(&all[3].handle, EndReason::Revoked, 10, &[])
         .await
         .unwrap()
         .unwrap();
@@ -677,7 +688,7 @@ pub async fn check_purge_ended_sessions(store: Arc<dyn Store>) {
     let s3 = session("anon:3", "editor", 0);
     let rec1 = idem("key-1", s1.handle, 0);
     assert_eq!(
-        store.create_session(&s1, Some(&rec1)).await.unwrap(),
+        store.create_session(&s1, Some(&rec1), &[]).await.unwrap(),
         CreateOutcome::Created
     );
     create(&*store, &s2).await;
@@ -689,12 +700,12 @@ pub async fn check_purge_ended_sessions(store: Arc<dyn Store>) {
             .unwrap());
     }
     store
-        .end_session(&s1.handle, EndReason::SignedOut, 100)
+        .end_session(&s1.handle, EndReason::SignedOut, 100, &[])
         .await
         .unwrap()
         .unwrap();
     store
-        .end_session(&s2.handle, EndReason::SignedOut, 500)
+        .end_session(&s2.handle, EndReason::SignedOut, 500, &[])
         .await
         .unwrap()
         .unwrap();
@@ -715,14 +726,14 @@ pub async fn check_purge_ended_sessions(store: Arc<dyn Store>) {
     let s4 = session("anon:4", "editor", 1_000);
     assert_eq!(
         store
-            .create_session(&s4, Some(&idem("key-1", s4.handle, 1_000)))
+            .create_session(&s4, Some(&idem("key-1", s4.handle, 1_000)), &[])
             .await
             .unwrap(),
         CreateOutcome::Created
     );
     // `limit` bounds one pass; active sessions are never purged.
     store
-        .end_session(&s3.handle, EndReason::SignedOut, 600)
+        .end_session(&s3.handle, EndReason::SignedOut, 600, &[])
         .await
         .unwrap()
         .unwrap();
@@ -742,12 +753,12 @@ pub async fn check_count_active_sessions(store: Arc<dyn Store>) {
     }
     assert_eq!(store.count_active_sessions().await.unwrap(), 5);
     store
-        .end_session(&ss[0].handle, EndReason::Revoked, 10)
+        .end_session(&ss[0].handle, EndReason::Revoked, 10, &[])
         .await
         .unwrap()
         .unwrap();
     store
-        .end_session(&ss[1].handle, EndReason::Revoked, 10)
+        .end_session(&ss[1].handle, EndReason::Revoked, 10, &[])
         .await
         .unwrap()
         .unwrap();
@@ -802,4 +813,298 @@ pub async fn check_claim_once(store: Arc<dyn Store>) {
         .claim_once("jti-short", later + 60_000, later)
         .await
         .unwrap());
+}
+
+// ---------------------------------------------------------------- audit with its change
+
+fn event(kind: AuditKind, s: &Session, at: Timestamp) -> AuditEvent {
+    AuditEvent::for_session(at, kind, s)
+}
+
+async fn audit_of(store: &dyn Store, h: &Handle) -> Vec<AuditKind> {
+    let f = AuditFilter {
+        handle: Some(h.to_string()),
+        limit: 100,
+        ..Default::default()
+    };
+    let mut kinds: Vec<(i64, AuditKind)> = store
+        .query_audit(&f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.id, e.kind))
+        .collect();
+    kinds.sort_by_key(|(id, _)| *id);
+    kinds.into_iter().map(|(_, k)| k).collect()
+}
+
+/// Every lifecycle write commits its audit events with it: a write that applies makes
+/// its events visible, one that does not (lost idempotency race, stale token, ended or
+/// missing session, second ending) writes none.
+pub async fn check_audit_with_change(store: Arc<dyn Store>) {
+    use AuditKind::*;
+    let s = session("anon:a1", "editor", 1_000);
+    let rec = idem("audited-key", s.handle, 1_000);
+    let out = store
+        .create_session(&s, Some(&rec), &[event(Created, &s, 1_000)])
+        .await
+        .unwrap();
+    assert_eq!(out, CreateOutcome::Created);
+    assert_eq!(audit_of(&*store, &s.handle).await, vec![Created]);
+
+    // The same key again: nothing written, no event.
+    let loser = session("anon:a2", "editor", 1_001);
+    let again = store
+        .create_session(
+            &loser,
+            Some(&idem("audited-key", loser.handle, 1_001)),
+            &[event(Created, &loser, 1_001)],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again, CreateOutcome::Existing(_)));
+    assert_eq!(
+        audit_of(&*store, &loser.handle).await,
+        Vec::<AuditKind>::new()
+    );
+
+    // Rotation: a stale token writes nothing; the right one writes both events.
+    let mut signed = s.clone();
+    signed.token_hash = Token::generate().hash();
+    signed.principal = Principal("user:a".into());
+    let evs = [
+        event(SignedIn, &signed, 2_000),
+        event(TokenRotated, &signed, 2_000),
+    ];
+    assert!(!store
+        .update_session(&signed, &Token::generate().hash(), &evs, None)
+        .await
+        .unwrap());
+    assert_eq!(audit_of(&*store, &s.handle).await, vec![Created]);
+    assert!(store
+        .update_session(&signed, &s.token_hash, &evs, None)
+        .await
+        .unwrap());
+    assert_eq!(
+        audit_of(&*store, &s.handle).await,
+        vec![Created, SignedIn, TokenRotated]
+    );
+
+    // Renewal: with the touch; none for a missing session.
+    assert!(store
+        .touch_session(
+            &touch(s.handle, 3_000, 3_000, 50_000),
+            &[event(Renewed, &signed, 3_000)]
+        )
+        .await
+        .unwrap());
+    let ghost = session("anon:ghost", "editor", 1_000);
+    assert!(!store
+        .touch_session(
+            &touch(ghost.handle, 3_000, 3_000, 50_000),
+            &[event(Renewed, &ghost, 3_000)]
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        audit_of(&*store, &ghost.handle).await,
+        Vec::<AuditKind>::new()
+    );
+
+    // Ending: the winner's event only.
+    let ended = [event(Ended, &signed, 4_000).with_reason("revoked")];
+    assert!(store
+        .end_session(&s.handle, EndReason::Revoked, 4_000, &ended)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .end_session(&s.handle, EndReason::Revoked, 4_001, &ended)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(!store
+        .touch_session(
+            &touch(s.handle, 5_000, 5_000, 60_000),
+            &[event(Renewed, &signed, 5_000)]
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        audit_of(&*store, &s.handle).await,
+        vec![Created, SignedIn, TokenRotated, Renewed, Ended]
+    );
+    let stored = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(
+        stored.last_activity_at, 3_000,
+        "the renewal's touch was written"
+    );
+}
+
+/// A rotation records its pending draft move with it (not when it does not apply);
+/// finishing removes it with its event, once.
+pub async fn check_draft_moves(store: Arc<dyn Store>) {
+    let s = session("anon:m1", "editor", 1_000);
+    create(&*store, &s).await;
+    let mut signed = s.clone();
+    signed.token_hash = Token::generate().hash();
+    signed.principal = Principal("user:m".into());
+    let m = DraftMove {
+        handle: s.handle,
+        from: s.principal.clone(),
+        to: signed.principal.clone(),
+        at: 2_000,
+    };
+    assert!(!store
+        .update_session(&signed, &Token::generate().hash(), &[], Some(&m))
+        .await
+        .unwrap());
+    assert_eq!(store.pending_draft_moves(0).await.unwrap(), vec![]);
+    assert!(store
+        .update_session(&signed, &s.token_hash, &[], Some(&m))
+        .await
+        .unwrap());
+    assert_eq!(store.pending_draft_moves(0).await.unwrap(), vec![m.clone()]);
+
+    let other = session("anon:m2", "editor", 1_000);
+    create(&*store, &other).await;
+    let mut other_signed = other.clone();
+    other_signed.token_hash = Token::generate().hash();
+    other_signed.principal = Principal("user:n".into());
+    let m2 = DraftMove {
+        handle: other.handle,
+        from: other.principal.clone(),
+        to: other_signed.principal.clone(),
+        at: 2_500,
+    };
+    assert!(store
+        .update_session(&other_signed, &other.token_hash, &[], Some(&m2))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.pending_draft_moves(0).await.unwrap(),
+        vec![m.clone(), m2.clone()],
+        "oldest first"
+    );
+    assert_eq!(store.pending_draft_moves(1).await.unwrap(), vec![m.clone()]);
+
+    let restored = AuditEvent {
+        handle: Some(s.handle.to_string()),
+        ..AuditEvent::new(3_000, AuditKind::DraftsRestored)
+    };
+    assert!(store
+        .finish_draft_move(&m, std::slice::from_ref(&restored))
+        .await
+        .unwrap());
+    assert!(!store
+        .finish_draft_move(&m, std::slice::from_ref(&restored))
+        .await
+        .unwrap());
+    assert_eq!(store.pending_draft_moves(0).await.unwrap(), vec![m2]);
+    assert_eq!(
+        audit_of(&*store, &s.handle).await,
+        vec![AuditKind::DraftsRestored],
+        "the event once, with the removal"
+    );
+}
+
+/// With audit appends failing (the backend's own fault, armed by `arm` after the
+/// setup), every audited write fails and leaves nothing: no session, no rotation, no
+/// pending move, no touch, no ending.
+pub async fn check_failed_audit_fails_change<F, Fut>(store: Arc<dyn Store>, arm: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use AuditKind::*;
+    let base = session("anon:f1", "editor", 1_000);
+    create(&*store, &base).await;
+    arm().await;
+
+    let s = session("anon:f2", "editor", 1_000);
+    assert!(store
+        .create_session(&s, None, &[event(Created, &s, 1_000)])
+        .await
+        .is_err());
+    assert_eq!(store.get_session(&s.handle).await.unwrap(), None);
+    let k = session("anon:f3", "editor", 1_000);
+    assert!(store
+        .create_session(
+            &k,
+            Some(&idem("failing-key", k.handle, 1_000)),
+            &[event(Created, &k, 1_000)]
+        )
+        .await
+        .is_err());
+    assert!(
+        store
+            .get_session_by_token(&k.token_hash)
+            .await
+            .unwrap()
+            .is_none()
+            || store.get_session(&k.handle).await.unwrap().is_none(),
+        "no usable session"
+    );
+
+    let mut signed = base.clone();
+    signed.token_hash = Token::generate().hash();
+    signed.principal = Principal("user:f".into());
+    let m = DraftMove {
+        handle: base.handle,
+        from: base.principal.clone(),
+        to: signed.principal.clone(),
+        at: 2_000,
+    };
+    assert!(store
+        .update_session(
+            &signed,
+            &base.token_hash,
+            &[event(SignedIn, &signed, 2_000)],
+            Some(&m)
+        )
+        .await
+        .is_err());
+    let cur = store.get_session(&base.handle).await.unwrap().unwrap();
+    assert!(
+        cur.token_hash == base.token_hash && cur.principal == base.principal,
+        "not rotated"
+    );
+    assert_eq!(store.pending_draft_moves(0).await.unwrap(), vec![]);
+
+    assert!(store
+        .touch_session(
+            &touch(base.handle, 3_000, 3_000, 50_000),
+            &[event(Renewed, &base, 3_000)]
+        )
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .get_session(&base.handle)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_activity_at,
+        base.last_activity_at,
+        "not renewed"
+    );
+
+    assert!(store
+        .end_session(
+            &base.handle,
+            EndReason::Revoked,
+            4_000,
+            &[event(Ended, &base, 4_000)]
+        )
+        .await
+        .is_err());
+    assert!(
+        store
+            .get_session(&base.handle)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active(),
+        "not ended"
+    );
 }
