@@ -38,9 +38,7 @@ impl Embedded {
         if presented.from_cookie {
             sessiond_server::auth::check_origin(&self.state, &parts.method, &parts.headers)?;
         }
-        let hash = presented
-            .hash()
-            .ok_or(Error::NoSession(Missing::Unknown))?;
+        let hash = presented.hash().ok_or(Error::NoSession(Missing::Unknown))?;
         let s = self.state.sessions.authenticate(&hash, true).await?;
         Ok((SessionInfo::of(&s), Credential::of(&s)))
     }
@@ -123,7 +121,11 @@ impl Embedded {
             )));
         }
         self.state.sessions.current(who).await?;
-        Ok(self.state.sessions.put_data(&who.handle, key, value).await?)
+        Ok(self
+            .state
+            .sessions
+            .put_data(&who.handle, key, value)
+            .await?)
     }
 
     pub(crate) async fn delete_data(&self, who: &Credential, key: &str) -> Result<bool, Error> {

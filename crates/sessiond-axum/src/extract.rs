@@ -106,7 +106,9 @@ impl Session {
     /// carries the new cookie; the old token stops working at once (open WebSockets of
     /// the session reconnect with the new one).
     pub async fn sign_in(&self, user_id: &str, role: &str) -> Result<SignedIn, Error> {
-        self.request.sign_in(Some(&self.presented), user_id, role).await
+        self.request
+            .sign_in(Some(&self.presented), user_id, role)
+            .await
     }
 
     /// Signs out: the session ends with `signed_out` (audited; every tab is told) and the
@@ -168,8 +170,9 @@ impl Request {
     ) -> Result<SignedIn, Error> {
         let (info, token, cookie) = match &self.ctx.0.sessiond.backend {
             Backend::Embedded(e) => {
-                let (info, token, cookie) =
-                    e.sign_in(presented, user_id, role, self.client.clone()).await?;
+                let (info, token, cookie) = e
+                    .sign_in(presented, user_id, role, self.client.clone())
+                    .await?;
                 (info, token.as_str().to_owned(), cookie)
             }
             Backend::Remote(r) => r.sign_in(presented, user_id, role).await?,

@@ -153,9 +153,7 @@ impl Remote {
         if presented.from_cookie {
             self.check_origin(&parts.method, &parts.headers)?;
         }
-        let hash = presented
-            .hash()
-            .ok_or(Error::NoSession(Missing::Unknown))?;
+        let hash = presented.hash().ok_or(Error::NoSession(Missing::Unknown))?;
         if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&hash)) {
             return hit.map_err(|reason| Error::Ended { reason });
         }
@@ -191,7 +189,10 @@ impl Remote {
             .http
             .get(self.url("/v1/auth/verify"))
             .bearer_auth(presented.as_str())
-            .header("x-sessiond-touch", if self.config.touch { "1" } else { "0" })
+            .header(
+                "x-sessiond-touch",
+                if self.config.touch { "1" } else { "0" },
+            )
             .send()
             .await
             .map_err(unreachable)?;
@@ -244,7 +245,8 @@ impl Remote {
             .map_err(unreachable)?;
         let view = json(r).await;
         self.forget(presented);
-        SessionInfo::from_view(&view?).ok_or_else(|| Error::Internal("malformed session view".into()))
+        SessionInfo::from_view(&view?)
+            .ok_or_else(|| Error::Internal("malformed session view".into()))
     }
 
     pub(crate) async fn sign_out(&self, presented: &Presented) -> Result<HeaderValue, Error> {
@@ -355,7 +357,11 @@ impl Remote {
         }
     }
 
-    pub(crate) async fn delete_data(&self, presented: &Presented, key: &str) -> Result<bool, Error> {
+    pub(crate) async fn delete_data(
+        &self,
+        presented: &Presented,
+        key: &str,
+    ) -> Result<bool, Error> {
         let r = self
             .http
             .delete(self.data_url(key)?)
@@ -438,7 +444,12 @@ async fn problem(r: reqwest::Response) -> Error {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let body: serde_json::Value = r.json().await.unwrap_or_default();
-    let field = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
     match (status, field("code").as_str()) {
         (401, "session_expired") => Error::Ended {
             reason: EndReason::parse(&field("reason")).unwrap_or(EndReason::Revoked),

@@ -88,10 +88,24 @@ async fn a_live_session_gives_its_identity_and_deadlines() {
     // The editor role's defaults: 15 min idle, 12 h absolute.
     assert_eq!(a.body["idle_ms"], START_MS + 15 * 60_000);
     assert_eq!(a.body["absolute_ms"], START_MS + 12 * 3_600_000);
-    let a = call(Method::GET, &app.url, "/maybe", Some((COOKIE, &token)), None).await;
+    let a = call(
+        Method::GET,
+        &app.url,
+        "/maybe",
+        Some((COOKIE, &token)),
+        None,
+    )
+    .await;
     assert_eq!(a.body, json!({"handle": handle, "why": null}));
     // The nested API sees the same session, and serves the browser SDK.
-    let a = call(Method::GET, &app.url, "/sessiond/v1/session", Some((COOKIE, &token)), None).await;
+    let a = call(
+        Method::GET,
+        &app.url,
+        "/sessiond/v1/session",
+        Some((COOKIE, &token)),
+        None,
+    )
+    .await;
     assert_eq!(a.body["handle"], handle.as_str());
     let r = reqwest::get(format!("{}/sessiond/sdk/sessiond.js", app.url))
         .await
@@ -107,10 +121,21 @@ async fn an_ended_session_is_401_with_its_reason() {
     app.me(&token)
         .await
         .assert_problem(401, "session_expired", Some("revoked"));
-    let a = call(Method::GET, &app.url, "/maybe", Some((COOKIE, &token)), None).await;
+    let a = call(
+        Method::GET,
+        &app.url,
+        "/maybe",
+        Some((COOKIE, &token)),
+        None,
+    )
+    .await;
     assert_eq!(a.body, json!({"handle": null, "why": "revoked"}));
     assert_eq!(
-        app.sessiond.revoke("s_AAAAAAAAAAAAAAAA").await.unwrap_err().to_string(),
+        app.sessiond
+            .revoke("s_AAAAAAAAAAAAAAAA")
+            .await
+            .unwrap_err()
+            .to_string(),
         "not found"
     );
 
@@ -127,7 +152,14 @@ async fn renew_moves_the_idle_deadline() {
     let app = start(None).await;
     let (token, _) = app.new_session().await;
     app.clock.advance_ms(10 * 60_000);
-    let a = call(Method::POST, &app.url, "/renew", Some((COOKIE, &token)), None).await;
+    let a = call(
+        Method::POST,
+        &app.url,
+        "/renew",
+        Some((COOKIE, &token)),
+        None,
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.body["idle_ms"], START_MS + 25 * 60_000);
     // Past the first deadline, the session lives on.
@@ -140,7 +172,14 @@ async fn sign_in_rotates_the_token_and_keeps_the_session() {
     let app = start(None).await;
     let (old, handle) = app.new_session().await;
     let login = json!({"user": "alice", "role": "viewer"});
-    let a = call(Method::POST, &app.url, "/login", Some((COOKIE, &old)), Some(login)).await;
+    let a = call(
+        Method::POST,
+        &app.url,
+        "/login",
+        Some((COOKIE, &old)),
+        Some(login),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let new = a.cookie(COOKIE).expect("new cookie");
     assert_ne!(new, old);
@@ -156,7 +195,14 @@ async fn sign_in_rotates_the_token_and_keeps_the_session() {
     assert_eq!(a.body["user_id"], "alice");
 
     // Without a session: a new signed-in one.
-    let a = call(Method::POST, &app.url, "/login", None, Some(json!({"user": "bob"}))).await;
+    let a = call(
+        Method::POST,
+        &app.url,
+        "/login",
+        None,
+        Some(json!({"user": "bob"})),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_ne!(a.body["handle"], handle.as_str());
     let bob = a.cookie(COOKIE).unwrap();
@@ -173,10 +219,20 @@ async fn sign_in_rotates_the_token_and_keeps_the_session() {
 async fn sign_out_ends_the_session_and_clears_the_cookie() {
     let app = start(None).await;
     let (token, _) = app.new_session().await;
-    let a = call(Method::POST, &app.url, "/logout", Some((COOKIE, &token)), None).await;
+    let a = call(
+        Method::POST,
+        &app.url,
+        "/logout",
+        Some((COOKIE, &token)),
+        None,
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.cookie(COOKIE).as_deref(), Some(""), "cleared");
-    assert!(a.headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(a.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
     app.me(&token)
         .await
         .assert_problem(401, "session_expired", Some("signed_out"));
@@ -187,7 +243,14 @@ async fn session_data_round_trips() {
     let app = start(None).await;
     let (token, _) = app.new_session().await;
     let t = Some((COOKIE, token.as_str()));
-    let a = call(Method::PUT, &app.url, "/data/theme", t, Some(json!({"dark": true}))).await;
+    let a = call(
+        Method::PUT,
+        &app.url,
+        "/data/theme",
+        t,
+        Some(json!({"dark": true})),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let a = call(Method::GET, &app.url, "/data/theme", t, None).await;
     assert_eq!(a.body, json!({"dark": true}));
@@ -227,9 +290,23 @@ async fn a_store_outage_is_a_503_at_once_and_passes() {
     a.assert_problem(503, "store_unavailable", None);
     assert_eq!(a.headers["retry-after"], "1");
     assert!(!a.body["detail"].as_str().unwrap().contains("switched off"));
-    let a = call(Method::GET, &app.url, "/maybe", Some((COOKIE, &token)), None).await;
+    let a = call(
+        Method::GET,
+        &app.url,
+        "/maybe",
+        Some((COOKIE, &token)),
+        None,
+    )
+    .await;
     a.assert_problem(503, "store_unavailable", None);
-    let a = call(Method::POST, &app.url, "/login", None, Some(json!({"user": "alice"}))).await;
+    let a = call(
+        Method::POST,
+        &app.url,
+        "/login",
+        None,
+        Some(json!({"user": "alice"})),
+    )
+    .await;
     a.assert_problem(503, "store_unavailable", None);
     assert!(started.elapsed() < Duration::from_secs(2), "at once");
     flaky.set_down(false);

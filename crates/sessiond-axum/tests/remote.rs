@@ -126,7 +126,14 @@ async fn renew_sign_in_and_sign_out_go_through_the_server() {
     assert_eq!(a.body["idle_ms"], START_MS + 25 * 60_000);
 
     let login = json!({"user": "alice", "role": "viewer"});
-    let a = call(Method::POST, &s.url, "/login", Some((COOKIE, &old)), Some(login)).await;
+    let a = call(
+        Method::POST,
+        &s.url,
+        "/login",
+        Some((COOKIE, &old)),
+        Some(login),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let new = a.cookie(COOKIE).expect("new cookie");
     assert_ne!(new, old);
@@ -142,9 +149,20 @@ async fn renew_sign_in_and_sign_out_go_through_the_server() {
     let t = Some((COOKIE, new.as_str()));
     let a = call(Method::PUT, &s.url, "/data/theme", t, Some(json!("dark"))).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(call(Method::GET, &s.url, "/data/theme", t, None).await.body, json!("dark"));
-    assert_eq!(call(Method::DELETE, &s.url, "/data/theme", t, None).await.body, json!(true));
-    assert_eq!(call(Method::GET, &s.url, "/data/theme", t, None).await.body, json!(null));
+    assert_eq!(
+        call(Method::GET, &s.url, "/data/theme", t, None).await.body,
+        json!("dark")
+    );
+    assert_eq!(
+        call(Method::DELETE, &s.url, "/data/theme", t, None)
+            .await
+            .body,
+        json!(true)
+    );
+    assert_eq!(
+        call(Method::GET, &s.url, "/data/theme", t, None).await.body,
+        json!(null)
+    );
 
     let a = call(Method::POST, &s.url, "/logout", t, None).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -153,7 +171,10 @@ async fn renew_sign_in_and_sign_out_go_through_the_server() {
         .await
         .assert_problem(401, "session_expired", Some("signed_out"));
     // The server agrees.
-    let (status, v) = s.server.admin_status(&format!("/v1/admin/sessions/{handle}")).await;
+    let (status, v) = s
+        .server
+        .admin_status(&format!("/v1/admin/sessions/{handle}"))
+        .await;
     assert_eq!((status, v["reason"].as_str()), (200, Some("signed_out")));
 }
 
@@ -166,11 +187,17 @@ async fn the_cache_is_short_and_bounded_in_age() {
     // the TTL, then seen.
     assert_eq!(s.server.revoke(&handle).await, 204);
     let revoked_at = Instant::now();
-    wait::until(Duration::from_secs(5), "the revocation to be seen", || async {
-        s.me(&token).await.status == 401
-    })
+    wait::until(
+        Duration::from_secs(5),
+        "the revocation to be seen",
+        || async { s.me(&token).await.status == 401 },
+    )
     .await;
-    assert!(revoked_at.elapsed() < Duration::from_secs(2), "{:?}", revoked_at.elapsed());
+    assert!(
+        revoked_at.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        revoked_at.elapsed()
+    );
     s.me(&token)
         .await
         .assert_problem(401, "session_expired", Some("revoked"));
@@ -185,7 +212,14 @@ async fn a_store_outage_on_the_server_is_a_503() {
     let started = Instant::now();
     let a = s.me(&token).await;
     a.assert_problem(503, "store_unavailable", None);
-    let a = call(Method::POST, &s.url, "/login", None, Some(json!({"user": "alice"}))).await;
+    let a = call(
+        Method::POST,
+        &s.url,
+        "/login",
+        None,
+        Some(json!({"user": "alice"})),
+    )
+    .await;
     a.assert_problem(503, "store_unavailable", None);
     assert!(started.elapsed() < Duration::from_secs(2), "at once");
     flaky.set_down(false);
@@ -198,13 +232,19 @@ async fn an_unreachable_server_is_a_503_not_a_hang() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let sessiond = Sessiond::remote(
-        RemoteConfig::new(url, ADMIN_KEY).timeout(Duration::from_millis(500)),
-    )
-    .unwrap();
+    let sessiond =
+        Sessiond::remote(RemoteConfig::new(url, ADMIN_KEY).timeout(Duration::from_millis(500)))
+            .unwrap();
     let app_url = serve(app(&sessiond)).await;
     let started = Instant::now();
-    let a = call(Method::GET, &app_url, "/me", Some((COOKIE, &"A".repeat(43))), None).await;
+    let a = call(
+        Method::GET,
+        &app_url,
+        "/me",
+        Some((COOKIE, &"A".repeat(43))),
+        None,
+    )
+    .await;
     a.assert_problem(503, "store_unavailable", None);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(Sessiond::remote(RemoteConfig::new("127.0.0.1:7400", ADMIN_KEY)).is_err());

@@ -26,7 +26,10 @@ pub async fn build(config: Config) -> Result<App, ServerError> {
     let sessiond = Sessiond::embedded(&server);
     let (api, guard) = server.into_parts();
     let router = Router::new()
-        .route("/", get(|| async { Html(include_str!("../static/index.html")) }))
+        .route(
+            "/",
+            get(|| async { Html(include_str!("../static/index.html")) }),
+        )
         .route("/api/me", get(me))
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))

@@ -29,7 +29,14 @@ async fn start() -> (String, reqwest::Client, example_embedded::App) {
 async fn the_page_the_sdk_and_the_session_routes_work_together() {
     let (url, browser, app) = start().await;
     // The page loads the SDK from the nested sessiond API, which serves it.
-    let page = browser.get(&url).send().await.unwrap().text().await.unwrap();
+    let page = browser
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("/sessiond/sdk/sessiond.js"));
     let sdk = browser
         .get(format!("{url}/sessiond/sdk/sessiond.js"))
@@ -37,7 +44,10 @@ async fn the_page_the_sdk_and_the_session_routes_work_together() {
         .await
         .unwrap();
     assert_eq!(sdk.status(), 200);
-    assert!(sdk.headers()["content-type"].to_str().unwrap().contains("javascript"));
+    assert!(sdk.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
 
     // Before the SDK starts a session: the app's route says why there is none.
     let r = browser.get(format!("{url}/api/me")).send().await.unwrap();
@@ -78,9 +88,16 @@ async fn the_page_the_sdk_and_the_session_routes_work_together() {
         .json()
         .await
         .unwrap();
-    assert_eq!((&s["handle"], s["principal"].as_str()), (&handle, Some("user:alice")));
+    assert_eq!(
+        (&s["handle"], s["principal"].as_str()),
+        (&handle, Some("user:alice"))
+    );
 
-    let r = browser.post(format!("{url}/api/logout")).send().await.unwrap();
+    let r = browser
+        .post(format!("{url}/api/logout"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = browser.get(format!("{url}/api/me")).send().await.unwrap();
     assert_eq!(r.status(), 401);

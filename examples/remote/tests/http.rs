@@ -17,8 +17,15 @@ async fn browser_session(server: &TestServer) -> String {
     sessiond_testkit::http::cookie(&sessiond_testkit::http::token_of(r.headers()).unwrap())
 }
 
-async fn call(url: &str, method: reqwest::Method, cookie: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, url).header("cookie", cookie);
+async fn call(
+    url: &str,
+    method: reqwest::Method,
+    cookie: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .header("cookie", cookie);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -43,7 +50,13 @@ async fn the_backend_checks_and_acts_through_the_sessiond_server() {
     assert_eq!((status, v["reason"].as_str()), (401, Some("absent")));
 
     let cookie = browser_session(&server).await;
-    let (status, me) = call(&format!("{url}/api/me"), reqwest::Method::GET, &cookie, None).await;
+    let (status, me) = call(
+        &format!("{url}/api/me"),
+        reqwest::Method::GET,
+        &cookie,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{me}");
     assert!(me["principal"].as_str().unwrap().starts_with("anon:"));
 
@@ -55,7 +68,13 @@ async fn the_backend_checks_and_acts_through_the_sessiond_server() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    let (_, v) = call(&format!("{url}/api/note"), reqwest::Method::GET, &cookie, None).await;
+    let (_, v) = call(
+        &format!("{url}/api/note"),
+        reqwest::Method::GET,
+        &cookie,
+        None,
+    )
+    .await;
     assert_eq!(v, json!("remember the milk"));
 
     // Sign-in rotates the token: the answer sets the new cookie, the same session.
@@ -67,12 +86,28 @@ async fn the_backend_checks_and_acts_through_the_sessiond_server() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let signed_in = sessiond_testkit::http::cookie(&sessiond_testkit::http::token_of(r.headers()).unwrap());
+    let signed_in =
+        sessiond_testkit::http::cookie(&sessiond_testkit::http::token_of(r.headers()).unwrap());
     let v: Value = r.json().await.unwrap();
-    assert_eq!((&v["handle"], v["user_id"].as_str()), (&me["handle"], Some("alice")));
-    let (status, _) = call(&format!("{url}/api/logout"), reqwest::Method::POST, &signed_in, None).await;
+    assert_eq!(
+        (&v["handle"], v["user_id"].as_str()),
+        (&me["handle"], Some("alice"))
+    );
+    let (status, _) = call(
+        &format!("{url}/api/logout"),
+        reqwest::Method::POST,
+        &signed_in,
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, v) = call(&format!("{url}/api/me"), reqwest::Method::GET, &signed_in, None).await;
+    let (status, v) = call(
+        &format!("{url}/api/me"),
+        reqwest::Method::GET,
+        &signed_in,
+        None,
+    )
+    .await;
     assert_eq!((status, v["reason"].as_str()), (401, Some("signed_out")));
 }
 
@@ -111,9 +146,19 @@ async fn the_binary_serves_the_backend() {
     .expect("the example announced its address")
     .unwrap()
     .unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
     let cookie = browser_session(&server).await;
-    let (status, me) = call(&format!("{url}/api/me"), reqwest::Method::GET, &cookie, None).await;
+    let (status, me) = call(
+        &format!("{url}/api/me"),
+        reqwest::Method::GET,
+        &cookie,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{me}");
     let (status, v) = call(&format!("{url}/api/me"), reqwest::Method::GET, "", None).await;
     assert_eq!((status, v["reason"].as_str()), (401, Some("absent")));

@@ -26,15 +26,16 @@ pub fn app(sessiond: &Sessiond) -> Router {
         .route("/renew", post(renew))
         .route("/login", post(login))
         .route("/logout", post(logout))
-        .route("/data/{key}", get(get_data).put(put_data).delete(delete_data))
+        .route(
+            "/data/{key}",
+            get(get_data).put(put_data).delete(delete_data),
+        )
         .layer(sessiond.layer())
 }
 
 fn view(s: &sessiond_axum::SessionInfo) -> Value {
     let ms = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
     };
     json!({
         "handle": s.handle, "principal": s.principal, "user_id": s.user_id, "role": s.role,
@@ -190,12 +191,8 @@ impl Flaky {
     /// server's cache (so a lookup of it must reach the store); its token.
     pub async fn stored_session(&self, now: Timestamp) -> String {
         let policy = sessiond_core::policy::Policy::new(15 * 60, 12 * 3600);
-        let (s, token) = sessiond_core::lifecycle::new_session(
-            now,
-            "editor",
-            &policy,
-            &Default::default(),
-        );
+        let (s, token) =
+            sessiond_core::lifecycle::new_session(now, "editor", &policy, &Default::default());
         self.inner.create_session(&s, None).await.unwrap();
         token.as_str().to_owned()
     }
