@@ -21,7 +21,8 @@ use std::time::Duration;
 pub struct RemoteConfig {
     base_url: String,
     api_key: String,
-    cookie_name: String,
+    /// `None`: the server's default for `cookie_secure` (see [`RemoteConfig::cookie_name`]).
+    cookie_name: Option<String>,
     cookie_secure: bool,
     allowed_origins: Vec<String>,
     cache_ttl: Duration,
@@ -38,7 +39,7 @@ impl RemoteConfig {
         RemoteConfig {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             api_key: api_key.into(),
-            cookie_name: "sessiond".into(),
+            cookie_name: None,
             cookie_secure: true,
             allowed_origins: Vec::new(),
             cache_ttl: Duration::from_secs(1),
@@ -48,10 +49,12 @@ impl RemoteConfig {
         }
     }
 
-    /// The session cookie's name (default `sessiond`: the server's name in dev mode or
-    /// with `cookie.domain`; `__Host-sessiond` for a Secure host-only cookie).
+    /// The session cookie's name: the server's `cookie.name`. By default the server's
+    /// own default: `__Host-sessiond` with a `Secure` cookie, `sessiond` without (dev
+    /// mode); set it when the server sets `cookie.name` or `cookie.domain` (then
+    /// `sessiond`).
     pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
-        self.cookie_name = name.into();
+        self.cookie_name = Some(name.into());
         self
     }
 
@@ -136,7 +139,11 @@ impl Remote {
     }
 
     pub(crate) fn cookie_name(&self) -> &str {
-        &self.config.cookie_name
+        match &self.config.cookie_name {
+            Some(name) => name,
+            None if self.config.cookie_secure => "__Host-sessiond",
+            None => "sessiond",
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -407,7 +414,7 @@ impl Remote {
     fn cookie(&self, value: &str, max_age: Option<i64>) -> HeaderValue {
         let mut v = format!(
             "{}={value}; HttpOnly; SameSite=Lax; Path=/",
-            self.config.cookie_name
+            self.cookie_name()
         );
         if let Some(m) = max_age {
             v.push_str(&format!("; Max-Age={m}"));
@@ -468,3 +475,28 @@ async fn problem(r: reqwest::Response) -> Error {
 
 /// The remote client, shared by every clone of [`crate::Sessiond`].
 pub(crate) type Shared = Arc<Remote>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_follows_the_servers_defaults() {
+        let secure = Remote::new(RemoteConfig::new("http://127.0.0.1:7400", "k")).unwrap();
+        assert_eq!(secure.cookie_name(), "__Host-sessiond");
+        let c = secure.cookie("t", None);
+        assert_eq!(
+            c.to_str().unwrap(),
+            "__Host-sessiond=t; HttpOnly; SameSite=Lax; Path=/; Secure"
+        );
+        let dev = RemoteConfig::new("http://127.0.0.1:7400/", "k").cookie_secure(false);
+        let dev = Remote::new(dev).unwrap();
+        assert_eq!(dev.cookie_name(), "sessiond");
+        assert_eq!(
+            dev.url("/v1/auth/verify"),
+            "http://127.0.0.1:7400/v1/auth/verify"
+        );
+        let named = RemoteConfig::new("https://s.example", "k").cookie_name("sid");
+        assert_eq!(Remote::new(named).unwrap().cookie_name(), "sid");
+    }
+}

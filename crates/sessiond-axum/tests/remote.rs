@@ -232,9 +232,12 @@ async fn an_unreachable_server_is_a_503_not_a_hang() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let sessiond =
-        Sessiond::remote(RemoteConfig::new(url, ADMIN_KEY).timeout(Duration::from_millis(500)))
-            .unwrap();
+    let sessiond = Sessiond::remote(
+        RemoteConfig::new(url, ADMIN_KEY)
+            .cookie_secure(false)
+            .timeout(Duration::from_millis(500)),
+    )
+    .unwrap();
     let app_url = serve(app(&sessiond)).await;
     let started = Instant::now();
     let a = call(
