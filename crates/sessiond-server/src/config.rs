@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The commented defaults, shipped as `sessiond.example.toml` at the repository root.
-pub const DEFAULTS_TOML: &str = include_str!("../../../sessiond.example.toml");
+/// The commented defaults, shipped as `sessiond.example.toml` at the repository root
+/// (read through the link `assets/sessiond.example.toml`, so a packaged crate has it).
+pub const DEFAULTS_TOML: &str = include_str!("../assets/sessiond.example.toml");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,9 +9,11 @@ use axum::routing::get;
 use axum::Router;
 use include_dir::{include_dir, Dir};
 
-static DEMO: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../web/demo");
-static ADMIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../web/admin");
-static SDK: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../sdk/dist");
+// Through `assets/`, links into the repository's `web/` and `sdk/dist/`: inside the
+// crate, so a packaged (published) crate carries the files too.
+static DEMO: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/assets/demo");
+static ADMIN: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/assets/admin");
+static SDK: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/assets/sdk");
 
 pub fn router() -> Router<AppState> {
     Router::new()
