@@ -120,12 +120,8 @@ impl Embedded {
                 sessiond_server::routes::session::MAX_DATA_VALUE
             )));
         }
-        self.state.sessions.current(who).await?;
-        Ok(self
-            .state
-            .sessions
-            .put_data(&who.handle, key, value)
-            .await?)
+        let session = self.state.sessions.current(who).await?;
+        Ok(self.state.sessions.put_data(&session, key, value).await?)
     }
 
     pub(crate) async fn delete_data(&self, who: &Credential, key: &str) -> Result<bool, Error> {

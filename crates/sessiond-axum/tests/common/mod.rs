@@ -10,8 +10,11 @@ use axum::{Json, Router};
 use reqwest::header::{HeaderMap, COOKIE, SET_COOKIE};
 use serde_json::{json, Value};
 use sessiond_axum::{Error, MaybeSession, Session, Sessiond};
+use sessiond_core::audit::AuditEvent;
+use sessiond_core::quota::DataUsage;
 use sessiond_core::store::{
-    CreateOutcome, IdempotencyRecord, Result as StoreResult, SessionFilter, SessionStore, Touch,
+    CreateOutcome, DraftMove, IdempotencyRecord, Result as StoreResult, SessionFilter,
+    SessionStore, Touch,
 };
 use sessiond_core::{EndReason, Handle, Store, StoreError, Timestamp, TokenHash};
 use sessiond_store_memory::MemoryStore;
@@ -193,7 +196,7 @@ impl Flaky {
         let policy = sessiond_core::policy::Policy::new(15 * 60, 12 * 3600);
         let (s, token) =
             sessiond_core::lifecycle::new_session(now, "editor", &policy, &Default::default());
-        self.inner.create_session(&s, None).await.unwrap();
+        self.inner.create_session(&s, None, &[]).await.unwrap();
         token.as_str().to_owned()
     }
 }
@@ -216,20 +219,24 @@ macro_rules! switched_sessions {
 
 switched_sessions! {
     fn ping(&self) -> StoreResult<()>;
-    fn create_session(&self, s: &sessiond_core::Session, idem: Option<&IdempotencyRecord>) -> StoreResult<CreateOutcome>;
+    fn create_session(&self, s: &sessiond_core::Session, idem: Option<&IdempotencyRecord>, audit: &[AuditEvent]) -> StoreResult<CreateOutcome>;
     fn get_session(&self, handle: &Handle) -> StoreResult<Option<sessiond_core::Session>>;
     fn get_session_by_token(&self, hash: &TokenHash) -> StoreResult<Option<sessiond_core::Session>>;
-    fn update_session(&self, s: &sessiond_core::Session, expected_token: &TokenHash) -> StoreResult<bool>;
-    fn touch_session(&self, t: &Touch) -> StoreResult<bool>;
+    fn update_session(&self, s: &sessiond_core::Session, expected_token: &TokenHash, audit: &[AuditEvent], draft_move: Option<&DraftMove>) -> StoreResult<bool>;
+    fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> StoreResult<bool>;
     fn touch_sessions(&self, touches: &[Touch]) -> StoreResult<()>;
-    fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp) -> StoreResult<Option<sessiond_core::Session>>;
+    fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp, audit: &[AuditEvent]) -> StoreResult<Option<sessiond_core::Session>>;
     fn list_sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<sessiond_core::Session>>;
     fn due_sessions(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Handle>>;
     fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> StoreResult<usize>;
     fn count_active_sessions(&self) -> StoreResult<u64>;
+    fn pending_draft_moves(&self, limit: usize) -> StoreResult<Vec<DraftMove>>;
+    fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> StoreResult<bool>;
     fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> StoreResult<bool>;
     fn purge_claims(&self, now: Timestamp, limit: usize) -> StoreResult<usize>;
     fn get_data(&self, handle: &Handle, key: &str) -> StoreResult<Option<serde_json::Value>>;
     fn put_data(&self, handle: &Handle, key: &str, value: &serde_json::Value) -> StoreResult<bool>;
+    fn put_data_if(&self, handle: &Handle, key: &str, expected: Option<&serde_json::Value>, value: &serde_json::Value) -> StoreResult<bool>;
     fn delete_data(&self, handle: &Handle, key: &str) -> StoreResult<bool>;
+    fn data_usage(&self, handle: &Handle, key: &str) -> StoreResult<DataUsage>;
 }
