@@ -4,8 +4,11 @@
 #
 # Starts the debug binary (dev off, a known API key, the memory store, a temp data dir,
 # a free loopback port), creates a session for its token, then runs schemathesis twice:
-# the admin paths with the API key, every other path with the session cookie (a request
-# carrying `Authorization: Bearer <api key>` would present the key as a session token).
+# the admin paths with the API key, every other path but sign-out and the dev-only demo
+# with the session's token, as the cookie and as `Authorization: Bearer` (given
+# explicitly, so schemathesis does not make up one for the documented bearer scheme; and
+# the API key there would be presented as a session token). One worker: CPython 3.11's
+# parser is not thread-safe under hypothesis' lambda introspection.
 # Bounded: SCHEMATHESIS_MAX_EXAMPLES cases per operation (default 15) and
 # SCHEMATHESIS_MAX_TIME seconds per run (default 90).
 #
@@ -82,7 +85,7 @@ run() {
     --max-examples "$MAX_EXAMPLES" \
     --max-time "$MAX_TIME" \
     --phases examples,coverage,fuzzing \
-    --workers 2 \
+    --workers 1 \
     --seed 1 \
     --request-timeout 10 \
     --suppress-health-check all \
@@ -93,7 +96,10 @@ run() {
 
 status=0
 run admin --include-path-regex '^/v1/admin/' -H "Authorization: Bearer $API_KEY" || status=1
-run session --exclude-path-regex '^/v1/admin/' -H "Cookie: $COOKIE_NAME=$TOKEN" || status=1
+# Not signing the session out under the run (every later call would be 401); the demo
+# routes are mounted in dev mode only.
+run session --exclude-path-regex '^/(v1/admin|demo)/' --exclude-operation-id sign_out \
+  -H "Authorization: Bearer $TOKEN" -H "Cookie: $COOKIE_NAME=$TOKEN" || status=1
 if ! kill -0 "$SERVER_PID" 2>/dev/null; then
   echo "the server died during the run:" >&2
   tail -50 "$WORK/stderr" >&2

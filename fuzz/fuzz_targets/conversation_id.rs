@@ -5,8 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use sessiond_core::draft::{
-    validate_attachment_name, validate_conversation, MAX_ATTACHMENT_NAME_LEN,
-    MAX_CONVERSATION_LEN,
+    validate_attachment_name, validate_conversation, MAX_ATTACHMENT_NAME_LEN, MAX_CONVERSATION_LEN,
 };
 use sessiond_core::rooms::{pattern_matches, validate_pattern, RESERVED_DATA_PREFIX};
 use sessiond_core::snapshot::{validate_room, MAX_ROOM_LEN};
@@ -16,8 +15,7 @@ use sessiond_server::routes::session::{validate_data_key, MAX_DATA_KEY};
 fn id_model(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
@@ -33,10 +31,13 @@ fuzz_target!(|data: &[u8]| {
     let name_model = !s.is_empty()
         && s.len() <= MAX_ATTACHMENT_NAME_LEN
         && !s.starts_with('.')
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    assert_eq!(validate_attachment_name(s).is_ok(), name_model, "attachment {s:?}");
+    assert_eq!(
+        validate_attachment_name(s).is_ok(),
+        name_model,
+        "attachment {s:?}"
+    );
     let room_ok = validate_room(s).is_ok();
     assert_eq!(room_ok, id_model(s, MAX_ROOM_LEN), "room {s:?}");
     let pattern_ok = validate_pattern(s).is_ok();

@@ -64,7 +64,10 @@ fuzz_target!(|data: &[u8]| {
     let count = cookie_count(&headers, name);
     let value = cookie_value(&headers, name);
     if let Some(v) = &value {
-        assert!(count >= 1, "the reader picked {v:?} but the guard counted none");
+        assert!(
+            count >= 1,
+            "the reader picked {v:?} but the guard counted none"
+        );
         check_token(v);
     }
     if count == 0 {
@@ -75,7 +78,9 @@ fuzz_target!(|data: &[u8]| {
         .flatten()
     {
         if presented.source == TokenSource::Cookie {
-            let v = value.as_deref().expect("a cookie token comes from the cookie");
+            let v = value
+                .as_deref()
+                .expect("a cookie token comes from the cookie");
             assert_eq!(presented.hash, Token::parse(v).map(|t| t.hash()));
         }
     }

@@ -21,8 +21,8 @@ const ROLES: [&str; 3] = ["anonymous", "editor", "viewer"];
 fn tickets() -> &'static Tickets {
     static T: OnceLock<Tickets> = OnceLock::new();
     T.get_or_init(|| {
-        let c = Config::from_toml(&format!("[tickets]\nhs256_secret = \"{SECRET}\""))
-            .expect("config");
+        let c =
+            Config::from_toml(&format!("[tickets]\nhs256_secret = \"{SECRET}\"")).expect("config");
         Tickets::from_config(&c).expect("tickets")
     })
 }
@@ -65,15 +65,25 @@ fuzz_target!(|data: &[u8]| {
     };
     // What was accepted obeys the rules.
     let now_s = NOW / 1000;
-    assert!(validate_user_id(&claims.sub).is_ok(), "sub {:?}", claims.sub);
+    assert!(
+        validate_user_id(&claims.sub).is_ok(),
+        "sub {:?}",
+        claims.sub
+    );
     assert!(is_role(&claims.role));
     let jti = claims.jti.as_deref().expect("jti is required");
     assert!(!jti.is_empty() && jti.len() <= MAX_JTI);
-    assert!(claims.exp.checked_add(t.leeway_s()).is_some_and(|e| e > now_s));
+    assert!(claims
+        .exp
+        .checked_add(t.leeway_s())
+        .is_some_and(|e| e > now_s));
     if let Some(rooms) = &claims.rooms {
         assert!(rooms.len() <= MAX_ROOMS);
         for r in rooms {
-            assert!(sessiond_core::rooms::validate_pattern(r).is_ok(), "room {r:?}");
+            assert!(
+                sessiond_core::rooms::validate_pattern(r).is_ok(),
+                "room {r:?}"
+            );
         }
     }
     let single = claims.single_use(t.leeway_s());
@@ -83,6 +93,11 @@ fuzz_target!(|data: &[u8]| {
     let minted = t
         .mint(&claims.sub, &claims.role, claims.rooms.clone(), ttl, NOW)
         .expect("mint");
-    let again = t.verify(&minted, NOW, is_role).expect("a minted ticket verifies");
-    assert_eq!((&again.sub, &again.role, &again.rooms), (&claims.sub, &claims.role, &claims.rooms));
+    let again = t
+        .verify(&minted, NOW, is_role)
+        .expect("a minted ticket verifies");
+    assert_eq!(
+        (&again.sub, &again.role, &again.rooms),
+        (&claims.sub, &claims.role, &claims.rooms)
+    );
 });

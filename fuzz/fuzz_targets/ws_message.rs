@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
     match parse_client(text) {
         Ok(msg) => {
             let again = serde_json::to_string(&msg).expect("a client message serializes");
-            assert_eq!(parse_client(&again).as_ref(), Ok(&msg), "round trip of {again}");
+            assert_eq!(
+                parse_client(&again).as_ref(),
+                Ok(&msg),
+                "round trip of {again}"
+            );
             match &msg {
                 ClientMsg::Join { room, .. } | ClientMsg::Leave { room } => {
                     let _ = sessiond_core::snapshot::validate_room(room);

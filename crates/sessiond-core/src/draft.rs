@@ -222,8 +222,7 @@ mod tests {
         fn id_model(s: &str, max: usize) -> bool {
             !s.is_empty()
                 && s.len() <= max
-                && s
-                    .bytes()
+                && s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
         }
 

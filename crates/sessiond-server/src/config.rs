@@ -1158,14 +1158,20 @@ mod tests {
                 match v.as_dict() {
                     Some(d) => {
                         for (k, v) in d {
-                            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                            let key = if prefix.is_empty() {
+                                k.clone()
+                            } else {
+                                format!("{prefix}.{k}")
+                            };
                             walk(&key, v, out);
                         }
                     }
                     None => out.push(prefix.to_owned()),
                 }
             }
-            let data = Figment::from(Toml::string(DEFAULTS_TOML)).data().expect("defaults");
+            let data = Figment::from(Toml::string(DEFAULTS_TOML))
+                .data()
+                .expect("defaults");
             let mut out = Vec::new();
             for dict in data.values() {
                 for (k, v) in dict {

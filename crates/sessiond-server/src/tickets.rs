@@ -513,7 +513,8 @@ mod tests {
 
         fn rooms() -> impl Strategy<Value = serde_json::Value> {
             prop_oneof![
-                proptest::collection::vec("[a-z*:.-]{0,6}", 0..4).prop_map(|v| serde_json::json!(v)),
+                proptest::collection::vec("[a-z*:.-]{0,6}", 0..4)
+                    .prop_map(|v| serde_json::json!(v)),
                 Just(serde_json::json!(vec!["r"; 300])),
                 Just(serde_json::json!("lobby")),
             ]

@@ -307,19 +307,24 @@ mod tests {
         let id = prop_oneof![
             Just(None),
             any::<i64>().prop_map(|n| Some(n.into())),
+            any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+                .map(|n| Some(serde_json::Value::Number(n)))),
             text.prop_map(|s| Some(serde_json::Value::String(s))),
         ];
         prop_oneof![
             id.prop_map(|id| ClientMsg::Ping { id }),
             Just(ClientMsg::Activity),
             Just(ClientMsg::Renew),
-            (text, proptest::option::of(text), proptest::option::of(any::<u64>())).prop_map(
-                |(room, token, have_version)| ClientMsg::Join {
+            (
+                text,
+                proptest::option::of(text),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(room, token, have_version)| ClientMsg::Join {
                     room,
                     token,
                     have_version
-                }
-            ),
+                }),
             text.prop_map(|room| ClientMsg::Leave { room }),
             (text, any::<u64>(), "[A-Za-z0-9+/=]{0,40}", text).prop_map(
                 |(room, version, data, content_type)| ClientMsg::Snapshot {
@@ -334,7 +339,11 @@ mod tests {
 
     fn check_rejection(r: &Rejected) -> Result<(), TestCaseError> {
         prop_assert!(r.code == code::BAD_MESSAGE || r.code == code::UNKNOWN_TYPE);
-        prop_assert!(r.message.len() <= MAX_REJECTED_MESSAGE, "{} bytes", r.message.len());
+        prop_assert!(
+            r.message.len() <= MAX_REJECTED_MESSAGE,
+            "{} bytes",
+            r.message.len()
+        );
         Ok(())
     }
 
@@ -372,15 +381,49 @@ mod tests {
         }
     }
 
+    /// Found by the `ws_message` fuzz target: a float id was parsed inexactly, so the
+    /// `pong` carried another number than the `ping` and a client could not match them.
+    #[test]
+    fn a_ping_id_comes_back_exactly() {
+        for id in [
+            "2e-24",
+            "0.1",
+            "1.7976931348623157e308",
+            "5e-324",
+            "123456.789",
+        ] {
+            let Ok(ClientMsg::Ping { id: Some(v) }) =
+                parse_client(&format!(r#"{{"type":"ping","id":{id}}}"#))
+            else {
+                panic!("ping {id} not parsed");
+            };
+            let pong = ServerMsg::Pong { id: Some(v) }.to_json();
+            let back: f64 = serde_json::from_str::<serde_json::Value>(&pong).unwrap()["id"]
+                .as_f64()
+                .unwrap();
+            assert_eq!(back, id.parse::<f64>().unwrap(), "{pong}");
+        }
+    }
+
     #[test]
     fn a_rejection_never_echoes_a_large_value() {
         // serde quotes the offending string; it must not come back whole.
         let big = "x".repeat(60_000);
-        let r = parse_client(&format!(r#"{{"type":"join","room":"a","have_version":"{big}"}}"#))
-            .unwrap_err();
+        let r = parse_client(&format!(
+            r#"{{"type":"join","room":"a","have_version":"{big}"}}"#
+        ))
+        .unwrap_err();
         assert_eq!(r.code, code::BAD_MESSAGE);
-        assert!(r.message.len() <= MAX_REJECTED_MESSAGE, "{}", r.message.len());
-        assert!(r.message.starts_with("invalid join: invalid type: string"), "{}", r.message);
+        assert!(
+            r.message.len() <= MAX_REJECTED_MESSAGE,
+            "{}",
+            r.message.len()
+        );
+        assert!(
+            r.message.starts_with("invalid join: invalid type: string"),
+            "{}",
+            r.message
+        );
         assert!(r.message.ends_with('…'));
         // Multi-byte characters are cut on a boundary.
         let wide = "é".repeat(300);
@@ -388,13 +431,25 @@ mod tests {
             r#"{{"type":"snapshot","room":"a","version":"{wide}","data":""}}"#
         ))
         .unwrap_err();
-        assert!(r.message.len() <= MAX_REJECTED_MESSAGE, "{}", r.message.len());
-        assert!(r.message.contains("éé") && r.message.ends_with('…'), "{}", r.message);
+        assert!(
+            r.message.len() <= MAX_REJECTED_MESSAGE,
+            "{}",
+            r.message.len()
+        );
+        assert!(
+            r.message.contains("éé") && r.message.ends_with('…'),
+            "{}",
+            r.message
+        );
         // An unknown type is shown escaped: 40 astral characters are 400 bytes of escapes
         // (found by the property test below).
         let r = parse_client(&format!(r#"{{"type":"{}"}}"#, "\u{18cd6}".repeat(50))).unwrap_err();
         assert_eq!(r.code, code::UNKNOWN_TYPE);
-        assert!(r.message.len() <= MAX_REJECTED_MESSAGE, "{}", r.message.len());
+        assert!(
+            r.message.len() <= MAX_REJECTED_MESSAGE,
+            "{}",
+            r.message.len()
+        );
     }
 
     #[test]
