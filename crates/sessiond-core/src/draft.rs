@@ -214,4 +214,29 @@ mod tests {
         assert_eq!(names, ["clip.webm", "clip-2.webm", "pic.png"]);
         assert_eq!(m.principal.0, "user:a");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn id_model(s: &str, max: usize) -> bool {
+            !s.is_empty()
+                && s.len() <= max
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn conversation_ids_follow_the_rule(s in prop_oneof!["(?s).{0,140}", "[A-Za-z0-9._:/ -]{0,140}"]) {
+                prop_assert_eq!(validate_conversation(&s).is_ok(), id_model(&s, MAX_CONVERSATION_LEN));
+                let name = !s.starts_with('.')
+                    && !s.contains(':')
+                    && id_model(&s, MAX_ATTACHMENT_NAME_LEN);
+                prop_assert_eq!(validate_attachment_name(&s).is_ok(), name);
+            }
+        }
+    }
 }

@@ -189,3 +189,105 @@ impl FromRequestParts<AppState> for Admin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::edge::cookie_count;
+    use axum::http::HeaderValue;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    fn headers(cookies: &[String], authorization: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for c in cookies {
+            if let Ok(v) = HeaderValue::from_str(c) {
+                h.append(header::COOKIE, v);
+            }
+        }
+        if let Some(a) = authorization.and_then(|a| HeaderValue::from_str(a).ok()) {
+            h.insert(header::AUTHORIZATION, a);
+        }
+        h
+    }
+
+    /// A cookie pair as browsers and attackers write them: the session cookie's name,
+    /// with stray spaces, or another name.
+    fn pair() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("sid".to_owned()),
+            Just(" sid".to_owned()),
+            Just("sid ".to_owned()),
+            "[a-z]{1,4}",
+        ];
+        let value = prop_oneof![
+            any::<[u8; 32]>().prop_map(|b| URL_SAFE_NO_PAD.encode(b)),
+            "[ -~]{0,50}",
+        ];
+        (name, value).prop_map(|(n, v)| format!("{n}={v}"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn the_reader_picks_only_cookies_the_duplicate_guard_counts(
+            cookies in proptest::collection::vec(
+                proptest::collection::vec(pair(), 0..4).prop_map(|v| v.join("; ")),
+                0..3,
+            ),
+            raw in "(?s).{0,80}",
+        ) {
+            let mut all = cookies.clone();
+            all.push(raw);
+            let h = headers(&all, None);
+            let count = cookie_count(&h, "sid");
+            match cookie_value(&h, "sid") {
+                Some(v) => {
+                    prop_assert!(count >= 1);
+                    let t = request_token(&h, "sid").expect("a cookie is presented");
+                    prop_assert_eq!(t.source, TokenSource::Cookie);
+                    prop_assert_eq!(t.hash, Token::parse(&v).map(|t| t.hash()));
+                }
+                None => prop_assert!(request_token(&h, "sid").is_none()),
+            }
+        }
+
+        #[test]
+        fn a_bearer_header_wins_and_is_a_token_only_in_canonical_form(
+            bytes in any::<[u8; 32]>(),
+            garbage in "[ -~]{0,60}",
+            prefix in prop_oneof![Just("Bearer "), Just("bearer ")],
+        ) {
+            let token = URL_SAFE_NO_PAD.encode(bytes);
+            let cookie = [format!("sid={token}")];
+            let h = headers(&cookie, Some(&format!("{prefix}{token}")));
+            let t = request_token(&h, "sid").unwrap();
+            prop_assert_eq!(t.source, TokenSource::Bearer);
+            prop_assert_eq!(t.hash, Token::parse(&token).map(|t| t.hash()));
+            prop_assert!(t.hash.is_some());
+            let h = headers(&[], Some(&format!("Bearer {garbage}")));
+            let t = request_token(&h, "sid").unwrap();
+            let canonical = URL_SAFE_NO_PAD
+                .decode(garbage.trim())
+                .is_ok_and(|b| b.len() == 32);
+            prop_assert_eq!(t.hash.is_some(), canonical);
+        }
+    }
+
+    #[test]
+    fn a_cookie_is_found_among_others_and_never_by_prefix() {
+        let token = Token::generate();
+        let t = token.as_str();
+        let h = headers(&[format!("a=1; sid={t}; b=2")], None);
+        assert_eq!(cookie_value(&h, "sid").as_deref(), Some(t));
+        let h = headers(&[format!("sidx={t}; xsid={t}")], None);
+        assert_eq!(cookie_value(&h, "sid"), None);
+        assert!(request_token(&h, "sid").is_none());
+        // A value that is not a token is presented but names no session.
+        let h = headers(&["sid=nope".to_owned()], None);
+        let p = request_token(&h, "sid").unwrap();
+        assert!(p.hash.is_none() && p.source == TokenSource::Cookie);
+    }
+}

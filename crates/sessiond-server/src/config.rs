@@ -1375,4 +1375,79 @@ mod tests {
         assert!(checked("dev = true\nlisten = \"[::1]:7878\"").is_ok());
         assert!(checked("listen = \"0.0.0.0:7878\"").is_ok());
     }
+
+    mod props {
+        use super::*;
+        use figment::Provider;
+        use proptest::prelude::*;
+
+        /// Every leaf key of the defaults, dotted (`roles.editor.idle_timeout`).
+        fn keys() -> Vec<String> {
+            fn walk(prefix: &str, v: &figment::value::Value, out: &mut Vec<String>) {
+                match v.as_dict() {
+                    Some(d) => {
+                        for (k, v) in d {
+                            let key = if prefix.is_empty() {
+                                k.clone()
+                            } else {
+                                format!("{prefix}.{k}")
+                            };
+                            walk(&key, v, out);
+                        }
+                    }
+                    None => out.push(prefix.to_owned()),
+                }
+            }
+            let data = Figment::from(Toml::string(DEFAULTS_TOML))
+                .data()
+                .expect("defaults");
+            let mut out = Vec::new();
+            for dict in data.values() {
+                for (k, v) in dict {
+                    walk(k, v, &mut out);
+                }
+            }
+            out
+        }
+
+        /// A TOML value literal of any shape a key might wrongly or rightly get.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                Just(u64::MAX.to_string()),
+                prop_oneof![Just("true"), Just("false")].prop_map(str::to_owned),
+                "[0-9]{1,22}(ns|ms|s|m|h|d|y|years)?".prop_map(|s| format!("{s:?}")),
+                "(?s).{0,30}".prop_map(|s| format!("{s:?}")),
+                "[a-z0-9:/.*\\[\\]-]{0,30}".prop_map(|s| format!("{s:?}")),
+                proptest::collection::vec("[ -~]{0,10}", 0..3).prop_map(|v| format!("{v:?}")),
+                Just("{ a = 1 }".to_owned()),
+                Just("1.5e300".to_owned()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Any override of any key loads to a config or a clear error, and a loaded
+            /// one validates or names what is wrong: never a panic.
+            #[test]
+            fn any_override_loads_or_fails_cleanly(
+                picks in proptest::collection::vec((any::<proptest::sample::Index>(), value()), 1..4),
+            ) {
+                let keys = keys();
+                let doc: String = picks
+                    .iter()
+                    .map(|(i, v)| format!("{} = {v}\n", i.get(&keys)))
+                    .collect();
+                let Ok(mut c) = Config::from_toml(&doc) else {
+                    return Ok(());
+                };
+                c.cookie.name = c.cookie_name();
+                match c.validate() {
+                    Ok(()) => prop_assert!(c.policies().validate().is_ok(), "{doc}"),
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+            }
+        }
+    }
 }

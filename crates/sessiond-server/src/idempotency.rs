@@ -168,4 +168,32 @@ mod tests {
         assert_ne!(fingerprint(false), fingerprint(true));
         assert_ne!(keys(1).key_hash("abcdefgh"), keys(1).key_hash("abcdefgi"));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn keys_follow_the_rule(key in prop_oneof!["(?s).{0,300}", "[!-~]{0,300}"]) {
+                let model = (MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len())
+                    && key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+                prop_assert_eq!(validate_key(&key).is_ok(), model);
+            }
+
+            #[test]
+            fn a_valid_key_seals_and_only_it_unseals(key in "[!-~]{8,255}", other in "[!-~]{8,40}", junk in proptest::collection::vec(any::<u8>(), 0..80)) {
+                let k = keys(3);
+                let t = Token::generate();
+                let sealed = k.seal(&key, &t);
+                prop_assert_eq!(k.unseal(&key, &sealed), Some(t));
+                if other != key {
+                    prop_assert_eq!(k.unseal(&other, &sealed), None);
+                }
+                prop_assert_eq!(k.unseal(&key, &junk), None);
+            }
+        }
+    }
 }

@@ -483,4 +483,120 @@ mod tests {
         assert!(validate_user_id("ünï").is_err());
         assert!(validate_user_id(&"x".repeat(129)).is_err());
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A claim value: mostly plausible, sometimes extreme or of the wrong type.
+        fn number() -> impl Strategy<Value = serde_json::Value> {
+            let now_s = NOW / 1000;
+            prop_oneof![
+                (-400i64..400).prop_map(move |d| serde_json::json!(now_s + d)),
+                any::<i64>().prop_map(|n| serde_json::json!(n)),
+                Just(serde_json::json!(i64::MAX)),
+                Just(serde_json::json!(i64::MIN)),
+                Just(serde_json::json!(1.5)),
+                Just(serde_json::json!("soon")),
+                Just(serde_json::Value::Null),
+            ]
+        }
+
+        fn text() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                "[ -~]{0,20}".prop_map(serde_json::Value::String),
+                "(?s).{0,20}".prop_map(serde_json::Value::String),
+                Just(serde_json::json!("x".repeat(300))),
+                Just(serde_json::json!(7)),
+            ]
+        }
+
+        fn rooms() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                proptest::collection::vec("[a-z*:.-]{0,6}", 0..4)
+                    .prop_map(|v| serde_json::json!(v)),
+                Just(serde_json::json!(vec!["r"; 300])),
+                Just(serde_json::json!("lobby")),
+            ]
+        }
+
+        /// Claims with every field present, absent or odd.
+        fn claims_json() -> impl Strategy<Value = serde_json::Value> {
+            let role = prop_oneof![Just(serde_json::json!("viewer")), text()];
+            let aud = prop_oneof![
+                Just(serde_json::json!("sessiond")),
+                Just(serde_json::json!(["other", "sessiond"])),
+                text(),
+            ];
+            (
+                proptest::option::of(text()),
+                proptest::option::of(role),
+                proptest::option::of(number()),
+                proptest::option::of(number()),
+                proptest::option::of(number()),
+                proptest::option::of(aud),
+                proptest::option::of(text()),
+                proptest::option::of(rooms()),
+            )
+                .prop_map(|(sub, role, exp, iat, nbf, aud, jti, rooms)| {
+                    let mut m = serde_json::Map::new();
+                    for (k, v) in [
+                        ("sub", sub),
+                        ("role", role),
+                        ("exp", exp),
+                        ("iat", iat),
+                        ("nbf", nbf),
+                        ("aud", aud),
+                        ("jti", jti),
+                        ("rooms", rooms),
+                    ] {
+                        if let Some(v) = v {
+                            m.insert(k.to_owned(), v);
+                        }
+                    }
+                    serde_json::Value::Object(m)
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn signed_claims_are_verified_by_every_rule(c in claims_json()) {
+                let t = tickets();
+                let now_s = NOW / 1000;
+                let Ok(ok) = t.verify(&sign(&c), NOW, |r| r == "viewer") else {
+                    return Ok(());
+                };
+                prop_assert!(validate_user_id(&ok.sub).is_ok());
+                prop_assert_eq!(ok.role.as_str(), "viewer");
+                prop_assert!(ok.jti.as_ref().is_some_and(|j| !j.is_empty() && j.len() <= MAX_JTI));
+                prop_assert!(ok.exp + t.leeway_s() > now_s);
+                prop_assert!(ok.nbf.is_none_or(|n| n <= now_s + t.leeway_s()));
+                let age_ok = match ok.iat {
+                    Some(iat) => iat <= now_s + t.leeway_s() && now_s - iat <= 300 + t.leeway_s(),
+                    None => ok.exp - now_s <= 300 + t.leeway_s(),
+                };
+                prop_assert!(age_ok);
+                if let Some(r) = &ok.rooms {
+                    prop_assert!(r.len() <= MAX_ROOMS);
+                    prop_assert!(r.iter().all(|p| sessiond_core::rooms::validate_pattern(p).is_ok()));
+                }
+                // The same user, role and rooms minted afresh verify again.
+                let minted = t.mint(&ok.sub, &ok.role, ok.rooms.clone(), 60, NOW).unwrap();
+                let again = t.verify(&minted, NOW, |r| r == "viewer").unwrap();
+                prop_assert_eq!((again.sub, again.rooms), (ok.sub, ok.rooms));
+            }
+
+            #[test]
+            fn arbitrary_text_is_a_malformed_ticket(s in "(?s).{0,200}", dots in "[A-Za-z0-9_.-]{0,120}") {
+                for input in [s, dots] {
+                    match tickets().verify(&input, NOW, |_| true) {
+                        Err(ApiError::InvalidTicket(_)) => {}
+                        other => prop_assert!(false, "{input:?} gave {:?}", other.map(|c| c.sub)),
+                    }
+                }
+            }
+        }
+    }
 }

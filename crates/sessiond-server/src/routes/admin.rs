@@ -225,7 +225,8 @@ pub struct AuditView {
     pub user_agent: Option<String>,
     pub last_activity_at: Option<String>,
     pub reason: Option<String>,
-    #[schema(value_type = Object)]
+    /// The event's own details; `null` for events that have none.
+    #[schema(value_type = Option<Object>)]
     pub detail: serde_json::Value,
 }
 

@@ -141,4 +141,19 @@ mod tests {
             assert!(doc["paths"].get(p).is_some(), "{p} missing");
         }
     }
+
+    /// Found by schemathesis: events without details are served with `"detail": null`.
+    #[test]
+    fn audit_detail_may_be_null() {
+        let doc: serde_json::Value = serde_json::from_str(super::document()).unwrap();
+        let detail = &doc["components"]["schemas"]["AuditView"]["properties"]["detail"];
+        let types = &detail["type"];
+        assert!(
+            types == &serde_json::json!(["object", "null"])
+                || detail["oneOf"]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|s| s["type"] == "null")),
+            "{detail}"
+        );
+    }
 }

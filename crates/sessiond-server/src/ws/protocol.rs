@@ -262,12 +262,29 @@ pub struct Rejected {
     pub message: String,
 }
 
+/// Longest `Rejected::message`, in bytes. serde's errors quote the offending value, so a
+/// large string in the wrong field would otherwise be echoed back whole.
+pub const MAX_REJECTED_MESSAGE: usize = 200;
+
+/// `message` cut to [`MAX_REJECTED_MESSAGE`] bytes on a character boundary, marked `…`.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_REJECTED_MESSAGE {
+        let mut end = MAX_REJECTED_MESSAGE - '…'.len_utf8();
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
 /// Parses a client text frame: malformed JSON or a missing/invalid field is
 /// `bad_message`, a `type` the server does not know is `unknown_type`.
 pub fn parse_client(text: &str) -> Result<ClientMsg, Rejected> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Rejected {
         code: code::BAD_MESSAGE,
-        message: format!("malformed JSON: {e}"),
+        message: bounded(format!("malformed JSON: {e}")),
     })?;
     let ty = match v.get("type") {
         Some(serde_json::Value::String(t)) => t.clone(),
@@ -282,18 +299,171 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, Rejected> {
         let shown: String = ty.chars().take(40).collect();
         return Err(Rejected {
             code: code::UNKNOWN_TYPE,
-            message: format!("unknown message type {shown:?}"),
+            // Debug-escaped, 40 characters can still be 400 bytes.
+            message: bounded(format!("unknown message type {shown:?}")),
         });
     }
     serde_json::from_value(v).map_err(|e| Rejected {
         code: code::BAD_MESSAGE,
-        message: format!("invalid {ty}: {e}"),
+        message: bounded(format!("invalid {ty}: {e}")),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Any client message the protocol can express.
+    fn client_msg() -> impl Strategy<Value = ClientMsg> {
+        let text = ".{0,40}";
+        let id = prop_oneof![
+            Just(None),
+            any::<i64>().prop_map(|n| Some(n.into())),
+            any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+                .map(|n| Some(serde_json::Value::Number(n)))),
+            text.prop_map(|s| Some(serde_json::Value::String(s))),
+        ];
+        prop_oneof![
+            id.prop_map(|id| ClientMsg::Ping { id }),
+            Just(ClientMsg::Activity),
+            Just(ClientMsg::Renew),
+            (
+                text,
+                proptest::option::of(text),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(room, token, have_version)| ClientMsg::Join {
+                    room,
+                    token,
+                    have_version
+                }),
+            text.prop_map(|room| ClientMsg::Leave { room }),
+            (text, any::<u64>(), "[A-Za-z0-9+/=]{0,40}", text).prop_map(
+                |(room, version, data, content_type)| ClientMsg::Snapshot {
+                    room,
+                    version,
+                    data,
+                    content_type
+                }
+            ),
+        ]
+    }
+
+    fn check_rejection(r: &Rejected) -> Result<(), TestCaseError> {
+        prop_assert!(r.code == code::BAD_MESSAGE || r.code == code::UNKNOWN_TYPE);
+        prop_assert!(
+            r.message.len() <= MAX_REJECTED_MESSAGE,
+            "{} bytes",
+            r.message.len()
+        );
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_text_decodes_or_is_rejected_with_a_stable_code(text in "(?s).{0,300}") {
+            if let Err(r) = parse_client(&text) {
+                check_rejection(&r)?;
+            }
+        }
+
+        #[test]
+        fn json_objects_decode_or_are_rejected_with_a_stable_code(
+            ty in prop_oneof![Just("join".to_owned()), Just("snapshot".to_owned()), ".{0,300}"],
+            field in "[a-z_]{1,12}",
+            value in prop_oneof![
+                ".{0,400}".prop_map(serde_json::Value::String),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Null),
+            ],
+        ) {
+            let text = serde_json::json!({"type": ty, field: value}).to_string();
+            if let Err(r) = parse_client(&text) {
+                check_rejection(&r)?;
+            }
+        }
+
+        #[test]
+        fn every_client_message_round_trips(m in client_msg()) {
+            let text = serde_json::to_string(&m).unwrap();
+            prop_assert_eq!(parse_client(&text), Ok(m));
+        }
+    }
+
+    /// Found by the `ws_message` fuzz target: a float id was parsed inexactly, so the
+    /// `pong` carried another number than the `ping` and a client could not match them.
+    #[test]
+    fn a_ping_id_comes_back_exactly() {
+        for id in [
+            "2e-24",
+            "0.1",
+            "1.7976931348623157e308",
+            "5e-324",
+            "123456.789",
+        ] {
+            let Ok(ClientMsg::Ping { id: Some(v) }) =
+                parse_client(&format!(r#"{{"type":"ping","id":{id}}}"#))
+            else {
+                panic!("ping {id} not parsed");
+            };
+            let pong = ServerMsg::Pong { id: Some(v) }.to_json();
+            let back: f64 = serde_json::from_str::<serde_json::Value>(&pong).unwrap()["id"]
+                .as_f64()
+                .unwrap();
+            assert_eq!(back, id.parse::<f64>().unwrap(), "{pong}");
+        }
+    }
+
+    #[test]
+    fn a_rejection_never_echoes_a_large_value() {
+        // serde quotes the offending string; it must not come back whole.
+        let big = "x".repeat(60_000);
+        let r = parse_client(&format!(
+            r#"{{"type":"join","room":"a","have_version":"{big}"}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(r.code, code::BAD_MESSAGE);
+        assert!(
+            r.message.len() <= MAX_REJECTED_MESSAGE,
+            "{}",
+            r.message.len()
+        );
+        assert!(
+            r.message.starts_with("invalid join: invalid type: string"),
+            "{}",
+            r.message
+        );
+        assert!(r.message.ends_with('…'));
+        // Multi-byte characters are cut on a boundary.
+        let wide = "é".repeat(300);
+        let r = parse_client(&format!(
+            r#"{{"type":"snapshot","room":"a","version":"{wide}","data":""}}"#
+        ))
+        .unwrap_err();
+        assert!(
+            r.message.len() <= MAX_REJECTED_MESSAGE,
+            "{}",
+            r.message.len()
+        );
+        assert!(
+            r.message.contains("éé") && r.message.ends_with('…'),
+            "{}",
+            r.message
+        );
+        // An unknown type is shown escaped: 40 astral characters are 400 bytes of escapes
+        // (found by the property test below).
+        let r = parse_client(&format!(r#"{{"type":"{}"}}"#, "\u{18cd6}".repeat(50))).unwrap_err();
+        assert_eq!(r.code, code::UNKNOWN_TYPE);
+        assert!(
+            r.message.len() <= MAX_REJECTED_MESSAGE,
+            "{}",
+            r.message.len()
+        );
+    }
 
     #[test]
     fn parses_every_client_type() {
