@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The one benchmark command: builds the load tool (crates/sessiond-bench) in release mode,
+# runs its scenarios (hot path, session creation) against their built-in baselines in
+# interleaved rounds, and rewrites docs/benchmarks.md. Takes a few minutes on 2 cores.
+# Extra arguments go to the tool (e.g. `--duration 8s --rounds 5`, `--no-redis`);
+# BENCH_DURATION and BENCH_ROUNDS set the defaults below.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+
+cargo build --release -p sessiond-bench
+
+commit="$(git rev-parse --short HEAD 2>/dev/null || true)"
+if [ -n "$commit" ] && ! git diff --quiet HEAD 2>/dev/null; then
+  commit="$commit with local changes"
+fi
+# Each client holds one connection; leave room for more clients than the default limit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+./target/release/sessiond-bench all \
+  --duration "${BENCH_DURATION:-6s}" \
+  --rounds "${BENCH_ROUNDS:-3}" \
+  --commit "$commit" \
+  --out docs/benchmarks.md \
+  "$@"
+echo "wrote docs/benchmarks.md"
