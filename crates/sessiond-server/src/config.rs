@@ -19,6 +19,10 @@ pub const DEFAULTS_TOML: &str = include_str!("../assets/sessiond.example.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// When set, the admin API, the admin page, metrics and readiness are served here
+    /// only, and the public `listen` answers 404 for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub store: StoreKind,
     pub dev: bool,
@@ -959,6 +963,18 @@ impl Config {
                  it has a well-known admin key and mints sign-in tickets for anyone",
                 self.listen
             ));
+        }
+        if let Some(internal) = self.internal_listen {
+            if internal == self.listen && internal.port() != 0 {
+                return invalid(format!(
+                    "internal_listen must differ from listen (both are {internal})"
+                ));
+            }
+            if self.dev && !internal.ip().is_loopback() {
+                return invalid(format!(
+                    "dev mode listens only on a loopback address, not internal_listen = {internal}"
+                ));
+            }
         }
         if self.store == StoreKind::Sqlite && self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir must not be empty with store = \"sqlite\"".into());
