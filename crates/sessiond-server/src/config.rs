@@ -722,6 +722,34 @@ impl Config {
         }
     }
 
+    /// A copy for showing (`sessiond config print`): every secret replaced by
+    /// `[redacted]` when set (left empty when empty, so "not set" stays visible), a Redis
+    /// URL's credentials redacted. `sha256:` key digests stay: they are not secrets.
+    pub fn masked(&self) -> Config {
+        let mask = |s: &Secret| {
+            if s.is_empty() {
+                Secret::default()
+            } else {
+                Secret::from("[redacted]")
+            }
+        };
+        let mut c = self.clone();
+        c.api_keys = c.api_keys.iter().map(mask).collect();
+        for k in &mut c.keys {
+            if hashed_key(&k.key).is_none() {
+                k.key = mask(&k.key);
+            }
+        }
+        c.server_secret = mask(&c.server_secret);
+        c.tickets.hs256_secret = mask(&c.tickets.hs256_secret);
+        c.drafts.encryption_key = mask(&c.drafts.encryption_key);
+        c.drafts.decryption_keys = c.drafts.decryption_keys.iter().map(mask).collect();
+        if let StoreKind::Redis(url) = &c.store {
+            c.store = StoreKind::Redis(redact_url(url));
+        }
+        c
+    }
+
     /// Every API key as id, scope and SHA-256: `api_keys` entries are admin keys named
     /// `api_keys.<index>`, then the `[[keys]]` entries (validated: hashes are well formed).
     pub fn resolved_keys(&self) -> Vec<ResolvedKey> {
@@ -1512,6 +1540,29 @@ mod tests {
             let c = Config::from_toml(&format!("[cookie]\ndomain = {domain:?}")).unwrap();
             assert!(c.validate().is_ok(), "{domain}");
         }
+    }
+
+    #[test]
+    fn masked_hides_every_secret() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let c = Config::from_toml(&format!(
+            "store = \"redis://app:SECRET-redis@h:6379\"\napi_keys = [\"SECRET-api\"]\n\
+             server_secret = \"SECRET-server-secret\"\n\
+             [[keys]]\nid = \"a\"\nscope = \"read\"\nkey = \"SECRET-plain-key\"\n\
+             [[keys]]\nid = \"b\"\nscope = \"read\"\nkey = \"{digest}\"\n\
+             [tickets]\nhs256_secret = \"SECRET-hs256-0123456789abcdef0123\"\n\
+             [drafts]\nencryption_key = \"SECRET-enc\"\ndecryption_keys = [\"SECRET-dec\"]\n"
+        ))
+        .unwrap();
+        let shown = serde_json::to_string(&c.masked()).unwrap();
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains(&digest), "digests are no secrets");
+        assert!(shown.contains("[redacted]"));
+        let plain = serde_json::to_string(&c).unwrap();
+        assert!(
+            plain.contains("SECRET-plain-key"),
+            "the original is untouched"
+        );
     }
 
     #[test]
