@@ -55,10 +55,11 @@ pub async fn split(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// The Content-Security-Policy of the embedded pages: their own scripts and styles only,
 /// never framed (the admin page's buttons cannot be clickjacked), no plugins, forms and
-/// `<base>` pinned to this origin.
+/// `<base>` pinned to this origin. `blob:` for media and fetches: the demo plays back the
+/// voice clips it recorded from object URLs it made itself.
 pub const HTML_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-     form-action 'self'; frame-ancestors 'none'";
+     img-src 'self' data:; media-src 'self' blob:; connect-src 'self' blob:; \
+     object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Adds the security headers every HTML page carries.
 pub fn html_headers(h: &mut axum::http::HeaderMap) {
