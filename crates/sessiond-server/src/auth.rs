@@ -2,6 +2,7 @@
 //! the cross-origin check for cookie-authenticated writes (own routes and forward-auth),
 //! and the admin API key.
 
+use crate::config::KeyScope;
 use crate::error::ApiError;
 use crate::origin;
 use crate::state::AppState;
@@ -161,8 +162,49 @@ pub async fn authenticate(
     })
 }
 
-/// A caller holding one of the configured API keys.
-pub struct Admin;
+/// The API key a request presents, matched against every configured key in constant
+/// time (SHA-256 digests compared with `subtle`; every key is compared, so timing says
+/// neither whether nor which one matched). Errors are 403 `forbidden`.
+fn presented_key(parts: &Parts, state: &AppState) -> Result<(String, KeyScope), ApiError> {
+    use sha2::{Digest, Sha256};
+    let key = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::Forbidden("an API key is required".into()))?;
+    let digest: [u8; 32] = Sha256::digest(key.trim().as_bytes()).into();
+    let mut found: Option<(String, KeyScope)> = None;
+    for k in state.config.resolved_keys() {
+        if bool::from(k.digest.ct_eq(&digest)) && found.is_none() {
+            found = Some((k.id, k.scope));
+        }
+    }
+    found.ok_or_else(|| ApiError::Forbidden("invalid API key".into()))
+}
+
+/// Refuses a key whose scope is not among `allowed`.
+fn require(
+    parts: &Parts,
+    state: &AppState,
+    allowed: &[KeyScope],
+    what: &str,
+) -> Result<String, ApiError> {
+    let (id, scope) = presented_key(parts, state)?;
+    if allowed.contains(&scope) {
+        Ok(id)
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "this key's scope ({}) does not allow {what}",
+            scope.as_str()
+        )))
+    }
+}
+
+/// A caller holding an `admin` key; `key` is its id (for the audit trail).
+pub struct Admin {
+    pub key: String,
+}
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
@@ -171,22 +213,47 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::Forbidden("an API key is required".into()))?;
-        let mut ok = false;
-        for k in &state.config.api_keys {
-            // Constant time per key; every key is compared so timing does not say which.
-            ok |= bool::from(k.as_bytes().ct_eq(key.as_bytes()));
-        }
-        if ok {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Forbidden("invalid API key".into()))
-        }
+        let key = require(parts, state, &[KeyScope::Admin], "changes")?;
+        Ok(Admin { key })
+    }
+}
+
+/// A caller holding an `admin` or `read` key: reading sessions, audit, rooms.
+pub struct Reader {
+    pub key: String,
+}
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = require(parts, state, &[KeyScope::Admin, KeyScope::Read], "reading")?;
+        Ok(Reader { key })
+    }
+}
+
+/// A caller holding an `admin` or `tickets` key: minting sign-in tickets.
+pub struct TicketMinter {
+    pub key: String,
+}
+
+impl FromRequestParts<AppState> for TicketMinter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = require(
+            parts,
+            state,
+            &[KeyScope::Admin, KeyScope::Tickets],
+            "minting tickets",
+        )?;
+        Ok(TicketMinter { key })
     }
 }
 

@@ -6,6 +6,7 @@
 use crate::bus::Bus;
 use crate::cluster::Node;
 use crate::config::{Config, ConfigError, StoreKind};
+use crate::routes::listeners::Side;
 use crate::sessions::SessionService;
 use crate::state::{AppState, Inner};
 use crate::tickets::Tickets;
@@ -239,17 +240,35 @@ impl Server {
         (self.router, self.guard)
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then stops accepting, closes
-    /// connections and flushes pending writes.
+    /// Serves on `listener` (and on `internal_listen` when the configuration sets it)
+    /// until `shutdown` resolves, then stops accepting, closes connections and flushes
+    /// pending writes.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        let internal = match self.state.config.internal_listen {
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+            None => None,
+        };
+        self.serve_split(listener, internal, shutdown).await
+    }
+
+    /// [`Server::serve`] with the internal listener bound by the caller (the
+    /// configuration's `internal_listen` must be set for the split to apply).
+    pub async fn serve_split(
+        self,
+        listener: tokio::net::TcpListener,
+        internal: Option<tokio::net::TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         // The configuration's `listen` was checked; an embedder's listener is checked here.
-        let addr = listener.local_addr()?;
-        if self.state.config.dev && !addr.ip().is_loopback() {
-            return Err(ServerError::DevNotLoopback(addr));
+        for l in std::iter::once(&listener).chain(internal.as_ref()) {
+            let addr = l.local_addr()?;
+            if self.state.config.dev && !addr.ip().is_loopback() {
+                return Err(ServerError::DevNotLoopback(addr));
+            }
         }
         let http = self.state.config.http.clone();
         let (router, guard) = self.into_parts();
@@ -259,8 +278,19 @@ impl Server {
             shutdown.await;
             trigger.cancel();
         });
+        let public = router.clone().layer(axum::Extension(Side::Public));
         // Our own loop, not `axum::serve`: it has the timers and connection caps.
-        crate::serve::serve(listener, router, &http, token).await;
+        let public_loop = crate::serve::serve(listener, public, &http, token.clone());
+        match internal {
+            Some(internal) => {
+                let router = router.layer(axum::Extension(Side::Internal));
+                tokio::join!(
+                    public_loop,
+                    crate::serve::serve(internal, router, &http, token)
+                );
+            }
+            None => public_loop.await,
+        }
         // Give connection tasks a moment to send their goodbyes, then flush.
         tokio::time::sleep(Duration::from_millis(50)).await;
         guard.shutdown().await;

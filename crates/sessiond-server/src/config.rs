@@ -19,10 +19,17 @@ pub const DEFAULTS_TOML: &str = include_str!("../assets/sessiond.example.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// When set, the admin API, the admin page, metrics and readiness are served here
+    /// only, and the public `listen` answers 404 for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub store: StoreKind,
     pub dev: bool,
     pub api_keys: Vec<Secret>,
+    /// API keys with an id and a scope (`[[keys]]`); `api_keys` are admin keys.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyConfig>,
     pub default_role: String,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<String>,
@@ -417,6 +424,58 @@ pub struct RoleConfig {
 /// Which backend holds the sessions: `memory`, `sqlite` (in `data_dir`) or a Redis URL
 /// (`redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://`, each also with
 /// `rediss+`), which makes the node part of a cluster. Written as that string in files,
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScope {
+    /// Everything in the admin API.
+    Admin,
+    /// Reading only: sessions, the audit trail, rooms and connections.
+    Read,
+    /// Minting sign-in tickets only (`POST /v1/admin/tickets`).
+    Tickets,
+}
+
+impl KeyScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Admin => "admin",
+            KeyScope::Read => "read",
+            KeyScope::Tickets => "tickets",
+        }
+    }
+}
+
+/// One `[[keys]]` entry: `key` is the key itself or `sha256:<64 hex digits>`, the
+/// SHA-256 of it (so the configuration need not hold the key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Names the key in the audit trail and in logs.
+    pub id: String,
+    pub key: Secret,
+    pub scope: KeyScope,
+}
+
+/// A configured key ready for comparison: its id, its scope and the SHA-256 of the key.
+#[derive(Clone)]
+pub struct ResolvedKey {
+    pub id: String,
+    pub scope: KeyScope,
+    pub digest: [u8; 32],
+}
+
+/// The SHA-256 of `sha256:<hex>`, or `None` when `key` is not written that way.
+fn hashed_key(key: &str) -> Option<Result<[u8; 32], ()>> {
+    let hex_digits = key.strip_prefix("sha256:")?;
+    let mut out = [0u8; 32];
+    Some(
+        hex::decode_to_slice(hex_digits.to_ascii_lowercase(), &mut out)
+            .map(|()| out)
+            .map_err(drop),
+    )
+}
+
 /// `SESSIOND_STORE` and `--store`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -661,6 +720,59 @@ impl Config {
             roles,
             default_role: self.default_role.clone(),
         }
+    }
+
+    /// A copy for showing (`sessiond config print`): every secret replaced by
+    /// `[redacted]` when set (left empty when empty, so "not set" stays visible), a Redis
+    /// URL's credentials redacted. `sha256:` key digests stay: they are not secrets.
+    pub fn masked(&self) -> Config {
+        let mask = |s: &Secret| {
+            if s.is_empty() {
+                Secret::default()
+            } else {
+                Secret::from("[redacted]")
+            }
+        };
+        let mut c = self.clone();
+        c.api_keys = c.api_keys.iter().map(mask).collect();
+        for k in &mut c.keys {
+            if hashed_key(&k.key).is_none() {
+                k.key = mask(&k.key);
+            }
+        }
+        c.server_secret = mask(&c.server_secret);
+        c.tickets.hs256_secret = mask(&c.tickets.hs256_secret);
+        c.drafts.encryption_key = mask(&c.drafts.encryption_key);
+        c.drafts.decryption_keys = c.drafts.decryption_keys.iter().map(mask).collect();
+        if let StoreKind::Redis(url) = &c.store {
+            c.store = StoreKind::Redis(redact_url(url));
+        }
+        c
+    }
+
+    /// Every API key as id, scope and SHA-256: `api_keys` entries are admin keys named
+    /// `api_keys.<index>`, then the `[[keys]]` entries (validated: hashes are well formed).
+    pub fn resolved_keys(&self) -> Vec<ResolvedKey> {
+        use sha2::{Digest, Sha256};
+        let plain = |k: &str| -> [u8; 32] { Sha256::digest(k.as_bytes()).into() };
+        let legacy = self.api_keys.iter().enumerate().map(|(i, k)| ResolvedKey {
+            id: format!("api_keys.{i}"),
+            scope: KeyScope::Admin,
+            digest: plain(k),
+        });
+        let scoped = self.keys.iter().filter_map(|k| {
+            let digest = match hashed_key(&k.key) {
+                Some(Ok(d)) => d,
+                Some(Err(())) => return None,
+                None => plain(&k.key),
+            };
+            Some(ResolvedKey {
+                id: k.id.clone(),
+                scope: k.scope,
+                digest,
+            })
+        });
+        legacy.chain(scoped).collect()
     }
 
     /// Whether cookies carry `Secure` (always, unless dev mode or explicitly disabled).
@@ -960,6 +1072,18 @@ impl Config {
                 self.listen
             ));
         }
+        if let Some(internal) = self.internal_listen {
+            if internal == self.listen && internal.port() != 0 {
+                return invalid(format!(
+                    "internal_listen must differ from listen (both are {internal})"
+                ));
+            }
+            if self.dev && !internal.ip().is_loopback() {
+                return invalid(format!(
+                    "dev mode listens only on a loopback address, not internal_listen = {internal}"
+                ));
+            }
+        }
         if self.store == StoreKind::Sqlite && self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir must not be empty with store = \"sqlite\"".into());
         }
@@ -969,6 +1093,42 @@ impl Config {
                     "api_keys: a key must be printable ASCII without spaces (it is sent in a header)"
                         .into(),
                 );
+            }
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for k in &self.keys {
+            let id = &k.id;
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+                || id.starts_with("api_keys.")
+            {
+                return invalid(format!(
+                    "keys: id {id:?} must be 1 to 64 of A-Z a-z 0-9 _ - . : (and not start with api_keys.)"
+                ));
+            }
+            if !ids.insert(id.as_str()) {
+                return invalid(format!("keys: id {id:?} is used twice"));
+            }
+            match hashed_key(&k.key) {
+                Some(Ok(_)) => {}
+                Some(Err(())) => {
+                    return invalid(format!(
+                        "keys.{id}: key \"sha256:…\" must be followed by 64 hex digits (the SHA-256 of the key)"
+                    ))
+                }
+                None => {
+                    if !k.key.bytes().all(|b| b.is_ascii_graphic()) {
+                        return invalid(format!(
+                            "keys.{id}: key must be printable ASCII without spaces (it is sent in a header)"
+                        ));
+                    }
+                    if k.key.len() < 8 && !self.dev {
+                        return invalid(format!("keys.{id}: key must be at least 8 characters"));
+                    }
+                }
             }
         }
         if !self.server_secret.is_empty() && self.server_secret.len() < MIN_SERVER_SECRET {
@@ -1347,6 +1507,24 @@ mod tests {
             ("api_keys = [\"has a space\"]", "api_keys"),
             ("data_dir = \"\"", "data_dir"),
             (
+                "[[keys]]\nid = \"k\"\nscope = \"read\"\nkey = \"sha256:abc\"",
+                "keys.k: key \"sha256:",
+            ),
+            (
+                "[[keys]]\nid = \"k\"\nscope = \"read\"\nkey = \"short\"",
+                "keys.k: key must be at least 8",
+            ),
+            (
+                "[[keys]]\nid = \"k\"\nscope = \"read\"\nkey = \"long-enough-1\"\n\
+                 [[keys]]\nid = \"k\"\nscope = \"admin\"\nkey = \"long-enough-2\"",
+                "id \"k\" is used twice",
+            ),
+            (
+                "[[keys]]\nid = \"has space\"\nscope = \"read\"\nkey = \"long-enough-1\"",
+                "keys: id",
+            ),
+            ("internal_listen = \"127.0.0.1:7878\"", "internal_listen"),
+            (
                 "[cookie]\ndomain = \"example.com\\r\\nX: y\"",
                 "cookie.domain",
             ),
@@ -1362,6 +1540,58 @@ mod tests {
             let c = Config::from_toml(&format!("[cookie]\ndomain = {domain:?}")).unwrap();
             assert!(c.validate().is_ok(), "{domain}");
         }
+    }
+
+    #[test]
+    fn masked_hides_every_secret() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let c = Config::from_toml(&format!(
+            "store = \"redis://app:SECRET-redis@h:6379\"\napi_keys = [\"SECRET-api\"]\n\
+             server_secret = \"SECRET-server-secret\"\n\
+             [[keys]]\nid = \"a\"\nscope = \"read\"\nkey = \"SECRET-plain-key\"\n\
+             [[keys]]\nid = \"b\"\nscope = \"read\"\nkey = \"{digest}\"\n\
+             [tickets]\nhs256_secret = \"SECRET-hs256-0123456789abcdef0123\"\n\
+             [drafts]\nencryption_key = \"SECRET-enc\"\ndecryption_keys = [\"SECRET-dec\"]\n"
+        ))
+        .unwrap();
+        let shown = serde_json::to_string(&c.masked()).unwrap();
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains(&digest), "digests are no secrets");
+        assert!(shown.contains("[redacted]"));
+        let plain = serde_json::to_string(&c).unwrap();
+        assert!(
+            plain.contains("SECRET-plain-key"),
+            "the original is untouched"
+        );
+    }
+
+    #[test]
+    fn keys_resolve_to_digests_with_their_scope() {
+        use sha2::{Digest, Sha256};
+        let checked = |s: &str| {
+            let c = Config::from_toml(s)?;
+            c.validate().map(|()| c)
+        };
+        let hex = hex::encode(Sha256::digest(b"hashed-key-value"));
+        let c = checked(&format!(
+            "api_keys = [\"legacy-key-value\"]\n[[keys]]\nid = \"dash\"\nscope = \"read\"\n\
+             key = \"sha256:{hex}\"\n[[keys]]\nid = \"be\"\nscope = \"tickets\"\nkey = \"plain-key-value\""
+        ))
+        .unwrap();
+        let keys = c.resolved_keys();
+        let by = |id: &str| keys.iter().find(|k| k.id == id).unwrap().clone();
+        assert_eq!(by("api_keys.0").scope, KeyScope::Admin);
+        let d: [u8; 32] = Sha256::digest(b"legacy-key-value").into();
+        assert_eq!(by("api_keys.0").digest, d);
+        let d: [u8; 32] = Sha256::digest(b"hashed-key-value").into();
+        assert_eq!(by("dash").digest, d);
+        assert_eq!(by("dash").scope, KeyScope::Read);
+        let d: [u8; 32] = Sha256::digest(b"plain-key-value").into();
+        assert_eq!(by("be").digest, d);
+        assert_eq!(by("be").scope, KeyScope::Tickets);
+        assert!(
+            checked("[[keys]]\nid = \"x\"\nscope = \"root\"\nkey = \"plain-key-value\"").is_err()
+        );
     }
 
     #[test]

@@ -9,12 +9,12 @@ use std::path::PathBuf;
     name = "sessiond",
     version,
     about = "Session-lifecycle server for real-time web apps",
-    after_help = "Without a command, sessiond runs `serve --dev` (a local demo; never production)."
+    arg_required_else_help = true,
+    after_help = "Try it locally: `sessiond serve --dev` (a demo on 127.0.0.1:7878; never production)."
 )]
 pub struct Cli {
-    /// Without a subcommand, `sessiond` runs `serve --dev` (a local demo, never production).
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,6 +30,19 @@ pub enum Command {
     },
     /// Read the audit trail of a running server.
     Audit(AuditArgs),
+    /// Check or show the configuration (file, SESSIOND_* environment and flags).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration `serve` would use; exit code 1 with the reason if invalid.
+    Check(ServeArgs),
+    /// Print the effective configuration as TOML, secrets masked.
+    Print(ServeArgs),
 }
 
 #[derive(Debug, Args, Default)]

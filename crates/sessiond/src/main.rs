@@ -3,29 +3,26 @@
 mod admin;
 mod cli;
 mod commands;
+mod config;
 mod error;
 mod output;
 mod serve;
 
 use clap::Parser;
-use cli::{Cli, Command, ServeArgs};
+use cli::{Cli, Command, ConfigCommand};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Serve(args)) => serve::serve(args).await,
-        None => {
-            eprintln!("sessiond: no subcommand given, running `sessiond serve --dev` (dev mode: not for production)");
-            serve::serve(ServeArgs {
-                dev: true,
-                ..ServeArgs::default()
-            })
-            .await
-        }
-        Some(Command::Sessions { remote, command }) => commands::sessions(&remote, command).await,
-        Some(Command::Audit(args)) => commands::audit(args).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Sessions { remote, command } => commands::sessions(&remote, command).await,
+        Command::Audit(args) => commands::audit(args).await,
+        Command::Config { command } => match command {
+            ConfigCommand::Check(args) => config::check(&args),
+            ConfigCommand::Print(args) => config::print(&args),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -117,6 +117,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let api_key = announced_api_key(&config);
     let shutdown = shutdown_signal()?;
     let (listen, store, dev) = (config.listen, config.store.to_string(), config.dev);
+    let internal_listen = config.internal_listen;
     // Built before binding: an invalid configuration or an unreachable store fails
     // before anything is announced.
     let server = sessiond_server::ServerBuilder::new(config).build().await?;
@@ -126,11 +127,30 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             addr: listen,
             source,
         })?;
+    let internal = match internal_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| CliError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     let addr = listener.local_addr()?;
     let mut text = format!("sessiond listening on http://{addr}\n");
+    // The admin page lives where the admin API does.
+    let admin_addr = match &internal {
+        Some(l) => {
+            let a = l.local_addr()?;
+            text.push_str(&format!(
+                "internal (admin, metrics, readiness): http://{a}\n"
+            ));
+            a
+        }
+        None => addr,
+    };
     if let Some(key) = &api_key {
         text.push_str(&format!(
-            "demo: http://{addr}/demo/\nadmin: http://{addr}/admin/ (API key: {key})\n"
+            "demo: http://{addr}/demo/\nadmin: http://{admin_addr}/admin/ (API key: {key})\n"
         ));
     }
     {
@@ -139,7 +159,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         out.flush()?;
     }
     tracing::info!(%addr, store = %store, dev, "listening");
-    server.serve(listener, shutdown).await?;
+    server.serve_split(listener, internal, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

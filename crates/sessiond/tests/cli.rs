@@ -393,3 +393,128 @@ fn the_startup_log_redacts_the_redis_password() {
     assert!(!log.contains("hunter2"), "password in the log:\n{log}");
     server.terminate();
 }
+
+/// `sessiond` with these arguments, config file and environment, without the test's
+/// own `SESSIOND_*` variables; killed (and the test failed) if it does not exit in 10 s.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("SESSIOND_")) {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run sessiond");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sessiond {args:?} did not exit within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn no_subcommand_prints_help_and_starts_nothing() {
+    let out = run(&[], &[]);
+    assert!(!out.status.success());
+    let help = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "Usage: sessiond <COMMAND>",
+        "serve",
+        "config",
+        "sessiond serve --dev",
+    ] {
+        assert!(help.contains(want), "{want:?} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn config_check_accepts_a_good_file_and_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "internal_listen = \"127.0.0.1:7879\"\n[[keys]]\nid = \"dash\"\nscope = \"read\"\nkey = \"dashboard-key-1\"\n",
+    )
+    .unwrap();
+    let good = good.to_str().unwrap();
+    let out = run(&["config", "check", "--config", good], &[]);
+    let text = ok(&out);
+    assert!(text.contains("configuration OK"), "{text}");
+    assert!(text.contains("internal_listen: 127.0.0.1:7879"), "{text}");
+    assert!(text.contains("dash (read)"), "{text}");
+    assert!(
+        !text.contains("dashboard-key-1"),
+        "a check never prints a key: {text}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "api_keys = [\"short\"]\n").unwrap();
+    let err = failed(&run(&["config", "check", "-c", bad.to_str().unwrap()], &[]));
+    assert!(err.contains("api_keys must be at least 8"), "{err}");
+    assert!(!err.contains("short\""), "the key is not echoed: {err}");
+
+    // The environment is checked too, over the file.
+    let err = failed(&run(
+        &["config", "check", "-c", good],
+        &[("SESSIOND_LISTEN", "not-an-address")],
+    ));
+    assert!(err.contains("LISTEN"), "{err}");
+    let err = failed(&run(&["config", "check"], &[("SESSIOND_NO_SUCH_KEY", "1")]));
+    assert!(err.contains("no_such_key"), "{err}");
+    let err = failed(&run(
+        &["config", "check", "-c", "/nonexistent/sessiond.toml"],
+        &[],
+    ));
+    assert!(err.contains("/nonexistent/sessiond.toml"), "{err}");
+}
+
+#[test]
+fn config_print_shows_the_effective_config_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let digest = format!("sha256:{}", "0f".repeat(32));
+    std::fs::write(
+        &file,
+        format!(
+            "api_keys = [\"SECRET-admin-key\"]\nserver_secret = \"SECRET-server-secret-0123\"\n\
+             [[keys]]\nid = \"dash\"\nscope = \"read\"\nkey = \"{digest}\"\n\
+             [tickets]\nhs256_secret = \"SECRET-ticket-secret-0123456789abcdef\"\n"
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "config",
+            "print",
+            "-c",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:9000",
+        ],
+        &[("SESSIOND_STORE", "redis://app:SECRET-pw@127.0.0.1:6379/0")],
+    );
+    let text = ok(&out);
+    assert!(!text.contains("SECRET"), "{text}");
+    assert!(text.contains("[redacted]"), "{text}");
+    assert!(text.contains(&digest), "a digest is shown: {text}");
+    assert!(
+        text.contains("listen = \"127.0.0.1:9000\""),
+        "flags apply: {text}"
+    );
+    assert!(
+        text.contains("redis://app:[redacted]@127.0.0.1:6379/0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[roles.editor]"),
+        "defaults are shown: {text}"
+    );
+}

@@ -1,7 +1,7 @@
 //! `/v1/admin/*` for the app's backend and operators (API key): list, inspect and revoke
 //! sessions, sign a principal out everywhere, read the audit trail, mint sign-in tickets.
 
-use crate::auth::Admin;
+use crate::auth::{Admin, Reader, TicketMinter};
 use crate::error::{ApiError, ApiResult};
 use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::problems::{AdminErrors, BodyErrors, InputErrors, NotFoundErrors};
@@ -85,7 +85,7 @@ pub struct SessionPage {
     security(("api_key" = [])),
     responses((status = 200, body = SessionPage), AdminErrors, InputErrors))]
 pub async fn list_sessions(
-    _: Admin,
+    _: Reader,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<SessionsQuery>,
 ) -> ApiResult<Json<SessionPage>> {
@@ -124,7 +124,7 @@ pub async fn list_sessions(
     params(("handle" = String, Path)), security(("api_key" = [])),
     responses((status = 200, body = SessionView), AdminErrors, NotFoundErrors))]
 pub async fn get_session(
-    _: Admin,
+    _: Reader,
     State(state): State<AppState>,
     ApiPath(handle): ApiPath<String>,
 ) -> ApiResult<Json<SessionView>> {
@@ -138,12 +138,12 @@ pub async fn get_session(
     params(("handle" = String, Path)), security(("api_key" = [])),
     responses((status = 204, description = "Revoked (or had already ended)"), AdminErrors, NotFoundErrors))]
 pub async fn revoke_session(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     ApiPath(handle): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let h = parse_handle(&handle).map_err(|_| ApiError::NotFound)?;
-    state.sessions.revoke(&h).await?;
+    state.sessions.revoke_by(&h, Some(&admin.key)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -158,7 +158,7 @@ pub struct Ended {
     params(("id" = String, Path, description = "The principal, e.g. user:alice")), security(("api_key" = [])),
     responses((status = 200, body = Ended), AdminErrors, InputErrors))]
 pub async fn end_principal(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Ended>> {
@@ -177,7 +177,7 @@ pub async fn end_principal(
         for s in &page {
             if state
                 .sessions
-                .end(&s.handle, EndReason::Revoked)
+                .end_by(&s.handle, EndReason::Revoked, Some(&admin.key))
                 .await?
                 .is_some()
             {
@@ -259,7 +259,7 @@ pub struct AuditPage {
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditQuery), security(("api_key" = [])),
     responses((status = 200, body = AuditPage), AdminErrors, InputErrors))]
 pub async fn audit(
-    _: Admin,
+    _: Reader,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<AuditPage>> {
@@ -325,7 +325,7 @@ pub struct TicketResponse {
     security(("api_key" = [])),
     responses((status = 200, body = TicketResponse), AdminErrors, BodyErrors))]
 pub async fn mint_ticket(
-    _: Admin,
+    _: TicketMinter,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TicketRequest>,
 ) -> ApiResult<Json<TicketResponse>> {

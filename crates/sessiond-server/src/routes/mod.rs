@@ -8,6 +8,7 @@ pub mod edge;
 pub mod extract;
 pub mod grants;
 pub mod limits;
+pub mod listeners;
 pub mod openapi;
 pub mod ops;
 pub mod problems;
@@ -72,7 +73,12 @@ pub fn app(state: AppState) -> Router {
     let app = api
         .merge(web::router())
         // Unknown paths answer problem+json like every other error.
-        .fallback(|| async { ApiError::NotFound });
+        .fallback(|| async { ApiError::NotFound })
+        // With `internal_listen`, each listener shows only its own paths.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            listeners::split,
+        ));
     let body_idle = c.http.body_idle_timeout;
     // Outermost, so every body (uploads included) is timed before any limit reads it.
     edge::with_edges(app)

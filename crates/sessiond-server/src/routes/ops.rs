@@ -1,13 +1,14 @@
 //! Operations endpoints: liveness, readiness (the store answers) and Prometheus metrics.
 
 use crate::error::ApiError;
+use crate::routes::listeners::Side;
 use crate::routes::problems::StoreErrors;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use std::time::Duration;
 use utoipa::ToSchema;
@@ -33,9 +34,11 @@ pub struct Ready {
     pub status: &'static str,
     #[schema(example = "ok")]
     pub store: &'static str,
-    /// This process's node id.
+    /// This process's node id: only on the internal listener (`internal_listen`), so
+    /// the public side does not tell which node answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "node-1")]
-    pub node: String,
+    pub node: Option<String>,
 }
 
 /// The process is up.
@@ -51,12 +54,16 @@ async fn healthz() -> Json<Health> {
         (status = 200, description = "Ready: the store answered", body = Ready),
         StoreErrors,
     ))]
-async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+async fn readyz(
+    State(state): State<AppState>,
+    side: Option<Extension<Side>>,
+) -> Result<Json<Ready>, ApiError> {
+    let internal = side.is_some_and(|Extension(s)| s == Side::Internal);
     match tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await {
         Ok(Ok(())) => Ok(Json(Ready {
             status: "ready",
             store: "ok",
-            node: state.node_id.clone(),
+            node: internal.then(|| state.node_id.clone()),
         })),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => Err(ApiError::StoreUnavailable("ping timed out".into())),

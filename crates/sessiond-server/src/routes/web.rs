@@ -87,6 +87,9 @@ fn serve(dir: &'static Dir<'static>, path: &str) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if path.ends_with(".html") {
+        crate::routes::listeners::html_headers(h);
+    }
     // Embedded per build: revalidate so an upgraded server's files are picked up.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r

@@ -221,24 +221,45 @@ impl SessionService {
     /// An operator revokes a session: `NotFound` if the handle names none; a session that
     /// had already ended stays as it was.
     pub async fn revoke(&self, handle: &Handle) -> SessionResult<()> {
+        self.revoke_by(handle, None).await
+    }
+
+    /// [`SessionService::revoke`] by the API key `key` (its id), recorded in the audit
+    /// event's detail as `"key"`.
+    pub async fn revoke_by(&self, handle: &Handle, key: Option<&str>) -> SessionResult<()> {
         self.get(handle).await?.ok_or(SessionError::NotFound)?;
-        self.end(handle, EndReason::Revoked).await.map(drop)
+        self.end_by(handle, EndReason::Revoked, key).await.map(drop)
     }
 
     /// Ends a session once (store CAS, with its audit event); the winner tells every
     /// connection. Returns the ended record if this call ended it.
     pub async fn end(&self, handle: &Handle, reason: EndReason) -> SessionResult<Option<Session>> {
+        self.end_by(handle, reason, None).await
+    }
+
+    /// [`SessionService::end`] on behalf of the API key `key` (its id, in the audit
+    /// event's detail as `"key"`).
+    pub async fn end_by(
+        &self,
+        handle: &Handle,
+        reason: EndReason,
+        key: Option<&str>,
+    ) -> SessionResult<Option<Session>> {
         let now = self.now();
         // Write pending activity first so the audit's last activity is exact.
         self.flush_one(handle).await?;
         let audit: Vec<AuditEvent> = match self.get(handle).await? {
             Some(cur) if cur.is_active() => {
+                let mut detail = serde_json::json!({
+                    "kept": ["drafts", "room_snapshots"],
+                    "purged": ["session_data_after_retention"],
+                });
+                if let Some(key) = key {
+                    detail["key"] = key.into();
+                }
                 vec![AuditEvent::for_session(now, AuditKind::Ended, &cur)
                     .with_reason(reason.as_str())
-                    .with_detail(serde_json::json!({
-                        "kept": ["drafts", "room_snapshots"],
-                        "purged": ["session_data_after_retention"],
-                    }))]
+                    .with_detail(detail)]
             }
             _ => Vec::new(),
         };

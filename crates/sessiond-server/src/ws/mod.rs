@@ -13,7 +13,7 @@ pub mod tasks;
 
 pub use hub::Hub;
 
-use crate::auth::{self, Admin, PresentedToken, TokenSource};
+use crate::auth::{self, PresentedToken, Reader, TokenSource};
 use crate::error::ApiError;
 use crate::routes::extract::{ApiPath, ApiQuery};
 use crate::routes::problems::{
@@ -161,7 +161,7 @@ pub struct ConnectionList {
         (status = 200, description = "Rooms and their member counts across the cluster", body = RoomList),
         AdminErrors,
     ))]
-async fn admin_rooms(_: Admin, State(state): State<AppState>) -> Result<Json<RoomList>, ApiError> {
+async fn admin_rooms(_: Reader, State(state): State<AppState>) -> Result<Json<RoomList>, ApiError> {
     let mut counts: BTreeMap<String, usize> = state
         .presence
         .remote_rooms()
@@ -189,7 +189,7 @@ async fn admin_rooms(_: Admin, State(state): State<AppState>) -> Result<Json<Roo
         AdminErrors, NotFoundErrors,
     ))]
 async fn admin_room(
-    _: Admin,
+    _: Reader,
     State(state): State<AppState>,
     ApiPath(room): ApiPath<String>,
 ) -> Result<Json<RoomView>, ApiError> {
@@ -232,7 +232,7 @@ struct ConnectionsQuery {
         AdminErrors, InputErrors,
     ))]
 async fn admin_connections(
-    _: Admin,
+    _: Reader,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ConnectionsQuery>,
 ) -> Result<Json<ConnectionList>, ApiError> {

@@ -10,6 +10,8 @@ mod expiry;
 mod forward_auth;
 mod http_bounds;
 mod idempotency;
+mod keys;
+mod listeners;
 mod openapi;
 mod origin;
 mod ratelimit;
