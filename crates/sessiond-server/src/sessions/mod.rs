@@ -46,6 +46,7 @@ use sessiond_core::policy::{Policies, Policy};
 use sessiond_core::store::DraftMove;
 use sessiond_core::{Clock, EndReason, Handle, Session, Store, Timestamp};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Replay window of an idempotent create when none is configured (`idempotency.replay_window`).
@@ -77,6 +78,10 @@ pub struct SessionService {
     /// Sign-in draft moves that failed on this node, by session: retried on the
     /// session's next request (the store's record drives the background sweep).
     pending_moves: Mutex<HashMap<Handle, DraftMove>>,
+    /// Whether `pending_moves` holds anything, kept under its lock: every authenticated
+    /// request checks for a pending move, and almost always there is none, so the hot
+    /// path reads this instead of taking a process-wide lock.
+    any_pending_move: AtomicBool,
 }
 
 impl SessionService {
@@ -99,6 +104,7 @@ impl SessionService {
             renew_window_ms: 0,
             data_locks: KeyedLocks::new(),
             pending_moves: Mutex::new(HashMap::new()),
+            any_pending_move: AtomicBool::new(false),
         }
     }
 

@@ -9,6 +9,7 @@ use super::{SessionResult, SessionService};
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::store::{plain_merge, DraftMove};
 use sessiond_core::Handle;
+use std::sync::atomic::Ordering;
 
 /// Pending moves finished per sweep.
 const SWEEP_BATCH: usize = 100;
@@ -44,13 +45,19 @@ impl SessionService {
 
     /// Remembers a move that failed on this node, for the session's next request.
     pub(super) fn remember_move(&self, m: DraftMove) {
-        self.moves().insert(m.handle, m);
+        let mut moves = self.moves();
+        moves.insert(m.handle, m);
+        self.any_pending_move.store(true, Ordering::Release);
     }
 
     fn forget_move(&self, handle: &Handle) {
+        if !self.any_pending_move.load(Ordering::Acquire) {
+            return;
+        }
         let mut moves = self.moves();
-        if !moves.is_empty() {
-            moves.remove(handle);
+        moves.remove(handle);
+        if moves.is_empty() {
+            self.any_pending_move.store(false, Ordering::Release);
         }
     }
 
@@ -61,13 +68,10 @@ impl SessionService {
     /// The session's next request: finishes its pending move first (a failure is logged
     /// and left to the next request or the sweep; the request itself goes on).
     pub(super) async fn finish_move_of(&self, handle: &Handle) {
-        let m = {
-            let moves = self.moves();
-            if moves.is_empty() {
-                return;
-            }
-            moves.get(handle).cloned()
-        };
+        if !self.any_pending_move.load(Ordering::Acquire) {
+            return;
+        }
+        let m = self.moves().get(handle).cloned();
         if let Some(m) = m {
             if let Err(e) = self.finish_draft_move(&m).await {
                 tracing::warn!(handle = %handle, error = %e, "pending draft move failed again");
