@@ -317,7 +317,10 @@ pub struct TlsConfig {
     #[serde(default)]
     pub key: PathBuf,
     /// How often the files' modification time and size are checked; a change reloads.
-    #[serde(with = "humantime_serde", default = "TlsConfig::default_reload_interval")]
+    #[serde(
+        with = "humantime_serde",
+        default = "TlsConfig::default_reload_interval"
+    )]
     pub reload_interval: Duration,
 }
 
@@ -1134,7 +1137,9 @@ impl Config {
         }
         for (section, t) in [("tls", &self.tls), ("internal_tls", &self.internal_tls)] {
             if t.cert.as_os_str().is_empty() != t.key.as_os_str().is_empty() {
-                return invalid(format!("{section}.cert and {section}.key go together: set both or neither"));
+                return invalid(format!(
+                    "{section}.cert and {section}.key go together: set both or neither"
+                ));
             }
         }
         if self.internal_tls.enabled() && self.internal_listen.is_none() {

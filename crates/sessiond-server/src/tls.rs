@@ -246,7 +246,12 @@ impl CertReloader {
 
 impl ResolvesServerCert for CertReloader {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -286,4 +291,87 @@ pub fn check(config: &crate::config::Config) -> Result<usize, TlsError> {
         }
     }
     Ok(on)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for localhost and its key, as PEM.
+    fn self_signed() -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        (c.cert.pem(), c.key_pair.serialize_pem())
+    }
+
+    fn serial(r: &CertReloader) -> Vec<u8> {
+        r.current
+            .read()
+            .unwrap()
+            .end_entity_cert()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn polling_reloads_changed_files_once_and_keeps_the_old_pair_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let (c1, k1) = self_signed();
+        std::fs::write(&cert, &c1).unwrap();
+        std::fs::write(&key, &k1).unwrap();
+        let config = TlsConfig {
+            cert: cert.clone(),
+            key: key.clone(),
+            reload_interval: Duration::from_secs(1),
+        };
+        let r = CertReloader::from_config("tls", &config).unwrap().unwrap();
+        let first = serial(&r);
+        r.poll();
+        assert_eq!(serial(&r), first, "nothing changed, nothing reloaded");
+
+        // A certificate without its key: refused, the first pair stays.
+        let (c2, k2) = self_signed();
+        std::fs::write(&cert, &c2).unwrap();
+        r.poll();
+        assert_eq!(serial(&r), first);
+        // The key arrives: both files now belong together and are taken.
+        std::fs::write(&key, &k2).unwrap();
+        r.poll();
+        let second = serial(&r);
+        assert_ne!(second, first);
+
+        // A file that vanishes for a moment (replaced by rename) is no change yet.
+        std::fs::remove_file(&key).unwrap();
+        r.poll();
+        assert_eq!(serial(&r), second);
+    }
+
+    #[test]
+    fn load_names_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let (c, k) = self_signed();
+        std::fs::write(&cert, &c).unwrap();
+        std::fs::write(&key, &k).unwrap();
+        assert!(load("tls", &cert, &key).is_ok());
+        // The key file given as the certificate: it has no CERTIFICATE block.
+        let e = load("tls", &key, &key).unwrap_err().to_string();
+        assert!(
+            e.starts_with("tls: ") && e.contains("no CERTIFICATE block"),
+            "{e}"
+        );
+        let e = load("internal_tls", &cert, &cert).unwrap_err().to_string();
+        assert!(
+            e.contains("internal_tls") && e.contains("private key"),
+            "{e}"
+        );
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'a'; MAX_PEM_FILE as usize + 1]).unwrap();
+        let e = load("tls", &big, &key).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        // Disabled config: no reloader, nothing read.
+        assert!(CertReloader::from_config("tls", &TlsConfig::default())
+            .unwrap()
+            .is_none());
+    }
 }

@@ -48,12 +48,10 @@ impl AdminClient {
             })?;
             builder = builder.add_root_certificate(cert);
         }
-        let http = builder
-            .build()
-            .map_err(|e| CliError::Unreachable {
-                url: remote.server.clone(),
-                source: e,
-            })?;
+        let http = builder.build().map_err(|e| CliError::Unreachable {
+            url: remote.server.clone(),
+            source: e,
+        })?;
         Ok(AdminClient {
             http,
             base,

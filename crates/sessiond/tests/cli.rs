@@ -520,7 +520,10 @@ fn config_print_shows_the_effective_config_with_secrets_masked() {
 }
 
 /// A bearer session's WebSocket on `server`, joined to `room`; its connection id.
-async fn joined(server: &SpawnedServer, room: &str) -> (sessiond_testkit::ws::WsClient, String, String) {
+async fn joined(
+    server: &SpawnedServer,
+    room: &str,
+) -> (sessiond_testkit::ws::WsClient, String, String) {
     let r = client()
         .post(format!("{}/v1/session", server.url()))
         .json(&serde_json::json!({"bearer": true}))
@@ -588,7 +591,12 @@ async fn rooms_ls_and_show_list_members_and_need_a_reading_key() {
     assert_eq!(json["members"].as_array().unwrap().len(), 2);
     assert!(json["members"][0]["node"].is_string());
     // A room id that needs encoding stays one path segment.
-    assert!(ok(&cli(&server, &["rooms", "show", "team:7"])).lines().count() == 2);
+    assert!(
+        ok(&cli(&server, &["rooms", "show", "team:7"]))
+            .lines()
+            .count()
+            == 2
+    );
 
     let missing = failed(&cli(&server, &["rooms", "show", "nobody-here"]));
     assert!(missing.contains("404 not_found"), "{missing}");
@@ -627,7 +635,14 @@ fn completions_are_printed_for_each_shell() {
         let text = ok(&run(&["completions", shell], &[]));
         assert!(text.contains(marker), "{shell}: {text}");
         // Every subcommand is offered, the new ones included.
-        for sub in ["serve", "sessions", "rooms", "audit", "config", "completions"] {
+        for sub in [
+            "serve",
+            "sessions",
+            "rooms",
+            "audit",
+            "config",
+            "completions",
+        ] {
             assert!(text.contains(sub), "{shell} lacks {sub}");
         }
     }
@@ -637,7 +652,10 @@ fn completions_are_printed_for_each_shell() {
     std::fs::write(&script, ok(&run(&["completions", "bash"], &[]))).unwrap();
     let out = Command::new("bash")
         .arg("-c")
-        .arg(format!("source {} && complete -p sessiond", script.display()))
+        .arg(format!(
+            "source {} && complete -p sessiond",
+            script.display()
+        ))
         .output()
         .expect("bash");
     let registered = ok(&out);
@@ -661,6 +679,15 @@ fn issue(name: &str) -> (String, String, String) {
         .signed_by(&key, &ca, &ca_key)
         .unwrap();
     (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+/// Sends SIGHUP with the shell's builtin `kill` (no procps needed).
+fn hangup(pid: &str) {
+    let status = Command::new("bash")
+        .args(["-c", &format!("kill -HUP {pid}")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -HUP {pid}: {status:?}");
 }
 
 fn trusting(ca_pem: &str) -> reqwest::Client {
@@ -691,14 +718,24 @@ async fn tls_serve_announces_https_reloads_on_sighup_and_config_check_reads_the_
     // is named.
     let file = dir.path().join("c.toml");
     std::fs::write(&file, &config).unwrap();
-    let text = ok(&run(&["config", "check", "-c", file.to_str().unwrap()], &[]));
+    let text = ok(&run(
+        &["config", "check", "-c", file.to_str().unwrap()],
+        &[],
+    ));
     assert!(text.contains(&format!("tls: {}", cert.display())), "{text}");
     let bad_key = dir.path().join("other-key.pem");
     std::fs::write(&bad_key, &key_b).unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, config.replace(key.to_str().unwrap(), bad_key.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &bad,
+        config.replace(key.to_str().unwrap(), bad_key.to_str().unwrap()),
+    )
+    .unwrap();
     let err = failed(&run(&["config", "check", "-c", bad.to_str().unwrap()], &[]));
-    assert!(err.contains("does not belong") && err.contains("other-key.pem"), "{err}");
+    assert!(
+        err.contains("does not belong") && err.contains("other-key.pem"),
+        "{err}"
+    );
 
     let server = SpawnedServer::start(&bin(), &config, &["--dev"]);
     let url = server.url();
@@ -706,12 +743,19 @@ async fn tls_serve_announces_https_reloads_on_sighup_and_config_check_reads_the_
     let lines = announcement(&server, 3);
     assert_eq!(lines[1], format!("demo: {url}/demo/"));
     assert_eq!(lines[2], format!("admin: {url}/admin/ (API key: {KEY})"));
-    let r = trusting(&ca_a).get(format!("{url}/healthz")).send().await.unwrap();
+    let r = trusting(&ca_a)
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // The CLI reaches an HTTPS server with --ca-cert, and says why it cannot without it.
-    assert!(ok(&cli(&server, &["rooms", "ls", "--ca-cert", ca_a_file.to_str().unwrap()]))
-        .starts_with("ROOM"));
+    assert!(ok(&cli(
+        &server,
+        &["rooms", "ls", "--ca-cert", ca_a_file.to_str().unwrap()]
+    ))
+    .starts_with("ROOM"));
     let untrusted = failed(&cli(&server, &["rooms", "ls"]));
     assert!(untrusted.contains("cannot reach sessiond"), "{untrusted}");
 
@@ -719,20 +763,40 @@ async fn tls_serve_announces_https_reloads_on_sighup_and_config_check_reads_the_
     std::fs::write(&key, &key_b).unwrap();
     std::fs::write(&cert, &chain_b).unwrap();
     let pid = server.pid().unwrap().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    hangup(&pid);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while trusting(&ca_b).get(format!("{url}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "reloaded after SIGHUP; log:\n{}", server.log_tail());
+    while trusting(&ca_b)
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reloaded after SIGHUP; log:\n{}",
+            server.log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(trusting(&ca_a).get(format!("{url}/healthz")).send().await.is_err());
+    assert!(trusting(&ca_a)
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_err());
 
     // A broken replacement and SIGHUP: logged, the server keeps B.
     std::fs::write(&cert, "garbage").unwrap();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    hangup(&pid);
     wait::until_some_blocking(Duration::from_secs(10), "the reload failure logged", || {
-        server.log().contains("TLS certificate not reloaded").then_some(())
+        server
+            .log()
+            .contains("TLS certificate not reloaded")
+            .then_some(())
     });
-    let r = trusting(&ca_b).get(format!("{url}/healthz")).send().await.unwrap();
+    let r = trusting(&ca_b)
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }

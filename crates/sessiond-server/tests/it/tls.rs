@@ -7,6 +7,7 @@
 use crate::common::*;
 use futures::{SinkExt, StreamExt};
 use reqwest::{Client, Version};
+use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
 use sessiond_server::config::Config;
 use sessiond_server::tls::TlsReload;
@@ -149,9 +150,8 @@ fn rustls_client(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     )
 }
 
-type Wss = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Wss =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A bearer session and a `wss://` socket for it, past its `hello`.
 async fn wss(server: &TlsServer, ca_pem: &str) -> Wss {
@@ -219,7 +219,11 @@ async fn https_with_http2_when_offered_secure_cookies_and_wss() {
 
     // ALPN: h2 for a client that offers it, HTTP/1.1 for one that does not.
     let c = trusting(&a.ca_pem);
-    let r = c.get(format!("{}/healthz", server.url)).send().await.unwrap();
+    let r = c
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (200, Version::HTTP_2));
     let h1 = Client::builder()
         .use_rustls_tls()
@@ -228,7 +232,11 @@ async fn https_with_http2_when_offered_secure_cookies_and_wss() {
         .http1_only()
         .build()
         .unwrap();
-    let r = h1.get(format!("{}/healthz", server.url)).send().await.unwrap();
+    let r = h1
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!((r.status().as_u16(), r.version()), (200, Version::HTTP_11));
 
     // No plain-HTTP fallback on the TLS port, and no trust without the CA.
@@ -312,8 +320,11 @@ async fn reload_serves_the_new_certificate_keeps_open_connections_and_refuses_br
     std::fs::write(&server.cert, &c.cert_pem).unwrap();
     let e = server.reload.reload().unwrap_err().to_string();
     assert!(e.contains("does not belong to the certificate"), "{e}");
-    std::fs::write(&server.key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-        .unwrap();
+    std::fs::write(
+        &server.key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     let e = server.reload.reload().unwrap_err().to_string();
     assert!(e.contains("not a usable PEM private key"), "{e}");
     std::fs::remove_file(&server.key).unwrap();
