@@ -10,6 +10,7 @@ use crate::routes::listeners::Side;
 use crate::sessions::SessionService;
 use crate::state::{AppState, Inner};
 use crate::tickets::Tickets;
+use crate::tls::{CertReloader, TlsReload};
 use crate::ws::hub::Hub;
 use sessiond_core::cluster::{ClusterBridge, RemotePresence, SingleNode};
 use sessiond_core::{Clock, Store, SystemClock};
@@ -43,6 +44,8 @@ pub enum ServerError {
     },
     #[error("dev mode listens only on a loopback address (127.0.0.1 or [::1]), not {0}")]
     DevNotLoopback(SocketAddr),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The admin API key of dev mode when none is configured (logged at start; dev only).
@@ -102,6 +105,9 @@ impl ServerBuilder {
         // Fixed once here, so every reader of `cookie.name` sees the effective name.
         config.cookie.name = config.cookie_name();
         config.validate()?;
+        // Certificates before the store: a bad file fails the start before anything opens.
+        let tls_public = CertReloader::from_config("tls", &config.tls)?;
+        let tls_internal = CertReloader::from_config("internal_tls", &config.internal_tls)?;
         let node_id = sessiond_core::token::random_id(6);
         let (store, cluster) = match store {
             Some(store) => (store, None),
@@ -206,10 +212,15 @@ impl ServerBuilder {
         if hub_tasks {
             guard.jobs.extend(crate::ws::tasks::spawn(&state));
         }
+        for reloader in tls_public.iter().chain(&tls_internal) {
+            guard.jobs.push(reloader.spawn_watch(token.clone()));
+        }
         Ok(Server {
             router: crate::routes::app(state.clone()),
             state,
             guard,
+            tls_public,
+            tls_internal,
         })
     }
 }
@@ -220,6 +231,9 @@ pub struct Server {
     router: axum::Router,
     state: AppState,
     guard: ServerGuard,
+    /// The listeners' certificates (`[tls]`, `[internal_tls]`), when set.
+    tls_public: Option<Arc<CertReloader>>,
+    tls_internal: Option<Arc<CertReloader>>,
 }
 
 impl Server {
@@ -235,9 +249,23 @@ impl Server {
         &self.state
     }
 
-    /// The router and the guard, for serving it another way.
+    /// The router and the guard, for serving it another way (without TLS: an
+    /// embedder's own loop terminates TLS itself).
     pub fn into_parts(self) -> (axum::Router, ServerGuard) {
         (self.router, self.guard)
+    }
+
+    /// Reloads the listeners' certificates on demand (the binary calls it on SIGHUP);
+    /// empty when neither `[tls]` nor `[internal_tls]` is set.
+    pub fn tls_reload(&self) -> TlsReload {
+        TlsReload {
+            listeners: self
+                .tls_public
+                .iter()
+                .chain(&self.tls_internal)
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Serves on `listener` (and on `internal_listen` when the configuration sets it)
@@ -271,6 +299,14 @@ impl Server {
             }
         }
         let http = self.state.config.http.clone();
+        let acceptor = |r: &Option<Arc<CertReloader>>| -> Result<_, ServerError> {
+            Ok(match r {
+                Some(r) => Some(tokio_rustls::TlsAcceptor::from(r.server_config()?)),
+                None => None,
+            })
+        };
+        let public_tls = acceptor(&self.tls_public)?;
+        let internal_tls = acceptor(&self.tls_internal)?;
         let (router, guard) = self.into_parts();
         let token = guard.token();
         let trigger = token.clone();
@@ -280,13 +316,13 @@ impl Server {
         });
         let public = router.clone().layer(axum::Extension(Side::Public));
         // Our own loop, not `axum::serve`: it has the timers and connection caps.
-        let public_loop = crate::serve::serve(listener, public, &http, token.clone());
+        let public_loop = crate::serve::serve(listener, public, &http, public_tls, token.clone());
         match internal {
             Some(internal) => {
                 let router = router.layer(axum::Extension(Side::Internal));
                 tokio::join!(
                     public_loop,
-                    crate::serve::serve(internal, router, &http, token)
+                    crate::serve::serve(internal, router, &http, internal_tls, token)
                 );
             }
             None => public_loop.await,

@@ -46,6 +46,12 @@ pub struct Config {
     pub redis: RedisSettings,
     pub store_queue: StoreQueueConfig,
     pub http: HttpConfig,
+    /// HTTPS on `listen` (off while `cert` is empty).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// HTTPS on `internal_listen`, configured on its own (off while `cert` is empty).
+    #[serde(default)]
+    pub internal_tls: TlsConfig,
     pub rate_limits: RateLimitsConfig,
     pub quotas: QuotasConfig,
     pub roles: BTreeMap<String, RoleConfig>,
@@ -298,6 +304,45 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Open connections from one peer IP (the TCP peer, not a forwarded address).
     pub max_connections_per_ip: usize,
+}
+
+/// A listener's certificate (see [`crate::tls`]): PEM files, polled for changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first; empty turns TLS off for the listener.
+    #[serde(default)]
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    #[serde(default)]
+    pub key: PathBuf,
+    /// How often the files' modification time and size are checked; a change reloads.
+    #[serde(
+        with = "humantime_serde",
+        default = "TlsConfig::default_reload_interval"
+    )]
+    pub reload_interval: Duration,
+}
+
+impl TlsConfig {
+    fn default_reload_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    /// Whether the listener serves TLS.
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            reload_interval: TlsConfig::default_reload_interval(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -671,10 +716,10 @@ impl Config {
         if let Some(file) = file {
             f = f.merge(Toml::file_exact(file));
         }
-        // SESSIOND_SERVER, SESSIOND_API_KEY (the CLI's) and SESSIOND_LOG_FORMAT are not keys.
+        // SESSIOND_SERVER, SESSIOND_API_KEY, SESSIOND_CA_CERT (the CLI's) and SESSIOND_LOG_FORMAT are not keys.
         f.merge(
             Env::prefixed("SESSIOND_")
-                .ignore(&["server", "api_key", "log_format"])
+                .ignore(&["server", "api_key", "ca_cert", "log_format"])
                 .split("__"),
         )
     }
@@ -1033,6 +1078,12 @@ impl Config {
             true,
         )?;
         check_duration("http.body_idle_timeout", self.http.body_idle_timeout, true)?;
+        check_duration("tls.reload_interval", self.tls.reload_interval, true)?;
+        check_duration(
+            "internal_tls.reload_interval",
+            self.internal_tls.reload_interval,
+            true,
+        )?;
         let rl = &self.rate_limits;
         for (scope, l) in [
             ("create", &rl.create),
@@ -1083,6 +1134,16 @@ impl Config {
                     "dev mode listens only on a loopback address, not internal_listen = {internal}"
                 ));
             }
+        }
+        for (section, t) in [("tls", &self.tls), ("internal_tls", &self.internal_tls)] {
+            if t.cert.as_os_str().is_empty() != t.key.as_os_str().is_empty() {
+                return invalid(format!(
+                    "{section}.cert and {section}.key go together: set both or neither"
+                ));
+            }
+        }
+        if self.internal_tls.enabled() && self.internal_listen.is_none() {
+            return invalid("internal_tls is set but internal_listen is not".into());
         }
         if self.store == StoreKind::Sqlite && self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir must not be empty with store = \"sqlite\"".into());

@@ -7,7 +7,7 @@
 //!
 //! Modules form layers with no import cycle (checked by `cargo test -p sessiond-server
 //! module_graph`): leaves (`config`, `bus`, `error`, `demo_messages`, `ws::protocol`,
-//! `origin`), then `ws::hub`, `sessions`, `tickets`, `cluster`, then `state`, then
+//! `origin`, `tls`), then `ws::hub`, `sessions`, `tickets`, `cluster`, then `state`, then
 //! everything that reads the state (auth, routes, WebSocket tasks), and `builder` on top.
 
 pub mod auth;
@@ -33,6 +33,7 @@ pub mod serve;
 pub mod sessions;
 pub mod state;
 pub mod tickets;
+pub mod tls;
 pub mod ws;
 
 pub use builder::{run, Server, ServerBuilder, ServerError, ServerGuard, DEV_API_KEY};

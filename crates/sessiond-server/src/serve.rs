@@ -4,6 +4,7 @@
 //! enforced at accept (`http.max_connections`, `http.max_connections_per_ip`): a socket
 //! over a cap is closed at once, before any byte is read, so refusing costs nothing.
 //! `axum::serve` has no timer and no caps, which let idle sockets exhaust the process.
+//! With a TLS acceptor the handshake comes first, bounded by the same header timeout.
 
 use crate::config::HttpConfig;
 use crate::error::Problem;
@@ -30,10 +31,12 @@ use tower::ServiceExt;
 /// Serves `router` on `listener` until `token` is cancelled, then stops accepting, lets
 /// every connection finish its request in flight and returns when all are closed.
 /// Requests carry `ConnectInfo<SocketAddr>` (the TCP peer); WebSocket upgrades work.
+/// With `tls`, every connection is TLS (its ALPN choice decides HTTP/2 or HTTP/1.1).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     config: &HttpConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     token: CancellationToken,
 ) {
     let limits = Arc::new(ConnLimits::new(
@@ -82,6 +85,8 @@ pub async fn serve(
         let place = ConnPlace {
             _held: Arc::new(permit),
         };
+        let tls = tls.clone();
+        let handshake_timeout = config.header_read_timeout;
         tokio::spawn(async move {
             let _closed = closed_rx;
             let svc = hyper::service::service_fn(
@@ -91,24 +96,64 @@ pub async fn serve(
                     router.clone().oneshot(req)
                 },
             );
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = token.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let Some(tls) = tls else {
+                return serve_conn(&builder, stream, svc, &token, peer).await;
             };
-            if let Err(e) = result {
-                // Timeouts and resets of misbehaving clients: expected, not an alarm.
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            // A client that stalls its handshake holds a place like one that stalls its
+            // request head: the same timer cuts it off.
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(handshake_timeout, tls.accept(stream)) => r,
+                _ = token.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_conn(&builder, stream, svc, &token, peer).await,
+                Ok(Err(e)) => {
+                    metrics::counter!("sessiond_tls_handshake_failures_total").increment(1);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics::counter!("sessiond_tls_handshake_failures_total").increment(1);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
             }
         });
     }
     drop(listener);
     drop(closed_rx);
     closed_tx.closed().await;
+}
+
+/// Serves one connection (plain TCP or TLS) until it ends or, on shutdown, until its
+/// request in flight is answered.
+async fn serve_conn<I, S>(
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    io: I,
+    svc: S,
+    token: &CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = token.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        // Timeouts and resets of misbehaving clients: expected, not an alarm.
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// Open connections, in all and per peer IP; admitted connections hold a [`ConnPermit`].

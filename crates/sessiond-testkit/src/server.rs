@@ -28,6 +28,8 @@ pub struct SpawnedServer {
     log_path: PathBuf,
     extra_args: Vec<String>,
     addr: SocketAddr,
+    /// `http` or `https`, as the announcement said.
+    scheme: &'static str,
     child: Option<Child>,
     stdout: Arc<Mutex<Vec<String>>>,
     /// Holds the config, the log and (unless given) the data directory.
@@ -36,7 +38,7 @@ pub struct SpawnedServer {
 
 impl SpawnedServer {
     /// Starts `bin serve --config <config_toml> --listen 127.0.0.1:0 --data-dir <tmp>` plus
-    /// `extra_args`, and waits for `sessiond listening on http://…`. Panics on failure
+    /// `extra_args`, and waits for `sessiond listening on http(s)://…`. Panics on failure
     /// with the server's log.
     pub fn start(bin: &Path, config_toml: &str, extra_args: &[&str]) -> SpawnedServer {
         Self::start_in(bin, config_toml, None, extra_args)
@@ -65,6 +67,7 @@ impl SpawnedServer {
             log_path: dir.path().join("sessiond.log"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             addr: "127.0.0.1:0".parse().expect("literal address"),
+            scheme: "http",
             child: None,
             stdout: Arc::default(),
             _dir: dir,
@@ -94,16 +97,18 @@ impl SpawnedServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel::<SocketAddr>();
+        let (tx, rx) = mpsc::channel::<(&'static str, SocketAddr)>();
         let lines = self.stdout.clone();
         // Keeps reading after the announcement so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("sessiond listening on http://") {
-                    if let Ok(addr) = addr.trim().parse() {
-                        let _ = tx.send(addr);
-                    }
+                let announced = ["http", "https"].into_iter().find_map(|scheme| {
+                    let rest = line.strip_prefix(&format!("sessiond listening on {scheme}://"))?;
+                    Some((scheme, rest.trim().parse().ok()?))
+                });
+                if let Some(found) = announced {
+                    let _ = tx.send(found);
                 }
                 let mut kept = lines.lock().expect("stdout lines");
                 if kept.len() < MAX_STDOUT_LINES {
@@ -113,7 +118,10 @@ impl SpawnedServer {
         });
         self.child = Some(child);
         match rx.recv_timeout(START_TIMEOUT) {
-            Ok(addr) => self.addr = addr,
+            Ok((scheme, addr)) => {
+                self.scheme = scheme;
+                self.addr = addr;
+            }
             Err(e) => {
                 let status = self
                     .child
@@ -128,9 +136,9 @@ impl SpawnedServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash).
+    /// `http://127.0.0.1:PORT` (`https://` when the server serves TLS; no trailing slash).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {

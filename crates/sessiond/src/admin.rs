@@ -34,14 +34,24 @@ impl AdminClient {
             let p = format!("{}/", base.path());
             base.set_path(&p);
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| CliError::Unreachable {
-                url: remote.server.clone(),
-                source: e,
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(path) = &remote.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| CliError::CaCert {
+                path: path.clone(),
+                reason: e.to_string(),
             })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| CliError::CaCert {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| CliError::Unreachable {
+            url: remote.server.clone(),
+            source: e,
+        })?;
         Ok(AdminClient {
             http,
             base,
@@ -159,6 +169,7 @@ mod tests {
         AdminClient::new(&Remote {
             server: server.into(),
             api_key: Some("k".into()),
+            ca_cert: None,
             json: false,
         })
         .unwrap()
@@ -196,12 +207,14 @@ mod tests {
         let r = Remote {
             server: "http://h".into(),
             api_key: None,
+            ca_cert: None,
             json: false,
         };
         assert!(matches!(AdminClient::new(&r), Err(CliError::NoApiKey)));
         let r = Remote {
             server: "ftp://h".into(),
             api_key: Some("k".into()),
+            ca_cert: None,
             json: false,
         };
         assert!(matches!(AdminClient::new(&r), Err(CliError::BadUrl(_))));

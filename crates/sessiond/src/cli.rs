@@ -28,6 +28,13 @@ pub enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// List WebSocket rooms of a running server and their members (cluster-wide).
+    Rooms {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        command: RoomsCommand,
+    },
     /// Read the audit trail of a running server.
     Audit(AuditArgs),
     /// Check or show the configuration (file, SESSIOND_* environment and flags).
@@ -35,6 +42,20 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print a shell completion script (e.g. `sessiond completions bash > /etc/bash_completion.d/sessiond`).
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoomsCommand {
+    /// List rooms with members on any node, with their member counts.
+    Ls,
+    /// Show one room's members (connection, session, principal, role, node).
+    Show { room: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +99,10 @@ pub struct Remote {
     /// Admin API key.
     #[arg(long, global = true, env = "SESSIOND_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// PEM certificate to trust for an https:// server, besides the public roots (a
+    /// private CA or a self-signed certificate).
+    #[arg(long, global = true, env = "SESSIOND_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
     /// Print the server's raw JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,

@@ -1,7 +1,8 @@
-//! The operator subcommands (`sessions …`, `audit`): admin API calls rendered as tables or JSON.
+//! The operator subcommands (`sessions …`, `rooms …`, `audit`): admin API calls rendered
+//! as tables or JSON; and `completions`, which needs no server.
 
 use crate::admin::AdminClient;
-use crate::cli::{AuditArgs, Remote, SessionsCommand};
+use crate::cli::{AuditArgs, Remote, RoomsCommand, SessionsCommand};
 use crate::error::CliError;
 use crate::output;
 use serde_json::{json, Value};
@@ -110,6 +111,49 @@ pub async fn sessions(remote: &Remote, command: SessionsCommand) -> Result<(), C
             ))
         }
     }
+}
+
+/// `rooms ls` and `rooms show`: the admin API's room views, which count and list members
+/// on every node of a cluster (one node's alone without a shared Redis store).
+pub async fn rooms(remote: &Remote, command: RoomsCommand) -> Result<(), CliError> {
+    let client = AdminClient::new(remote)?;
+    match command {
+        RoomsCommand::Ls => {
+            let list = client.get(&["v1", "admin", "rooms"], &[]).await?;
+            if remote.json {
+                return emit(&pretty(&list));
+            }
+            let rows: Vec<Vec<String>> = array(&list, "rooms")?
+                .iter()
+                .map(|r| vec![output::cell(r.get("room")), output::cell(r.get("members"))])
+                .collect();
+            emit(&output::table(&["ROOM", "MEMBERS"], &rows))
+        }
+        RoomsCommand::Show { room } => {
+            let view = client.get(&["v1", "admin", "rooms", &room], &[]).await?;
+            if remote.json {
+                return emit(&pretty(&view));
+            }
+            let rows: Vec<Vec<String>> = array(&view, "members")?
+                .iter()
+                .map(output::member_row)
+                .collect();
+            emit(&output::table(output::MEMBER_HEADERS, &rows))
+        }
+    }
+}
+
+/// Writes the completion script for `shell` to stdout.
+pub fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut crate::cli::Cli::command(),
+        "sessiond",
+        &mut script,
+    );
+    emit(&String::from_utf8_lossy(&script))
 }
 
 /// `--since` as the RFC 3339 time the API expects: given as such, or a duration ago.

@@ -12,6 +12,8 @@ use std::io::Write;
 pub fn check(args: &ServeArgs) -> Result<(), CliError> {
     let config = load_config(args)?;
     config.validate()?;
+    // The certificate files, read and checked as `serve` would at start.
+    sessiond_server::tls::check(&config).map_err(sessiond_server::ServerError::from)?;
     let source = match &args.config {
         Some(f) => f.display().to_string(),
         None => "built-in defaults".to_owned(),
@@ -22,6 +24,16 @@ pub fn check(args: &ServeArgs) -> Result<(), CliError> {
         text.push_str(&format!(
             "  internal_listen: {internal} (admin API, admin page, metrics, readiness)\n"
         ));
+    }
+    for (section, t) in [("tls", &config.tls), ("internal_tls", &config.internal_tls)] {
+        if t.enabled() {
+            text.push_str(&format!(
+                "  {section}: {} (key {}, checked every {})\n",
+                t.cert.display(),
+                t.key.display(),
+                humantime::format_duration(t.reload_interval)
+            ));
+        }
     }
     text.push_str(&format!("  store: {}\n", config.store));
     let keys = config.resolved_keys();

@@ -15,6 +15,11 @@ pub enum CliError {
     Io(#[from] std::io::Error),
     #[error("no API key: pass --api-key or set SESSIOND_API_KEY (in dev mode `sessiond serve --dev` prints one)")]
     NoApiKey,
+    #[error("--ca-cert {}: {reason}", path.display())]
+    CaCert {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("invalid server URL {0:?}")]
     BadUrl(String),
     #[error("invalid --since {0:?}: expected an RFC 3339 time or a duration such as 10m")]

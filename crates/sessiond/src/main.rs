@@ -18,7 +18,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::serve(args).await,
         Command::Sessions { remote, command } => commands::sessions(&remote, command).await,
+        Command::Rooms { remote, command } => commands::rooms(&remote, command).await,
         Command::Audit(args) => commands::audit(args).await,
+        Command::Completions { shell } => commands::completions(shell),
         Command::Config { command } => match command {
             ConfigCommand::Check(args) => config::check(&args),
             ConfigCommand::Print(args) => config::print(&args),

@@ -110,6 +110,19 @@ pub fn audit_row(e: &Value) -> Vec<String> {
     ]
 }
 
+pub const MEMBER_HEADERS: &[&str] = &["CONNECTION", "HANDLE", "PRINCIPAL", "ROLE", "NODE"];
+
+/// One member of a room (`GET /v1/admin/rooms/{room}`).
+pub fn member_row(m: &Value) -> Vec<String> {
+    vec![
+        cell(m.get("connection_id")),
+        cell(m.get("handle")),
+        cell(m.get("principal")),
+        cell(m.get("role")),
+        cell(m.get("node")),
+    ]
+}
+
 /// `key: value` lines for one object, nested values as compact JSON.
 pub fn fields(obj: &Value) -> String {
     let Some(map) = obj.as_object() else {

@@ -1,5 +1,6 @@
 //! `sessiond serve`: configuration from file, env and flags, logging, the listener, the
-//! announcement on stdout, and signals turned into the library's shutdown future.
+//! announcement on stdout, and signals turned into the library's shutdown future (SIGINT,
+//! SIGTERM) or a certificate reload (SIGHUP).
 
 use crate::cli::ServeArgs;
 use crate::error::CliError;
@@ -111,6 +112,32 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 's
     })
 }
 
+/// SIGHUP reads the TLS certificates again (a bad replacement is logged and the one in
+/// use kept). The handler is installed even without TLS, so a stray SIGHUP (a closed
+/// terminal, a `systemctl reload`) never kills the server.
+fn reload_on_hangup(tls: sessiond_server::tls::TlsReload) -> Result<(), CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if !tls.is_enabled() {
+                    tracing::info!("SIGHUP: no TLS certificate to reload");
+                    continue;
+                }
+                tracing::info!("SIGHUP: reloading the TLS certificates");
+                let tls = tls.clone();
+                // Reads files: off the async workers. Failures are logged by the reload.
+                let _ = tokio::task::spawn_blocking(move || tls.reload()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
+    Ok(())
+}
+
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     init_logging();
     let config = load_config(&args)?;
@@ -118,9 +145,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let shutdown = shutdown_signal()?;
     let (listen, store, dev) = (config.listen, config.store.to_string(), config.dev);
     let internal_listen = config.internal_listen;
+    let scheme = |on: bool| if on { "https" } else { "http" };
+    let (public_scheme, internal_scheme) = (
+        scheme(config.tls.enabled()),
+        scheme(config.internal_tls.enabled()),
+    );
     // Built before binding: an invalid configuration or an unreachable store fails
     // before anything is announced.
     let server = sessiond_server::ServerBuilder::new(config).build().await?;
+    reload_on_hangup(server.tls_reload())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| CliError::Bind {
@@ -136,21 +169,26 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         None => None,
     };
     let addr = listener.local_addr()?;
-    let mut text = format!("sessiond listening on http://{addr}\n");
+    let mut text = format!("sessiond listening on {public_scheme}://{addr}\n");
     // The admin page lives where the admin API does.
     let admin_addr = match &internal {
         Some(l) => {
             let a = l.local_addr()?;
             text.push_str(&format!(
-                "internal (admin, metrics, readiness): http://{a}\n"
+                "internal (admin, metrics, readiness): {internal_scheme}://{a}\n"
             ));
             a
         }
         None => addr,
     };
     if let Some(key) = &api_key {
+        let admin_scheme = if internal.is_some() {
+            internal_scheme
+        } else {
+            public_scheme
+        };
         text.push_str(&format!(
-            "demo: http://{addr}/demo/\nadmin: http://{admin_addr}/admin/ (API key: {key})\n"
+            "demo: {public_scheme}://{addr}/demo/\nadmin: {admin_scheme}://{admin_addr}/admin/ (API key: {key})\n"
         ));
     }
     {

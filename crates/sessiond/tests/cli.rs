@@ -518,3 +518,285 @@ fn config_print_shows_the_effective_config_with_secrets_masked() {
         "defaults are shown: {text}"
     );
 }
+
+/// A bearer session's WebSocket on `server`, joined to `room`; its connection id.
+async fn joined(
+    server: &SpawnedServer,
+    room: &str,
+) -> (sessiond_testkit::ws::WsClient, String, String) {
+    let r = client()
+        .post(format!("{}/v1/session", server.url()))
+        .json(&serde_json::json!({"bearer": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let s: Value = r.json().await.unwrap();
+    let ws_url = format!("{}/v1/ws", server.url().replacen("http", "ws", 1));
+    let socket = sessiond_testkit::ws::connect_bearer(&ws_url, s["token"].as_str().unwrap()).await;
+    let mut ws = sessiond_testkit::ws::WsClient::spawn(socket);
+    let hello = ws.expect("hello").await;
+    let id = hello["connection_id"].as_str().unwrap().to_owned();
+    ws.send(serde_json::json!({"type": "join", "room": room}))
+        .await;
+    ws.expect("presence").await;
+    (ws, id, s["handle"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_ls_and_show_list_members_and_need_a_reading_key() {
+    let server = SpawnedServer::start(
+        &bin(),
+        &format!(
+            "api_keys = [\"{KEY}\"]\n\
+             [[keys]]\nid = \"dash\"\nscope = \"read\"\nkey = \"dashboard-read-key\"\n\
+             [[keys]]\nid = \"backend\"\nscope = \"tickets\"\nkey = \"backend-ticket-key\"\n"
+        ),
+        &["--dev"],
+    );
+    let empty = ok(&cli(&server, &["rooms", "ls"]));
+    assert_eq!(empty, "ROOM  MEMBERS\n");
+    let (_a, a_id, a_handle) = joined(&server, "lobby").await;
+    let (_b, b_id, _) = joined(&server, "lobby").await;
+    let (_c, _, _) = joined(&server, "team:7").await;
+
+    let ls = ok(&cli(&server, &["rooms", "ls"]));
+    let rows: Vec<Vec<&str>> = ls.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["ROOM", "MEMBERS"],
+            vec!["lobby", "2"],
+            vec!["team:7", "1"]
+        ],
+        "{ls}"
+    );
+    let json: Value = serde_json::from_str(&ok(&cli(&server, &["rooms", "ls", "--json"]))).unwrap();
+    assert_eq!(
+        json["rooms"],
+        serde_json::json!([{"room": "lobby", "members": 2}, {"room": "team:7", "members": 1}])
+    );
+
+    let show = ok(&cli(&server, &["rooms", "show", "lobby"]));
+    assert!(show.starts_with("CONNECTION"), "{show}");
+    let row = show
+        .lines()
+        .find(|l| l.starts_with(&a_id))
+        .unwrap_or_else(|| panic!("{a_id} not shown:\n{show}"));
+    assert!(row.contains(&a_handle) && row.contains("editor"), "{row}");
+    assert!(show.contains(&b_id), "{show}");
+    let json: Value =
+        serde_json::from_str(&ok(&cli(&server, &["rooms", "show", "lobby", "--json"]))).unwrap();
+    assert_eq!(json["room"], "lobby");
+    assert_eq!(json["members"].as_array().unwrap().len(), 2);
+    assert!(json["members"][0]["node"].is_string());
+    // A room id that needs encoding stays one path segment.
+    assert!(
+        ok(&cli(&server, &["rooms", "show", "team:7"]))
+            .lines()
+            .count()
+            == 2
+    );
+
+    let missing = failed(&cli(&server, &["rooms", "show", "nobody-here"]));
+    assert!(missing.contains("404 not_found"), "{missing}");
+
+    // A read-scoped key may list rooms; a tickets-only key and a wrong key may not.
+    let with_key = |key: &str, args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .env("SESSIOND_SERVER", server.url())
+            .env("SESSIOND_API_KEY", key)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert!(ok(&with_key("dashboard-read-key", &["rooms", "ls"])).contains("lobby"));
+    let refused = failed(&with_key("backend-ticket-key", &["rooms", "show", "lobby"]));
+    assert!(refused.contains("403"), "{refused}");
+    let refused = failed(&with_key("wrong-key-12345", &["rooms", "ls"]));
+    assert!(refused.contains("403"), "{refused}");
+    let no_key = Command::new(bin())
+        .args(["rooms", "ls", "--server", &server.url()])
+        .env_remove("SESSIOND_API_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(failed(&no_key).contains("no API key"));
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _sessiond"),
+        ("zsh", "#compdef sessiond"),
+        ("fish", "complete -c sessiond"),
+    ] {
+        let text = ok(&run(&["completions", shell], &[]));
+        assert!(text.contains(marker), "{shell}: {text}");
+        // Every subcommand is offered, the new ones included.
+        for sub in [
+            "serve",
+            "sessions",
+            "rooms",
+            "audit",
+            "config",
+            "completions",
+        ] {
+            assert!(text.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    // The bash script loads in a real bash and registers the completion.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("sessiond.bash");
+    std::fs::write(&script, ok(&run(&["completions", "bash"], &[]))).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && complete -p sessiond",
+            script.display()
+        ))
+        .output()
+        .expect("bash");
+    let registered = ok(&out);
+    assert!(registered.contains("_sessiond"), "{registered}");
+    let err = failed(&run(&["completions", "tcsh"], &[]));
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
+}
+
+/// A CA and a leaf it signed for 127.0.0.1: (CA PEM, chain PEM, key PEM).
+fn issue(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("sessiond CLI test CA {name}"));
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+/// Sends SIGHUP with the shell's builtin `kill` (no procps needed).
+fn hangup(pid: &str) {
+    let status = Command::new("bash")
+        .args(["-c", &format!("kill -HUP {pid}")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -HUP {pid}: {status:?}");
+}
+
+fn trusting(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tls_serve_announces_https_reloads_on_sighup_and_config_check_reads_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let (ca_a, chain_a, key_a) = issue("a");
+    let (ca_b, chain_b, key_b) = issue("b");
+    std::fs::write(&cert, &chain_a).unwrap();
+    std::fs::write(&key, &key_a).unwrap();
+    let ca_a_file = dir.path().join("ca-a.pem");
+    std::fs::write(&ca_a_file, &ca_a).unwrap();
+    let config = format!(
+        "api_keys = [\"{KEY}\"]\n[tls]\ncert = {cert:?}\nkey = {key:?}\nreload_interval = \"1h\"\n"
+    );
+
+    // `config check` reads the files: fine as they are, and a key of another certificate
+    // is named.
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, &config).unwrap();
+    let text = ok(&run(
+        &["config", "check", "-c", file.to_str().unwrap()],
+        &[],
+    ));
+    assert!(text.contains(&format!("tls: {}", cert.display())), "{text}");
+    let bad_key = dir.path().join("other-key.pem");
+    std::fs::write(&bad_key, &key_b).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        config.replace(key.to_str().unwrap(), bad_key.to_str().unwrap()),
+    )
+    .unwrap();
+    let err = failed(&run(&["config", "check", "-c", bad.to_str().unwrap()], &[]));
+    assert!(
+        err.contains("does not belong") && err.contains("other-key.pem"),
+        "{err}"
+    );
+
+    let server = SpawnedServer::start(&bin(), &config, &["--dev"]);
+    let url = server.url();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let lines = announcement(&server, 3);
+    assert_eq!(lines[1], format!("demo: {url}/demo/"));
+    assert_eq!(lines[2], format!("admin: {url}/admin/ (API key: {KEY})"));
+    let r = trusting(&ca_a)
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The CLI reaches an HTTPS server with --ca-cert, and says why it cannot without it.
+    assert!(ok(&cli(
+        &server,
+        &["rooms", "ls", "--ca-cert", ca_a_file.to_str().unwrap()]
+    ))
+    .starts_with("ROOM"));
+    let untrusted = failed(&cli(&server, &["rooms", "ls"]));
+    assert!(untrusted.contains("cannot reach sessiond"), "{untrusted}");
+
+    // SIGHUP: the new certificate for new handshakes, the server still running.
+    std::fs::write(&key, &key_b).unwrap();
+    std::fs::write(&cert, &chain_b).unwrap();
+    let pid = server.pid().unwrap().to_string();
+    hangup(&pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while trusting(&ca_b)
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reloaded after SIGHUP; log:\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(trusting(&ca_a)
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_err());
+
+    // A broken replacement and SIGHUP: logged, the server keeps B.
+    std::fs::write(&cert, "garbage").unwrap();
+    hangup(&pid);
+    wait::until_some_blocking(Duration::from_secs(10), "the reload failure logged", || {
+        server
+            .log()
+            .contains("TLS certificate not reloaded")
+            .then_some(())
+    });
+    let r = trusting(&ca_b)
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -18,5 +18,6 @@ mod ratelimit;
 mod secrets;
 mod session;
 mod signin;
+mod tls;
 mod unavailable;
 mod web;
