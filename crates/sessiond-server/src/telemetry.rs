@@ -395,9 +395,12 @@ mod tests {
         assert_eq!(TraceHeaders(&h).get("traceparent"), None);
     }
 
-    /// Names of the spans opened, in order, with their parent's name.
+    /// A span's name and its parent's name.
+    type Named = (String, Option<String>);
+
+    /// The spans opened, in order.
     #[derive(Clone, Default)]
-    struct Opened(Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>);
+    struct Opened(Arc<std::sync::Mutex<Vec<Named>>>);
 
     impl<S> tracing_subscriber::Layer<S> for Opened
     where
