@@ -117,6 +117,12 @@ impl ServerBuilder {
         let tickets = Tickets::from_config(&config)?;
         // At-rest encryption sits between everything and the backend.
         let store = crate::crypto::wrap_store(&config, store)?;
+        // Outermost, so a store call's span covers what its caller waits for.
+        let store = if config.tracing.enabled() {
+            crate::telemetry::traced(store, config.store.backend_name())
+        } else {
+            store
+        };
         let bus = Bus::new();
         let sessions = Arc::new(
             SessionService::new(

@@ -55,6 +55,107 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub quotas: QuotasConfig,
     pub roles: BTreeMap<String, RoleConfig>,
+    pub tracing: TracingConfig,
+}
+
+/// OpenTelemetry traces exported over OTLP/HTTP (protobuf): off unless `otlp_endpoint`
+/// is set. Only this section configures them; the `OTEL_*` environment variables are
+/// not read for the endpoint, sampling, batching, resource or propagation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP URL (`http://host:4318`, or with a path, used as is);
+    /// unset or empty: no traces, no exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of every span.
+    pub service_name: String,
+    /// Share of new traces (requests without a caller's `traceparent`) recorded, 0.0..=1.0;
+    /// a request with a `traceparent` follows the caller's sampling decision.
+    pub sample_ratio: f64,
+    /// Longest time a finished span waits before it is sent.
+    #[serde(with = "humantime_serde")]
+    pub batch_delay: Duration,
+    /// Longest time one export request may take.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+    /// Finished spans waiting for export; more are dropped (never blocking a request).
+    pub max_queue_size: usize,
+    /// Spans sent in one export request.
+    pub max_batch_size: usize,
+}
+
+impl TracingConfig {
+    /// Whether traces are exported (an endpoint is set and not empty).
+    pub fn enabled(&self) -> bool {
+        self.otlp_endpoint.as_deref().is_some_and(|e| !e.is_empty())
+    }
+
+    /// The URL spans are POSTed to: the endpoint, with `/v1/traces` added when it has no
+    /// path (the OTLP/HTTP convention for a collector's base URL).
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.otlp_endpoint.as_deref().filter(|e| !e.is_empty())?;
+        let uri: axum::http::Uri = endpoint.parse().ok()?;
+        Some(match uri.path() {
+            "" | "/" => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            _ => endpoint.to_owned(),
+        })
+    }
+
+    /// Checks the section alone (part of [`Config::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(endpoint) = self.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+            let uri: axum::http::Uri = endpoint.parse().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "tracing.otlp_endpoint: {:?} is not a URL",
+                    redact_url(endpoint)
+                ))
+            })?;
+            // Export errors quote the URL: it must hold no credentials.
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return invalid(
+                    "tracing.otlp_endpoint must not hold credentials (user:password@)".into(),
+                );
+            }
+            match uri.scheme_str() {
+                Some("http") if uri.host().is_some_and(|h| !h.is_empty()) => {}
+                // The exporter is built without a TLS client (see docs/operations.md).
+                Some("https") => {
+                    return invalid(
+                        "tracing.otlp_endpoint: https is not supported; send to a local \
+                         collector over http (it can forward over TLS)"
+                            .into(),
+                    )
+                }
+                _ => {
+                    return invalid(format!(
+                        "tracing.otlp_endpoint: {:?} must be an http://host[:port][/path] URL",
+                        redact_url(endpoint)
+                    ))
+                }
+            }
+        }
+        if self.service_name.trim().is_empty() || self.service_name.len() > 255 {
+            return invalid("tracing.service_name must be 1 to 255 characters".into());
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return invalid(format!(
+                "tracing.sample_ratio must be between 0.0 and 1.0 (is {})",
+                self.sample_ratio
+            ));
+        }
+        check_duration("tracing.batch_delay", self.batch_delay, true)?;
+        check_duration("tracing.export_timeout", self.export_timeout, true)?;
+        check_min("tracing.max_queue_size", self.max_queue_size as u64, 1)?;
+        check_min("tracing.max_batch_size", self.max_batch_size as u64, 1)?;
+        if self.max_batch_size > self.max_queue_size {
+            return invalid(format!(
+                "tracing.max_batch_size ({}) must not exceed tracing.max_queue_size ({})",
+                self.max_batch_size, self.max_queue_size
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Storage quotas (see [`sessiond_core::quota`]): the limits of signed-in sessions, and
@@ -630,6 +731,15 @@ impl StoreKind {
         matches!(self, StoreKind::Redis(_))
     }
 
+    /// The backend's name, as traces report it (`db.system.name`).
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Sqlite => "sqlite",
+            StoreKind::Redis(_) => "redis",
+        }
+    }
+
     /// The store as written, credentials included: only for connecting. `Display` and
     /// `Debug` print it with the credentials redacted.
     pub fn as_config_str(&self) -> &str {
@@ -792,6 +902,7 @@ impl Config {
         if let StoreKind::Redis(url) = &c.store {
             c.store = StoreKind::Redis(redact_url(url));
         }
+        c.tracing.otlp_endpoint = c.tracing.otlp_endpoint.as_deref().map(redact_url);
         c
     }
 
@@ -843,6 +954,7 @@ impl Config {
         let inv = |m: String| Err(ConfigError::Invalid(m));
         self.validate_durations()?;
         self.validate_fields()?;
+        self.tracing.validate()?;
         self.policies().validate().map_err(ConfigError::Invalid)?;
         let name = self.cookie_name();
         if !name

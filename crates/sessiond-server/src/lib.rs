@@ -32,6 +32,7 @@ pub mod routes;
 pub mod serve;
 pub mod sessions;
 pub mod state;
+pub mod telemetry;
 pub mod tickets;
 pub mod tls;
 pub mod ws;

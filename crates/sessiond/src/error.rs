@@ -35,4 +35,6 @@ pub enum CliError {
     },
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    #[error("cannot set up trace export: {0}")]
+    Telemetry(String),
 }

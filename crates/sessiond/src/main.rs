@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod output;
 mod serve;
+mod telemetry;
 
 use clap::Parser;
 use cli::{Cli, Command, ConfigCommand};

@@ -43,29 +43,6 @@ pub fn announced_api_key(config: &Config) -> Option<String> {
     )
 }
 
-/// Structured logs on stderr (stdout carries only the announcement): JSON when
-/// `SESSIOND_LOG_FORMAT=json`, level from `RUST_LOG` (default `info`).
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("SESSIOND_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init();
-    } else {
-        builder.init();
-    }
-}
-
 /// The shutdown future for the library: the first SIGINT or SIGTERM starts a graceful
 /// shutdown; a second one exits at once (an operator who insists is not kept waiting).
 fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static, CliError> {
@@ -139,8 +116,18 @@ fn reload_on_hangup(tls: sessiond_server::tls::TlsReload) -> Result<(), CliError
 }
 
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    init_logging();
+    // Read first: the trace export it configures is part of the logging set-up.
     let config = load_config(&args)?;
+    let telemetry = crate::telemetry::init(&config.tracing)?;
+    let result = run(config).await;
+    // Spans of the last requests are sent before the process exits, even after a failure.
+    if let Some(t) = telemetry {
+        t.shutdown().await;
+    }
+    result
+}
+
+async fn run(config: Config) -> Result<(), CliError> {
     let api_key = announced_api_key(&config);
     let shutdown = shutdown_signal()?;
     let (listen, store, dev) = (config.listen, config.store.to_string(), config.dev);

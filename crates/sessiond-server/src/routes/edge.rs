@@ -52,7 +52,9 @@ fn drop_unusable_request_id(mut req: Request) -> Request {
 
 /// The request's span: route template (never the raw URI, whose query could carry
 /// secrets), method and id; status and latency are recorded when the answer is ready.
-/// Headers are never recorded (cookies and bearer tokens live there).
+/// Headers are never recorded (cookies and bearer tokens live there). As an
+/// OpenTelemetry span it is a server span named `METHOD /route`, child of the caller's
+/// `traceparent` when one came.
 fn make_span(req: &Request) -> Span {
     let span = tracing::info_span!(
         "request",
@@ -61,19 +63,37 @@ fn make_span(req: &Request) -> Span {
         request_id = Empty,
         status = Empty,
         latency_ms = Empty,
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
     );
-    if let Some(route) = req.extensions().get::<MatchedPath>() {
-        span.record("route", tracing::field::display(route.as_str()));
+    // An unmatched path is named by the method alone (the raw path is the caller's text).
+    match req.extensions().get::<MatchedPath>() {
+        Some(route) => {
+            span.record("route", tracing::field::display(route.as_str()));
+            span.record(
+                "otel.name",
+                tracing::field::display(format_args!("{} {}", req.method(), route.as_str())),
+            );
+        }
+        None => {
+            span.record("otel.name", tracing::field::display(req.method()));
+        }
     }
     if let Some(id) = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
         span.record("request_id", tracing::field::display(id));
     }
+    crate::telemetry::join_caller_trace(&span, req.headers());
     span
 }
 
 fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
     let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
     span.record("status", res.status().as_u16());
+    // A server span is in error for 5xx only: a 4xx is the caller's mistake.
+    if res.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     span.record("latency_ms", latency_ms);
     tracing::debug!(status = res.status().as_u16(), latency_ms, "answered");
 }
