@@ -298,6 +298,9 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Open connections from one peer IP (the TCP peer, not a forwarded address).
     pub max_connections_per_ip: usize,
+    /// How long a browser may cache a CORS preflight answer (`Access-Control-Max-Age`).
+    #[serde(with = "humantime_serde")]
+    pub cors_max_age: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
