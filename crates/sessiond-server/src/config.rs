@@ -1036,6 +1036,8 @@ impl Config {
             true,
         )?;
         check_duration("http.body_idle_timeout", self.http.body_idle_timeout, true)?;
+        // 0 is allowed: no caching, every cross-origin call is preflighted.
+        check_duration("http.cors_max_age", self.http.cors_max_age, false)?;
         let rl = &self.rate_limits;
         for (scope, l) in [
             ("create", &rl.create),
