@@ -47,10 +47,14 @@ export interface ConnOptions {
     backoffMaxMs: number;
     /** true on a metered connection: ping less often, within what the server allows. */
     metered: () => boolean;
+    /** The subprotocols of each new socket: `sessiond.v1`, and in bearer mode a
+     * `bearer.<token>` entry with the token held at that moment (browsers cannot set
+     * `Authorization` on a WebSocket). Default: `sessiond.v1` alone (the cookie). */
+    protocols?: () => string | string[];
 }
 /** Close code "reauthenticate": the session's token was rotated (a sign-in, maybe in
  * another tab); the session goes on, so the socket is reopened at once with the new
- * cookie, without a `lost` event. */
+ * cookie (or bearer token), without a `lost` event. */
 export declare const REAUTHENTICATE = 4010;
 export declare class Connection {
     private readonly o;

@@ -6,7 +6,7 @@ import { backoffDelay } from "./timing.js";
 const CONNECT_TIMEOUT_MS = 10000;
 /** Close code "reauthenticate": the session's token was rotated (a sign-in, maybe in
  * another tab); the session goes on, so the socket is reopened at once with the new
- * cookie, without a `lost` event. */
+ * cookie (or bearer token), without a `lost` event. */
 export const REAUTHENTICATE = 4010;
 export class Connection {
     constructor(o, on) {
@@ -63,7 +63,7 @@ export class Connection {
         this.clear();
         let ws;
         try {
-            ws = new this.o.WebSocket(this.o.url, "sessiond.v1");
+            ws = new this.o.WebSocket(this.o.url, this.o.protocols?.() ?? "sessiond.v1");
         }
         catch {
             return this.retry();

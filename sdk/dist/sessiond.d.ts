@@ -110,9 +110,18 @@ export interface Events {
         room?: string;
     };
 }
+/** How the session token travels. `cookie`: the HttpOnly cookie the browser sends by
+ * itself (same site as sessiond). `bearer`: for contexts where that cookie does not flow
+ * (a third-party iframe, a native shell): the token is held in this object's memory only
+ * (never in storage) and sent as `Authorization: Bearer` and as a `bearer.<token>`
+ * WebSocket subprotocol entry; a page reload starts a new session. */
+export type AuthMode = "cookie" | "bearer";
 export interface Options {
-    /** Origin of the sessiond server; default: this page's origin. */
+    /** Origin of the sessiond server; default: this page's origin. Another origin must be
+     * listed in the server's `allowed_origins`. */
     baseUrl?: string;
+    /** Default `cookie`. */
+    auth?: AuthMode;
     fetch?: typeof fetch;
     WebSocket?: WsCtor;
     /** Text copies; default localStorage. null disables local copies. */
@@ -164,6 +173,9 @@ export declare class Sessiond extends Emitter<Events> implements DraftHost {
     private readonly rooms;
     private readonly activity;
     private readonly unlisten;
+    private readonly bearer;
+    /** Bearer mode: the session token, in memory only; replaced when a sign-in rotates it. */
+    private token;
     constructor(o?: Options);
     get ended(): boolean;
     /** true when drafts are copied to this device for the current principal (a key was
@@ -208,6 +220,11 @@ export declare class Sessiond extends Emitter<Events> implements DraftHost {
     } | null>;
     /** Reads a room's current snapshot (after a `snapshot` event from another member). */
     loadSnapshot(room: string): Promise<RoomSnapshot | null>;
+    /** Bearer mode: `{ authorization: "Bearer <token>" }` for the app's own calls to a
+     * backend that checks the session through sessiond (forward-auth); `{}` in cookie
+     * mode or without a session. Never added by itself: the token goes only where the app
+     * sends it. */
+    authHeaders(): Record<string, string>;
     /** fetch for the app's own API: a 401 emits `ended` (drafts are kept) and the
      * response is returned for the app to show, never a redirect. */
     fetch: (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>;
@@ -225,6 +242,10 @@ export declare class Sessiond extends Emitter<Events> implements DraftHost {
         noEnd?: boolean;
         headers?: Record<string, string>;
     }): Promise<Res>;
+    /** A create or sign-in answer as the session the app sees: in bearer mode its token
+     * (when the server issued one) replaces the held one and is taken out of the object,
+     * so the app never logs or stores it by accident. */
+    private adopt;
     private handle;
     /** Adopts a (new or resumed) session: local key, socket, and pending uploads. */
     private begin;

@@ -62,6 +62,8 @@ export class Sessiond extends Emitter {
         this.handles = new Map();
         this.rooms = new Map();
         this.unlisten = [];
+        /** Bearer mode: the session token, in memory only; replaced when a sign-in rotates it. */
+        this.token = null;
         /** fetch for the app's own API: a 401 emits `ended` (drafts are kept) and the
          * response is returned for the app to show, never a redirect. */
         this.fetch = async (input, init = {}) => {
@@ -77,6 +79,7 @@ export class Sessiond extends Emitter {
         };
         const g = globalThis;
         this.base = (o.baseUrl ?? g.location?.origin ?? "").replace(/\/$/, "");
+        this.bearer = o.auth === "bearer";
         this.f = o.fetch ?? globalThis.fetch.bind(globalThis);
         this.clock = o.clock ?? realClock;
         this.crypto = o.crypto ?? globalThis.crypto;
@@ -98,6 +101,7 @@ export class Sessiond extends Emitter {
             backoffBaseMs: o.backoffBaseMs ?? 500,
             backoffMaxMs: o.backoffMaxMs ?? 30000,
             metered: o.metered ?? defaultMetered,
+            protocols: this.bearer ? () => (this.token ? ["sessiond.v1", "bearer." + this.token] : "sessiond.v1") : undefined,
         }, {
             message: (m) => this.onMessage(m),
             hello: (h, re) => this.onHello(h, re),
@@ -128,12 +132,13 @@ export class Sessiond extends Emitter {
     /** Gets or creates this browser's session, connects, and starts listening. */
     async start() {
         const key = idempotencyKey(this.crypto);
-        const r = await this.req("POST", "/v1/session", { json: {}, headers: { "idempotency-key": key } });
+        const r = await this.req("POST", "/v1/session", { json: this.bearer ? { bearer: true } : {}, headers: { "idempotency-key": key } });
         if (r.status !== 200 && r.status !== 201)
             throw new SessiondError(r.data?.code ?? "network", r.status);
+        const s = this.adopt(r.data);
         this.listen();
-        await this.begin(r.data);
-        return r.data;
+        await this.begin(s);
+        return s;
     }
     /** After an ending, checks whether this browser has a live session again (e.g. signed
      * in from another tab); resumes with it if so. */
@@ -148,11 +153,12 @@ export class Sessiond extends Emitter {
     async signIn(ticket) {
         if (!this.ended)
             await this.flushAll();
-        const r = await this.req("POST", "/v1/session/signin", { json: { ticket }, noEnd: true });
+        const r = await this.req("POST", "/v1/session/signin", { json: this.bearer ? { ticket, bearer: true } : { ticket }, noEnd: true });
         if (r.status !== 200 && r.status !== 201)
             throw new SessiondError(r.data?.code ?? "network", r.status);
-        await this.begin(r.data);
-        return r.data;
+        const s = this.adopt(r.data);
+        await this.begin(s);
+        return s;
     }
     /** Saves drafts to the server, ends the session, and removes this principal's local
      * copies from this browser. */
@@ -168,6 +174,7 @@ export class Sessiond extends Emitter {
         if (this.lk)
             await this.local.removeAll(this.lk).catch(() => undefined);
         this.lk = null;
+        this.token = null;
         this.end("signed_out");
     }
     /** Resets the idle deadline (the "stay online" button). */
@@ -281,6 +288,13 @@ export class Sessiond extends Emitter {
             st.version = snap.version;
         return snap;
     }
+    /** Bearer mode: `{ authorization: "Bearer <token>" }` for the app's own calls to a
+     * backend that checks the session through sessiond (forward-auth); `{}` in cookie
+     * mode or without a session. Never added by itself: the token goes only where the app
+     * sends it. */
+    authHeaders() {
+        return this.bearer && this.token ? { authorization: "Bearer " + this.token } : {};
+    }
     /** Stops listening and disconnects (pending drafts are flushed first). */
     async close() {
         await this.flushAll();
@@ -294,7 +308,7 @@ export class Sessiond extends Emitter {
     /** One HTTP call to sessiond. Never throws: a network failure is status 0. The fetch
      * is started synchronously, so keepalive requests go out inside pagehide. */
     async req(method, path, o = {}) {
-        const headers = { ...o.headers };
+        const headers = { ...o.headers, ...this.authHeaders() };
         let body = o.body;
         if (o.json !== undefined) {
             headers["content-type"] = "application/json";
@@ -304,7 +318,8 @@ export class Sessiond extends Emitter {
             headers["content-type"] = o.type;
         let res;
         try {
-            res = await this.f(this.base + path, { method, headers, body, credentials: "include", keepalive: o.keepalive });
+            // Bearer mode sends no cookie: the token alone says who this is.
+            res = await this.f(this.base + path, { method, headers, body, credentials: this.bearer ? "omit" : "include", keepalive: o.keepalive });
         }
         catch {
             return { status: 0, data: null };
@@ -322,6 +337,15 @@ export class Sessiond extends Emitter {
         if (res.status === 401 && !o.noEnd)
             this.end(data?.reason ?? data?.code ?? "unauthenticated");
         return { status: res.status, data, res };
+    }
+    /** A create or sign-in answer as the session the app sees: in bearer mode its token
+     * (when the server issued one) replaces the held one and is taken out of the object,
+     * so the app never logs or stores it by accident. */
+    adopt(data) {
+        const { token, ...s } = data;
+        if (this.bearer && token)
+            this.token = token;
+        return s;
     }
     handle(conversation) {
         let h = this.handles.get(conversation);

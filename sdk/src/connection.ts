@@ -48,13 +48,17 @@ export interface ConnOptions {
   backoffMaxMs: number;
   /** true on a metered connection: ping less often, within what the server allows. */
   metered: () => boolean;
+  /** The subprotocols of each new socket: `sessiond.v1`, and in bearer mode a
+   * `bearer.<token>` entry with the token held at that moment (browsers cannot set
+   * `Authorization` on a WebSocket). Default: `sessiond.v1` alone (the cookie). */
+  protocols?: () => string | string[];
 }
 
 /** How long a socket may take from creation to hello before it is retried. */
 const CONNECT_TIMEOUT_MS = 10_000;
 /** Close code "reauthenticate": the session's token was rotated (a sign-in, maybe in
  * another tab); the session goes on, so the socket is reopened at once with the new
- * cookie, without a `lost` event. */
+ * cookie (or bearer token), without a `lost` event. */
 export const REAUTHENTICATE = 4010;
 
 export class Connection {
@@ -117,7 +121,7 @@ export class Connection {
     this.clear();
     let ws: WsLike;
     try {
-      ws = new this.o.WebSocket(this.o.url, "sessiond.v1");
+      ws = new this.o.WebSocket(this.o.url, this.o.protocols?.() ?? "sessiond.v1");
     } catch {
       return this.retry();
     }

@@ -87,9 +87,19 @@ export interface Events {
   error: { code: string; message?: string; conversation?: string; room?: string };
 }
 
+/** How the session token travels. `cookie`: the HttpOnly cookie the browser sends by
+ * itself (same site as sessiond). `bearer`: for contexts where that cookie does not flow
+ * (a third-party iframe, a native shell): the token is held in this object's memory only
+ * (never in storage) and sent as `Authorization: Bearer` and as a `bearer.<token>`
+ * WebSocket subprotocol entry; a page reload starts a new session. */
+export type AuthMode = "cookie" | "bearer";
+
 export interface Options {
-  /** Origin of the sessiond server; default: this page's origin. */
+  /** Origin of the sessiond server; default: this page's origin. Another origin must be
+   * listed in the server's `allowed_origins`. */
   baseUrl?: string;
+  /** Default `cookie`. */
+  auth?: AuthMode;
   fetch?: typeof fetch;
   WebSocket?: WsCtor;
   /** Text copies; default localStorage. null disables local copies. */
@@ -185,11 +195,15 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
   private readonly rooms = new Map<string, RoomState>();
   private readonly activity: Debouncer;
   private readonly unlisten: (() => void)[] = [];
+  private readonly bearer: boolean;
+  /** Bearer mode: the session token, in memory only; replaced when a sign-in rotates it. */
+  private token: string | null = null;
 
   constructor(private readonly o: Options = {}) {
     super();
     const g = globalThis as unknown as { location?: Location; localStorage?: Storage; WebSocket?: WsCtor; document?: Document; window?: Window };
     this.base = (o.baseUrl ?? g.location?.origin ?? "").replace(/\/$/, "");
+    this.bearer = o.auth === "bearer";
     this.f = o.fetch ?? globalThis.fetch.bind(globalThis);
     this.clock = o.clock ?? realClock;
     this.crypto = o.crypto ?? globalThis.crypto;
@@ -211,6 +225,7 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
         backoffBaseMs: o.backoffBaseMs ?? 500,
         backoffMaxMs: o.backoffMaxMs ?? 30_000,
         metered: o.metered ?? defaultMetered,
+        protocols: this.bearer ? () => (this.token ? ["sessiond.v1", "bearer." + this.token] : "sessiond.v1") : undefined,
       },
       {
         message: (m) => this.onMessage(m),
@@ -245,11 +260,12 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
   /** Gets or creates this browser's session, connects, and starts listening. */
   async start(): Promise<Session> {
     const key = idempotencyKey(this.crypto);
-    const r = await this.req("POST", "/v1/session", { json: {}, headers: { "idempotency-key": key } });
+    const r = await this.req("POST", "/v1/session", { json: this.bearer ? { bearer: true } : {}, headers: { "idempotency-key": key } });
     if (r.status !== 200 && r.status !== 201) throw new SessiondError(r.data?.code ?? "network", r.status);
+    const s = this.adopt(r.data);
     this.listen();
-    await this.begin(r.data as Session);
-    return r.data as Session;
+    await this.begin(s);
+    return s;
   }
 
   /** After an ending, checks whether this browser has a live session again (e.g. signed
@@ -264,10 +280,11 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
   /** Signs in with a ticket from the app's backend; the token is rotated. */
   async signIn(ticket: string): Promise<Session> {
     if (!this.ended) await this.flushAll();
-    const r = await this.req("POST", "/v1/session/signin", { json: { ticket }, noEnd: true });
+    const r = await this.req("POST", "/v1/session/signin", { json: this.bearer ? { ticket, bearer: true } : { ticket }, noEnd: true });
     if (r.status !== 200 && r.status !== 201) throw new SessiondError(r.data?.code ?? "network", r.status);
-    await this.begin(r.data as Session);
-    return r.data as Session;
+    const s = this.adopt(r.data);
+    await this.begin(s);
+    return s;
   }
 
   /** Saves drafts to the server, ends the session, and removes this principal's local
@@ -280,6 +297,7 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
     this.handles.clear();
     if (this.lk) await this.local.removeAll(this.lk).catch(() => undefined);
     this.lk = null;
+    this.token = null;
     this.end("signed_out");
   }
 
@@ -386,6 +404,14 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
     return snap;
   }
 
+  /** Bearer mode: `{ authorization: "Bearer <token>" }` for the app's own calls to a
+   * backend that checks the session through sessiond (forward-auth); `{}` in cookie
+   * mode or without a session. Never added by itself: the token goes only where the app
+   * sends it. */
+  authHeaders(): Record<string, string> {
+    return this.bearer && this.token ? { authorization: "Bearer " + this.token } : {};
+  }
+
   /** fetch for the app's own API: a 401 emits `ended` (drafts are kept) and the
    * response is returned for the app to show, never a redirect. */
   fetch = async (input: RequestInfo | URL, init: RequestInit = {}): Promise<Response> => {
@@ -418,7 +444,7 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
     path: string,
     o: { json?: unknown; body?: BodyInit; type?: string; keepalive?: boolean; raw?: boolean; noEnd?: boolean; headers?: Record<string, string> } = {},
   ): Promise<Res> {
-    const headers: Record<string, string> = { ...o.headers };
+    const headers: Record<string, string> = { ...o.headers, ...this.authHeaders() };
     let body = o.body;
     if (o.json !== undefined) {
       headers["content-type"] = "application/json";
@@ -426,7 +452,8 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
     } else if (o.type) headers["content-type"] = o.type;
     let res: Response;
     try {
-      res = await this.f(this.base + path, { method, headers, body, credentials: "include", keepalive: o.keepalive });
+      // Bearer mode sends no cookie: the token alone says who this is.
+      res = await this.f(this.base + path, { method, headers, body, credentials: this.bearer ? "omit" : "include", keepalive: o.keepalive });
     } catch {
       return { status: 0, data: null };
     }
@@ -441,6 +468,15 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
     }
     if (res.status === 401 && !o.noEnd) this.end(data?.reason ?? data?.code ?? "unauthenticated");
     return { status: res.status, data, res };
+  }
+
+  /** A create or sign-in answer as the session the app sees: in bearer mode its token
+   * (when the server issued one) replaces the held one and is taken out of the object,
+   * so the app never logs or stores it by accident. */
+  private adopt(data: Session & { token?: string }): Session {
+    const { token, ...s } = data;
+    if (this.bearer && token) this.token = token;
+    return s;
   }
 
   private handle(conversation: string): DraftHandle {

@@ -405,6 +405,9 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Open connections from one peer IP (the TCP peer, not a forwarded address).
     pub max_connections_per_ip: usize,
+    /// How long a browser may cache a CORS preflight answer (`Access-Control-Max-Age`).
+    #[serde(with = "humantime_serde")]
+    pub cors_max_age: Duration,
 }
 
 /// A listener's certificate (see [`crate::tls`]): PEM files, polled for changes.
@@ -1196,6 +1199,8 @@ impl Config {
             self.internal_tls.reload_interval,
             true,
         )?;
+        // 0 is allowed: no caching, every cross-origin call is preflighted.
+        check_duration("http.cors_max_age", self.http.cors_max_age, false)?;
         let rl = &self.rate_limits;
         for (scope, l) in [
             ("create", &rl.create),

@@ -103,6 +103,29 @@ async fn unauthenticated_and_cross_origin_upgrades_are_refused() {
         srv.ws_with(&own).await.is_ok(),
         "the server's own origin is allowed"
     );
+    // A bearer token (the SDK's bearer mode) is held to the same origin rule: a page on
+    // another site holding a stolen token gets no socket; a client that is no browser
+    // (no Origin) and the server's own origin do.
+    let bearer = format!("sessiond.v1, bearer.{}", s.token);
+    let evil = [
+        ("sec-websocket-protocol", bearer.clone()),
+        ("origin", "https://evil.example".into()),
+    ];
+    assert_eq!(status(srv.ws_with(&evil).await), 403);
+    let header = [
+        ("authorization", format!("Bearer {}", s.token)),
+        ("origin", "https://evil.example".into()),
+    ];
+    assert_eq!(status(srv.ws_with(&header).await), 403);
+    let own = [
+        ("sec-websocket-protocol", bearer.clone()),
+        ("origin", srv.url.clone()),
+    ];
+    assert!(srv.ws_with(&own).await.is_ok());
+    assert!(srv
+        .ws_with(&[("sec-websocket-protocol", bearer)])
+        .await
+        .is_ok());
     srv.stop_now().await;
 }
 

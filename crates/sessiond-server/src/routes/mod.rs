@@ -2,6 +2,7 @@
 //! the HTTP edge (limits, `no-store`, 404/405, request ids, tracing) applied as layers.
 
 pub mod admin;
+pub mod cors;
 pub mod demo;
 pub mod drafts;
 pub mod edge;
@@ -69,6 +70,12 @@ pub fn app(state: AppState) -> Router {
     let api = api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         limits::layer,
+    ));
+    // Outside the rate limits: a preflight costs nothing, and a 429 carries the CORS
+    // headers so a cross-origin page can read it.
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        cors::layer,
     ));
     let app = api
         .merge(web::router())

@@ -1,9 +1,9 @@
 //! Real time: `GET /v1/ws` (heartbeats, activity, warnings, renewal, endings, presence
 //! and room snapshots) and the admin views of rooms and connections.
 //!
-//! The upgrade authenticates first (cookie from an allowed origin, `Authorization:
-//! Bearer`, or a `bearer.<token>` subprotocol entry) so an unauthenticated client never
-//! gets a socket. Each connection is one task ([`conn`]); the [`hub::Hub`] keeps the
+//! The upgrade authenticates first (the cookie, `Authorization: Bearer`, or a
+//! `bearer.<token>` subprotocol entry, each only from this server's own or an allowed
+//! origin) so an unauthenticated client never gets a socket. Each connection is one task ([`conn`]); the [`hub::Hub`] keeps the
 //! registry, the rooms and one heartbeat timer for all connections ([`tasks`]).
 
 pub mod conn;
@@ -72,7 +72,7 @@ pub fn ws_token(headers: &HeaderMap, cookie_name: &str) -> Option<PresentedToken
         (status = 101, description = "Switching Protocols: the WebSocket is open"),
         (status = 400, description = "Not a valid WebSocket upgrade request", body = String, content_type = "text/plain"),
         (status = 426, description = "The connection cannot be upgraded", body = String, content_type = "text/plain"),
-        // 403 is forbidden_origin: a cookie-authenticated upgrade from a disallowed Origin.
+        // 403 is forbidden_origin: an upgrade from a disallowed Origin (cookie or bearer).
         ReadErrors, ForbiddenErrors, RateLimitErrors,
     ))]
 async fn upgrade(
@@ -84,11 +84,12 @@ async fn upgrade(
     let Some(presented) = ws_token(&headers, &state.config.cookie.name) else {
         return ApiError::Unauthenticated.into_response();
     };
-    // A WebSocket is not covered by CORS: without this any site could open one with the cookie.
-    if presented.source == TokenSource::Cookie {
-        if let Err(e) = auth::origin_allowed(&state, &headers) {
-            return e.into_response();
-        }
+    // A WebSocket is not covered by CORS: without this any site could open one with the
+    // cookie. A bearer token is held to the same rule: no page outside the allowed
+    // origins gets a socket, whoever's token it carries (clients that are not browsers
+    // send no `Origin` and pass, as on every other route).
+    if let Err(e) = auth::origin_allowed(&state, &headers) {
+        return e.into_response();
     }
     let Some(hash) = presented.hash else {
         return ApiError::Unauthenticated.into_response();

@@ -5,6 +5,7 @@
 mod admin;
 mod common;
 mod cookies;
+mod cors;
 mod edges;
 mod expiry;
 mod forward_auth;
