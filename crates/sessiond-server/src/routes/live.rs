@@ -115,7 +115,7 @@ pub async fn audit_stream(
             (newest.first().map_or(0, |e| e.id), Vec::new())
         }
     };
-    let cfg = &state.config.audit;
+    let cfg = state.config.audit.clone();
     let (tx, rx) = mpsc::channel::<SseEvent>(cfg.stream_buffer);
     let _ = tx.try_send(SseEvent::default().retry(RETRY).comment("audit stream"));
     metrics::gauge!("sessiond_audit_streams").increment(1.0);
