@@ -13,6 +13,8 @@ pub enum AuditKind {
     Renewed,
     Ended,
     ConnectionLost,
+    /// An operator dropped one connection; the session goes on.
+    ConnectionDropped,
     DraftsRestored,
     DraftsPurged,
     SnapshotRestored,
@@ -27,6 +29,7 @@ impl AuditKind {
             AuditKind::Renewed => "renewed",
             AuditKind::Ended => "ended",
             AuditKind::ConnectionLost => "connection_lost",
+            AuditKind::ConnectionDropped => "connection_dropped",
             AuditKind::DraftsRestored => "drafts_restored",
             AuditKind::DraftsPurged => "drafts_purged",
             AuditKind::SnapshotRestored => "snapshot_restored",

@@ -44,6 +44,10 @@ pub enum Event {
     /// A grant of the session's changed (admin grant revoked, sign-in with another
     /// ticket or role): every node re-checks the rooms of the session's connections.
     RoomAccessChanged { handle: Handle },
+    /// An operator dropped one WebSocket connection (`DELETE /v1/admin/connections/{id}`):
+    /// the node holding it (named by the id's prefix) closes it with 4011; the session
+    /// stays valid and the client reconnects. `key` is the acting API key's id (audited).
+    DropConnection { connection_id: String, key: String },
     /// Room-level events published by the presence layer (cluster fan-out): `payload`
     /// is the WebSocket message the room's members get.
     Presence {
@@ -144,6 +148,21 @@ pub trait ClusterNode: Send + Sync {
     fn members(&self) -> Vec<(String, Member)>;
     /// A member of the dead node `node` was declared lost by this node (audit it).
     async fn lost(&self, node: &str, room: &str, member: &Member);
+    /// How many connections this node holds (published with its lease for admin views).
+    fn connection_count(&self) -> usize {
+        0
+    }
+}
+
+/// A node as its lease last described it (admin views).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeLease {
+    pub node: String,
+    /// When the node last renewed its lease (its clock, ms); `None` if the lease is gone
+    /// (the node is dead and not cleaned up yet).
+    pub renewed_at: Option<Timestamp>,
+    /// Its connection count at that renewal.
+    pub connections: Option<u64>,
 }
 
 /// Carries this node's events to the other nodes and theirs back, and keeps this node's
@@ -185,6 +204,11 @@ pub trait RemotePresence: Send + Sync {
             .into_iter()
             .map(|e| e.member)
             .collect())
+    }
+    /// Every registered node (this one included) with its last lease; empty when the
+    /// store is not shared.
+    async fn nodes(&self) -> Result<Vec<NodeLease>, StoreError> {
+        Ok(Vec::new())
     }
 }
 

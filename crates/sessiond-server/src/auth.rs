@@ -189,10 +189,10 @@ fn require(
     state: &AppState,
     allowed: &[KeyScope],
     what: &str,
-) -> Result<String, ApiError> {
+) -> Result<(String, KeyScope), ApiError> {
     let (id, scope) = presented_key(parts, state)?;
     if allowed.contains(&scope) {
-        Ok(id)
+        Ok((id, scope))
     } else {
         Err(ApiError::Forbidden(format!(
             "this key's scope ({}) does not allow {what}",
@@ -213,7 +213,7 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = require(parts, state, &[KeyScope::Admin], "changes")?;
+        let (key, _) = require(parts, state, &[KeyScope::Admin], "changes")?;
         Ok(Admin { key })
     }
 }
@@ -221,6 +221,7 @@ impl FromRequestParts<AppState> for Admin {
 /// A caller holding an `admin` or `read` key: reading sessions, audit, rooms.
 pub struct Reader {
     pub key: String,
+    pub scope: KeyScope,
 }
 
 impl FromRequestParts<AppState> for Reader {
@@ -230,8 +231,8 @@ impl FromRequestParts<AppState> for Reader {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = require(parts, state, &[KeyScope::Admin, KeyScope::Read], "reading")?;
-        Ok(Reader { key })
+        let (key, scope) = require(parts, state, &[KeyScope::Admin, KeyScope::Read], "reading")?;
+        Ok(Reader { key, scope })
     }
 }
 
@@ -247,7 +248,7 @@ impl FromRequestParts<AppState> for TicketMinter {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = require(
+        let (key, _) = require(
             parts,
             state,
             &[KeyScope::Admin, KeyScope::Tickets],

@@ -180,6 +180,7 @@ impl ServerBuilder {
             demo: Default::default(),
             rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits)),
             quotas,
+            audit_streams: Arc::new(tokio::sync::Semaphore::new(config.audit.max_streams)),
             config,
         }));
         let mut guard = ServerGuard {

@@ -40,7 +40,8 @@ impl ClusterNode for Node {
             | Event::SessionRenewed { handle, .. }
             | Event::SessionRotated { handle, .. }
             | Event::RoomAccessChanged { handle } => self.sessions.invalidate(handle),
-            Event::ExpiryWarning { .. } | Event::Presence { .. } => {}
+            Event::ExpiryWarning { .. } | Event::Presence { .. } | Event::DropConnection { .. } => {
+            }
         }
         self.bus.deliver_local(e);
     }
@@ -76,6 +77,10 @@ impl ClusterNode for Node {
             }
         }
         out
+    }
+
+    fn connection_count(&self) -> usize {
+        self.hub.len()
     }
 
     async fn lost(&self, node: &str, room: &str, m: &Member) {

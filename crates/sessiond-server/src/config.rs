@@ -517,6 +517,20 @@ pub struct SnapshotsConfig {
 pub struct AuditConfig {
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// How often each `GET /v1/admin/audit/stream` reads the trail for new events (the
+    /// store is the source, so events of every node arrive, in id order).
+    #[serde(with = "humantime_serde")]
+    pub stream_poll_interval: Duration,
+    /// Comment lines sent on an idle stream so proxies keep it open.
+    #[serde(with = "humantime_serde")]
+    pub stream_keep_alive: Duration,
+    /// Events queued per stream; a client that leaves it full for
+    /// `stream_send_timeout` is disconnected (it resumes with `Last-Event-ID`).
+    pub stream_buffer: usize,
+    #[serde(with = "humantime_serde")]
+    pub stream_send_timeout: Duration,
+    /// Concurrent streams per node; more are refused with 429.
+    pub max_streams: usize,
 }
 
 /// Room access (see [`sessiond_core::rooms`]).
@@ -1174,6 +1188,23 @@ impl Config {
         check_duration("drafts.retention", self.drafts.retention, true)?;
         check_duration("snapshots.retention", self.snapshots.retention, true)?;
         check_duration("audit.retention", self.audit.retention, true)?;
+        check_duration(
+            "audit.stream_poll_interval",
+            self.audit.stream_poll_interval,
+            true,
+        )?;
+        check_duration(
+            "audit.stream_keep_alive",
+            self.audit.stream_keep_alive,
+            true,
+        )?;
+        check_duration(
+            "audit.stream_send_timeout",
+            self.audit.stream_send_timeout,
+            true,
+        )?;
+        check_min("audit.stream_buffer", self.audit.stream_buffer as u64, 1)?;
+        check_min("audit.max_streams", self.audit.max_streams as u64, 1)?;
         check_duration("rooms.token_max_age", self.rooms.token_max_age, true)?;
         check_duration("redis.command_timeout", self.redis.command_timeout, true)?;
         check_duration("redis.connect_timeout", self.redis.connect_timeout, true)?;

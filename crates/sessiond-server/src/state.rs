@@ -52,6 +52,8 @@ pub struct Inner {
     pub rate_limits: Arc<crate::ratelimit::RateLimits>,
     /// Draft and snapshot writes, admitted within the storage quotas.
     pub quotas: Arc<crate::quotas::QuotaGate>,
+    /// Places for concurrent audit streams (`audit.max_streams`).
+    pub audit_streams: Arc<tokio::sync::Semaphore>,
     /// Dev-mode demo messages (bounded; empty unless `dev`).
     pub demo: Messages,
 }

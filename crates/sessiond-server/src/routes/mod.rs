@@ -10,6 +10,7 @@ pub mod extract;
 pub mod grants;
 pub mod limits;
 pub mod listeners;
+pub mod live;
 pub mod openapi;
 pub mod ops;
 pub mod problems;
@@ -40,6 +41,7 @@ pub fn app(state: AppState) -> Router {
             edge::body_limit(admin::router(), JSON_BODY_LIMIT),
             "no-store",
         ))
+        .merge(edge::no_store(live::router(), "no-store"))
         .merge(edge::no_store(
             edge::body_limit(grants::router(), JSON_BODY_LIMIT),
             "no-store",

@@ -6,7 +6,7 @@
 //! ([`ReadErrors`], [`WriteErrors`], ...), never row by row.
 
 use crate::error::Problem;
-use crate::routes::{admin, demo, drafts, grants, ops, session, snapshots, verify};
+use crate::routes::{admin, demo, drafts, grants, live, ops, session, snapshots, verify};
 use crate::state::AppState;
 use crate::ws;
 use axum::http::header;
@@ -45,6 +45,10 @@ use utoipa::{Modify, OpenApi};
         admin::end_principal,
         admin::audit,
         admin::mint_ticket,
+        live::audit_stream,
+        live::nodes,
+        live::whoami,
+        live::drop_connection,
         // room access (admin)
         grants::grant_session,
         grants::revoke_session,

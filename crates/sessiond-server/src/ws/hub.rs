@@ -481,6 +481,30 @@ impl Hub {
         fx
     }
 
+    /// An operator drops the connection `connection_id` if it is on this node: it is
+    /// closed with 4011 and its rooms are told it was lost (the client reconnects). The
+    /// dropped connection's member and rooms, `None` if this node does not hold it.
+    pub fn drop_connection(&self, connection_id: &str) -> (Option<(Member, Vec<String>)>, Effects) {
+        let mut fx = Effects::default();
+        let Some(id) = connection_id
+            .strip_prefix(self.node_id.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return (None, fx);
+        };
+        let mut st = self.lock();
+        let found = st.conns.get(&id).map(|c| {
+            c.shared.close(close::DROPPED);
+            (c.member.clone(), c.rooms.clone())
+        });
+        if found.is_some() {
+            self.remove_locked(&mut st, id, LeftReason::Lost, &mut fx);
+        }
+        self.settle(&mut st, &mut fx);
+        (found, fx)
+    }
+
     /// A session ended: each of its connections gets `session_ended`, leaves its rooms
     /// (`member_left` with `session_ended`) and is closed with the reason's code.
     pub fn session_ended(&self, handle: &Handle, reason: EndReason) -> Effects {
@@ -856,6 +880,14 @@ impl Hub {
     /// Handles with at least one local connection.
     pub fn handles(&self) -> Vec<Handle> {
         self.lock().by_handle.keys().copied().collect()
+    }
+
+    /// Whether `connection_id` names a connection of this node (live or not).
+    pub fn is_local_id(&self, connection_id: &str) -> bool {
+        connection_id
+            .strip_prefix(self.node_id.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|n| n.parse::<u64>().is_ok())
     }
 
     pub fn connection_count(&self, handle: &Handle) -> usize {

@@ -32,6 +32,8 @@ pub mod close {
     /// The session's token was rotated (sign-in) after this connection authenticated:
     /// reconnect at once with the new cookie or token. The session goes on.
     pub const REAUTHENTICATE: u16 = 4010;
+    /// An operator dropped this connection (admin API). The session goes on: reconnect.
+    pub const DROPPED: u16 = 4011;
 
     /// The close code for a session ending.
     pub fn for_reason(r: sessiond_core::EndReason) -> u16 {
@@ -61,6 +63,7 @@ pub mod close {
             UNAUTHENTICATED => "unauthenticated",
             TOO_MANY_CONNECTIONS => "too many connections",
             REAUTHENTICATE => "reauthenticate",
+            DROPPED => "dropped",
             _ => "internal error",
         }
     }

@@ -79,6 +79,10 @@ async fn bus_loop(state: AppState, mut events: tokio::sync::broadcast::Receiver<
                 hub.access_changed();
                 tokio::spawn(recheck_rooms(state.clone(), handle));
             }
+            // Only the node holding the connection finds it; the others do nothing.
+            Ok(Event::DropConnection { connection_id, key }) => {
+                drop_connection(&state, &connection_id, &key);
+            }
             Ok(ev) => {
                 let fx = handle_event(&hub, ev);
                 apply(&state, fx);
@@ -122,6 +126,8 @@ pub fn handle_event(hub: &Hub, ev: Event) -> Effects {
                 idle_expires_at: to_rfc3339(idle_expires_at),
             },
         ),
+        // Handled (and audited) by the bus loop, see [`drop_connection`].
+        Event::DropConnection { .. } => Effects::default(),
         // Re-checked by the bus loop (it reads the store), see [`recheck_rooms`].
         Event::RoomAccessChanged { .. } => Effects::default(),
         Event::Presence {
@@ -186,6 +192,38 @@ async fn reconcile(state: AppState) {
             Err(e) => tracing::warn!(handle = %handle, error = %e, "reconcile lookup failed"),
         }
     }
+}
+
+/// Drops `connection_id` if this node holds it (closed with 4011, rooms told `lost`)
+/// and audits `connection_dropped` naming the acting `key`. `false` if it is not here.
+pub fn drop_connection(state: &AppState, connection_id: &str, key: &str) -> bool {
+    let (found, fx) = state.hub.drop_connection(connection_id);
+    apply(state, fx);
+    let Some((member, rooms)) = found else {
+        return false;
+    };
+    metrics::counter!("sessiond_ws_dropped_total").increment(1);
+    tracing::info!(handle = %member.handle, connection_id = %connection_id, key = %key, "websocket connection dropped by an operator");
+    let state = state.clone();
+    let connection_id = connection_id.to_owned();
+    let key = key.to_owned();
+    tokio::spawn(async move {
+        let ev = AuditEvent {
+            handle: Some(member.handle.clone()),
+            principal: Some(member.principal.clone()),
+            role: Some(member.role.clone()),
+            ..AuditEvent::new(state.clock.now(), AuditKind::ConnectionDropped)
+        }
+        .with_detail(serde_json::json!({
+            "connection_id": connection_id,
+            "rooms": rooms,
+            "node": state.node_id,
+            "key": key,
+            "session_kept": true,
+        }));
+        state.sessions.audit(ev).await;
+    });
+    true
 }
 
 /// Runs the store follow-ups of a hub operation in the background.

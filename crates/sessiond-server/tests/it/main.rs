@@ -13,6 +13,7 @@ mod http_bounds;
 mod idempotency;
 mod keys;
 mod listeners;
+mod live;
 mod openapi;
 mod origin;
 mod ratelimit;

@@ -18,7 +18,7 @@ mod presence;
 
 use crate::{RedisError, RedisStore};
 use async_trait::async_trait;
-use sessiond_core::cluster::{ClusterBridge, ClusterNode, Entry, Event, RemotePresence};
+use sessiond_core::cluster::{ClusterBridge, ClusterNode, Entry, Event, NodeLease, RemotePresence};
 use sessiond_core::StoreError;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,5 +183,9 @@ impl RemotePresence for RedisCluster {
 
     async fn remote_rooms(&self) -> Result<BTreeMap<String, HashSet<String>>, StoreError> {
         Ok(presence::remote_rooms(self).await?)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeLease>, StoreError> {
+        Ok(presence::nodes(self).await?)
     }
 }

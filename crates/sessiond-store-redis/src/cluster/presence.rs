@@ -18,7 +18,7 @@
 
 use super::{bridge, decode, encode, RedisCluster, CLAIM_TTL, LEASE_INTERVAL, LEASE_TTL};
 use crate::RedisError;
-use sessiond_core::cluster::{ClusterNode, Entry, LeftReason, Member, RoomChange};
+use sessiond_core::cluster::{ClusterNode, Entry, LeftReason, Member, NodeLease, RoomChange};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -145,6 +145,29 @@ pub(super) async fn remote_rooms(
     Ok(rooms)
 }
 
+/// Every registered node with what its lease says (renewal time, connection count).
+pub(super) async fn nodes(cluster: &RedisCluster) -> Result<Vec<NodeLease>, RedisError> {
+    let mut c = redis::cmd("SMEMBERS");
+    c.arg(cluster.keys.nodes());
+    let mut ids: Vec<String> = cluster.cmd(&c).await?;
+    ids.sort();
+    let mut out = Vec::with_capacity(ids.len());
+    for node in ids {
+        let mut get = redis::cmd("GET");
+        get.arg(cluster.keys.lease(&node));
+        let raw: Option<String> = cluster.cmd(&get).await?;
+        let mut parts = raw.as_deref().unwrap_or("").split(' ');
+        let renewed_at = parts.next().and_then(|v| v.parse().ok());
+        let connections = parts.next().and_then(|v| v.parse().ok());
+        out.push(NodeLease {
+            node,
+            renewed_at,
+            connections,
+        });
+    }
+    Ok(out)
+}
+
 /// A `member_left` for a room, as the hub would publish it, from `origin`.
 fn left_event(
     room: &str,
@@ -172,7 +195,7 @@ pub(super) async fn maintain(cluster: &RedisCluster, node: &dyn ClusterNode) {
     let mut next_resync = Instant::now() + RESYNC_EVERY;
     loop {
         tick.tick().await;
-        match renew_lease(cluster, node.now()).await {
+        match renew_lease(cluster, node.now(), node.connection_count()).await {
             Ok(claimed) => {
                 if !lease_ok || claimed {
                     // Our lease lapsed (or someone cleaned us up): the others may have
@@ -223,11 +246,17 @@ pub(super) async fn leave_bounded(cluster: &RedisCluster, node: &dyn ClusterNode
 
 /// Writes the lease and the node's registration. `Ok(true)` if another node had claimed
 /// this node's cleanup (we were presumed dead).
-async fn renew_lease(cluster: &RedisCluster, now: i64) -> Result<bool, RedisError> {
+async fn renew_lease(
+    cluster: &RedisCluster,
+    now: i64,
+    connections: usize,
+) -> Result<bool, RedisError> {
     let id = cluster.node_id();
     let mut set = redis::cmd("SET");
+    // "<renewed at ms> <connections>": only its existence decides liveness; the value
+    // feeds the admin nodes view.
     set.arg(cluster.keys.lease(id))
-        .arg(now)
+        .arg(format!("{now} {connections}"))
         .arg("PX")
         .arg(LEASE_TTL.as_millis() as u64);
     let _: () = cluster.cmd(&set).await?;
