@@ -32,6 +32,8 @@ pub mod close {
     /// The session's token was rotated (sign-in) after this connection authenticated:
     /// reconnect at once with the new cookie or token. The session goes on.
     pub const REAUTHENTICATE: u16 = 4010;
+    /// The user ended this session from another of their devices.
+    pub const ENDED_BY_USER: u16 = 4011;
 
     /// The close code for a session ending.
     pub fn for_reason(r: sessiond_core::EndReason) -> u16 {
@@ -41,6 +43,7 @@ pub mod close {
             IdleTimeout => IDLE_TIMEOUT,
             AbsoluteTimeout => ABSOLUTE_TIMEOUT,
             Revoked => REVOKED,
+            EndedByUser => ENDED_BY_USER,
         }
     }
 
@@ -56,6 +59,7 @@ pub mod close {
             IDLE_TIMEOUT => "idle_timeout",
             ABSOLUTE_TIMEOUT => "absolute_timeout",
             REVOKED => "revoked",
+            ENDED_BY_USER => "ended_by_user",
             HEARTBEAT_LOST => "heartbeat_lost",
             SLOW_CONSUMER => "slow consumer",
             UNAUTHENTICATED => "unauthenticated",
@@ -529,6 +533,7 @@ mod tests {
                 handle: "s_x".into(),
                 principal: "anon:x".into(),
                 role: "editor".into(),
+                info: None,
             },
             reason: LeftReason::SessionEnded,
         };

@@ -5,6 +5,7 @@
 mod admin;
 mod common;
 mod cookies;
+mod devices;
 mod edges;
 mod expiry;
 mod forward_auth;
@@ -12,6 +13,7 @@ mod http_bounds;
 mod idempotency;
 mod keys;
 mod listeners;
+mod member_info;
 mod openapi;
 mod origin;
 mod ratelimit;
