@@ -328,7 +328,9 @@ function enableReply() {
 $("reply").addEventListener("input", () => {
   const h = handles.get(current);
   h.set($("reply").value);
-  $("draft-status").textContent = client.ended ? draftStatus(h) : "Saving…";
+  // While a conflict waits for the user's choice nothing is saved: do not claim it is.
+  const status = !$("conflict").hidden ? "Not saved — changed elsewhere" : "Saving…";
+  $("draft-status").textContent = client.ended ? draftStatus(h) : status;
   setBadge(current);
 });
 

@@ -95,7 +95,7 @@ async fn presence_carries_member_info_from_tickets_and_the_admin_api() {
         None,
         "carol has none"
     );
-    let (a, presence) = joined(&s, &alice).await;
+    let (mut a, presence) = joined(&s, &alice).await;
     let by_principal = |p: &str| {
         presence["members"]
             .as_array()
@@ -116,8 +116,9 @@ async fn presence_carries_member_info_from_tickets_and_the_admin_api() {
         c.expect("member_joined").await["member"]["info"],
         alice_info
     );
-    drop(a);
+    a.send(json!({"type":"leave","room":"lobby"})).await;
     let left = b.expect("member_left").await;
+    assert_eq!(left["reason"], "left");
     assert_eq!(left["member"]["info"], alice_info);
     // The admin view of connections shows it too.
     let conns = s.admin_get("/v1/admin/connections").await;
