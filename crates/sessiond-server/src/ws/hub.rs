@@ -287,6 +287,10 @@ impl Hub {
     }
 
     /// Registers a connection of `session` and enqueues its `hello` first.
+    // Each argument is a distinct part of the new connection (its session and member
+    // info, its policy, queue, shared state, clock and frame limit); a struct would
+    // only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &self,
         session: &Session,
