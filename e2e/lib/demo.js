@@ -28,7 +28,7 @@ export async function sessionCookie(context) {
 }
 
 /** Signs in through the demo's form (dev ticket) and waits until the desk is live. */
-export async function signIn(page, user, role = 'editor') {
+export async function signIn(page, user, role = 'editor', name = '') {
   const form = page.getByTestId('signin');
   if (!(await form.isVisible())) {
     // From the "session ended" banner the form is behind a button.
@@ -37,6 +37,7 @@ export async function signIn(page, user, role = 'editor') {
   await form.waitFor({ state: 'visible' });
   await page.getByTestId('signin-user').fill(user);
   await page.getByTestId('signin-role').selectOption(role);
+  await page.getByTestId('signin-name').fill(name);
   await page.getByTestId('signin-submit').click();
   await waitFor(async () => (await page.getByTestId('whoami').textContent()).startsWith(`${user} (`), { message: `${user} signed in` });
   await page.getByTestId('session-ended').waitFor({ state: 'hidden' });

@@ -41,6 +41,7 @@ test('two tabs, one draft: the conflict is surfaced and nothing is silently over
     await tab2.getByTestId('conflict').waitFor({ state: 'visible', timeout: 5000 });
     assert.equal(await tab2.getByTestId('conflict-theirs').textContent(), one, 'the conflict shows the other tab\'s version');
     assert.equal(await demo.replyText(tab2), two, 'tab two keeps its own text');
+    assert.equal(await tab2.getByTestId('draft-status').textContent(), 'Not saved — changed elsewhere', 'the status does not claim a save is under way');
     await tab2.waitForTimeout(1000); // more than a debounce: a silent retry would have landed by now
     const stored = await demo.serverDraft(tab2, 'conv-3');
     assert.equal(stored.text, one, 'the stored draft was not overwritten');

@@ -40,7 +40,7 @@ test('S6: sign-in with the WebSocket open: the SDK reconnects at once, presence 
     assert.ok(before, 'eve has a live connection');
     assert.equal(before.principal, 'user:eve');
 
-    const joins = async () => (await demo.presenceEvents(watcher)).filter((t) => t === 'user:eve joined').length;
+    const joins = async () => (await demo.presenceEvents(watcher)).filter((t) => t === 'eve joined').length;
     const joinsBefore = await joins();
 
     // From now on, record whether the page ever shows "connection lost" or "ended".

@@ -891,7 +891,8 @@ var CLOSE_REASONS = {
   4001: "idle_timeout",
   4002: "absolute_timeout",
   4003: "revoked",
-  4008: "unauthenticated"
+  4008: "unauthenticated",
+  4012: "ended_by_user"
 };
 var JOIN_TIMEOUT_MS = 15e3;
 var td2 = new TextDecoder();
@@ -1037,6 +1038,31 @@ var Sessiond = class extends Emitter {
     this.session = r.data;
     this.emit("renewed", { idleExpiresAt: this.session.idle_expires_at, absoluteExpiresAt: this.session.absolute_expires_at });
     return this.session;
+  }
+  /** The signed-in user's live sessions, this one first. Rejects with `not_signed_in`
+   * (403) for an anonymous session. */
+  async devices() {
+    const r = await this.req("GET", "/v1/session/devices");
+    if (r.status !== 200)
+      throw new SessiondError(r.data?.code ?? "network", r.status);
+    return r.data.devices;
+  }
+  /** Ends another of the user's sessions (it is told `ended_by_user`). This session's
+   * own handle signs out, like `signOut()`. Rejects with `not_found` for a handle that
+   * is not a live session of this user. */
+  async endDevice(handle) {
+    if (handle === this.session?.handle)
+      return this.signOut();
+    const r = await this.req("DELETE", `/v1/session/devices/${encodeURIComponent(handle)}`);
+    if (r.status !== 204)
+      throw new SessiondError(r.data?.code ?? "network", r.status);
+  }
+  /** Ends every other session of the user; resolves with how many were ended. */
+  async endOtherDevices() {
+    const r = await this.req("POST", "/v1/session/devices/end-others");
+    if (r.status !== 200)
+      throw new SessiondError(r.data?.code ?? "network", r.status);
+    return Number(r.data.ended);
   }
   /** The draft of a conversation. Opening another conversation flushes the others. */
   drafts(conversation) {

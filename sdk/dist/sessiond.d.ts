@@ -30,11 +30,37 @@ export interface Session {
     seconds_left: number;
     policy: Policy;
 }
+/** One live session of the signed-in user ("my devices"). */
+export interface Device {
+    handle: string;
+    role: string;
+    created_at: string;
+    last_active_at: string;
+    client_ip: string | null;
+    user_agent: string | null;
+    /** Browser family and major version from the user agent, e.g. "Firefox 133". */
+    browser: string | null;
+    /** Operating system family, e.g. "macOS". */
+    os: string | null;
+    /** This browser's session. */
+    current: boolean;
+}
+/** What the app says of a member (a ticket's `info` claim or the admin API). It is
+ * user-controlled: render it as text, never as HTML. */
+export interface MemberInfo {
+    name?: string;
+    /** An http(s) URL. */
+    avatar_url?: string;
+    /** `#rrggbb`. */
+    color?: string;
+}
 export interface Member {
     connection_id: string;
     handle: string;
     principal: string;
     role: string;
+    /** Absent when the app set none. */
+    info?: MemberInfo;
 }
 /** A room's shared state. `state` is parsed JSON, text, or bytes, by content type. */
 export interface RoomSnapshot {
@@ -195,6 +221,15 @@ export declare class Sessiond extends Emitter<Events> implements DraftHost {
     signOut(): Promise<void>;
     /** Resets the idle deadline (the "stay online" button). */
     renew(): Promise<Session>;
+    /** The signed-in user's live sessions, this one first. Rejects with `not_signed_in`
+     * (403) for an anonymous session. */
+    devices(): Promise<Device[]>;
+    /** Ends another of the user's sessions (it is told `ended_by_user`). This session's
+     * own handle signs out, like `signOut()`. Rejects with `not_found` for a handle that
+     * is not a live session of this user. */
+    endDevice(handle: string): Promise<void>;
+    /** Ends every other session of the user; resolves with how many were ended. */
+    endOtherDevices(): Promise<number>;
     /** The draft of a conversation. Opening another conversation flushes the others. */
     drafts(conversation: string): DraftHandle;
     /** Conversations that hold unsent content (server, local copies, this tab). */

@@ -38,11 +38,39 @@ export interface Session {
   policy: Policy;
 }
 
+/** One live session of the signed-in user ("my devices"). */
+export interface Device {
+  handle: string;
+  role: string;
+  created_at: string;
+  last_active_at: string;
+  client_ip: string | null;
+  user_agent: string | null;
+  /** Browser family and major version from the user agent, e.g. "Firefox 133". */
+  browser: string | null;
+  /** Operating system family, e.g. "macOS". */
+  os: string | null;
+  /** This browser's session. */
+  current: boolean;
+}
+
+/** What the app says of a member (a ticket's `info` claim or the admin API). It is
+ * user-controlled: render it as text, never as HTML. */
+export interface MemberInfo {
+  name?: string;
+  /** An http(s) URL. */
+  avatar_url?: string;
+  /** `#rrggbb`. */
+  color?: string;
+}
+
 export interface Member {
   connection_id: string;
   handle: string;
   principal: string;
   role: string;
+  /** Absent when the app set none. */
+  info?: MemberInfo;
 }
 
 /** A room's shared state. `state` is parsed JSON, text, or bytes, by content type. */
@@ -146,6 +174,7 @@ const CLOSE_REASONS: Record<number, string> = {
   4002: "absolute_timeout",
   4003: "revoked",
   4008: "unauthenticated",
+  4012: "ended_by_user",
 };
 const JOIN_TIMEOUT_MS = 15_000;
 const td = new TextDecoder();
@@ -308,6 +337,30 @@ export class Sessiond extends Emitter<Events> implements DraftHost {
     this.session = r.data as Session;
     this.emit("renewed", { idleExpiresAt: this.session.idle_expires_at, absoluteExpiresAt: this.session.absolute_expires_at });
     return this.session;
+  }
+
+  /** The signed-in user's live sessions, this one first. Rejects with `not_signed_in`
+   * (403) for an anonymous session. */
+  async devices(): Promise<Device[]> {
+    const r = await this.req("GET", "/v1/session/devices");
+    if (r.status !== 200) throw new SessiondError(r.data?.code ?? "network", r.status);
+    return r.data.devices as Device[];
+  }
+
+  /** Ends another of the user's sessions (it is told `ended_by_user`). This session's
+   * own handle signs out, like `signOut()`. Rejects with `not_found` for a handle that
+   * is not a live session of this user. */
+  async endDevice(handle: string): Promise<void> {
+    if (handle === this.session?.handle) return this.signOut();
+    const r = await this.req("DELETE", `/v1/session/devices/${encodeURIComponent(handle)}`);
+    if (r.status !== 204) throw new SessiondError(r.data?.code ?? "network", r.status);
+  }
+
+  /** Ends every other session of the user; resolves with how many were ended. */
+  async endOtherDevices(): Promise<number> {
+    const r = await this.req("POST", "/v1/session/devices/end-others");
+    if (r.status !== 200) throw new SessiondError(r.data?.code ?? "network", r.status);
+    return Number(r.data.ended);
   }
 
   /** The draft of a conversation. Opening another conversation flushes the others. */

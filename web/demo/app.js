@@ -57,6 +57,8 @@ function renderSession() {
   if (signedIn) lastUser = s.user_id;
   $("whoami").textContent = signedIn ? `${s.user_id} (${s.role})` : "";
   show("signout", signedIn && !client.ended);
+  show("devices-toggle", signedIn && !client.ended);
+  if (!signedIn || client.ended) closeDevices();
   show("signin", !signedIn && !client.ended);
   show("desk", signedIn || client.ended);
   if (signedIn && !client.ended) {
@@ -66,8 +68,19 @@ function renderSession() {
   }
 }
 
-async function signIn(user, role) {
-  const r = await fetch("/demo/api/ticket", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ user_id: user, role }) });
+const COLOURS = ["#1f5fbf", "#b45309", "#166534", "#9d174d", "#5b21b6", "#0e7490"];
+
+/** What presence shows of this user: the ticket's `info` claim (the demo's backend
+ * would take it from its user directory; here it is the form's name and a colour). */
+function memberInfo(user, name) {
+  let h = 0;
+  for (const c of user) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return { name: name.trim() || user, color: COLOURS[h % COLOURS.length] };
+}
+
+async function signIn(user, role, name = "") {
+  const info = memberInfo(user, name);
+  const r = await fetch("/demo/api/ticket", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ user_id: user, role, info }) });
   if (!r.ok) throw new Error(`ticket refused (${r.status})`);
   const { ticket } = await r.json();
   const before = client.session?.principal;
@@ -100,7 +113,7 @@ $("signin-form").addEventListener("submit", async (e) => {
   const f = new FormData(e.target);
   $("signin-error").textContent = "";
   try {
-    await signIn(String(f.get("user")), String(f.get("role")));
+    await signIn(String(f.get("user")), String(f.get("role")), String(f.get("name") ?? ""));
   } catch (err) {
     $("signin-error").textContent = `Sign-in failed: ${err.message}`;
   }
@@ -142,6 +155,8 @@ $("signout").addEventListener("click", async () => {
   show("signin", true);
   $("whoami").textContent = "";
   show("signout", false);
+  show("devices-toggle", false);
+  closeDevices();
 });
 
 boot();
@@ -194,6 +209,11 @@ $("stay").addEventListener("click", async () => {
 client.on("ended", ({ reason }) => {
   closeWarning();
   show("lost", false);
+  // Nobody is "here now" for a page whose session ended: it hears no more presence.
+  members = [];
+  $("presence").replaceChildren();
+  show("devices-toggle", false);
+  closeDevices();
   $("conn-status").textContent = "offline";
   $("ended-reason").textContent = reason;
   $("copy-status").textContent = "";
@@ -308,18 +328,23 @@ function enableReply() {
 $("reply").addEventListener("input", () => {
   const h = handles.get(current);
   h.set($("reply").value);
-  $("draft-status").textContent = client.ended ? draftStatus(h) : "Saving…";
+  // While a conflict waits for the user's choice nothing is saved: do not claim it is.
+  const status = !$("conflict").hidden ? "Not saved — changed elsewhere" : "Saving…";
+  $("draft-status").textContent = client.ended ? draftStatus(h) : status;
   setBadge(current);
 });
 
 function showConflict(c) {
   $("conflict-theirs").textContent = c.current && !c.current.deleted ? c.current.text || "(empty)" : "(sent or cleared elsewhere)";
   show("conflict", true);
+  // The save was refused, not pending: say so until the user picks a version.
+  $("draft-status").textContent = "Not saved — changed elsewhere";
 }
 
 $("keep-mine").addEventListener("click", async () => {
   const h = handles.get(current);
   show("conflict", false);
+  $("draft-status").textContent = "Saving…";
   if (h.conflict) await h.overwrite(h.conflict.seq);
 });
 
@@ -328,6 +353,7 @@ $("use-theirs").addEventListener("click", async () => {
   const d = h.discardMine();
   $("reply").value = d.text;
   show("conflict", false);
+  $("draft-status").textContent = "";
   setBadge(current);
   await renderClipFor(current);
 });
@@ -466,10 +492,26 @@ async function joinRoom(conv) {
   renderPresence(info.members);
 }
 
+/** How a member is named: the name the app gave it (member info), else its user id;
+ * an anonymous visitor is "a guest". Always set as text, never as HTML. */
+function memberName(m) {
+  const name = typeof m.info?.name === "string" ? m.info.name.trim() : "";
+  if (name) return name;
+  if (m.principal?.startsWith("user:")) return m.principal.slice(5);
+  return "a guest";
+}
+
 function renderPresence(list) {
   members = list;
   $("presence").replaceChildren(
-    ...members.map((m) => el("li", { "data-testid": "presence-member", textContent: `${m.principal} (${m.role})${m.handle === client.session?.handle ? " — you" : ""}` })),
+    ...members.map((m) => {
+      const li = el("li", { "data-testid": "presence-member", className: "member" });
+      const colour = typeof m.info?.color === "string" && /^#[0-9a-fA-F]{6}$/.test(m.info.color) ? m.info.color : null;
+      if (colour) li.append(el("span", { className: "dot", "aria-hidden": "true" }));
+      if (colour) li.lastChild.style.background = colour;
+      li.append(`${memberName(m)} (${m.role})${m.handle === client.session?.handle ? " — you" : ""}`);
+      return li;
+    }),
   );
 }
 
@@ -481,13 +523,19 @@ client.on("presence", (p) => p.room === current && renderPresence(p.members));
 client.on("member_joined", ({ room, member }) => {
   if (room !== current) return;
   renderPresence([...members.filter((m) => m.connection_id !== member.connection_id), member]);
-  logPresence(`${member.principal} joined`);
+  logPresence(`${memberName(member)} joined`);
 });
 client.on("member_left", ({ room, member, reason }) => {
   if (room !== current) return;
   renderPresence(members.filter((m) => m.connection_id !== member.connection_id));
-  const why = { lost: "lost connection", session_ended: "'s session expired", left: "left", access_revoked: "lost access" }[reason] ?? reason;
-  logPresence(`${member.principal} ${why}`);
+  const name = memberName(member);
+  const text = {
+    lost: `${name} lost connection`,
+    session_ended: `${name}'s session ended`,
+    left: `${name} left`,
+    access_revoked: `${name} lost access`,
+  }[reason] ?? `${name} left (${reason})`;
+  logPresence(text);
 });
 
 $("notes").addEventListener("input", () => {
@@ -517,4 +565,71 @@ $("notes-mine").addEventListener("click", async () => {
   const saved = await client.saveSnapshot(current, { notes: $("notes").value }, { version: notesConflictVersion });
   $("notes-status").textContent = saved ? `Saved (v${saved.version})` : "Not saved";
   show("notes-conflict", false);
+});
+
+// ---------- my devices ----------
+
+function closeDevices() {
+  show("devices", false);
+  $("devices-toggle").setAttribute("aria-expanded", "false");
+}
+
+/** "Firefox 133 on Linux", from what the server read in the user agent. */
+function deviceName(d) {
+  const browser = d.browser ?? "Unknown browser";
+  return d.os ? `${browser} on ${d.os}` : browser;
+}
+
+async function renderDevices() {
+  $("devices-status").textContent = "Loading…";
+  let list;
+  try {
+    list = await client.devices();
+  } catch (err) {
+    $("devices-status").textContent = client.ended ? "" : `Cannot list devices (${err.code ?? "network"})`;
+    return;
+  }
+  $("devices-status").textContent = list.length === 1 ? "Only this device is signed in." : `${list.length} devices signed in.`;
+  $("device-list").replaceChildren(
+    ...list.map((d) => {
+      const when = new Date(d.last_active_at).toLocaleString();
+      const what = el("div", {}, el("div", { className: "what", textContent: deviceName(d) }), el("div", { className: "muted", textContent: `${d.client_ip ?? "unknown address"} · active ${when} · since ${new Date(d.created_at).toLocaleString()}` }));
+      const action = d.current
+        ? el("span", { className: "this", textContent: "This device" })
+        : el("button", { type: "button", "data-testid": "device-end", textContent: "Sign out", onclick: () => endDevice(d) });
+      return el("li", { "data-testid": "device", "data-current": String(d.current) }, what, action);
+    }),
+  );
+}
+
+async function endDevice(d) {
+  $("devices-status").textContent = "Signing out…";
+  try {
+    await client.endDevice(d.handle);
+  } catch (err) {
+    // not_found: it ended meanwhile (timeout, another device); the list shows it is gone.
+    if (err.code !== "not_found") {
+      $("devices-status").textContent = `Not signed out (${err.code ?? "network"})`;
+      return;
+    }
+  }
+  await renderDevices();
+}
+
+$("devices-toggle").addEventListener("click", () => {
+  const open = $("devices").hidden;
+  show("devices", open);
+  $("devices-toggle").setAttribute("aria-expanded", String(open));
+  if (open) void renderDevices();
+});
+$("devices-refresh").addEventListener("click", () => void renderDevices());
+$("devices-end-others").addEventListener("click", async () => {
+  $("devices-status").textContent = "Signing out the others…";
+  try {
+    const n = await client.endOtherDevices();
+    await renderDevices();
+    $("devices-status").textContent = n === 1 ? "Signed out 1 other device." : `Signed out ${n} other devices.`;
+  } catch (err) {
+    $("devices-status").textContent = `Not signed out (${err.code ?? "network"})`;
+  }
 });

@@ -64,6 +64,10 @@ pub struct Member {
     pub handle: String,
     pub principal: String,
     pub role: String,
+    /// What the app says of the member's principal (name, avatar URL, colour), as the
+    /// connection found it when it opened; absent when none was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
 }
 
 /// Why a member left a room.
@@ -249,6 +253,7 @@ mod tests {
             handle: "s_x".into(),
             principal: "anon:x".into(),
             role: "editor".into(),
+            info: None,
         };
         let left = RoomChange::MemberLeft {
             room: "r1".into(),

@@ -48,6 +48,8 @@ pub enum EndReason {
     IdleTimeout,
     AbsoluteTimeout,
     Revoked,
+    /// The user ended it from another of their sessions ("my devices").
+    EndedByUser,
 }
 
 impl EndReason {
@@ -57,6 +59,7 @@ impl EndReason {
             EndReason::IdleTimeout => "idle_timeout",
             EndReason::AbsoluteTimeout => "absolute_timeout",
             EndReason::Revoked => "revoked",
+            EndReason::EndedByUser => "ended_by_user",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -65,6 +68,7 @@ impl EndReason {
             "idle_timeout" => EndReason::IdleTimeout,
             "absolute_timeout" => EndReason::AbsoluteTimeout,
             "revoked" => EndReason::Revoked,
+            "ended_by_user" => EndReason::EndedByUser,
             _ => return None,
         })
     }
@@ -95,7 +99,7 @@ pub struct Session {
     pub last_seen_at: Timestamp,
     pub idle_expires_at: Timestamp,
     pub absolute_expires_at: Timestamp,
-    /// Client IP as seen after trusted proxies, at creation or last sign-in.
+    /// Client IP as seen after trusted proxies, as of the last request that saw it change.
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
     /// Room patterns the sign-in ticket grants (its `rooms` claim); `None`: no room.

@@ -9,6 +9,7 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
+use sessiond_core::lifecycle::ClientInfo;
 use sessiond_core::{Session, Token, TokenHash};
 use subtle::ConstantTimeEq;
 
@@ -101,6 +102,7 @@ pub async fn authenticate_forwarded(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
+    client: &ClientInfo,
     touch: bool,
 ) -> Result<Authed, ApiError> {
     let presented =
@@ -116,6 +118,7 @@ pub async fn authenticate_forwarded(
     }
     let hash = presented.hash.ok_or(ApiError::Unauthenticated)?;
     let session = state.sessions.authenticate(&hash, touch).await?;
+    state.sessions.seen_from(&session.handle, client);
     Ok(Authed {
         session,
         source: presented.source,
@@ -136,17 +139,24 @@ impl FromRequestParts<AppState> for Authed {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        authenticate(state, &parts.method, &parts.headers, false).await
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        let client = crate::client::client_info(peer, &parts.headers, &state.trusted_proxies);
+        authenticate(state, &parts.method, &parts.headers, &client, false).await
     }
 }
 
 /// The live session of a request, recording activity if `touch` (one cache lookup, so
-/// the hot path does not validate twice). Cookie-authenticated writes must pass the
+/// the hot path does not validate twice) and where it came from (`client`: written
+/// with the activity when it changed). Cookie-authenticated writes must pass the
 /// origin check first.
 pub async fn authenticate(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
+    client: &ClientInfo,
     touch: bool,
 ) -> Result<Authed, ApiError> {
     let presented =
@@ -156,6 +166,7 @@ pub async fn authenticate(
     }
     let hash = presented.hash.ok_or(ApiError::Unauthenticated)?;
     let session = state.sessions.authenticate(&hash, touch).await?;
+    state.sessions.seen_from(&session.handle, client);
     Ok(Authed {
         session,
         source: presented.source,

@@ -71,6 +71,7 @@ impl ClusterNode for Node {
                 handle: c.handle,
                 principal: c.principal,
                 role: c.role,
+                info: c.info,
             };
             for room in c.rooms {
                 out.push((room, member.clone()));
@@ -163,6 +164,7 @@ mod tests {
             handle: "s_x".into(),
             principal: "anon:x".into(),
             role: "editor".into(),
+            info: None,
         };
         let pairs = [
             (

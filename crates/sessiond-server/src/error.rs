@@ -15,6 +15,9 @@ pub enum ApiError {
     ForbiddenOrigin,
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// An anonymous session asked for what only a signed-in principal has.
+    #[error("the session is not signed in")]
+    NotSignedIn,
     /// No grant admits the session to the room (or its room token was refused).
     #[error("room not allowed: {0}")]
     RoomNotAllowed(String),
@@ -69,9 +72,10 @@ impl ApiError {
             ApiError::Unauthenticated | ApiError::SessionEnded(_) | ApiError::InvalidTicket(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::ForbiddenOrigin | ApiError::Forbidden(_) | ApiError::RoomNotAllowed(_) => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::ForbiddenOrigin
+            | ApiError::Forbidden(_)
+            | ApiError::NotSignedIn
+            | ApiError::RoomNotAllowed(_) => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -97,6 +101,7 @@ impl ApiError {
             ApiError::SessionEnded(_) => "session_expired",
             ApiError::ForbiddenOrigin => "forbidden_origin",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotSignedIn => "not_signed_in",
             ApiError::RoomNotAllowed(_) => "room_not_allowed",
             ApiError::Invalid { code, .. } => code,
             ApiError::InvalidTicket(_) => "invalid_ticket",
@@ -121,6 +126,7 @@ impl ApiError {
             ApiError::SessionEnded(_) => "Session expired",
             ApiError::ForbiddenOrigin => "Origin not allowed",
             ApiError::Forbidden(_) => "Forbidden",
+            ApiError::NotSignedIn => "Not signed in",
             ApiError::RoomNotAllowed(_) => "Room not allowed",
             ApiError::Invalid { .. } => "Invalid request",
             ApiError::InvalidTicket(_) => "Invalid ticket",
@@ -172,6 +178,7 @@ impl From<crate::sessions::SessionError> for ApiError {
             // The token presented was rotated away mid-request: it no longer names a session.
             E::Unauthenticated | E::Rotated => ApiError::Unauthenticated,
             E::NotFound => ApiError::NotFound,
+            E::NotSignedIn => ApiError::NotSignedIn,
             E::Ended { reason } => ApiError::SessionEnded(reason),
             E::Conflict => ApiError::Conflict {
                 current: serde_json::Value::Null,

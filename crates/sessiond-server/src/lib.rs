@@ -22,6 +22,7 @@ pub mod drafts;
 pub mod error;
 pub mod idempotency;
 pub mod keyed_lock;
+pub mod member_info;
 #[cfg(test)]
 mod module_graph;
 pub mod origin;
@@ -35,6 +36,7 @@ pub mod state;
 pub mod telemetry;
 pub mod tickets;
 pub mod tls;
+pub mod useragent;
 pub mod ws;
 
 pub use builder::{run, Server, ServerBuilder, ServerError, ServerGuard, DEV_API_KEY};

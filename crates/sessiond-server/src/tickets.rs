@@ -14,6 +14,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
+use crate::member_info::MemberInfo;
 use crate::sessions::TicketUse;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -57,6 +58,9 @@ pub struct Claims {
     /// Room patterns the session may join (a grant; absent: none from the ticket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+    /// Member info presence shows for the user (see [`crate::member_info`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
 }
 
 impl Claims {
@@ -222,6 +226,9 @@ impl Tickets {
                 return Err(bad("invalid rooms claim"));
             }
         }
+        if let Some(info) = &claims.info {
+            MemberInfo::parse(info).map_err(|m| bad(&format!("invalid info claim: {m}")))?;
+        }
         Ok(claims)
     }
 
@@ -231,6 +238,7 @@ impl Tickets {
         user_id: &str,
         role: &str,
         rooms: Option<Vec<String>>,
+        info: Option<&MemberInfo>,
         ttl_s: i64,
         now: Timestamp,
     ) -> Result<String, ApiError> {
@@ -249,6 +257,7 @@ impl Tickets {
             // Fresh per ticket: each minted ticket signs in once.
             jti: Some(sessiond_core::token::random_id(16)),
             rooms,
+            info: info.map(MemberInfo::to_value),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| ApiError::Internal(format!("ticket signing failed: {e}")))
@@ -296,6 +305,7 @@ mod tests {
             iss: None,
             jti: Some("jti-1".into()),
             rooms: None,
+            info: None,
         }
     }
 
@@ -352,8 +362,8 @@ mod tests {
         v["iss"] = serde_json::json!("https://idp");
         assert!(strict.verify(&sign(&v), NOW, |_| true).is_ok());
         // Minted tickets carry what verification asks for, with a fresh jti each.
-        let a = strict.mint("alice", "editor", None, 60, NOW).unwrap();
-        let b = strict.mint("alice", "editor", None, 60, NOW).unwrap();
+        let a = strict.mint("alice", "editor", None, None, 60, NOW).unwrap();
+        let b = strict.mint("alice", "editor", None, None, 60, NOW).unwrap();
         let (ca, cb) = (
             strict.verify(&a, NOW, |_| true).unwrap(),
             strict.verify(&b, NOW, |_| true).unwrap(),
@@ -407,7 +417,7 @@ mod tests {
     fn minted_ticket_verifies() {
         let t = tickets();
         let jwt = t
-            .mint("alice", "editor", Some(vec!["r1".into()]), 60, NOW)
+            .mint("alice", "editor", Some(vec!["r1".into()]), None, 60, NOW)
             .unwrap();
         let c = t.verify(&jwt, NOW + 1000, |r| r == "editor").unwrap();
         assert_eq!(c.sub, "alice");
@@ -417,13 +427,13 @@ mod tests {
     #[test]
     fn expired_old_tampered_and_unknown_role_are_refused() {
         let t = tickets();
-        let jwt = t.mint("alice", "editor", None, 60, NOW).unwrap();
+        let jwt = t.mint("alice", "editor", None, None, 60, NOW).unwrap();
         assert!(t.verify(&jwt, NOW + 120_000, |_| true).is_err(), "expired");
         assert!(
             t.verify(&jwt, NOW, |r| r == "viewer").is_err(),
             "unknown role"
         );
-        let long = t.mint("alice", "editor", None, 3600, NOW).unwrap();
+        let long = t.mint("alice", "editor", None, None, 3600, NOW).unwrap();
         assert!(
             t.verify(&long, NOW + 10 * 60_000, |_| true).is_err(),
             "older than max_age"
@@ -442,7 +452,9 @@ mod tests {
             Config::from_toml("[tickets]\nhs256_secret = \"ffffffffffffffffffffffffffffffff\"")
                 .unwrap();
         let other = Tickets::from_config(&other).unwrap();
-        let jwt = other.mint("mallory", "editor", None, 60, NOW).unwrap();
+        let jwt = other
+            .mint("mallory", "editor", None, None, 60, NOW)
+            .unwrap();
         assert!(tickets().verify(&jwt, NOW, |_| true).is_err());
     }
 
@@ -468,11 +480,46 @@ mod tests {
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &key).unwrap();
         assert_eq!(t.verify(&jwt, NOW, |_| true).unwrap().sub, "dave");
         // An HS256 ticket is refused when only the EdDSA key is configured.
-        let hs = tickets().mint("dave", "viewer", None, 60, NOW).unwrap();
+        let hs = tickets()
+            .mint("dave", "viewer", None, None, 60, NOW)
+            .unwrap();
         assert!(t.verify(&hs, NOW, |_| true).is_err());
         // A broken public key is a configuration error.
         let bad = Config::from_toml("[tickets]\ned25519_public_key = \"nonsense\"").unwrap();
         assert!(Tickets::from_config(&bad).is_err());
+    }
+
+    #[test]
+    fn info_claim_is_validated_and_carried() {
+        let t = tickets();
+        let info =
+            MemberInfo::parse(&serde_json::json!({"name": "Dave", "color": "#123abc"})).unwrap();
+        let jwt = t
+            .mint("dave", "viewer", None, Some(&info), 60, NOW)
+            .unwrap();
+        let ok = t.verify(&jwt, NOW, |_| true).unwrap();
+        assert_eq!(
+            ok.info,
+            Some(serde_json::json!({"name": "Dave", "color": "#123abc"}))
+        );
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        for bad in [
+            serde_json::json!({"avatar_url": "javascript:alert(1)"}),
+            serde_json::json!({"color": "blue"}),
+            serde_json::json!("Dave"),
+        ] {
+            let c = Claims {
+                info: Some(bad.clone()),
+                ..claims(NOW / 1000)
+            };
+            let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &key).unwrap();
+            match t.verify(&jwt, NOW, |_| true) {
+                Err(ApiError::InvalidTicket(m)) => {
+                    assert!(m.starts_with("invalid info claim"), "{m}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -583,7 +630,7 @@ mod tests {
                     prop_assert!(r.iter().all(|p| sessiond_core::rooms::validate_pattern(p).is_ok()));
                 }
                 // The same user, role and rooms minted afresh verify again.
-                let minted = t.mint(&ok.sub, &ok.role, ok.rooms.clone(), 60, NOW).unwrap();
+                let minted = t.mint(&ok.sub, &ok.role, ok.rooms.clone(), None, 60, NOW).unwrap();
                 let again = t.verify(&minted, NOW, |r| r == "viewer").unwrap();
                 prop_assert_eq!((again.sub, again.rooms), (ok.sub, ok.rooms));
             }

@@ -661,3 +661,74 @@ async fn min_replicas_answers_a_revocation_once_a_replica_holds_it_or_503() {
         "answered after {took:?}"
     );
 }
+
+/// The admin page's cluster view: every node answers `/v1/admin/nodes` with both nodes,
+/// their connection counts (the other node's from its lease) and lease ages; and an
+/// operator on node A drops a connection held by node B: A answers 202 (sent on the bus),
+/// B closes it with 4011, the session stays valid and the drop is audited with the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sees_every_node_and_drops_a_connection_held_by_another() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis.url(), "60s"), node(&redis.url(), "60s"));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let s = b.bearer_session().await;
+    let mut ws = b.ws(&s).await;
+    let hello = ws.json().await;
+    assert_eq!(hello["type"], "hello");
+    let id = hello["connection_id"].as_str().unwrap().to_owned();
+
+    // From A: two nodes, clustered; B (not this node) holds the one connection.
+    let (_, nodes) = a
+        .admin_until("/v1/admin/nodes", |s, v| {
+            s == 200
+                && v["nodes"].as_array().is_some_and(|n| {
+                    n.len() == 2
+                        && n.iter()
+                            .any(|x| x["this_node"] == false && x["connections"] == 1)
+                })
+        })
+        .await;
+    assert_eq!(nodes["clustered"], true);
+    let list = nodes["nodes"].as_array().unwrap();
+    let here = list.iter().find(|n| n["this_node"] == true).unwrap();
+    assert_eq!(here["connections"], 0);
+    for n in list {
+        let age = n["lease_age_ms"].as_i64().expect("a lease age on Redis");
+        assert!((0..10_000).contains(&age), "lease age {age} ms");
+    }
+    let (_, from_b) = b.admin_status("/v1/admin/nodes").await;
+    assert_eq!(from_b["nodes"].as_array().unwrap().len(), 2);
+
+    // Dropped through A, held by B.
+    let r = client()
+        .delete(a.u(&format!("/v1/admin/connections/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(ws.close_code().await, Some(4011));
+    assert_eq!(a.get_session(&s).await.0, 200, "the session stays valid");
+    let (_, audit) = a
+        .admin_until(
+            &format!("/v1/admin/audit?handle={}&kind=connection_dropped", s.handle),
+            |_, v| v["events"].as_array().is_some_and(|e| !e.is_empty()),
+        )
+        .await;
+    assert_eq!(audit["events"][0]["detail"]["connection_id"], id.as_str());
+    // B no longer lists it; an id no node holds is 404 from either.
+    b.admin_until("/v1/admin/nodes", |_, v| {
+        v["nodes"]
+            .as_array()
+            .is_some_and(|n| n.iter().all(|x| x["connections"] == 0))
+    })
+    .await;
+    let r = client()
+        .delete(a.u("/v1/admin/connections/nowhere-1"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

@@ -837,6 +837,7 @@ async fn protocol_doc_examples_match_the_server() {
         close::IDLE_TIMEOUT,
         close::ABSOLUTE_TIMEOUT,
         close::REVOKED,
+        close::ENDED_BY_USER,
         close::HEARTBEAT_LOST,
         close::SLOW_CONSUMER,
         close::UNAUTHENTICATED,

@@ -260,6 +260,8 @@ impl SessionStore for MemoryStore {
             last_activity_at,
             last_seen_at,
             idle_expires_at,
+            ref client_ip,
+            ref user_agent,
         } = *t;
         let mut g = self.lock();
         let Some(cur) = g.sessions.get(handle).filter(|s| s.is_active()) else {
@@ -270,6 +272,12 @@ impl SessionStore for MemoryStore {
         s.last_activity_at = s.last_activity_at.max(last_activity_at);
         s.last_seen_at = s.last_seen_at.max(last_seen_at);
         s.idle_expires_at = s.idle_expires_at.max(idle_expires_at);
+        if client_ip.is_some() {
+            s.client_ip.clone_from(client_ip);
+        }
+        if user_agent.is_some() {
+            s.user_agent.clone_from(user_agent);
+        }
         g.put_session(s);
         g.append(audit);
         Ok(true)

@@ -339,6 +339,8 @@ if cur[1] ~= 'active' then return false end
 local function later(old, new) if tonumber(new) > tonumber(old) then return new end return old end
 local la, ls, ie = later(cur[2], ARGV[1]), later(cur[3], ARGV[2]), later(cur[4], ARGV[3])
 redis.call('HSET', KEYS[1], 'la', la, 'ls', ls, 'ie', ie)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'ip', ARGV[4]) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'ua', ARGV[5]) end
 if tonumber(ie) < tonumber(cur[5]) then return ie end
 return cur[5]
 "#;

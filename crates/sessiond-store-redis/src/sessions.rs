@@ -55,7 +55,21 @@ fn session_fields(s: &Session) -> R<Vec<(&'static str, String)>> {
                 .unwrap_or_default(),
         ),
         ("ea", s.ended_at.map(|t| t.to_string()).unwrap_or_default()),
+        ("ip", present(&s.client_ip)),
+        ("ua", present(&s.user_agent)),
     ])
+}
+
+/// An optional string as a script argument or hash field: `""` for `None`, otherwise
+/// the value behind a `=` marker (so `Some("")` stays distinct from `None`).
+fn present(v: &Option<String>) -> String {
+    v.as_ref().map(|v| format!("={v}")).unwrap_or_default()
+}
+
+/// The inverse of [`present`] for a hash field; `None` when the field is absent (a record
+/// written before the field existed: `rec` decides).
+fn absent_or(m: &HashMap<String, String>, name: &str) -> Option<Option<String>> {
+    m.get(name).map(|v| v.strip_prefix('=').map(str::to_owned))
 }
 
 fn field<'a>(m: &'a HashMap<String, String>, name: &str) -> R<&'a str> {
@@ -102,6 +116,13 @@ pub(crate) fn decode_session(m: &HashMap<String, String>) -> R<Option<Session>> 
         None | Some("") => None,
         Some(_) => Some(num(m, "ea")?),
     };
+    // Touches update these after creation or sign-in.
+    if let Some(ip) = absent_or(m, "ip") {
+        s.client_ip = ip;
+    }
+    if let Some(ua) = absent_or(m, "ua") {
+        s.user_agent = ua;
+    }
     Ok(Some(s))
 }
 
@@ -466,6 +487,8 @@ impl SessionStore for RedisStore {
                 t.last_activity_at.to_string(),
                 t.last_seen_at.to_string(),
                 t.idle_expires_at.to_string(),
+                present(&t.client_ip),
+                present(&t.user_agent),
             ],
         };
         let Some(deadline) = self

@@ -157,7 +157,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool> {
-        let (t, audit) = (*t, audit.to_vec());
+        let (t, audit) = (t.clone(), audit.to_vec());
         self.write(move |conn, _| {
             let tx = conn.transaction_with_behavior(IMMEDIATE)?;
             let applied = touch(&tx, &t)? == 1;
@@ -983,13 +983,16 @@ fn touch(conn: &rusqlite::Connection, t: &Touch) -> Result<usize, SqliteError> {
     let mut st = conn.prepare_cached(
         "UPDATE sessions SET last_activity_at = max(last_activity_at, ?2), last_seen_at = max(last_seen_at, ?3), \
          idle_expires_at = max(idle_expires_at, ?4), \
-         next_deadline = min(max(idle_expires_at, ?4), absolute_expires_at) \
+         next_deadline = min(max(idle_expires_at, ?4), absolute_expires_at), \
+         client_ip = coalesce(?5, client_ip), user_agent = coalesce(?6, user_agent) \
          WHERE handle = ?1 AND state = 'active'",
     )?;
     Ok(st.execute(params![
         &t.handle.0[..],
         t.last_activity_at,
         t.last_seen_at,
-        t.idle_expires_at
+        t.idle_expires_at,
+        t.client_ip,
+        t.user_agent
     ])?)
 }

@@ -597,6 +597,8 @@ impl SessiondStore {
                         last_activity_at: now,
                         last_seen_at: now,
                         idle_expires_at: idle,
+                        client_ip: None,
+                        user_agent: None,
                     },
                     &[],
                 )
@@ -691,6 +693,8 @@ impl SessiondStore {
                         last_activity_at: now,
                         last_seen_at: now,
                         idle_expires_at: idle,
+                        client_ip: None,
+                        user_agent: None,
                     },
                     &[],
                 )

@@ -70,12 +70,17 @@ impl SessionFilter {
 }
 
 /// Recorded activity of one session (see [`SessionStore::touch_session`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Touch {
     pub handle: Handle,
     pub last_activity_at: Timestamp,
     pub last_seen_at: Timestamp,
     pub idle_expires_at: Timestamp,
+    /// Where the session was last seen from (client IP after trusted proxies); `None`
+    /// keeps what is stored. Written as given (the latest flush wins), not ordered.
+    pub client_ip: Option<String>,
+    /// The session's latest user agent; `None` keeps what is stored.
+    pub user_agent: Option<String>,
 }
 
 impl Touch {
@@ -86,6 +91,8 @@ impl Touch {
             last_activity_at: s.last_activity_at,
             last_seen_at: s.last_seen_at,
             idle_expires_at: s.idle_expires_at,
+            client_ip: s.client_ip.clone(),
+            user_agent: s.user_agent.clone(),
         }
     }
 }
@@ -121,7 +128,8 @@ pub trait SessionStore: Send + Sync + 'static {
         draft_move: Option<&DraftMove>,
     ) -> Result<bool>;
     /// Records activity: moves `last_activity_at`, `last_seen_at` and `idle_expires_at`
-    /// forward only (max with what is stored), if the session is still active, and then
+    /// forward only (max with what is stored) and sets the client IP and user agent that
+    /// are given (`Some`), if the session is still active, and then
     /// appends `audit` with it (a renewal); nothing is written if it is not.
     async fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool>;
     /// Applies many [`SessionStore::touch_session`]s (unaudited activity) so the server

@@ -3,13 +3,14 @@
 
 use crate::auth::{Admin, Reader, TicketMinter};
 use crate::error::{ApiError, ApiResult};
+use crate::member_info::MemberInfo;
 use crate::routes::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::problems::{AdminErrors, BodyErrors, InputErrors, NotFoundErrors};
 use crate::routes::session::{session_view, SessionView};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sessiond_core::audit::{AuditEvent, AuditFilter, AuditKind};
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
             get(get_session).delete(revoke_session),
         )
         .route("/v1/admin/principals/{id}/sessions", delete(end_principal))
+        .route("/v1/admin/principals/{id}/info", put(put_member_info))
         .route("/v1/admin/audit", get(audit))
         .route("/v1/admin/tickets", post(mint_ticket))
 }
@@ -192,6 +194,37 @@ pub async fn end_principal(
     Ok(Json(Ended { ended }))
 }
 
+/// `{"sessions": n}`: how many live sessions took the member info.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InfoSet {
+    pub sessions: usize,
+}
+
+/// Sets a principal's member info (name, avatar URL, colour; at most 1 KiB) in every
+/// one of its live sessions: connections opened from then on carry it on presence
+/// lists and join events. A sign-in ticket's `info` claim sets it for the session it
+/// signs in. 400 for invalid info (the `detail` says what), nothing is changed then.
+#[utoipa::path(put, path = "/v1/admin/principals/{id}/info", tag = "admin",
+    params(("id" = String, Path, description = "The principal, e.g. user:alice")),
+    request_body = MemberInfo, security(("api_key" = [])),
+    responses((status = 200, body = InfoSet), AdminErrors, BodyErrors))]
+pub async fn put_member_info(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> ApiResult<Json<InfoSet>> {
+    if id.is_empty() || id.len() > 256 {
+        return Err(ApiError::invalid("principal must be 1 to 256 characters"));
+    }
+    let info = MemberInfo::parse(&body).map_err(ApiError::invalid)?;
+    let sessions = state
+        .sessions
+        .put_principal_data(&id, crate::member_info::DATA_KEY, &info.to_value())
+        .await?;
+    Ok(Json(InfoSet { sessions }))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
@@ -313,6 +346,9 @@ pub struct TicketRequest {
     /// Seconds the ticket is valid (default 60, at most `tickets.max_age`).
     #[serde(default)]
     pub ttl_seconds: Option<i64>,
+    /// Member info carried as the ticket's `info` claim (presence shows it).
+    #[serde(default)]
+    pub info: Option<MemberInfo>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -330,7 +366,14 @@ pub async fn mint_ticket(
     ApiJson(req): ApiJson<TicketRequest>,
 ) -> ApiResult<Json<TicketResponse>> {
     Ok(Json(TicketResponse {
-        ticket: mint(&state, &req.user_id, &req.role, req.rooms, req.ttl_seconds)?,
+        ticket: mint(
+            &state,
+            &req.user_id,
+            &req.role,
+            req.rooms,
+            req.info,
+            req.ttl_seconds,
+        )?,
     }))
 }
 
@@ -340,9 +383,13 @@ pub fn mint(
     user_id: &str,
     role: &str,
     rooms: Option<Vec<String>>,
+    info: Option<MemberInfo>,
     ttl: Option<i64>,
 ) -> ApiResult<String> {
     crate::tickets::validate_user_id(user_id).map_err(ApiError::invalid)?;
+    if let Some(info) = &info {
+        MemberInfo::parse(&info.to_value()).map_err(ApiError::invalid)?;
+    }
     if state.sessions.policies().get(role).is_none() {
         return Err(ApiError::invalid(format!("unknown role {role:?}")));
     }
@@ -366,7 +413,7 @@ pub fn mint(
     }
     state
         .tickets
-        .mint(user_id, role, rooms, ttl, state.clock.now())
+        .mint(user_id, role, rooms, info.as_ref(), ttl, state.clock.now())
 }
 
 /// Parses milliseconds since the epoch or an RFC 3339 time (`Z` or `±HH:MM` offset,

@@ -39,6 +39,9 @@ pub struct DemoTicketRequest {
     pub role: Option<String>,
     #[serde(default)]
     pub rooms: Option<Vec<String>>,
+    /// Member info for the ticket's `info` claim (name, avatar URL, colour).
+    #[serde(default)]
+    pub info: Option<crate::member_info::MemberInfo>,
 }
 
 /// A sign-in ticket for anyone: dev mode only.
@@ -55,7 +58,8 @@ async fn ticket(
     let role = req
         .role
         .unwrap_or_else(|| state.config.default_role.clone());
-    let ticket = crate::routes::admin::mint(&state, &req.user_id, &role, req.rooms, None)?;
+    let ticket =
+        crate::routes::admin::mint(&state, &req.user_id, &role, req.rooms, req.info, None)?;
     Ok(Json(TicketResponse { ticket }))
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cors;
 pub mod demo;
+pub mod devices;
 pub mod drafts;
 pub mod edge;
 pub mod extract;
@@ -35,6 +36,10 @@ pub fn app(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(edge::no_store(
             edge::body_limit(session::router(), session::MAX_BODY),
+            "no-store",
+        ))
+        .merge(edge::no_store(
+            edge::body_limit(devices::router(), JSON_BODY_LIMIT),
             "no-store",
         ))
         .merge(edge::no_store(

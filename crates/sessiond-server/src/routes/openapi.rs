@@ -6,7 +6,9 @@
 //! ([`ReadErrors`], [`WriteErrors`], ...), never row by row.
 
 use crate::error::Problem;
-use crate::routes::{admin, demo, drafts, grants, live, ops, session, snapshots, verify};
+use crate::routes::{
+    admin, demo, devices, drafts, grants, live, ops, session, snapshots, verify,
+};
 use crate::state::AppState;
 use crate::ws;
 use axum::http::header;
@@ -36,6 +38,10 @@ use utoipa::{Modify, OpenApi};
         session::get_data,
         session::put_data,
         session::delete_data,
+        // my devices
+        devices::list,
+        devices::end_one,
+        devices::end_others,
         // forward-auth
         verify::verify,
         // admin
@@ -43,6 +49,7 @@ use utoipa::{Modify, OpenApi};
         admin::get_session,
         admin::revoke_session,
         admin::end_principal,
+        admin::put_member_info,
         admin::audit,
         admin::mint_ticket,
         live::audit_stream,

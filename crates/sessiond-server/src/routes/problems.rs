@@ -62,6 +62,7 @@ impl ProblemKind {
                 or invalid_ticket on sign-in (a replayed ticket included)",
             ProblemKind::Forbidden => "forbidden (admin: missing or invalid API key), room_not_allowed (snapshots: no grant admits \
                 the session to the room, or its room token was refused), \
+                not_signed_in (my devices: an anonymous session), \
                 or forbidden_origin (a cookie-authenticated write from a disallowed origin)",
             ProblemKind::NotFound => "not_found (for a deleted draft, `seq` is its tombstone's, which the next write names)",
             ProblemKind::Conflict => "conflict: a stale seq or version, or a concurrent change; `current` holds what is stored now; \

@@ -272,10 +272,11 @@ pub async fn read(State(state): State<AppState>, a: Authed) -> Response {
     responses((status = 200, body = SessionView), WriteErrors))]
 pub async fn activity(
     State(state): State<AppState>,
+    Client(client): Client,
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let a = auth::authenticate(&state, &method, &headers, true).await?;
+    let a = auth::authenticate(&state, &method, &headers, &client, true).await?;
     Ok(respond(
         StatusCode::OK,
         session_view(&state, &a.session),
@@ -306,7 +307,7 @@ pub async fn sign_out(State(state): State<AppState>, a: Authed) -> ApiResult<Res
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignInRequest {
-    /// A JWT (HS256 or EdDSA) with `sub`, `role`, `exp`, optional `iat` and `rooms`.
+    /// A JWT (HS256 or EdDSA) with `sub`, `role`, `exp`, optional `iat`, `rooms` and `info`.
     pub ticket: String,
     #[serde(default)]
     pub bearer: bool,
@@ -337,6 +338,7 @@ pub async fn sign_in(
     })?;
     let presented = auth::request_token(&headers, &state.config.cookie.name);
     let once = claims.single_use(state.tickets.leeway_s());
+    let info = claims.info;
     let who = SignIn {
         user_id: claims.sub,
         role: claims.role,
@@ -350,6 +352,17 @@ pub async fn sign_in(
         .await?;
     // The service closed the connections opened with the old token (close 4010).
     let s = &signed.session;
+    if let Some(info) = info {
+        // Stored before the answer carries the new token, so the connections it opens
+        // carry the name. A failure costs the name, not the sign-in (the ticket is spent).
+        if let Err(e) = state
+            .sessions
+            .put_server_data(&s.handle, crate::member_info::DATA_KEY, &info)
+            .await
+        {
+            tracing::warn!(handle = %s.handle, error = %e, "member info from the ticket not stored");
+        }
+    }
     // A bearer-authenticated sign-in gets its new token back the same way.
     let bearer = req.bearer
         || (signed.presented_live && presented.is_some_and(|p| p.source == TokenSource::Bearer));

@@ -4,6 +4,7 @@
 //! the original one.
 
 use crate::auth;
+use crate::client::Client;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::problems::{ForbiddenErrors, InputErrors, ReadErrors};
 use crate::state::AppState;
@@ -73,11 +74,12 @@ fn touch(headers: &HeaderMap) -> Result<bool, ApiError> {
     ))]
 pub async fn verify(
     State(state): State<AppState>,
+    Client(client): Client,
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let touch = touch(&headers)?;
-    let a = auth::authenticate_forwarded(&state, &method, &headers, touch).await?;
+    let a = auth::authenticate_forwarded(&state, &method, &headers, &client, touch).await?;
     let s = &a.session;
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();

@@ -17,6 +17,9 @@ pub enum SessionError {
     /// The session named by an operator (handle) or a data key does not exist.
     #[error("not found")]
     NotFound,
+    /// An anonymous session asked for what only a signed-in principal has (its devices).
+    #[error("the session is not signed in")]
+    NotSignedIn,
     /// The session has ended (now or before), for `reason`.
     #[error("session ended: {reason}")]
     Ended { reason: EndReason },

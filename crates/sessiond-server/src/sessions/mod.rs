@@ -20,6 +20,7 @@
 mod background;
 mod cache;
 mod create;
+mod devices;
 mod error;
 mod flusher;
 mod lookup;
@@ -32,6 +33,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use devices::MAX_DEVICES;
 pub use error::{SessionError, SessionResult};
 pub use types::{
     ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, TicketUse, RETENTION_INTERVAL,
@@ -251,6 +253,17 @@ impl SessionService {
         reason: EndReason,
         key: Option<&str>,
     ) -> SessionResult<Option<Session>> {
+        self.end_with(handle, reason, key.map(|k| ("key", k))).await
+    }
+
+    /// [`SessionService::end`] recording who asked in the audit event's detail, as
+    /// `(field, value)`: `("key", api key id)` or `("by", the ending session's handle)`.
+    pub(crate) async fn end_with(
+        &self,
+        handle: &Handle,
+        reason: EndReason,
+        who: Option<(&str, &str)>,
+    ) -> SessionResult<Option<Session>> {
         let now = self.now();
         // Write pending activity first so the audit's last activity is exact.
         self.flush_one(handle).await?;
@@ -260,8 +273,8 @@ impl SessionService {
                     "kept": ["drafts", "room_snapshots"],
                     "purged": ["session_data_after_retention"],
                 });
-                if let Some(key) = key {
-                    detail["key"] = key.into();
+                if let Some((field, value)) = who {
+                    detail[field] = value.into();
                 }
                 vec![AuditEvent::for_session(now, AuditKind::Ended, &cur)
                     .with_reason(reason.as_str())

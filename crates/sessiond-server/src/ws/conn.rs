@@ -120,6 +120,22 @@ fn close_frame(code: u16) -> Message {
     }))
 }
 
+/// The member info the app set for the session (presence carries it). A store failure
+/// is not the connection's: it goes on without a name, and the failure is logged.
+async fn member_info(state: &AppState, session: &Session) -> Option<serde_json::Value> {
+    match state
+        .sessions
+        .get_data(&session.handle, crate::member_info::DATA_KEY)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(handle = %session.handle, error = %e, "member info unavailable; connecting without it");
+            None
+        }
+    }
+}
+
 /// Serves one authenticated connection until it closes.
 pub async fn run<S, E>(state: AppState, mut socket: S, session: Session)
 where
@@ -132,8 +148,10 @@ where
     let shared = Arc::new(ConnShared::new(hub.now_ms()).with_byte_limit(cfg.max_outbound_bytes));
     let mut bucket = Bucket::new(cfg.message_rate, cfg.message_burst);
     let policy = state.sessions.policy(&session.role).clone();
+    let info = member_info(&state, &session).await;
     let id = match hub.register(
         &session,
+        info,
         &policy,
         tx,
         shared.clone(),

@@ -190,6 +190,10 @@ pub struct ConnInfo {
     pub role: String,
     pub rooms: Vec<String>,
     pub connected_at: String,
+    /// The member info the connection carries (see [`crate::member_info`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub info: Option<serde_json::Value>,
 }
 
 pub struct Hub {
@@ -283,9 +287,14 @@ impl Hub {
     }
 
     /// Registers a connection of `session` and enqueues its `hello` first.
+    // Each argument is a distinct part of the new connection (its session and member
+    // info, its policy, queue, shared state, clock and frame limit); a struct would
+    // only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub fn register(
         &self,
         session: &Session,
+        info: Option<serde_json::Value>,
         policy: &Policy,
         tx: mpsc::Sender<Outbound>,
         shared: Arc<ConnShared>,
@@ -309,6 +318,7 @@ impl Hub {
             handle: session.handle.to_string(),
             principal: session.principal.to_string(),
             role: session.role.clone(),
+            info,
         };
         let interval_ms = (policy.heartbeat_interval.as_millis() as i64).max(1);
         let hello = ServerMsg::Hello {
@@ -942,6 +952,7 @@ impl Hub {
                 role: c.member.role.clone(),
                 rooms: c.rooms.clone(),
                 connected_at: to_rfc3339(c.connected_at),
+                info: c.member.info.clone(),
             })
             .collect()
     }
@@ -982,7 +993,7 @@ mod tests {
         // The hub was just created: its clock reads ~0; the test drives it from 0 on.
         let mut now = 0;
         let shared = Arc::new(ConnShared::new(now));
-        hub.register(&s, &policy, tx, shared.clone(), 0, 4096)
+        hub.register(&s, None, &policy, tx, shared.clone(), 0, 4096)
             .unwrap();
         assert!(
             matches!(rx.try_recv(), Ok(Outbound::Text(_))),
@@ -1028,12 +1039,20 @@ mod tests {
         let (tx_slow, _rx_slow) = mpsc::channel(2);
         let slow = Arc::new(ConnShared::new(0));
         let id_slow = hub
-            .register(&s, &policy, tx_slow, slow.clone(), 0, 4096)
+            .register(&s, None, &policy, tx_slow, slow.clone(), 0, 4096)
             .unwrap();
         let (s2, _) = new_session(0, "editor", &policy, &ClientInfo::default());
         let (tx, mut rx) = mpsc::channel(64);
         let id = hub
-            .register(&s2, &policy, tx, Arc::new(ConnShared::new(0)), 0, 4096)
+            .register(
+                &s2,
+                None,
+                &policy,
+                tx,
+                Arc::new(ConnShared::new(0)),
+                0,
+                4096,
+            )
             .unwrap();
         let (r, _) = hub.join(id_slow, "r", None); // hello + presence: queue full
         assert_eq!(r, Ok(true));
@@ -1063,7 +1082,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(64);
         let shared = Arc::new(ConnShared::new(0).with_byte_limit(4096));
         let id = hub
-            .register(&s, &policy, tx, shared.clone(), 0, 4096)
+            .register(&s, None, &policy, tx, shared.clone(), 0, 4096)
             .unwrap();
         let hello = rx.try_recv().unwrap();
         shared.dequeued(&hello);

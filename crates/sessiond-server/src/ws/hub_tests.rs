@@ -40,7 +40,7 @@ fn connect(hub: &Hub, policy: &Policy) -> Client {
     let (tx, rx) = mpsc::channel(64);
     let shared = Arc::new(ConnShared::new(hub.now_ms()));
     let id = hub
-        .register(&session, policy, tx, shared.clone(), 0, 4096)
+        .register(&session, None, policy, tx, shared.clone(), 0, 4096)
         .expect("registered");
     let mut c = Client {
         id,
@@ -242,6 +242,7 @@ async fn warnings_renewals_and_endings_reach_every_connection_of_the_session() {
     let (tx, mut tab2_rx) = mpsc::channel(64);
     hub.register(
         &tab1.session,
+        None,
         &p,
         tx,
         Arc::new(ConnShared::new(hub.now_ms())),
@@ -313,6 +314,7 @@ fn remote_member(id: &str) -> Member {
         handle: "s_remote".into(),
         principal: "anon:remote".into(),
         role: "editor".into(),
+        info: None,
     }
 }
 

@@ -77,6 +77,7 @@ pub fn ws_token(headers: &HeaderMap, cookie_name: &str) -> Option<PresentedToken
     ))]
 async fn upgrade(
     State(state): State<AppState>,
+    crate::client::Client(client): crate::client::Client,
     headers: HeaderMap,
     place: Option<axum::Extension<crate::serve::ConnPlace>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -98,6 +99,7 @@ async fn upgrade(
         Ok(s) => s,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    state.sessions.seen_from(&session.handle, &client);
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),

@@ -34,6 +34,8 @@ pub mod close {
     pub const REAUTHENTICATE: u16 = 4010;
     /// An operator dropped this connection (admin API). The session goes on: reconnect.
     pub const DROPPED: u16 = 4011;
+    /// The user ended this session from another of their devices.
+    pub const ENDED_BY_USER: u16 = 4012;
 
     /// The close code for a session ending.
     pub fn for_reason(r: sessiond_core::EndReason) -> u16 {
@@ -43,6 +45,7 @@ pub mod close {
             IdleTimeout => IDLE_TIMEOUT,
             AbsoluteTimeout => ABSOLUTE_TIMEOUT,
             Revoked => REVOKED,
+            EndedByUser => ENDED_BY_USER,
         }
     }
 
@@ -58,6 +61,7 @@ pub mod close {
             IDLE_TIMEOUT => "idle_timeout",
             ABSOLUTE_TIMEOUT => "absolute_timeout",
             REVOKED => "revoked",
+            ENDED_BY_USER => "ended_by_user",
             HEARTBEAT_LOST => "heartbeat_lost",
             SLOW_CONSUMER => "slow consumer",
             UNAUTHENTICATED => "unauthenticated",
@@ -532,6 +536,7 @@ mod tests {
                 handle: "s_x".into(),
                 principal: "anon:x".into(),
                 role: "editor".into(),
+                info: None,
             },
             reason: LeftReason::SessionEnded,
         };

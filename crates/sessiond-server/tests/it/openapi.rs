@@ -14,6 +14,9 @@ const V1_ROUTES: &[(&str, &[&str])] = &[
     ("/v1/session/signin", &["post"]),
     ("/v1/session/local-key", &["get"]),
     ("/v1/session/data/{key}", &["get", "put", "delete"]),
+    ("/v1/session/devices", &["get"]),
+    ("/v1/session/devices/{handle}", &["delete"]),
+    ("/v1/session/devices/end-others", &["post"]),
     (
         "/v1/auth/verify",
         &["get", "head", "post", "put", "patch", "delete", "options"],
@@ -29,6 +32,7 @@ const V1_ROUTES: &[(&str, &[&str])] = &[
     ("/v1/admin/sessions", &["get"]),
     ("/v1/admin/sessions/{handle}", &["get", "delete"]),
     ("/v1/admin/principals/{id}/sessions", &["delete"]),
+    ("/v1/admin/principals/{id}/info", &["put"]),
     ("/v1/admin/audit", &["get"]),
     ("/v1/admin/audit/stream", &["get"]),
     ("/v1/admin/nodes", &["get"]),

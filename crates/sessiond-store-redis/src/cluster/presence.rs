@@ -437,6 +437,7 @@ mod tests {
             handle: "s_x".into(),
             principal: "anon:x".into(),
             role: "editor".into(),
+            info: None,
         };
         let sessiond_core::cluster::Event::Presence {
             room,

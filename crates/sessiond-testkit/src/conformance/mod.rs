@@ -115,6 +115,7 @@ macro_rules! conformance_suite {
             check_put_data_if,
             check_update_session_cas,
             check_touch_session,
+            check_touch_updates_client,
             check_touch_sessions_batch,
             check_end_session_once,
             check_due_sessions,

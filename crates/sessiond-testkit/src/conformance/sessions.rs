@@ -36,6 +36,8 @@ fn touch(handle: Handle, activity: Timestamp, seen: Timestamp, idle: Timestamp) 
         last_activity_at: activity,
         last_seen_at: seen,
         idle_expires_at: idle,
+        client_ip: None,
+        user_agent: None,
     }
 }
 
@@ -448,6 +450,77 @@ pub async fn check_touch_session(store: Arc<dyn Store>) {
         .touch_session(&touch(Handle::generate(), 1, 1, 1), &[])
         .await
         .unwrap());
+}
+
+/// A touch carries where the session was seen from: given fields replace what is
+/// stored (in single and batched touches, through get, token lookup and listing), absent
+/// ones keep it, and an ended session keeps its last ones.
+pub async fn check_touch_updates_client(store: Arc<dyn Store>) {
+    let mut s = session("user:devices", "editor", 1_000);
+    s.client_ip = Some("10.0.0.1".into());
+    s.user_agent = Some("Firefox/1".into());
+    create(&*store, &s).await;
+    let mut t = touch(s.handle, 2_000, 2_000, 70_000);
+    t.client_ip = Some("192.0.2.7".into());
+    t.user_agent = Some("Chrome/2 \"quoted\" = x".into());
+    assert!(store.touch_session(&t, &[]).await.unwrap());
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(got.client_ip.as_deref(), Some("192.0.2.7"));
+    assert_eq!(got.user_agent.as_deref(), Some("Chrome/2 \"quoted\" = x"));
+    let by_token = store.get_session_by_token(&s.token_hash).await.unwrap();
+    assert_eq!(by_token, Some(got.clone()));
+    let listed = store
+        .list_sessions(&SessionFilter {
+            principal: Some("user:devices".into()),
+            active_only: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![got]);
+
+    // Without client fields a touch keeps the stored ones.
+    store
+        .touch_session(&touch(s.handle, 3_000, 3_000, 71_000), &[])
+        .await
+        .unwrap();
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(got.client_ip.as_deref(), Some("192.0.2.7"));
+    assert_eq!(got.last_activity_at, 3_000);
+
+    // Batched, with only the IP given.
+    let mut t = touch(s.handle, 4_000, 4_000, 72_000);
+    t.client_ip = Some("2001:db8::1".into());
+    store.touch_sessions(&[t]).await.unwrap();
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(got.client_ip.as_deref(), Some("2001:db8::1"));
+    assert_eq!(got.user_agent.as_deref(), Some("Chrome/2 \"quoted\" = x"));
+
+    // A sign-in rewrites the record; its fields stand until the next touch.
+    let mut rotated = got.clone();
+    rotated.token_hash = Token::generate().hash();
+    rotated.version += 1;
+    rotated.client_ip = Some("198.51.100.1".into());
+    assert!(store
+        .update_session(&rotated, &got.token_hash, &[], None)
+        .await
+        .unwrap());
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(got.client_ip.as_deref(), Some("198.51.100.1"));
+
+    let ended = store
+        .end_session(&s.handle, EndReason::EndedByUser, 5_000, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.end_reason, Some(EndReason::EndedByUser));
+    let mut late = touch(s.handle, 6_000, 6_000, 80_000);
+    late.client_ip = Some("203.0.113.9".into());
+    assert!(!store.touch_session(&late, &[]).await.unwrap());
+    let got = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert_eq!(got.client_ip.as_deref(), Some("198.51.100.1"));
+    assert_eq!(got.end_reason, Some(EndReason::EndedByUser));
 }
 
 pub async fn check_touch_sessions_batch(store: Arc<dyn Store>) {
