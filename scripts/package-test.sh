@@ -124,7 +124,8 @@ status() { # status URL [curl args]: the HTTP status
 [ "$(status "$INTERNAL/readyz")" = 200 ] || fail "/readyz on the internal listener"
 # The admin API is not on the browser-facing listener, and refuses the keyless.
 [ "$(status "$PUBLIC/v1/admin/sessions")" = 404 ] || fail "admin API on the public listener"
-[ "$(status "$INTERNAL/v1/admin/sessions")" = 401 ] || fail "admin API without a key"
+# No keys configured: 403 forbidden ("an API key is required").
+[ "$(status "$INTERNAL/v1/admin/sessions")" = 403 ] || fail "admin API without a key: $(cat "$TMP/body")"
 [ "$(status "$PUBLIC/v1/session" -X POST -H 'content-type: application/json' -d '{"bearer":true}')" = 201 ] ||
   fail "creating a session: $(cat "$TMP/body")"
 TOKEN="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["token"])' "$TMP/body")"
