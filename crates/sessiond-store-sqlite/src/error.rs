@@ -23,6 +23,9 @@ pub enum SqliteError {
     /// The database was written by a newer sessiond; refusing to touch it.
     #[error("database schema version {found} is newer than this build supports ({known})")]
     NewerSchema { found: i64, known: i64 },
+    /// An online backup refused or failed (the reason is for the operator).
+    #[error("backup: {0}")]
+    Backup(String),
     /// A blocking worker thread panicked or was cancelled.
     #[error("blocking task failed: {0}")]
     Task(String),

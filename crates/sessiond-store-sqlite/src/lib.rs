@@ -35,14 +35,17 @@
 //! - `blobs/<2-char prefix>/<blob_id>`: attachment bytes, written before the draft row
 //!   that names them (see [`blobs`]); unreferenced leftovers are swept on open.
 //!
-//! No session token is ever stored, only its SHA-256.
+//! No session token is ever stored, only its SHA-256. [`backup()`] copies the whole
+//! directory consistently while a server runs (`sessiond backup`).
 
+pub mod backup;
 pub mod blobs;
 mod error;
 mod rows;
 pub mod schema;
 mod store;
 
+pub use backup::{backup, BackupReport};
 pub use blobs::SweepStats;
 pub use error::SqliteError;
 

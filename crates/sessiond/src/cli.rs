@@ -48,6 +48,22 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Copy the embedded SQLite store (database, attachments, server secret) into a new
+    /// directory, consistently, while the server runs.
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The server's TOML configuration file (its `store` and `data_dir` are used).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store (overrides the configuration's `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The backup directory to create; it must not exist yet.
+    #[arg(long, value_name = "PATH")]
+    pub to: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

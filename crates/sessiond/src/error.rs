@@ -11,6 +11,10 @@ pub enum CliError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Backup(#[from] sessiond_store_sqlite::SqliteError),
+    #[error("{0}")]
+    NotSqlite(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("no API key: pass --api-key or set SESSIOND_API_KEY (in dev mode `sessiond serve --dev` prints one)")]

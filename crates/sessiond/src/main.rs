@@ -1,6 +1,7 @@
 //! `sessiond`: parses arguments and hands over to the library (serve) or the admin client.
 
 mod admin;
+mod backup;
 mod cli;
 mod commands;
 mod config;
@@ -26,6 +27,7 @@ async fn main() -> ExitCode {
             ConfigCommand::Check(args) => config::check(&args),
             ConfigCommand::Print(args) => config::print(&args),
         },
+        Command::Backup(args) => backup::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
