@@ -78,7 +78,7 @@ fn hot_lookup(c: &mut Criterion) {
     c.bench_function("hot_lookup/unknown_token", |b| {
         b.iter(|| {
             let hash = Token::parse(black_box(&unknown)).expect("valid").hash();
-            black_box(cache.by_token.get(&hash).is_none())
+            black_box(!cache.by_token.contains_key(&hash))
         })
     });
 }

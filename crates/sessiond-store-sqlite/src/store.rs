@@ -73,8 +73,7 @@ impl SessionStore for SqliteStore {
         audit: &[AuditEvent],
     ) -> Result<CreateOutcome> {
         let (s, idem, audit) = (s.clone(), idem.cloned(), audit.to_vec());
-        self.write_grouped(move |conn| {
-            let tx = conn;
+        self.write_grouped(move |tx| {
             if let Some(rec) = &idem {
                 let existing = tx
                     .query_row(
@@ -100,8 +99,8 @@ impl SessionStore for SqliteStore {
                     params![rec.key_hash, rec.fingerprint, &s.handle.0[..], rec.sealed_token, rec.created_at],
                 )?;
             }
-            insert_session(&tx, &s)?;
-            insert_audit(&tx, &audit)?;
+            insert_session(tx, &s)?;
+            insert_audit(tx, &audit)?;
             Ok(CreateOutcome::Created)
         })
         .await
@@ -136,13 +135,12 @@ impl SessionStore for SqliteStore {
             audit.to_vec(),
             draft_move.cloned(),
         );
-        self.write_grouped(move |conn| {
-            let tx = conn;
-            let ok = load_session(&tx, &s.handle)?
+        self.write_grouped(move |tx| {
+            let ok = load_session(tx, &s.handle)?
                 .is_some_and(|cur| cur.is_active() && cur.token_hash.ct_eq(&expected));
             if ok {
-                replace_session(&tx, &s)?;
-                insert_audit(&tx, &audit)?;
+                replace_session(tx, &s)?;
+                insert_audit(tx, &audit)?;
                 if let Some(m) = &mv {
                     tx.execute(
                         "INSERT OR REPLACE INTO draft_moves (from_principal, to_principal, handle, at) \
@@ -158,11 +156,10 @@ impl SessionStore for SqliteStore {
 
     async fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool> {
         let (t, audit) = (*t, audit.to_vec());
-        self.write_grouped(move |conn| {
-            let tx = conn;
-            let applied = touch(&tx, &t)? == 1;
+        self.write_grouped(move |tx| {
+            let applied = touch(tx, &t)? == 1;
             if applied {
-                insert_audit(&tx, &audit)?;
+                insert_audit(tx, &audit)?;
             }
             Ok(applied)
         })
@@ -174,11 +171,10 @@ impl SessionStore for SqliteStore {
             return Ok(());
         }
         let touches = touches.to_vec();
-        self.write_grouped(move |conn| {
+        self.write_grouped(move |tx| {
             // One transaction: one WAL fsync for the whole batch instead of one per touch.
-            let tx = conn;
             for t in &touches {
-                touch(&tx, t)?;
+                touch(tx, t)?;
             }
             Ok(())
         })
@@ -193,8 +189,7 @@ impl SessionStore for SqliteStore {
         audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
         let (h, audit) = (*handle, audit.to_vec());
-        self.write_grouped(move |conn| {
-            let tx = conn;
+        self.write_grouped(move |tx| {
             let ended = {
                 let mut st = tx.prepare_cached(&format!(
                     "UPDATE sessions SET state = 'ended', end_reason = ?2, ended_at = ?3 \
@@ -204,7 +199,7 @@ impl SessionStore for SqliteStore {
                     .optional()?
             };
             if ended.is_some() {
-                insert_audit(&tx, &audit)?;
+                insert_audit(tx, &audit)?;
             }
             Ok(ended)
         })
@@ -256,8 +251,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize> {
-        self.write_grouped(move |conn| {
-            let tx = conn;
+        self.write_grouped(move |tx| {
             let handles: Vec<Vec<u8>> = {
                 let mut st = tx.prepare_cached(
                     "SELECT handle FROM sessions WHERE state = 'ended' AND ended_at < ?1 LIMIT ?2",
@@ -306,14 +300,13 @@ impl SessionStore for SqliteStore {
 
     async fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> Result<bool> {
         let (m, audit) = (m.clone(), audit.to_vec());
-        self.write_grouped(move |conn| {
-            let tx = conn;
+        self.write_grouped(move |tx| {
             let n = tx.execute(
                 "DELETE FROM draft_moves WHERE from_principal = ?1 AND to_principal = ?2 AND handle = ?3 AND at = ?4",
                 params![m.from.as_str(), m.to.as_str(), &m.handle.0[..], m.at],
             )?;
             if n == 1 {
-                insert_audit(&tx, &audit)?;
+                insert_audit(tx, &audit)?;
             }
             Ok(n == 1)
         })
@@ -393,11 +386,10 @@ impl SessionStore for SqliteStore {
     ) -> Result<bool> {
         let (h, key, expected) = (*handle, key.to_owned(), expected.cloned());
         let value = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.write_grouped(move |conn| {
+        self.write_grouped(move |tx| {
             // Compared as JSON values, not text, so formatting never decides a conflict;
             // The group transaction holds the write lock from the read to the write,
             // across processes.
-            let tx = conn;
             let active = tx
                 .query_row(
                     "SELECT 1 FROM sessions WHERE handle = ?1 AND state = 'active'",
@@ -561,9 +553,8 @@ impl DraftStore for SqliteStore {
         now: Timestamp,
     ) -> Result<DraftWrite> {
         let (p, c, text) = (p.clone(), conversation.to_owned(), text.to_owned());
-        self.write_grouped(move |conn| {
-            let tx = conn;
-            let cur = load_draft(&tx, &p, &c)?;
+        self.write_grouped(move |tx| {
+            let cur = load_draft(tx, &p, &c)?;
             if seq_of(&cur) != expected_seq {
                 return Ok(DraftWrite::Conflict(cur));
             }
@@ -581,7 +572,7 @@ impl DraftStore for SqliteStore {
                 attachments,
             };
             d.deleted = d.is_empty();
-            upsert_draft(&tx, &d)?;
+            upsert_draft(tx, &d)?;
             Ok(DraftWrite::Written(d))
         })
         .await
@@ -786,8 +777,7 @@ impl DraftStore for SqliteStore {
             return Ok(Vec::new());
         }
         let (from, to, merge) = (from.clone(), to.clone(), merge.clone());
-        self.write_grouped(move |conn| {
-            let tx = conn;
+        self.write_grouped(move |tx| {
             let live: Vec<Draft> = {
                 let mut st = tx.prepare_cached(&format!(
                     "SELECT {DRAFT_COLS} FROM drafts WHERE principal = ?1 AND deleted = 0"
@@ -799,10 +789,10 @@ impl DraftStore for SqliteStore {
             for anon in live {
                 // Blob ids travel with the metadata, so no bytes are copied or lost.
                 // A merge that fails rolls the whole move back: nothing leaves `from`.
-                let user = load_draft(&tx, &to, &anon.conversation)?;
+                let user = load_draft(tx, &to, &anon.conversation)?;
                 let d = merge(user.as_ref(), &anon, &to, now)?;
-                upsert_draft(&tx, &d)?;
-                delete_draft_row(&tx, &from, &anon.conversation)?;
+                upsert_draft(tx, &d)?;
+                delete_draft_row(tx, &from, &anon.conversation)?;
                 moved.push(anon.conversation);
             }
             Ok(moved)
@@ -875,10 +865,9 @@ impl SnapshotStore for SqliteStore {
             updated_by: by.map(str::to_owned),
             retain_until,
         };
-        self.write_grouped(move |conn| {
+        self.write_grouped(move |tx| {
             // One transaction: readers see the old row or the new one, never a mix,
             // and a crash mid-write rolls back to the old one.
-            let tx = conn;
             let cur = tx
                 .query_row(&format!("SELECT {SNAPSHOT_COLS} FROM snapshots WHERE room = ?1"), [&s.room], snapshot_from_row)
                 .optional()?;

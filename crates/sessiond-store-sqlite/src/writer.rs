@@ -37,12 +37,15 @@ const QUEUED: u8 = 0;
 const TAKEN: u8 = 1;
 const WITHDRAWN: u8 = 2;
 
+/// A write that runs alone on the connection (answering its caller itself).
+type SoloJob = Box<dyn FnOnce(&mut Connection, &Blobs) + Send>;
+
 /// A write waiting for the writer thread.
 enum Job {
     /// Runs inside a savepoint of the shared group transaction.
     Grouped(Box<dyn GroupedJob>),
     /// Runs alone on the connection, managing its own transaction.
-    Solo(Box<dyn FnOnce(&mut Connection, &Blobs) + Send>),
+    Solo(SoloJob),
 }
 
 trait GroupedJob: Send {
@@ -327,7 +330,7 @@ fn reject(why: &'static str, detail: String) -> StoreError {
 /// What the thread takes from the queue in one go.
 enum Work {
     Group(Vec<Box<dyn GroupedJob>>),
-    Solo(Box<dyn FnOnce(&mut Connection, &Blobs) + Send>),
+    Solo(SoloJob),
 }
 
 /// Waits for writes; returns `None` once the store is dropped and the queue is empty.
