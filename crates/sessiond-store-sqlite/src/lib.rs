@@ -383,21 +383,15 @@ impl CallTimer {
     }
 }
 
-/// The method name in a closure's type name: the last path segment before the
-/// `{{closure}}` ones.
+/// The method name in a closure's type name: the last path segment that is a plain
+/// identifier (closure and async-block segments, `{{closure}}` or `{closure#0}`
+/// depending on the compiler, are skipped).
 fn op_name(type_name: &'static str) -> &'static str {
-    let mut rest = type_name;
-    while let Some(head) = rest.strip_suffix("::{{closure}}") {
-        rest = head;
-    }
-    match rest.rsplit("::").next() {
-        Some(name)
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-        {
-            name
-        }
-        _ => "other",
-    }
+    type_name
+        .rsplit("::")
+        .find(|seg| !seg.starts_with('{'))
+        .filter(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or("other")
 }
 
 /// Runs blocking work on tokio's blocking pool, mapping errors into the core's terms.
@@ -421,6 +415,7 @@ mod tests {
             "create_session"
         );
         assert_eq!(op_name("a::b::ping::{{closure}}"), "ping");
+        assert_eq!(op_name("a::b::touch::{closure#0}::{closure#0}"), "touch");
         assert_eq!(op_name("{{closure}}"), "other");
         assert_eq!(op_name("a::<b as c>::{{closure}}"), "other");
     }
