@@ -384,12 +384,14 @@ impl CallTimer {
 }
 
 /// The method name in a closure's type name: the last path segment that is a plain
-/// identifier (closure and async-block segments, `{{closure}}` or `{closure#0}`
+/// identifier once its generic arguments are cut (closure and async-block segments, `{{closure}}` or `{closure#0}`
 /// depending on the compiler, are skipped).
 fn op_name(type_name: &'static str) -> &'static str {
     type_name
         .rsplit("::")
         .find(|seg| !seg.starts_with('{'))
+        // The method's generic (lifetime) arguments, `create_session<'_, '_>`.
+        .and_then(|seg| seg.split('<').next())
         .filter(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or("other")
 }
@@ -415,6 +417,10 @@ mod tests {
             "create_session"
         );
         assert_eq!(op_name("a::b::ping::{{closure}}"), "ping");
+        assert_eq!(
+            op_name("s::<impl a::AuditStore for s::SqliteStore>::append_audit<'_, '_, '_>::{{closure}}::{{closure}}"),
+            "append_audit"
+        );
         assert_eq!(op_name("a::b::touch::{closure#0}::{closure#0}"), "touch");
         assert_eq!(op_name("{{closure}}"), "other");
         assert_eq!(op_name("a::<b as c>::{{closure}}"), "other");
