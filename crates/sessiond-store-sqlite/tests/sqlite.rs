@@ -643,6 +643,8 @@ async fn concurrent_writes_share_a_commit_and_a_failing_one_fails_alone() {
         dir.path(),
         SqliteOptions {
             busy_timeout: Duration::from_secs(20),
+            // Queued writes wait for the stalled writer as long as the test needs.
+            deadline: Duration::from_secs(20),
             ..Default::default()
         },
     )
