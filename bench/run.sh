@@ -2,6 +2,9 @@
 # The one benchmark command: builds the load tool (crates/sessiond-bench) in release mode,
 # runs its scenarios (hot path, session creation) against their built-in baselines in
 # interleaved rounds, and rewrites docs/benchmarks.md. Takes a few minutes on 2 cores.
+# `create` runs sessiond on SQLite with group commit on and off (plus bare axum, the
+# ceiling, and the naive insert, the baseline) so the gain is read within one run;
+# `./target/release/sessiond-bench create --duration 4s` runs that scenario alone.
 # Extra arguments go to the tool (e.g. `--duration 8s --rounds 5`, `--no-redis`);
 # BENCH_DURATION and BENCH_ROUNDS set the defaults below.
 set -euo pipefail

@@ -105,7 +105,13 @@ pub struct ScenarioResult {
 
 fn scenarios(which: &Cmd, size: &Size, redis: bool) -> Vec<Scenario> {
     let mut hot = vec![Kind::BareAxum, Kind::TowerMemory, Kind::SessiondSqlite];
-    let mut create = vec![Kind::NaiveInsert, Kind::SessiondSqlite];
+    let mut create = vec![
+        // The ceiling: what any handler can answer on this machine and client.
+        Kind::BareAxum,
+        Kind::NaiveInsert,
+        Kind::SessiondSqliteSolo,
+        Kind::SessiondSqlite,
+    ];
     if redis {
         hot.push(Kind::SessiondRedis);
         create.push(Kind::SessiondRedis);

@@ -21,6 +21,9 @@ pub enum Kind {
     BareAxum,
     TowerMemory,
     SessiondSqlite,
+    /// sessiond on SQLite with group commit off (a transaction per write), to show
+    /// what group commit changes in the same run.
+    SessiondSqliteSolo,
     SessiondRedis,
     NaiveInsert,
 }
@@ -31,6 +34,9 @@ impl Kind {
             Kind::BareAxum => "bare axum",
             Kind::TowerMemory => "axum + tower-sessions MemoryStore (read + write)",
             Kind::SessiondSqlite => "sessiond, SQLite",
+            Kind::SessiondSqliteSolo => {
+                "sessiond, SQLite, group commit off (a transaction per write)"
+            }
             Kind::SessiondRedis => "sessiond, Redis",
             Kind::NaiveInsert => "naive axum + one SQLite row per request (WAL, synchronous=FULL)",
         }
@@ -76,7 +82,7 @@ pub async fn start(kind: Kind) -> Result<Running, BenchError> {
     };
     let mut redis = None;
     let done = match kind {
-        Kind::SessiondSqlite | Kind::SessiondRedis => {
+        Kind::SessiondSqlite | Kind::SessiondSqliteSolo | Kind::SessiondRedis => {
             let store = if kind == Kind::SessiondRedis {
                 let r = RedisProcess::start(dir.path())?;
                 let url = format!("redis://127.0.0.1:{}/0", r.port);
@@ -95,7 +101,22 @@ pub async fn start(kind: Kind) -> Result<Running, BenchError> {
             );
             let config = sessiond_server::config::Config::from_toml(&toml)
                 .map_err(|e| BenchError::Setup(format!("sessiond config: {e}")))?;
-            let server = sessiond_server::ServerBuilder::new(config)
+            let mut builder = sessiond_server::ServerBuilder::new(config);
+            if kind == Kind::SessiondSqliteSolo {
+                let opts = sessiond_store_sqlite::SqliteOptions {
+                    max_group: 1,
+                    ..Default::default()
+                };
+                let path = dir.path().to_path_buf();
+                let store = tokio::task::spawn_blocking(move || {
+                    sessiond_store_sqlite::SqliteStore::open_with(&path, opts)
+                })
+                .await
+                .map_err(|e| BenchError::Setup(format!("sqlite open: {e}")))?
+                .map_err(|e| BenchError::Setup(format!("sqlite open: {e}")))?;
+                builder = builder.store(Arc::new(store));
+            }
+            let server = builder
                 .build()
                 .await
                 .map_err(|e| BenchError::Setup(format!("sessiond: {e}")))?;

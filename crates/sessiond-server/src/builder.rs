@@ -509,13 +509,50 @@ fn write_secret_file(
     Ok(())
 }
 
+/// Histogram buckets (seconds unless said), chosen around each figure's bar: expiry
+/// lateness is held to 250 ms p99 and 1 s max; a store call is sub-millisecond cached
+/// and an fsync (milliseconds) when durable; HTTP answers span both.
+const LATENESS_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const STORE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Writes per group commit (counts, up to the writer's cap of 256).
+const GROUP_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// The process-wide Prometheus recorder (installed once; several test servers share it).
 fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
         OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            metrics_exporter_prometheus::PrometheusBuilder::new()
+            let full = |name: &str| Matcher::Full(name.to_owned());
+            // Without buckets the exporter renders histograms as summaries, which
+            // cannot be aggregated across nodes.
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(full("sessiond_expiry_lateness_seconds"), LATENESS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(full("sessiond_store_call_seconds"), STORE_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        full("sessiond_store_group_commit_seconds"),
+                        STORE_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(full("sessiond_store_group_size"), GROUP_SIZE_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        full("sessiond_http_request_duration_seconds"),
+                        HTTP_BUCKETS,
+                    )
+                })
+                .ok()?
                 .install_recorder()
                 .ok()
         })

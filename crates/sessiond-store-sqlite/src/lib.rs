@@ -11,10 +11,13 @@
 //!
 //! - every database call runs on tokio's blocking pool (`spawn_blocking`), never on an
 //!   async worker thread;
-//! - **one writer connection** behind a mutex: SQLite allows one writer at a time
-//!   anyway, and serialising writes in-process means conditional writes (idempotent
-//!   create, token CAS, draft seq, snapshot version) are decided inside one `BEGIN
-//!   IMMEDIATE` transaction with no `SQLITE_BUSY` retries;
+//! - **one writer connection** on a thread of its own ([`writer`]): SQLite allows one
+//!   writer at a time anyway, and serialising writes in-process means conditional writes
+//!   (idempotent create, token CAS, draft seq, snapshot version) are decided inside one
+//!   `BEGIN IMMEDIATE` transaction with no `SQLITE_BUSY` retries. Writes that queue up
+//!   while a commit is on its way to disk share the next transaction and its fsync
+//!   (group commit, each in its own savepoint), and each caller is answered only after
+//!   the commit that holds its write;
 //! - **a few read-only connections** (WAL mode lets them read while the writer writes);
 //! - **a bounded queue with a deadline** in front of both ([`SqliteOptions::deadline`],
 //!   [`SqliteOptions::max_waiting`]): callers wait for a connection as async tasks (not
@@ -44,6 +47,7 @@ mod error;
 mod rows;
 pub mod schema;
 mod store;
+mod writer;
 
 pub use backup::{backup, BackupReport};
 pub use blobs::SweepStats;
@@ -78,6 +82,10 @@ pub struct SqliteOptions {
     /// Calls that may wait for a connection at once (writers and readers counted
     /// apart); one more fails at once with `StoreError::Unavailable`.
     pub max_waiting: usize,
+    /// Most writes one group transaction takes (they share its commit and fsync); it
+    /// bounds how long the first of them waits for its answer. 1: one transaction per
+    /// write, as without group commit (the benchmarks compare the two).
+    pub max_group: usize,
 }
 
 impl Default for SqliteOptions {
@@ -88,6 +96,7 @@ impl Default for SqliteOptions {
             sweep_grace: Duration::from_secs(600),
             deadline: Duration::from_secs(1),
             max_waiting: 1024,
+            max_group: 256,
         }
     }
 }
@@ -100,17 +109,14 @@ pub struct SqliteStore {
 }
 
 pub(crate) struct Db {
-    /// The only connection that writes. An async mutex, taken (FIFO) by the waiting
-    /// task under the deadline and then moved into the blocking job, so a queued write
-    /// holds no thread.
-    writer: Arc<tokio::sync::Mutex<Connection>>,
+    /// The thread that owns the only connection that writes.
+    writer: writer::Writer,
     /// Read-only connections; each behind its own mutex because a rusqlite
     /// `Connection` is not `Sync`. `reader_slots` has one permit per reader, so a job
     /// holding a permit always finds one of them free.
     readers: Vec<Mutex<Connection>>,
     reader_slots: Arc<Semaphore>,
     next_reader: AtomicUsize,
-    writers_waiting: AtomicUsize,
     readers_waiting: AtomicUsize,
     deadline: Duration,
     max_waiting: usize,
@@ -179,13 +185,13 @@ impl SqliteStore {
             );
         }
         let reader_slots = Arc::new(Semaphore::new(readers.len()));
+        let writer = writer::Writer::start(writer, blobs.clone(), &opts)?;
         Ok(SqliteStore {
             db: Arc::new(Db {
-                writer: Arc::new(tokio::sync::Mutex::new(writer)),
+                writer,
                 readers,
                 reader_slots,
                 next_reader: AtomicUsize::new(0),
-                writers_waiting: AtomicUsize::new(0),
                 readers_waiting: AtomicUsize::new(0),
                 deadline: opts.deadline,
                 max_waiting: opts.max_waiting.max(1),
@@ -205,23 +211,41 @@ impl SqliteStore {
         self.db.blobs.root().to_path_buf()
     }
 
-    /// Runs `f` on the writer connection on the blocking pool, once the writer is free
-    /// (within the deadline).
-    pub(crate) async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection, &Blobs) -> Result<T, SqliteError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        let mut conn = Queue::Writer
-            .admit(&db, db.writer.clone().lock_owned())
-            .await?;
-        // The guard moves into the job: once started, the write runs to its end even if
-        // the caller goes away, and the next writer starts only after it.
-        blocking(move || f(&mut conn, &db.blobs)).await
+    /// Runs `f` alone on the writer connection (it manages its own transaction), once
+    /// the writer takes it (within the deadline). For writes with effects outside the
+    /// database that must wait for their own commit.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &Blobs) -> Result<T, SqliteError> + Send + 'static,
+    {
+        let timer = CallTimer::start::<F>();
+        timer.done(self.db.writer.solo(f).await)
+    }
+
+    /// Runs `f` inside its own savepoint of the writer's next group transaction: it
+    /// shares that commit (and fsync) with the writes queued beside it, and returns once
+    /// the commit is on disk. An error from `f` undoes `f`'s changes only.
+    pub(crate) async fn write_grouped<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, SqliteError> + Send + 'static,
+    {
+        let timer = CallTimer::start::<F>();
+        timer.done(self.db.writer.grouped(f).await)
     }
 
     /// Runs `f` on a free reader connection on the blocking pool (within the deadline).
-    pub(crate) async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Blobs) -> Result<T, SqliteError> + Send + 'static,
+    {
+        let timer = CallTimer::start::<F>();
+        timer.done(self.read_now(f).await)
+    }
+
+    async fn read_now<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection, &Blobs) -> Result<T, SqliteError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -249,12 +273,18 @@ impl SqliteStore {
 
     /// Calls waiting for the writer now (for tests and operators).
     pub fn writers_waiting(&self) -> usize {
-        self.db.writers_waiting.load(Ordering::Relaxed)
+        self.db.writer.waiting()
     }
 
     /// Whether a write is running now (for tests and operators).
     pub fn writer_busy(&self) -> bool {
-        self.db.writer.try_lock().is_err()
+        self.db.writer.busy()
+    }
+
+    /// Group transactions the writer has committed since open (for tests and
+    /// operators; `sessiond_store_group_commits_total` counts the same in metrics).
+    pub fn group_commits(&self) -> u64 {
+        self.db.writer.commits()
     }
 
     pub(crate) fn blobs(&self) -> &Blobs {
@@ -262,24 +292,21 @@ impl SqliteStore {
     }
 }
 
-/// The two waiting lines in front of the connections.
+/// The waiting line in front of the read connections (the writer's is in [`writer`]).
 #[derive(Clone, Copy)]
 enum Queue {
-    Writer,
     Reader,
 }
 
 impl Queue {
     fn name(self) -> &'static str {
         match self {
-            Queue::Writer => "writer",
             Queue::Reader => "reader",
         }
     }
 
     fn waiting(self, db: &Db) -> &AtomicUsize {
         match self {
-            Queue::Writer => &db.writers_waiting,
             Queue::Reader => &db.readers_waiting,
         }
     }
@@ -333,6 +360,45 @@ fn referenced_blobs(conn: &Connection) -> Result<HashSet<String>, SqliteError> {
     Ok(ids)
 }
 
+/// Times one store call, queue wait included, into `sessiond_store_call_seconds`
+/// labelled with the store method's name.
+struct CallTimer {
+    op: &'static str,
+    started: std::time::Instant,
+}
+
+impl CallTimer {
+    /// `F` is the closure a store method hands to `read`/`write`; its type name is the
+    /// method's path (`...::SqliteStore>::create_session::{{closure}}::{{closure}}`),
+    /// so every method, including ones added later, is labelled without naming itself
+    /// twice. The label set stays bounded: one per method.
+    fn start<F>() -> CallTimer {
+        CallTimer {
+            op: op_name(std::any::type_name::<F>()),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn done<T>(self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        metrics::histogram!("sessiond_store_call_seconds", "backend" => "sqlite", "op" => self.op)
+            .record(self.started.elapsed().as_secs_f64());
+        r
+    }
+}
+
+/// The method name in a closure's type name: the last path segment that is a plain
+/// identifier once its generic arguments are cut (closure and async-block segments, `{{closure}}` or `{closure#0}`
+/// depending on the compiler, are skipped).
+fn op_name(type_name: &'static str) -> &'static str {
+    type_name
+        .rsplit("::")
+        .find(|seg| !seg.starts_with('{'))
+        // The method's generic (lifetime) arguments, `create_session<'_, '_>`.
+        .and_then(|seg| seg.split('<').next())
+        .filter(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or("other")
+}
+
 /// Runs blocking work on tokio's blocking pool, mapping errors into the core's terms.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SqliteError> + Send + 'static,
@@ -340,5 +406,26 @@ pub(crate) async fn blocking<T: Send + 'static>(
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(StoreError::from),
         Err(e) => Err(SqliteError::Task(e.to_string()).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::op_name;
+
+    #[test]
+    fn op_names_come_from_the_store_method() {
+        assert_eq!(
+            op_name("sessiond_store_sqlite::store::<impl sessiond_core::store::sessions::SessionStore for sessiond_store_sqlite::SqliteStore>::create_session::{{closure}}::{{closure}}"),
+            "create_session"
+        );
+        assert_eq!(op_name("a::b::ping::{{closure}}"), "ping");
+        assert_eq!(
+            op_name("s::<impl a::AuditStore for s::SqliteStore>::append_audit<'_, '_, '_>::{{closure}}::{{closure}}"),
+            "append_audit"
+        );
+        assert_eq!(op_name("a::b::touch::{closure#0}::{closure#0}"), "touch");
+        assert_eq!(op_name("{{closure}}"), "other");
+        assert_eq!(op_name("a::<b as c>::{{closure}}"), "other");
     }
 }

@@ -1,6 +1,8 @@
-//! The four store capabilities for [`SqliteStore`]: every method is one blocking-pool job, and every
-//! conditional write is one `BEGIN IMMEDIATE` transaction on the single writer. A
-//! lifecycle write inserts its audit rows in that same transaction: both commit or neither.
+//! The four store capabilities for [`SqliteStore`]: every read is one blocking-pool job, and every
+//! write runs on the single writer: most in their own savepoint of a shared group
+//! transaction (`write_grouped`, see [`crate::writer`]), the few that unlink files after
+//! their commit alone in their own `BEGIN IMMEDIATE` transaction (`write`). A lifecycle
+//! write inserts its audit rows in the same savepoint: both commit or neither.
 
 use crate::error::SqliteError;
 use crate::rows::{
@@ -71,8 +73,7 @@ impl SessionStore for SqliteStore {
         audit: &[AuditEvent],
     ) -> Result<CreateOutcome> {
         let (s, idem, audit) = (s.clone(), idem.cloned(), audit.to_vec());
-        self.write(move |conn, _| {
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+        self.write_grouped(move |tx| {
             if let Some(rec) = &idem {
                 let existing = tx
                     .query_row(
@@ -98,9 +99,8 @@ impl SessionStore for SqliteStore {
                     params![rec.key_hash, rec.fingerprint, &s.handle.0[..], rec.sealed_token, rec.created_at],
                 )?;
             }
-            insert_session(&tx, &s)?;
-            insert_audit(&tx, &audit)?;
-            tx.commit()?;
+            insert_session(tx, &s)?;
+            insert_audit(tx, &audit)?;
             Ok(CreateOutcome::Created)
         })
         .await
@@ -135,13 +135,12 @@ impl SessionStore for SqliteStore {
             audit.to_vec(),
             draft_move.cloned(),
         );
-        self.write(move |conn, _| {
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
-            let ok = load_session(&tx, &s.handle)?
+        self.write_grouped(move |tx| {
+            let ok = load_session(tx, &s.handle)?
                 .is_some_and(|cur| cur.is_active() && cur.token_hash.ct_eq(&expected));
             if ok {
-                replace_session(&tx, &s)?;
-                insert_audit(&tx, &audit)?;
+                replace_session(tx, &s)?;
+                insert_audit(tx, &audit)?;
                 if let Some(m) = &mv {
                     tx.execute(
                         "INSERT OR REPLACE INTO draft_moves (from_principal, to_principal, handle, at) \
@@ -149,7 +148,6 @@ impl SessionStore for SqliteStore {
                         params![m.from.as_str(), m.to.as_str(), &m.handle.0[..], m.at],
                     )?;
                 }
-                tx.commit()?;
             }
             Ok(ok)
         })
@@ -158,12 +156,10 @@ impl SessionStore for SqliteStore {
 
     async fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool> {
         let (t, audit) = (t.clone(), audit.to_vec());
-        self.write(move |conn, _| {
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
-            let applied = touch(&tx, &t)? == 1;
+        self.write_grouped(move |tx| {
+            let applied = touch(tx, &t)? == 1;
             if applied {
-                insert_audit(&tx, &audit)?;
-                tx.commit()?;
+                insert_audit(tx, &audit)?;
             }
             Ok(applied)
         })
@@ -175,13 +171,11 @@ impl SessionStore for SqliteStore {
             return Ok(());
         }
         let touches = touches.to_vec();
-        self.write(move |conn, _| {
+        self.write_grouped(move |tx| {
             // One transaction: one WAL fsync for the whole batch instead of one per touch.
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
             for t in &touches {
-                touch(&tx, t)?;
+                touch(tx, t)?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await
@@ -195,8 +189,7 @@ impl SessionStore for SqliteStore {
         audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
         let (h, audit) = (*handle, audit.to_vec());
-        self.write(move |conn, _| {
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+        self.write_grouped(move |tx| {
             let ended = {
                 let mut st = tx.prepare_cached(&format!(
                     "UPDATE sessions SET state = 'ended', end_reason = ?2, ended_at = ?3 \
@@ -206,8 +199,7 @@ impl SessionStore for SqliteStore {
                     .optional()?
             };
             if ended.is_some() {
-                insert_audit(&tx, &audit)?;
-                tx.commit()?;
+                insert_audit(tx, &audit)?;
             }
             Ok(ended)
         })
@@ -259,8 +251,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize> {
-        self.write(move |conn, _| {
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+        self.write_grouped(move |tx| {
             let handles: Vec<Vec<u8>> = {
                 let mut st = tx.prepare_cached(
                     "SELECT handle FROM sessions WHERE state = 'ended' AND ended_at < ?1 LIMIT ?2",
@@ -273,7 +264,6 @@ impl SessionStore for SqliteStore {
                 tx.execute("DELETE FROM idempotency WHERE handle = ?1", [h])?;
                 tx.execute("DELETE FROM sessions WHERE handle = ?1", [h])?;
             }
-            tx.commit()?;
             Ok(handles.len())
         })
         .await
@@ -310,15 +300,13 @@ impl SessionStore for SqliteStore {
 
     async fn finish_draft_move(&self, m: &DraftMove, audit: &[AuditEvent]) -> Result<bool> {
         let (m, audit) = (m.clone(), audit.to_vec());
-        self.write(move |conn, _| {
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+        self.write_grouped(move |tx| {
             let n = tx.execute(
                 "DELETE FROM draft_moves WHERE from_principal = ?1 AND to_principal = ?2 AND handle = ?3 AND at = ?4",
                 params![m.from.as_str(), m.to.as_str(), &m.handle.0[..], m.at],
             )?;
             if n == 1 {
-                insert_audit(&tx, &audit)?;
-                tx.commit()?;
+                insert_audit(tx, &audit)?;
             }
             Ok(n == 1)
         })
@@ -327,7 +315,7 @@ impl SessionStore for SqliteStore {
 
     async fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool> {
         let key = key.to_owned();
-        self.write(move |conn, _| {
+        self.write_grouped(move |conn| {
             // One statement on the single writer: inserts, or takes over a claim that has
             // run out; a standing claim makes the update's WHERE false (0 rows changed).
             let n = conn.execute(
@@ -341,7 +329,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn purge_claims(&self, now: Timestamp, limit: usize) -> Result<usize> {
-        self.write(move |conn, _| {
+        self.write_grouped(move |conn| {
             Ok(conn.execute(
                 "DELETE FROM claims WHERE key IN \
                  (SELECT key FROM claims WHERE until <= ?1 LIMIT ?2)",
@@ -377,7 +365,7 @@ impl SessionStore for SqliteStore {
     ) -> Result<bool> {
         let (h, key) = (*handle, key.to_owned());
         let value = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.write(move |conn, _| {
+        self.write_grouped(move |conn| {
             // One statement: the existence check and the write cannot be split by an ending.
             let mut st = conn.prepare_cached(
                 "INSERT INTO session_data (handle, key, value) SELECT ?1, ?2, ?3 \
@@ -398,10 +386,10 @@ impl SessionStore for SqliteStore {
     ) -> Result<bool> {
         let (h, key, expected) = (*handle, key.to_owned(), expected.cloned());
         let value = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.write(move |conn, _| {
+        self.write_grouped(move |tx| {
             // Compared as JSON values, not text, so formatting never decides a conflict;
-            // IMMEDIATE holds the write lock from the read to the write, across processes.
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+            // The group transaction holds the write lock from the read to the write,
+            // across processes.
             let active = tx
                 .query_row(
                     "SELECT 1 FROM sessions WHERE handle = ?1 AND state = 'active'",
@@ -430,7 +418,6 @@ impl SessionStore for SqliteStore {
                  ON CONFLICT (handle, key) DO UPDATE SET value = excluded.value",
                 params![&h.0[..], key, value],
             )?;
-            tx.commit()?;
             Ok(true)
         })
         .await
@@ -438,7 +425,7 @@ impl SessionStore for SqliteStore {
 
     async fn delete_data(&self, handle: &Handle, key: &str) -> Result<bool> {
         let (h, key) = (*handle, key.to_owned());
-        self.write(move |conn, _| {
+        self.write_grouped(move |conn| {
             Ok(conn.execute(
                 "DELETE FROM session_data WHERE handle = ?1 AND key = ?2",
                 params![&h.0[..], key],
@@ -475,7 +462,7 @@ impl SessionStore for SqliteStore {
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, e: &AuditEvent) -> Result<i64> {
         let e = e.clone();
-        self.write(move |conn, _| insert_audit(conn, std::slice::from_ref(&e)))
+        self.write_grouped(move |conn| insert_audit(conn, std::slice::from_ref(&e)))
             .await
     }
 
@@ -526,7 +513,7 @@ impl AuditStore for SqliteStore {
     }
 
     async fn purge_audit(&self, before: Timestamp, limit: usize) -> Result<usize> {
-        self.write(move |conn, _| {
+        self.write_grouped(move |conn| {
             Ok(conn.execute(
                 "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
                 params![before, sql_limit(limit)],
@@ -566,9 +553,8 @@ impl DraftStore for SqliteStore {
         now: Timestamp,
     ) -> Result<DraftWrite> {
         let (p, c, text) = (p.clone(), conversation.to_owned(), text.to_owned());
-        self.write(move |conn, _| {
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
-            let cur = load_draft(&tx, &p, &c)?;
+        self.write_grouped(move |tx| {
+            let cur = load_draft(tx, &p, &c)?;
             if seq_of(&cur) != expected_seq {
                 return Ok(DraftWrite::Conflict(cur));
             }
@@ -586,8 +572,7 @@ impl DraftStore for SqliteStore {
                 attachments,
             };
             d.deleted = d.is_empty();
-            upsert_draft(&tx, &d)?;
-            tx.commit()?;
+            upsert_draft(tx, &d)?;
             Ok(DraftWrite::Written(d))
         })
         .await
@@ -792,8 +777,7 @@ impl DraftStore for SqliteStore {
             return Ok(Vec::new());
         }
         let (from, to, merge) = (from.clone(), to.clone(), merge.clone());
-        self.write(move |conn, _| {
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
+        self.write_grouped(move |tx| {
             let live: Vec<Draft> = {
                 let mut st = tx.prepare_cached(&format!(
                     "SELECT {DRAFT_COLS} FROM drafts WHERE principal = ?1 AND deleted = 0"
@@ -805,13 +789,12 @@ impl DraftStore for SqliteStore {
             for anon in live {
                 // Blob ids travel with the metadata, so no bytes are copied or lost.
                 // A merge that fails rolls the whole move back: nothing leaves `from`.
-                let user = load_draft(&tx, &to, &anon.conversation)?;
+                let user = load_draft(tx, &to, &anon.conversation)?;
                 let d = merge(user.as_ref(), &anon, &to, now)?;
-                upsert_draft(&tx, &d)?;
-                delete_draft_row(&tx, &from, &anon.conversation)?;
+                upsert_draft(tx, &d)?;
+                delete_draft_row(tx, &from, &anon.conversation)?;
                 moved.push(anon.conversation);
             }
-            tx.commit()?;
             Ok(moved)
         })
         .await
@@ -882,10 +865,9 @@ impl SnapshotStore for SqliteStore {
             updated_by: by.map(str::to_owned),
             retain_until,
         };
-        self.write(move |conn, _| {
+        self.write_grouped(move |tx| {
             // One transaction: readers see the old row or the new one, never a mix,
             // and a crash mid-write rolls back to the old one.
-            let tx = conn.transaction_with_behavior(IMMEDIATE)?;
             let cur = tx
                 .query_row(&format!("SELECT {SNAPSHOT_COLS} FROM snapshots WHERE room = ?1"), [&s.room], snapshot_from_row)
                 .optional()?;
@@ -907,7 +889,6 @@ impl SnapshotStore for SqliteStore {
                     s.retain_until
                 ],
             )?;
-            tx.commit()?;
             Ok(SnapshotWrite::Written(Snapshot { data: Vec::new(), ..s }))
         })
         .await
@@ -932,7 +913,7 @@ impl SnapshotStore for SqliteStore {
 
     async fn retain_snapshot(&self, room: &str, until: Option<Timestamp>) -> Result<()> {
         let room = room.to_owned();
-        self.write(move |conn, _| {
+        self.write_grouped(move |conn| {
             conn.execute(
                 "UPDATE snapshots SET retain_until = ?2 WHERE room = ?1",
                 params![room, until],
@@ -943,7 +924,7 @@ impl SnapshotStore for SqliteStore {
     }
 
     async fn purge_snapshots(&self, now: Timestamp, limit: usize) -> Result<usize> {
-        self.write(move |conn, _| {
+        self.write_grouped(move |conn| {
             Ok(conn.execute(
                 "DELETE FROM snapshots WHERE room IN (SELECT room FROM snapshots \
                  WHERE retain_until IS NOT NULL AND retain_until <= ?1 LIMIT ?2)",

@@ -630,3 +630,170 @@ async fn a_failing_audit_insert_fails_the_change() {
     )
     .await;
 }
+
+/// Group commit: writes that queue while the writer is busy share one transaction (and
+/// its fsync) instead of one each; every one is answered only after that commit and is
+/// readable then. A write that fails inside the group (here a duplicate handle) is
+/// rolled back alone: the others in its transaction still commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_share_a_commit_and_a_failing_one_fails_alone() {
+    const N: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with(
+        dir.path(),
+        SqliteOptions {
+            busy_timeout: Duration::from_secs(20),
+            // Queued writes wait for the stalled writer as long as the test needs.
+            deadline: Duration::from_secs(20),
+            ..Default::default()
+        },
+    )
+    .await;
+    let existing = session("anon:existing", "editor", 1_000);
+    store.create_session(&existing, None, &[]).await.unwrap();
+
+    // Another process holds the write lock: the first write stalls in BEGIN, the rest queue.
+    let other = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let first = session("anon:first", "editor", 1_000);
+    let (s1, f1) = (store.clone(), first.clone());
+    let stalled = tokio::spawn(async move { s1.create_session(&f1, None, &[]).await });
+    until("the first write holds the writer", || store.writer_busy()).await;
+
+    let mut sessions: Vec<_> = (0..N)
+        .map(|i| session(&format!("anon:{i}"), "editor", 1_000))
+        .collect();
+    // Same handle as a committed session: the primary key refuses it.
+    let mut duplicate = session("anon:duplicate", "editor", 1_000);
+    duplicate.handle = existing.handle;
+    sessions.insert(N / 2, duplicate);
+    let mut tasks = Vec::new();
+    for (i, s) in sessions.iter().cloned().enumerate() {
+        let st = store.clone();
+        tasks.push(tokio::spawn(async move {
+            st.create_session(&s, None, &[]).await
+        }));
+        until("the write queues", || store.writers_waiting() == i + 1).await;
+    }
+    let before = store.group_commits();
+    other.execute_batch("ROLLBACK").unwrap();
+
+    assert!(matches!(
+        stalled.await.unwrap().unwrap(),
+        CreateOutcome::Created
+    ));
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        if i == N / 2 {
+            assert!(r.is_err(), "the duplicate handle is refused: {r:?}");
+        } else {
+            assert!(matches!(r.unwrap(), CreateOutcome::Created));
+            let got = store.get_session(&sessions[i].handle).await.unwrap();
+            assert_eq!(
+                got.unwrap().principal,
+                sessions[i].principal,
+                "readable once answered"
+            );
+        }
+    }
+    let commits = store.group_commits() - before;
+    // The stalled write's own transaction, then the queued ones (in groups of at most 256).
+    assert!(
+        (1..=2).contains(&commits),
+        "{} writes took {commits} commits",
+        N + 2
+    );
+    let kept = store.get_session(&existing.handle).await.unwrap().unwrap();
+    assert_eq!(
+        kept.principal, existing.principal,
+        "the duplicate changed nothing"
+    );
+    // The one committed before, the stalled one and the N queued ones.
+    assert_eq!(store.count_active_sessions().await.unwrap(), N as u64 + 2);
+}
+
+const CREATE_CHILD_DIR_ENV: &str = "SESSIOND_SQLITE_KILL_CREATE_DIR";
+
+/// Not a test on its own: the body of the child process that
+/// `sigkill_keeps_acknowledged_group_commits` starts and kills. Many tasks create
+/// sessions at once (so their writes share commits), printing each acknowledged handle.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "helper process for sigkill_keeps_acknowledged_group_commits"]
+async fn kill_child_creator() {
+    let dir = PathBuf::from(
+        std::env::var(CREATE_CHILD_DIR_ENV)
+            .expect("only run by sigkill_keeps_acknowledged_group_commits"),
+    );
+    let store = open(&dir).await;
+    let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (store, out) = (store.clone(), out.clone());
+            tokio::spawn(async move {
+                // Bounded, and a write to a closed stdout ends it, should the parent die.
+                for _ in 0..10_000 {
+                    let s = session("anon:kill", "editor", 1_000);
+                    store.create_session(&s, None, &[]).await.unwrap();
+                    use std::io::Write;
+                    let mut o = out.lock().unwrap();
+                    writeln!(o, "created {}", s.handle).unwrap();
+                    o.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// Every create answered before a SIGKILL is there after it, though the writes were
+/// committed in groups.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_keeps_acknowledged_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kill_child_creator",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CREATE_CHILD_DIR_ENV, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let start = Instant::now();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(h) = line.strip_prefix("created ") {
+                acked.push(sessiond_core::Handle::parse(h.trim()).expect("a handle"));
+                if acked.len() >= 500 || start.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+            }
+        }
+        acked
+    });
+    let acked = reader.join().unwrap();
+    child.kill().unwrap(); // SIGKILL on Unix: no destructors, no checkpoint.
+    child.wait().unwrap();
+    assert!(!acked.is_empty(), "the child never acknowledged a create");
+
+    let store = open(dir.path()).await;
+    for h in &acked {
+        assert!(
+            store.get_session(h).await.unwrap().is_some(),
+            "acknowledged create {h} lost ({} acknowledged)",
+            acked.len()
+        );
+    }
+    // Unacknowledged creates in the last group may have landed too, never fewer.
+    let total = store.count_active_sessions().await.unwrap();
+    assert!(total >= acked.len() as u64);
+}

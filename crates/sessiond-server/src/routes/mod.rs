@@ -18,6 +18,7 @@ pub mod problems;
 pub mod schemas;
 pub mod session;
 pub mod snapshots;
+pub mod timing;
 pub mod verify;
 pub mod web;
 
@@ -88,6 +89,8 @@ pub fn app(state: AppState) -> Router {
         .merge(web::router())
         // Unknown paths answer problem+json like every other error.
         .fallback(|| async { ApiError::NotFound })
+        // Inside the router, so the matched route template is known.
+        .layer(axum::middleware::from_fn(timing::layer))
         // With `internal_listen`, each listener shows only its own paths.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -12,7 +12,8 @@ const RETRY_MS: i64 = 500;
 /// What the scheduler does with a session whose timer fired.
 enum Due {
     Warn(Box<Session>),
-    End(EndReason),
+    /// Ends by timeout; the deadline it passed, for the lateness histogram.
+    End(EndReason, Timestamp),
     /// Not cached (or ended in the cache): decide on the store's record.
     Reread,
 }
@@ -79,7 +80,7 @@ impl SessionService {
                 match c.by_handle.get_mut(&handle) {
                     Some(e) if !e.session.is_active() => Due::Reread,
                     Some(e) => match lifecycle::due_reason(&e.session, now) {
-                        Some(r) => Due::End(r),
+                        Some(r) => Due::End(r, lifecycle::next_deadline(&e.session)),
                         None if !e.warned && now >= self.timer_for(&e.session, false) => {
                             e.warned = true;
                             Due::Warn(Box::new(e.session.clone()))
@@ -104,8 +105,16 @@ impl SessionService {
                     });
                     fired += 1;
                 }
-                Due::End(r) => match self.end(&handle, r).await {
-                    Ok(_) => fired += 1,
+                Due::End(r, deadline) => match self.end(&handle, r).await {
+                    Ok(ended) => {
+                        if ended.is_some() {
+                            // Measured once the ending is stored: what a client sees.
+                            let late_ms = (self.now() - deadline).max(0);
+                            metrics::histogram!("sessiond_expiry_lateness_seconds")
+                                .record(late_ms as f64 / 1000.0);
+                        }
+                        fired += 1;
+                    }
                     Err(err) => {
                         // Store unreachable: never expire blindly; retry shortly.
                         tracing::warn!(handle = %handle, error = %err, "expiry deferred");

@@ -199,3 +199,52 @@ async fn a_live_session_survives_a_restart_and_ends_at_its_original_deadline() {
     assert_eq!(p["reason"], "idle_timeout");
     s.stop().await;
 }
+
+/// The figures the benchmarks hold the server to are visible in production: after a
+/// timeout ending, a store write and a few requests, `/metrics` has the expiry-lateness,
+/// store-call and per-route request-duration histograms, with buckets (not summaries)
+/// and with the route template, never a real handle, as the label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_expiry_lateness_store_calls_and_request_durations() {
+    let s = start_with(Opts {
+        extra: SHORT,
+        ..Default::default()
+    })
+    .await;
+    let (token, v) = s.new_session().await;
+    let handle = v["handle"].as_str().unwrap().to_owned();
+    assert_eq!(get(&s.u("/v1/session"), &token).await.status(), 200);
+    let admin = reqwest::Client::new()
+        .get(s.u(&format!("/v1/admin/sessions/{handle}")))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 200);
+    ended_event(&s, &handle).await;
+
+    let text = reqwest::get(s.u("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let has = |needle: &str| {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
+    };
+    has("sessiond_expiry_lateness_seconds_bucket{le=\"0.25\"}");
+    has("sessiond_expiry_lateness_seconds_count");
+    has(
+        "sessiond_store_call_seconds_bucket{backend=\"sqlite\",op=\"create_session\",le=\"0.005\"}",
+    );
+    has("sessiond_store_call_seconds_bucket{backend=\"sqlite\",op=\"end_session\",le=");
+    has("sessiond_store_group_commits_total");
+    has("sessiond_http_request_duration_seconds_bucket{route=\"/v1/session\",method=\"POST\",status=\"2xx\",le=\"0.1\"}");
+    has("sessiond_http_request_duration_seconds_bucket{route=\"/v1/session\",method=\"GET\",status=\"2xx\",le=");
+    has("route=\"/v1/admin/sessions/{handle}\"");
+    assert!(!text.contains(&handle), "a handle leaked into a label");
+    s.stop().await;
+}
