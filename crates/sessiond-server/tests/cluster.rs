@@ -712,7 +712,10 @@ async fn admin_sees_every_node_and_drops_a_connection_held_by_another() {
     assert_eq!(a.get_session(&s).await.0, 200, "the session stays valid");
     let (_, audit) = a
         .admin_until(
-            &format!("/v1/admin/audit?handle={}&kind=connection_dropped", s.handle),
+            &format!(
+                "/v1/admin/audit?handle={}&kind=connection_dropped",
+                s.handle
+            ),
             |_, v| v["events"].as_array().is_some_and(|e| !e.is_empty()),
         )
         .await;

@@ -6,9 +6,7 @@
 //! ([`ReadErrors`], [`WriteErrors`], ...), never row by row.
 
 use crate::error::Problem;
-use crate::routes::{
-    admin, demo, devices, drafts, grants, live, ops, session, snapshots, verify,
-};
+use crate::routes::{admin, demo, devices, drafts, grants, live, ops, session, snapshots, verify};
 use crate::state::AppState;
 use crate::ws;
 use axum::http::header;
