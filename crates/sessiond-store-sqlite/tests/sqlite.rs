@@ -652,6 +652,10 @@ async fn concurrent_writes_share_a_commit_and_a_failing_one_fails_alone() {
     let existing = session("anon:existing", "editor", 1_000);
     store.create_session(&existing, None, &[]).await.unwrap();
 
+    // The writer answers a write before it marks itself idle: wait for idle, so "busy"
+    // below means it took the first write (else a stale "busy" lets the first write and
+    // the next one be taken together, and the queue count below is never seen).
+    until("the writer is idle", || !store.writer_busy()).await;
     // Another process holds the write lock: the first write stalls in BEGIN, the rest queue.
     let other = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
