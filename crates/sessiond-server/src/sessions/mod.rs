@@ -33,7 +33,6 @@ mod types;
 #[cfg(test)]
 mod tests;
 
-pub use devices::MAX_DEVICES;
 pub use error::{SessionError, SessionResult};
 pub use types::{
     ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, TicketUse, RETENTION_INTERVAL,
