@@ -117,8 +117,10 @@ pub async fn authenticate_forwarded(
         }
     }
     let hash = presented.hash.ok_or(ApiError::Unauthenticated)?;
-    let session = state.sessions.authenticate(&hash, touch).await?;
-    state.sessions.seen_from(&session.handle, client);
+    let session = state
+        .sessions
+        .authenticate_from(&hash, touch, client)
+        .await?;
     Ok(Authed {
         session,
         source: presented.source,
@@ -165,8 +167,10 @@ pub async fn authenticate(
         check_origin(state, method, headers)?;
     }
     let hash = presented.hash.ok_or(ApiError::Unauthenticated)?;
-    let session = state.sessions.authenticate(&hash, touch).await?;
-    state.sessions.seen_from(&session.handle, client);
+    let session = state
+        .sessions
+        .authenticate_from(&hash, touch, client)
+        .await?;
     Ok(Authed {
         session,
         source: presented.source,

@@ -1,6 +1,7 @@
 //! The in-memory session cache: records by handle, the token index, and the timer queue,
 //! all behind one mutex so a lookup, its activity and its timer move in one locking.
 
+use sessiond_core::lifecycle::ClientInfo;
 use sessiond_core::timer::DeadlineQueue;
 use sessiond_core::{Handle, Session, Timestamp, TokenHash};
 use std::collections::HashMap;
@@ -17,6 +18,30 @@ pub(super) struct Entry {
     /// When a renewal was last written through and audited (0: never); renewals within
     /// the service's renew window after it are coalesced like activity.
     pub renewed_at: Timestamp,
+}
+
+impl Entry {
+    /// Takes where a live session was just seen from (IP, user agent) when it differs
+    /// from the record, marking it dirty so the flusher writes it with the next batch of
+    /// activity: one write per change, not per request.
+    pub fn note_client(&mut self, client: &ClientInfo) {
+        if !self.session.is_active() {
+            return;
+        }
+        let s = &mut self.session;
+        let mut changed = false;
+        if client.ip.is_some() && s.client_ip != client.ip {
+            s.client_ip.clone_from(&client.ip);
+            changed = true;
+        }
+        if client.user_agent.is_some() && s.user_agent != client.user_agent {
+            s.user_agent.clone_from(&client.user_agent);
+            changed = true;
+        }
+        if changed {
+            self.dirty = true;
+        }
+    }
 }
 
 /// State behind one mutex: no `.await` happens while it is held, so a std mutex is

@@ -14,29 +14,13 @@ pub const MAX_DEVICES: usize = 100;
 const PAGE: usize = 200;
 
 impl SessionService {
-    /// Notes where a live session was just seen from: when the IP or user agent differ
-    /// from the cached record, the record takes them and is marked dirty, so the flusher
-    /// writes them with the next batch of activity (one write per change, not per request).
+    /// Notes where a live session was just seen from (see [`Entry::note_client`]), for
+    /// callers that did not authenticate through [`SessionService::authenticate_from`].
+    ///
+    /// [`Entry::note_client`]: super::cache::Entry::note_client
     pub fn seen_from(&self, handle: &Handle, client: &ClientInfo) {
-        let mut c = self.lock();
-        let Some(e) = c.by_handle.get_mut(handle) else {
-            return;
-        };
-        if !e.session.is_active() {
-            return;
-        }
-        let s = &mut e.session;
-        let mut changed = false;
-        if client.ip.is_some() && s.client_ip != client.ip {
-            s.client_ip.clone_from(&client.ip);
-            changed = true;
-        }
-        if client.user_agent.is_some() && s.user_agent != client.user_agent {
-            s.user_agent.clone_from(&client.user_agent);
-            changed = true;
-        }
-        if changed {
-            e.dirty = true;
+        if let Some(e) = self.lock().by_handle.get_mut(handle) {
+            e.note_client(client);
         }
     }
 

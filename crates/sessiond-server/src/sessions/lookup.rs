@@ -5,6 +5,7 @@
 use super::cache::{Cache, Entry};
 use super::types::Credential;
 use super::{SessionError, SessionResult, SessionService};
+use sessiond_core::lifecycle::ClientInfo;
 use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp, TokenHash};
 
 /// What names the session being looked up.
@@ -64,7 +65,21 @@ impl SessionService {
     /// A sign-in draft move that failed on this node is finished first, so the request
     /// sees the user's drafts.
     pub async fn authenticate(&self, token: &TokenHash, touch: bool) -> SessionResult<Session> {
-        let s = self.lookup(Key::Token(token), touch).await?;
+        let s = self.lookup(Key::Token(token), touch, None).await?;
+        self.finish_move_of(&s.handle).await;
+        Ok(s)
+    }
+
+    /// [`Self::authenticate`] for a request from `client`: where the session was seen
+    /// from is noted in the same locking as the lookup (no second cache lookup per
+    /// request).
+    pub async fn authenticate_from(
+        &self,
+        token: &TokenHash,
+        touch: bool,
+        client: &ClientInfo,
+    ) -> SessionResult<Session> {
+        let s = self.lookup(Key::Token(token), touch, Some(client)).await?;
         self.finish_move_of(&s.handle).await;
         Ok(s)
     }
@@ -72,17 +87,22 @@ impl SessionService {
     /// Records activity for a caller that authenticated earlier (an open WebSocket's
     /// `activity`); `Rotated`, with nothing recorded, if its token was rotated away since.
     pub async fn touch(&self, who: &Credential) -> SessionResult<Session> {
-        self.lookup(Key::Credential(who), true).await
+        self.lookup(Key::Credential(who), true, None).await
     }
 
     /// The live session of a caller that authenticated earlier, without activity:
     /// `Rotated` if its token was rotated away since (checked before anything it asks
     /// for, so an old connection never acts as the session's new principal or role).
     pub async fn current(&self, who: &Credential) -> SessionResult<Session> {
-        self.lookup(Key::Credential(who), false).await
+        self.lookup(Key::Credential(who), false, None).await
     }
 
-    async fn lookup(&self, key: Key<'_>, touch: bool) -> SessionResult<Session> {
+    async fn lookup(
+        &self,
+        key: Key<'_>,
+        touch: bool,
+        client: Option<&ClientInfo>,
+    ) -> SessionResult<Session> {
         // Cluster mode: a stale entry, or one that looks overdue, is re-read once first.
         let mut refreshed = false;
         loop {
@@ -94,6 +114,9 @@ impl SessionService {
                         Probe::Stale(e.session.handle)
                     }
                     Some(e) => {
+                        if let Some(cl) = client {
+                            e.note_client(cl);
+                        }
                         let checked = self.check_and_touch(e, now, touch);
                         self.reschedule(&mut c, &checked, touch);
                         Probe::Hit(checked)
@@ -126,6 +149,9 @@ impl SessionService {
                     let Some(e) = key.entry(&mut c)? else {
                         return Err(SessionError::Unauthenticated);
                     };
+                    if let Some(cl) = client {
+                        e.note_client(cl);
+                    }
                     let checked = self.check_and_touch(e, now, touch);
                     self.reschedule(&mut c, &checked, touch);
                     checked
