@@ -72,7 +72,10 @@ test('admin page: live session, its connection and room, drop, revoke', async ()
     // Through the stream: the row appears without a reload.
     await row(admin, s.handle).waitFor({ timeout: 10_000 });
     assert.equal(await admin.evaluate(() => window.__noReload), true, 'no reload happened');
-    assert.ok(await admin.locator('[data-testid="audit-row"][data-kind="signed_in"]').count() >= 1, 'the sign-in is in the live trail');
+    // The row can come from the `created` event while `signed_in` is still a poll away.
+    await waitFor(async () => (await admin.locator('[data-testid="audit-row"][data-kind="signed_in"]').count()) >= 1, {
+      message: 'the sign-in is in the live trail',
+    });
     await waitFor(async () => (await nodes.first().getByTestId('node-connections').textContent()) === '1', { message: 'node shows one connection' });
 
     // Detail: its audit events and its connection, in its room.
