@@ -181,6 +181,7 @@ impl ServerBuilder {
             rate_limits: Arc::new(crate::ratelimit::RateLimits::new(&config.rate_limits)),
             quotas,
             audit_streams: Arc::new(tokio::sync::Semaphore::new(config.audit.max_streams)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.http.max_in_flight)),
             config,
         }));
         let mut guard = ServerGuard {

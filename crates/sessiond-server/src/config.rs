@@ -405,6 +405,9 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Open connections from one peer IP (the TCP peer, not a forwarded address).
     pub max_connections_per_ip: usize,
+    /// Requests being handled at once (up to their response head); one more is answered
+    /// 503 `overloaded` at once, so an overload queues no work it cannot serve in time.
+    pub max_in_flight: usize,
     /// How long a browser may cache a CORS preflight answer (`Access-Control-Max-Age`).
     #[serde(with = "humantime_serde")]
     pub cors_max_age: Duration,
@@ -1384,6 +1387,7 @@ impl Config {
         )?;
         check_min("snapshots.max_size", self.snapshots.max_size as u64, 1)?;
         check_min("http.max_connections", self.http.max_connections as u64, 1)?;
+        check_min("http.max_in_flight", self.http.max_in_flight as u64, 1)?;
         check_min(
             "store_queue.max_waiting",
             self.store_queue.max_waiting as u64,

@@ -49,6 +49,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("store unavailable")]
     StoreUnavailable(String),
+    /// More requests in flight than `http.max_in_flight`: refused before any work.
+    #[error("the server is handling as many requests as it may; retry shortly")]
+    Overloaded,
     /// Over a rate limit; `retry_after` in whole seconds (rounded up).
     #[error("too many requests; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
@@ -86,7 +89,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StoreIntegrity(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -114,6 +117,7 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => "quota_exceeded",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::Overloaded => "overloaded",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::StoreIntegrity(_) => "store_integrity",
             ApiError::Internal(_) => "internal",
@@ -139,6 +143,7 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => "Quota exceeded",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::StoreUnavailable(_) => "Store unavailable",
+            ApiError::Overloaded => "Overloaded",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::StoreIntegrity(_) => "Stored data failed its integrity check",
             ApiError::Internal(_) => "Internal error",

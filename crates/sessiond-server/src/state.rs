@@ -54,6 +54,8 @@ pub struct Inner {
     pub quotas: Arc<crate::quotas::QuotaGate>,
     /// Places for concurrent audit streams (`audit.max_streams`).
     pub audit_streams: Arc<tokio::sync::Semaphore>,
+    /// Places for requests being handled (`http.max_in_flight`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Dev-mode demo messages (bounded; empty unless `dev`).
     pub demo: Messages,
 }

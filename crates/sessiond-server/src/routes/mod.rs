@@ -9,6 +9,7 @@ pub mod drafts;
 pub mod edge;
 pub mod extract;
 pub mod grants;
+pub mod inflight;
 pub mod limits;
 pub mod listeners;
 pub mod live;
@@ -95,6 +96,11 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             listeners::split,
+        ))
+        // Outside the route's own work and its timing: a shed request costs a counter.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            inflight::layer,
         ));
     let body_idle = c.http.body_idle_timeout;
     // Outermost, so every body (uploads included) is timed before any limit reads it.

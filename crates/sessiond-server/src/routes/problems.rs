@@ -74,7 +74,9 @@ impl ProblemKind {
             ProblemKind::IdempotencyMismatch => "idempotency_mismatch: the Idempotency-Key was used with a different request",
             ProblemKind::RateLimited => "rate_limited: over a per-IP or per-session rate limit (`[rate_limits]`); \
                 nothing was done; retry after `Retry-After` seconds",
-            ProblemKind::StoreUnavailable => "store_unavailable: the store failed or did not answer; retry after `Retry-After` seconds",
+            ProblemKind::StoreUnavailable => "store_unavailable: the store failed or did not answer; \
+                overloaded: more requests in flight than `http.max_in_flight`, refused before any work; \
+                retry after `Retry-After` seconds",
         }
     }
 

@@ -168,3 +168,80 @@ async fn an_open_websocket_keeps_its_place_under_the_cap() {
     assert_eq!(answer.as_deref(), Some(""), "a WebSocket does not count");
     drop(ws);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_max_in_flight_is_shed_with_503_and_changes_nothing() {
+    // One place: a create whose body is still coming holds it.
+    let s = server("max_in_flight = 1\nbody_idle_timeout = \"10s\"").await;
+    let mut slow = TcpStream::connect(addr(&s)).await.expect("connect");
+    let body = b"{   }";
+    slow.write_all(
+        format!(
+            "POST /v1/session HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+             Connection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write head");
+    slow.write_all(&body[..2]).await.expect("write part");
+    let c = reqwest::Client::new();
+    // The slow request reaches its handler on another task: wait until its place is taken.
+    let shed = sessiond_testkit::wait::until_some(
+        Duration::from_secs(5),
+        "a second request shed while the first holds the only place",
+        || async {
+            let r = c
+                .post(s.u("/v1/session"))
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 503).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(
+        shed.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    assert!(
+        shed.headers().get("set-cookie").is_none(),
+        "no session was made"
+    );
+    let p: serde_json::Value = shed.json().await.expect("problem+json");
+    assert_eq!(p["code"], "overloaded", "{p}");
+    assert_eq!(p["status"], 503);
+    // The operator's view is never refused.
+    let m = c.get(s.u("/metrics")).send().await.expect("metrics");
+    assert_eq!(m.status(), 200);
+    let text = m.text().await.expect("metrics text");
+    assert!(
+        text.contains("sessiond_requests_shed_total"),
+        "shed requests are counted"
+    );
+    assert_eq!(
+        c.get(s.u("/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    // The first finishes: it was served, and its place is free again.
+    slow.write_all(&body[2..]).await.expect("write rest");
+    let answer = closed_within(&mut slow, Duration::from_secs(5))
+        .await
+        .expect("answered and closed");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let r = c
+        .post(s.u("/v1/session"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201);
+}
