@@ -4,15 +4,16 @@
 //! the original one.
 
 use crate::auth;
-use crate::client::Client;
+use crate::client::client_info;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::problems::{ForbiddenErrors, InputErrors, ReadErrors};
 use crate::state::AppState;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
+use std::net::SocketAddr;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/auth/verify", any(verify))
@@ -72,14 +73,14 @@ fn touch(headers: &HeaderMap) -> Result<bool, ApiError> {
                  ("X-Session-User" = String, description = "The signed-in user id; empty for an anonymous session"))),
         ReadErrors, InputErrors, ForbiddenErrors,
     ))]
-pub async fn verify(
-    State(state): State<AppState>,
-    Client(client): Client,
-    method: Method,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let touch = touch(&headers)?;
-    let a = auth::authenticate_forwarded(&state, &method, &headers, &client, touch).await?;
+pub async fn verify(State(state): State<AppState>, req: Request) -> ApiResult<Response> {
+    // The request itself rather than `HeaderMap` and `Method` extractors, which would
+    // copy the headers on every call of the hot path.
+    let (method, headers) = (req.method(), req.headers());
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let client = client_info(peer, headers, &state.trusted_proxies);
+    let touch = touch(headers)?;
+    let a = auth::authenticate_forwarded(&state, method, headers, &client, touch).await?;
     let s = &a.session;
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();
