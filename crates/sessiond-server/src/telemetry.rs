@@ -66,6 +66,15 @@ pub fn join_caller_trace(span: &Span, headers: &HeaderMap) {
     let _ = span.set_parent(cx);
 }
 
+/// Gives `span` its OpenTelemetry name once routing has found it. Recording `otel.name`
+/// is not enough: the OpenTelemetry layer ignores a new name once the span's context
+/// exists (a caller's `traceparent` or an earlier child creates it).
+pub fn rename(span: &Span, name: String) {
+    span.record("otel.name", tracing::field::display(&name));
+    use opentelemetry::trace::TraceContextExt;
+    span.context().span().update_name(name);
+}
+
 /// `store` with a span around each call made inside a request (`store <operation>`,
 /// with `db.operation.name` and `db.system.name` = `backend`). Calls made outside any
 /// span (the scheduler, the flusher, retention) are not traced: an idle server sends

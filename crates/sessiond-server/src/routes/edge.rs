@@ -2,8 +2,9 @@
 //! span per request, `Cache-Control: no-store` on API answers, body limits, and the
 //! refusal of a request carrying the session cookie twice.
 //!
-//! [`with_edges`] wraps every route (and the fallback) after routing, so the span can name
-//! the matched route template; the others are applied per router in [`super::app`].
+//! [`with_edges`] wraps the whole app outside routing, so every answer (a refusal before
+//! any route included) carries a request id and a span, which the route that answers
+//! names ([`name_span`]); the others are applied per router in [`super::app`].
 
 use crate::error::ApiError;
 use axum::body::Body;
@@ -67,24 +68,23 @@ fn make_span(req: &Request) -> Span {
         otel.kind = "server",
         otel.status_code = Empty,
     );
-    // An unmatched path is named by the method alone (the raw path is the caller's text).
-    match req.extensions().get::<MatchedPath>() {
-        Some(route) => {
-            span.record("route", tracing::field::display(route.as_str()));
-            span.record(
-                "otel.name",
-                tracing::field::display(format_args!("{} {}", req.method(), route.as_str())),
-            );
-        }
-        None => {
-            span.record("otel.name", tracing::field::display(req.method()));
-        }
-    }
+    // Named by the method until the route that answers names it ([`name_span`]); an
+    // unmatched path keeps the method alone (the raw path is the caller's text).
+    span.record("otel.name", tracing::field::display(req.method()));
     if let Some(id) = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
         span.record("request_id", tracing::field::display(id));
     }
     crate::telemetry::join_caller_trace(&span, req.headers());
     span
+}
+
+/// Names the request's span after the route that answers it (`METHOD /route`).
+pub fn name_span(span: &Span, method: &axum::http::Method, route: &MatchedPath) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("route", tracing::field::display(route.as_str()));
+    crate::telemetry::rename(span, format!("{} {}", method, route.as_str()));
 }
 
 fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
@@ -100,7 +100,8 @@ fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
 
 /// Wraps every route of `router` (and its fallback), outermost first: unusable request
 /// ids dropped, request id set (generated when absent), the trace span, the request id
-/// copied to the response.
+/// copied to the response. [`super::app`] gives it a router whose only route is the
+/// fallback holding the app, so this stack wraps the app once.
 pub fn with_edges<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
     router.layer(
         ServiceBuilder::new()
@@ -137,11 +138,14 @@ pub fn cookie_count(headers: &axum::http::HeaderMap, name: &str) -> usize {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .map(|v| {
-            v.split(';')
-                .filter_map(|kv| kv.trim().split_once('='))
-                .filter(|(k, _)| k.trim() == name)
+            v.as_bytes()
+                .split(|b| *b == b';')
+                .filter_map(|kv| {
+                    let eq = kv.iter().position(|b| *b == b'=')?;
+                    Some(kv[..eq].trim_ascii())
+                })
+                .filter(|k| *k == name.as_bytes())
                 .count()
         })
         .sum()

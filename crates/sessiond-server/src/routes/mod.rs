@@ -75,39 +75,45 @@ pub fn app(state: AppState) -> Router {
         ApiError::MethodNotAllowed(m.to_string())
     });
     let api = edge::single_session_cookie(api, c.cookie.name.clone());
-    // Rate limits sit in front of every handler, so a request over a limit writes nothing.
-    let api = api.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        limits::layer,
-    ));
-    // Outside the rate limits: a preflight costs nothing, and a 429 carries the CORS
-    // headers so a cross-origin page can read it.
-    let api = api.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        cors::layer,
-    ));
     let app = api
         .merge(web::router())
         // Unknown paths answer problem+json like every other error.
         .fallback(|| async { ApiError::NotFound })
-        // Inside the router, so the matched route template is known.
-        .layer(axum::middleware::from_fn(timing::layer))
+        // Each route names itself on its answer and span, for the layers below.
+        .layer(timing::RouteTagLayer)
+        .with_state(state.clone());
+    // The cross-cutting layers wrap the router once, outside routing, rather than every
+    // route: a `from_fn` layer clones the service it wraps on each request, which for a
+    // route is its whole boxed stack and for the router one reference count. Outermost
+    // first.
+    let app = tower::ServiceBuilder::new()
+        // A shed request costs a counter and its answer.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            inflight::layer,
+        ))
         // With `internal_listen`, each listener shows only its own paths.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             listeners::split,
         ))
-        // Outside the route's own work and its timing: a shed request costs a counter.
+        .layer(axum::middleware::from_fn(timing::layer))
+        // Outside the rate limits: a preflight costs nothing, and a 429 carries the CORS
+        // headers so a cross-origin page can read it.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            inflight::layer,
-        ));
+            cors::layer,
+        ))
+        // Rate limits sit in front of every handler, so a request over a limit writes
+        // nothing.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::layer,
+        ))
+        .service(app);
     let body_idle = c.http.body_idle_timeout;
     // Outermost, so every body (uploads included) is timed before any limit reads it.
-    edge::with_edges(app)
-        .layer(axum::middleware::from_fn_with_state(
-            body_idle,
-            crate::serve::body_idle_timeout,
-        ))
-        .with_state(state)
+    edge::with_edges(Router::new().fallback_service(app)).layer(
+        axum::middleware::from_fn_with_state(body_idle, crate::serve::body_idle_timeout),
+    )
 }

@@ -1,6 +1,7 @@
 //! Request duration by route template: `sessiond_http_request_duration_seconds`, labelled
 //! with axum's [`MatchedPath`] (so `/v1/sessions/{handle}`, never a real handle, keeps the
-//! label set bounded), the method and the status class.
+//! label set bounded), the method and the status class; and [`RouteTag`], which tells
+//! the layers outside the router which route answered.
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -31,9 +32,10 @@ thread_local! {
 /// after it and is not counted).
 pub async fn layer(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = method_index(req.method());
     let res = next.run(req).await;
+    // Set on the answer by the route's [`RouteTag`]; none when no route matched.
+    let route = res.extensions().get::<MatchedPath>().cloned();
     let status = match res.status().as_u16() {
         100..=199 => 0,
         200..=299 => 1,
@@ -75,5 +77,56 @@ fn method_index(m: &axum::http::Method) -> usize {
         Method::DELETE => 5,
         Method::OPTIONS => 6,
         _ => 7,
+    }
+}
+
+/// Marks each route's answer with its route template (and names the request's span
+/// after it): the cross-cutting layers wrap the router as a whole, outside routing, so
+/// they learn the template from the answer. Applied to every route by
+/// [`super::app`]; a tower layer rather than `from_fn`, which would clone the route's
+/// whole service stack on every request.
+#[derive(Clone, Copy)]
+pub struct RouteTagLayer;
+
+impl<S> tower::Layer<S> for RouteTagLayer {
+    type Service = RouteTag<S>;
+
+    fn layer(&self, inner: S) -> RouteTag<S> {
+        RouteTag(inner)
+    }
+}
+
+#[derive(Clone)]
+pub struct RouteTag<S>(S);
+
+impl<S> tower::Service<Request> for RouteTag<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        if let Some(r) = &route {
+            super::edge::name_span(&tracing::Span::current(), req.method(), r);
+        }
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut res = fut.await?;
+            if let Some(r) = route {
+                res.extensions_mut().insert(r);
+            }
+            Ok(res)
+        })
     }
 }

@@ -77,7 +77,10 @@ pub async fn verify(State(state): State<AppState>, req: Request) -> ApiResult<Re
     // The request itself rather than `HeaderMap` and `Method` extractors, which would
     // copy the headers on every call of the hot path.
     let (method, headers) = (req.method(), req.headers());
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let client = client_info(peer, headers, &state.trusted_proxies);
     let touch = touch(headers)?;
     let a = auth::authenticate_forwarded(&state, method, headers, &client, touch).await?;
