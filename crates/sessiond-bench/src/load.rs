@@ -27,7 +27,7 @@ pub struct Sample {
 }
 
 /// A client holding exactly one kept-alive connection.
-fn client() -> Result<reqwest::Client, BenchError> {
+pub fn client() -> Result<reqwest::Client, BenchError> {
     Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
@@ -87,16 +87,21 @@ pub async fn run(plans: Vec<Plan>, duration: Duration) -> Result<Sample, BenchEr
         ok += o;
         errors += e;
     }
-    Ok(Sample {
+    Ok(sample(&hist, ok, errors, duration))
+}
+
+/// The figures of `ok` answers over `duration` whose latencies are in `hist`.
+pub fn sample(hist: &Histogram<u64>, ok: u64, errors: u64, duration: Duration) -> Sample {
+    Sample {
         ok,
         errors,
         per_sec: ok as f64 / duration.as_secs_f64(),
         p50_us: hist.value_at_quantile(0.50),
         p99_us: hist.value_at_quantile(0.99),
-    })
+    }
 }
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     // 1 µs to 60 s at three significant digits.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
