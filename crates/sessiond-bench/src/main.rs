@@ -7,6 +7,7 @@
 mod cluster;
 mod drafts;
 mod load;
+mod rawhttp;
 mod report;
 mod serve;
 mod targets;
@@ -72,6 +73,9 @@ struct Size {
     /// Leave out the sessiond-on-Redis rows (they need `redis-server` on PATH).
     #[arg(long, global = true)]
     no_redis: bool,
+    /// Load with reqwest instead of the tool's minimal HTTP/1.1 client (to compare them).
+    #[arg(long, global = true)]
+    reqwest: bool,
     /// Write the report (Markdown) here instead of standard output.
     #[arg(long, global = true)]
     out: Option<PathBuf>,
@@ -276,6 +280,7 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
         size.revocations = 3;
     }
     let redis = !size.no_redis && targets::redis_available();
+    load::GENERAL_CLIENT.store(size.reqwest, std::sync::atomic::Ordering::Relaxed);
     // The servers and the clients on separate runtimes, like a load tool outside the
     // process: two server workers (the machine's cores), one client worker (wrk -t1).
     let servers = tokio::runtime::Builder::new_multi_thread()

@@ -212,7 +212,12 @@ pub fn markdown(run: &Run) -> String {
         "- Every target runs in the tool's process on `127.0.0.1:0`, on its own tokio \
          runtime with two worker threads; the load comes from a second runtime with one \
          worker (like `wrk -t1`), over HTTP/1.1 keep-alive, one connection per client, \
-         each client sending its next request when the last is answered.\n\
+         each client sending its next request when the last is answered. The hot-path, \
+         create and cluster loads use the tool's minimal HTTP/1.1 client \
+         (`src/rawhttp.rs`: request heads built once, answers read by `Content-Length`), \
+         which costs about what `wrk` does; with reqwest (`--reqwest`) the client took so \
+         much of the two cores that bare axum measured 0.6x of its `wrk` figure and every \
+         ratio to it was flattered. Draft writes use reqwest.\n\
          - {} interleaved rounds (A B C, A B C, …) of {} measured per target (after a \
          warm-up of an eighth of that, at most 1 s); each figure is the median over the \
          rounds (throughput, p50 and p99 separately). Latency is recorded per request in \

@@ -30,7 +30,7 @@ pub fn run(
         kind.label(),
         humantime::format_duration(duration)
     );
-    servers.block_on(tokio::time::sleep(duration));
+    servers.block_on(async { tokio::time::sleep(duration).await });
     servers.block_on(r.stop());
     Ok(())
 }
