@@ -149,3 +149,55 @@ impl Conn {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two answers on one connection, one chunked (with a trailer) and one by length,
+    /// each read to its end so the next starts where it should.
+    #[tokio::test]
+    async fn reads_chunked_and_sized_answers_on_one_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = vec![0u8; 1024];
+            let mut answers = [
+                &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\n!!!\r\n0\r\nX-T: 1\r\n\r\n"[..],
+                &b"HTTP/1.1 404 Not Found\r\ncontent-length: 3\r\n\r\nabc"[..],
+            ]
+            .into_iter();
+            // One answer per request head received.
+            let mut seen = Vec::new();
+            while let Ok(n) = s.read(&mut req).await {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&req[..n]);
+                while let Some(i) = find(&seen, b"\r\n\r\n") {
+                    seen.drain(..i + 4);
+                    s.write_all(answers.next().unwrap()).await.unwrap();
+                }
+            }
+        });
+        let mut c = Conn::connect(&host).await.unwrap();
+        let h = head("GET", &host, "/v1/auth/verify", Some("sid=abc"));
+        assert_eq!(c.send(&h).await.unwrap(), 200);
+        assert_eq!(c.send(&h).await.unwrap(), 404);
+        assert!(c.buf.is_empty(), "bytes left over: {:?}", c.buf);
+        drop(c);
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn head_names_the_cookie_and_an_empty_body_for_post() {
+        let h = String::from_utf8(head("POST", "127.0.0.1:9", "/v1/session", None)).unwrap();
+        assert_eq!(
+            h,
+            "POST /v1/session HTTP/1.1\r\nHost: 127.0.0.1:9\r\nContent-Length: 0\r\n\r\n"
+        );
+        let h = String::from_utf8(head("GET", "h:1", "/p", Some("a=b"))).unwrap();
+        assert_eq!(h, "GET /p HTTP/1.1\r\nHost: h:1\r\nCookie: a=b\r\n\r\n");
+    }
+}

@@ -40,3 +40,45 @@ fn smoke_run_reaches_every_target_without_errors() {
         }
     }
 }
+
+/// `serve` (the target for an outside load generator such as wrk): prints its URL, writes
+/// the cookies of the sessions it made, answers the hot path with them, and stops by
+/// itself when its time is up.
+#[test]
+fn serve_answers_an_outside_client_and_stops_by_itself() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cookies = dir.path().join("cookies");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sessiond-bench"))
+        .args(["serve", "sessiond-sqlite", "--for", "3s", "--sessions", "3"])
+        .arg("--cookies")
+        .arg(&cookies)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run sessiond-bench serve");
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut url)
+        .expect("the URL line");
+    let host = url
+        .trim()
+        .strip_prefix("http://")
+        .expect("an http URL")
+        .to_owned();
+    let list = std::fs::read_to_string(&cookies).expect("cookies written");
+    let first: Vec<&str> = list.lines().collect();
+    assert_eq!(first.len(), 3, "{list}");
+    let mut s = std::net::TcpStream::connect(&host).expect("connect");
+    write!(
+        s,
+        "GET /v1/auth/verify HTTP/1.1\r\nHost: {host}\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+        first[0]
+    )
+    .expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let status = child.wait().expect("serve exits");
+    assert!(status.success(), "serve exited with {status}");
+}
