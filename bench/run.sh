@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The one benchmark command: builds the load tool (crates/sessiond-bench) in release mode,
-# runs its scenarios (hot path, session creation) against their built-in baselines in
-# interleaved rounds, and rewrites docs/benchmarks.md. Takes a few minutes on 2 cores.
+# runs its scenarios (hot path, session creation, draft autosaves, two nodes on one Redis)
+# against their built-in baselines in interleaved rounds, and rewrites docs/benchmarks.md.
+# Takes a few minutes on 2 cores.
 # `create` runs sessiond on SQLite with group commit on and off (plus bare axum, the
 # ceiling, and the naive insert, the baseline) so the gain is read within one run;
-# `./target/release/sessiond-bench create --duration 4s` runs that scenario alone.
+# `./target/release/sessiond-bench create --duration 4s` runs that scenario alone (so do
+# `http-hot`, `drafts` and `cluster`). To check the tool's own client against wrk:
+# `sessiond-bench serve bare-axum --cookies /tmp/c --for 30s` prints the URL to load, and
+# `COOKIES=/tmp/c wrk -t1 -c64 -d8s -s bench/wrk-verify.lua URL` loads it.
 # Extra arguments go to the tool (e.g. `--duration 8s --rounds 5`, `--no-redis`);
 # BENCH_DURATION and BENCH_ROUNDS set the defaults below.
 set -euo pipefail

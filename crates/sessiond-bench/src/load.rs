@@ -1,10 +1,11 @@
 //! The load generator: a fixed number of keep-alive clients, each with its own session,
 //! sending requests back to back for a fixed duration; latencies in an HDR histogram.
 
-use crate::BenchError;
+use crate::{rawhttp, BenchError};
 use hdrhistogram::Histogram;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use reqwest::Method;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What one client sends: the method, the URL and, for the hot path, the cookies of the
@@ -15,6 +16,10 @@ pub struct Plan {
     pub url: String,
     pub cookies: Vec<String>,
 }
+
+/// Whether the load loops use reqwest (`--reqwest`) instead of [`crate::rawhttp`]; set
+/// once at start, before any load runs.
+pub static GENERAL_CLIENT: AtomicBool = AtomicBool::new(false);
 
 /// One measured run of one target.
 #[derive(Debug, Clone)]
@@ -27,7 +32,7 @@ pub struct Sample {
 }
 
 /// A client holding exactly one kept-alive connection.
-fn client() -> Result<reqwest::Client, BenchError> {
+pub fn client() -> Result<reqwest::Client, BenchError> {
     Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
@@ -73,11 +78,14 @@ pub async fn run(plans: Vec<Plan>, duration: Duration) -> Result<Sample, BenchEr
     let start = Instant::now() + warmup;
     let end = start + duration;
     let mut tasks = Vec::with_capacity(plans.len());
+    let general = GENERAL_CLIENT.load(Ordering::Relaxed);
     for plan in plans {
-        let c = client()?;
-        tasks.push(tokio::spawn(async move {
-            one_client(c, plan, start, end).await
-        }));
+        if general {
+            let c = client()?;
+            tasks.push(tokio::spawn(one_client(c, plan, start, end)));
+        } else {
+            tasks.push(tokio::spawn(one_raw_client(plan, start, end)));
+        }
     }
     let mut hist = histogram();
     let (mut ok, mut errors) = (0, 0);
@@ -87,16 +95,21 @@ pub async fn run(plans: Vec<Plan>, duration: Duration) -> Result<Sample, BenchEr
         ok += o;
         errors += e;
     }
-    Ok(Sample {
+    Ok(sample(&hist, ok, errors, duration))
+}
+
+/// The figures of `ok` answers over `duration` whose latencies are in `hist`.
+pub fn sample(hist: &Histogram<u64>, ok: u64, errors: u64, duration: Duration) -> Sample {
+    Sample {
         ok,
         errors,
         per_sec: ok as f64 / duration.as_secs_f64(),
         p50_us: hist.value_at_quantile(0.50),
         p99_us: hist.value_at_quantile(0.99),
-    })
+    }
 }
 
-fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     // 1 µs to 60 s at three significant digits.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
@@ -135,6 +148,63 @@ async fn one_client(
             ok += 1;
             let us = t0.elapsed().as_micros().max(1) as u64;
             hist.saturating_record(us);
+        } else {
+            errors += 1;
+        }
+    }
+    (hist, ok, errors)
+}
+
+/// `one_client` over [`crate::rawhttp`]: the same requests, a request head built once per
+/// session, a broken connection replaced (and the request counted as an error).
+async fn one_raw_client(plan: Plan, start: Instant, end: Instant) -> (Histogram<u64>, u64, u64) {
+    let mut hist = histogram();
+    let (mut ok, mut errors) = (0u64, 0u64);
+    let rest = plan.url.strip_prefix("http://").unwrap_or(&plan.url);
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let heads: Vec<Vec<u8>> = if plan.cookies.is_empty() {
+        vec![rawhttp::head(plan.method.as_str(), host, path, None)]
+    } else {
+        plan.cookies
+            .iter()
+            .map(|c| rawhttp::head(plan.method.as_str(), host, path, Some(c)))
+            .collect()
+    };
+    let mut conn = None;
+    let mut i = 0usize;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= end {
+            break;
+        }
+        let head = &heads[i % heads.len()];
+        i += 1;
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match rawhttp::Conn::connect(host).await {
+                Ok(c) => conn.insert(c),
+                Err(_) => {
+                    if t0 >= start {
+                        errors += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let good = match c.send(head).await {
+            Ok(status) => (200..300).contains(&status),
+            Err(_) => {
+                conn = None;
+                false
+            }
+        };
+        if t0 < start {
+            continue;
+        }
+        if good {
+            ok += 1;
+            hist.saturating_record(t0.elapsed().as_micros().max(1) as u64);
         } else {
             errors += 1;
         }

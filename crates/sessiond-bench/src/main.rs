@@ -1,11 +1,17 @@
 //! `sessiond-bench`: puts sessiond and its baselines under the same load in one run,
 //! interleaving rounds (A B C A B C …) and taking medians, since the machine is shared.
-//! `http-hot` is the validate-and-touch path, `create` session creation; `all` runs both
-//! and can write docs/benchmarks.md; `smoke` runs both at tiny sizes and checks the tool.
+//! `http-hot` is the validate-and-touch path, `create` session creation, `drafts`
+//! autosave writes, `cluster` two nodes on one Redis; `all` runs them all and can write
+//! docs/benchmarks.md; `smoke` runs them at tiny sizes and checks the tool.
 
+mod cluster;
+mod drafts;
 mod load;
+mod rawhttp;
 mod report;
+mod serve;
 mod targets;
+mod tower_redis;
 
 use clap::{Parser, Subcommand};
 use load::{Plan, Sample};
@@ -58,9 +64,18 @@ struct Size {
     /// Concurrent clients creating sessions.
     #[arg(long, global = true, default_value_t = 32)]
     create_clients: usize,
+    /// Concurrent clients writing drafts (each its own session and conversation).
+    #[arg(long, global = true, default_value_t = 32)]
+    drafts_clients: usize,
+    /// Revocations measured in `cluster` (each of a fresh session).
+    #[arg(long, global = true, default_value_t = 50)]
+    revocations: usize,
     /// Leave out the sessiond-on-Redis rows (they need `redis-server` on PATH).
     #[arg(long, global = true)]
     no_redis: bool,
+    /// Load with reqwest instead of the tool's minimal HTTP/1.1 client (to compare them).
+    #[arg(long, global = true)]
+    reqwest: bool,
     /// Write the report (Markdown) here instead of standard output.
     #[arg(long, global = true)]
     out: Option<PathBuf>,
@@ -75,10 +90,27 @@ enum Cmd {
     HttpHot,
     /// Create a session (`POST /v1/session`, no cookie).
     Create,
-    /// Both scenarios.
+    /// Autosave-like draft writes (`PUT /v1/drafts/{conversation}`), SQLite and Redis.
+    Drafts,
+    /// Two nodes on one Redis: hot path split over both, revocation from one to the other.
+    Cluster,
+    /// Every scenario.
     All,
-    /// Both scenarios at tiny sizes; fails unless every target answered and none erred.
+    /// Every scenario at tiny sizes; fails unless every target answered and none erred.
     Smoke,
+    /// Serve one target for an outside load generator (prints its base URL).
+    Serve {
+        #[arg(value_enum)]
+        target: Kind,
+        /// How long to serve.
+        #[arg(long = "for", default_value = "30s", value_parser = humantime::parse_duration)]
+        serve_for: Duration,
+        /// Write the cookies of this many new sessions here, one a line.
+        #[arg(long)]
+        cookies: Option<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        sessions: usize,
+    },
 }
 
 /// One scenario: the targets, the baseline the ratios are taken to, the request.
@@ -113,6 +145,7 @@ fn scenarios(which: &Cmd, size: &Size, redis: bool) -> Vec<Scenario> {
         Kind::SessiondSqlite,
     ];
     if redis {
+        hot.push(Kind::TowerRedis);
         hot.push(Kind::SessiondRedis);
         create.push(Kind::SessiondRedis);
     }
@@ -209,6 +242,23 @@ fn run_scenario(
     Ok(ScenarioResult { scenario, rows })
 }
 
+/// Fails unless every row answered at least once and nothing failed.
+fn smoke_check(scenario: &str, rows: &[Row]) -> Result<(), BenchError> {
+    for row in rows {
+        let (ok, errors) = row
+            .samples
+            .iter()
+            .fold((0, 0), |(o, e), s| (o + s.ok, e + s.errors));
+        if ok == 0 || errors > 0 {
+            return Err(BenchError::Smoke(format!(
+                "{scenario} on {}: {ok} answered, {errors} failed",
+                row.kind.label()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {
@@ -226,8 +276,11 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
         size.hot_clients = 4;
         size.sessions_per_client = 2;
         size.create_clients = 4;
+        size.drafts_clients = 4;
+        size.revocations = 3;
     }
     let redis = !size.no_redis && targets::redis_available();
+    load::GENERAL_CLIENT.store(size.reqwest, std::sync::atomic::Ordering::Relaxed);
     // The servers and the clients on separate runtimes, like a load tool outside the
     // process: two server workers (the machine's cores), one client worker (wrk -t1).
     let servers = tokio::runtime::Builder::new_multi_thread()
@@ -240,29 +293,84 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
         .thread_name("bench-client")
         .enable_all()
         .build()?;
+    if let Cmd::Serve {
+        target,
+        serve_for,
+        cookies,
+        sessions,
+    } = &cli.command
+    {
+        return serve::run(
+            &servers,
+            &clients,
+            *target,
+            *sessions,
+            cookies.as_deref(),
+            *serve_for,
+        );
+    }
     let load_before = report::loadavg();
     let mut results = Vec::new();
     for s in scenarios(&cli.command, &size, redis) {
         results.push(run_scenario(&servers, &clients, s, &size)?);
     }
+    let every = matches!(cli.command, Cmd::All | Cmd::Smoke);
+    let drafts = if every || matches!(cli.command, Cmd::Drafts) {
+        Some(drafts::run(&servers, &clients, &size, redis)?)
+    } else {
+        None
+    };
+    let cluster = if redis && (every || matches!(cli.command, Cmd::Cluster)) {
+        Some(cluster::run(&servers, &clients, &size)?)
+    } else if matches!(cli.command, Cmd::Cluster) {
+        return Err(BenchError::Setup(
+            "cluster needs redis-server on PATH (and no --no-redis)".to_owned(),
+        ));
+    } else {
+        None
+    };
     let load_after = report::loadavg();
     if smoke {
-        for r in &results {
-            for row in &r.rows {
-                let (ok, errors) = row
-                    .samples
-                    .iter()
-                    .fold((0, 0), |(o, e), s| (o + s.ok, e + s.errors));
-                if ok == 0 || errors > 0 {
-                    return Err(BenchError::Smoke(format!(
-                        "{} on {}: {ok} answered, {errors} failed",
-                        r.scenario.name,
-                        row.kind.label()
-                    )));
-                }
+        if let Some(d) = &drafts {
+            smoke_check("drafts", &d.rows)?;
+        }
+        if let Some(c) = &cluster {
+            let rows: Vec<Row> = c
+                .nodes
+                .iter()
+                .map(|s| Row {
+                    kind: Kind::SessiondRedis,
+                    samples: s.clone(),
+                })
+                .collect();
+            smoke_check("cluster", &rows)?;
+            if !c.failures.is_empty() || c.after_answer_us.len() != size.revocations {
+                return Err(BenchError::Smoke(format!(
+                    "cluster: {} of {} revocations refused on node B ({:?})",
+                    c.after_answer_us.len(),
+                    size.revocations,
+                    c.failures
+                )));
             }
         }
-        println!("smoke ok: {}", report::summary(&results));
+        for r in &results {
+            smoke_check(r.scenario.name, &r.rows)?;
+        }
+        let mut summary = report::summary(&results);
+        if let Some(d) = &drafts {
+            for row in &d.rows {
+                summary.push_str(&format!(
+                    "; drafts / {}: {}",
+                    row.kind.label(),
+                    report::rate(report::medians(&row.samples).0)
+                ));
+            }
+        }
+        if let Some(c) = &cluster {
+            summary.push_str("; ");
+            summary.push_str(&cluster::summary(c));
+        }
+        println!("smoke ok: {summary}");
         return Ok(());
     }
     let md = report::markdown(&report::Run {
@@ -273,6 +381,8 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
         load_before,
         load_after,
         commit: &size.commit,
+        drafts: drafts.as_ref(),
+        cluster: cluster.as_ref(),
     });
     match &size.out {
         Some(p) => std::fs::write(p, md)?,

@@ -1,7 +1,8 @@
 //! The servers under load, each on 127.0.0.1:0 in this process on the server runtime:
 //! sessiond (SQLite, or Redis on a redis-server the tool starts) from its builder, and
-//! the baselines: a bare axum handler, axum with tower-sessions' memory store, and a
-//! naive axum handler inserting one SQLite row per request (WAL, synchronous=FULL).
+//! the baselines: a bare axum handler, axum with tower-sessions' memory store or its Redis
+//! store (crate::tower_redis, on its own redis-server), and a naive axum handler inserting
+//! one SQLite row per request (WAL, synchronous=FULL).
 
 use crate::BenchError;
 use axum::http::{header::SET_COOKIE, StatusCode};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// What can be put under load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
     BareAxum,
     TowerMemory,
@@ -25,6 +26,8 @@ pub enum Kind {
     /// what group commit changes in the same run.
     SessiondSqliteSolo,
     SessiondRedis,
+    /// axum + tower-sessions on its Redis store (crate::tower_redis).
+    TowerRedis,
     NaiveInsert,
 }
 
@@ -38,6 +41,7 @@ impl Kind {
                 "sessiond, SQLite, group commit off (a transaction per write)"
             }
             Kind::SessiondRedis => "sessiond, Redis",
+            Kind::TowerRedis => "axum + tower-sessions RedisStore (read + write)",
             Kind::NaiveInsert => "naive axum + one SQLite row per request (WAL, synchronous=FULL)",
         }
     }
@@ -69,6 +73,54 @@ impl Running {
     }
 }
 
+/// The admin API key of every sessiond the tool starts (`Authorization: Bearer …`).
+pub const ADMIN_KEY: &str = "bench-admin-key-0001";
+
+/// sessiond's configuration for `store` (`sqlite` or a Redis URL) with its data in `dir`:
+/// dev mode, rate limits off, one shared secret (nodes on one Redis need the same).
+fn sessiond_config(store: &str, dir: &Path) -> Result<sessiond_server::config::Config, BenchError> {
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nstore = {store:?}\ndev = true\n\
+         api_keys = [{ADMIN_KEY:?}]\n\
+         server_secret = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n\
+         [rate_limits]\nenabled = false\n\
+         [http]\nmax_connections_per_ip = 4096\n",
+        dir.display().to_string()
+    );
+    sessiond_server::config::Config::from_toml(&toml)
+        .map_err(|e| BenchError::Setup(format!("sessiond config: {e}")))
+}
+
+/// Starts one sessiond node on an existing Redis (`redis://…`), as a node of the cluster
+/// every node on that Redis forms (on the current runtime).
+pub async fn start_node(redis_url: &str) -> Result<Running, BenchError> {
+    let dir = tempfile::Builder::new()
+        .prefix("sessiond-bench-node-")
+        .tempdir()?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = sessiond_server::ServerBuilder::new(sessiond_config(redis_url, dir.path())?)
+        .build()
+        .await
+        .map_err(|e| BenchError::Setup(format!("sessiond: {e}")))?;
+    let done = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = server.serve(listener, shutdown).await {
+            eprintln!("sessiond stopped with an error: {e}");
+        }
+    });
+    Ok(Running {
+        addr,
+        stop: Some(stop),
+        done: Some(done),
+        _dir: dir,
+        redis: None,
+    })
+}
+
 /// Starts `kind` (on the current runtime).
 pub async fn start(kind: Kind) -> Result<Running, BenchError> {
     let dir = tempfile::Builder::new()
@@ -91,16 +143,7 @@ pub async fn start(kind: Kind) -> Result<Running, BenchError> {
             } else {
                 "sqlite".to_owned()
             };
-            let toml = format!(
-                "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\nstore = {store:?}\ndev = true\n\
-                 api_keys = [\"bench-admin-key-0001\"]\n\
-                 server_secret = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n\
-                 [rate_limits]\nenabled = false\n\
-                 [http]\nmax_connections_per_ip = 4096\n",
-                dir.path().display().to_string()
-            );
-            let config = sessiond_server::config::Config::from_toml(&toml)
-                .map_err(|e| BenchError::Setup(format!("sessiond config: {e}")))?;
+            let config = sessiond_config(&store, dir.path())?;
             let mut builder = sessiond_server::ServerBuilder::new(config);
             if kind == Kind::SessiondSqliteSolo {
                 let opts = sessiond_store_sqlite::SqliteOptions {
@@ -127,7 +170,20 @@ pub async fn start(kind: Kind) -> Result<Running, BenchError> {
             })
         }
         Kind::BareAxum => serve_axum(listener, bare_axum(), shutdown),
-        Kind::TowerMemory => serve_axum(listener, tower_memory(), shutdown),
+        Kind::TowerMemory => serve_axum(
+            listener,
+            tower_app(tower_sessions::MemoryStore::default()),
+            shutdown,
+        ),
+        Kind::TowerRedis => {
+            let r = RedisProcess::start(dir.path())?;
+            let url = format!("redis://127.0.0.1:{}/0", r.port);
+            redis = Some(r);
+            let store = crate::tower_redis::RedisStore::connect(&url)
+                .await
+                .map_err(|e| BenchError::Setup(format!("tower-sessions Redis store: {e}")))?;
+            serve_axum(listener, tower_app(store), shutdown)
+        }
         Kind::NaiveInsert => serve_axum(listener, naive_insert(dir.path())?, shutdown),
     };
     Ok(Running {
@@ -171,10 +227,13 @@ fn bare_axum() -> Router {
         .route("/v1/auth/verify", get(|| async { StatusCode::OK }))
 }
 
-/// tower-sessions with its memory store; verify reads the session and writes a counter
-/// (a changed session is saved back), the equivalent of validate-and-touch.
-fn tower_memory() -> Router {
-    use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+/// tower-sessions on `store`; verify reads the session and writes a counter (a changed
+/// session is saved back), the equivalent of validate-and-touch.
+fn tower_app<S>(store: S) -> Router
+where
+    S: tower_sessions::SessionStore + Clone,
+{
+    use tower_sessions::{Session, SessionManagerLayer};
     async fn create(session: Session) -> StatusCode {
         match session.insert("n", 0u64).await {
             Ok(()) => StatusCode::CREATED,
@@ -194,7 +253,7 @@ fn tower_memory() -> Router {
     Router::new()
         .route("/v1/session", post(create))
         .route("/v1/auth/verify", get(verify))
-        .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
+        .layer(SessionManagerLayer::new(store).with_secure(false))
 }
 
 /// One autocommitted row per request, on one connection: each answer waits for its fsync.
@@ -236,13 +295,13 @@ fn naive_insert(dir: &Path) -> Result<Router, BenchError> {
 }
 
 /// A redis-server on a free loopback port, without persistence; killed when dropped.
-struct RedisProcess {
-    port: u16,
+pub struct RedisProcess {
+    pub port: u16,
     child: Child,
 }
 
 impl RedisProcess {
-    fn start(dir: &Path) -> Result<RedisProcess, BenchError> {
+    pub fn start(dir: &Path) -> Result<RedisProcess, BenchError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
