@@ -19,8 +19,11 @@ use std::time::{Duration, Instant};
 
 /// Creates in flight at once (a SQLite store groups their commits).
 const CREATE_CONCURRENCY: usize = 64;
-/// Touches timed per run (at most): each is a cached lookup that records activity.
-const TOUCH_SAMPLE: usize = 100_000;
+/// Touches timed per run (at most): each is a cached lookup that records activity. A
+/// touch moves the session's deadline to now + idle, so the sample is kept small: the
+/// touched sessions' deadlines all land within the few milliseconds the touches take,
+/// and a large sample would turn them into a burst of its own.
+const TOUCH_SAMPLE: usize = 1000;
 /// Listing page when reading the endings back.
 const PAGE: usize = 1000;
 
@@ -199,6 +202,10 @@ pub async fn run(plan: &ExpiryPlan) -> Result<ExpiryResult, BenchError> {
     };
     let mut hashes: Vec<TokenHash> = vec![TokenHash([1; 32]); sample];
     let mut kept = 0usize;
+    let stride = match plan.load {
+        Load::Count(n) => (n / sample.max(1)).max(1) as u64,
+        Load::For(_) => 1,
+    };
     let rss_before = rss_self();
     let client = client_info();
     let t_load = Instant::now();
@@ -222,7 +229,8 @@ pub async fn run(plan: &ExpiryPlan) -> Result<ExpiryResult, BenchError> {
     while let Some(r) = made.next().await {
         match r {
             Ok(Obtained::Created { token, .. }) => {
-                if kept < sample {
+                // Spread over the load (every `stride`-th), not its first sessions.
+                if kept < sample && created % stride == 0 {
                     hashes[kept] = token.hash();
                     kept += 1;
                 }
@@ -266,8 +274,22 @@ pub async fn run(plan: &ExpiryPlan) -> Result<ExpiryResult, BenchError> {
     while sessions.timer_len() > 0 && Instant::now() < give_up {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The last endings popped from the timer may still be being written.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The last endings popped from the timer may still be being written: read back
+    // until every session has ended, or the wait is over.
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let left = store
+            .list_sessions(&SessionFilter {
+                active_only: true,
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BenchError::Setup(format!("list: {e}")))?;
+        if left.is_empty() || Instant::now() >= give_up {
+            break;
+        }
+    }
 
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)
         .map_err(|e| BenchError::Setup(e.to_string()))?;

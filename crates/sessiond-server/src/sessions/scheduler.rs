@@ -10,7 +10,7 @@ use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp};
 /// Delay before a check that could not reach the store is tried again.
 const RETRY_MS: i64 = 500;
 /// Due sessions handled at once by one scheduler pass (see [`SessionService::tick`]).
-const FIRE_CONCURRENCY: usize = 64;
+const FIRE_CONCURRENCY: usize = 256;
 
 /// What the scheduler does with a session whose timer fired.
 enum Due {
