@@ -5,6 +5,10 @@
 # `create` runs sessiond on SQLite with group commit on and off (plus bare axum, the
 # ceiling, and the naive insert, the baseline) so the gain is read within one run;
 # `./target/release/sessiond-bench create --duration 4s` runs that scenario alone.
+# `ws-idle` holds --ws-conns idle WebSockets (each side in its own process, so each
+# needs that many files: the ulimit below) through three heartbeats of --ws-heartbeat;
+# `expiry` loads --expiry-sessions sessions (memory store) and a --expiry-burst of
+# creates on SQLite, and measures every ending's lateness.
 # Extra arguments go to the tool (e.g. `--duration 8s --rounds 5`, `--no-redis`);
 # BENCH_DURATION and BENCH_ROUNDS set the defaults below.
 set -euo pipefail

@@ -119,6 +119,10 @@ enum Cmd {
         #[arg(long, value_parser = humantime::parse_duration)]
         idle: Duration,
     },
+    /// Weighs a sessiond connection's parts, in a fresh child process of `ws-idle` (not
+    /// for direct use): prints `result <json>`.
+    #[command(hide = true)]
+    WsParts,
     /// The `ws-idle` server, in a child process of `ws-idle` (not for direct use).
     #[command(hide = true)]
     WsServer {
@@ -285,6 +289,14 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
     {
         return ws_idle::serve_child(kind, heartbeat, sessions);
     }
+    if let Cmd::WsParts = cli.command {
+        let p = ws_idle::measure_parts()?;
+        println!(
+            "result {}",
+            serde_json::to_string(&p).map_err(|e| BenchError::Setup(e.to_string()))?
+        );
+        return Ok(());
+    }
     if let Cmd::ExpiryPart {
         part,
         n,
@@ -330,7 +342,7 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
     let ws = if matches!(cli.command, Cmd::WsIdle | Cmd::All | Cmd::Smoke) {
         run_ws_idle(&clients, &size)?
     } else {
-        Vec::new()
+        ws_idle::WsReport::default()
     };
     let expiry = if matches!(cli.command, Cmd::Expiry | Cmd::All | Cmd::Smoke) {
         run_expiry(&size)?
@@ -358,7 +370,8 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
         println!(
             "smoke ok: {}; ws-idle: {}; expiry: {}",
             report::summary(&results),
-            ws.iter()
+            ws.results
+                .iter()
                 .map(|r| format!("{} {} connected", r.kind.label(), r.connected))
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -393,7 +406,7 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
 fn run_ws_idle(
     clients: &tokio::runtime::Runtime,
     size: &Size,
-) -> Result<Vec<ws_idle::WsResult>, BenchError> {
+) -> Result<ws_idle::WsReport, BenchError> {
     let cap = ws_idle::max_conns();
     let conns = size.ws_conns.min(cap);
     if conns < size.ws_conns {
@@ -407,11 +420,25 @@ fn run_ws_idle(
         heartbeat: size.ws_heartbeat,
         intervals: size.ws_intervals.max(3),
     };
-    let mut out = Vec::new();
+    let mut results = Vec::new();
     for kind in [ws_idle::WsKind::BareAxum, ws_idle::WsKind::Sessiond] {
-        out.push(ws_idle::run(clients, kind, &plan)?);
+        results.push(ws_idle::run(clients, kind, &plan)?);
     }
-    Ok(out)
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .arg("ws-parts")
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let parts = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("result "))
+        .and_then(|j| serde_json::from_str::<ws_idle::WsParts>(j).ok());
+    if let Some(p) = &parts {
+        eprintln!(
+            "ws-idle parts: task future {} B, outbound queue {:.0} B",
+            p.task_future_bytes, p.queue_bytes
+        );
+    }
+    Ok(ws_idle::WsReport { results, parts })
 }
 
 /// `expiry`: the timer and the store alone, the bulk run (memory), the burst (SQLite),
@@ -513,8 +540,13 @@ fn expiry_part(
 
 /// What the smoke run holds the two scenarios to: every connection made, held and
 /// pinged without a close; every session ended.
-fn smoke_checks(ws: &[ws_idle::WsResult], ex: &expiry::ExpiryReport) -> Result<(), BenchError> {
-    for r in ws {
+fn smoke_checks(ws: &ws_idle::WsReport, ex: &expiry::ExpiryReport) -> Result<(), BenchError> {
+    if ws.parts.as_ref().is_none_or(|p| p.task_future_bytes == 0) {
+        return Err(BenchError::Smoke(
+            "ws-idle: the connection parts were not weighed".into(),
+        ));
+    }
+    for r in &ws.results {
         if r.connected as usize != r.conns || r.closed > 0 || r.pings == 0 {
             return Err(BenchError::Smoke(format!(
                 "ws-idle on {}: {} of {} connected ({} failed), {} closed, {} pings",

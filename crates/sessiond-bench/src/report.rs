@@ -15,7 +15,7 @@ pub struct Run<'a> {
     pub load_before: String,
     pub load_after: String,
     pub commit: &'a str,
-    pub ws: &'a [crate::ws_idle::WsResult],
+    pub ws: &'a crate::ws_idle::WsReport,
     pub expiry: &'a crate::expiry::ExpiryReport,
 }
 

@@ -574,9 +574,17 @@ pub fn verdict_at_most(measured: f64, bar: f64, unit: &str) -> String {
     }
 }
 
+/// Everything `ws-idle` measured.
+#[derive(Debug, Clone, Default)]
+pub struct WsReport {
+    pub results: Vec<WsResult>,
+    pub parts: Option<WsParts>,
+}
+
 /// The `ws-idle` section of docs/benchmarks.md.
-pub fn markdown(results: &[WsResult]) -> String {
+pub fn markdown(report: &WsReport) -> String {
     use std::fmt::Write;
+    let results = &report.results;
     let mut s = String::new();
     let Some(first) = results.first() else {
         return s;
@@ -633,12 +641,22 @@ pub fn markdown(results: &[WsResult]) -> String {
         );
     }
     let _ = writeln!(s);
+    if let Some(p) = &report.parts {
+        let _ = writeln!(
+            s,
+            "Parts of one sessiond connection, weighed apart in a fresh process: the \
+             connection task's future (`ws::conn::run`, `size_of_val` before it runs) \
+             {} B; its outbound queue (a tokio `mpsc` channel of `Outbound`, {} B each, \
+             which allocates its first block of 32 slots up front) {:.0} B of RSS.\n",
+            p.task_future_bytes, p.outbound_bytes, p.queue_bytes
+        );
+    }
     s
 }
 
 /// The rows of the bars table for `ws-idle`.
-pub fn bar_rows(results: &[WsResult]) -> Vec<String> {
-    let Some(r) = results.iter().find(|r| r.kind == WsKind::Sessiond) else {
+pub fn bar_rows(report: &WsReport) -> Vec<String> {
+    let Some(r) = report.results.iter().find(|r| r.kind == WsKind::Sessiond) else {
         return vec![
             "| idle WebSockets: ≤ 4 KiB and ≤ 1 % of a core per 10k connections (`ws-idle`) | not run | — |"
                 .to_owned(),
@@ -666,4 +684,98 @@ pub fn bar_rows(results: &[WsResult]) -> Vec<String> {
             if r.closed == 0 && r.connected as usize == r.conns { "**met**" } else { "**not met**" }
         ),
     ]
+}
+
+/// What one sessiond connection is made of, measured apart (`ws-parts`, in a fresh
+/// process): the connection task's future, and its outbound queue.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct WsParts {
+    /// `size_of_val` of the connection task's future (`ws::conn::run`), before it runs.
+    pub task_future_bytes: usize,
+    /// RSS per outbound queue (`tokio::sync::mpsc::channel::<Outbound>(ws.outbound_queue)`).
+    pub queue_bytes: f64,
+    pub outbound_bytes: usize,
+}
+
+/// A socket that never yields a frame and accepts every write: enough to build the
+/// connection task's future and weigh it.
+struct NullSocket;
+
+impl futures::Stream for NullSocket {
+    type Item = Result<Message, std::io::Error>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl futures::Sink<Message> for NullSocket {
+    type Error = std::io::Error;
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn start_send(self: std::pin::Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Measures [`WsParts`] (run in a fresh process: `sessiond-bench ws-parts`).
+pub fn measure_parts() -> Result<WsParts, BenchError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let toml = "listen = \"127.0.0.1:0\"\nstore = \"memory\"\ndev = true\n\
+                    api_keys = [\"bench-admin-key-0001\"]\n\
+                    server_secret = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"\n";
+        let config = sessiond_server::config::Config::from_toml(toml)
+            .map_err(|e| BenchError::Setup(format!("sessiond config: {e}")))?;
+        let server = sessiond_server::ServerBuilder::new(config)
+            .build()
+            .await
+            .map_err(|e| BenchError::Setup(format!("sessiond: {e}")))?;
+        let state = server.state().clone();
+        let client = sessiond_core::lifecycle::ClientInfo::default();
+        let session = match state.sessions.get_or_create(None, None, &client).await {
+            Ok(sessiond_server::sessions::Obtained::Created { session, .. }) => session,
+            _ => return Err(BenchError::Setup("could not create a session".into())),
+        };
+        let fut = sessiond_server::ws::conn::run(state.clone(), NullSocket, session);
+        let task_future_bytes = std::mem::size_of_val(&fut);
+        drop(fut);
+        let k = 100_000;
+        let before = rss_kib(std::process::id());
+        let queues: Vec<_> = (0..k)
+            .map(|_| {
+                tokio::sync::mpsc::channel::<sessiond_server::ws::hub::Outbound>(
+                    state.config.ws.outbound_queue,
+                )
+            })
+            .collect();
+        let after = rss_kib(std::process::id());
+        drop(queues);
+        Ok(WsParts {
+            task_future_bytes,
+            queue_bytes: after.saturating_sub(before) as f64 * 1024.0 / k as f64,
+            outbound_bytes: std::mem::size_of::<sessiond_server::ws::hub::Outbound>(),
+        })
+    })
 }

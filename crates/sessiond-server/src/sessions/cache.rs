@@ -47,7 +47,10 @@ impl Entry {
 /// State behind one mutex: no `.await` happens while it is held, so a std mutex is
 /// right (and cheaper than tokio's).
 pub(super) struct Cache {
-    pub by_handle: HashMap<Handle, Entry>,
+    /// Boxed: a hash table keeps up to about twice its entries' slots (capacity is a
+    /// power of two), so inline records (~300 B each) would cost about as much again in
+    /// empty slots; a slot holding a pointer wastes 8 B.
+    pub by_handle: HashMap<Handle, Box<Entry>>,
     by_token: HashMap<TokenHash, Handle>,
     /// Next scheduler event per session: the warning time, then the deadline.
     pub timers: DeadlineQueue<Handle>,
@@ -71,6 +74,7 @@ impl Cache {
         self.by_handle
             .get_mut(handle)
             .filter(|e| e.session.token_hash.ct_eq(hash))
+            .map(|b| &mut **b)
     }
 
     /// Puts a record in (replacing the old one and its token), scheduling `timer` or,
@@ -126,13 +130,13 @@ impl Cache {
         let renewed_at = self.by_handle.get(&s.handle).map_or(0, |e| e.renewed_at);
         self.by_handle.insert(
             s.handle,
-            Entry {
+            Box::new(Entry {
                 session: s,
                 dirty,
                 warned: false,
                 validated_at: now,
                 renewed_at,
-            },
+            }),
         );
         true
     }
@@ -141,7 +145,7 @@ impl Cache {
     pub fn remove(&mut self, handle: &Handle) -> Option<Entry> {
         let e = self.by_handle.remove(handle)?;
         self.by_token.remove(&e.session.token_hash);
-        Some(e)
+        Some(*e)
     }
 
     #[cfg(test)]
