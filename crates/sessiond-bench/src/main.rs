@@ -26,12 +26,19 @@ pub enum BenchError {
     Http(#[from] reqwest::Error),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Boxed: tungstenite's error is large, and every result of the tool carries it.
     #[error("websocket: {0}")]
-    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    Ws(Box<tokio_tungstenite::tungstenite::Error>),
     #[error("{0}")]
     Setup(String),
     #[error("smoke run failed: {0}")]
     Smoke(String),
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for BenchError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        BenchError::Ws(Box::new(e))
+    }
 }
 
 #[derive(Parser, Debug)]

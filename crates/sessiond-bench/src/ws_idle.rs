@@ -383,8 +383,10 @@ async fn one_conn(
                     .map_err(|_| BenchError::Setup("header".into()))?,
             );
         }
-        let mut cfg = WebSocketConfig::default();
-        cfg.write_buffer_size = 0;
+        let cfg = WebSocketConfig {
+            write_buffer_size: 0,
+            ..Default::default()
+        };
         let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg)).await?;
         Ok::<_, BenchError>(ws)
     }
