@@ -11,6 +11,10 @@ use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp};
 const RETRY_MS: i64 = 500;
 /// Due sessions handled at once by one scheduler pass (see [`SessionService::tick`]).
 const FIRE_CONCURRENCY: usize = 256;
+/// Due sessions taken from the timer at once (one lock).
+const BATCH: usize = 10_000;
+/// Longest one pass keeps firing batches before it returns (ms).
+const MAX_PASS_MS: Timestamp = 1000;
 
 /// What the scheduler does with a session whose timer fired.
 enum Due {
@@ -71,14 +75,27 @@ impl SessionService {
     /// wait for a commit each (on SQLite an fsync each, about a thousand a second, so
     /// endings fell seconds behind); concurrent ones share a group commit. Each session
     /// is still decided on its own record and ends once (the store's CAS).
+    ///
+    /// Batches of due sessions follow each other without waiting for the next tick while
+    /// more are due (for up to [`MAX_PASS_MS`], so the flusher still gets its turn): a
+    /// pass that waited for the next tick between batches fell behind a dense run of
+    /// deadlines (a million sessions made in 16 s ended up to 2.8 s late).
     pub async fn tick(&self) -> usize {
-        let now = self.now();
-        let due = self.lock().timers.pop_due(now, 10_000);
-        futures::stream::iter(due)
-            .map(|(handle, _)| self.fire(handle, now))
-            .buffer_unordered(FIRE_CONCURRENCY)
-            .fold(0, |n, fired| async move { n + usize::from(fired) })
-            .await
+        let start = self.now();
+        let mut fired = 0;
+        loop {
+            let now = self.now();
+            let due = self.lock().timers.pop_due(now, BATCH);
+            let n = due.len();
+            fired += futures::stream::iter(due)
+                .map(|(handle, _)| self.fire(handle, now))
+                .buffer_unordered(FIRE_CONCURRENCY)
+                .fold(0, |n, fired| async move { n + usize::from(fired) })
+                .await;
+            if n < BATCH || self.now() - start >= MAX_PASS_MS {
+                return fired;
+            }
+        }
     }
 
     /// Fires one due session's timer: its warning or its ending (or re-reads it). Whether
