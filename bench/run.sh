@@ -6,9 +6,13 @@
 # `create` runs sessiond on SQLite with group commit on and off (plus bare axum, the
 # ceiling, and the naive insert, the baseline) so the gain is read within one run;
 # `./target/release/sessiond-bench create --duration 4s` runs that scenario alone (so do
-# `http-hot`, `drafts` and `cluster`). To check the tool's own client against wrk:
-# `sessiond-bench serve bare-axum --cookies /tmp/c --for 30s` prints the URL to load, and
-# `COOKIES=/tmp/c wrk -t1 -c64 -d8s -s bench/wrk-verify.lua URL` loads it.
+# `http-hot`, `drafts`, `cluster`, `ws-idle` and `expiry`). To check the tool's own client
+# against wrk: `sessiond-bench serve bare-axum --cookies /tmp/c --for 30s` prints the URL
+# to load, and `COOKIES=/tmp/c wrk -t1 -c64 -d8s -s bench/wrk-verify.lua URL` loads it.
+# `ws-idle` holds --ws-conns idle WebSockets (each side in its own process, so each
+# needs that many files: the ulimit below) through three heartbeats of --ws-heartbeat;
+# `expiry` loads --expiry-sessions sessions (memory store) and a --expiry-burst of
+# creates on SQLite, and measures every ending's lateness.
 # Extra arguments go to the tool (e.g. `--duration 8s --rounds 5`, `--no-redis`);
 # BENCH_DURATION and BENCH_ROUNDS set the defaults below.
 set -euo pipefail

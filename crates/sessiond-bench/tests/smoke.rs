@@ -1,5 +1,6 @@
 //! The tool's smoke run: every target of every scenario (the Redis ones where
-//! `redis-server` is on PATH) starts, answers its requests without an error, and the run
+//! `redis-server` is on PATH) starts, answers its requests without an error (idle
+//! WebSockets stay open and answer pings, every expiring session ends), and the run
 //! exits 0 (tiny sizes; the bars are not checked here).
 
 use std::process::Command;
@@ -20,6 +21,12 @@ fn smoke_run_reaches_every_target_without_errors() {
         "sessiond, SQLite",
         "naive axum",
         "drafts / sessiond, SQLite",
+        // ws-idle: both WebSocket targets connected, held and pinged without a close.
+        "bare axum WS (1 KiB read buffer, no write buffer, a ping timer per socket) 20 connected",
+        "sessiond (SQLite, its heartbeat timer) 20 connected",
+        // expiry: every session of both runs ended.
+        "bulk 2000 ended",
+        "burst",
     ] {
         assert!(stdout.contains(target), "{target} was not run: {stdout}");
     }

@@ -27,7 +27,7 @@ impl Key<'_> {
                 Some(e) if !e.session.token_hash.ct_eq(&who.token_hash) => {
                     Err(SessionError::Rotated)
                 }
-                e => Ok(e),
+                e => Ok(e.map(|b| &mut **b)),
             },
         }
     }

@@ -4,10 +4,17 @@
 
 use super::{SessionResult, SessionService};
 use crate::bus::Event;
-use sessiond_core::{lifecycle, EndReason, Session, Timestamp};
+use futures::StreamExt;
+use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp};
 
 /// Delay before a check that could not reach the store is tried again.
 const RETRY_MS: i64 = 500;
+/// Due sessions handled at once by one scheduler pass (see [`SessionService::tick`]).
+const FIRE_CONCURRENCY: usize = 256;
+/// Due sessions taken from the timer at once (one lock).
+const BATCH: usize = 10_000;
+/// Longest one pass keeps firing batches before it returns (ms).
+const MAX_PASS_MS: Timestamp = 1000;
 
 /// What the scheduler does with a session whose timer fired.
 enum Due {
@@ -62,85 +69,113 @@ impl SessionService {
     }
 
     /// One scheduler pass: fires warnings and endings that are due. Returns how many.
+    ///
+    /// Due sessions are handled [`FIRE_CONCURRENCY`] at a time: each ending is a store
+    /// write (with its audit event), and one after the other a burst of deadlines would
+    /// wait for a commit each (on SQLite an fsync each, about a thousand a second, so
+    /// endings fell seconds behind); concurrent ones share a group commit. Each session
+    /// is still decided on its own record and ends once (the store's CAS).
+    ///
+    /// Batches of due sessions follow each other without waiting for the next tick while
+    /// more are due (for up to [`MAX_PASS_MS`], so the flusher still gets its turn): a
+    /// pass that waited for the next tick between batches fell behind a dense run of
+    /// deadlines (a million sessions made in 16 s ended up to 2.8 s late).
     pub async fn tick(&self) -> usize {
-        let now = self.now();
-        let due = self.lock().timers.pop_due(now, 10_000);
+        let start = self.now();
         let mut fired = 0;
-        for (handle, _) in due {
-            if self.cluster.get().is_some() {
-                // Another node may have moved or ended it: decide on the store's record.
-                if let Err(err) = self.refresh(&handle).await {
-                    tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
-                    self.lock().timers.schedule(handle, now + RETRY_MS);
-                    continue;
-                }
-            }
-            let action = {
-                let mut c = self.lock();
-                match c.by_handle.get_mut(&handle) {
-                    Some(e) if !e.session.is_active() => Due::Reread,
-                    Some(e) => match lifecycle::due_reason(&e.session, now) {
-                        Some(r) => Due::End(r, lifecycle::next_deadline(&e.session)),
-                        None if !e.warned && now >= self.timer_for(&e.session, false) => {
-                            e.warned = true;
-                            Due::Warn(Box::new(e.session.clone()))
-                        }
-                        None => {
-                            let t = self.timer_for(&e.session, e.warned);
-                            c.timers.schedule(handle, t);
-                            continue;
-                        }
-                    },
-                    None => Due::Reread,
-                }
-            };
-            match action {
-                Due::Warn(s) => {
-                    let t = self.timer_for(&s, true);
-                    self.lock().timers.schedule(handle, t);
-                    self.bus.publish(Event::ExpiryWarning {
-                        handle,
-                        seconds_left: lifecycle::seconds_left(&s, now),
-                        idle_expires_at: s.idle_expires_at,
-                    });
-                    fired += 1;
-                }
-                Due::End(r, deadline) => match self.end(&handle, r).await {
-                    Ok(ended) => {
-                        if ended.is_some() {
-                            // Measured once the ending is stored: what a client sees.
-                            let late_ms = (self.now() - deadline).max(0);
-                            metrics::histogram!("sessiond_expiry_lateness_seconds")
-                                .record(late_ms as f64 / 1000.0);
-                        }
-                        fired += 1;
-                    }
-                    Err(err) => {
-                        // Store unreachable: never expire blindly; retry shortly.
-                        tracing::warn!(handle = %handle, error = %err, "expiry deferred");
-                        self.lock().timers.schedule(handle, now + RETRY_MS);
-                    }
-                },
-                Due::Reread => match self.store.get_session(&handle).await {
-                    Ok(Some(s)) if s.is_active() => {
-                        let overdue = lifecycle::due_reason(&s, now).is_some();
-                        let timer = self.timer_if_active(&s);
-                        let mut c = self.lock();
-                        // A refused (older) read changes nothing; the cached record's
-                        // timer stands.
-                        if c.insert(s, false, timer, now) && overdue {
-                            c.timers.schedule(handle, now);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(err) => {
-                        tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
-                        self.lock().timers.schedule(handle, now + RETRY_MS);
-                    }
-                },
+        loop {
+            let now = self.now();
+            let due = self.lock().timers.pop_due(now, BATCH);
+            let n = due.len();
+            fired += futures::stream::iter(due)
+                .map(|(handle, _)| self.fire(handle, now))
+                .buffer_unordered(FIRE_CONCURRENCY)
+                .fold(0, |n, fired| async move { n + usize::from(fired) })
+                .await;
+            if n < BATCH || self.now() - start >= MAX_PASS_MS {
+                return fired;
             }
         }
-        fired
+    }
+
+    /// Fires one due session's timer: its warning or its ending (or re-reads it). Whether
+    /// something was fired.
+    async fn fire(&self, handle: Handle, now: Timestamp) -> bool {
+        if self.cluster.get().is_some() {
+            // Another node may have moved or ended it: decide on the store's record.
+            if let Err(err) = self.refresh(&handle).await {
+                tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
+                self.lock().timers.schedule(handle, now + RETRY_MS);
+                return false;
+            }
+        }
+        let action = {
+            let mut c = self.lock();
+            match c.by_handle.get_mut(&handle) {
+                Some(e) if !e.session.is_active() => Due::Reread,
+                Some(e) => match lifecycle::due_reason(&e.session, now) {
+                    Some(r) => Due::End(r, lifecycle::next_deadline(&e.session)),
+                    None if !e.warned && now >= self.timer_for(&e.session, false) => {
+                        e.warned = true;
+                        Due::Warn(Box::new(e.session.clone()))
+                    }
+                    None => {
+                        let t = self.timer_for(&e.session, e.warned);
+                        c.timers.schedule(handle, t);
+                        return false;
+                    }
+                },
+                None => Due::Reread,
+            }
+        };
+        match action {
+            Due::Warn(s) => {
+                let t = self.timer_for(&s, true);
+                self.lock().timers.schedule(handle, t);
+                self.bus.publish(Event::ExpiryWarning {
+                    handle,
+                    seconds_left: lifecycle::seconds_left(&s, now),
+                    idle_expires_at: s.idle_expires_at,
+                });
+                true
+            }
+            Due::End(r, deadline) => match self.end(&handle, r).await {
+                Ok(ended) => {
+                    if ended.is_some() {
+                        // Measured once the ending is stored: what a client sees.
+                        let late_ms = (self.now() - deadline).max(0);
+                        metrics::histogram!("sessiond_expiry_lateness_seconds")
+                            .record(late_ms as f64 / 1000.0);
+                    }
+                    true
+                }
+                Err(err) => {
+                    // Store unreachable: never expire blindly; retry shortly.
+                    tracing::warn!(handle = %handle, error = %err, "expiry deferred");
+                    self.lock().timers.schedule(handle, now + RETRY_MS);
+                    false
+                }
+            },
+            Due::Reread => match self.store.get_session(&handle).await {
+                Ok(Some(s)) if s.is_active() => {
+                    let overdue = lifecycle::due_reason(&s, now).is_some();
+                    let timer = self.timer_if_active(&s);
+                    let mut c = self.lock();
+                    // A refused (older) read changes nothing; the cached record's
+                    // timer stands.
+                    if c.insert(s, false, timer, now) && overdue {
+                        c.timers.schedule(handle, now);
+                    }
+                    false
+                }
+                Ok(_) => false,
+                Err(err) => {
+                    tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
+                    self.lock().timers.schedule(handle, now + RETRY_MS);
+                    false
+                }
+            },
+        }
     }
 
     /// Picks up sessions whose stored deadline passed but that this node's timer does not

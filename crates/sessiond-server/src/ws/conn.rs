@@ -232,7 +232,9 @@ where
                         tracing::debug!(handle = %ctx.handle, "websocket message rate exceeded");
                         break Exit::Own(close::POLICY_VIOLATION, LeftReason::Lost);
                     }
-                    Some(Ok(msg)) => match on_frame(&ctx, msg).await {
+                    // Boxed: the handlers' state (joins, snapshot writes) is held
+                    // only while a frame is handled, not by every idle connection.
+                    Some(Ok(msg)) => match Box::pin(on_frame(&ctx, msg)).await {
                         Next::Continue => {}
                         Next::Exit(exit) => break exit,
                     },
