@@ -55,6 +55,9 @@ pub enum ApiError {
     /// A stored value failed its integrity check (see `StoreError::Integrity`).
     #[error("store integrity")]
     StoreIntegrity(String),
+    /// A manual webhook retry failed: the endpoint's status or the transport error.
+    #[error("the webhook endpoint failed: {0}")]
+    WebhookFailed(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -88,6 +91,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::WebhookFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::StoreIntegrity(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -115,6 +119,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::WebhookFailed(_) => "webhook_delivery_failed",
             ApiError::StoreIntegrity(_) => "store_integrity",
             ApiError::Internal(_) => "internal",
         }
@@ -140,6 +145,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::StoreUnavailable(_) => "Store unavailable",
             ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::WebhookFailed(_) => "Webhook delivery failed",
             ApiError::StoreIntegrity(_) => "Stored data failed its integrity check",
             ApiError::Internal(_) => "Internal error",
         }

@@ -1,10 +1,17 @@
 //! The audit trail: events in one hash tag, appended by one script that assigns the
-//! id and updates the id, time, handle and principal indexes together.
+//! id and updates the id, time, handle and principal indexes together; and the webhook
+//! outbox (lease, cursors, dead letters), all in one hash tag of its own (`{P:outbox}`)
+//! so each of its scripts runs on one Cluster slot. The lease's time to live is Redis's
+//! own (`PX`): the caller's `now` is not needed.
 
 use crate::error::RedisError;
-use crate::scripts::APPEND_AUDIT;
+use crate::scripts::{
+    ACQUIRE_OUTBOX_LEASE, ADVANCE_OUTBOX_CURSOR, APPEND_AUDIT, DELETE_DEAD_LETTER, PUT_DEAD_LETTER,
+    RELEASE_OUTBOX_LEASE,
+};
 use crate::{cap, RedisStore};
 use sessiond_core::audit::{AuditEvent, AuditFilter};
+use sessiond_core::outbox::DeadLetter;
 use sessiond_core::Timestamp;
 
 use sessiond_core::store::{AuditStore, Result};
@@ -158,5 +165,111 @@ impl AuditStore for RedisStore {
             }
         }
         Ok(purged)
+    }
+
+    async fn acquire_outbox_lease(
+        &self,
+        holder: &str,
+        _now: Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<u64>> {
+        let mut inv = ACQUIRE_OUTBOX_LEASE.prepare_invoke();
+        inv.key(self.keys.outbox_lease())
+            .key(self.keys.outbox_fence())
+            .arg(holder)
+            .arg(ttl_ms.max(1));
+        Ok(self.eval(&inv).await?)
+    }
+
+    async fn release_outbox_lease(&self, holder: &str) -> Result<()> {
+        let mut inv = RELEASE_OUTBOX_LEASE.prepare_invoke();
+        inv.key(self.keys.outbox_lease()).arg(holder);
+        self.eval::<i64>(&inv).await?;
+        Ok(())
+    }
+
+    async fn outbox_cursor(&self, endpoint: &str) -> Result<Option<i64>> {
+        let mut c = redis::cmd("HGET");
+        c.arg(self.keys.outbox_cursors()).arg(endpoint);
+        Ok(self.q(&c).await?)
+    }
+
+    async fn advance_outbox_cursor(
+        &self,
+        endpoint: &str,
+        fence: u64,
+        from: Option<i64>,
+        to: i64,
+    ) -> Result<bool> {
+        let mut inv = ADVANCE_OUTBOX_CURSOR.prepare_invoke();
+        inv.key(self.keys.outbox_cursors())
+            .key(self.keys.outbox_fence())
+            .arg(fence.to_string())
+            .arg(endpoint)
+            .arg(from.map(|f| f.to_string()).unwrap_or_default())
+            .arg(to.to_string());
+        Ok(self.eval::<i64>(&inv).await? == 1)
+    }
+
+    async fn put_dead_letter(&self, d: &DeadLetter) -> Result<()> {
+        let mut inv = PUT_DEAD_LETTER.prepare_invoke();
+        inv.key(self.keys.dead_letters(&d.endpoint))
+            .key(self.keys.dead_letter_ids(&d.endpoint))
+            .arg(d.event.id)
+            .arg(serde_json::to_string(d).map_err(RedisError::from)?);
+        self.eval::<i64>(&inv).await?;
+        Ok(())
+    }
+
+    async fn get_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<Option<DeadLetter>> {
+        let mut c = redis::cmd("HGET");
+        c.arg(self.keys.dead_letters(endpoint)).arg(event_id);
+        let json: Option<String> = self.q(&c).await?;
+        Ok(json
+            .map(|j| serde_json::from_str(&j))
+            .transpose()
+            .map_err(RedisError::from)?)
+    }
+
+    async fn list_dead_letters(
+        &self,
+        endpoint: &str,
+        after_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        let mut c = redis::cmd("ZRANGEBYSCORE");
+        c.arg(self.keys.dead_letter_ids(endpoint))
+            .arg(after_id.map_or_else(|| "-inf".to_owned(), |a| format!("({a}")))
+            .arg("+inf");
+        if limit > 0 {
+            c.arg("LIMIT").arg(0).arg(limit);
+        }
+        let ids: Vec<i64> = self.q(&c).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut get = redis::cmd("HMGET");
+        get.arg(self.keys.dead_letters(endpoint)).arg(&ids);
+        let jsons: Vec<Option<String>> = self.q(&get).await?;
+        let mut out = Vec::with_capacity(jsons.len());
+        // Missing: deleted between the two reads.
+        for j in jsons.into_iter().flatten() {
+            out.push(serde_json::from_str(&j).map_err(RedisError::from)?);
+        }
+        Ok(out)
+    }
+
+    async fn delete_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<bool> {
+        let mut inv = DELETE_DEAD_LETTER.prepare_invoke();
+        inv.key(self.keys.dead_letters(endpoint))
+            .key(self.keys.dead_letter_ids(endpoint))
+            .arg(event_id);
+        Ok(self.eval::<i64>(&inv).await? == 1)
+    }
+
+    async fn count_dead_letters(&self, endpoint: &str) -> Result<u64> {
+        let mut c = redis::cmd("ZCARD");
+        c.arg(self.keys.dead_letter_ids(endpoint));
+        Ok(self.q(&c).await?)
     }
 }

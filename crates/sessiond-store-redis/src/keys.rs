@@ -21,6 +21,10 @@
 //! | `P:snap-ret` | zset | rooms by `retain_until`, for purges |
 //! | `P:sb:<writer>` | hash | room → size of the current snapshots a principal wrote last (its snapshot quota) |
 //! | `{P:audit}:seq` / `:ev` / `:ids` / `:at` / `:h:<handle>` / `:p:<principal>` | | audit ids, events, and their indexes |
+//! | `{P:outbox}:lease` | string | the webhook deliverer's lease, `<fence>:<holder>`, with a TTL |
+//! | `{P:outbox}:fence` | string | the last fence handed out (INCR) |
+//! | `{P:outbox}:cur` | hash | endpoint → last audit id delivered |
+//! | `{P:outbox}:dl:<endpoint>` / `:dlz:<endpoint>` | hash / zset | dead letters: event id → JSON, and their ids in order |
 //!
 //! `P` is the configured prefix. Handles appear as hex (which sorts like the handle's
 //! bytes); principals, rooms and audit handles as unpadded base64url, so no user-chosen
@@ -153,6 +157,24 @@ impl Keys {
     }
     pub(crate) fn audit_by_principal(&self, principal: &str) -> String {
         format!("{}:p:{}", self.audit_tag(), enc(principal))
+    }
+    fn outbox_tag(&self) -> String {
+        format!("{{{}:outbox}}", self.p)
+    }
+    pub(crate) fn outbox_lease(&self) -> String {
+        format!("{}:lease", self.outbox_tag())
+    }
+    pub(crate) fn outbox_fence(&self) -> String {
+        format!("{}:fence", self.outbox_tag())
+    }
+    pub(crate) fn outbox_cursors(&self) -> String {
+        format!("{}:cur", self.outbox_tag())
+    }
+    pub(crate) fn dead_letters(&self, endpoint: &str) -> String {
+        format!("{}:dl:{}", self.outbox_tag(), enc(endpoint))
+    }
+    pub(crate) fn dead_letter_ids(&self, endpoint: &str) -> String {
+        format!("{}:dlz:{}", self.outbox_tag(), enc(endpoint))
     }
 }
 

@@ -10,6 +10,76 @@
 use redis::Script;
 use std::sync::LazyLock;
 
+/// KEYS: outbox lease, fence counter. ARGV: holder, ttl_ms. → the fence when `holder`
+/// holds the lease afterwards (renewed, or taken with a new fence), nil when another
+/// holder's lease is still running.
+pub(crate) static ACQUIRE_OUTBOX_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  if string.sub(cur, sep + 1) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(string.sub(cur, 1, sep - 1))
+  end
+  return false
+end
+local f = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], f .. ':' .. ARGV[1], 'PX', ARGV[2])
+return f
+"#,
+    )
+});
+
+/// KEYS: outbox lease. ARGV: holder. Deletes the lease if `holder` holds it.
+pub(crate) static RELEASE_OUTBOX_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  if string.sub(cur, sep + 1) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+end
+return 1
+"#,
+    )
+});
+
+/// KEYS: cursors, fence counter. ARGV: fence, endpoint field, from ('' for none), to.
+/// → 1 moved, 0 the fence is stale or the cursor moved meanwhile.
+pub(crate) static ADVANCE_OUTBOX_CURSOR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+if (redis.call('HGET', KEYS[1], ARGV[2]) or '') ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+return 1
+"#,
+    )
+});
+
+/// KEYS: dead letters (hash), their ids (zset). ARGV: event id, JSON. Upserts.
+pub(crate) static PUT_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// KEYS: dead letters (hash), their ids (zset). ARGV: event id. → 1 removed, 0 absent.
+pub(crate) static DELETE_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"#,
+    )
+});
+
 /// KEYS: session. ARGV: ttl_ms, field, value, … → 1 created, 0 the handle exists.
 pub(crate) static CREATE_SESSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(CREATE_SESSION_BODY));
