@@ -42,7 +42,7 @@ fn endpoint(id: &str, url: &str, events: &[&str]) -> String {
 
 fn config(store: &str, max_attempts: u32, endpoints: &str) -> String {
     format!(
-        "{}[[keys]]\nid = \"dash\"\nscope = \"read\"\nkey = \"{READ_KEY}\"\n{}{endpoints}",
+        "{}server_secret = \"webhook-test-secret-0123456789abcdef\"\n[[keys]]\nid = \"dash\"\nscope = \"read\"\nkey = \"{READ_KEY}\"\n{}{endpoints}",
         base_toml(store),
         delivery(max_attempts)
     )

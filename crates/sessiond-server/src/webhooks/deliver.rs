@@ -395,17 +395,27 @@ impl Webhooks {
                 continue;
             }
             for e in &events {
-                if ep.wants(e.kind) {
-                    match self.deliver(ep, e, &stop).await {
-                        Some(Finished::Delivered) | Some(Finished::DeadLettered) => {}
-                        None => return,
-                    }
+                // Types the endpoint does not want are passed over without a write of
+                // their own: the next delivered event (or the batch's end) moves the
+                // cursor past them.
+                if !ep.wants(e.kind) {
+                    continue;
                 }
-                // Skipped types move the cursor too, so a restart does not re-read them.
-                match self.advance(ep, fence, cursor, e.id, &stop).await {
-                    true => cursor = e.id,
-                    false => return,
+                match self.deliver(ep, e, &stop).await {
+                    Some(Finished::Delivered) | Some(Finished::DeadLettered) => {}
+                    None => return,
                 }
+                if !self.advance(ep, fence, cursor, e.id, &stop).await {
+                    return;
+                }
+                cursor = e.id;
+            }
+            let last = events.last().map_or(cursor, |e| e.id);
+            if last > cursor {
+                if !self.advance(ep, fence, cursor, last, &stop).await {
+                    return;
+                }
+                cursor = last;
             }
         }
     }
