@@ -1907,6 +1907,81 @@ mod tests {
     }
 
     #[test]
+    fn webhook_endpoints_are_validated_without_echoing_the_secret() {
+        let secret = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI=";
+        let check = |entry: &str| Config::from_toml(entry).and_then(|c| c.validate());
+        let ep = |id: &str, url: &str, secret: &str, extra: &str| {
+            format!("[[webhooks]]\nid = \"{id}\"\nurl = \"{url}\"\nsecret = \"{secret}\"\n{extra}")
+        };
+        let ok = ep(
+            "crm",
+            "https://crm.example/hooks",
+            secret,
+            "events = [\"session.ended\"]\ntimeout = \"2s\"",
+        );
+        check(&ok).unwrap();
+        check(&ep("crm", "http://127.0.0.1:9/h", secret, "")).unwrap();
+        for (toml, says) in [
+            (
+                ep("crm", "ftp://crm.example/", secret, ""),
+                "webhooks.crm: url",
+            ),
+            (ep("crm", "https://", secret, ""), "webhooks.crm: url"),
+            (
+                ep(
+                    "crm",
+                    "https://crm.example/",
+                    "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                    "",
+                ),
+                "whsec_",
+            ),
+            (
+                ep("crm", "https://crm.example/", "whsec_AAAA", ""),
+                "24 to 64 bytes",
+            ),
+            (
+                ep("crm", "https://crm.example/", "whsec_!!!!", ""),
+                "base64",
+            ),
+            (
+                ep(
+                    "crm",
+                    "https://crm.example/",
+                    secret,
+                    "events = [\"ended\"]",
+                ),
+                "unknown event type",
+            ),
+            (
+                ep("crm", "https://crm.example/", secret, "timeout = \"0s\""),
+                "webhooks.crm.timeout",
+            ),
+            (
+                ep("bad id", "https://crm.example/", secret, ""),
+                "webhooks: id",
+            ),
+            (format!("{ok}\n{ok}"), "used twice"),
+            (
+                "[webhook_delivery]\nmax_attempts = 0".to_owned(),
+                "webhook_delivery.max_attempts",
+            ),
+            (
+                "[webhook_delivery]\nlease_ttl = \"100ms\"".to_owned(),
+                "webhook_delivery.lease_ttl",
+            ),
+            (
+                "[webhook_delivery]\nbackoff_base = \"0s\"".to_owned(),
+                "webhook_delivery.backoff_base",
+            ),
+        ] {
+            let e = check(&toml).expect_err(&toml).to_string();
+            assert!(e.contains(says), "{toml}: {e}");
+            assert!(!e.contains("dGVzdC13"), "the secret is never echoed: {e}");
+        }
+    }
+
+    #[test]
     fn masked_hides_every_secret() {
         let digest = format!("sha256:{}", "ab".repeat(32));
         let c = Config::from_toml(&format!(
@@ -1915,10 +1990,13 @@ mod tests {
              [[keys]]\nid = \"a\"\nscope = \"read\"\nkey = \"SECRET-plain-key\"\n\
              [[keys]]\nid = \"b\"\nscope = \"read\"\nkey = \"{digest}\"\n\
              [tickets]\nhs256_secret = \"SECRET-hs256-0123456789abcdef0123\"\n\
-             [drafts]\nencryption_key = \"SECRET-enc\"\ndecryption_keys = [\"SECRET-dec\"]\n"
+             [drafts]\nencryption_key = \"SECRET-enc\"\ndecryption_keys = [\"SECRET-dec\"]\n\
+             [[webhooks]]\nid = \"crm\"\nurl = \"https://hook:SECRET-url@crm.example/h\"\n\
+             secret = \"whsec_U0VDUkVULXdlYmhvb2stMDEyMzQ1Njc4OWFiY2RlZg==\"\n"
         ))
         .unwrap();
         let shown = serde_json::to_string(&c.masked()).unwrap();
+        assert!(!shown.contains("whsec_"), "{shown}");
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(shown.contains(&digest), "digests are no secrets");
         assert!(shown.contains("[redacted]"));
