@@ -75,7 +75,8 @@ pub struct WebhookEndpoint {
     pub url: String,
     /// `whsec_` followed by the standard base64 of 24 to 64 random bytes.
     pub secret: Secret,
-    /// Event types sent (`session.ended`, …; see docs/protocol.md); empty sends all.
+    /// Event types sent (`session.ended`, …; see docs/protocol.md); empty sends every
+    /// `session.*` type (`webhook.*` types only when listed).
     #[serde(default)]
     pub events: Vec<String>,
     /// Total time one attempt may take; `webhook_delivery.timeout` when unset.

@@ -41,7 +41,7 @@ pub struct EndpointView {
     pub id: String,
     /// Credentials in the URL are redacted.
     pub url: String,
-    /// Event types sent; empty: all.
+    /// Event types sent; empty: every `session.*` type.
     pub events: Vec<String>,
     /// The id of the last audit event delivered or dead-lettered; null before the
     /// endpoint's first delivery round.

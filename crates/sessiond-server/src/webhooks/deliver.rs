@@ -38,7 +38,7 @@ pub struct Endpoint {
     pub id: String,
     url: String,
     signer: Signer,
-    /// Event types sent; `None` sends every type.
+    /// Event types sent; `None` sends every `session.*` type.
     types: Option<BTreeSet<String>>,
     pub timeout: Duration,
 }
@@ -53,10 +53,15 @@ impl Endpoint {
         self.types.iter().flatten().cloned().collect()
     }
 
+    /// Without an `events` list, every `session.*` type: the `webhook.*` ones (an
+    /// operator's retry or delete) only when listed, so a failing endpoint's retries do
+    /// not queue more events to the same failing endpoint.
     fn wants(&self, kind: AuditKind) -> bool {
-        self.types
-            .as_ref()
-            .is_none_or(|t| t.contains(&kind.webhook_type()))
+        let t = kind.webhook_type();
+        match &self.types {
+            Some(types) => types.contains(&t),
+            None => t.starts_with("session."),
+        }
     }
 }
 
