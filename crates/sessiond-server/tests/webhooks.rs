@@ -323,7 +323,12 @@ async fn deliverer(nodes: &[&Node]) -> usize {
 async fn one_node_of_a_cluster_delivers_and_another_takes_over() {
     let redis = RedisServer::start();
     let r = Receiver::start().await;
-    let toml = config(&redis.url(), 10, &endpoint("crm", &r.url, &[]));
+    // A longer lease than the other tests': a renewal delayed by a loaded machine must
+    // not hand the lease over mid-test (which would resend, at least once, and blur the
+    // "one deliverer" check); the take-over waits it out.
+    let toml = config(&redis.url(), 10, &endpoint("crm", &r.url, &[]))
+        .replace("lease_ttl = \"900ms\"", "lease_ttl = \"3s\"");
+    assert!(toml.contains("lease_ttl = \"3s\""));
     let mut nodes = [Node::start(&toml), Node::start(&toml)];
     for n in &nodes {
         n.wait_ready().await;
