@@ -46,15 +46,18 @@ fn decode_meta(meta: &[u8], ret: &[u8]) -> R<Snapshot> {
 
 impl RedisStore {
     async fn index_retention(&self, room: &str, until: Option<Timestamp>) -> R<()> {
+        let index = self
+            .keys
+            .snapshot_retention(self.keys.buckets.of_name(room));
         let mut c = match until {
             Some(t) => {
                 let mut c = redis::cmd("ZADD");
-                c.arg(self.keys.snapshot_retention()).arg(t);
+                c.arg(index).arg(t);
                 c
             }
             None => {
                 let mut c = redis::cmd("ZREM");
-                c.arg(self.keys.snapshot_retention());
+                c.arg(index);
                 c
             }
         };
@@ -185,10 +188,32 @@ impl SnapshotStore for RedisStore {
 
     async fn purge_snapshots(&self, now: Timestamp, limit: usize) -> Result<usize> {
         let limit = cap(limit);
-        let index = self.keys.snapshot_retention();
+        let n = self.keys.buckets.len();
+        let start = self.rotate();
         let mut purged = 0;
+        for k in 0..n {
+            let index = self.keys.snapshot_retention((start + k) % n);
+            if purged >= limit {
+                break;
+            }
+            self.purge_snapshot_bucket(&index, now, limit, &mut purged)
+                .await?;
+        }
+        Ok(purged)
+    }
+}
+
+impl RedisStore {
+    /// Purges from one bucket of the retention index, adding to `purged` up to `limit`.
+    async fn purge_snapshot_bucket(
+        &self,
+        index: &str,
+        now: Timestamp,
+        limit: usize,
+        purged: &mut usize,
+    ) -> R<()> {
         for _ in 0..MAX_PASSES {
-            let want = (limit - purged).min(PURGE_BATCH);
+            let want = (limit - *purged).min(PURGE_BATCH);
             if want == 0 {
                 break;
             }
@@ -233,13 +258,13 @@ impl SnapshotStore for RedisStore {
                     }
                 }
                 if done {
-                    purged += 1;
+                    *purged += 1;
                 }
             }
             if members.len() < want {
                 break;
             }
         }
-        Ok(purged)
+        Ok(())
     }
 }
