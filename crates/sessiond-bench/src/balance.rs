@@ -44,6 +44,9 @@ pub struct Phase {
     pub per_master: Vec<(u16, u64)>,
     /// Busiest per command name over all masters, for the note under the table.
     pub top: Vec<(String, u64)>,
+    /// The commands the busiest master ran most beyond the other masters' mean: what
+    /// makes it the busiest.
+    pub excess: Vec<(String, i64)>,
 }
 
 impl Phase {
@@ -138,8 +141,10 @@ fn phase(
 ) -> Phase {
     let mut per_master = Vec::new();
     let mut by_cmd: BTreeMap<String, u64> = BTreeMap::new();
+    let mut each: Vec<BTreeMap<String, u64>> = Vec::new();
     for ((port, b), a) in ports.iter().zip(before).zip(after) {
         let mut total = 0;
+        let mut mine = BTreeMap::new();
         for (cmd, calls) in a {
             if NOT_COUNTED
                 .iter()
@@ -150,9 +155,29 @@ fn phase(
             let d = calls.saturating_sub(b.get(cmd).copied().unwrap_or(0));
             total += d;
             *by_cmd.entry(cmd.clone()).or_default() += d;
+            mine.insert(cmd.clone(), d);
         }
         per_master.push((*port, total));
+        each.push(mine);
     }
+    let busiest = (0..per_master.len())
+        .max_by_key(|&i| per_master[i].1)
+        .unwrap_or(0);
+    let others = (per_master.len().max(2) - 1) as i64;
+    let mut excess: Vec<(String, i64)> = by_cmd
+        .iter()
+        .map(|(cmd, all)| {
+            let mine = each
+                .get(busiest)
+                .and_then(|m| m.get(cmd))
+                .copied()
+                .unwrap_or(0) as i64;
+            (cmd.clone(), mine - (*all as i64 - mine) / others)
+        })
+        .filter(|(_, x)| *x > 0)
+        .collect();
+    excess.sort_by(|a, b| b.1.cmp(&a.1));
+    excess.truncate(4);
     let mut top: Vec<(String, u64)> = by_cmd.into_iter().filter(|(_, c)| *c > 0).collect();
     top.sort_by(|a, b| b.1.cmp(&a.1));
     top.truncate(6);
@@ -161,6 +186,7 @@ fn phase(
         what,
         per_master,
         top,
+        excess,
     }
 }
 
@@ -355,10 +381,12 @@ pub fn markdown(phases: &[Phase]) -> String {
     s.push('\n');
     for p in phases {
         let top: Vec<String> = p.top.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let excess: Vec<String> = p.excess.iter().map(|(c, n)| format!("{c} +{n}")).collect();
         s.push_str(&format!(
-            "- {}: most run commands: {}\n",
+            "- {}: most run commands: {}; the busiest master ran beyond the others' mean: {}\n",
             p.name,
-            top.join(", ")
+            top.join(", "),
+            excess.join(", ")
         ));
     }
     s

@@ -15,15 +15,15 @@
 //!   way. Readers that follow the trail forward (`after_id`) must never pass such a gap
 //!   (their cursor would skip the late event), so on Cluster a forward read passes an
 //!   event only if every id between the last one passed and it is present (one `ZCOUNT`
-//!   per bucket: the counts add up), or if its id was taken more than a settle time ago
-//!   (the command timeout plus a second, on the counter's own clock: every lower id was
-//!   taken earlier still, so its write has landed or failed for good). A gap that never
-//!   fills (a writer that died between the two steps, or purged events under an old
-//!   cursor) thus delays a follower by the settle time, never forever. Newest-first
-//!   reads (`before_id`, the default) need neither.
+//!   per bucket: the counts add up), or if it was written more than a settle time ago
+//!   (the command timeout plus a second, both times read on its bucket master's clock:
+//!   every lower id was taken before it was written, so that write has landed or failed
+//!   for good). A gap that never fills (a writer that died between the two steps, or
+//!   purged events under an old cursor) thus delays a follower by the settle time, never
+//!   forever. Newest-first reads (`before_id`, the default) need neither.
 
 use crate::error::RedisError;
-use crate::scripts::{ALLOC_AUDIT, APPEND_AUDIT, APPEND_AUDIT_BUCKET, COUNTER_TIME};
+use crate::scripts::{APPEND_AUDIT, APPEND_AUDIT_BUCKET, READ_AUDIT_BUCKET};
 use crate::{cap, RedisStore};
 use futures::future::try_join_all;
 use sessiond_core::audit::{AuditEvent, AuditFilter};
@@ -44,7 +44,7 @@ const SETTLE_MARGIN_MS: i64 = 1_000;
 /// follower's next poll (each costs a round trip to every bucket).
 const MAX_GAP_CHECKS: usize = 8;
 
-/// An event as stored: `<alloc ms> <JSON>` (the JSON carries id 0; the id is the field).
+/// An event as stored: `<ms written> <JSON>` (the JSON carries id 0; the id is the field).
 fn decode_stored(id: i64, stored: &str) -> R<(AuditEvent, i64)> {
     let (alloc, json) = match stored.split_once(' ') {
         Some((a, j)) if !a.starts_with('{') => (
@@ -104,35 +104,42 @@ impl RedisStore {
         keys
     }
 
-    /// Events of bucket `b` by id, each with when its id was taken; ids whose event is
-    /// gone (purged between the index read and this one) are left out.
-    async fn audit_events(&self, b: usize, ids: &[i64]) -> R<Vec<(AuditEvent, i64)>> {
+    /// Events of bucket `b` by id, each with when it was written; ids whose event is
+    /// gone (purged between the index read and this one) are left out. With `clock`,
+    /// also the latest write time (on the bucket master's clock) that counts as settled.
+    async fn audit_events(
+        &self,
+        b: usize,
+        ids: &[i64],
+        clock: bool,
+    ) -> R<(Vec<(AuditEvent, i64)>, Option<i64>)> {
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
-        let mut c = redis::cmd("HMGET");
-        c.arg(self.keys.audit_events(b)).arg(ids);
-        let stored: Vec<Option<String>> = self.q(&c).await?;
-        ids.iter()
+        let (stored, settled) = if clock {
+            let mut inv = READ_AUDIT_BUCKET.prepare_invoke();
+            inv.key(self.keys.audit_events(b)).arg(ids);
+            let mut reply: Vec<Option<String>> = self.eval(&inv).await?;
+            let now = match reply.first() {
+                Some(Some(t)) => t
+                    .parse::<i64>()
+                    .map_err(|_| RedisError::Corrupt(format!("bucket time {t:?}")))?,
+                _ => return Err(RedisError::Corrupt("bucket read without a time".into())),
+            };
+            reply.remove(0);
+            let settle = self.cfg.command_timeout.as_millis().min(i64::MAX as u128) as i64;
+            (reply, Some(now - settle - SETTLE_MARGIN_MS))
+        } else {
+            let mut c = redis::cmd("HMGET");
+            c.arg(self.keys.audit_events(b)).arg(ids);
+            (self.q::<Vec<Option<String>>>(&c).await?, None)
+        };
+        let events = ids
+            .iter()
             .zip(stored)
             .filter_map(|(id, s)| s.map(|s| decode_stored(*id, &s)))
-            .collect()
-    }
-
-    /// On Cluster, the latest id-taking time (on the counter's clock) a forward read
-    /// may pass; `None` where appends are atomic.
-    async fn settled_until(&self) -> R<Option<i64>> {
-        if !self.is_cluster() {
-            return Ok(None);
-        }
-        let mut inv = COUNTER_TIME.prepare_invoke();
-        inv.key(self.keys.audit_seq());
-        let now: String = self.eval(&inv).await?;
-        let now: i64 = now
-            .parse()
-            .map_err(|_| RedisError::Corrupt(format!("counter time {now:?}")))?;
-        let settle = self.cfg.command_timeout.as_millis().min(i64::MAX as u128) as i64;
-        Ok(Some(now - settle - SETTLE_MARGIN_MS))
+            .collect::<R<Vec<_>>>()?;
+        Ok((events, settled))
     }
 
     /// Whether every id strictly between `lo` and `hi` has its event's index entry (ids
@@ -204,14 +211,15 @@ impl AuditStore for RedisStore {
             inv.arg(json).arg(e.at);
             return Ok(self.eval(&inv).await?);
         }
-        let mut alloc = ALLOC_AUDIT.prepare_invoke();
-        alloc.key(self.keys.audit_seq());
-        let (id, at): (i64, String) = self.eval(&alloc).await?;
+        // One plain INCR on the one global key, then everything else in the bucket.
+        let mut incr = redis::cmd("INCR");
+        incr.arg(self.keys.audit_seq());
+        let id: i64 = self.q(&incr).await?;
         let mut inv = APPEND_AUDIT_BUCKET.prepare_invoke();
         for k in self.audit_keys(e) {
             inv.key(k);
         }
-        inv.arg(id).arg(format!("{at} {json}")).arg(e.at);
+        inv.arg(id).arg(json).arg(e.at);
         self.eval::<i64>(&inv).await?;
         Ok(id)
     }
@@ -231,11 +239,8 @@ impl AuditStore for RedisStore {
             (None, None) => (0..n).map(|b| (b, self.keys.audit_ids(b))).collect(),
         };
         let ascending = f.after_id.is_some();
-        let settled = if ascending {
-            self.settled_until().await?
-        } else {
-            None
-        };
+        // Forward reads on Cluster check for ids still on their way (module note).
+        let clock = ascending && self.is_cluster();
         let lo = f
             .after_id
             .map_or_else(|| "-inf".to_owned(), |id| format!("({id}"));
@@ -303,21 +308,23 @@ impl AuditStore for RedisStore {
             let read = try_join_all(
                 per_bucket
                     .iter()
-                    .map(|(b, ids)| async move { self.audit_events(*b, ids).await }),
+                    .map(|(b, ids)| async move { self.audit_events(*b, ids, clock).await }),
             )
             .await?;
-            let mut events: HashMap<i64, (AuditEvent, i64)> = read
+            let mut events: HashMap<i64, (AuditEvent, i64, Option<i64>)> = read
                 .into_iter()
-                .flatten()
-                .map(|(e, alloc)| (e.id, (e, alloc)))
+                .flat_map(|(evs, settled)| {
+                    evs.into_iter()
+                        .map(move |(e, written)| (e.id, (e, written, settled)))
+                })
                 .collect();
             let top = taken.last().map_or(0, |t| t.0);
             for (id, _) in taken {
-                let Some((e, alloc)) = events.remove(&id) else {
+                let Some((e, written, settled)) = events.remove(&id) else {
                     continue;
                 };
                 if let Some(until) = settled {
-                    if alloc > until && id > safe_upto {
+                    if written > until && id > safe_upto {
                         // Taken recently: lower ids may still be on their way. Pass it
                         // only if none is missing (checking up to the batch's last id
                         // first, to clear the whole batch with one check).
@@ -366,7 +373,7 @@ impl AuditStore for RedisStore {
                 if ids.is_empty() {
                     break;
                 }
-                let events = self.audit_events(b, &ids).await?;
+                let (events, _) = self.audit_events(b, &ids, false).await?;
                 // Index entries first, the event last: an interrupted purge leaves index
                 // entries pointing at nothing (skipped by queries), never the reverse.
                 for (e, _) in &events {

@@ -224,35 +224,35 @@ return id
     ))
 });
 
-/// Cluster, first step of an append: KEYS: id counter. → {id, the counter master's
-/// time in ms (as text)}: the id's place in the total order and when it was taken.
-pub(crate) static ALLOC_AUDIT: LazyLock<Script> = LazyLock::new(|| {
+/// Cluster, the step after the id was taken (a plain `INCR` of the counter): KEYS: the
+/// bucket's events hash, id index, time index, then its handle and principal indexes.
+/// ARGV: id, JSON, at. The event is stamped with the bucket master's time of writing.
+pub(crate) static APPEND_AUDIT_BUCKET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r#"
 {ALLOC_MS}
-return {{redis.call('INCR', KEYS[1]), alloc}}
-"#
-    ))
-});
-
-/// Cluster, second step: KEYS: the bucket's events hash, id index, time index, then its
-/// handle and principal indexes. ARGV: id, `<alloc ms> <JSON>`, at.
-pub(crate) static APPEND_AUDIT_BUCKET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], alloc .. ' ' .. ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 for i = 4, #KEYS do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[1]) end
 return 1
-"#,
-    )
+"#
+    ))
 });
 
-/// KEYS: the audit id counter. → the time of the counter's master in ms (as text): the
-/// clock the cluster append stamps ids with, so readers compare like with like.
-pub(crate) static COUNTER_TIME: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{ALLOC_MS}\nreturn alloc\n")));
+/// KEYS: a bucket's events hash. ARGV: ids. → {the bucket master's time in ms (as
+/// text), then each id's stored event or false}: events with the clock they were
+/// stamped on, for forward reads on Cluster.
+pub(crate) static READ_AUDIT_BUCKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+{ALLOC_MS}
+local out = {{alloc}}
+for i = 1, #ARGV do out[i + 1] = redis.call('HGET', KEYS[1], ARGV[i]) end
+return out
+"#
+    ))
+});
 
 /// Lua setting `alloc` to the server's time in ms as text, built from TIME's two
 /// strings (never formatting a large number, see the module note).
