@@ -53,8 +53,9 @@
 //!   (rotation, purge, crash between two writes) never maps to a session. Outside
 //!   Cluster the index and the session are read by one script (one round trip on the
 //!   hot path); on Cluster they live in different slots and take two;
-//! - `P:deadlines` holds candidates; `due_sessions` re-reads each session and drops or
-//!   re-scores entries that disagree, so an expiry is never missed nor fired early;
+//! - the deadline index (one sorted set per bucket, see [`keys`]) holds candidates;
+//!   `due_sessions` re-reads each session and drops or re-scores entries that
+//!   disagree, so an expiry is never missed nor fired early;
 //! - idempotent create writes the session first and claims the key second (a hash
 //!   written only if absent: SET NX semantics). A loser deletes its own unreferenced
 //!   session and returns the winner's record, which therefore always names a session
