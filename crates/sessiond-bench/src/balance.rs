@@ -190,19 +190,15 @@ fn phase(
     }
 }
 
+/// A running sessiond node: where it listens, how to stop it, and its task.
+struct Node {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
 /// A sessiond node on `url` with a short idle timeout (so the expiry phase ends soon).
-async fn start_node(
-    url: &str,
-    idle: Duration,
-    dir: &std::path::Path,
-) -> Result<
-    (
-        std::net::SocketAddr,
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    ),
-    BenchError,
-> {
+async fn start_node(url: &str, idle: Duration, dir: &std::path::Path) -> Result<Node, BenchError> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let idle = humantime::format_duration(idle).to_string();
@@ -230,7 +226,7 @@ async fn start_node(
             eprintln!("sessiond stopped with an error: {e}");
         }
     });
-    Ok((addr, stop, done))
+    Ok(Node { addr, stop, done })
 }
 
 /// Runs the three phases; returns them in order.
@@ -242,7 +238,8 @@ pub fn run(servers: &Runtime, clients: &Runtime, o: &Opts) -> Result<Vec<Phase>,
         .tempdir()?;
     // Longer than the create phase, so no session ends before the expiry phase.
     let idle = o.duration + Duration::from_secs(2);
-    let (addr, stop, done) = servers.block_on(start_node(&cluster.url(), idle, dir.path()))?;
+    let Node { addr, stop, done } =
+        servers.block_on(start_node(&cluster.url(), idle, dir.path()))?;
     let url = |p: &str| format!("http://{addr}{p}");
     let mut phases = Vec::new();
 
