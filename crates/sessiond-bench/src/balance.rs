@@ -176,10 +176,10 @@ fn phase(
         })
         .filter(|(_, x)| *x > 0)
         .collect();
-    excess.sort_by(|a, b| b.1.cmp(&a.1));
+    excess.sort_by_key(|e| std::cmp::Reverse(e.1));
     excess.truncate(4);
     let mut top: Vec<(String, u64)> = by_cmd.into_iter().filter(|(_, c)| *c > 0).collect();
-    top.sort_by(|a, b| b.1.cmp(&a.1));
+    top.sort_by_key(|e| std::cmp::Reverse(e.1));
     top.truncate(6);
     Phase {
         name,

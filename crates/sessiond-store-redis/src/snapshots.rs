@@ -219,7 +219,7 @@ impl RedisStore {
             }
             let mut range = redis::cmd("ZRANGEBYSCORE");
             range
-                .arg(&index)
+                .arg(index)
                 .arg("-inf")
                 .arg(now)
                 .arg("LIMIT")
@@ -228,7 +228,7 @@ impl RedisStore {
             let members: Vec<String> = self.q(&range).await?;
             for m in &members {
                 let Some(room) = dec(m) else {
-                    self.q::<i64>(redis::cmd("ZREM").arg(&index).arg(m)).await?;
+                    self.q::<i64>(redis::cmd("ZREM").arg(index).arg(m)).await?;
                     continue;
                 };
                 let mut inv = PURGE_SNAPSHOT.prepare_invoke();
@@ -246,14 +246,14 @@ impl RedisStore {
                 };
                 match (done, kept_until) {
                     (false, Some(t)) => {
-                        self.q::<i64>(redis::cmd("ZADD").arg(&index).arg(t).arg(m))
+                        self.q::<i64>(redis::cmd("ZADD").arg(index).arg(t).arg(m))
                             .await?;
                     }
                     _ => {
                         // A concurrent put may have re-noted the room with a later
                         // retention; that entry stays.
                         let mut z = ZREM_IF_LE.prepare_invoke();
-                        z.key(&index).arg(m).arg(now);
+                        z.key(index).arg(m).arg(now);
                         self.eval::<i64>(&z).await?;
                     }
                 }
