@@ -2,7 +2,9 @@
 //! interleaving rounds (A B C A B C …) and taking medians, since the machine is shared.
 //! `http-hot` is the validate-and-touch path, `create` session creation; `all` runs both
 //! and can write docs/benchmarks.md; `smoke` runs both at tiny sizes and checks the tool.
+//! `cluster-balance` ([`balance`]) checks that no Redis Cluster master is a hot shard.
 
+mod balance;
 mod load;
 mod report;
 mod targets;
@@ -79,6 +81,14 @@ enum Cmd {
     All,
     /// Both scenarios at tiny sizes; fails unless every target answered and none erred.
     Smoke,
+    /// Commands per master of a local 3-master Redis Cluster under the hot path, creation
+    /// and expiry through one sessiond node (needs `redis-server` and `redis-cli`); fails
+    /// if a phase's busiest master runs more than `--max-ratio` times the mean.
+    ClusterBalance {
+        /// The bar: busiest master / mean.
+        #[arg(long, default_value_t = 1.5)]
+        max_ratio: f64,
+    },
 }
 
 /// One scenario: the targets, the baseline the ratios are taken to, the request.
@@ -240,6 +250,32 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
         .thread_name("bench-client")
         .enable_all()
         .build()?;
+    if let Cmd::ClusterBalance { max_ratio } = &cli.command {
+        let max_ratio = *max_ratio;
+        let phases = balance::run(
+            &servers,
+            &clients,
+            &balance::Opts {
+                duration: size.duration,
+                hot_clients: size.hot_clients,
+                sessions_per_client: size.sessions_per_client,
+                create_clients: size.create_clients,
+            },
+        )?;
+        let md = balance::markdown(&phases);
+        match &size.out {
+            Some(p) => std::fs::write(p, &md)?,
+            None => print!("{md}"),
+        }
+        if let Some(p) = phases.iter().find(|p| p.ratio() > max_ratio) {
+            return Err(BenchError::Setup(format!(
+                "{}: busiest master {:.2}x the mean (bar {max_ratio}x)",
+                p.name,
+                p.ratio()
+            )));
+        }
+        return Ok(());
+    }
     let load_before = report::loadavg();
     let mut results = Vec::new();
     for s in scenarios(&cli.command, &size, redis) {

@@ -431,6 +431,7 @@ async fn open_store(
                 .connections(config.redis.connections)
                 .command_timeout(config.redis.command_timeout)
                 .connect_timeout(config.redis.connect_timeout)
+                .buckets(config.redis.buckets)
                 .min_replicas(config.redis.min_replicas, config.redis.replica_timeout);
             let store = Arc::new(sessiond_store_redis::RedisStore::connect(cfg).await?);
             tracing::info!(

@@ -643,6 +643,9 @@ pub struct RedisSettings {
     /// How long a write waits for `min_replicas` acknowledgements.
     #[serde(with = "humantime_serde")]
     pub replica_timeout: Duration,
+    /// Buckets each global index is split into (1-1024), so that on Redis Cluster the
+    /// indexes spread over the masters; the same on every node.
+    pub buckets: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1564,6 +1567,12 @@ impl Config {
         {
             return invalid(format!(
                 "drafts.allowed_content_types: {t:?} is not a media type (type/subtype)"
+            ));
+        }
+        if self.redis.buckets == 0 || self.redis.buckets > 1024 {
+            return invalid(format!(
+                "redis.buckets must be 1-1024 (is {})",
+                self.redis.buckets
             ));
         }
         if self.redis.connections > 64 {
