@@ -16,10 +16,10 @@ cargo build -q -p sessiond
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/sessiond"
 
 echo "-- express (integrations/express)"
-if [ ! -d integrations/express/node_modules/express ]; then
+if [ ! -d integrations/express/node_modules/standardwebhooks ]; then
   (cd integrations/express && npm ci --no-audit --no-fund --loglevel=error)
 fi
-(cd integrations/express && E2E_SESSIOND_BIN="$BIN" node --test --test-timeout=120000 test.js)
+(cd integrations/express && E2E_SESSIOND_BIN="$BIN" node --test --test-timeout=120000 test.js webhooks.test.js)
 
 echo "-- fastapi (integrations/fastapi)"
 # Reinstall when the requirements changed since the venv was made.
@@ -31,4 +31,4 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS"
   echo "$want" >"$stamp"
 fi
-(cd integrations/fastapi && SESSIOND_BIN="$BIN" "$VENV/bin/python" -m unittest -v test_app.py)
+(cd integrations/fastapi && SESSIOND_BIN="$BIN" "$VENV/bin/python" -m unittest -v test_app.py test_webhooks.py)

@@ -32,12 +32,12 @@ TICKET_SECRET = "integration-ticket-secret-0123456789abcdef"
 class Sessiond:
     """`sessiond serve --dev` on a free port with a temporary data dir."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: str = "") -> None:
         self.dir = tempfile.mkdtemp(prefix="sessiond-fastapi-")
         config = Path(self.dir, "sessiond.toml")
         config.write_text(
             f'dev = true\nstore = "sqlite"\napi_keys = ["{API_KEY}"]\n'
-            f'[tickets]\nhs256_secret = "{TICKET_SECRET}"\n'
+            f'[tickets]\nhs256_secret = "{TICKET_SECRET}"\n{extra}'
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIOND_")}
         env["RUST_LOG"] = "warn"
@@ -77,12 +77,13 @@ class Sessiond:
 class App:
     """The recipe's app served by uvicorn on a free port, in a thread."""
 
-    def __init__(self, sessiond_url: str) -> None:
+    def __init__(self, sessiond_url: str, asgi_app=None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(sessiond_url), host="127.0.0.1", port=self.port, log_level="warning")
+        asgi_app = asgi_app or create_app(sessiond_url)
+        config = uvicorn.Config(asgi_app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -1,6 +1,6 @@
 // sessiond admin page: nodes, live sessions with countdowns, a session's detail (its
-// audit events and live connections, drop one, revoke), rooms and members, the audit
-// trail with filters. Talks to /v1/admin/* with the API key; follows the audit stream
+// audit events and live connections, drop one, revoke), rooms and members, webhook
+// endpoints and their dead letters (retry, delete), the audit trail with filters. Talks to /v1/admin/* with the API key; follows the audit stream
 // (server-sent events read with fetch, since EventSource cannot send the key) and
 // reloads what an event changes, instead of polling.
 const KEY = "sessiond.adminKey";
@@ -300,9 +300,68 @@ async function showRoom(room) {
   $("room-detail").hidden = false;
 }
 
+// ---------- webhooks ----------
+
+async function loadWebhooks() {
+  const [{ endpoints }, { dead_letters }] = await Promise.all([
+    api("GET", "/v1/admin/webhooks"),
+    api("GET", "/v1/admin/webhooks/dead-letters"),
+  ]);
+  $("webhooks-none").hidden = endpoints.length > 0;
+  $("webhooks").replaceChildren(
+    ...endpoints.map((w) =>
+      el(
+        "tr",
+        { "data-testid": "webhook-row", "data-endpoint": w.id },
+        el("td", { className: "mono", textContent: w.id }),
+        el("td", { className: "mono", textContent: w.url }),
+        el("td", { textContent: w.events.length ? w.events.join(", ") : "all" }),
+        el("td", { textContent: w.cursor == null ? "starting" : `${w.lag} events`, "data-testid": "webhook-lag" }),
+        el("td", { textContent: w.dead_letters, "data-testid": "webhook-dead" }),
+      ),
+    ),
+  );
+  $("dead-letters").replaceChildren(
+    ...dead_letters.map((d) => {
+      const path = `/v1/admin/webhooks/dead-letters/${encodeURIComponent(d.endpoint)}/${d.event_id}`;
+      return el(
+        "tr",
+        { "data-testid": "dead-letter-row", "data-endpoint": d.endpoint, "data-event": d.event_id },
+        el("td", { className: "mono", textContent: d.endpoint }),
+        el("td", { className: "mono", textContent: d.event_id }),
+        el("td", { textContent: d.type }),
+        el("td", { className: "mono", textContent: d.event.handle ?? "" }),
+        el("td", { textContent: d.attempts, "data-testid": "dead-letter-attempts" }),
+        el("td", { textContent: d.last_error, "data-testid": "dead-letter-error" }),
+        el("td", { textContent: when(d.dead_at) }),
+        el(
+          "td",
+          {},
+          adminButton({ textContent: "Retry", className: "needs-admin", "data-testid": "dead-letter-retry", onclick: () => deadLetterAction("POST", `${path}/retry`) }),
+          " ",
+          adminButton({ textContent: "Delete", "data-testid": "dead-letter-delete", onclick: () => deadLetterAction("DELETE", path) }),
+        ),
+      );
+    }),
+  );
+}
+
+async function deadLetterAction(method, path) {
+  $("error").textContent = "";
+  try {
+    await api(method, path);
+  } catch (err) {
+    report(err);
+  }
+  // A failed retry still changed the dead letter (attempts, last error).
+  await loadWebhooks().catch(report);
+}
+
+$("webhooks-refresh").addEventListener("click", () => loadWebhooks().catch(report));
+
 async function refresh() {
   try {
-    await Promise.all([loadSessions(), loadRooms(), loadNodes()]);
+    await Promise.all([loadSessions(), loadRooms(), loadNodes(), loadWebhooks()]);
   } catch (err) {
     report(err);
   }
@@ -386,6 +445,7 @@ function schedule(what) {
         todo.has("sessions") ? loadRooms() : null,
         todo.has("sessions") ? loadNodes() : null,
         todo.has("detail") ? loadDetail() : null,
+        todo.has("webhooks") ? loadWebhooks() : null,
       ]);
     } catch (err) {
       report(err);
@@ -403,6 +463,8 @@ function onAuditEvent(e) {
   }
   schedule("sessions");
   if (e.handle && e.handle === detailHandle) schedule("detail");
+  // Every event moves the endpoints' progress (and may end in a dead letter).
+  schedule("webhooks");
 }
 
 async function startStream() {

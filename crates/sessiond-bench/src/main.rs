@@ -4,7 +4,9 @@
 //! autosave writes, `cluster` two nodes on one Redis, `ws-idle` idle WebSockets,
 //! `expiry` many expiring sessions; `all` runs them all and can write
 //! docs/benchmarks.md; `smoke` runs them at tiny sizes and checks the tool.
+//! `cluster-balance` ([`balance`]) checks that no Redis Cluster master is a hot shard.
 
+mod balance;
 mod cluster;
 mod drafts;
 mod expiry;
@@ -171,6 +173,14 @@ enum Cmd {
         heartbeat: Duration,
         #[arg(long)]
         sessions: usize,
+    },
+    /// Commands per master of a local 3-master Redis Cluster under the hot path, creation
+    /// and expiry through one sessiond node (needs `redis-server` and `redis-cli`); fails
+    /// if a phase's busiest master runs more than `--max-ratio` times the mean.
+    ClusterBalance {
+        /// The bar: busiest master / mean.
+        #[arg(long, default_value_t = 1.5)]
+        max_ratio: f64,
     },
 }
 
@@ -394,6 +404,32 @@ fn real_main(cli: Cli) -> Result<(), BenchError> {
         .thread_name("bench-client")
         .enable_all()
         .build()?;
+    if let Cmd::ClusterBalance { max_ratio } = &cli.command {
+        let max_ratio = *max_ratio;
+        let phases = balance::run(
+            &servers,
+            &clients,
+            &balance::Opts {
+                duration: size.duration,
+                hot_clients: size.hot_clients,
+                sessions_per_client: size.sessions_per_client,
+                create_clients: size.create_clients,
+            },
+        )?;
+        let md = balance::markdown(&phases);
+        match &size.out {
+            Some(p) => std::fs::write(p, &md)?,
+            None => print!("{md}"),
+        }
+        if let Some(p) = phases.iter().find(|p| p.ratio() > max_ratio) {
+            return Err(BenchError::Setup(format!(
+                "{}: busiest master {:.2}x the mean (bar {max_ratio}x)",
+                p.name,
+                p.ratio()
+            )));
+        }
+        return Ok(());
+    }
     if let Cmd::Serve {
         target,
         serve_for,

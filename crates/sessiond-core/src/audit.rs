@@ -18,6 +18,11 @@ pub enum AuditKind {
     DraftsRestored,
     DraftsPurged,
     SnapshotRestored,
+    /// An operator retried a webhook dead letter by hand (`detail`: endpoint, event id,
+    /// key, whether it was delivered).
+    DeadLetterRetried,
+    /// An operator deleted a webhook dead letter (`detail`: endpoint, event id, key).
+    DeadLetterDeleted,
 }
 
 impl AuditKind {
@@ -33,6 +38,35 @@ impl AuditKind {
             AuditKind::DraftsRestored => "drafts_restored",
             AuditKind::DraftsPurged => "drafts_purged",
             AuditKind::SnapshotRestored => "snapshot_restored",
+            AuditKind::DeadLetterRetried => "dead_letter_retried",
+            AuditKind::DeadLetterDeleted => "dead_letter_deleted",
+        }
+    }
+
+    /// Every kind, in declaration order.
+    pub const ALL: [AuditKind; 12] = [
+        AuditKind::Created,
+        AuditKind::SignedIn,
+        AuditKind::TokenRotated,
+        AuditKind::Renewed,
+        AuditKind::Ended,
+        AuditKind::ConnectionLost,
+        AuditKind::ConnectionDropped,
+        AuditKind::DraftsRestored,
+        AuditKind::DraftsPurged,
+        AuditKind::SnapshotRestored,
+        AuditKind::DeadLetterRetried,
+        AuditKind::DeadLetterDeleted,
+    ];
+
+    /// The event's type on a webhook: `session.<kind>` for what happened to a session,
+    /// `webhook.<kind>` for an operator's action on the webhook outbox.
+    pub fn webhook_type(&self) -> String {
+        match self {
+            AuditKind::DeadLetterRetried | AuditKind::DeadLetterDeleted => {
+                format!("webhook.{}", self.as_str())
+            }
+            _ => format!("session.{}", self.as_str()),
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod draft;
 pub mod error;
 pub mod lifecycle;
+pub mod outbox;
 pub mod policy;
 pub mod quota;
 pub mod rooms;

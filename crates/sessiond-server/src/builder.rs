@@ -162,8 +162,18 @@ impl ServerBuilder {
             store.clone(),
             config.policies(),
         ));
+        let webhooks = Arc::new(
+            crate::webhooks::deliver::Webhooks::new(
+                &config,
+                store.clone(),
+                clock.clone(),
+                &node_id,
+            )
+            .map_err(|m| ServerError::Config(ConfigError::Invalid(m)))?,
+        );
         let token = CancellationToken::new();
         let state = AppState(Arc::new(Inner {
+            webhooks,
             server_secret: secret,
             trusted_proxies: crate::client::parse_trusted(&config.trusted_proxies),
             hub: hub.clone(),
@@ -217,6 +227,9 @@ impl ServerBuilder {
             state.rate_limits.clone(),
             token.clone(),
         ));
+        guard
+            .jobs
+            .extend(state.webhooks.clone().spawn(token.clone()));
         if hub_tasks {
             guard.jobs.extend(crate::ws::tasks::spawn(&state));
         }
@@ -419,6 +432,7 @@ async fn open_store(
                 .connections(config.redis.connections)
                 .command_timeout(config.redis.command_timeout)
                 .connect_timeout(config.redis.connect_timeout)
+                .buckets(config.redis.buckets)
                 .min_replicas(config.redis.min_replicas, config.redis.replica_timeout);
             let store = Arc::new(sessiond_store_redis::RedisStore::connect(cfg).await?);
             tracing::info!(

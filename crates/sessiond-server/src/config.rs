@@ -56,6 +56,87 @@ pub struct Config {
     pub quotas: QuotasConfig,
     pub roles: BTreeMap<String, RoleConfig>,
     pub tracing: TracingConfig,
+    /// How lifecycle webhooks are delivered (lease, polling, retries, timeouts).
+    pub webhook_delivery: WebhookDelivery,
+    /// Lifecycle webhook endpoints (`[[webhooks]]`); none by default.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookEndpoint>,
+}
+
+/// One `[[webhooks]]` entry: where audit events are sent, signed as the Standard
+/// Webhooks specification describes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// Names the endpoint in the admin API, metrics and logs; its cursor and dead letters
+    /// are kept under it, so renaming an endpoint starts it afresh.
+    pub id: String,
+    /// `http://` or `https://`; redirects are not followed.
+    pub url: String,
+    /// `whsec_` followed by the standard base64 of 24 to 64 random bytes.
+    pub secret: Secret,
+    /// Event types sent (`session.ended`, …; see docs/protocol.md); empty sends every
+    /// `session.*` type (`webhook.*` types only when listed).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Total time one attempt may take; `webhook_delivery.timeout` when unset.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+/// `[webhook_delivery]`: shared by every endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDelivery {
+    /// How often the deliverer reads the audit trail for new events when it is idle.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Time to live of the deliverer's lease (renewed every third of it); after a
+    /// delivering node dies another takes over within about this long.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Connecting to an endpoint.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// One whole attempt (connect, send, status), unless the endpoint sets its own.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per event before it is dead-lettered.
+    pub max_attempts: u32,
+    /// An event still failing this long after its first attempt is dead-lettered, even
+    /// with attempts left.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Backoff before the second attempt; it doubles per attempt up to `backoff_max`,
+    /// and each wait is drawn uniformly from zero to that (full jitter).
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Events read from the trail per round.
+    pub batch: usize,
+}
+
+/// The bytes of a Standard Webhooks secret (`whsec_<base64>`, 24 to 64 bytes).
+pub fn webhook_secret_bytes(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let b64 = secret
+        .strip_prefix("whsec_")
+        .ok_or("secret must start with whsec_")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "secret after whsec_ must be standard base64")?;
+    if !(24..=64).contains(&bytes.len()) {
+        return Err(format!(
+            "secret must hold 24 to 64 bytes (has {})",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
 }
 
 /// OpenTelemetry traces exported over OTLP/HTTP (protobuf): off unless `otlp_endpoint`
@@ -565,6 +646,9 @@ pub struct RedisSettings {
     /// How long a write waits for `min_replicas` acknowledgements.
     #[serde(with = "humantime_serde")]
     pub replica_timeout: Duration,
+    /// Buckets each global index is split into (1-1024), so that on Redis Cluster the
+    /// indexes spread over the masters; the same on every node.
+    pub buckets: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -923,6 +1007,10 @@ impl Config {
             c.store = StoreKind::Redis(redact_url(url));
         }
         c.tracing.otlp_endpoint = c.tracing.otlp_endpoint.as_deref().map(redact_url);
+        for w in &mut c.webhooks {
+            w.secret = mask(&w.secret);
+            w.url = redact_url(&w.url);
+        }
         c
     }
 
@@ -1209,6 +1297,26 @@ impl Config {
         check_min("audit.stream_buffer", self.audit.stream_buffer as u64, 1)?;
         check_min("audit.max_streams", self.audit.max_streams as u64, 1)?;
         check_duration("rooms.token_max_age", self.rooms.token_max_age, true)?;
+        let w = &self.webhook_delivery;
+        for (key, d) in [
+            ("webhook_delivery.poll_interval", w.poll_interval),
+            ("webhook_delivery.lease_ttl", w.lease_ttl),
+            ("webhook_delivery.connect_timeout", w.connect_timeout),
+            ("webhook_delivery.timeout", w.timeout),
+            ("webhook_delivery.max_age", w.max_age),
+            ("webhook_delivery.backoff_base", w.backoff_base),
+            ("webhook_delivery.backoff_max", w.backoff_max),
+        ] {
+            check_duration(key, d, true)?;
+        }
+        check_min("webhook_delivery.max_attempts", w.max_attempts.into(), 1)?;
+        check_min("webhook_delivery.batch", w.batch as u64, 1)?;
+        if w.batch > 10_000 {
+            return invalid("webhook_delivery.batch must be at most 10000".into());
+        }
+        if w.lease_ttl < Duration::from_millis(300) {
+            return invalid("webhook_delivery.lease_ttl must be at least 300ms".into());
+        }
         check_duration("redis.command_timeout", self.redis.command_timeout, true)?;
         check_duration("redis.connect_timeout", self.redis.connect_timeout, true)?;
         check_duration("redis.replica_timeout", self.redis.replica_timeout, true)?;
@@ -1264,7 +1372,58 @@ impl Config {
     }
 
     /// The keys nothing else checks: each message names its key.
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let mut ids = std::collections::BTreeSet::new();
+        let types: Vec<String> = sessiond_core::audit::AuditKind::ALL
+            .iter()
+            .map(|k| k.webhook_type())
+            .collect();
+        for w in &self.webhooks {
+            let id = &w.id;
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+            {
+                return invalid(format!(
+                    "webhooks: id {id:?} must be 1 to 64 of A-Z a-z 0-9 _ - ."
+                ));
+            }
+            if !ids.insert(id.as_str()) {
+                return invalid(format!("webhooks: id {id:?} is used twice"));
+            }
+            let ok_url = (w.url.starts_with("http://") || w.url.starts_with("https://"))
+                && w.url.len() <= 2048
+                && w.url
+                    .parse::<axum::http::Uri>()
+                    .is_ok_and(|u| u.host().is_some());
+            if !ok_url {
+                return invalid(format!(
+                    "webhooks.{id}: url must be an http:// or https:// URL with a host (is {:?})",
+                    redact_url(&w.url)
+                ));
+            }
+            // The message never echoes the secret.
+            webhook_secret_bytes(&w.secret)
+                .map_err(|why| ConfigError::Invalid(format!("webhooks.{id}: {why}")))?;
+            for e in &w.events {
+                if !types.contains(e) {
+                    return invalid(format!(
+                        "webhooks.{id}: unknown event type {e:?} (one of {})",
+                        types.join(", ")
+                    ));
+                }
+            }
+            if let Some(t) = w.timeout {
+                check_duration(&format!("webhooks.{id}.timeout"), t, true)?;
+            }
+        }
+        Ok(())
+    }
+
     fn validate_fields(&self) -> Result<(), ConfigError> {
+        self.validate_webhooks()?;
         // Dev mode hands out a well-known admin key and mints tickets for anyone: only
         // this machine may reach it.
         if self.dev && !self.listen.ip().is_loopback() {
@@ -1412,6 +1571,12 @@ impl Config {
         {
             return invalid(format!(
                 "drafts.allowed_content_types: {t:?} is not a media type (type/subtype)"
+            ));
+        }
+        if self.redis.buckets == 0 || self.redis.buckets > 1024 {
+            return invalid(format!(
+                "redis.buckets must be 1-1024 (is {})",
+                self.redis.buckets
             ));
         }
         if self.redis.connections > 64 {
@@ -1756,6 +1921,81 @@ mod tests {
     }
 
     #[test]
+    fn webhook_endpoints_are_validated_without_echoing_the_secret() {
+        let secret = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5YWI=";
+        let check = |entry: &str| Config::from_toml(entry).and_then(|c| c.validate());
+        let ep = |id: &str, url: &str, secret: &str, extra: &str| {
+            format!("[[webhooks]]\nid = \"{id}\"\nurl = \"{url}\"\nsecret = \"{secret}\"\n{extra}")
+        };
+        let ok = ep(
+            "crm",
+            "https://crm.example/hooks",
+            secret,
+            "events = [\"session.ended\"]\ntimeout = \"2s\"",
+        );
+        check(&ok).unwrap();
+        check(&ep("crm", "http://127.0.0.1:9/h", secret, "")).unwrap();
+        for (toml, says) in [
+            (
+                ep("crm", "ftp://crm.example/", secret, ""),
+                "webhooks.crm: url",
+            ),
+            (ep("crm", "https://", secret, ""), "webhooks.crm: url"),
+            (
+                ep(
+                    "crm",
+                    "https://crm.example/",
+                    "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                    "",
+                ),
+                "whsec_",
+            ),
+            (
+                ep("crm", "https://crm.example/", "whsec_AAAA", ""),
+                "24 to 64 bytes",
+            ),
+            (
+                ep("crm", "https://crm.example/", "whsec_!!!!", ""),
+                "base64",
+            ),
+            (
+                ep(
+                    "crm",
+                    "https://crm.example/",
+                    secret,
+                    "events = [\"ended\"]",
+                ),
+                "unknown event type",
+            ),
+            (
+                ep("crm", "https://crm.example/", secret, "timeout = \"0s\""),
+                "webhooks.crm.timeout",
+            ),
+            (
+                ep("bad id", "https://crm.example/", secret, ""),
+                "webhooks: id",
+            ),
+            (format!("{ok}\n{ok}"), "used twice"),
+            (
+                "[webhook_delivery]\nmax_attempts = 0".to_owned(),
+                "webhook_delivery.max_attempts",
+            ),
+            (
+                "[webhook_delivery]\nlease_ttl = \"100ms\"".to_owned(),
+                "webhook_delivery.lease_ttl",
+            ),
+            (
+                "[webhook_delivery]\nbackoff_base = \"0s\"".to_owned(),
+                "webhook_delivery.backoff_base",
+            ),
+        ] {
+            let e = check(&toml).expect_err(&toml).to_string();
+            assert!(e.contains(says), "{toml}: {e}");
+            assert!(!e.contains("dGVzdC13"), "the secret is never echoed: {e}");
+        }
+    }
+
+    #[test]
     fn masked_hides_every_secret() {
         let digest = format!("sha256:{}", "ab".repeat(32));
         let c = Config::from_toml(&format!(
@@ -1764,10 +2004,13 @@ mod tests {
              [[keys]]\nid = \"a\"\nscope = \"read\"\nkey = \"SECRET-plain-key\"\n\
              [[keys]]\nid = \"b\"\nscope = \"read\"\nkey = \"{digest}\"\n\
              [tickets]\nhs256_secret = \"SECRET-hs256-0123456789abcdef0123\"\n\
-             [drafts]\nencryption_key = \"SECRET-enc\"\ndecryption_keys = [\"SECRET-dec\"]\n"
+             [drafts]\nencryption_key = \"SECRET-enc\"\ndecryption_keys = [\"SECRET-dec\"]\n\
+             [[webhooks]]\nid = \"crm\"\nurl = \"https://hook:SECRET-url@crm.example/h\"\n\
+             secret = \"whsec_U0VDUkVULXdlYmhvb2stMDEyMzQ1Njc4OWFiY2RlZg==\"\n"
         ))
         .unwrap();
         let shown = serde_json::to_string(&c.masked()).unwrap();
+        assert!(!shown.contains("whsec_"), "{shown}");
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(shown.contains(&digest), "digests are no secrets");
         assert!(shown.contains("[redacted]"));

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// A stored value failed its integrity check (see `StoreError::Integrity`).
     #[error("store integrity")]
     StoreIntegrity(String),
+    /// A manual webhook retry failed: the endpoint's status or the transport error.
+    #[error("the webhook endpoint failed: {0}")]
+    WebhookFailed(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::StoreUnavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::WebhookFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::StoreIntegrity(_) | ApiError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -119,6 +123,7 @@ impl ApiError {
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Overloaded => "overloaded",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::WebhookFailed(_) => "webhook_delivery_failed",
             ApiError::StoreIntegrity(_) => "store_integrity",
             ApiError::Internal(_) => "internal",
         }
@@ -145,6 +150,7 @@ impl ApiError {
             ApiError::StoreUnavailable(_) => "Store unavailable",
             ApiError::Overloaded => "Overloaded",
             ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::WebhookFailed(_) => "Webhook delivery failed",
             ApiError::StoreIntegrity(_) => "Stored data failed its integrity check",
             ApiError::Internal(_) => "Internal error",
         }

@@ -37,6 +37,7 @@ pub mod telemetry;
 pub mod tickets;
 pub mod tls;
 pub mod useragent;
+pub mod webhooks;
 pub mod ws;
 
 pub use builder::{run, Server, ServerBuilder, ServerError, ServerGuard, DEV_API_KEY};

@@ -2,7 +2,7 @@
 //!
 //! It sits below everything that reads it: what it holds comes from modules that never
 //! import it back (the hub, the bus, the session service, tickets, the demo's messages,
-//! the cluster seam from `sessiond_core`), so the module graph has no cycle through
+//! the cluster seam from `sessiond_core`, the webhook deliverer), so the module graph has no cycle through
 //! here. Built once by [`crate::builder::ServerBuilder`].
 
 use crate::bus::Bus;
@@ -58,6 +58,8 @@ pub struct Inner {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Dev-mode demo messages (bounded; empty unless `dev`).
     pub demo: Messages,
+    /// The webhook endpoints and their deliverer (see [`crate::webhooks`]).
+    pub webhooks: Arc<crate::webhooks::deliver::Webhooks>,
 }
 
 impl std::ops::Deref for AppState {

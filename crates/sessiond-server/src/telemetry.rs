@@ -11,6 +11,7 @@ use opentelemetry::propagation::Extractor;
 use sessiond_core::audit::{AuditEvent, AuditFilter};
 use sessiond_core::clock::Timestamp;
 use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::outbox::DeadLetter;
 use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::session::{EndReason, Principal, Session};
 use sessiond_core::snapshot::{Snapshot, SnapshotWrite};
@@ -269,6 +270,80 @@ impl AuditStore for TracedStore {
     async fn purge_audit(&self, before: Timestamp, limit: usize) -> Result<usize> {
         self.call("purge_audit", self.inner.purge_audit(before, limit))
             .await
+    }
+
+    async fn acquire_outbox_lease(
+        &self,
+        holder: &str,
+        now: Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<u64>> {
+        self.call(
+            "acquire_outbox_lease",
+            self.inner.acquire_outbox_lease(holder, now, ttl_ms),
+        )
+        .await
+    }
+    async fn release_outbox_lease(&self, holder: &str) -> Result<()> {
+        self.call(
+            "release_outbox_lease",
+            self.inner.release_outbox_lease(holder),
+        )
+        .await
+    }
+    async fn outbox_cursor(&self, endpoint: &str) -> Result<Option<i64>> {
+        self.call("outbox_cursor", self.inner.outbox_cursor(endpoint))
+            .await
+    }
+    async fn advance_outbox_cursor(
+        &self,
+        endpoint: &str,
+        fence: u64,
+        from: Option<i64>,
+        to: i64,
+    ) -> Result<bool> {
+        self.call(
+            "advance_outbox_cursor",
+            self.inner.advance_outbox_cursor(endpoint, fence, from, to),
+        )
+        .await
+    }
+    async fn put_dead_letter(&self, d: &DeadLetter) -> Result<()> {
+        self.call("put_dead_letter", self.inner.put_dead_letter(d))
+            .await
+    }
+    async fn get_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<Option<DeadLetter>> {
+        self.call(
+            "get_dead_letter",
+            self.inner.get_dead_letter(endpoint, event_id),
+        )
+        .await
+    }
+    async fn list_dead_letters(
+        &self,
+        endpoint: &str,
+        after_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        self.call(
+            "list_dead_letters",
+            self.inner.list_dead_letters(endpoint, after_id, limit),
+        )
+        .await
+    }
+    async fn delete_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<bool> {
+        self.call(
+            "delete_dead_letter",
+            self.inner.delete_dead_letter(endpoint, event_id),
+        )
+        .await
+    }
+    async fn count_dead_letters(&self, endpoint: &str) -> Result<u64> {
+        self.call(
+            "count_dead_letters",
+            self.inner.count_dead_letters(endpoint),
+        )
+        .await
     }
 }
 

@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sessiond_core::audit::{AuditEvent, AuditFilter};
 use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::outbox::DeadLetter;
 use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
@@ -67,6 +68,14 @@ struct Inner {
     snapshots: HashMap<String, Snapshot>,
     /// One-time claims: key → until.
     claims: HashMap<String, Timestamp>,
+    /// The outbox lease: holder, fence, until.
+    outbox_lease: Option<(String, u64, Timestamp)>,
+    /// The last fence handed out.
+    outbox_fence: u64,
+    /// Per-endpoint cursors: endpoint → last audit id delivered.
+    outbox_cursors: HashMap<String, i64>,
+    /// Dead letters by (endpoint, event id).
+    dead_letters: BTreeMap<(String, i64), DeadLetter>,
 }
 
 fn cap(limit: usize) -> usize {
@@ -505,6 +514,105 @@ impl AuditStore for MemoryStore {
             g.audit.remove(id);
         }
         Ok(doomed.len())
+    }
+
+    async fn acquire_outbox_lease(
+        &self,
+        holder: &str,
+        now: Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<u64>> {
+        let mut g = self.lock();
+        let until = now.saturating_add(ttl_ms.max(1));
+        let fence = match &g.outbox_lease {
+            Some((h, fence, _)) if h == holder => *fence,
+            Some((_, _, running)) if *running > now => return Ok(None),
+            _ => {
+                g.outbox_fence += 1;
+                g.outbox_fence
+            }
+        };
+        g.outbox_lease = Some((holder.to_owned(), fence, until));
+        Ok(Some(fence))
+    }
+
+    async fn release_outbox_lease(&self, holder: &str) -> Result<()> {
+        let mut g = self.lock();
+        if g.outbox_lease.as_ref().is_some_and(|(h, _, _)| h == holder) {
+            g.outbox_lease = None;
+        }
+        Ok(())
+    }
+
+    async fn outbox_cursor(&self, endpoint: &str) -> Result<Option<i64>> {
+        Ok(self.lock().outbox_cursors.get(endpoint).copied())
+    }
+
+    async fn advance_outbox_cursor(
+        &self,
+        endpoint: &str,
+        fence: u64,
+        from: Option<i64>,
+        to: i64,
+    ) -> Result<bool> {
+        let mut g = self.lock();
+        // The fence counter, not the lease: a holder whose lease ran out may still move
+        // the cursor as long as nobody else took the lease meanwhile.
+        if g.outbox_fence != fence || g.outbox_cursors.get(endpoint).copied() != from {
+            return Ok(false);
+        }
+        g.outbox_cursors.insert(endpoint.to_owned(), to);
+        Ok(true)
+    }
+
+    async fn put_dead_letter(&self, d: &DeadLetter) -> Result<()> {
+        self.lock()
+            .dead_letters
+            .insert((d.endpoint.clone(), d.event.id), d.clone());
+        Ok(())
+    }
+
+    async fn get_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<Option<DeadLetter>> {
+        Ok(self
+            .lock()
+            .dead_letters
+            .get(&(endpoint.to_owned(), event_id))
+            .cloned())
+    }
+
+    async fn list_dead_letters(
+        &self,
+        endpoint: &str,
+        after_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        let g = self.lock();
+        let from = (
+            endpoint.to_owned(),
+            after_id.map_or(i64::MIN, |a| a.saturating_add(1)),
+        );
+        Ok(g.dead_letters
+            .range(from..)
+            .take_while(|((e, _), _)| e == endpoint)
+            .take(cap(limit))
+            .map(|(_, d)| d.clone())
+            .collect())
+    }
+
+    async fn delete_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<bool> {
+        Ok(self
+            .lock()
+            .dead_letters
+            .remove(&(endpoint.to_owned(), event_id))
+            .is_some())
+    }
+
+    async fn count_dead_letters(&self, endpoint: &str) -> Result<u64> {
+        let g = self.lock();
+        Ok(g.dead_letters
+            .range((endpoint.to_owned(), i64::MIN)..)
+            .take_while(|((e, _), _)| e == endpoint)
+            .count() as u64)
     }
 }
 

@@ -2,8 +2,9 @@
 //! both (the `*_AUDITED` twins in [`crate::scripts`]), so a change and its record commit
 //! together or not at all, and a failed append fails the change.
 //!
-//! Cluster: the audit stream lives in its own slot (`{P:audit}`: one ordered log with
-//! its indexes), and a session's keys in theirs, so no script can hold both. There the
+//! Cluster: the audit events live in their buckets (with their id counter in a slot of
+//! its own, see [`crate::audit`]), and a session's keys in theirs, so no script can hold
+//! both. There the
 //! change script runs first and the events are appended right after it; a failed append
 //! fails the call (the caller answers 503 and the change stands), and a crash between
 //! the two loses that record. Operators who need the audit guarantee run standalone or
@@ -53,16 +54,10 @@ impl RedisStore {
         for k in &c.keys {
             inv.key(k);
         }
-        inv.key(self.keys.audit_seq())
-            .key(self.keys.audit_events())
-            .key(self.keys.audit_ids())
-            .key(self.keys.audit_at());
+        inv.key(self.keys.audit_seq());
         for e in audit {
-            if let Some(h) = &e.handle {
-                inv.key(self.keys.audit_by_handle(h));
-            }
-            if let Some(p) = &e.principal {
-                inv.key(self.keys.audit_by_principal(p));
+            for k in self.audit_keys(e) {
+                inv.key(k);
             }
         }
         inv.arg(c.keys.len()).arg(c.args.len());

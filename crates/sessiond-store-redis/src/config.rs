@@ -42,6 +42,13 @@ pub struct RedisConfig {
     /// How long a write waits for `min_replicas` acknowledgements; shorter than
     /// `command_timeout`. Default 500 ms.
     pub replica_timeout: Duration,
+    /// Buckets each global index (deadlines, the handle listing, ended sessions, draft
+    /// and snapshot retention, the audit trail) is split into, each under its own hash
+    /// tag, so that on Cluster they spread over the masters (see the store's `buckets` module).
+    /// Every node must use the same figure: the store records it and refuses to start
+    /// with another. Default 64, at most 1024. Each bucket costs a round trip in the
+    /// scans that read them all (due sessions, purges, counts).
+    pub buckets: usize,
 }
 
 impl RedisConfig {
@@ -57,6 +64,7 @@ impl RedisConfig {
             upload_ttl: Duration::from_secs(3600),
             min_replicas: 0,
             replica_timeout: Duration::from_millis(500),
+            buckets: 64,
         }
     }
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -85,6 +93,10 @@ impl RedisConfig {
     }
     pub fn upload_ttl(mut self, d: Duration) -> Self {
         self.upload_ttl = d;
+        self
+    }
+    pub fn buckets(mut self, n: usize) -> Self {
+        self.buckets = n;
         self
     }
     /// `n` replicas must acknowledge the durable writes within `timeout` (see
@@ -120,6 +132,12 @@ impl RedisConfig {
             return Err(RedisError::Config(
                 "replica_timeout must be positive and shorter than command_timeout".into(),
             ));
+        }
+        if self.buckets == 0 || self.buckets > crate::buckets::MAX_BUCKETS {
+            return Err(RedisError::Config(format!(
+                "buckets must be 1-{}",
+                crate::buckets::MAX_BUCKETS
+            )));
         }
         if self.connections == 0 || self.connections > 64 {
             return Err(RedisError::Config("connections must be 1-64".into()));

@@ -150,10 +150,13 @@ impl RedisStore {
     /// of order can only make a draft look newer (purged later), never older.
     async fn note_draft_change(&self, p: &Principal, conversation: &str, at: Timestamp) -> R<()> {
         let mut c = redis::cmd("ZADD");
-        c.arg(self.keys.draft_updates())
-            .arg("GT")
-            .arg(at)
-            .arg(Keys::draft_member(p, conversation));
+        c.arg(
+            self.keys
+                .draft_updates(self.keys.buckets.of_name(p.as_str())),
+        )
+        .arg("GT")
+        .arg(at)
+        .arg(Keys::draft_member(p, conversation));
         self.q::<i64>(&c).await.map(drop)
     }
 
@@ -336,10 +339,10 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Purges one draft named by a retention-index member if it is still older than
-    /// `before`; otherwise repairs the index entry.
-    async fn purge_draft_member(&self, member: &str, before: Timestamp) -> R<bool> {
-        let index = self.keys.draft_updates();
+    /// Purges one draft named by a member of bucket `b`'s retention index if it is
+    /// still older than `before`; otherwise repairs the index entry.
+    async fn purge_draft_member(&self, b: usize, member: &str, before: Timestamp) -> R<bool> {
+        let index = self.keys.draft_updates(b);
         let drop_entry = || async {
             let mut inv = ZREM_IF_LE.prepare_invoke();
             inv.key(&index).arg(member).arg(before - 1);
@@ -686,27 +689,35 @@ impl DraftStore for RedisStore {
 
     async fn purge_drafts(&self, before: Timestamp, limit: usize) -> Result<usize> {
         let limit = cap(limit);
+        let n = self.keys.buckets.len();
+        let start = self.rotate();
         let mut purged = 0;
-        for _ in 0..MAX_PASSES {
-            let want = (limit - purged).min(PURGE_BATCH);
-            if want == 0 {
-                break;
-            }
-            let mut range = redis::cmd("ZRANGEBYSCORE");
-            range
-                .arg(self.keys.draft_updates())
-                .arg("-inf")
-                .arg(format!("({before}"))
-                .arg("LIMIT")
-                .arg(0)
-                .arg(want);
-            let members: Vec<String> = self.q(&range).await?;
-            for m in &members {
-                if self.purge_draft_member(m, before).await? {
-                    purged += 1;
+        for k in 0..n {
+            let b = (start + k) % n;
+            for _ in 0..MAX_PASSES {
+                let want = (limit - purged).min(PURGE_BATCH);
+                if want == 0 {
+                    break;
+                }
+                let mut range = redis::cmd("ZRANGEBYSCORE");
+                range
+                    .arg(self.keys.draft_updates(b))
+                    .arg("-inf")
+                    .arg(format!("({before}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(want);
+                let members: Vec<String> = self.q(&range).await?;
+                for m in &members {
+                    if self.purge_draft_member(b, m, before).await? {
+                        purged += 1;
+                    }
+                }
+                if members.len() < want {
+                    break;
                 }
             }
-            if members.len() < want {
+            if purged >= limit {
                 break;
             }
         }

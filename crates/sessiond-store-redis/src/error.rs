@@ -19,6 +19,10 @@ pub enum RedisError {
     /// timeout; the primary may have applied it.
     #[error("{acked} of {wanted} replicas acknowledged the write in time")]
     Replicas { acked: i64, wanted: u32 },
+    /// The keyspace was written with another key layout or bucket count; found at
+    /// start-up, before anything is written.
+    #[error("{0}")]
+    Layout(String),
     /// A stored value could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

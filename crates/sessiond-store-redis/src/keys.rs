@@ -6,26 +6,37 @@
 //! | `{P:s:<handle>}` | hash | the session: `rec` (JSON) plus its mutable fields `tok`, `st`, `la`, `ls`, `ie`, `ae`, `er`, `ea`, `idem` |
 //! | `{P:s:<handle>}:d` | hash | session data, key → JSON |
 //! | `{P:s:<handle>}:mv` | string | the session's pending sign-in draft move (JSON), written with the rotation |
-//! | `P:moves` | zset | handles with a pending draft move, by when it was recorded |
+//! | `{B}:moves` | zset | handles of the bucket with a pending draft move, by when it was recorded |
 //! | `P:t:<token hash>` | string | token index → handle; verified against the session on every read |
 //! | `P:i:<key hash>` | hash | idempotency record (`h` handle, `rec` JSON) |
 //! | `P:c:<claim key>` | string | one-time claim (a ticket's `jti`), with a TTL until it runs out |
-//! | `P:deadlines` | zset | active handles by earliest deadline (candidates, verified on read) |
-//! | `P:sessions` | zset (lex) | every handle, for listings ordered by handle |
-//! | `P:ended` | zset | ended handles by `ended_at`, for purges |
+//! | `{B}:deadlines` | zset | active handles of the bucket by earliest deadline (candidates, verified on read) |
+//! | `{B}:sessions` | zset (lex) | every handle of the bucket, for listings ordered by handle |
+//! | `{B}:ended` | zset | ended handles of the bucket by `ended_at`, for purges |
 //! | `{P:p:<principal>}:d` / `:q` / `:n` | hash / hash / string | drafts (conversation → JSON), their seqs, attachment bytes held |
 //! | `{P:p:<principal>}:b:<blob id>` | string | attachment bytes |
 //! | `{P:p:<principal>}:mv` | string | sign-in move lock |
-//! | `P:draft-upd` | zset | `<principal> <conversation>` by last change, for purges |
+//! | `{B}:draft-upd` | zset | `<principal> <conversation>` by last change, for purges (bucket of the principal) |
 //! | `{P:r:<room>}` | hash | snapshot: `v`, `meta` (JSON), `data`, `ret` |
-//! | `P:snap-ret` | zset | rooms by `retain_until`, for purges |
+//! | `{B}:snap-ret` | zset | rooms by `retain_until`, for purges (bucket of the room) |
 //! | `P:sb:<writer>` | hash | room → size of the current snapshots a principal wrote last (its snapshot quota) |
-//! | `{P:audit}:seq` / `:ev` / `:ids` / `:at` / `:h:<handle>` / `:p:<principal>` | | audit ids, events, and their indexes |
+//! | `{P:audit}:seq` | string | the audit id counter (the one global key: one INCR per event) |
+//! | `{B}:aev` / `:aids` / `:aat` / `:ah:<handle>` / `:ap:<principal>` | hash / zsets | audit events of the bucket (`<alloc ms> <JSON>` by id) and their id, time, handle and principal indexes |
+//! | `{P:outbox}:lease` | string | the webhook deliverer's lease, `<fence>:<holder>`, with a TTL |
+//! | `{P:outbox}:fence` | string | the last fence handed out (INCR) |
+//! | `{P:outbox}:cur` | hash | endpoint → last audit id delivered |
+//! | `{P:outbox}:dl:<endpoint>` / `:dlz:<endpoint>` | hash / zset | dead letters: event id → JSON, and their ids in order |
+//! | `P:layout` | string | the key layout and bucket count this store was written with (checked at start) |
+//!
+//! `{B}` is one of the bucket hash tags (module `buckets`): every global index is split into
+//! `buckets` parts, each under its own tag, so the indexes spread over the cluster's
+//! slots (see that module for which bucket an entry goes to).
 //!
 //! `P` is the configured prefix. Handles appear as hex (which sorts like the handle's
 //! bytes); principals, rooms and audit handles as unpadded base64url, so no user-chosen
 //! string can inject a brace (moving a key to another slot) or a separator.
 
+use crate::buckets::Buckets;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sessiond_core::{Handle, Principal, TokenHash};
@@ -51,12 +62,14 @@ pub fn handle_from_hex(s: &str) -> Option<Handle> {
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     p: String,
+    pub(crate) buckets: Buckets,
 }
 
 impl Keys {
-    pub(crate) fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str, buckets: usize) -> Self {
         Keys {
             p: prefix.to_owned(),
+            buckets: Buckets::new(prefix, buckets),
         }
     }
 
@@ -73,9 +86,6 @@ impl Keys {
     pub(crate) fn draft_move(&self, h: &Handle) -> String {
         format!("{{{}:s:{}}}:mv", self.p, handle_hex(h))
     }
-    pub(crate) fn draft_moves(&self) -> String {
-        format!("{}:moves", self.p)
-    }
     pub(crate) fn token(&self, t: &TokenHash) -> String {
         format!("{}:t:{}", self.p, t.to_hex())
     }
@@ -87,15 +97,6 @@ impl Keys {
     }
     pub(crate) fn claim(&self, key: &str) -> String {
         format!("{}:c:{}", self.p, enc(key))
-    }
-    pub(crate) fn deadlines(&self) -> String {
-        format!("{}:deadlines", self.p)
-    }
-    pub(crate) fn sessions(&self) -> String {
-        format!("{}:sessions", self.p)
-    }
-    pub(crate) fn ended(&self) -> String {
-        format!("{}:ended", self.p)
     }
 
     fn principal_tag(&self, p: &Principal) -> String {
@@ -116,9 +117,6 @@ impl Keys {
     pub(crate) fn move_lock(&self, p: &Principal) -> String {
         format!("{}:mv", self.principal_tag(p))
     }
-    pub(crate) fn draft_updates(&self) -> String {
-        format!("{}:draft-upd", self.p)
-    }
     pub(crate) fn draft_member(p: &Principal, conversation: &str) -> String {
         format!("{} {conversation}", enc(p.as_str()))
     }
@@ -129,30 +127,86 @@ impl Keys {
     pub(crate) fn snapshot_bytes(&self, by: &str) -> String {
         format!("{}:sb:{}", self.p, enc(by))
     }
-    pub(crate) fn snapshot_retention(&self) -> String {
-        format!("{}:snap-ret", self.p)
+
+    pub(crate) fn audit_seq(&self) -> String {
+        format!("{{{}:audit}}:seq", self.p)
     }
 
-    fn audit_tag(&self) -> String {
-        format!("{{{}:audit}}", self.p)
+    /// The webhook outbox: a few small keys under one tag of their own (not partitioned:
+    /// one lease, one cursor per endpoint, dead letters an operator clears).
+    fn outbox_tag(&self) -> String {
+        format!("{{{}:outbox}}", self.p)
     }
-    pub(crate) fn audit_seq(&self) -> String {
-        format!("{}:seq", self.audit_tag())
+    pub(crate) fn outbox_lease(&self) -> String {
+        format!("{}:lease", self.outbox_tag())
     }
-    pub(crate) fn audit_events(&self) -> String {
-        format!("{}:ev", self.audit_tag())
+    pub(crate) fn outbox_fence(&self) -> String {
+        format!("{}:fence", self.outbox_tag())
     }
-    pub(crate) fn audit_ids(&self) -> String {
-        format!("{}:ids", self.audit_tag())
+    pub(crate) fn outbox_cursors(&self) -> String {
+        format!("{}:cur", self.outbox_tag())
     }
-    pub(crate) fn audit_at(&self) -> String {
-        format!("{}:at", self.audit_tag())
+    pub(crate) fn dead_letters(&self, endpoint: &str) -> String {
+        format!("{}:dl:{}", self.outbox_tag(), enc(endpoint))
     }
-    pub(crate) fn audit_by_handle(&self, handle: &str) -> String {
-        format!("{}:h:{}", self.audit_tag(), enc(handle))
+    pub(crate) fn dead_letter_ids(&self, endpoint: &str) -> String {
+        format!("{}:dlz:{}", self.outbox_tag(), enc(endpoint))
     }
-    pub(crate) fn audit_by_principal(&self, principal: &str) -> String {
-        format!("{}:p:{}", self.audit_tag(), enc(principal))
+}
+
+/// The partitioned global indexes: each takes a bucket number (see the `buckets` module
+/// for which bucket an entry belongs to).
+impl Keys {
+    /// The store's key layout and bucket count (`P:layout`).
+    pub(crate) fn layout(&self) -> String {
+        format!("{}:layout", self.p)
+    }
+    /// The single-slot indexes of the layout before buckets: their presence means the
+    /// store was written by an older sessiond.
+    pub(crate) fn legacy_indexes(&self) -> Vec<String> {
+        let p = &self.p;
+        vec![
+            format!("{p}:deadlines"),
+            format!("{p}:sessions"),
+            format!("{p}:ended"),
+            format!("{p}:moves"),
+            format!("{p}:draft-upd"),
+            format!("{p}:snap-ret"),
+            format!("{{{p}:audit}}:ids"),
+        ]
+    }
+    pub(crate) fn deadlines(&self, b: usize) -> String {
+        format!("{}:deadlines", self.buckets.tag(b))
+    }
+    pub(crate) fn sessions(&self, b: usize) -> String {
+        format!("{}:sessions", self.buckets.tag(b))
+    }
+    pub(crate) fn ended(&self, b: usize) -> String {
+        format!("{}:ended", self.buckets.tag(b))
+    }
+    pub(crate) fn draft_moves(&self, b: usize) -> String {
+        format!("{}:moves", self.buckets.tag(b))
+    }
+    pub(crate) fn draft_updates(&self, b: usize) -> String {
+        format!("{}:draft-upd", self.buckets.tag(b))
+    }
+    pub(crate) fn snapshot_retention(&self, b: usize) -> String {
+        format!("{}:snap-ret", self.buckets.tag(b))
+    }
+    pub(crate) fn audit_events(&self, b: usize) -> String {
+        format!("{}:aev", self.buckets.tag(b))
+    }
+    pub(crate) fn audit_ids(&self, b: usize) -> String {
+        format!("{}:aids", self.buckets.tag(b))
+    }
+    pub(crate) fn audit_at(&self, b: usize) -> String {
+        format!("{}:aat", self.buckets.tag(b))
+    }
+    pub(crate) fn audit_by_handle(&self, b: usize, handle: &str) -> String {
+        format!("{}:ah:{}", self.buckets.tag(b), enc(handle))
+    }
+    pub(crate) fn audit_by_principal(&self, b: usize, principal: &str) -> String {
+        format!("{}:ap:{}", self.buckets.tag(b), enc(principal))
     }
 }
 
@@ -173,7 +227,7 @@ mod tests {
 
     #[test]
     fn atomic_groups_share_a_slot() {
-        let k = Keys::new("sd");
+        let k = Keys::new("sd", 16);
         let h = Handle::generate();
         assert_eq!(tag(&k.session(&h)), tag(&k.session_data(&h)));
         assert_eq!(tag(&k.session(&h)), tag(&k.draft_move(&h)));
@@ -190,7 +244,25 @@ mod tests {
             assert_eq!(tag(&d), tag(&other));
         }
         assert!(!tag(&d).contains("evil"), "user text never shapes the tag");
-        assert_eq!(tag(&k.audit_seq()), tag(&k.audit_by_principal("a}b")));
+        let b = k.buckets.of_name("h");
+        assert_eq!(
+            tag(&k.audit_events(b)),
+            tag(&k.audit_by_principal(b, "a}b"))
+        );
+        assert_eq!(tag(&k.audit_events(b)), tag(&k.audit_by_handle(b, "h")));
+        assert_ne!(tag(&k.deadlines(0)), tag(&k.deadlines(1)));
+        // Each outbox script touches only outbox keys: they share one tag, whatever
+        // the endpoint's name, and none of them sits in a bucket.
+        let lease = k.outbox_lease();
+        for other in [
+            k.outbox_fence(),
+            k.outbox_cursors(),
+            k.dead_letters("ep}{x"),
+            k.dead_letter_ids("ep}{x"),
+        ] {
+            assert_eq!(tag(&lease), tag(&other));
+        }
+        assert!((0..16).all(|b| tag(&k.audit_ids(b)) != tag(&lease)));
         assert_ne!(
             tag(&k.drafts(&Principal("user:a".into()))),
             tag(&k.drafts(&Principal("user:b".into())))

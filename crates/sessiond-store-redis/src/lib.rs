@@ -53,8 +53,9 @@
 //!   (rotation, purge, crash between two writes) never maps to a session. Outside
 //!   Cluster the index and the session are read by one script (one round trip on the
 //!   hot path); on Cluster they live in different slots and take two;
-//! - `P:deadlines` holds candidates; `due_sessions` re-reads each session and drops or
-//!   re-scores entries that disagree, so an expiry is never missed nor fired early;
+//! - the deadline index (one sorted set per bucket, see [`keys`]) holds candidates;
+//!   `due_sessions` re-reads each session and drops or re-scores entries that
+//!   disagree, so an expiry is never missed nor fired early;
 //! - idempotent create writes the session first and claims the key second (a hash
 //!   written only if absent: SET NX semantics). A loser deletes its own unreferenced
 //!   session and returns the winner's record, which therefore always names a session
@@ -83,6 +84,7 @@
 
 mod audit;
 mod audited;
+mod buckets;
 pub mod cluster;
 mod config;
 pub mod conn;
@@ -107,7 +109,14 @@ pub struct RedisStore {
     pool: Pool,
     keys: Keys,
     cfg: RedisConfig,
+    /// Where scans over every bucket (purges) start, turned on each call so that a
+    /// purge cut short by its limit does not always favour the first buckets.
+    rotor: std::sync::atomic::AtomicUsize,
 }
+
+/// The key layout this code writes (see [`keys`]); recorded in `P:layout` with the
+/// bucket count.
+const LAYOUT: &str = "bucketed-v1";
 
 impl RedisStore {
     /// Validates `config`, connects (bounded by `connect_timeout`) and checks that
@@ -118,11 +127,83 @@ impl RedisStore {
         let pool = Pool::connect(&config, &topology).await?;
         let store = RedisStore {
             pool,
-            keys: Keys::new(&config.key_prefix),
+            keys: Keys::new(&config.key_prefix, config.buckets),
             cfg: config,
+            rotor: std::sync::atomic::AtomicUsize::new(0),
         };
         let _: String = store.q(&redis::cmd("PING")).await?;
+        store.check_layout().await?;
         Ok(store)
+    }
+
+    /// Records the key layout and bucket count in a fresh keyspace, or checks that an
+    /// existing one was written with the same: nodes disagreeing on the buckets would
+    /// each see part of every index, and a keyspace of the single-slot layout (before
+    /// buckets) would have its indexes ignored. Either refuses to start, with what to do.
+    async fn check_layout(&self) -> Result<(), RedisError> {
+        let want = format!("{LAYOUT} buckets={}", self.keys.buckets.len());
+        let key = self.keys.layout();
+        let p = &self.cfg.key_prefix;
+        let mut get = redis::cmd("GET");
+        get.arg(&key);
+        let found = match self.q::<Option<String>>(&get).await? {
+            Some(v) => v,
+            None => {
+                for old in self.keys.legacy_indexes() {
+                    let mut exists = redis::cmd("EXISTS");
+                    exists.arg(&old);
+                    if self.q::<i64>(&exists).await? > 0 {
+                        return Err(RedisError::Layout(format!(
+                            "the Redis keyspace under prefix {p:?} was written by an older \
+                             sessiond (single-slot indexes, e.g. {old:?}); this version \
+                             partitions them into buckets and cannot read them. Reset that \
+                             prefix or use a new redis.key_prefix (docs/operations.md, \
+                             \"Upgrading the Redis key layout\")"
+                        )));
+                    }
+                }
+                let mut set = redis::cmd("SET");
+                set.arg(&key).arg(&want).arg("NX");
+                match self.q::<Option<String>>(&set).await {
+                    Ok(Some(_)) => return Ok(()),
+                    Ok(None) => {}
+                    // A read-only replica (a tool reading one): nothing to record, and it
+                    // cannot write an index under the wrong layout either.
+                    Err(RedisError::Redis(e)) if e.kind() == redis::ErrorKind::ReadOnly => {
+                        return Ok(())
+                    }
+                    Err(e) => return Err(e),
+                }
+                // Another node recorded it first: compare with its figure.
+                self.q::<Option<String>>(&get).await?.unwrap_or_default()
+            }
+        };
+        if found != want {
+            return Err(RedisError::Layout(format!(
+                "the Redis keyspace under prefix {p:?} was written with {found:?}, this node \
+                 is configured for {want:?}: every node must use the same redis.buckets \
+                 (docs/operations.md, \"Upgrading the Redis key layout\")"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The key of the deadline index bucket holding `h`: for tools and tests that
+    /// inspect the store.
+    pub fn deadline_index_key(&self, h: &sessiond_core::Handle) -> String {
+        self.keys.deadlines(self.keys.buckets.of_handle(h))
+    }
+
+    /// The audit id counter's key: the one key every audit append touches.
+    pub fn audit_counter_key(&self) -> String {
+        self.keys.audit_seq()
+    }
+
+    /// The first bucket a scan over every bucket visits this time.
+    pub(crate) fn rotate(&self) -> usize {
+        self.rotor
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % self.keys.buckets.len()
     }
 
     /// Whether the store talks to a Redis Cluster.

@@ -10,6 +10,76 @@
 use redis::Script;
 use std::sync::LazyLock;
 
+/// KEYS: outbox lease, fence counter. ARGV: holder, ttl_ms. → the fence when `holder`
+/// holds the lease afterwards (renewed, or taken with a new fence), nil when another
+/// holder's lease is still running.
+pub(crate) static ACQUIRE_OUTBOX_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  if string.sub(cur, sep + 1) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return tonumber(string.sub(cur, 1, sep - 1))
+  end
+  return false
+end
+local f = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], f .. ':' .. ARGV[1], 'PX', ARGV[2])
+return f
+"#,
+    )
+});
+
+/// KEYS: outbox lease. ARGV: holder. Deletes the lease if `holder` holds it.
+pub(crate) static RELEASE_OUTBOX_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sep = string.find(cur, ':', 1, true)
+  if string.sub(cur, sep + 1) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+end
+return 1
+"#,
+    )
+});
+
+/// KEYS: cursors, fence counter. ARGV: fence, endpoint field, from ('' for none), to.
+/// → 1 moved, 0 the fence is stale or the cursor moved meanwhile.
+pub(crate) static ADVANCE_OUTBOX_CURSOR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+if (redis.call('HGET', KEYS[1], ARGV[2]) or '') ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[4])
+return 1
+"#,
+    )
+});
+
+/// KEYS: dead letters (hash), their ids (zset). ARGV: event id, JSON. Upserts.
+pub(crate) static PUT_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// KEYS: dead letters (hash), their ids (zset). ARGV: event id. → 1 removed, 0 absent.
+pub(crate) static DELETE_DEAD_LETTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"#,
+    )
+});
+
 /// KEYS: session. ARGV: ttl_ms, field, value, … → 1 created, 0 the handle exists.
 pub(crate) static CREATE_SESSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(CREATE_SESSION_BODY));
@@ -206,21 +276,57 @@ return {0, r or ''}
     )
 });
 
-/// KEYS: id counter, events hash, id index, time index, then per-handle and
-/// per-principal indexes. ARGV: event JSON, at. → the new id (never reused: the
-/// counter is never deleted).
+/// Standalone and Sentinel (its keys span buckets, which only one server can hold):
+/// the whole append in one step. KEYS: id counter, then the event's bucket's events
+/// hash, id index, time index, and its handle and principal indexes. ARGV: event JSON,
+/// at. → the new id (never reused: the counter is never deleted).
 pub(crate) static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
         r#"
+{ALLOC_MS}
 local id = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], id, ARGV[1])
+redis.call('HSET', KEYS[2], id, alloc .. ' ' .. ARGV[1])
 redis.call('ZADD', KEYS[3], id, id)
 redis.call('ZADD', KEYS[4], ARGV[2], id)
 for i = 5, #KEYS do redis.call('ZADD', KEYS[i], id, id) end
 return id
-"#,
-    )
+"#
+    ))
 });
+
+/// Cluster, the step after the id was taken (a plain `INCR` of the counter): KEYS: the
+/// bucket's events hash, id index, time index, then its handle and principal indexes.
+/// ARGV: id, JSON, at. The event is stamped with the bucket master's time of writing.
+pub(crate) static APPEND_AUDIT_BUCKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+{ALLOC_MS}
+redis.call('HSET', KEYS[1], ARGV[1], alloc .. ' ' .. ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+for i = 4, #KEYS do redis.call('ZADD', KEYS[i], ARGV[1], ARGV[1]) end
+return 1
+"#
+    ))
+});
+
+/// KEYS: a bucket's events hash. ARGV: ids. → {the bucket master's time in ms (as
+/// text), then each id's stored event or false}: events with the clock they were
+/// stamped on, for forward reads on Cluster.
+pub(crate) static READ_AUDIT_BUCKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r#"
+{ALLOC_MS}
+local out = {{alloc}}
+for i = 1, #ARGV do out[i + 1] = redis.call('HGET', KEYS[1], ARGV[i]) end
+return out
+"#
+    ))
+});
+
+/// Lua setting `alloc` to the server's time in ms as text, built from TIME's two
+/// strings (never formatting a large number, see the module note).
+const ALLOC_MS: &str = "local now = redis.call('TIME')\nlocal alloc = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))";
 
 /// KEYS: blob. ARGV: bytes, ttl_ms. Appends one chunk of an upload and (re)arms the
 /// upload's TTL in the same step, so a crash never leaves bytes without a TTL.
@@ -268,9 +374,10 @@ pub(crate) static FINISH_MOVE_AUDITED: LazyLock<Script> =
 
 /// Wraps a change script (its body reads `KEYS`/`ARGV`) so the audit events follow it
 /// in the same script. Layout: KEYS = the change's keys, then the audit id counter,
-/// events hash, id index, time index, then each event's handle/principal index keys.
-/// ARGV = number of change keys, number of change args, the change's args, the number
-/// of events, then per event: JSON, at, number of its index keys.
+/// then per event its bucket's events hash, id index, time index and the event's
+/// handle/principal index keys. ARGV = number of change keys, number of change args,
+/// the change's args, the number of events, then per event: JSON, at, number of its
+/// handle/principal index keys.
 ///
 /// Redis does not roll a script back when a command in it fails, so the audit keys'
 /// types are checked before anything is written (a key of the wrong type fails the whole
@@ -285,30 +392,38 @@ local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
 local K = {{unpack(KEYS, 1, nk)}}
 local A = {{unpack(ARGV, 3, 2 + na)}}
 local ak = nk + 1
-local want = {{'string', 'hash', 'zset', 'zset'}}
-for i = ak, #KEYS do
-  local t = redis.call('TYPE', KEYS[i])['ok']
-  local w = want[i - nk] or 'zset'
-  if t ~= 'none' and t ~= w then return redis.error_reply('audit key ' .. KEYS[i] .. ' holds a ' .. t) end
+local function bad(k, t) return redis.error_reply('audit key ' .. k .. ' holds a ' .. t) end
+local t = redis.call('TYPE', KEYS[ak])['ok']
+if t ~= 'none' and t ~= 'string' then return bad(KEYS[ak], t) end
+if t == 'string' and not tonumber(redis.call('GET', KEYS[ak])) then return bad(KEYS[ak], 'non-number') end
+local n = tonumber(ARGV[3 + na])
+local ki, ai = ak + 1, 4 + na
+for e = 1, n do
+  for j = 0, 2 + tonumber(ARGV[ai + 2]) do
+    local tj = redis.call('TYPE', KEYS[ki + j])['ok']
+    local w = 'zset'
+    if j == 0 then w = 'hash' end
+    if tj ~= 'none' and tj ~= w then return bad(KEYS[ki + j], tj) end
+  end
+  ki = ki + 3 + tonumber(ARGV[ai + 2])
+  ai = ai + 3
 end
 local function change()
 {body}
 end
 local r = change()
 if r == false or r == nil or r == 0 or (type(r) == 'table' and r[1] == 0) then return r end
-local ai = 3 + na
-local n = tonumber(ARGV[ai])
-ai = ai + 1
-local ki = ak + 4
+{ALLOC_MS}
+ki, ai = ak + 1, 4 + na
 for e = 1, n do
   local id = redis.call('INCR', KEYS[ak])
-  redis.call('HSET', KEYS[ak + 1], id, ARGV[ai])
-  redis.call('ZADD', KEYS[ak + 2], id, id)
-  redis.call('ZADD', KEYS[ak + 3], ARGV[ai + 1], id)
+  redis.call('HSET', KEYS[ki], id, alloc .. ' ' .. ARGV[ai])
+  redis.call('ZADD', KEYS[ki + 1], id, id)
+  redis.call('ZADD', KEYS[ki + 2], ARGV[ai + 1], id)
   for j = 1, tonumber(ARGV[ai + 2]) do
-    redis.call('ZADD', KEYS[ki], id, id)
-    ki = ki + 1
+    redis.call('ZADD', KEYS[ki + 2 + j], id, id)
   end
+  ki = ki + 3 + tonumber(ARGV[ai + 2])
   ai = ai + 3
 end
 return r

@@ -214,18 +214,24 @@ impl RedisStore {
         self.q(&c).await
     }
 
+    /// The index bucket of a handle (deadlines, listing, ended, draft moves).
+    fn bucket(&self, h: &Handle) -> usize {
+        self.keys.buckets.of_handle(h)
+    }
+
     /// Puts an active session on the deadline index, an ended one on the ended index.
     async fn index_state(&self, s: &Session) -> R<()> {
         let hex = handle_hex(&s.handle);
+        let b = self.bucket(&s.handle);
         match (s.state, s.ended_at) {
             (SessionState::Active, _) => {
-                self.zadd(&self.keys.deadlines(), &[], deadline_of(s), &hex)
+                self.zadd(&self.keys.deadlines(b), &[], deadline_of(s), &hex)
                     .await
             }
             (SessionState::Ended, ended_at) => {
-                self.zrem(&self.keys.deadlines(), &hex).await?;
+                self.zrem(&self.keys.deadlines(b), &hex).await?;
                 self.zadd(
-                    &self.keys.ended(),
+                    &self.keys.ended(b),
                     &[],
                     ended_at.unwrap_or(s.created_at),
                     &hex,
@@ -238,24 +244,26 @@ impl RedisStore {
     /// Removes a session that lost an idempotency race (it was never referenced).
     async fn unwind_create(&self, s: &Session) -> R<()> {
         let hex = handle_hex(&s.handle);
+        let b = self.bucket(&s.handle);
         let mut del = Self::cmd("DEL");
         del.arg(self.keys.session(&s.handle))
             .arg(self.keys.session_data(&s.handle));
         self.q::<i64>(&del).await?;
-        let (a, b, c, d) = futures::join!(
+        let (r1, r2, r3, r4) = futures::join!(
             self.del_if_eq(self.keys.token(&s.token_hash), &hex),
-            self.zrem(self.keys.deadlines(), &hex),
-            self.zrem(self.keys.sessions(), &hex),
-            self.zrem(self.keys.ended(), &hex),
+            self.zrem(self.keys.deadlines(b), &hex),
+            self.zrem(self.keys.sessions(b), &hex),
+            self.zrem(self.keys.ended(b), &hex),
         );
-        a.and(b).and(c).and(d)
+        r1.and(r2).and(r3).and(r4)
     }
 
-    /// Purges one ended session with its data, token index and idempotency record, or
-    /// repairs its index entries if it is not (or no longer) purgeable.
-    async fn purge_one(&self, hex: &str, ended_before: Timestamp) -> R<bool> {
+    /// Purges one ended session (an entry of bucket `b`'s ended index) with its data,
+    /// token index and idempotency record, or repairs its index entries if it is not
+    /// (or no longer) purgeable.
+    async fn purge_one(&self, b: usize, hex: &str, ended_before: Timestamp) -> R<bool> {
         let Some(h) = handle_from_hex(hex) else {
-            self.zrem(&self.keys.ended(), hex).await?;
+            self.zrem(&self.keys.ended(b), hex).await?;
             return Ok(false);
         };
         let mut inv = PURGE_SESSION.prepare_invoke();
@@ -268,11 +276,11 @@ impl RedisStore {
             get.arg(self.keys.session(&h)).arg("st").arg("ea");
             let (st, ea): (Option<String>, Option<i64>) = self.q(&get).await?;
             match (st.as_deref(), ea) {
-                (Some("ended"), Some(ea)) => self.zadd(&self.keys.ended(), &[], ea, hex).await?,
-                (Some(_), _) => self.zrem(&self.keys.ended(), hex).await?,
+                (Some("ended"), Some(ea)) => self.zadd(&self.keys.ended(b), &[], ea, hex).await?,
+                (Some(_), _) => self.zrem(&self.keys.ended(b), hex).await?,
                 (None, _) => {
-                    self.zrem(&self.keys.ended(), hex).await?;
-                    self.zrem(&self.keys.sessions(), hex).await?;
+                    self.zrem(&self.keys.ended(b), hex).await?;
+                    self.zrem(&self.keys.sessions(b), hex).await?;
                 }
             }
             return Ok(false);
@@ -285,9 +293,9 @@ impl RedisStore {
             release.key(self.keys.idem(&idem)).arg(hex);
             self.eval::<i64>(&release).await?;
         }
-        self.zrem(&self.keys.deadlines(), hex).await?;
-        self.zrem(&self.keys.sessions(), hex).await?;
-        self.zrem(&self.keys.ended(), hex).await?;
+        self.zrem(&self.keys.deadlines(b), hex).await?;
+        self.zrem(&self.keys.sessions(b), hex).await?;
+        self.zrem(&self.keys.ended(b), hex).await?;
         Ok(true)
     }
 }
@@ -337,7 +345,7 @@ impl SessionStore for RedisStore {
         let (a, b, c) = futures::join!(
             self.q::<redis::Value>(&set_token),
             self.index_state(s),
-            self.zadd(self.keys.sessions(), &[], 0, &hex),
+            self.zadd(self.keys.sessions(self.bucket(&s.handle)), &[], 0, &hex),
         );
         a?;
         b?;
@@ -422,8 +430,13 @@ impl SessionStore for RedisStore {
         if s.is_active() {
             // Pull an existing deadline entry earlier first, so a crash after the
             // update can only make the timer look too early (it re-checks), never late.
-            self.zadd(&self.keys.deadlines(), &["XX", "LT"], deadline_of(s), &hex)
-                .await?;
+            self.zadd(
+                &self.keys.deadlines(self.bucket(&s.handle)),
+                &["XX", "LT"],
+                deadline_of(s),
+                &hex,
+            )
+            .await?;
         }
         if rotated {
             // The new index entry goes first; until the update applies it is a hint
@@ -439,7 +452,13 @@ impl SessionStore for RedisStore {
             Some(m) => {
                 // Indexed first: a crash after the update leaves an entry the sweep
                 // follows; one whose update never applied is dropped by the sweep.
-                self.zadd(&self.keys.draft_moves(), &[], m.at, &hex).await?;
+                self.zadd(
+                    &self.keys.draft_moves(self.bucket(&s.handle)),
+                    &[],
+                    m.at,
+                    &hex,
+                )
+                .await?;
                 serde_json::to_string(m).map_err(RedisError::from)?
             }
             None => String::new(),
@@ -498,8 +517,13 @@ impl SessionStore for RedisStore {
             return Ok(false);
         };
         // GT: concurrent touches may land in any order; the entry only moves later.
-        self.zadd(&self.keys.deadlines(), &["GT"], deadline, &handle_hex(h))
-            .await?;
+        self.zadd(
+            &self.keys.deadlines(self.bucket(h)),
+            &["GT"],
+            deadline,
+            &handle_hex(h),
+        )
+        .await?;
         Ok(true)
     }
 
@@ -551,7 +575,7 @@ impl SessionStore for RedisStore {
                     None => Ok(()),
                 }
             },
-            self.zadd(self.keys.sessions(), &[], 0, &hex),
+            self.zadd(self.keys.sessions(self.bucket(h)), &[], 0, &hex),
         );
         a.and(b).and(c).and(d)?;
         self.replicated(&[&self.keys.session(h)]).await?;
@@ -559,15 +583,25 @@ impl SessionStore for RedisStore {
     }
 
     async fn pending_draft_moves(&self, limit: usize) -> Result<Vec<DraftMove>> {
-        let mut range = Self::cmd("ZRANGE");
-        range
-            .arg(self.keys.draft_moves())
-            .arg(0)
-            .arg(cap(limit).min(isize::MAX as usize) as isize - 1);
-        let entries: Vec<String> = self.q(&range).await?;
+        let last = cap(limit).min(isize::MAX as usize) as isize - 1;
+        // The oldest `limit` over every bucket: each bucket's oldest, merged by time.
+        let lists = try_join_all((0..self.keys.buckets.len()).map(|b| async move {
+            let mut range = Self::cmd("ZRANGE");
+            range
+                .arg(self.keys.draft_moves(b))
+                .arg(0)
+                .arg(last)
+                .arg("WITHSCORES");
+            let v: Vec<(String, f64)> = self.q(&range).await?;
+            Ok::<_, RedisError>(v.into_iter().map(move |(hex, at)| (at as i64, b, hex)))
+        }))
+        .await?;
+        let mut entries: Vec<(i64, usize, String)> = lists.into_iter().flatten().collect();
+        entries.sort_unstable();
+        entries.truncate(cap(limit));
         let mut out = Vec::new();
         let mut cutoff = None;
-        for hex in entries {
+        for (_, b, hex) in entries {
             let json = match handle_from_hex(&hex) {
                 Some(h) => {
                     let mut get = Self::cmd("GET");
@@ -590,7 +624,7 @@ impl SessionStore for RedisStore {
                         }
                     };
                     let mut inv = ZREM_IF_LE.prepare_invoke();
-                    inv.key(self.keys.draft_moves()).arg(&hex).arg(cutoff);
+                    inv.key(self.keys.draft_moves(b)).arg(&hex).arg(cutoff);
                     self.eval::<i64>(&inv).await?;
                 }
             }
@@ -608,7 +642,7 @@ impl SessionStore for RedisStore {
         let done = self.change::<i64>(finish, audit, |n| *n == 1).await? == 1;
         if done {
             let mut inv = ZREM_IF_LE.prepare_invoke();
-            inv.key(self.keys.draft_moves())
+            inv.key(self.keys.draft_moves(self.bucket(&m.handle)))
                 .arg(handle_hex(&m.handle))
                 .arg(m.at);
             self.eval::<i64>(&inv).await?;
@@ -619,137 +653,170 @@ impl SessionStore for RedisStore {
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         let limit = cap(filter.limit);
         let mut out = Vec::new();
+        // Buckets are ranges of handles in order: read them one after the other.
+        let first = filter.after.map_or(0, |h| self.bucket(&h));
         let mut cursor = filter.after.map(|h| handle_hex(&h));
-        loop {
-            let start = cursor
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), |c| format!("({c}"));
-            let mut range = Self::cmd("ZRANGEBYLEX");
-            range
-                .arg(self.keys.sessions())
-                .arg(start)
-                .arg("+")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(SCAN_BATCH);
-            let hexes: Vec<String> = self.q(&range).await?;
-            let maps = try_join_all(hexes.iter().map(|hex| async move {
-                match handle_from_hex(hex) {
-                    Some(h) => self.session_map(&h).await,
-                    None => Ok(HashMap::new()),
-                }
-            }))
-            .await?;
-            for (hex, m) in hexes.iter().zip(&maps) {
-                match decode_session(m)? {
-                    // Expired by its safety-net TTL: drop the dangling index entry.
-                    None => self.zrem(&self.keys.sessions(), hex).await?,
-                    Some(s) if filter.matches(&s) => {
-                        out.push(s);
-                        if out.len() >= limit {
-                            return Ok(out);
-                        }
+        for b in first..self.keys.buckets.len() {
+            loop {
+                let start = cursor
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |c| format!("({c}"));
+                let mut range = Self::cmd("ZRANGEBYLEX");
+                range
+                    .arg(self.keys.sessions(b))
+                    .arg(start)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SCAN_BATCH);
+                let hexes: Vec<String> = self.q(&range).await?;
+                let maps = try_join_all(hexes.iter().map(|hex| async move {
+                    match handle_from_hex(hex) {
+                        Some(h) => self.session_map(&h).await,
+                        None => Ok(HashMap::new()),
                     }
-                    Some(_) => {}
+                }))
+                .await?;
+                for (hex, m) in hexes.iter().zip(&maps) {
+                    match decode_session(m)? {
+                        // Expired by its safety-net TTL: drop the dangling index entry.
+                        None => self.zrem(&self.keys.sessions(b), hex).await?,
+                        Some(s) if filter.matches(&s) => {
+                            out.push(s);
+                            if out.len() >= limit {
+                                return Ok(out);
+                            }
+                        }
+                        Some(_) => {}
+                    }
                 }
+                if hexes.len() < SCAN_BATCH {
+                    break;
+                }
+                cursor = hexes.last().cloned();
             }
-            if hexes.len() < SCAN_BATCH {
-                return Ok(out);
-            }
-            cursor = hexes.last().cloned();
+            cursor = None;
         }
+        Ok(out)
     }
 
     async fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>> {
         let limit = cap(limit);
-        let mut out = Vec::new();
+        let n = self.keys.buckets.len();
+        let mut out: Vec<(i64, Handle)> = Vec::new();
         let mut seen = HashSet::new();
+        // Per bucket: entries confirmed so far (they stay in front of its range; skip
+        // them), and the buckets that may hold more.
+        let mut confirmed = vec![0usize; n];
+        let mut open: Vec<usize> = (0..n).collect();
         for _ in 0..MAX_PASSES {
-            let want = (limit - out.len()).min(SCAN_BATCH * 4);
-            if want == 0 {
+            let left = limit.saturating_sub(out.len());
+            if left == 0 || open.is_empty() {
                 break;
             }
-            // Entries confirmed so far stay in front of the range; skip them.
-            let mut range = Self::cmd("ZRANGEBYSCORE");
-            range
-                .arg(self.keys.deadlines())
-                .arg("-inf")
-                .arg(now)
-                .arg("LIMIT")
-                .arg(out.len())
-                .arg(want);
-            let hexes: Vec<String> = self.q(&range).await?;
-            let states = try_join_all(hexes.iter().map(|hex| async move {
-                let Some(h) = handle_from_hex(hex) else {
-                    return Ok(None);
-                };
-                let mut get = Self::cmd("HMGET");
-                get.arg(self.keys.session(&h)).arg("st").arg("ie").arg("ae");
-                let v: (Option<String>, Option<i64>, Option<i64>) = self.q(&get).await?;
-                Ok::<_, RedisError>(Some((h, v)))
+            // An even share of what is left from each open bucket (handles spread evenly);
+            // a bucket holding more is read again in the next pass.
+            let share = left.div_ceil(open.len()).clamp(1, SCAN_BATCH * 4);
+            let found = try_join_all(open.iter().map(|&b| {
+                let skip = confirmed[b];
+                async move {
+                    let mut range = Self::cmd("ZRANGEBYSCORE");
+                    range
+                        .arg(self.keys.deadlines(b))
+                        .arg("-inf")
+                        .arg(now)
+                        .arg("LIMIT")
+                        .arg(skip)
+                        .arg(share);
+                    let hexes: Vec<String> = self.q(&range).await?;
+                    let states = try_join_all(hexes.iter().map(|hex| async move {
+                        let Some(h) = handle_from_hex(hex) else {
+                            return Ok(None);
+                        };
+                        let mut get = Self::cmd("HMGET");
+                        get.arg(self.keys.session(&h)).arg("st").arg("ie").arg("ae");
+                        let v: (Option<String>, Option<i64>, Option<i64>) = self.q(&get).await?;
+                        Ok::<_, RedisError>(Some((h, v)))
+                    }))
+                    .await?;
+                    Ok::<_, RedisError>((b, hexes, states))
+                }
             }))
             .await?;
             let mut fixes = Vec::new();
-            for (hex, state) in hexes.iter().zip(states) {
-                match state {
-                    Some((h, (Some(st), Some(ie), Some(ae)))) if st == "active" => {
-                        let deadline = ie.min(ae);
-                        if deadline <= now {
-                            if seen.insert(h) {
-                                out.push(h);
+            open.clear();
+            for (b, hexes, states) in found {
+                if hexes.len() == share {
+                    open.push(b);
+                }
+                for (hex, state) in hexes.into_iter().zip(states) {
+                    match state {
+                        Some((h, (Some(st), Some(ie), Some(ae)))) if st == "active" => {
+                            let deadline = ie.min(ae);
+                            if deadline <= now {
+                                confirmed[b] += 1;
+                                if seen.insert(h) {
+                                    out.push((deadline, h));
+                                }
+                            } else {
+                                fixes.push((b, hex, Some(deadline)));
                             }
-                        } else {
-                            fixes.push((hex.clone(), Some(deadline)));
                         }
+                        // Ended, purged or unreadable: not a candidate any more.
+                        _ => fixes.push((b, hex, None)),
                     }
-                    // Ended, purged or unreadable: not a candidate any more.
-                    _ => fixes.push((hex.clone(), None)),
                 }
             }
-            let fixed = fixes.len();
-            join_all(fixes.into_iter().map(|(hex, d)| async move {
+            join_all(fixes.into_iter().map(|(b, hex, d)| async move {
                 match d {
-                    Some(d) => self.zadd(&self.keys.deadlines(), &[], d, &hex).await,
-                    None => self.zrem(&self.keys.deadlines(), &hex).await,
+                    Some(d) => self.zadd(&self.keys.deadlines(b), &[], d, &hex).await,
+                    None => self.zrem(&self.keys.deadlines(b), &hex).await,
                 }
             }))
             .await
             .into_iter()
             .collect::<R<Vec<()>>>()?;
-            if hexes.len() < want || fixed == 0 {
-                break;
-            }
         }
+        // Earliest first across the buckets.
+        out.sort_unstable_by_key(|(d, h)| (*d, *h));
         out.truncate(limit);
-        Ok(out)
+        Ok(out.into_iter().map(|(_, h)| h).collect())
     }
 
     async fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize> {
         let limit = cap(limit);
+        let n = self.keys.buckets.len();
+        let start = self.rotate();
         let mut purged = 0;
-        for _ in 0..MAX_PASSES {
-            let want = (limit - purged).min(SCAN_BATCH);
-            if want == 0 {
-                break;
-            }
-            let mut range = Self::cmd("ZRANGEBYSCORE");
-            range
-                .arg(self.keys.ended())
-                .arg("-inf")
-                .arg(format!("({ended_before}"))
-                .arg("LIMIT")
-                .arg(0)
-                .arg(want);
-            let hexes: Vec<String> = self.q(&range).await?;
-            if hexes.is_empty() {
-                break;
-            }
-            for hex in &hexes {
-                if self.purge_one(hex, ended_before).await? {
-                    purged += 1;
+        for k in 0..n {
+            let b = (start + k) % n;
+            for _ in 0..MAX_PASSES {
+                let want = (limit - purged).min(SCAN_BATCH);
+                if want == 0 {
+                    break;
+                }
+                let mut range = Self::cmd("ZRANGEBYSCORE");
+                range
+                    .arg(self.keys.ended(b))
+                    .arg("-inf")
+                    .arg(format!("({ended_before}"))
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(want);
+                let hexes: Vec<String> = self.q(&range).await?;
+                if hexes.is_empty() {
+                    break;
+                }
+                for hex in &hexes {
+                    if self.purge_one(b, hex, ended_before).await? {
+                        purged += 1;
+                    }
+                }
+                if hexes.len() < want {
+                    break;
                 }
             }
-            if hexes.len() < want {
+            if purged >= limit {
                 break;
             }
         }
@@ -757,9 +824,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn count_active_sessions(&self) -> Result<u64> {
-        let mut c = Self::cmd("ZCARD");
-        c.arg(self.keys.deadlines());
-        Ok(self.q(&c).await?)
+        let counts = try_join_all((0..self.keys.buckets.len()).map(|b| async move {
+            let mut c = Self::cmd("ZCARD");
+            c.arg(self.keys.deadlines(b));
+            self.q::<u64>(&c).await
+        }))
+        .await?;
+        Ok(counts.into_iter().sum())
     }
 
     async fn claim_once(&self, key: &str, until: Timestamp, now: Timestamp) -> Result<bool> {

@@ -46,15 +46,18 @@ fn decode_meta(meta: &[u8], ret: &[u8]) -> R<Snapshot> {
 
 impl RedisStore {
     async fn index_retention(&self, room: &str, until: Option<Timestamp>) -> R<()> {
+        let index = self
+            .keys
+            .snapshot_retention(self.keys.buckets.of_name(room));
         let mut c = match until {
             Some(t) => {
                 let mut c = redis::cmd("ZADD");
-                c.arg(self.keys.snapshot_retention()).arg(t);
+                c.arg(index).arg(t);
                 c
             }
             None => {
                 let mut c = redis::cmd("ZREM");
-                c.arg(self.keys.snapshot_retention());
+                c.arg(index);
                 c
             }
         };
@@ -185,16 +188,38 @@ impl SnapshotStore for RedisStore {
 
     async fn purge_snapshots(&self, now: Timestamp, limit: usize) -> Result<usize> {
         let limit = cap(limit);
-        let index = self.keys.snapshot_retention();
+        let n = self.keys.buckets.len();
+        let start = self.rotate();
         let mut purged = 0;
+        for k in 0..n {
+            let index = self.keys.snapshot_retention((start + k) % n);
+            if purged >= limit {
+                break;
+            }
+            self.purge_snapshot_bucket(&index, now, limit, &mut purged)
+                .await?;
+        }
+        Ok(purged)
+    }
+}
+
+impl RedisStore {
+    /// Purges from one bucket of the retention index, adding to `purged` up to `limit`.
+    async fn purge_snapshot_bucket(
+        &self,
+        index: &str,
+        now: Timestamp,
+        limit: usize,
+        purged: &mut usize,
+    ) -> R<()> {
         for _ in 0..MAX_PASSES {
-            let want = (limit - purged).min(PURGE_BATCH);
+            let want = (limit - *purged).min(PURGE_BATCH);
             if want == 0 {
                 break;
             }
             let mut range = redis::cmd("ZRANGEBYSCORE");
             range
-                .arg(&index)
+                .arg(index)
                 .arg("-inf")
                 .arg(now)
                 .arg("LIMIT")
@@ -203,7 +228,7 @@ impl SnapshotStore for RedisStore {
             let members: Vec<String> = self.q(&range).await?;
             for m in &members {
                 let Some(room) = dec(m) else {
-                    self.q::<i64>(redis::cmd("ZREM").arg(&index).arg(m)).await?;
+                    self.q::<i64>(redis::cmd("ZREM").arg(index).arg(m)).await?;
                     continue;
                 };
                 let mut inv = PURGE_SNAPSHOT.prepare_invoke();
@@ -221,25 +246,25 @@ impl SnapshotStore for RedisStore {
                 };
                 match (done, kept_until) {
                     (false, Some(t)) => {
-                        self.q::<i64>(redis::cmd("ZADD").arg(&index).arg(t).arg(m))
+                        self.q::<i64>(redis::cmd("ZADD").arg(index).arg(t).arg(m))
                             .await?;
                     }
                     _ => {
                         // A concurrent put may have re-noted the room with a later
                         // retention; that entry stays.
                         let mut z = ZREM_IF_LE.prepare_invoke();
-                        z.key(&index).arg(m).arg(now);
+                        z.key(index).arg(m).arg(now);
                         self.eval::<i64>(&z).await?;
                     }
                 }
                 if done {
-                    purged += 1;
+                    *purged += 1;
                 }
             }
             if members.len() < want {
                 break;
             }
         }
-        Ok(purged)
+        Ok(())
     }
 }

@@ -74,18 +74,19 @@ async fn due_sessions_verifies_and_repairs_the_deadline_index() {
     store.create_session(&s, None, &[]).await.unwrap();
     let ghost = session("anon:ghost", "editor", 0);
     let mut r = raw().await;
-    let deadlines = format!("{prefix}:deadlines");
+    let deadlines = store.deadline_index_key(&s.handle);
+    let ghost_deadlines = store.deadline_index_key(&ghost.handle);
     // A deadline entry that is too early and one for a session that does not exist.
     let _: () = r.zadd(&deadlines, handle_hex(&s.handle), 10).await.unwrap();
     let _: () = r
-        .zadd(&deadlines, handle_hex(&ghost.handle), 10)
+        .zadd(&ghost_deadlines, handle_hex(&ghost.handle), 10)
         .await
         .unwrap();
     assert!(store.due_sessions(1_000, 10).await.unwrap().is_empty());
     let repaired: Option<i64> = r.zscore(&deadlines, handle_hex(&s.handle)).await.unwrap();
     assert_eq!(repaired, Some(60_000));
     let gone: Option<i64> = r
-        .zscore(&deadlines, handle_hex(&ghost.handle))
+        .zscore(&ghost_deadlines, handle_hex(&ghost.handle))
         .await
         .unwrap();
     assert_eq!(gone, None);
@@ -192,19 +193,103 @@ async fn ended_sessions_keep_only_a_retention_ttl() {
     }
 }
 
-/// A failing audit append (here the events hash clobbered with a string, so the append
+/// A failing audit append (here the id counter clobbered with a hash, so the append
 /// cannot run) fails the change with it: one script checks, changes and appends.
 #[tokio::test]
 async fn a_failing_audit_append_fails_the_change() {
     let prefix = fresh_prefix();
     let store = Arc::new(store_with_prefix(&prefix).await);
-    let key = format!("{{{prefix}:audit}}:ev");
+    let key = store.audit_counter_key();
     sessiond_testkit::conformance::sessions::check_failed_audit_fails_change(
         store as Arc<dyn Store>,
         || async move {
             let mut c = raw().await;
-            let _: () = c.set(key, "not a hash").await.unwrap();
+            let _: () = c.del(&key).await.unwrap();
+            let _: () = c.hset(&key, "x", "not a counter").await.unwrap();
         },
     )
     .await;
+}
+
+/// A counter holding text that is not a number fails the change too (INCR would fail
+/// after the change had been written).
+#[tokio::test]
+async fn a_non_numeric_audit_counter_fails_the_change() {
+    let prefix = fresh_prefix();
+    let store = Arc::new(store_with_prefix(&prefix).await);
+    let key = store.audit_counter_key();
+    sessiond_testkit::conformance::sessions::check_failed_audit_fails_change(
+        store as Arc<dyn Store>,
+        || async move {
+            let mut c = raw().await;
+            let _: () = c.set(&key, "not a counter").await.unwrap();
+        },
+    )
+    .await;
+}
+
+/// A keyspace written with another bucket count, or by the single-slot layout before
+/// buckets, is refused at start with a message that says what to do.
+#[tokio::test]
+async fn another_layout_is_refused_at_start() {
+    let prefix = fresh_prefix();
+    let _first = store_with_prefix(&prefix).await;
+    let other = RedisStore::connect(
+        RedisConfig::new(server().url())
+            .key_prefix(&prefix)
+            .buckets(8),
+    )
+    .await;
+    let msg = other.err().expect("other bucket count refused").to_string();
+    assert!(msg.contains("redis.buckets"), "{msg}");
+    let old = fresh_prefix();
+    let mut r = raw().await;
+    let _: () = r.zadd(format!("{old}:deadlines"), "00", 1).await.unwrap();
+    let msg = RedisStore::connect(RedisConfig::new(server().url()).key_prefix(&old))
+        .await
+        .err()
+        .expect("old layout refused")
+        .to_string();
+    assert!(msg.contains("older sessiond"), "{msg}");
+}
+
+/// A small read of the whole trail (the newest id, which the webhook deliverer asks for
+/// on every poll) reads one id per bucket and one event, not a page of every bucket.
+#[tokio::test]
+async fn the_newest_audit_event_reads_one_event() {
+    use sessiond_core::audit::{AuditEvent, AuditFilter, AuditKind};
+    let store = store_with_prefix(&fresh_prefix()).await;
+    let mut newest = 0;
+    for i in 0..300 {
+        let mut e = AuditEvent::new(1_000 + i, AuditKind::Created);
+        e.handle = Some(format!("h{i}"));
+        newest = store.append_audit(&e).await.unwrap();
+    }
+    let mut r = raw().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let got = store
+        .query_audit(&AuditFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [newest]);
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let calls = |cmd: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    assert_eq!(calls("hmget"), 1, "{stats}");
 }

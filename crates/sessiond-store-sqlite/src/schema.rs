@@ -120,6 +120,27 @@ CREATE TABLE draft_moves (
     at             INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 5 → 6: the webhook outbox: the deliverer's lease, per-endpoint cursors, dead letters.
+    r#"
+-- One row at most (name 'outbox'); fence counts hand-overs and survives releases.
+CREATE TABLE outbox_lease (
+    name      TEXT PRIMARY KEY,
+    holder    TEXT,
+    fence     INTEGER NOT NULL,
+    until     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE outbox_cursors (
+    endpoint  TEXT PRIMARY KEY,
+    last_id   INTEGER NOT NULL
+) WITHOUT ROWID;
+-- The whole DeadLetter as JSON (it carries its audit event, which retention may purge).
+CREATE TABLE dead_letters (
+    endpoint  TEXT NOT NULL,
+    event_id  INTEGER NOT NULL,
+    body      TEXT NOT NULL,
+    PRIMARY KEY (endpoint, event_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -15,6 +15,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, OptionalExtension, TransactionBehavior};
 use sessiond_core::audit::{AuditEvent, AuditFilter};
 use sessiond_core::draft::{AttachmentMeta, Draft, DraftWrite};
+use sessiond_core::outbox::DeadLetter;
 use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
@@ -518,6 +519,175 @@ impl AuditStore for SqliteStore {
                 "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ?1 ORDER BY at LIMIT ?2)",
                 params![before, sql_limit(limit)],
             )?)
+        })
+        .await
+    }
+
+    async fn acquire_outbox_lease(
+        &self,
+        holder: &str,
+        now: Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<u64>> {
+        let holder = holder.to_owned();
+        let until = now.saturating_add(ttl_ms.max(1));
+        self.write_grouped(move |c| {
+            let cur: Option<(Option<String>, i64, i64)> = c
+                .query_row(
+                    "SELECT holder, fence, until FROM outbox_lease WHERE name = 'outbox'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let fence = match cur {
+                Some((Some(h), fence, _)) if h == holder => fence,
+                Some((Some(_), _, running)) if running > now => return Ok(None),
+                Some((_, fence, _)) => fence + 1,
+                None => 1,
+            };
+            c.execute(
+                "INSERT INTO outbox_lease (name, holder, fence, until) VALUES ('outbox', ?1, ?2, ?3) \
+                 ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, fence = excluded.fence, until = excluded.until",
+                params![holder, fence, until],
+            )?;
+            Ok(Some(fence as u64))
+        })
+        .await
+    }
+
+    async fn release_outbox_lease(&self, holder: &str) -> Result<()> {
+        let holder = holder.to_owned();
+        self.write_grouped(move |c| {
+            // The row stays (with its fence), so the next holder's fence is still larger.
+            c.execute(
+                "UPDATE outbox_lease SET holder = NULL, until = 0 WHERE name = 'outbox' AND holder = ?1",
+                params![holder],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn outbox_cursor(&self, endpoint: &str) -> Result<Option<i64>> {
+        let endpoint = endpoint.to_owned();
+        self.read(move |c, _| {
+            Ok(c.query_row(
+                "SELECT last_id FROM outbox_cursors WHERE endpoint = ?1",
+                params![endpoint],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn advance_outbox_cursor(
+        &self,
+        endpoint: &str,
+        fence: u64,
+        from: Option<i64>,
+        to: i64,
+    ) -> Result<bool> {
+        let endpoint = endpoint.to_owned();
+        self.write_grouped(move |c| {
+            let current: Option<i64> = c
+                .query_row(
+                    "SELECT fence FROM outbox_lease WHERE name = 'outbox'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if current != Some(fence as i64) {
+                return Ok(false);
+            }
+            let n = match from {
+                None => c.execute(
+                    "INSERT INTO outbox_cursors (endpoint, last_id) VALUES (?1, ?2) ON CONFLICT(endpoint) DO NOTHING",
+                    params![endpoint, to],
+                )?,
+                Some(from) => c.execute(
+                    "UPDATE outbox_cursors SET last_id = ?3 WHERE endpoint = ?1 AND last_id = ?2",
+                    params![endpoint, from, to],
+                )?,
+            };
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn put_dead_letter(&self, d: &DeadLetter) -> Result<()> {
+        let (endpoint, id) = (d.endpoint.clone(), d.event.id);
+        let body = serde_json::to_string(d).map_err(SqliteError::from)?;
+        self.write_grouped(move |c| {
+            c.execute(
+                "INSERT INTO dead_letters (endpoint, event_id, body) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(endpoint, event_id) DO UPDATE SET body = excluded.body",
+                params![endpoint, id, body],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<Option<DeadLetter>> {
+        let endpoint = endpoint.to_owned();
+        self.read(move |c, _| {
+            let body: Option<String> = c
+                .query_row(
+                    "SELECT body FROM dead_letters WHERE endpoint = ?1 AND event_id = ?2",
+                    params![endpoint, event_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    async fn list_dead_letters(
+        &self,
+        endpoint: &str,
+        after_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        let endpoint = endpoint.to_owned();
+        self.read(move |c, _| {
+            let mut st = c.prepare_cached(
+                "SELECT body FROM dead_letters WHERE endpoint = ?1 AND event_id > ?2 ORDER BY event_id LIMIT ?3",
+            )?;
+            let rows = st.query_map(
+                params![endpoint, after_id.unwrap_or(i64::MIN), sql_limit(limit)],
+                |r| r.get::<_, String>(0),
+            )?;
+            let mut out = Vec::new();
+            for body in rows {
+                out.push(serde_json::from_str(&body?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<bool> {
+        let endpoint = endpoint.to_owned();
+        self.write_grouped(move |c| {
+            Ok(c.execute(
+                "DELETE FROM dead_letters WHERE endpoint = ?1 AND event_id = ?2",
+                params![endpoint, event_id],
+            )? == 1)
+        })
+        .await
+    }
+
+    async fn count_dead_letters(&self, endpoint: &str) -> Result<u64> {
+        let endpoint = endpoint.to_owned();
+        self.read(move |c, _| {
+            let n: i64 = c.query_row(
+                "SELECT COUNT(*) FROM dead_letters WHERE endpoint = ?1",
+                params![endpoint],
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
         })
         .await
     }

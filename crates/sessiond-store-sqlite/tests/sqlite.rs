@@ -223,6 +223,7 @@ async fn sessions_of_a_schema_1_database_read_as_version_0() {
     let c = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     c.execute_batch(
         "ALTER TABLE sessions DROP COLUMN version; DROP TABLE claims; DROP INDEX snapshots_by; DROP TABLE draft_moves; \
+         DROP TABLE outbox_lease; DROP TABLE outbox_cursors; DROP TABLE dead_letters; \
          PRAGMA user_version = 1;",
     )
     .unwrap();

@@ -13,4 +13,6 @@ pub mod redis_guard;
 pub mod server;
 pub mod wait;
 #[cfg(feature = "server")]
+pub mod webhook_receiver;
+#[cfg(feature = "server")]
 pub mod ws;

@@ -18,6 +18,7 @@ use super::{
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::clock::Timestamp;
 use crate::draft::{AttachmentMeta, Draft, DraftWrite};
+use crate::outbox::DeadLetter;
 use crate::quota::{DataUsage, SnapshotUsage};
 use crate::session::{EndReason, Principal, Session};
 use crate::snapshot::{Snapshot, SnapshotWrite};
@@ -168,6 +169,54 @@ impl AuditStore for StoreParts {
     }
     async fn purge_audit(&self, before: Timestamp, limit: usize) -> Result<usize> {
         self.audit.purge_audit(before, limit).await
+    }
+
+    async fn acquire_outbox_lease(
+        &self,
+        holder: &str,
+        now: Timestamp,
+        ttl_ms: i64,
+    ) -> Result<Option<u64>> {
+        self.audit.acquire_outbox_lease(holder, now, ttl_ms).await
+    }
+    async fn release_outbox_lease(&self, holder: &str) -> Result<()> {
+        self.audit.release_outbox_lease(holder).await
+    }
+    async fn outbox_cursor(&self, endpoint: &str) -> Result<Option<i64>> {
+        self.audit.outbox_cursor(endpoint).await
+    }
+    async fn advance_outbox_cursor(
+        &self,
+        endpoint: &str,
+        fence: u64,
+        from: Option<i64>,
+        to: i64,
+    ) -> Result<bool> {
+        self.audit
+            .advance_outbox_cursor(endpoint, fence, from, to)
+            .await
+    }
+    async fn put_dead_letter(&self, d: &DeadLetter) -> Result<()> {
+        self.audit.put_dead_letter(d).await
+    }
+    async fn get_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<Option<DeadLetter>> {
+        self.audit.get_dead_letter(endpoint, event_id).await
+    }
+    async fn list_dead_letters(
+        &self,
+        endpoint: &str,
+        after_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        self.audit
+            .list_dead_letters(endpoint, after_id, limit)
+            .await
+    }
+    async fn delete_dead_letter(&self, endpoint: &str, event_id: i64) -> Result<bool> {
+        self.audit.delete_dead_letter(endpoint, event_id).await
+    }
+    async fn count_dead_letters(&self, endpoint: &str) -> Result<u64> {
+        self.audit.count_dead_letters(endpoint).await
     }
 }
 

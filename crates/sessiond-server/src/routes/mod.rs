@@ -22,6 +22,7 @@ pub mod snapshots;
 pub mod timing;
 pub mod verify;
 pub mod web;
+pub mod webhooks;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -49,6 +50,10 @@ pub fn app(state: AppState) -> Router {
             "no-store",
         ))
         .merge(edge::no_store(live::router(), "no-store"))
+        .merge(edge::no_store(
+            edge::body_limit(webhooks::router(), JSON_BODY_LIMIT),
+            "no-store",
+        ))
         .merge(edge::no_store(
             edge::body_limit(grants::router(), JSON_BODY_LIMIT),
             "no-store",

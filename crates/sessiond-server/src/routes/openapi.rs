@@ -6,7 +6,9 @@
 //! ([`ReadErrors`], [`WriteErrors`], ...), never row by row.
 
 use crate::error::Problem;
-use crate::routes::{admin, demo, devices, drafts, grants, live, ops, session, snapshots, verify};
+use crate::routes::{
+    admin, demo, devices, drafts, grants, live, ops, session, snapshots, verify, webhooks,
+};
 use crate::state::AppState;
 use crate::ws;
 use axum::http::header;
@@ -54,6 +56,11 @@ use utoipa::{Modify, OpenApi};
         live::nodes,
         live::whoami,
         live::drop_connection,
+        // webhooks (admin)
+        webhooks::list_endpoints,
+        webhooks::list_dead_letters,
+        webhooks::retry_dead_letter,
+        webhooks::delete_dead_letter,
         // room access (admin)
         grants::grant_session,
         grants::revoke_session,

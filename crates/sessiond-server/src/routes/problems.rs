@@ -20,11 +20,12 @@ pub enum ProblemKind {
     UnsupportedMediaType,
     IdempotencyMismatch,
     RateLimited,
+    BadGateway,
     StoreUnavailable,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 10] = [
+    pub const ALL: [ProblemKind; 11] = [
         ProblemKind::BadRequest,
         ProblemKind::Unauthorized,
         ProblemKind::Forbidden,
@@ -34,6 +35,7 @@ impl ProblemKind {
         ProblemKind::UnsupportedMediaType,
         ProblemKind::IdempotencyMismatch,
         ProblemKind::RateLimited,
+        ProblemKind::BadGateway,
         ProblemKind::StoreUnavailable,
     ];
 
@@ -48,6 +50,7 @@ impl ProblemKind {
             ProblemKind::UnsupportedMediaType => 415,
             ProblemKind::IdempotencyMismatch => 422,
             ProblemKind::RateLimited => 429,
+            ProblemKind::BadGateway => 502,
             ProblemKind::StoreUnavailable => 503,
         }
     }
@@ -74,6 +77,8 @@ impl ProblemKind {
             ProblemKind::IdempotencyMismatch => "idempotency_mismatch: the Idempotency-Key was used with a different request",
             ProblemKind::RateLimited => "rate_limited: over a per-IP or per-session rate limit (`[rate_limits]`); \
                 nothing was done; retry after `Retry-After` seconds",
+            ProblemKind::BadGateway => "webhook_delivery_failed: the endpoint refused the event again or did not answer; \
+                the dead letter stays, its attempts, status and error updated (`detail` has the status or error)",
             ProblemKind::StoreUnavailable => "store_unavailable: the store failed or did not answer; \
                 overloaded: more requests in flight than `http.max_in_flight`, refused before any work; \
                 retry after `Retry-After` seconds",
@@ -134,6 +139,8 @@ problem_sets! {
     IdempotencyErrors = [Conflict, IdempotencyMismatch];
     /// Rate-limited operations (creation, sign-in, renew, writes, the WebSocket upgrade).
     RateLimitErrors = [RateLimited];
+    /// A manual webhook retry: the endpoint failed again.
+    WebhookErrors = [BadGateway];
     /// Operations that read the store without a session.
     StoreErrors = [StoreUnavailable];
 }

@@ -48,6 +48,16 @@ const V1_ROUTES: &[(&str, &[&str])] = &[
     ),
     ("/v1/admin/principals/{id}/rooms/{room}", &["put", "delete"]),
     ("/v1/admin/rooms/{room}/tokens", &["post"]),
+    ("/v1/admin/webhooks", &["get"]),
+    ("/v1/admin/webhooks/dead-letters", &["get"]),
+    (
+        "/v1/admin/webhooks/dead-letters/{endpoint}/{event_id}",
+        &["delete"],
+    ),
+    (
+        "/v1/admin/webhooks/dead-letters/{endpoint}/{event_id}/retry",
+        &["post"],
+    ),
 ];
 
 /// Outside `/v1/`: the ops endpoints and the dev demo API.

@@ -55,6 +55,9 @@
 //!   commit as the attachment change (not on a conflict or `NotFound`);
 //!   `AttachmentPut::content_sha256`, once filled, is the `sha256` recorded.
 //! - Audit `since` is inclusive, `until` exclusive; `after_id` reads oldest first.
+//! - The outbox lease's fence is at least 1, stays the same on a renewal by its holder
+//!   and grows when the lease changes hands; a cursor moves only with the newest fence
+//!   (a holder that lost the lease cannot move it) and from the value it still has.
 //! - `limit: 0` is not used by the checks (the bundled stores read it as "no limit").
 
 pub mod audit;
@@ -128,7 +131,12 @@ macro_rules! conformance_suite {
         );
     };
     (@all $factory:expr; audit) => {
-        $crate::conformance_suite!(@group $factory; audit: check_audit);
+        $crate::conformance_suite!(@group $factory; audit:
+            check_audit,
+            check_outbox_lease,
+            check_outbox_cursor,
+            check_dead_letters,
+        );
     };
     (@all $factory:expr; drafts) => {
         $crate::conformance_suite!(@group $factory; drafts:

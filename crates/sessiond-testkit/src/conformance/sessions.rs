@@ -840,7 +840,7 @@ pub async fn check_count_active_sessions(store: Arc<dyn Store>) {
 
 /// Now in ms on the wall clock: Redis expires claims on its own clock, so the check
 /// speaks real time to every backend alike.
-fn wall_ms() -> Timestamp {
+pub(crate) fn wall_ms() -> Timestamp {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
