@@ -214,7 +214,7 @@ pub struct RetryResult {
 /// delivered when it was dead-lettered.
 #[utoipa::path(post, path = "/v1/admin/webhooks/dead-letters/{endpoint}/{event_id}/retry", tag = "admin",
     params(("endpoint" = String, Path), ("event_id" = i64, Path)), security(("api_key" = [])),
-    responses((status = 200, body = RetryResult), AdminErrors, NotFoundErrors, WebhookErrors))]
+    responses((status = 200, body = RetryResult), AdminErrors, InputErrors, NotFoundErrors, WebhookErrors))]
 pub async fn retry_dead_letter(
     admin: Admin,
     State(state): State<AppState>,
@@ -263,7 +263,7 @@ pub async fn retry_dead_letter(
 /// `dead_letter_deleted`.
 #[utoipa::path(delete, path = "/v1/admin/webhooks/dead-letters/{endpoint}/{event_id}", tag = "admin",
     params(("endpoint" = String, Path), ("event_id" = i64, Path)), security(("api_key" = [])),
-    responses((status = 204, description = "Deleted"), AdminErrors, NotFoundErrors))]
+    responses((status = 204, description = "Deleted"), AdminErrors, InputErrors, NotFoundErrors))]
 pub async fn delete_dead_letter(
     admin: Admin,
     State(state): State<AppState>,
