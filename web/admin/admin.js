@@ -141,6 +141,12 @@ async function loadNodes() {
   );
 }
 $("nodes-refresh").addEventListener("click", () => loadNodes().catch(report));
+// Connection counts and lease ages change with no audit event to bring them: re-read
+// the (short) node list every few seconds while it is on screen.
+const NODES_EVERY_MS = 3000;
+setInterval(() => {
+  if (!document.hidden && !$("main").hidden && sessionStorage.getItem(KEY)) loadNodes().catch(report);
+}, NODES_EVERY_MS);
 
 // ---------- sessions ----------
 
