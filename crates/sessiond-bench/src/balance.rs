@@ -13,6 +13,7 @@
 use crate::load::{self, Plan};
 use crate::BenchError;
 use reqwest::Method;
+use sessiond_core::store::SessionFilter;
 use sessiond_testkit::redis_guard::RedisCluster;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -47,6 +48,8 @@ pub struct Phase {
     /// The commands the busiest master ran most beyond the other masters' mean: what
     /// makes it the busiest.
     pub excess: Vec<(String, i64)>,
+    /// The expiry phase: how late its endings were (read back from the store).
+    pub lateness: Option<crate::expiry::Lateness>,
 }
 
 impl Phase {
@@ -187,12 +190,15 @@ fn phase(
         per_master,
         top,
         excess,
+        lateness: None,
     }
 }
 
 /// A running sessiond node: where it listens, how to stop it, and its task.
 struct Node {
     addr: std::net::SocketAddr,
+    /// The node's store (the cluster), to read the endings back.
+    store: std::sync::Arc<dyn sessiond_core::Store>,
     stop: tokio::sync::oneshot::Sender<()>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -217,6 +223,7 @@ async fn start_node(url: &str, idle: Duration, dir: &std::path::Path) -> Result<
         .build()
         .await
         .map_err(|e| BenchError::Setup(format!("sessiond: {e}")))?;
+    let store = server.state().store.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         let shutdown = async move {
@@ -226,7 +233,12 @@ async fn start_node(url: &str, idle: Duration, dir: &std::path::Path) -> Result<
             eprintln!("sessiond stopped with an error: {e}");
         }
     });
-    Ok(Node { addr, stop, done })
+    Ok(Node {
+        addr,
+        store,
+        stop,
+        done,
+    })
 }
 
 /// Runs the three phases; returns them in order.
@@ -238,8 +250,12 @@ pub fn run(servers: &Runtime, clients: &Runtime, o: &Opts) -> Result<Vec<Phase>,
         .tempdir()?;
     // Longer than the create phase, so no session ends before the expiry phase.
     let idle = o.duration + Duration::from_secs(2);
-    let Node { addr, stop, done } =
-        servers.block_on(start_node(&cluster.url(), idle, dir.path()))?;
+    let Node {
+        addr,
+        store,
+        stop,
+        done,
+    } = servers.block_on(start_node(&cluster.url(), idle, dir.path()))?;
     let url = |p: &str| format!("http://{addr}{p}");
     let mut phases = Vec::new();
 
@@ -334,18 +350,39 @@ pub fn run(servers: &Runtime, clients: &Runtime, o: &Opts) -> Result<Vec<Phase>,
         std::thread::sleep(Duration::from_millis(500));
     }
     let after = snapshot(&ports)?;
-    phases.push(phase(
+    let settled = start.elapsed();
+    // Lateness of every ending: wait (bounded) until none is left active, then read back.
+    let active = SessionFilter {
+        active_only: true,
+        limit: 1,
+        ..Default::default()
+    };
+    let late = servers.block_on(async {
+        while start.elapsed() < SETTLE_LIMIT
+            && !store
+                .list_sessions(&active)
+                .await
+                .map_err(|e| BenchError::Setup(format!("list: {e}")))?
+                .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        crate::expiry::lateness(store.as_ref()).await
+    })?;
+    let mut expiry = phase(
         "expiry",
         format!(
             "{} sessions reaching a {} idle deadline untouched, over {:.1} s",
             n as u64 + made,
             humantime::format_duration(idle),
-            start.elapsed().as_secs_f64()
+            settled.as_secs_f64()
         ),
         &ports,
         &before,
         &after,
-    ));
+    );
+    expiry.lateness = Some(late);
+    phases.push(expiry);
 
     let _ = stop.send(());
     let _ = servers.block_on(async { tokio::time::timeout(Duration::from_secs(15), done).await });
@@ -384,6 +421,25 @@ pub fn markdown(phases: &[Phase]) -> String {
             p.name,
             top.join(", "),
             excess.join(", ")
+        ));
+    }
+    for p in phases {
+        let Some(l) = &p.lateness else { continue };
+        s.push_str(&format!(
+            "\nExpiry of that burst on the cluster: every session of the run read back from the store, \
+             lateness = `ended_at` minus its deadline.\n\n\
+             | sessions ended (still active) | lateness p50 | p99 | max | over 1 s | endings/s | every ending within 1 s | p99 ≤ 250 ms |\n\
+             |---|---|---|---|---|---|---|---|\n\
+             | {} ({}) | {} ms | {} ms | {} ms | {} | {:.0}/s | {} | {} |\n",
+            l.ended,
+            l.not_ended,
+            l.p50_ms,
+            l.p99_ms,
+            l.max_ms,
+            l.over_1s,
+            l.endings_per_s,
+            if l.over_1s == 0 && l.not_ended == 0 { "met" } else { "**not met**" },
+            if l.p99_ms <= 250 { "met" } else { "**not met**" },
         ));
     }
     s

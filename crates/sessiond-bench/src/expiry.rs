@@ -294,9 +294,53 @@ pub async fn run(plan: &ExpiryPlan) -> Result<ExpiryResult, BenchError> {
         }
     }
 
+    let late = lateness(store.as_ref()).await?;
+    guard.shutdown().await;
+    let r = ExpiryResult {
+        name: plan.name.to_owned(),
+        store: plan.store,
+        sessions: created,
+        load_s,
+        idle: plan.idle,
+        rss_per_session,
+        ended: late.ended,
+        not_ended: late.not_ended,
+        late_p50_ms: late.p50_ms,
+        late_p99_ms: late.p99_ms,
+        late_max_ms: late.max_ms,
+        over_1s: late.over_1s,
+        endings_per_s: late.endings_per_s,
+        touch_ns,
+        touches: touched,
+    };
+    eprintln!(
+        "expiry {}: {} ended ({} not), lateness p50 {} ms p99 {} ms max {} ms, {} over 1 s, {:.0} endings/s, touch {:.0} ns",
+        r.name, r.ended, r.not_ended, r.late_p50_ms, r.late_p99_ms, r.late_max_ms, r.over_1s, r.endings_per_s, r.touch_ns
+    );
+    Ok(r)
+}
+
+/// How late the endings in a store were: every session is read back, and each ended
+/// one's lateness is its `ended_at` minus the deadline it had.
+#[derive(Debug, Clone, Default)]
+pub struct Lateness {
+    pub ended: u64,
+    /// Sessions still active.
+    pub not_ended: u64,
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub max_ms: u64,
+    /// Endings later than 1 s after their deadline.
+    pub over_1s: u64,
+    /// Endings per second from the first to the last.
+    pub endings_per_s: f64,
+}
+
+/// Reads every session of `store` back (pages of [`PAGE`]) and measures [`Lateness`].
+pub async fn lateness(store: &dyn Store) -> Result<Lateness, BenchError> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)
         .map_err(|e| BenchError::Setup(e.to_string()))?;
-    let (mut ended, mut not_ended, mut over_1s) = (0u64, 0u64, 0u64);
+    let mut l = Lateness::default();
     let (mut first_end, mut last_end) = (i64::MAX, i64::MIN);
     let mut filter = SessionFilter {
         limit: PAGE,
@@ -313,13 +357,13 @@ pub async fn run(plan: &ExpiryPlan) -> Result<ExpiryResult, BenchError> {
                     let late = (at - lifecycle::next_deadline(s)).max(0) as u64;
                     hist.saturating_record(late.max(1));
                     if late > 1000 {
-                        over_1s += 1;
+                        l.over_1s += 1;
                     }
-                    ended += 1;
+                    l.ended += 1;
                     first_end = first_end.min(at);
                     last_end = last_end.max(at);
                 }
-                _ => not_ended += 1,
+                _ => l.not_ended += 1,
             }
         }
         match page.last() {
@@ -327,42 +371,15 @@ pub async fn run(plan: &ExpiryPlan) -> Result<ExpiryResult, BenchError> {
             _ => break,
         }
     }
-    guard.shutdown().await;
-    let span_s = (last_end - first_end).max(1) as f64 / 1000.0;
-    let r = ExpiryResult {
-        name: plan.name.to_owned(),
-        store: plan.store,
-        sessions: created,
-        load_s,
-        idle: plan.idle,
-        rss_per_session,
-        ended,
-        not_ended,
-        late_p50_ms: if ended > 0 {
-            hist.value_at_quantile(0.5)
-        } else {
-            0
-        },
-        late_p99_ms: if ended > 0 {
-            hist.value_at_quantile(0.99)
-        } else {
-            0
-        },
-        late_max_ms: if ended > 0 { hist.max() } else { 0 },
-        over_1s,
-        endings_per_s: if ended > 1 {
-            ended as f64 / span_s
-        } else {
-            0.0
-        },
-        touch_ns,
-        touches: touched,
-    };
-    eprintln!(
-        "expiry {}: {} ended ({} not), lateness p50 {} ms p99 {} ms max {} ms, {} over 1 s, {:.0} endings/s, touch {:.0} ns",
-        r.name, r.ended, r.not_ended, r.late_p50_ms, r.late_p99_ms, r.late_max_ms, r.over_1s, r.endings_per_s, r.touch_ns
-    );
-    Ok(r)
+    if l.ended > 0 {
+        l.p50_ms = hist.value_at_quantile(0.5);
+        l.p99_ms = hist.value_at_quantile(0.99);
+        l.max_ms = hist.max();
+    }
+    if l.ended > 1 {
+        l.endings_per_s = l.ended as f64 / ((last_end - first_end).max(1) as f64 / 1000.0);
+    }
+    Ok(l)
 }
 
 /// Seconds an idle timeout needs so that no session expires before the load ends:
