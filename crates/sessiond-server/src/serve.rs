@@ -9,9 +9,8 @@
 use crate::config::HttpConfig;
 use crate::error::Problem;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -233,33 +232,45 @@ impl Drop for ConnPermit {
     }
 }
 
-/// Middleware: a request body that yields nothing for `idle` fails, and the request is
-/// answered 408 `request_timeout` (hyper then closes the connection, the body unread).
-pub async fn body_idle_timeout(State(idle): State<Duration>, req: Request, next: Next) -> Response {
-    let fired = Arc::new(AtomicBool::new(false));
-    let req = req.map(|inner| {
-        Body::new(IdleBody {
-            inner,
-            idle,
-            sleep: None,
-            fired: fired.clone(),
-        })
-    });
-    let response = next.run(req).await;
-    if fired.load(Ordering::Relaxed) {
+/// A request body that yields nothing for `idle` fails, and the request is answered 408
+/// `request_timeout` (hyper then closes the connection, the body unread).
+pub struct BodyIdleTimer {
+    idle: Duration,
+    fired: Arc<AtomicBool>,
+}
+
+impl BodyIdleTimer {
+    /// Puts the idle timer on `req`'s body.
+    pub fn wrap(idle: Duration, req: Request) -> (Request, BodyIdleTimer) {
+        let fired = Arc::new(AtomicBool::new(false));
+        let req = req.map(|inner| {
+            Body::new(IdleBody {
+                inner,
+                idle,
+                sleep: None,
+                fired: fired.clone(),
+            })
+        });
+        (req, BodyIdleTimer { idle, fired })
+    }
+
+    /// The answer: `response`, or the 408 if the body timed out while it was read.
+    pub fn finish(self, response: Response) -> Response {
+        if !self.fired.load(Ordering::Relaxed) {
+            return response;
+        }
         metrics::counter!("sessiond_http_body_timeouts_total").increment(1);
-        return Problem::new(
+        Problem::new(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             "Request Timeout",
             format!(
                 "the request body sent nothing for {}",
-                humantime_serde::re::humantime::format_duration(idle)
+                humantime_serde::re::humantime::format_duration(self.idle)
             ),
         )
-        .into_response();
+        .into_response()
     }
-    response
 }
 
 /// A request body whose every frame must come within `idle` of the last one (the timer

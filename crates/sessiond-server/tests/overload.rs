@@ -92,11 +92,32 @@ async fn create(client: &Client, url: &str) -> Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_store_is_answered_503_within_the_deadline() {
     let server = TestServer::start(&config("200ms", 2048)).await;
+    // The retention purge the server runs at start is a write: let it finish first, or
+    // it (not the first create) is what the lock leaves stuck in the writer, and that
+    // create waits behind it until its deadline.
+    let (c, metrics) = (client(64), server.u("/metrics"));
+    wait::until(
+        Duration::from_secs(10),
+        "the start-up retention purge",
+        || {
+            let (c, metrics) = (c.clone(), metrics.clone());
+            async move {
+                match c.get(&metrics).send().await {
+                    Ok(r) => r
+                        .text()
+                        .await
+                        .is_ok_and(|t| t.contains("sessiond_sessions_purged_total")),
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await;
     let db = rusqlite::Connection::open(server.dir.join("sessiond.db")).expect("open db");
     db.execute_batch("BEGIN IMMEDIATE")
         .expect("take the write lock");
 
-    let (c, url) = (client(64), server.u("/v1/session"));
+    let url = server.u("/v1/session");
     // Sent alone, the first is the writer's whole group: all at once, several would
     // share that transaction (group commit) and be stuck with it, which is not what
     // is tested here.

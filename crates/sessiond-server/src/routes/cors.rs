@@ -12,9 +12,8 @@
 
 use crate::origin::WebOrigin;
 use crate::state::AppState;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// Methods of the browser-facing routes.
@@ -52,64 +51,80 @@ fn listed_origin(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue>
         .then(|| v.clone())
 }
 
-/// The middleware: answers preflights from listed origins with 204 and adds the CORS
-/// headers to every answer (errors included) for them; `Vary: Origin` on every answer of
-/// these routes, since what they carry depends on it.
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !is_browser_api(req.uri().path()) {
-        return next.run(req).await;
-    }
-    let origin = listed_origin(req.headers(), &state.config.allowed_origins);
-    let preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut res = match (&origin, preflight) {
-        (Some(_), true) => {
-            let mut r = StatusCode::NO_CONTENT.into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static(ALLOW_METHODS),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static(ALLOW_HEADERS),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from(state.config.http.cors_max_age.as_secs()),
-            );
-            r
+/// What CORS does for one request to the browser API: answers a preflight from a
+/// listed origin with 204 ([`Plan::preflight`]) and adds the CORS headers to every
+/// answer (errors included) for such origins; `Vary: Origin` on every answer of these
+/// routes, since what they carry depends on it ([`Plan::finish`]).
+pub struct Plan {
+    origin: Option<HeaderValue>,
+    preflight: bool,
+}
+
+impl Plan {
+    /// The plan for `req`; `None` off the browser API (no CORS header at all).
+    pub fn of(state: &AppState, req: &Request) -> Option<Plan> {
+        if !is_browser_api(req.uri().path()) {
+            return None;
         }
-        // Anything else, including another origin's preflight, is answered as if CORS
-        // did not exist (a preflight then gets the router's 405): the browser refuses.
-        _ => next.run(req).await,
-    };
-    let h = res.headers_mut();
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
-    if preflight {
-        h.append(
-            header::VARY,
-            HeaderValue::from_static(
-                "Access-Control-Request-Method, Access-Control-Request-Headers",
-            ),
-        );
+        Some(Plan {
+            origin: listed_origin(req.headers(), &state.config.allowed_origins),
+            preflight: req.method() == Method::OPTIONS
+                && req
+                    .headers()
+                    .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD),
+        })
     }
-    if let Some(o) = origin {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+
+    /// The answer to a listed origin's preflight. Anything else, including another
+    /// origin's preflight, goes on as if CORS did not exist (a preflight then gets the
+    /// router's 405): the browser refuses.
+    pub fn preflight(&self, state: &AppState) -> Option<Response> {
+        if !(self.preflight && self.origin.is_some()) {
+            return None;
+        }
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
         h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static(ALLOW_METHODS),
         );
-        if !preflight {
-            h.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static(EXPOSE_HEADERS),
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOW_HEADERS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from(state.config.http.cors_max_age.as_secs()),
+        );
+        Some(r)
+    }
+
+    /// Adds the CORS headers to the answer.
+    pub fn finish(self, res: &mut Response) {
+        let h = res.headers_mut();
+        h.append(header::VARY, HeaderValue::from_static("Origin"));
+        if self.preflight {
+            h.append(
+                header::VARY,
+                HeaderValue::from_static(
+                    "Access-Control-Request-Method, Access-Control-Request-Headers",
+                ),
             );
         }
+        if let Some(o) = self.origin {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            if !self.preflight {
+                h.insert(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static(EXPOSE_HEADERS),
+                );
+            }
+        }
     }
-    res
 }
 
 #[cfg(test)]

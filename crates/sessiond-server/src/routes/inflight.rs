@@ -5,24 +5,26 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Paths never refused (the operator's view of the node).
 fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
-/// The middleware: holds a place until the response head is ready (a WebSocket or a
-/// streamed body goes on without it, bounded by its own limits).
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if exempt(req.uri().path()) {
-        return next.run(req).await;
+/// Takes a place for a request to `path` (held until the response head is ready; a
+/// WebSocket or a streamed body goes on without it, bounded by its own limits): `None`
+/// for an exempt path, `Err` with the 503 to send when every place is taken.
+pub fn admit(state: &AppState, path: &str) -> Result<Option<OwnedSemaphorePermit>, Response> {
+    if exempt(path) {
+        return Ok(None);
     }
-    let Ok(_place) = state.in_flight.clone().try_acquire_owned() else {
-        metrics::counter!("sessiond_requests_shed_total").increment(1);
-        return ApiError::Overloaded.into_response();
-    };
-    next.run(req).await
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(place) => Ok(Some(place)),
+        Err(_) => {
+            metrics::counter!("sessiond_requests_shed_total").increment(1);
+            Err(ApiError::Overloaded.into_response())
+        }
+    }
 }

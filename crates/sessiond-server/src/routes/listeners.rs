@@ -2,12 +2,9 @@
 //! (`internal_listen`: operators, Prometheus, load balancers): which paths belong where,
 //! and the security headers of the embedded HTML pages.
 
-use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 
 /// The listener a request came in on, set by the serving loop as a request extension. A
 /// router served without one (an embedder's own loop) counts as public.
@@ -35,22 +32,19 @@ pub fn side(req_extensions: &axum::http::Extensions) -> Side {
         .unwrap_or(Side::Public)
 }
 
-/// Middleware: with `internal_listen` set, operators' paths answer 404 on the public
-/// listener and everything but them (and `/healthz`) answers 404 on the internal one, so
-/// neither listener shows the other's surface.
-pub async fn split(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.config.internal_listen.is_some() {
-        let path = req.uri().path();
-        let internal = is_internal_path(path);
-        let refused = match side(req.extensions()) {
-            Side::Public => internal,
-            Side::Internal => !internal && path != "/healthz",
-        };
-        if refused {
-            return ApiError::NotFound.into_response();
-        }
+/// With `internal_listen` set, operators' paths are refused (404) on the public listener
+/// and everything but them (and `/healthz`) on the internal one, so neither listener
+/// shows the other's surface.
+pub fn refused(state: &AppState, req: &Request) -> bool {
+    if state.config.internal_listen.is_none() {
+        return false;
     }
-    next.run(req).await
+    let path = req.uri().path();
+    let internal = is_internal_path(path);
+    match side(req.extensions()) {
+        Side::Public => internal,
+        Side::Internal => !internal && path != "/healthz",
+    }
 }
 
 /// The Content-Security-Policy of the embedded pages: their own scripts and styles only,

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod drafts;
 pub mod edge;
 pub mod extract;
+pub mod front;
 pub mod grants;
 pub mod inflight;
 pub mod limits;
@@ -87,38 +88,14 @@ pub fn app(state: AppState) -> Router {
         // Each route names itself on its answer and span, for the layers below.
         .layer(timing::RouteTagLayer)
         .with_state(state.clone());
-    // The cross-cutting layers wrap the router once, outside routing, rather than every
-    // route: a `from_fn` layer clones the service it wraps on each request, which for a
-    // route is its whole boxed stack and for the router one reference count. Outermost
-    // first.
+    // The cross-cutting checks ([`front`]) wrap the router once, outside routing, rather
+    // than every route: a `from_fn` layer clones the service it wraps on each request,
+    // which for a route is its whole boxed stack and for the router one reference count.
     let app = tower::ServiceBuilder::new()
-        // A shed request costs a counter and its answer.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            inflight::layer,
-        ))
-        // With `internal_listen`, each listener shows only its own paths.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            listeners::split,
-        ))
-        .layer(axum::middleware::from_fn(timing::layer))
-        // Outside the rate limits: a preflight costs nothing, and a 429 carries the CORS
-        // headers so a cross-origin page can read it.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            cors::layer,
-        ))
-        // Rate limits sit in front of every handler, so a request over a limit writes
-        // nothing.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limits::layer,
+            front::layer,
         ))
         .service(app);
-    let body_idle = c.http.body_idle_timeout;
-    // Outermost, so every body (uploads included) is timed before any limit reads it.
-    edge::with_edges(Router::new().fallback_service(app)).layer(
-        axum::middleware::from_fn_with_state(body_idle, crate::serve::body_idle_timeout),
-    )
+    edge::with_edges(Router::new().fallback_service(app))
 }

@@ -4,7 +4,6 @@
 //! the layers outside the router which route answered.
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics::Histogram;
 use std::cell::RefCell;
@@ -30,38 +29,50 @@ thread_local! {
 
 /// Times the handler up to its response head (a streamed body or a WebSocket goes on
 /// after it and is not counted).
-pub async fn layer(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_index(req.method());
-    let res = next.run(req).await;
-    // Set on the answer by the route's [`RouteTag`]; none when no route matched.
-    let route = res.extensions().get::<MatchedPath>().cloned();
-    let status = match res.status().as_u16() {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
-    };
-    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    let elapsed = started.elapsed().as_secs_f64();
-    HISTOGRAMS.with_borrow_mut(|cache| {
-        if !cache.contains_key(route) {
-            cache.insert(route.to_owned(), vec![None; METHODS.len() * STATUSES.len()]);
+pub struct Timer {
+    started: Instant,
+    method: usize,
+}
+
+impl Timer {
+    pub fn start(req: &Request) -> Timer {
+        Timer {
+            started: Instant::now(),
+            method: method_index(req.method()),
         }
-        let slots = cache.get_mut(route).expect("inserted above");
-        slots[method * STATUSES.len() + status]
-            .get_or_insert_with(|| {
-                metrics::histogram!(
-                    "sessiond_http_request_duration_seconds",
-                    "route" => route.to_owned(),
-                    "method" => METHODS[method],
-                    "status" => STATUSES[status]
-                )
-            })
-            .record(elapsed);
-    });
-    res
+    }
+
+    /// Records the request's duration under the route that answered `res`.
+    pub fn record(self, res: &Response) {
+        let method = self.method;
+        // Set on the answer by the route's [`RouteTag`]; none when no route matched.
+        let route = res.extensions().get::<MatchedPath>();
+        let status = match res.status().as_u16() {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        let route = route.map_or(UNMATCHED, MatchedPath::as_str);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        HISTOGRAMS.with_borrow_mut(|cache| {
+            if !cache.contains_key(route) {
+                cache.insert(route.to_owned(), vec![None; METHODS.len() * STATUSES.len()]);
+            }
+            let slots = cache.get_mut(route).expect("inserted above");
+            slots[method * STATUSES.len() + status]
+                .get_or_insert_with(|| {
+                    metrics::histogram!(
+                        "sessiond_http_request_duration_seconds",
+                        "route" => route.to_owned(),
+                        "method" => METHODS[method],
+                        "status" => STATUSES[status]
+                    )
+                })
+                .record(elapsed);
+        });
+    }
 }
 
 /// Standard methods by name; anything else folds into one label, so a client cannot
@@ -106,7 +117,7 @@ where
 {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>;
+    type Future = Tagged<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -120,13 +131,39 @@ where
         if let Some(r) = &route {
             super::edge::name_span(&tracing::Span::current(), req.method(), r);
         }
-        let fut = self.0.call(req);
-        Box::pin(async move {
-            let mut res = fut.await?;
-            if let Some(r) = route {
-                res.extensions_mut().insert(r);
-            }
-            Ok(res)
-        })
+        Tagged {
+            fut: self.0.call(req),
+            route,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`RouteTag`]'s future: the route's answer with its template in its extensions. A
+    /// named future rather than a boxed `async` block, which cost an allocation per
+    /// request.
+    pub struct Tagged<F> {
+        #[pin]
+        fut: F,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F> std::future::Future for Tagged<F>
+where
+    F: std::future::Future<Output = Result<Response, std::convert::Infallible>>,
+{
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut res = std::task::ready!(this.fut.poll(cx))?;
+        if let Some(r) = this.route.take() {
+            res.extensions_mut().insert(r);
+        }
+        std::task::Poll::Ready(Ok(res))
     }
 }
