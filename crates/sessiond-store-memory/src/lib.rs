@@ -158,10 +158,15 @@ impl Inner {
 
 impl Inner {
     fn append(&mut self, events: &[AuditEvent]) -> i64 {
+        self.append_owned(events.iter().cloned())
+    }
+
+    /// [`Inner::append`] of events already copied (outside the lock).
+    fn append_owned(&mut self, events: impl IntoIterator<Item = AuditEvent>) -> i64 {
         for e in events {
             self.last_audit_id += 1;
             let id = self.last_audit_id;
-            self.audit.insert(id, AuditEvent { id, ..e.clone() });
+            self.audit.insert(id, AuditEvent { id, ..e });
         }
         self.last_audit_id
     }
@@ -299,17 +304,22 @@ impl SessionStore for MemoryStore {
         now: Timestamp,
         audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
+        // Copied before the lock: every other store call waits while it is held, and
+        // the copy was most of an ending's time under it.
+        let events = audit.to_vec();
         let mut g = self.lock();
-        let Some(cur) = g.sessions.get(handle).filter(|s| s.is_active()) else {
+        let Some(cur) = g.sessions.get_mut(handle).filter(|s| s.is_active()) else {
             return Ok(None);
         };
-        let mut s = cur.clone();
         self.check_audit(audit)?;
-        s.state = SessionState::Ended;
-        s.end_reason = Some(reason);
-        s.ended_at = Some(now);
-        g.put_session(s.clone());
-        g.append(audit);
+        // Changed in place: an ending keeps the token (so its index entry stands) and
+        // only leaves the deadline index.
+        cur.state = SessionState::Ended;
+        cur.end_reason = Some(reason);
+        cur.ended_at = Some(now);
+        let s = cur.clone();
+        g.deadlines.remove(&(deadline_of(&s), s.handle));
+        g.append_owned(events);
         Ok(Some(s))
     }
 
