@@ -586,7 +586,7 @@ fn run_ws_idle(
         .and_then(|j| serde_json::from_str::<ws_idle::WsParts>(j).ok());
     if let Some(p) = &parts {
         eprintln!(
-            "ws-idle parts: task future {} B, outbound queue {:.0} B",
+            "ws-idle parts: task future {} B, shared state and outbound queue {:.0} B",
             p.task_future_bytes, p.queue_bytes
         );
     }

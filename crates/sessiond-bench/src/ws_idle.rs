@@ -663,9 +663,11 @@ pub fn markdown(report: &WsReport) -> String {
         let _ = writeln!(
             s,
             "Parts of one sessiond connection, weighed apart in a fresh process: the \
-             connection task's future (`ws::conn::run`, `size_of_val` before it runs) \
-             {} B; its outbound queue (a tokio `mpsc` channel of `Outbound`, {} B each, \
-             which allocates its first block of 32 slots up front) {:.0} B of RSS.\n",
+             connection task's future (`ws::conn::run`, `size_of_val` before it runs; \
+             its opening runs in a boxed future of its own, freed once the connection \
+             is registered) {} B; its shared state with the outbound queue \
+             (`ws::hub::ConnShared`: a bounded `VecDeque` of `Outbound`, {} B each, \
+             behind a mutex, which holds no buffer while empty) {:.0} B of RSS.\n",
             p.task_future_bytes, p.outbound_bytes, p.queue_bytes
         );
     }
@@ -705,12 +707,13 @@ pub fn bar_rows(report: &WsReport) -> Vec<String> {
 }
 
 /// What one sessiond connection is made of, measured apart (`ws-parts`, in a fresh
-/// process): the connection task's future, and its outbound queue.
+/// process): the connection task's future, and its shared state with the outbound queue.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct WsParts {
     /// `size_of_val` of the connection task's future (`ws::conn::run`), before it runs.
     pub task_future_bytes: usize,
-    /// RSS per outbound queue (`tokio::sync::mpsc::channel::<Outbound>(ws.outbound_queue)`).
+    /// RSS per connection's shared state and outbound queue (`Arc<ConnShared>`, empty, as
+    /// an idle connection holds it).
     pub queue_bytes: f64,
     pub outbound_bytes: usize,
 }
@@ -776,15 +779,17 @@ pub fn measure_parts() -> Result<WsParts, BenchError> {
             Ok(sessiond_server::sessions::Obtained::Created { session, .. }) => session,
             _ => return Err(BenchError::Setup("could not create a session".into())),
         };
-        let fut = sessiond_server::ws::conn::run(state.clone(), NullSocket, session);
+        let fut = sessiond_server::ws::conn::run(state.clone(), NullSocket, Box::new(session));
         let task_future_bytes = std::mem::size_of_val(&fut);
         drop(fut);
         let k = 100_000;
         let before = rss_kib(std::process::id());
+        let ws = &state.config.ws;
         let queues: Vec<_> = (0..k)
             .map(|_| {
-                tokio::sync::mpsc::channel::<sessiond_server::ws::hub::Outbound>(
-                    state.config.ws.outbound_queue,
+                Arc::new(
+                    sessiond_server::ws::hub::ConnShared::new(0, ws.outbound_queue)
+                        .with_byte_limit(ws.max_outbound_bytes),
                 )
             })
             .collect();

@@ -24,7 +24,6 @@ use sessiond_core::{Handle, Session};
 use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// How long a goodbye (queued messages, close frame, the client's close reply) may take.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -137,23 +136,62 @@ async fn member_info(state: &AppState, session: &Session) -> Option<serde_json::
 }
 
 /// Serves one authenticated connection until it closes.
-pub async fn run<S, E>(state: AppState, mut socket: S, session: Session)
+///
+/// The task lives as long as the connection, so what it holds while idle is held by
+/// every idle connection: the opening (member info, registration, the re-check) runs in
+/// a boxed future of its own and leaves only what the loop needs (the `Session` and the
+/// member info are dropped once registered); the goodbye is boxed too. The session
+/// comes boxed because the closure that starts this task and the task's own future each
+/// keep room for their arguments for the connection's whole life.
+pub async fn run<S, E>(state: AppState, mut socket: S, session: Box<Session>)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
     E: Display,
 {
+    let Some(mut live) = Box::pin(open(state, &mut socket, session)).await else {
+        return;
+    };
+    let exit = serve(&mut socket, &mut live).await;
+    Box::pin(close(&live.ctx, &mut socket, exit)).await;
+}
+
+/// What the loop of an open connection holds.
+struct Live {
+    ctx: Ctx,
+    bucket: Bucket,
+    /// Marks the queue unread when the task ends however it ends (as dropping a
+    /// channel's receiver would).
+    _reading: Reading,
+}
+
+/// Ends the reading of a connection's queue when dropped.
+struct Reading(Arc<ConnShared>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.stop_reading();
+    }
+}
+
+/// Registers the connection (or refuses it, with its close code) and re-checks the
+/// session; `None` when it was refused.
+async fn open<S, E>(state: AppState, socket: &mut S, session: Box<Session>) -> Option<Live>
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+{
     let hub = state.hub.clone();
-    let cfg = state.config.ws.clone();
-    let (tx, mut rx) = mpsc::channel::<Outbound>(cfg.outbound_queue);
-    let shared = Arc::new(ConnShared::new(hub.now_ms()).with_byte_limit(cfg.max_outbound_bytes));
-    let mut bucket = Bucket::new(cfg.message_rate, cfg.message_burst);
-    let policy = state.sessions.policy(&session.role).clone();
+    let cfg = &state.config.ws;
+    let shared = Arc::new(
+        ConnShared::new(hub.now_ms(), cfg.outbound_queue).with_byte_limit(cfg.max_outbound_bytes),
+    );
+    let reading = Reading(shared.clone());
+    let bucket = Bucket::new(cfg.message_rate, cfg.message_burst);
     let info = member_info(&state, &session).await;
+    let policy = state.sessions.policy(&session.role);
     let id = match hub.register(
         &session,
         info,
-        &policy,
-        tx,
+        policy,
         shared.clone(),
         state.clock.now(),
         cfg.max_message_size,
@@ -174,16 +212,9 @@ where
                 }
                 Refused::ShuttingDown => close::GOING_AWAY,
             };
-            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(&mut socket, None, code)).await;
-            return;
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(socket, None, code)).await;
+            return None;
         }
-    };
-    let ctx = Ctx {
-        state: state.clone(),
-        id,
-        handle: session.handle,
-        who: Credential::of(&session),
-        shared: shared.clone(),
     };
     // An ending or rotation published between authentication and registration would be
     // missed.
@@ -198,69 +229,93 @@ where
             apply(&state, hub.session_rotated(&s.handle, s.version));
         }
     }
+    Some(Live {
+        ctx: Ctx {
+            id,
+            handle: session.handle,
+            who: Credential::of(&session),
+            shared,
+            state,
+        },
+        bucket,
+        _reading: reading,
+    })
+}
 
-    let exit = loop {
+/// The loop: writes what the hub queued (before reading on), reads client frames, and
+/// returns how it ended.
+async fn serve<S, E>(socket: &mut S, live: &mut Live) -> Exit
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+    E: Display,
+{
+    let ctx = &live.ctx;
+    let shared = &*ctx.shared;
+    loop {
+        if let Some(code) = shared.close_code() {
+            return Exit::Closed(code);
+        }
+        if let Some(out) = shared.pop() {
+            if let Err(exit) = write(socket, out, shared).await {
+                return exit;
+            }
+            continue;
+        }
+        if shared.drained_and_released() {
+            return Exit::Closed(shared.close_code().unwrap_or(close::INTERNAL));
+        }
         tokio::select! {
             biased;
-            _ = shared.wake.notified() => {
-                if let Some(code) = shared.close_code() {
-                    break Exit::Closed(code);
-                }
-            }
-            out = rx.recv() => match out {
-                Some(out) => {
-                    if let Err(exit) = write(&mut socket, out, &shared).await {
-                        break exit;
-                    }
-                }
-                None => break Exit::Closed(shared.close_code().unwrap_or(close::INTERNAL)),
-            },
+            // A close, a queued message, or the hub letting go: the top of the loop sees
+            // which.
+            _ = shared.wake.notified() => {}
             frame = socket.next() => {
-                shared.heard(hub.now_ms());
+                shared.heard(ctx.state.hub.now_ms());
                 match frame {
-                    None => break Exit::Gone(LeftReason::Lost),
+                    None => return Exit::Gone(LeftReason::Lost),
                     Some(Err(e)) if refusal_code(&e).is_some() => {
                         let code = refusal_code(&e).unwrap_or(close::INTERNAL);
-                        break Exit::Own(code, LeftReason::Lost);
+                        return Exit::Own(code, LeftReason::Lost);
                     }
                     Some(Err(e)) => {
                         tracing::debug!(handle = %ctx.handle, error = %e, "websocket read failed");
-                        break Exit::Gone(LeftReason::Lost);
+                        return Exit::Gone(LeftReason::Lost);
                     }
-                    Some(Ok(msg)) if is_metered(&msg) && !bucket.take() => {
+                    Some(Ok(msg)) if is_metered(&msg) && !live.bucket.take() => {
                         metrics::counter!("sessiond_ws_rate_limited_total").increment(1);
                         tracing::debug!(handle = %ctx.handle, "websocket message rate exceeded");
-                        break Exit::Own(close::POLICY_VIOLATION, LeftReason::Lost);
+                        return Exit::Own(close::POLICY_VIOLATION, LeftReason::Lost);
                     }
                     // Boxed: the handlers' state (joins, snapshot writes) is held
                     // only while a frame is handled, not by every idle connection.
-                    Some(Ok(msg)) => match Box::pin(on_frame(&ctx, msg)).await {
+                    Some(Ok(msg)) => match Box::pin(on_frame(ctx, msg)).await {
                         Next::Continue => {}
-                        Next::Exit(exit) => break exit,
+                        Next::Exit(exit) => return exit,
                     },
                 }
             }
         }
-    };
+    }
+}
 
+/// Leaves the hub if the hub did not remove the connection, and says goodbye.
+async fn close<S, E>(ctx: &Ctx, socket: &mut S, exit: Exit)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+{
+    let state = &ctx.state;
     match exit {
         Exit::Closed(code) => {
-            let _ = tokio::time::timeout(
-                GOODBYE_TIMEOUT,
-                goodbye(&mut socket, Some((&mut rx, &shared)), code),
-            )
-            .await;
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(socket, Some(&ctx.shared), code))
+                .await;
         }
         Exit::Own(code, reason) => {
-            finish(&state, hub.close_connection(id, code, reason)).await;
-            let _ = tokio::time::timeout(
-                GOODBYE_TIMEOUT,
-                goodbye(&mut socket, Some((&mut rx, &shared)), code),
-            )
-            .await;
+            finish(state, state.hub.close_connection(ctx.id, code, reason)).await;
+            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(socket, Some(&ctx.shared), code))
+                .await;
         }
         Exit::Gone(reason) => {
-            finish(&state, hub.unregister(id, reason)).await;
+            finish(state, state.hub.unregister(ctx.id, reason)).await;
             if reason == LeftReason::Left {
                 // Flushes the close reply tungstenite queued.
                 let _ = tokio::time::timeout(GOODBYE_TIMEOUT, socket.close()).await;
@@ -280,35 +335,36 @@ async fn write<S>(socket: &mut S, out: Outbound, shared: &ConnShared) -> Result<
 where
     S: Sink<Message> + Unpin,
 {
-    shared.dequeued(&out);
     let msg = match out {
         Outbound::Text(t) => Message::Text(t),
         Outbound::Ping => Message::Ping(bytes::Bytes::new()),
     };
-    tokio::select! {
-        r = socket.send(msg) => match r {
-            Ok(()) => Ok(()),
-            Err(_) => Err(Exit::Gone(LeftReason::Lost)),
-        },
-        _ = shared.wake.notified() => match shared.close_code() {
-            Some(code) => Err(Exit::Closed(code)),
-            None => Err(Exit::Gone(LeftReason::Lost)),
-        },
+    let mut send = socket.send(msg);
+    loop {
+        tokio::select! {
+            r = &mut send => return match r {
+                Ok(()) => Ok(()),
+                Err(_) => Err(Exit::Gone(LeftReason::Lost)),
+            },
+            _ = shared.wake.notified() => {
+                if let Some(code) = shared.close_code() {
+                    return Err(Exit::Closed(code));
+                }
+                // A message queued behind this one (or the hub letting go, which the
+                // loop sees once the queue is written): the write goes on.
+            }
+        }
     }
 }
 
 /// Delivers what is still queued, sends the close frame, and waits (bounded by the
 /// caller) for the client's close reply so the TCP connection ends cleanly.
-async fn goodbye<S, E>(
-    socket: &mut S,
-    rx: Option<(&mut mpsc::Receiver<Outbound>, &ConnShared)>,
-    code: u16,
-) where
+async fn goodbye<S, E>(socket: &mut S, queue: Option<&ConnShared>, code: u16)
+where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
-    if let Some((rx, shared)) = rx {
-        while let Ok(out) = rx.try_recv() {
-            shared.dequeued(&out);
+    if let Some(shared) = queue {
+        while let Some(out) = shared.pop() {
             if let Outbound::Text(t) = out {
                 if socket.send(Message::Text(t)).await.is_err() {
                     return;
@@ -807,7 +863,7 @@ mod tests {
                 rx: in_rx,
                 tx: out_tx,
             },
-            session.clone(),
+            Box::new(session.clone()),
         ));
         Harness {
             input: in_tx,

@@ -2,7 +2,7 @@
 //! the rooms and their members, and the one heartbeat timer queue for all connections.
 //!
 //! Everything sits behind one std mutex that is never held across an `.await`; every
-//! message to a connection goes through its bounded queue with `try_send`, so a slow
+//! message to a connection goes through its bounded queue without waiting, so a slow
 //! reader is cut off (close 4005) instead of growing memory. Messages about one room are
 //! enqueued under the lock, so every member sees a room's events in the same order.
 
@@ -14,10 +14,10 @@ use sessiond_core::clock::to_rfc3339;
 use sessiond_core::policy::Policy;
 use sessiond_core::timer::DeadlineQueue;
 use sessiond_core::{EndReason, Handle, Session, Timestamp};
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 /// What the hub hands a connection task to write.
 #[derive(Debug)]
@@ -38,48 +38,116 @@ impl Outbound {
 }
 
 /// The few words shared between a connection task and the hub: when the client was last
-/// heard (monotonic ms, written by the task on every frame, read by the timer) and the
-/// close the hub asked for.
+/// heard (monotonic ms, written by the task on every frame, read by the timer), the
+/// close the hub asked for, and the connection's outbound queue.
 #[derive(Debug)]
 pub struct ConnShared {
     last_heard: AtomicI64,
     close_code: AtomicU16,
-    /// Bytes of text sitting in the connection's queue: added by the hub when it
-    /// enqueues, taken off by the task when it dequeues.
-    queued_bytes: AtomicUsize,
-    max_queued_bytes: usize,
+    queue: Mutex<Queue>,
+    /// Wakes the task: a message was queued, a close was asked for, or the hub let go.
     pub wake: Notify,
 }
 
+/// A connection's outbound queue, bounded in messages (`ws.outbound_queue`) and in bytes
+/// (`ws.max_outbound_bytes`). It holds no buffer while empty: an idle connection's only
+/// traffic is a ping per interval, and a channel would keep a block of slots per
+/// connection allocated for its whole life.
+#[derive(Debug)]
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// Bytes of text in `items`.
+    bytes: usize,
+    max_items: usize,
+    max_bytes: usize,
+    /// The hub let go of the connection (it left the registry): nothing more comes.
+    released: bool,
+    /// The task stopped reading: what the hub sends is dropped, not queued.
+    reader_gone: bool,
+}
+
+/// What became of a message handed to a connection's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    Queued,
+    /// Over a bound: the connection is a slow consumer.
+    Full,
+    /// The task no longer reads; the message was dropped.
+    ReaderGone,
+}
+
 impl ConnShared {
-    pub fn new(now_ms: i64) -> Self {
+    /// Shared state whose queue holds at most `max_messages` (`ws.outbound_queue`).
+    pub fn new(now_ms: i64, max_messages: usize) -> Self {
         ConnShared {
             last_heard: AtomicI64::new(now_ms),
             close_code: AtomicU16::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            max_queued_bytes: usize::MAX,
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                bytes: 0,
+                max_items: max_messages.max(1),
+                max_bytes: usize::MAX,
+                released: false,
+                reader_gone: false,
+            }),
             wake: Notify::new(),
         }
     }
     /// Bounds the queue in bytes as well (`ws.max_outbound_bytes`).
-    pub fn with_byte_limit(mut self, max: usize) -> Self {
-        self.max_queued_bytes = max;
+    pub fn with_byte_limit(self, max: usize) -> Self {
+        self.lock_queue().max_bytes = max;
         self
     }
-    /// The task took a message off the queue.
-    pub fn dequeued(&self, out: &Outbound) {
-        self.queued_bytes
-            .fetch_sub(out.queued_len(), Ordering::Relaxed);
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
-    /// Accounts for `len` more queued bytes; `false` if that would pass the bound. A
-    /// message alone in the queue always fits, so one large snapshot still gets through.
-    fn reserve(&self, len: usize) -> bool {
-        let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before > 0 && before.saturating_add(len) > self.max_queued_bytes {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            return false;
+    /// Queues `out` behind what is already queued and wakes the task. A message alone in
+    /// the queue always fits the byte bound, so one large snapshot still gets through.
+    fn push(&self, out: Outbound) -> Pushed {
+        let mut q = self.lock_queue();
+        if q.reader_gone {
+            return Pushed::ReaderGone;
         }
-        true
+        let len = out.queued_len();
+        if q.items.len() >= q.max_items
+            || (q.bytes > 0 && q.bytes.saturating_add(len) > q.max_bytes)
+        {
+            return Pushed::Full;
+        }
+        q.bytes += len;
+        q.items.push_back(out);
+        drop(q);
+        self.wake.notify_one();
+        Pushed::Queued
+    }
+    /// The next queued message, oldest first.
+    pub fn pop(&self) -> Option<Outbound> {
+        let mut q = self.lock_queue();
+        let out = q.items.pop_front()?;
+        q.bytes -= out.queued_len();
+        if q.items.is_empty() {
+            // Most connections sit idle between pings: their queue keeps no buffer.
+            q.items = VecDeque::new();
+        }
+        Some(out)
+    }
+    /// Whether the hub let go of the connection and everything it queued was taken: the
+    /// task has nothing more to write.
+    pub fn drained_and_released(&self) -> bool {
+        let q = self.lock_queue();
+        q.released && q.items.is_empty()
+    }
+    /// The hub let go of the connection (it left the registry).
+    fn release(&self) {
+        self.lock_queue().released = true;
+        self.wake.notify_one();
+    }
+    /// The task stopped reading: the queue is emptied and stays empty.
+    pub fn stop_reading(&self) {
+        let mut q = self.lock_queue();
+        q.reader_gone = true;
+        q.items = VecDeque::new();
+        q.bytes = 0;
     }
     pub fn heard(&self, now_ms: i64) {
         self.last_heard.store(now_ms, Ordering::Relaxed);
@@ -102,15 +170,45 @@ impl ConnShared {
     }
 }
 
+/// The registry's hold on a connection's shared state. Dropping it (the connection left
+/// the registry) tells the task that nothing more will be queued, as dropping a
+/// channel's last sender would.
+#[derive(Debug)]
+struct Outbox(Arc<ConnShared>);
+
+impl std::ops::Deref for Outbox {
+    type Target = ConnShared;
+    fn deref(&self) -> &ConnShared {
+        &self.0
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 struct Conn {
-    tx: mpsc::Sender<Outbound>,
-    shared: Arc<ConnShared>,
+    shared: Outbox,
     /// Principal and role as authenticated; never changed while the connection lives.
     member: Member,
     handle: Handle,
     /// The session's rotation (`Session::version`) the connection authenticated at.
     version: u64,
     rooms: Vec<String>,
+    /// What the connection holds about its rooms; `None` while it is in none (most
+    /// connections never join one, and each keeps its `Conn` for its whole life).
+    in_rooms: Option<Box<InRooms>>,
+    connected_at: Timestamp,
+    interval_ms: i64,
+    lost_after_ms: i64,
+    next_ping_at: i64,
+}
+
+/// A connection's state about the rooms it is in.
+#[derive(Default)]
+struct InRooms {
     /// The snapshot version last sent to (or written by) this connection per room it is
     /// in, so a repeated join never sends the same snapshot again. Forgotten on leaving
     /// (the client may drop the room's state), so it holds at most `max_rooms` entries.
@@ -122,15 +220,40 @@ struct Conn {
     /// remote event has mentioned since: their `member_joined`, still in flight on the
     /// bus when the registry was read, is already known here and is not sent twice.
     seen_remote: HashMap<String, HashSet<String>>,
-    connected_at: Timestamp,
-    interval_ms: i64,
-    lost_after_ms: i64,
-    next_ping_at: i64,
+}
+
+impl Conn {
+    fn in_rooms_mut(&mut self) -> &mut InRooms {
+        self.in_rooms.get_or_insert_with(Box::default)
+    }
+    fn snapshot_held(&self, room: &str) -> Option<u64> {
+        self.in_rooms.as_ref()?.snapshots_held.get(room).copied()
+    }
+    fn token_expiry(&self, room: &str) -> Option<Timestamp> {
+        self.in_rooms.as_ref()?.token_rooms.get(room).copied()
+    }
+    /// Leaves `room` here (not in the hub's room lists); `false` if not a member.
+    fn forget_room(&mut self, room: &str) -> bool {
+        let Some(pos) = self.rooms.iter().position(|r| r == room) else {
+            return false;
+        };
+        self.rooms.swap_remove(pos);
+        if self.rooms.is_empty() {
+            self.in_rooms = None;
+        } else if let Some(x) = self.in_rooms.as_mut() {
+            x.token_rooms.remove(room);
+            x.seen_remote.remove(room);
+            x.snapshots_held.remove(room);
+        }
+        true
+    }
 }
 
 #[derive(Default)]
 struct HubState {
-    conns: HashMap<u64, Conn>,
+    /// Boxed: a table slot then costs a pointer, not a whole `Conn`, and the table keeps
+    /// up to twice as many slots as connections.
+    conns: HashMap<u64, Box<Conn>>,
     by_handle: HashMap<Handle, Vec<u64>>,
     /// Members in join order.
     rooms: HashMap<String, Vec<u64>>,
@@ -221,21 +344,14 @@ fn text(msg: &ServerMsg) -> Utf8Bytes {
 /// Over `ws.max_outbound_bytes` counts as a full queue: a reader that does not keep up
 /// with large messages is cut off before it holds many megabytes.
 fn push(id: u64, c: &Conn, out: Outbound, fx: &mut Effects) {
-    let len = out.queued_len();
-    if !c.shared.reserve(len) {
-        c.shared.close(close::SLOW_CONSUMER);
-        fx.slow.push(id);
-        return;
-    }
-    match c.tx.try_send(out) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(out)) => {
-            c.shared.dequeued(&out);
+    match c.shared.push(out) {
+        Pushed::Queued => {}
+        Pushed::Full => {
             c.shared.close(close::SLOW_CONSUMER);
             fx.slow.push(id);
         }
         // The task is already gone; its own unregister cleans up.
-        Err(mpsc::error::TrySendError::Closed(out)) => c.shared.dequeued(&out),
+        Pushed::ReaderGone => {}
     }
 }
 
@@ -288,7 +404,7 @@ impl Hub {
 
     /// Registers a connection of `session` and enqueues its `hello` first.
     // Each argument is a distinct part of the new connection (its session and member
-    // info, its policy, queue, shared state, clock and frame limit); a struct would
+    // info, its policy, shared state and queue, clock and frame limit); a struct would
     // only rename them.
     #[allow(clippy::too_many_arguments)]
     pub fn register(
@@ -296,7 +412,6 @@ impl Hub {
         session: &Session,
         info: Option<serde_json::Value>,
         policy: &Policy,
-        tx: mpsc::Sender<Outbound>,
         shared: Arc<ConnShared>,
         wall_now: Timestamp,
         max_message_size: usize,
@@ -335,30 +450,28 @@ impl Hub {
             max_message_size,
         };
         // The queue is new and has room for at least one message.
-        let hello = Outbound::Text(text(&hello));
-        if shared.reserve(hello.queued_len()) {
-            let _ = tx.try_send(hello);
-        }
+        let _ = shared.push(Outbound::Text(text(&hello)));
         let now = self.now_ms();
         // Jitter spreads the pings of connections opened together (e.g. after a restart).
         let first_ping = now + rand::Rng::gen_range(&mut rand::thread_rng(), 0..interval_ms);
         let conn = Conn {
-            tx,
-            shared,
+            shared: Outbox(shared),
             member,
             handle: session.handle,
             version: session.version,
             rooms: Vec::new(),
-            snapshots_held: HashMap::new(),
-            token_rooms: HashMap::new(),
-            seen_remote: HashMap::new(),
+            in_rooms: None,
             connected_at: wall_now,
             interval_ms,
             lost_after_ms: interval_ms * i64::from(policy.heartbeat_misses.max(1)),
             next_ping_at: first_ping,
         };
-        st.conns.insert(id, conn);
-        st.by_handle.entry(session.handle).or_default().push(id);
+        st.conns.insert(id, Box::new(conn));
+        // Most sessions have one connection: room for one id, not a `Vec`'s first four.
+        st.by_handle
+            .entry(session.handle)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(id);
         self.schedule(&mut st, id, first_ping);
         metrics::gauge!("sessiond_ws_connections").set(st.conns.len() as f64);
         Ok(id)
@@ -373,7 +486,7 @@ impl Hub {
         reason: LeftReason,
         fx: &mut Effects,
     ) -> Option<Conn> {
-        let conn = st.conns.remove(&id)?;
+        let conn = *st.conns.remove(&id)?;
         st.timers.cancel(&id);
         if let Some(v) = st.by_handle.get_mut(&conn.handle) {
             v.retain(|x| *x != id);
@@ -607,12 +720,7 @@ impl Hub {
         if !already && st.rooms.get(room).map_or(0, Vec::len) >= self.max_room_members {
             return (Err(JoinRefused::RoomFull), fx);
         }
-        let held = conn
-            .snapshots_held
-            .get(room)
-            .copied()
-            .max(have_version)
-            .unwrap_or(0);
+        let held = conn.snapshot_held(room).max(have_version).unwrap_or(0);
         let (snapshot, snapshot_version) = match snapshot {
             Some(s) if s.version <= held => (None, Some(s.version)),
             other => (other, None),
@@ -626,19 +734,20 @@ impl Hub {
             if !already {
                 c.rooms.push(room.to_owned());
             }
+            let x = c.in_rooms_mut();
             let listed: HashSet<String> = remote.iter().map(|m| m.connection_id.clone()).collect();
             if listed.is_empty() {
-                c.seen_remote.remove(room);
+                x.seen_remote.remove(room);
             } else {
-                c.seen_remote.insert(room.to_owned(), listed);
+                x.seen_remote.insert(room.to_owned(), listed);
             }
             if let Some(s) = &snapshot {
-                c.snapshots_held.insert(room.to_owned(), s.version);
+                x.snapshots_held.insert(room.to_owned(), s.version);
             }
             // The latest join says how this connection holds the room.
             match token_exp {
-                Some(exp) => c.token_rooms.insert(room.to_owned(), exp),
-                None => c.token_rooms.remove(room),
+                Some(exp) => x.token_rooms.insert(room.to_owned(), exp),
+                None => x.token_rooms.remove(room),
             };
         }
         let mut members = remote;
@@ -673,11 +782,9 @@ impl Hub {
         let mut fx = Effects::default();
         let mut st = self.lock();
         let conn = st.conns.get_mut(&id)?;
-        let pos = conn.rooms.iter().position(|r| r == room)?;
-        conn.rooms.swap_remove(pos);
-        conn.token_rooms.remove(room);
-        conn.seen_remote.remove(room);
-        conn.snapshots_held.remove(room);
+        if !conn.forget_room(room) {
+            return None;
+        }
         let member = conn.member.clone();
         self.drop_member(&mut st, room, id, &member, LeftReason::Left, &mut fx);
         self.settle(&mut st, &mut fx);
@@ -704,7 +811,7 @@ impl Hub {
         for id in st.by_handle.get(handle).into_iter().flatten() {
             if let Some(c) = st.conns.get(id) {
                 for r in &c.rooms {
-                    out.push((*id, r.clone(), c.token_rooms.get(r).copied()));
+                    out.push((*id, r.clone(), c.token_expiry(r)));
                 }
             }
         }
@@ -718,11 +825,9 @@ impl Hub {
         let mut fx = Effects::default();
         let mut st = self.lock();
         let conn = st.conns.get_mut(&id)?;
-        let pos = conn.rooms.iter().position(|r| r == room)?;
-        conn.rooms.swap_remove(pos);
-        conn.token_rooms.remove(room);
-        conn.seen_remote.remove(room);
-        conn.snapshots_held.remove(room);
+        if !conn.forget_room(room) {
+            return None;
+        }
         let member = conn.member.clone();
         let told = ServerMsg::room_error(
             code::ROOM_ACCESS_REVOKED,
@@ -772,7 +877,9 @@ impl Hub {
             // The writer holds these bytes: its next join need not get them back.
             if let Some(c) = st.conns.get_mut(&id) {
                 if c.rooms.iter().any(|r| r == room) {
-                    c.snapshots_held.insert(room.to_owned(), version);
+                    c.in_rooms_mut()
+                        .snapshots_held
+                        .insert(room.to_owned(), version);
                 }
             }
             if let Some(c) = st.conns.get(&id) {
@@ -809,8 +916,9 @@ impl Hub {
                     // The first remote event about a member this connection's `presence`
                     // listed settles it; a `member_joined` then is a repeat.
                     let listed = about.is_some_and(|id| {
-                        c.seen_remote
-                            .get_mut(room)
+                        c.in_rooms
+                            .as_mut()
+                            .and_then(|x| x.seen_remote.get_mut(room))
                             .is_some_and(|seen| seen.remove(id))
                     });
                     if joined && listed {
@@ -989,14 +1097,13 @@ mod tests {
     #[tokio::test]
     async fn pings_every_interval_and_declares_silence_lost() {
         let (hub, s, policy) = setup();
-        let (tx, mut rx) = mpsc::channel(64);
         // The hub was just created: its clock reads ~0; the test drives it from 0 on.
         let mut now = 0;
-        let shared = Arc::new(ConnShared::new(now));
-        hub.register(&s, None, &policy, tx, shared.clone(), 0, 4096)
+        let shared = Arc::new(ConnShared::new(now, 64));
+        hub.register(&s, None, &policy, shared.clone(), 0, 4096)
             .unwrap();
         assert!(
-            matches!(rx.try_recv(), Ok(Outbound::Text(_))),
+            matches!(shared.pop(), Some(Outbound::Text(_))),
             "hello first"
         );
         let mut fx = Vec::new();
@@ -1004,7 +1111,7 @@ mod tests {
         let mut pings = 0;
         for _ in 0..50 {
             run_for(&hub, &mut now, 100, &mut fx);
-            while let Ok(m) = rx.try_recv() {
+            while let Some(m) = shared.pop() {
                 assert!(matches!(m, Outbound::Ping));
                 pings += 1;
                 shared.heard(now);
@@ -1036,23 +1143,14 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_cuts_the_connection_off_and_tells_its_room() {
         let (hub, s, policy) = setup();
-        let (tx_slow, _rx_slow) = mpsc::channel(2);
-        let slow = Arc::new(ConnShared::new(0));
+        let slow = Arc::new(ConnShared::new(0, 2));
         let id_slow = hub
-            .register(&s, None, &policy, tx_slow, slow.clone(), 0, 4096)
+            .register(&s, None, &policy, slow.clone(), 0, 4096)
             .unwrap();
         let (s2, _) = new_session(0, "editor", &policy, &ClientInfo::default());
-        let (tx, mut rx) = mpsc::channel(64);
+        let shared = Arc::new(ConnShared::new(0, 64));
         let id = hub
-            .register(
-                &s2,
-                None,
-                &policy,
-                tx,
-                Arc::new(ConnShared::new(0)),
-                0,
-                4096,
-            )
+            .register(&s2, None, &policy, shared.clone(), 0, 4096)
             .unwrap();
         let (r, _) = hub.join(id_slow, "r", None); // hello + presence: queue full
         assert_eq!(r, Ok(true));
@@ -1060,7 +1158,7 @@ mod tests {
         assert_eq!(r, Ok(false));
         assert_eq!(slow.close_code(), Some(close::SLOW_CONSUMER));
         assert_eq!(hub.room_members("r").unwrap().len(), 1);
-        let texts: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        let texts: Vec<String> = std::iter::from_fn(|| shared.pop())
             .filter_map(|m| match m {
                 Outbound::Text(t) => Some(t.as_str().to_owned()),
                 Outbound::Ping => None,
@@ -1079,13 +1177,11 @@ mod tests {
     #[tokio::test]
     async fn queued_bytes_are_bounded() {
         let (hub, s, policy) = setup();
-        let (tx, mut rx) = mpsc::channel(64);
-        let shared = Arc::new(ConnShared::new(0).with_byte_limit(4096));
+        let shared = Arc::new(ConnShared::new(0, 64).with_byte_limit(4096));
         let id = hub
-            .register(&s, None, &policy, tx, shared.clone(), 0, 4096)
+            .register(&s, None, &policy, shared.clone(), 0, 4096)
             .unwrap();
-        let hello = rx.try_recv().unwrap();
-        shared.dequeued(&hello);
+        shared.pop().expect("hello");
         let big = |version| SnapshotBody {
             version,
             hash: "h".into(),

@@ -27,25 +27,22 @@ fn hub() -> Hub {
     )
 }
 
-/// One registered connection and the receiving end of its queue.
+/// One registered connection; its queue is read through `shared`.
 struct Client {
     id: u64,
     shared: Arc<ConnShared>,
-    rx: mpsc::Receiver<Outbound>,
     session: Session,
 }
 
 fn connect(hub: &Hub, policy: &Policy) -> Client {
     let (session, _) = new_session(0, "editor", policy, &ClientInfo::default());
-    let (tx, rx) = mpsc::channel(64);
-    let shared = Arc::new(ConnShared::new(hub.now_ms()));
+    let shared = Arc::new(ConnShared::new(hub.now_ms(), 64));
     let id = hub
-        .register(&session, None, policy, tx, shared.clone(), 0, 4096)
+        .register(&session, None, policy, shared.clone(), 0, 4096)
         .expect("registered");
     let mut c = Client {
         id,
         shared,
-        rx,
         session,
     };
     assert!(c.texts().iter().any(|t| t.contains(r#""type":"hello""#)));
@@ -56,7 +53,7 @@ impl Client {
     /// Drains the queue: (pings, texts).
     fn drain(&mut self) -> (usize, Vec<String>) {
         let (mut pings, mut texts) = (0, Vec::new());
-        while let Ok(m) = self.rx.try_recv() {
+        while let Some(m) = self.shared.pop() {
             match m {
                 Outbound::Ping => pings += 1,
                 Outbound::Text(t) => texts.push(t.as_str().to_owned()),
@@ -239,21 +236,13 @@ async fn warnings_renewals_and_endings_reach_every_connection_of_the_session() {
     let hub = hub();
     let p = policy(Duration::from_secs(1));
     let mut tab1 = connect(&hub, &p);
-    let (tx, mut tab2_rx) = mpsc::channel(64);
-    hub.register(
-        &tab1.session,
-        None,
-        &p,
-        tx,
-        Arc::new(ConnShared::new(hub.now_ms())),
-        0,
-        4096,
-    )
-    .expect("second tab");
-    let _ = tab2_rx.try_recv();
+    let tab2 = Arc::new(ConnShared::new(hub.now_ms(), 64));
+    hub.register(&tab1.session, None, &p, tab2.clone(), 0, 4096)
+        .expect("second tab");
+    let _ = tab2.pop();
     let handle = tab1.session.handle;
-    let tab2_texts = |rx: &mut mpsc::Receiver<Outbound>| {
-        std::iter::from_fn(|| rx.try_recv().ok())
+    let tab2_texts = |q: &ConnShared| {
+        std::iter::from_fn(|| q.pop())
             .filter_map(|m| match m {
                 Outbound::Text(t) => Some(t.as_str().to_owned()),
                 Outbound::Ping => None,
@@ -270,7 +259,7 @@ async fn warnings_renewals_and_endings_reach_every_connection_of_the_session() {
         },
     );
     assert!(fx.is_empty());
-    for texts in [tab1.texts(), tab2_texts(&mut tab2_rx)] {
+    for texts in [tab1.texts(), tab2_texts(&tab2)] {
         assert_eq!(texts.len(), 1, "{texts:?}");
         let v: Value = serde_json::from_str(&texts[0]).expect("JSON");
         assert_eq!(v["type"], "expiry_warning");
@@ -286,7 +275,7 @@ async fn warnings_renewals_and_endings_reach_every_connection_of_the_session() {
             absolute_expires_at: 60_000,
         },
     );
-    for texts in [tab1.texts(), tab2_texts(&mut tab2_rx)] {
+    for texts in [tab1.texts(), tab2_texts(&tab2)] {
         let v: Value = serde_json::from_str(&texts[0]).expect("JSON");
         assert_eq!(v["type"], "renewed");
         assert_eq!(v["idle_expires_at"], to_rfc3339(9_000));

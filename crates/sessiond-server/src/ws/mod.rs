@@ -27,6 +27,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::FutureExt;
 use protocol::{BEARER_PREFIX, PROTOCOL};
 use serde::Serialize;
 use sessiond_core::Handle;
@@ -104,17 +105,19 @@ async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    // Boxed: the closure below and the task's future each keep room for it as long as
+    // the socket lives.
+    let session = Box::new(session);
     let cfg = &state.config.ws;
     ws.protocols([PROTOCOL])
         .read_buffer_size(cfg.read_buffer)
         .write_buffer_size(0)
         .max_message_size(cfg.max_message_size)
         .max_frame_size(cfg.max_message_size)
-        .on_upgrade(move |socket| async move {
-            // The socket keeps its place under `http.max_connections` until it closes.
-            let _place = place;
-            conn::run(state, socket, session).await
-        })
+        // The socket keeps its place under `http.max_connections` until it closes. A
+        // `map`, not an `async` block: a block would keep room for the socket it was
+        // given beside the task's future, which holds the socket too.
+        .on_upgrade(move |socket| conn::run(state, socket, session).map(move |()| drop(place)))
 }
 
 /// A room and how many members it has across the cluster.
