@@ -6,6 +6,7 @@ use super::{SessionResult, SessionService};
 use crate::bus::Event;
 use futures::StreamExt;
 use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Delay before a check that could not reach the store is tried again.
@@ -28,6 +29,26 @@ enum Due {
     End(EndReason, Timestamp),
     /// Not cached (or ended in the cache): decide on the store's record.
     Reread,
+}
+
+/// Due sessions shared by a pass's tasks: each takes the next one not yet taken.
+struct Line {
+    due: Vec<(Handle, Timestamp)>,
+    next: AtomicUsize,
+}
+
+impl Line {
+    fn new(due: Vec<(Handle, Timestamp)>) -> Line {
+        Line {
+            due,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn next(&self) -> Option<Handle> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.due.get(i).map(|(h, _)| *h)
+    }
 }
 
 impl SessionService {
@@ -105,7 +126,9 @@ impl SessionService {
     }
 
     /// Fires `due` over up to `workers` tasks, [`FIRE_CONCURRENCY`] sessions in flight
-    /// in all. How many were fired.
+    /// in all. The tasks take the next session from one shared line, so all of them stay
+    /// busy until the batch is done (fixed halves left one task's share in flight once
+    /// the other finished, which shrank a SQLite group commit). How many were fired.
     async fn fire_all(
         self: &Arc<Self>,
         due: Vec<(Handle, Timestamp)>,
@@ -114,15 +137,13 @@ impl SessionService {
     ) -> usize {
         let tasks = workers.min(due.len() / MIN_CHUNK).max(1);
         if tasks == 1 {
-            return self.fire_chunk(due, now, FIRE_CONCURRENCY).await;
+            return self.fire_from(&Line::new(due), now, FIRE_CONCURRENCY).await;
         }
-        let per_task = due.len().div_ceil(tasks);
+        let line = Arc::new(Line::new(due));
         let mut set = tokio::task::JoinSet::new();
-        let mut due = due.into_iter();
         for _ in 0..tasks {
-            let chunk: Vec<_> = due.by_ref().take(per_task).collect();
-            let svc = Arc::clone(self);
-            set.spawn(async move { svc.fire_chunk(chunk, now, FIRE_CONCURRENCY / tasks).await });
+            let (svc, line) = (Arc::clone(self), Arc::clone(&line));
+            set.spawn(async move { svc.fire_from(&line, now, FIRE_CONCURRENCY / tasks).await });
         }
         let mut fired = 0;
         while let Some(r) = set.join_next().await {
@@ -138,15 +159,11 @@ impl SessionService {
         fired
     }
 
-    /// Fires `due` in this task, `concurrency` at a time. How many were fired.
-    async fn fire_chunk(
-        &self,
-        due: Vec<(Handle, Timestamp)>,
-        now: Timestamp,
-        concurrency: usize,
-    ) -> usize {
-        futures::stream::iter(due)
-            .map(|(handle, _)| self.fire(handle, now))
+    /// Fires sessions taken from `line` in this task, `concurrency` at a time, until it
+    /// is empty. How many were fired.
+    async fn fire_from(&self, line: &Line, now: Timestamp, concurrency: usize) -> usize {
+        futures::stream::iter(std::iter::from_fn(|| line.next()))
+            .map(|handle| self.fire(handle, now))
             .buffer_unordered(concurrency.max(1))
             .fold(0, |n, fired| async move { n + usize::from(fired) })
             .await
