@@ -20,7 +20,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     // A shed request costs a counter and its answer.
     let _place = match inflight::admit(&state, req.uri().path()) {
         Ok(place) => place,
-        Err(shed) => return body_idle.finish(shed),
+        Err(shed) => return body_idle.finish(shed.into_response()),
     };
     // With `internal_listen`, each listener shows only its own paths.
     if listeners::refused(&state, &req) {

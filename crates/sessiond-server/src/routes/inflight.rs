@@ -13,18 +13,27 @@ fn exempt(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 
+/// Every place is taken: answered 503 `overloaded` (and counted).
+pub struct Shed;
+
+impl IntoResponse for Shed {
+    fn into_response(self) -> Response {
+        metrics::counter!("sessiond_requests_shed_total").increment(1);
+        ApiError::Overloaded.into_response()
+    }
+}
+
 /// Takes a place for a request to `path` (held until the response head is ready; a
 /// WebSocket or a streamed body goes on without it, bounded by its own limits): `None`
-/// for an exempt path, `Err` with the 503 to send when every place is taken.
-pub fn admit(state: &AppState, path: &str) -> Result<Option<OwnedSemaphorePermit>, Response> {
+/// for an exempt path.
+pub fn admit(state: &AppState, path: &str) -> Result<Option<OwnedSemaphorePermit>, Shed> {
     if exempt(path) {
         return Ok(None);
     }
-    match state.in_flight.clone().try_acquire_owned() {
-        Ok(place) => Ok(Some(place)),
-        Err(_) => {
-            metrics::counter!("sessiond_requests_shed_total").increment(1);
-            Err(ApiError::Overloaded.into_response())
-        }
-    }
+    state
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map(Some)
+        .map_err(|_| Shed)
 }
