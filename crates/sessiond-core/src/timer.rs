@@ -2,23 +2,26 @@
 //! no task per entry. Compact keys keep it near 60 bytes an entry.
 
 use crate::clock::Timestamp;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
-/// Deadlines by key; each key has at most one pending deadline.
+/// Deadlines by key; each key has at most one pending deadline. `S` hashes the keys
+/// (std's keyed hasher unless the keys are server-chosen random values:
+/// [`crate::token::RandomKeys`]).
 #[derive(Debug)]
-pub struct DeadlineQueue<K: Copy + Eq + Hash + Ord> {
+pub struct DeadlineQueue<K: Copy + Eq + Hash + Ord, S = RandomState> {
     /// Ordered by (deadline, key) so the earliest pops first.
     order: BTreeSet<(Timestamp, K)>,
     /// The current deadline of each key, to find its entry in `order` on a move.
-    at: HashMap<K, Timestamp>,
+    at: HashMap<K, Timestamp, S>,
 }
 
-impl<K: Copy + Eq + Hash + Ord> Default for DeadlineQueue<K> {
+impl<K: Copy + Eq + Hash + Ord, S: BuildHasher + Default> Default for DeadlineQueue<K, S> {
     fn default() -> Self {
         Self {
             order: BTreeSet::new(),
-            at: HashMap::new(),
+            at: HashMap::default(),
         }
     }
 }
@@ -27,7 +30,9 @@ impl<K: Copy + Eq + Hash + Ord> DeadlineQueue<K> {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
+impl<K: Copy + Eq + Hash + Ord, S: BuildHasher> DeadlineQueue<K, S> {
     /// Sets (or moves) the deadline of `key`.
     pub fn schedule(&mut self, key: K, deadline: Timestamp) {
         if let Some(old) = self.at.insert(key, deadline) {

@@ -95,9 +95,77 @@ impl Handle {
     }
 }
 
+/// Hashes keys that are already uniformly random and chosen by the server (session
+/// handles, token-hash prefixes) by folding their bytes: a lookup skips SipHash. Flooding
+/// a table needs keys that collide in it, and no client picks these (handles come from
+/// the OS's generator, token hashes from SHA-256 of server-made tokens); a key a client
+/// names only ever looks up. Never for keys a client chooses.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RandomKeys;
+
+impl std::hash::BuildHasher for RandomKeys {
+    type Hasher = RandomKeyHasher;
+    fn build_hasher(&self) -> RandomKeyHasher {
+        RandomKeyHasher(0)
+    }
+}
+
+/// [`RandomKeys`]' hasher.
+#[derive(Debug, Default)]
+pub struct RandomKeyHasher(u64);
+
+impl std::hash::Hasher for RandomKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // A rotation keeps every random bit of earlier words in play (hashbrown takes
+        // the bucket from the low bits and a tag from the top seven).
+        self.0 = self.0.rotate_left(29) ^ n;
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// A handle's text (`s_` and 16 base64url characters), on the stack: the hot path's
+/// answers and every log line name a session without allocating.
+pub struct HandleText([u8; HANDLE_TEXT]);
+
+/// Length of a handle's text.
+const HANDLE_TEXT: usize = 2 + HANDLE_BYTES / 3 * 4;
+
+impl HandleText {
+    pub fn as_str(&self) -> &str {
+        // Only `s_` and base64url characters are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Handle {
+    /// The handle's text without allocating (what `Display` writes).
+    pub fn text(&self) -> HandleText {
+        let mut b = [0u8; HANDLE_TEXT];
+        b[..2].copy_from_slice(b"s_");
+        // 12 bytes always encode to exactly 16 characters.
+        let n = URL_SAFE_NO_PAD
+            .encode_slice(self.0, &mut b[2..])
+            .unwrap_or_default();
+        debug_assert_eq!(n + 2, HANDLE_TEXT);
+        HandleText(b)
+    }
+}
+
 impl std::fmt::Display for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s_{}", URL_SAFE_NO_PAD.encode(self.0))
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -153,10 +221,38 @@ mod tests {
     }
 
     #[test]
+    fn random_keys_spread_handles() {
+        use std::hash::BuildHasher;
+        // Handles that differ in any one byte hash apart, in the bucket bits and the tag.
+        let base = Handle([7; HANDLE_BYTES]);
+        let h0 = RandomKeys.hash_one(base);
+        for i in 0..HANDLE_BYTES {
+            let mut b = base;
+            b.0[i] ^= 0x5a;
+            assert_ne!(RandomKeys.hash_one(b), h0, "byte {i}");
+        }
+        // Random handles fill the low and high bits alike.
+        let (mut low, mut high) = (0u64, 0u64);
+        for _ in 0..64 {
+            let h = RandomKeys.hash_one(Handle::generate());
+            low |= h & 0xff;
+            high |= h >> 56;
+        }
+        assert_eq!((low, high), (0xff, 0xff));
+    }
+
+    #[test]
     fn handle_round_trip() {
         let h = Handle::generate();
         assert_eq!(Handle::parse(&h.to_string()), Some(h));
         assert!(Handle::parse("x").is_none());
+        // The stack text is the allocated one: `s_` and the bytes in base64url.
+        assert_eq!(
+            h.text().as_str(),
+            format!("s_{}", URL_SAFE_NO_PAD.encode(h.0))
+        );
+        let all_ones = Handle([0xff; HANDLE_BYTES]);
+        assert_eq!(all_ones.text().as_str(), format!("s_{}", "_".repeat(16)));
     }
 
     proptest! {

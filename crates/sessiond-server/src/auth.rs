@@ -2,6 +2,7 @@
 //! the cross-origin check for cookie-authenticated writes (own routes and forward-auth),
 //! and the admin API key.
 
+use crate::client::Seen;
 use crate::config::KeyScope;
 use crate::error::ApiError;
 use crate::origin;
@@ -9,7 +10,6 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
-use sessiond_core::lifecycle::ClientInfo;
 use sessiond_core::{Session, Token, TokenHash};
 use subtle::ConstantTimeEq;
 
@@ -98,13 +98,14 @@ pub fn origin_allowed(state: &AppState, headers: &HeaderMap) -> Result<(), ApiEr
 /// cookie-authenticated request whose original method is unsafe must come from the
 /// proxied application's own origin (from `X-Forwarded-Proto`/`X-Forwarded-Host`) or an
 /// allowed one: the CSRF protection of the app behind the proxy.
-pub async fn authenticate_forwarded(
+pub async fn authenticate_forwarded<R>(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
-    client: &ClientInfo,
+    client: &Seen<'_>,
     touch: bool,
-) -> Result<Authed, ApiError> {
+    view: impl Fn(&Session) -> R,
+) -> Result<R, ApiError> {
     let presented =
         request_token(headers, &state.config.cookie.name).ok_or(ApiError::Unauthenticated)?;
     if presented.source == TokenSource::Cookie && origin::forwarded_unsafe(method, headers) {
@@ -117,14 +118,10 @@ pub async fn authenticate_forwarded(
         }
     }
     let hash = presented.hash.ok_or(ApiError::Unauthenticated)?;
-    let session = state
+    Ok(state
         .sessions
-        .authenticate_from(&hash, touch, client)
-        .await?;
-    Ok(Authed {
-        session,
-        source: presented.source,
-    })
+        .authenticate_view(&hash, touch, client, view)
+        .await?)
 }
 
 /// A live session (validated, not touched). Use [`crate::sessions::SessionService`] to
@@ -145,7 +142,7 @@ impl FromRequestParts<AppState> for Authed {
             .extensions
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0);
-        let client = crate::client::client_info(peer, &parts.headers, &state.trusted_proxies);
+        let client = crate::client::client_seen(peer, &parts.headers, &state.trusted_proxies);
         authenticate(state, &parts.method, &parts.headers, &client, false).await
     }
 }
@@ -158,7 +155,7 @@ pub async fn authenticate(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
-    client: &ClientInfo,
+    client: &Seen<'_>,
     touch: bool,
 ) -> Result<Authed, ApiError> {
     let presented =

@@ -335,15 +335,27 @@ impl Server {
             shutdown.await;
             trigger.cancel();
         });
-        let public = router.clone().layer(axum::Extension(Side::Public));
         // Our own loop, not `axum::serve`: it has the timers and connection caps.
-        let public_loop = crate::serve::serve(listener, public, &http, public_tls, token.clone());
+        let public_loop = crate::serve::serve(
+            listener,
+            router.clone(),
+            Side::Public,
+            &http,
+            public_tls,
+            token.clone(),
+        );
         match internal {
             Some(internal) => {
-                let router = router.layer(axum::Extension(Side::Internal));
                 tokio::join!(
                     public_loop,
-                    crate::serve::serve(internal, router, &http, internal_tls, token)
+                    crate::serve::serve(
+                        internal,
+                        router,
+                        Side::Internal,
+                        &http,
+                        internal_tls,
+                        token
+                    )
                 );
             }
             None => public_loop.await,

@@ -5,6 +5,8 @@ use ipnet::IpNet;
 use sessiond_core::lifecycle::ClientInfo;
 use std::net::{IpAddr, SocketAddr};
 
+pub use crate::sessions::Seen;
+
 /// The longest user agent kept (audit rows stay small).
 const MAX_UA: usize = 512;
 
@@ -36,13 +38,25 @@ pub fn client_ip(
 }
 
 pub fn client_info(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> ClientInfo {
-    let ua = headers
+    client_seen(peer, headers, trusted).info()
+}
+
+/// [`client_info`] borrowed from the request: the hot path's form.
+pub fn client_seen<'h>(
+    peer: Option<SocketAddr>,
+    headers: &'h HeaderMap,
+    trusted: &[IpNet],
+) -> Seen<'h> {
+    let user_agent = headers
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(MAX_UA).collect());
-    ClientInfo {
-        ip: client_ip(peer, headers, trusted).map(|i| i.to_string()),
-        user_agent: ua,
+        .map(|s| match s.char_indices().nth(MAX_UA) {
+            Some((end, _)) => &s[..end],
+            None => s,
+        });
+    Seen {
+        ip: client_ip(peer, headers, trusted),
+        user_agent,
     }
 }
 

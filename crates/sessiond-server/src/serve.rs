@@ -8,6 +8,7 @@
 
 use crate::config::HttpConfig;
 use crate::error::Problem;
+use crate::routes::listeners::Side;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
@@ -29,11 +30,14 @@ use tower::ServiceExt;
 
 /// Serves `router` on `listener` until `token` is cancelled, then stops accepting, lets
 /// every connection finish its request in flight and returns when all are closed.
-/// Requests carry `ConnectInfo<SocketAddr>` (the TCP peer); WebSocket upgrades work.
+/// Requests carry `ConnectInfo<SocketAddr>` (the TCP peer) and, on the internal listener,
+/// their [`Side`] (set here rather than by a router layer, which would wrap every route
+/// in one more boxed service); WebSocket upgrades work.
 /// With `tls`, every connection is TLS (its ALPN choice decides HTTP/2 or HTTP/1.1).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    side: Side,
     config: &HttpConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
     token: CancellationToken,
@@ -91,7 +95,17 @@ pub async fn serve(
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    req.extensions_mut().insert(place.clone());
+                    // Only a request that can become a WebSocket (an HTTP/1.1 upgrade, an
+                    // HTTP/2 extended CONNECT) needs to keep the connection's place.
+                    if req.headers().contains_key(axum::http::header::UPGRADE)
+                        || req.method() == axum::http::Method::CONNECT
+                    {
+                        req.extensions_mut().insert(place.clone());
+                    }
+                    // Absent means public ([`crate::routes::listeners::side`]).
+                    if side == Side::Internal {
+                        req.extensions_mut().insert(side);
+                    }
                     router.clone().oneshot(req)
                 },
             );

@@ -4,17 +4,20 @@
 //!
 //! [`with_edges`] wraps the whole app outside routing, so every answer (a refusal before
 //! any route included) carries a request id and a span, which the route that answers
-//! names ([`name_span`]); the others are applied per router in [`super::app`].
+//! names ([`super::timing::name_span`]); [`api`] applies the others to each API router in
+//! [`super::app`].
 
 use crate::error::ApiError;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue, Response};
 use axum::response::IntoResponse;
 use axum::Router;
 use std::time::Duration;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
@@ -35,6 +38,21 @@ pub fn usable_request_id(v: &HeaderValue) -> bool {
         && b.len() <= MAX_REQUEST_ID
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Generates a request id: a random (v4) UUID, written on the stack rather than through
+/// `Display` and a `String` (tower-http's `MakeRequestUuid`), since every request
+/// without an id of its own makes one.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = id.hyphenated().encode_lower(&mut text);
+        HeaderValue::from_str(text).ok().map(RequestId::new)
+    }
 }
 
 /// Removes an unusable (or repeated) `x-request-id`, so that one is generated instead.
@@ -68,7 +86,8 @@ fn make_span(req: &Request) -> Span {
         otel.kind = "server",
         otel.status_code = Empty,
     );
-    // Named by the method until the route that answers names it ([`name_span`]); an
+    // Named by the method until the route that answers names it
+    // ([`super::timing::name_span`]); an
     // unmatched path keeps the method alone (the raw path is the caller's text).
     span.record("otel.name", tracing::field::display(req.method()));
     if let Some(id) = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
@@ -76,15 +95,6 @@ fn make_span(req: &Request) -> Span {
     }
     crate::telemetry::join_caller_trace(&span, req.headers());
     span
-}
-
-/// Names the request's span after the route that answers it (`METHOD /route`).
-pub fn name_span(span: &Span, method: &axum::http::Method, route: &MatchedPath) {
-    if span.is_disabled() {
-        return;
-    }
-    span.record("route", tracing::field::display(route.as_str()));
-    crate::telemetry::rename(span, format!("{} {}", method, route.as_str()));
 }
 
 fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
@@ -98,15 +108,24 @@ fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
     tracing::debug!(status = res.status().as_u16(), latency_ms, "answered");
 }
 
-/// Wraps every route of `router` (and its fallback), outermost first: unusable request
-/// ids dropped, request id set (generated when absent), the trace span, the request id
-/// copied to the response. [`super::app`] gives it a router whose only route is the
-/// fallback holding the app, so this stack wraps the app once.
-pub fn with_edges<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    router.layer(
+/// The edge around the whole app, outermost first: unusable request ids dropped, request
+/// id set (generated when absent), the trace span, the request id copied to the
+/// response. [`super::app`] gives it the app (the cross-cutting checks around the
+/// router), which becomes the one route (the fallback) of the router returned: one
+/// boxed route around the stack, not a route inside a route.
+pub fn with_edges<T>(app: T) -> Router
+where
+    T: tower::Service<Request, Response = Response<Body>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    T::Future: Send + 'static,
+{
+    Router::new().fallback_service(
         ServiceBuilder::new()
             .map_request(drop_unusable_request_id)
-            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), NewRequestId))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(make_span)
@@ -117,20 +136,51 @@ pub fn with_edges<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router
                     // Failures are answered with problem+json, which logs its own cause.
                     .on_failure(()),
             )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone())),
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+            .service(app),
     )
 }
 
-/// `Cache-Control` for every answer of an API router (unless a handler set one): session
-/// state, identities and drafts must never be stored by a browser or proxy.
-pub fn no_store<S: Clone + Send + Sync + 'static>(
+/// What an API router's answers carry and what its requests may bring.
+#[derive(Clone, Copy)]
+pub struct Api {
+    /// `Cache-Control` of every answer (unless a handler set one): session state,
+    /// identities and drafts must never be stored by a browser or proxy.
+    pub cache: Option<&'static str>,
+    /// The limit of the buffered bodies (JSON, snapshots): an overflow fails the
+    /// extractor, which answers 413 `payload_too_large`.
+    pub body_limit: Option<usize>,
+}
+
+/// Wraps every route of an API router in its edge, outermost first: the route's tag
+/// ([`super::timing::RouteTag`]), the refusal of a doubled session cookie named `cookie`
+/// ([`duplicate_cookie`]), `Cache-Control`, the body limit.
+///
+/// One `Router::layer` call with the whole stack, not one call per concern: each call
+/// wraps every route in another boxed service that the router clones (with every level
+/// inside it) and calls through a boxed future on each request.
+pub fn api<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
-    value: &'static str,
+    cookie: &str,
+    api: Api,
 ) -> Router<S> {
-    router.layer(SetResponseHeaderLayer::if_not_present(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(value),
-    ))
+    router.layer(
+        ServiceBuilder::new()
+            .layer(super::timing::RouteTagLayer)
+            .layer(duplicate_cookie(cookie.to_owned()))
+            .option_layer(api.cache.map(|v| {
+                SetResponseHeaderLayer::if_not_present(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static(v),
+                )
+            }))
+            .option_layer(api.body_limit.map(DefaultBodyLimit::max)),
+    )
+}
+
+/// A router outside the API (the web pages): only tagged with the route that answers.
+pub fn tagged<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(super::timing::RouteTagLayer)
 }
 
 /// How many cookies named `name` the request carries (over every `Cookie` header).
@@ -158,25 +208,38 @@ pub fn cookie_count(headers: &axum::http::HeaderMap, name: &str) -> usize {
 /// the WebSocket upgrade included.
 // The validator's `Result<(), Response>` shape is tower-http's, not ours to box.
 #[allow(clippy::result_large_err)]
-pub fn single_session_cookie<S: Clone + Send + Sync + 'static>(
-    router: Router<S>,
+fn duplicate_cookie(
     name: String,
-) -> Router<S> {
-    router.layer(ValidateRequestHeaderLayer::custom(
-        move |req: &mut Request| -> Result<(), Response<Body>> {
-            if cookie_count(req.headers(), &name) > 1 {
-                return Err(ApiError::Invalid {
-                    code: "duplicate_cookie",
-                    detail: format!(
-                        "the request carries the cookie {name} more than once; \
-                         remove the extra cookie (see the browser's cookies for this site)"
-                    ),
-                }
-                .into_response());
-            }
-            Ok(())
-        },
-    ))
+) -> ValidateRequestHeaderLayer<
+    impl FnMut(&mut Request) -> Result<(), Response<Body>> + Clone + Send + Sync + 'static,
+> {
+    ValidateRequestHeaderLayer::custom(move |req: &mut Request| -> Result<(), Response<Body>> {
+        match duplicate_cookie_refusal(req.headers(), &name) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
+    })
+}
+
+/// The 400 `duplicate_cookie` answer to a request carrying the cookie `name` more than
+/// once ([`duplicate_cookie`]); `None` when it carries it at most once.
+pub fn duplicate_cookie_refusal(
+    headers: &axum::http::HeaderMap,
+    name: &str,
+) -> Option<Response<Body>> {
+    if cookie_count(headers, name) <= 1 {
+        return None;
+    }
+    Some(
+        ApiError::Invalid {
+            code: "duplicate_cookie",
+            detail: format!(
+                "the request carries the cookie {name} more than once; \
+                 remove the extra cookie (see the browser's cookies for this site)"
+            ),
+        }
+        .into_response(),
+    )
 }
 
 /// The limit of the buffered bodies (JSON, snapshots) of a router: an overflow fails the
@@ -217,6 +280,17 @@ pub fn declared_length_limit<S: Clone + Send + Sync + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_request_ids_are_v4_uuids() {
+        let req = axum::http::Request::new(());
+        let a = NewRequestId.make_request_id(&req).unwrap();
+        let b = NewRequestId.make_request_id(&req).unwrap();
+        assert_ne!(a.header_value(), b.header_value());
+        let id = uuid::Uuid::parse_str(a.header_value().to_str().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 4);
+        assert!(usable_request_id(a.header_value()));
+    }
 
     #[test]
     fn request_ids_are_checked() {

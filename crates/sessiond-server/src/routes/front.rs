@@ -5,7 +5,7 @@
 //! and the future it returns on each request, and on the hot path (a verify answered
 //! from the cache) those allocations and the nesting cost more than the checks.
 
-use super::{cors, inflight, limits, listeners, timing};
+use super::{cors, inflight, limits, listeners, timing, verify};
 use crate::error::ApiError;
 use crate::serve::BodyIdleTimer;
 use crate::state::AppState;
@@ -37,9 +37,9 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         None => match limits::Ask::of(&state, &req) {
             Some(ask) => match ask.check(&state).await {
                 Err(refused) => refused,
-                Ok(()) => next.run(req).await,
+                Ok(()) => route(&state, req, next).await,
             },
-            None => next.run(req).await,
+            None => route(&state, req, next).await,
         },
     };
     if let Some(c) = cors {
@@ -47,4 +47,14 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     }
     timer.record(&res);
     body_idle.finish(res)
+}
+
+/// The router, or for the forward-auth path (every proxied request of an app behind a
+/// proxy asks it) its answer directly ([`verify::direct`]).
+async fn route(state: &AppState, req: Request, next: Next) -> Response {
+    if req.uri().path() == verify::PATH {
+        verify::direct(state.clone(), req).await
+    } else {
+        next.run(req).await
+    }
 }

@@ -35,58 +35,39 @@ const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 pub fn app(state: AppState) -> Router {
     let c = &state.config;
+    let cookie = c.cookie.name.as_str();
+    // Each API router with its edge ([`edge::api`]), so every route is wrapped once. A
+    // known API path with another method is a problem+json 405 (with `Allow`), behind
+    // the same edge; the embedded web pages keep axum's plain answer.
+    let edged = |r: Router<AppState>, cache: Option<&'static str>, body_limit: Option<usize>| {
+        let r = r.method_not_allowed_fallback(|m: Method| async move {
+            ApiError::MethodNotAllowed(m.to_string())
+        });
+        edge::api(r, cookie, edge::Api { cache, body_limit })
+    };
+    const NO_STORE: Option<&str> = Some("no-store");
+    const PRIVATE: Option<&str> = Some("private, no-store");
+    let json = Some(JSON_BODY_LIMIT);
     let mut api = Router::new()
-        .merge(ops::router())
-        .merge(openapi::router())
-        .merge(edge::no_store(
-            edge::body_limit(session::router(), session::MAX_BODY),
-            "no-store",
-        ))
-        .merge(edge::no_store(
-            edge::body_limit(devices::router(), JSON_BODY_LIMIT),
-            "no-store",
-        ))
-        .merge(edge::no_store(
-            edge::body_limit(admin::router(), JSON_BODY_LIMIT),
-            "no-store",
-        ))
-        .merge(edge::no_store(live::router(), "no-store"))
-        .merge(edge::no_store(
-            edge::body_limit(webhooks::router(), JSON_BODY_LIMIT),
-            "no-store",
-        ))
-        .merge(edge::no_store(
-            edge::body_limit(grants::router(), JSON_BODY_LIMIT),
-            "no-store",
-        ))
-        .merge(edge::no_store(verify::router(), "no-store"))
-        .merge(edge::no_store(crate::ws::router(), "no-store"))
-        .merge(edge::no_store(
-            drafts::router(&c.drafts),
-            "private, no-store",
-        ))
-        .merge(edge::no_store(
-            snapshots::router(&c.snapshots),
-            "private, no-store",
-        ));
+        .merge(edged(ops::router(), None, None))
+        .merge(edged(openapi::router(), None, None))
+        .merge(edged(session::router(), NO_STORE, Some(session::MAX_BODY)))
+        .merge(edged(devices::router(), NO_STORE, json))
+        .merge(edged(admin::router(), NO_STORE, json))
+        .merge(edged(live::router(), NO_STORE, None))
+        .merge(edged(webhooks::router(), NO_STORE, json))
+        .merge(edged(grants::router(), NO_STORE, json))
+        .merge(edged(verify::router(), NO_STORE, None))
+        .merge(edged(crate::ws::router(), NO_STORE, None))
+        .merge(edged(drafts::router(&c.drafts), PRIVATE, None))
+        .merge(edged(snapshots::router(&c.snapshots), PRIVATE, None));
     if c.dev {
-        api = api.merge(edge::no_store(
-            edge::body_limit(demo::router(), JSON_BODY_LIMIT),
-            "no-store",
-        ));
+        api = api.merge(edged(demo::router(), NO_STORE, json));
     }
-    // A known API path with another method is a problem+json 405 (with `Allow`); the
-    // embedded web pages, merged after, keep axum's plain answer.
-    let api = api.method_not_allowed_fallback(|m: Method| async move {
-        ApiError::MethodNotAllowed(m.to_string())
-    });
-    let api = edge::single_session_cookie(api, c.cookie.name.clone());
     let app = api
-        .merge(web::router())
+        .merge(edge::tagged(web::router()))
         // Unknown paths answer problem+json like every other error.
         .fallback(|| async { ApiError::NotFound })
-        // Each route names itself on its answer and span, for the layers below.
-        .layer(timing::RouteTagLayer)
         .with_state(state.clone());
     // The cross-cutting checks ([`front`]) wrap the router once, outside routing, rather
     // than every route: a `from_fn` layer clones the service it wraps on each request,
@@ -97,5 +78,5 @@ pub fn app(state: AppState) -> Router {
             front::layer,
         ))
         .service(app);
-    edge::with_edges(Router::new().fallback_service(app))
+    edge::with_edges(app)
 }

@@ -276,7 +276,7 @@ pub async fn activity(
     method: Method,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let a = auth::authenticate(&state, &method, &headers, &client, true).await?;
+    let a = auth::authenticate(&state, &method, &headers, &(&client).into(), true).await?;
     Ok(respond(
         StatusCode::OK,
         session_view(&state, &a.session),

@@ -1,7 +1,7 @@
 //! Request duration by route template: `sessiond_http_request_duration_seconds`, labelled
 //! with axum's [`MatchedPath`] (so `/v1/sessions/{handle}`, never a real handle, keeps the
 //! label set bounded), the method and the status class; and [`RouteTag`], which tells
-//! the layers outside the router which route answered.
+//! the layers outside the router which route answered ([`Answered`]).
 
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
@@ -9,6 +9,23 @@ use metrics::Histogram;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Instant;
+
+/// The route that answered, on its answer: axum's template, or a route the front layer
+/// answers itself without routing ([`super::verify::direct`]).
+#[derive(Clone)]
+pub enum Answered {
+    Matched(MatchedPath),
+    Fixed(&'static str),
+}
+
+impl Answered {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Answered::Matched(m) => m.as_str(),
+            Answered::Fixed(p) => p,
+        }
+    }
+}
 
 /// Route label of requests no route matched (404s, the web pages' fallback).
 const UNMATCHED: &str = "unmatched";
@@ -46,7 +63,7 @@ impl Timer {
     pub fn record(self, res: &Response) {
         let method = self.method;
         // Set on the answer by the route's [`RouteTag`]; none when no route matched.
-        let route = res.extensions().get::<MatchedPath>();
+        let route = res.extensions().get::<Answered>();
         let status = match res.status().as_u16() {
             100..=199 => 0,
             200..=299 => 1,
@@ -54,13 +71,16 @@ impl Timer {
             400..=499 => 3,
             _ => 4,
         };
-        let route = route.map_or(UNMATCHED, MatchedPath::as_str);
+        let route = route.map_or(UNMATCHED, Answered::as_str);
         let elapsed = self.started.elapsed().as_secs_f64();
         HISTOGRAMS.with_borrow_mut(|cache| {
-            if !cache.contains_key(route) {
-                cache.insert(route.to_owned(), vec![None; METHODS.len() * STATUSES.len()]);
-            }
-            let slots = cache.get_mut(route).expect("inserted above");
+            // One lookup on the hot path; the route's slots are made on its first answer.
+            let slots = match cache.get_mut(route) {
+                Some(slots) => slots,
+                None => cache
+                    .entry(route.to_owned())
+                    .or_insert_with(|| vec![None; METHODS.len() * STATUSES.len()]),
+            };
             slots[method * STATUSES.len() + status]
                 .get_or_insert_with(|| {
                     metrics::histogram!(
@@ -129,7 +149,7 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let route = req.extensions().get::<MatchedPath>().cloned();
         if let Some(r) = &route {
-            super::edge::name_span(&tracing::Span::current(), req.method(), r);
+            name_span(&tracing::Span::current(), req.method(), r.as_str());
         }
         Tagged {
             fut: self.0.call(req),
@@ -162,8 +182,17 @@ where
         let this = self.project();
         let mut res = std::task::ready!(this.fut.poll(cx))?;
         if let Some(r) = this.route.take() {
-            res.extensions_mut().insert(r);
+            res.extensions_mut().insert(Answered::Matched(r));
         }
         std::task::Poll::Ready(Ok(res))
     }
+}
+
+/// Names the request's span after the route that answers it (`METHOD /route`).
+pub fn name_span(span: &tracing::Span, method: &axum::http::Method, route: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("route", tracing::field::display(route));
+    crate::telemetry::rename(span, format!("{method} {route}"));
 }

@@ -4,19 +4,43 @@
 //! the original one.
 
 use crate::auth;
-use crate::client::client_info;
+use crate::client::client_seen;
 use crate::error::{ApiError, ApiResult};
 use crate::routes::problems::{ForbiddenErrors, InputErrors, ReadErrors};
 use crate::state::AppState;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use std::net::SocketAddr;
 
+/// The route's path.
+pub const PATH: &str = "/v1/auth/verify";
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/auth/verify", any(verify))
+    Router::new().route(PATH, any(verify))
+}
+
+/// Answers a request for [`PATH`] without the router: the front layer calls it for the
+/// proxies' hot path, where routing (matching, the route's boxed services, a boxed
+/// future per level) cost as much as the answer. It applies what the routed path gets
+/// from its edge ([`super::edge::api`]): the route's name on the span and the answer, the
+/// refusal of a doubled session cookie, `Cache-Control: no-store`. Every method is the
+/// route's (`any`), so no 405 is lost.
+pub async fn direct(state: AppState, req: Request) -> Response {
+    super::timing::name_span(&tracing::Span::current(), req.method(), PATH);
+    let refused = super::edge::duplicate_cookie_refusal(req.headers(), &state.config.cookie.name);
+    let mut res = match refused {
+        Some(refusal) => refusal,
+        None => verify(State(state), req).await.into_response(),
+    };
+    res.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    res.extensions_mut()
+        .insert(super::timing::Answered::Fixed(PATH));
+    res
 }
 
 /// Set by the proxy configuration, never read from the query string: a query parameter
@@ -26,12 +50,28 @@ const TOUCH: HeaderName = HeaderName::from_static("x-sessiond-touch");
 
 /// Every identity header, always present (empty when the session has no such value), so
 /// a proxy that copies them onto the upstream request overwrites whatever the client sent.
-pub const IDENTITY_HEADERS: [&str; 4] = [
-    "x-session-principal",
-    "x-session-role",
-    "x-session-handle",
-    "x-session-user",
+pub const IDENTITY_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-session-principal"),
+    HeaderName::from_static("x-session-role"),
+    HeaderName::from_static("x-session-handle"),
+    HeaderName::from_static("x-session-user"),
 ];
+
+/// The identity headers' values: taken under the cache's lock straight from the cached
+/// record, with no copy of the session in between.
+fn identity(s: &sessiond_core::Session) -> [HeaderValue; 4] {
+    let value =
+        |v: &str| HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    [
+        value(s.principal.as_str()),
+        value(s.role.as_str()),
+        value(s.handle.text().as_str()),
+        match s.user_id.as_deref() {
+            Some(u) => value(u),
+            None => HeaderValue::from_static(""),
+        },
+    ]
+}
 
 /// `X-Sessiond-Touch`: absent, `1` or `true` counts the request as activity; `0` or
 /// `false` only checks.
@@ -81,23 +121,14 @@ pub async fn verify(State(state): State<AppState>, req: Request) -> ApiResult<Re
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let client = client_info(peer, headers, &state.trusted_proxies);
+    let client = client_seen(peer, headers, &state.trusted_proxies);
     let touch = touch(headers)?;
-    let a = auth::authenticate_forwarded(&state, method, headers, &client, touch).await?;
-    let s = &a.session;
+    let values =
+        auth::authenticate_forwarded(&state, method, headers, &client, touch, identity).await?;
     let mut r = StatusCode::OK.into_response();
     let h = r.headers_mut();
-    let value =
-        |v: &str| HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    let handle = s.handle.to_string();
-    let values = [
-        s.principal.as_str(),
-        s.role.as_str(),
-        handle.as_str(),
-        s.user_id.as_deref().unwrap_or(""),
-    ];
     for (name, v) in IDENTITY_HEADERS.into_iter().zip(values) {
-        h.insert(name, value(v));
+        h.insert(name, v);
     }
     Ok(r)
 }

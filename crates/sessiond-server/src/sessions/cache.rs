@@ -1,8 +1,9 @@
 //! The in-memory session cache: records by handle, the token index, and the timer queue,
 //! all behind one mutex so a lookup, its activity and its timer move in one locking.
 
-use sessiond_core::lifecycle::ClientInfo;
+use super::types::Seen;
 use sessiond_core::timer::DeadlineQueue;
+use sessiond_core::token::RandomKeys;
 use sessiond_core::{Handle, Session, Timestamp, TokenHash};
 use std::collections::HashMap;
 
@@ -24,18 +25,18 @@ impl Entry {
     /// Takes where a live session was just seen from (IP, user agent) when it differs
     /// from the record, marking it dirty so the flusher writes it with the next batch of
     /// activity: one write per change, not per request.
-    pub fn note_client(&mut self, client: &ClientInfo) {
+    pub fn note_client(&mut self, client: &Seen<'_>) {
         if !self.session.is_active() {
             return;
         }
         let s = &mut self.session;
         let mut changed = false;
-        if client.ip.is_some() && s.client_ip != client.ip {
-            s.client_ip.clone_from(&client.ip);
+        if client.ip_differs(s.client_ip.as_deref()) {
+            s.client_ip = client.ip.map(|i| i.to_string());
             changed = true;
         }
-        if client.user_agent.is_some() && s.user_agent != client.user_agent {
-            s.user_agent.clone_from(&client.user_agent);
+        if client.user_agent_differs(s.user_agent.as_deref()) {
+            s.user_agent = client.user_agent.map(str::to_owned);
             changed = true;
         }
         if changed {
@@ -58,15 +59,15 @@ pub(super) struct Cache {
     /// Boxed: a hash table keeps up to about twice its entries' slots (capacity is a
     /// power of two), so inline records (~300 B each) would cost about as much again in
     /// empty slots; a slot holding a pointer wastes 8 B.
-    pub by_handle: HashMap<Handle, Box<Entry>>,
+    pub by_handle: HashMap<Handle, Box<Entry>, RandomKeys>,
     /// Token index by the first 8 bytes of the hash (16 B a slot instead of 48; a
     /// million sessions save about 50 MB). Only an index: every hit is checked against
     /// the record's full hash in constant time, so a prefix shared by two sessions (a
     /// 2^-64 chance per pair) costs the one not indexed a store read, never a wrong
     /// session.
-    by_token: HashMap<u64, Handle>,
+    by_token: HashMap<u64, Handle, RandomKeys>,
     /// Next scheduler event per session: the warning time, then the deadline.
-    pub timers: DeadlineQueue<Handle>,
+    pub timers: DeadlineQueue<Handle, RandomKeys>,
     capacity: usize,
 }
 
@@ -74,8 +75,8 @@ impl Cache {
     /// A cache of at most `capacity` records (never fewer than 16).
     pub fn new(capacity: usize) -> Self {
         Cache {
-            by_handle: HashMap::new(),
-            by_token: HashMap::new(),
+            by_handle: HashMap::default(),
+            by_token: HashMap::default(),
             timers: DeadlineQueue::default(),
             capacity: capacity.max(16),
         }

@@ -20,7 +20,7 @@ impl SessionService {
     /// [`Entry::note_client`]: super::cache::Entry::note_client
     pub fn seen_from(&self, handle: &Handle, client: &ClientInfo) {
         if let Some(e) = self.lock().by_handle.get_mut(handle) {
-            e.note_client(client);
+            e.note_client(&client.into());
         }
     }
 

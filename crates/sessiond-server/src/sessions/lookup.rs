@@ -4,8 +4,8 @@
 
 use super::cache::{Cache, Entry};
 use super::types::Credential;
+use super::types::Seen;
 use super::{SessionError, SessionResult, SessionService};
-use sessiond_core::lifecycle::ClientInfo;
 use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp, TokenHash};
 
 /// What names the session being looked up.
@@ -33,13 +33,19 @@ impl Key<'_> {
     }
 }
 
-/// A cached session checked (and maybe touched) at one instant.
-struct Checked {
-    session: Session,
-    /// Activity inside the warning window moved the deadline: connections get `renewed`.
-    renewed: bool,
+/// A cached session checked (and maybe touched) at one instant: what the caller asked
+/// to see of it, taken under the lock, rather than a copy of the whole record.
+struct Checked<R> {
+    handle: Handle,
+    /// `Err` with its reason when the session has ended.
+    view: Result<R, EndReason>,
+    /// Activity inside the warning window moved the deadline: connections get `renewed`
+    /// (the record they are told about).
+    renewed: Option<Session>,
     /// Cluster mode and the stored deadline is near: write the activity now.
     urgent: bool,
+    /// The touched session's new timer (moved under the same lock as the touch).
+    timer: Option<Timestamp>,
 }
 
 /// A session whose deadline passed: it must end now for `reason`.
@@ -51,8 +57,8 @@ struct Overdue {
 /// One pass over the cache. Only ever a short-lived local, so its size does not matter
 /// and boxing the hit would cost an allocation per request.
 #[allow(clippy::large_enum_variant)]
-enum Probe {
-    Hit(Result<Checked, Overdue>),
+enum Probe<R> {
+    Hit(Result<Checked<R>, Overdue>),
     /// Cluster mode: the entry is too old to trust; re-read it first.
     Stale(Handle),
     Miss,
@@ -65,8 +71,10 @@ impl SessionService {
     /// A sign-in draft move that failed on this node is finished first, so the request
     /// sees the user's drafts.
     pub async fn authenticate(&self, token: &TokenHash, touch: bool) -> SessionResult<Session> {
-        let s = self.lookup(Key::Token(token), touch, None).await?;
-        self.finish_move_of(&s.handle).await;
+        let (handle, s) = self
+            .lookup(Key::Token(token), touch, None, Session::clone)
+            .await?;
+        self.finish_move_of(&handle).await;
         Ok(s)
     }
 
@@ -77,32 +85,53 @@ impl SessionService {
         &self,
         token: &TokenHash,
         touch: bool,
-        client: &ClientInfo,
+        client: &Seen<'_>,
     ) -> SessionResult<Session> {
-        let s = self.lookup(Key::Token(token), touch, Some(client)).await?;
-        self.finish_move_of(&s.handle).await;
-        Ok(s)
+        self.authenticate_view(token, touch, client, Session::clone)
+            .await
+    }
+
+    /// [`Self::authenticate_from`] returning only what `view` takes from the live
+    /// session (the hot path's forward-auth answer), not a copy of the whole record.
+    pub async fn authenticate_view<R>(
+        &self,
+        token: &TokenHash,
+        touch: bool,
+        client: &Seen<'_>,
+        view: impl Fn(&Session) -> R,
+    ) -> SessionResult<R> {
+        let (handle, r) = self
+            .lookup(Key::Token(token), touch, Some(client), view)
+            .await?;
+        self.finish_move_of(&handle).await;
+        Ok(r)
     }
 
     /// Records activity for a caller that authenticated earlier (an open WebSocket's
     /// `activity`); `Rotated`, with nothing recorded, if its token was rotated away since.
     pub async fn touch(&self, who: &Credential) -> SessionResult<Session> {
-        self.lookup(Key::Credential(who), true, None).await
+        self.lookup(Key::Credential(who), true, None, Session::clone)
+            .await
+            .map(|(_, s)| s)
     }
 
     /// The live session of a caller that authenticated earlier, without activity:
     /// `Rotated` if its token was rotated away since (checked before anything it asks
     /// for, so an old connection never acts as the session's new principal or role).
     pub async fn current(&self, who: &Credential) -> SessionResult<Session> {
-        self.lookup(Key::Credential(who), false, None).await
+        self.lookup(Key::Credential(who), false, None, Session::clone)
+            .await
+            .map(|(_, s)| s)
     }
 
-    async fn lookup(
+    /// The looked-up live session's handle and `view` of it.
+    async fn lookup<R>(
         &self,
         key: Key<'_>,
         touch: bool,
-        client: Option<&ClientInfo>,
-    ) -> SessionResult<Session> {
+        client: Option<&Seen<'_>>,
+        view: impl Fn(&Session) -> R,
+    ) -> SessionResult<(Handle, R)> {
         // Cluster mode: a stale entry, or one that looks overdue, is re-read once first.
         let mut refreshed = false;
         loop {
@@ -117,8 +146,8 @@ impl SessionService {
                         if let Some(cl) = client {
                             e.note_client(cl);
                         }
-                        let checked = self.check_and_touch(e, now, touch);
-                        self.reschedule(&mut c, &checked, touch);
+                        let checked = self.check_and_touch(e, now, touch, &view);
+                        Self::reschedule(&mut c, &checked);
                         Probe::Hit(checked)
                     }
                     None => Probe::Miss,
@@ -152,29 +181,27 @@ impl SessionService {
                     if let Some(cl) = client {
                         e.note_client(cl);
                     }
-                    let checked = self.check_and_touch(e, now, touch);
-                    self.reschedule(&mut c, &checked, touch);
+                    let checked = self.check_and_touch(e, now, touch, &view);
+                    Self::reschedule(&mut c, &checked);
                     checked
                 }
             };
             return match checked {
                 Ok(Checked {
-                    session,
+                    handle,
+                    view,
                     renewed,
                     urgent,
+                    timer: _,
                 }) => {
-                    if !session.is_active() {
-                        return Err(SessionError::Ended {
-                            reason: session.end_reason.unwrap_or(EndReason::Revoked),
-                        });
-                    }
-                    if renewed {
-                        self.publish_renewed(&session);
+                    let view = view.map_err(|reason| SessionError::Ended { reason })?;
+                    if let Some(s) = renewed {
+                        self.publish_renewed(&s);
                     }
                     if urgent {
-                        self.flush_urgent(&session.handle).await;
+                        self.flush_urgent(&handle).await;
                     }
-                    Ok(session)
+                    Ok((handle, view))
                 }
                 Err(Overdue { handle, reason }) => {
                     if self.cluster.get().is_some() && !refreshed {
@@ -192,18 +219,22 @@ impl SessionService {
 
     /// Checks an entry at `now` and records activity on it if `touch`; or the ending
     /// that must happen now.
-    fn check_and_touch(
+    fn check_and_touch<R>(
         &self,
         e: &mut Entry,
         now: Timestamp,
         touch: bool,
-    ) -> Result<Checked, Overdue> {
+        view: &impl Fn(&Session) -> R,
+    ) -> Result<Checked<R>, Overdue> {
         let mut checked = Checked {
-            session: e.session.clone(),
-            renewed: false,
+            handle: e.session.handle,
+            view: Err(EndReason::Revoked),
+            renewed: None,
             urgent: false,
+            timer: None,
         };
         if !e.session.is_active() {
+            checked.view = Err(e.session.end_reason.unwrap_or(EndReason::Revoked));
             return Ok(checked);
         }
         if let Some(reason) = lifecycle::due_reason(&e.session, now) {
@@ -223,25 +254,24 @@ impl SessionService {
                 e.dirty = true;
                 if e.warned {
                     e.warned = false;
-                    checked.renewed = true;
+                    checked.renewed = Some(e.session.clone());
                 }
-                checked.session = e.session.clone();
             }
+            checked.timer = Some(self.timer_for(&e.session, e.warned));
         }
+        checked.view = Ok(view(&e.session));
         Ok(checked)
     }
 
     /// Moves the timer of a touched live session (under the same lock as the touch).
-    fn reschedule(&self, c: &mut Cache, checked: &Result<Checked, Overdue>, touch: bool) {
-        if let (true, Ok(ch)) = (touch, checked) {
-            if ch.session.is_active() {
-                let warned = c
-                    .by_handle
-                    .get(&ch.session.handle)
-                    .is_some_and(|e| e.warned);
-                let t = self.timer_for(&ch.session, warned);
-                c.timers.schedule(ch.session.handle, t);
-            }
+    fn reschedule<R>(c: &mut Cache, checked: &Result<Checked<R>, Overdue>) {
+        if let Ok(Checked {
+            handle,
+            timer: Some(t),
+            ..
+        }) = checked
+        {
+            c.timers.schedule(*handle, *t);
         }
     }
 }

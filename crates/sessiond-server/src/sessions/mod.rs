@@ -35,7 +35,8 @@ mod tests;
 
 pub use error::{SessionError, SessionResult};
 pub use types::{
-    ClusterMode, Credential, Idempotency, Obtained, SignIn, SignedIn, TicketUse, RETENTION_INTERVAL,
+    ClusterMode, Credential, Idempotency, Obtained, Seen, SignIn, SignedIn, TicketUse,
+    RETENTION_INTERVAL,
 };
 
 use crate::bus::{Bus, Event};

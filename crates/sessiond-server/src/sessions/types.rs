@@ -1,7 +1,9 @@
 //! The service's plain values (inputs and answers of its calls, settings): a leaf the
 //! service's files import, so the folder's files never import each other in a circle.
 
+use sessiond_core::lifecycle::ClientInfo;
 use sessiond_core::{Handle, Session, Timestamp, Token, TokenHash};
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// What a caller (a WebSocket connection, a request) authenticated as: the session's
@@ -88,3 +90,44 @@ pub struct ClusterMode {
 
 /// How often ended sessions and old audit events are purged.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Where a request came from, borrowed from it: what a lookup compares with the session's
+/// record, allocating (formatting the address, copying the agent) only when it changed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Seen<'a> {
+    pub ip: Option<IpAddr>,
+    /// At most [`crate::client::client_seen`]'s limit of characters.
+    pub user_agent: Option<&'a str>,
+}
+
+impl Seen<'_> {
+    /// The owned form stored on a session.
+    pub fn info(&self) -> ClientInfo {
+        ClientInfo {
+            ip: self.ip.map(|i| i.to_string()),
+            user_agent: self.user_agent.map(str::to_owned),
+        }
+    }
+
+    /// Whether `stored` (a session's client IP) names another address than this one.
+    pub fn ip_differs(&self, stored: Option<&str>) -> bool {
+        match self.ip {
+            None => false,
+            Some(ip) => stored.and_then(|s| s.parse::<IpAddr>().ok()) != Some(ip),
+        }
+    }
+
+    /// Whether `stored` (a session's user agent) differs from this one.
+    pub fn user_agent_differs(&self, stored: Option<&str>) -> bool {
+        self.user_agent.is_some() && stored != self.user_agent
+    }
+}
+
+impl<'a> From<&'a ClientInfo> for Seen<'a> {
+    fn from(c: &'a ClientInfo) -> Self {
+        Seen {
+            ip: c.ip.as_deref().and_then(|s| s.parse().ok()),
+            user_agent: c.user_agent.as_deref(),
+        }
+    }
+}

@@ -33,6 +33,9 @@ async fn verify_answers_every_method_with_every_header() {
             .unwrap();
         assert_eq!(r.status(), 200, "{m}");
         let h = r.headers();
+        // The route's edge, though the front layer answers it without routing.
+        assert_eq!(h["cache-control"], "no-store", "{m}");
+        assert!(!h["x-request-id"].is_empty(), "{m}");
         assert!(h["x-session-principal"]
             .to_str()
             .unwrap()
@@ -59,6 +62,45 @@ async fn verify_answers_every_method_with_every_header() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-session-user"], "alice");
     assert_eq!(r.headers()["x-session-principal"], "user:alice");
+    // The handle header names the session the cookie holds.
+    let me: serde_json::Value = c
+        .get(s.u("/v1/session"))
+        .header("cookie", b.cookie_header())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["x-session-handle"],
+        me["handle"].as_str().unwrap()
+    );
+    // No session: a problem+json 401, with the same edge and the caller's request id.
+    let r = c
+        .get(s.u("/v1/auth/verify"))
+        .header("x-request-id", "proxy-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["x-request-id"], "proxy-7");
+    // Timed under its own route, by status class.
+    let metrics = c
+        .get(s.u("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for status in ["2xx", "4xx"] {
+        let series = format!(
+            "sessiond_http_request_duration_seconds_count{{route=\"/v1/auth/verify\",method=\"GET\",status=\"{status}\"}}"
+        );
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+    }
     s.stop().await;
 }
 
