@@ -328,7 +328,9 @@ impl Server {
         };
         let public_tls = acceptor(&self.tls_public)?;
         let internal_tls = acceptor(&self.tls_internal)?;
-        let (router, guard) = self.into_parts();
+        // The service itself rather than [`Server::router`], whose one route holds it.
+        let app = crate::routes::service(self.state.clone());
+        let (_router, guard) = self.into_parts();
         let token = guard.token();
         let trigger = token.clone();
         tokio::spawn(async move {
@@ -338,7 +340,7 @@ impl Server {
         // Our own loop, not `axum::serve`: it has the timers and connection caps.
         let public_loop = crate::serve::serve(
             listener,
-            router.clone(),
+            app.clone(),
             Side::Public,
             &http,
             public_tls,
@@ -348,14 +350,7 @@ impl Server {
             Some(internal) => {
                 tokio::join!(
                     public_loop,
-                    crate::serve::serve(
-                        internal,
-                        router,
-                        Side::Internal,
-                        &http,
-                        internal_tls,
-                        token
-                    )
+                    crate::serve::serve(internal, app, Side::Internal, &http, internal_tls, token)
                 );
             }
             None => public_loop.await,

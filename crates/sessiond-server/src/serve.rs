@@ -28,20 +28,27 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// Serves `router` on `listener` until `token` is cancelled, then stops accepting, lets
+/// Serves `app` ([`crate::routes::service`]) on `listener` until `token` is cancelled, then stops accepting, lets
 /// every connection finish its request in flight and returns when all are closed.
 /// Requests carry `ConnectInfo<SocketAddr>` (the TCP peer) and, on the internal listener,
 /// their [`Side`] (set here rather than by a router layer, which would wrap every route
 /// in one more boxed service); WebSocket upgrades work.
 /// With `tls`, every connection is TLS (its ALPN choice decides HTTP/2 or HTTP/1.1).
-pub async fn serve(
+pub async fn serve<S>(
     listener: tokio::net::TcpListener,
-    router: axum::Router,
+    app: S,
     side: Side,
     config: &HttpConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
     token: CancellationToken,
-) {
+) where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let limits = Arc::new(ConnLimits::new(
         config.max_connections,
         config.max_connections_per_ip,
@@ -80,7 +87,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let app = app.clone();
         let builder = builder.clone();
         let token = token.clone();
         let closed_rx = closed_rx.clone();
@@ -106,7 +113,7 @@ pub async fn serve(
                     if side == Side::Internal {
                         req.extensions_mut().insert(side);
                     }
-                    router.clone().oneshot(req)
+                    app.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );
             let Some(tls) = tls else {

@@ -110,10 +110,19 @@ fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
 
 /// The edge around the whole app, outermost first: unusable request ids dropped, request
 /// id set (generated when absent), the trace span, the request id copied to the
-/// response. [`super::app`] gives it the app (the cross-cutting checks around the
-/// router), which becomes the one route (the fallback) of the router returned: one
-/// boxed route around the stack, not a route inside a route.
-pub fn with_edges<T>(app: T) -> Router
+/// response. [`super::service`] gives it the app (the cross-cutting checks around the
+/// router).
+pub fn with_edges<T>(
+    app: T,
+) -> impl tower::Service<
+    Request,
+    Response = Response<Body>,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static
 where
     T: tower::Service<Request, Response = Response<Body>, Error = std::convert::Infallible>
         + Clone
@@ -122,23 +131,23 @@ where
         + 'static,
     T::Future: Send + 'static,
 {
-    Router::new().fallback_service(
-        ServiceBuilder::new()
-            .map_request(drop_unusable_request_id)
-            .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), NewRequestId))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(make_span)
-                    .on_request(())
-                    .on_response(on_response)
-                    .on_body_chunk(())
-                    .on_eos(())
-                    // Failures are answered with problem+json, which logs its own cause.
-                    .on_failure(()),
-            )
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-            .service(app),
-    )
+    ServiceBuilder::new()
+        // The trace layer's body wrapper, boxed once into axum's body.
+        .map_response(|r: Response<_>| r.map(Body::new))
+        .map_request(drop_unusable_request_id)
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), NewRequestId))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_request(())
+                .on_response(on_response)
+                .on_body_chunk(())
+                .on_eos(())
+                // Failures are answered with problem+json, which logs its own cause.
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .service(app)
 }
 
 /// What an API router's answers carry and what its requests may bring.

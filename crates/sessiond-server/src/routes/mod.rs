@@ -33,7 +33,26 @@ use axum::Router;
 /// Body limit of the JSON routers that never set one (axum's default, kept explicit).
 const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
+/// The whole API as a router (what embedders serve): one route, the fallback, holding
+/// [`service`].
 pub fn app(state: AppState) -> Router {
+    Router::new().fallback_service(service(state))
+}
+
+/// The whole API as a tower service: the edge, the cross-cutting checks, the router.
+/// The server's own loop serves this directly, without the outer router's matching and
+/// boxed route.
+pub fn service(
+    state: AppState,
+) -> impl tower::Service<
+    axum::extract::Request,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
     let c = &state.config;
     let cookie = c.cookie.name.as_str();
     // Each API router with its edge ([`edge::api`]), so every route is wrapped once. A
