@@ -67,6 +67,18 @@ impl TokenHash {
     pub fn ct_eq(&self, other: &TokenHash) -> bool {
         self.0.ct_eq(&other.0).into()
     }
+
+    /// The hash of a token a request presents, `None` unless it is shaped like one
+    /// (what [`Token::parse`] accepts): checked and hashed without copying it.
+    pub fn of_presented(s: &str) -> Option<TokenHash> {
+        if s.len() != TOKEN_LEN {
+            return None;
+        }
+        // One spare byte: a value decoding to more than a token's bytes is refused.
+        let mut bytes = [0u8; TOKEN_BYTES + 1];
+        let n = URL_SAFE_NO_PAD.decode_slice(s, &mut bytes).ok()?;
+        (n == TOKEN_BYTES).then(|| TokenHash(Sha256::digest(s.as_bytes()).into()))
+    }
 }
 
 impl std::fmt::Debug for TokenHash {
@@ -209,6 +221,31 @@ mod tests {
         assert_eq!(a.as_str().len(), TOKEN_LEN);
         assert_eq!(Token::parse(a.as_str()), Some(a.clone()));
         assert!(format!("{a:?}").contains("redacted"));
+    }
+
+    #[test]
+    fn presented_tokens_hash_as_parsed_ones() {
+        let t = Token::generate();
+        assert_eq!(TokenHash::of_presented(t.as_str()), Some(t.hash()));
+        for bad in [
+            String::new(),
+            t.as_str()[..42].to_owned(),
+            format!("{}=", t.as_str()),
+            "!".repeat(TOKEN_LEN),
+        ] {
+            assert_eq!(TokenHash::of_presented(&bad), None, "{bad:?}");
+            assert_eq!(Token::parse(&bad), None, "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn presented_and_parsed_agree(s in "[A-Za-z0-9_=!-]{40,46}") {
+            prop_assert_eq!(
+                TokenHash::of_presented(&s),
+                Token::parse(&s).map(|t| t.hash())
+            );
+        }
     }
 
     #[test]

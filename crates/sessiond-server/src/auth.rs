@@ -10,7 +10,7 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
-use sessiond_core::{Session, Token, TokenHash};
+use sessiond_core::{Session, TokenHash};
 use subtle::ConstantTimeEq;
 
 /// Where the token came from; cookies need CSRF protection, bearer tokens do not.
@@ -32,7 +32,7 @@ pub struct PresentedToken {
 impl PresentedToken {
     pub fn parse(raw: &str, source: TokenSource) -> Self {
         PresentedToken {
-            hash: Token::parse(raw).map(|t| t.hash()),
+            hash: TokenHash::of_presented(raw),
             source,
         }
     }
@@ -51,12 +51,17 @@ pub fn request_token(headers: &HeaderMap, cookie_name: &str) -> Option<Presented
             return Some(PresentedToken::parse(t.trim(), TokenSource::Bearer));
         }
     }
-    cookie_value(headers, cookie_name).map(|t| PresentedToken::parse(&t, TokenSource::Cookie))
+    cookie_str(headers, cookie_name).map(|t| PresentedToken::parse(t, TokenSource::Cookie))
 }
 
 /// The value of cookie `name`. A request carrying it twice never gets here: the edge
-/// refuses it ([`crate::routes::edge::single_session_cookie`]).
+/// refuses it ([`crate::routes::edge::api`]).
 pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie_str(headers, name).map(str::to_owned)
+}
+
+/// [`cookie_value`] borrowed from the headers.
+pub fn cookie_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -64,7 +69,7 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().to_owned())
+        .map(|(_, v)| v.trim())
 }
 
 /// Refuses state-changing cookie-authenticated requests from another origin (the rule is
@@ -278,6 +283,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use proptest::prelude::*;
+    use sessiond_core::Token;
 
     fn headers(cookies: &[String], authorization: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
