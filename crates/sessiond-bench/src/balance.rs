@@ -50,6 +50,17 @@ pub struct Phase {
     pub excess: Vec<(String, i64)>,
     /// The expiry phase: how late its endings were (read back from the store).
     pub lateness: Option<crate::expiry::Lateness>,
+    /// The expiry phase: every command from its start until no session was left on the
+    /// deadline index, over the sessions ended meanwhile, with the commands behind it.
+    pub per_ending: Option<PerEnding>,
+}
+
+/// Commands per ending of the expiry phase (see [`Phase::per_ending`]).
+pub struct PerEnding {
+    pub commands: u64,
+    pub ended: u64,
+    /// Per command name, all masters.
+    pub by_cmd: Vec<(String, u64)>,
 }
 
 impl Phase {
@@ -191,7 +202,33 @@ fn phase(
         top,
         excess,
         lateness: None,
+        per_ending: None,
     }
+}
+
+/// Counted commands per name between two snapshots, over all masters.
+fn counted(
+    before: &[BTreeMap<String, u64>],
+    after: &[BTreeMap<String, u64>],
+) -> Vec<(String, u64)> {
+    let mut by_cmd: BTreeMap<String, u64> = BTreeMap::new();
+    for (b, a) in before.iter().zip(after) {
+        for (cmd, calls) in a {
+            if NOT_COUNTED
+                .iter()
+                .any(|n| cmd.eq_ignore_ascii_case(n) || cmd.starts_with(&format!("{n}|")))
+            {
+                continue;
+            }
+            let d = calls.saturating_sub(b.get(cmd).copied().unwrap_or(0));
+            if d > 0 {
+                *by_cmd.entry(cmd.clone()).or_default() += d;
+            }
+        }
+    }
+    let mut v: Vec<(String, u64)> = by_cmd.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v
 }
 
 /// A running sessiond node: where it listens, how to stop it, and its task.
@@ -351,6 +388,22 @@ pub fn run(servers: &Runtime, clients: &Runtime, o: &Opts) -> Result<Vec<Phase>,
     }
     let after = snapshot(&ports)?;
     let settled = start.elapsed();
+    // Commands per ending: until the deadline index is empty (a ZCARD per bucket per
+    // poll, a few commands against tens of thousands), with the sessions ended meanwhile.
+    servers.block_on(async {
+        while start.elapsed() < SETTLE_LIMIT
+            && store
+                .count_active_sessions()
+                .await
+                .map_err(|e| BenchError::Setup(format!("count: {e}")))?
+                > 0
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok::<_, BenchError>(())
+    })?;
+    let drained = snapshot(&ports)?;
+    let by_cmd = counted(&before, &drained);
     // Lateness of every ending: wait (bounded) until none is left active, then read back.
     let active = SessionFilter {
         active_only: true,
@@ -381,6 +434,12 @@ pub fn run(servers: &Runtime, clients: &Runtime, o: &Opts) -> Result<Vec<Phase>,
         &before,
         &after,
     );
+    // Every session of the run ended in the phase (the lateness read counts them).
+    expiry.per_ending = Some(PerEnding {
+        commands: by_cmd.iter().map(|(_, c)| c).sum(),
+        ended: late.ended,
+        by_cmd,
+    });
     expiry.lateness = Some(late);
     phases.push(expiry);
 
@@ -440,6 +499,18 @@ pub fn markdown(phases: &[Phase]) -> String {
             l.endings_per_s,
             if l.over_1s == 0 && l.not_ended == 0 { "met" } else { "**not met**" },
             if l.p99_ms <= 250 { "met" } else { "**not met**" },
+        ));
+    }
+    for p in phases {
+        let Some(e) = &p.per_ending else { continue };
+        let cmds: Vec<String> = e.by_cmd.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        s.push_str(&format!(
+            "\nCommands per ending (expiry phase until the deadline index was empty, all masters): \
+             {} commands / {} sessions = **{:.2}**; by command: {}\n",
+            e.commands,
+            e.ended,
+            e.commands as f64 / e.ended.max(1) as f64,
+            cmds.join(", ")
         ));
     }
     s

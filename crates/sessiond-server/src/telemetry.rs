@@ -16,8 +16,9 @@ use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::session::{EndReason, Principal, Session};
 use sessiond_core::snapshot::{Snapshot, SnapshotWrite};
 use sessiond_core::store::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, IdempotencyRecord,
-    MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Store, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiry,
+    IdempotencyRecord, MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore,
+    Store, Touch,
 };
 use sessiond_core::token::{Handle, TokenHash};
 use std::future::Future;
@@ -185,6 +186,19 @@ impl SessionStore for TracedStore {
         self.call(
             "end_session",
             self.inner.end_session(handle, reason, now, audit),
+        )
+        .await
+    }
+    async fn expire_session(
+        &self,
+        seen: &Expiry,
+        reason: EndReason,
+        now: Timestamp,
+        audit: &[AuditEvent],
+    ) -> Result<Option<Session>> {
+        self.call(
+            "expire_session",
+            self.inner.expire_session(seen, reason, now, audit),
         )
         .await
     }

@@ -21,8 +21,9 @@ use sessiond_core::outbox::DeadLetter;
 use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, IdempotencyRecord,
-    MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiry,
+    IdempotencyRecord, MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore,
+    Touch,
 };
 use sessiond_core::token::random_id;
 use sessiond_core::{
@@ -200,6 +201,38 @@ impl MemoryStore {
         // poisoning is not propagated.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// An ending, unconditional (`end_session`) or on the record `seen` (`expire_session`).
+    fn end(
+        &self,
+        handle: &Handle,
+        seen: Option<&Expiry>,
+        reason: EndReason,
+        now: Timestamp,
+        audit: &[AuditEvent],
+    ) -> Result<Option<Session>> {
+        // Copied before the lock: every other store call waits while it is held, and
+        // the copy was most of an ending's time under it.
+        let events = audit.to_vec();
+        let mut g = self.lock();
+        let Some(cur) = g
+            .sessions
+            .get_mut(handle)
+            .filter(|s| seen.map_or(s.is_active(), |seen| seen.holds_for(s, now)))
+        else {
+            return Ok(None);
+        };
+        self.check_audit(audit)?;
+        // Changed in place: an ending keeps the token (so its index entry stands) and
+        // only leaves the deadline index.
+        cur.state = SessionState::Ended;
+        cur.end_reason = Some(reason);
+        cur.ended_at = Some(now);
+        let s = cur.clone();
+        g.deadlines.remove(&(deadline_of(&s), s.handle));
+        g.append_owned(events);
+        Ok(Some(s))
+    }
 }
 
 #[async_trait::async_trait]
@@ -304,23 +337,17 @@ impl SessionStore for MemoryStore {
         now: Timestamp,
         audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
-        // Copied before the lock: every other store call waits while it is held, and
-        // the copy was most of an ending's time under it.
-        let events = audit.to_vec();
-        let mut g = self.lock();
-        let Some(cur) = g.sessions.get_mut(handle).filter(|s| s.is_active()) else {
-            return Ok(None);
-        };
-        self.check_audit(audit)?;
-        // Changed in place: an ending keeps the token (so its index entry stands) and
-        // only leaves the deadline index.
-        cur.state = SessionState::Ended;
-        cur.end_reason = Some(reason);
-        cur.ended_at = Some(now);
-        let s = cur.clone();
-        g.deadlines.remove(&(deadline_of(&s), s.handle));
-        g.append_owned(events);
-        Ok(Some(s))
+        self.end(handle, None, reason, now, audit)
+    }
+
+    async fn expire_session(
+        &self,
+        seen: &Expiry,
+        reason: EndReason,
+        now: Timestamp,
+        audit: &[AuditEvent],
+    ) -> Result<Option<Session>> {
+        self.end(&seen.handle, Some(seen), reason, now, audit)
     }
 
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {

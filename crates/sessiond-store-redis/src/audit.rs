@@ -1,7 +1,8 @@
 //! The audit trail, partitioned into the store's buckets with one global id counter.
 //!
-//! - **Ids**: one `INCR` on `{P:audit}:seq`, the only key every append touches (a few
-//!   bytes, one command per event): ids stay totally ordered and are never reused.
+//! - **Ids**: one counter, `{P:audit}:seq`, the only key every append touches (a few
+//!   bytes): ids stay totally ordered and are never reused. On Cluster appends made at
+//!   the same moment share one `INCRBY` ([`crate::audit_ids`]).
 //! - **Events and indexes**: an event goes to the bucket of its handle (else of its
 //!   principal, else of its time), with its id, time, handle and principal index
 //!   entries, all written by one script in that bucket's slot. A session's events thus
@@ -221,10 +222,16 @@ impl AuditStore for RedisStore {
             inv.arg(json).arg(e.at);
             return Ok(self.eval(&inv).await?);
         }
-        // One plain INCR on the one global key, then everything else in the bucket.
-        let mut incr = redis::cmd("INCR");
-        incr.arg(self.keys.audit_seq());
-        let id: i64 = self.q(&incr).await?;
+        // An id from the one global counter (shared INCRBYs), then everything else in
+        // the bucket.
+        let id = match &self.audit_ids {
+            Some(ids) => ids.next().await?,
+            None => {
+                let mut incr = redis::cmd("INCR");
+                incr.arg(self.keys.audit_seq());
+                self.q(&incr).await?
+            }
+        };
         let mut inv = APPEND_AUDIT_BUCKET.prepare_invoke();
         for k in self.audit_keys(e) {
             inv.key(k);

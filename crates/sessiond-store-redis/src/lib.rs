@@ -83,6 +83,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod audit_ids;
 mod audited;
 mod buckets;
 pub mod cluster;
@@ -112,6 +113,8 @@ pub struct RedisStore {
     /// Where scans over every bucket (purges) start, turned on each call so that a
     /// purge cut short by its limit does not always favour the first buckets.
     rotor: std::sync::atomic::AtomicUsize,
+    /// Cluster: audit ids taken in batches (see [`audit_ids`]).
+    audit_ids: Option<audit_ids::AuditIds>,
 }
 
 /// The key layout this code writes (see [`keys`]); recorded in `P:layout` with the
@@ -125,11 +128,16 @@ impl RedisStore {
     pub async fn connect(config: RedisConfig) -> Result<RedisStore, RedisError> {
         let topology = config.validate()?;
         let pool = Pool::connect(&config, &topology).await?;
+        let keys = Keys::new(&config.key_prefix, config.buckets);
+        let audit_ids = pool.cluster.then(|| {
+            audit_ids::AuditIds::new(keys.audit_seq(), pool.get(), config.command_timeout)
+        });
         let store = RedisStore {
             pool,
-            keys: Keys::new(&config.key_prefix, config.buckets),
+            keys,
             cfg: config,
             rotor: std::sync::atomic::AtomicUsize::new(0),
+            audit_ids,
         };
         let _: String = store.q(&redis::cmd("PING")).await?;
         store.check_layout().await?;
@@ -227,6 +235,16 @@ impl RedisStore {
         let mut c = self.pool.get();
         bounded(self.cfg.command_timeout, async move {
             Ok(cmd.query_async(&mut c).await?)
+        })
+        .await
+    }
+
+    /// Commands of one slot sent together (one round trip), bounded by the command
+    /// timeout; their replies are ignored.
+    pub(crate) async fn pipe(&self, p: &redis::Pipeline) -> Result<(), RedisError> {
+        let mut c = self.pool.get();
+        bounded(self.cfg.command_timeout, async move {
+            Ok(p.query_async::<()>(&mut c).await?)
         })
         .await
     }

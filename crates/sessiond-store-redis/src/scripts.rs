@@ -97,8 +97,11 @@ pub(crate) static UPDATE_SESSION: LazyLock<Script> =
 pub(crate) static TOUCH_SESSION: LazyLock<Script> =
     LazyLock::new(|| Script::new(TOUCH_SESSION_BODY));
 
-/// KEYS: session, data. ARGV: reason, ended_at, retention_ms.
-/// active → ended exactly once; → the ended record's fields, or nil for every other caller.
+/// KEYS: session, data. ARGV: reason, ended_at, retention_ms[, token hash,
+/// last_activity_at, idle_expires_at, absolute_expires_at].
+/// active → ended exactly once; → the ended record's fields, or nil for every other
+/// caller. With the last four (an expiry decided on a possibly stale copy), only if the
+/// stored record still has them and its earliest deadline is at or before ended_at.
 pub(crate) static END_SESSION: LazyLock<Script> = LazyLock::new(|| Script::new(END_SESSION_BODY));
 
 /// KEYS: session, data. ARGV: key, JSON value. → 1 written, 0 the session is not active.
@@ -460,12 +463,28 @@ if tonumber(ie) < tonumber(cur[5]) then return ie end
 return cur[5]
 "#;
 
+// One read of the whole record, which the reply reuses with the three fields the
+// ending wrote; PEXPIRE of an absent data hash is a no-op.
 const END_SESSION_BODY: &str = r#"
-if redis.call('HGET', KEYS[1], 'st') ~= 'active' then return false end
+local m = redis.call('HGETALL', KEYS[1])
+local at = {}
+for i = 1, #m, 2 do at[m[i]] = i + 1 end
+if at.st == nil or m[at.st] ~= 'active' then return false end
+if ARGV[4] then
+  local function n(f) if at[f] == nil then return nil end return tonumber(m[at[f]]) end
+  local ie, ae = n('ie'), n('ae')
+  if at.tok == nil or m[at.tok] ~= ARGV[4] or n('la') ~= tonumber(ARGV[5])
+    or ie ~= tonumber(ARGV[6]) or ae ~= tonumber(ARGV[7])
+    or math.min(ie, ae) > tonumber(ARGV[2]) then return false end
+end
 redis.call('HSET', KEYS[1], 'st', 'ended', 'er', ARGV[1], 'ea', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
-return redis.call('HGETALL', KEYS[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+m[at.st] = 'ended'
+for _, fv in ipairs({{'er', ARGV[1]}, {'ea', ARGV[2]}}) do
+  if at[fv[1]] then m[at[fv[1]]] = fv[2] else m[#m + 1] = fv[1]; m[#m + 1] = fv[2] end
+end
+return m
 "#;
 
 const IDEM_CLAIM_BODY: &str = r#"

@@ -9,7 +9,7 @@ use crate::{cap, RedisStore};
 use futures::future::{join_all, try_join_all};
 use sessiond_core::audit::AuditEvent;
 use sessiond_core::quota::DataUsage;
-use sessiond_core::store::{CreateOutcome, DraftMove, IdempotencyRecord, SessionFilter};
+use sessiond_core::store::{CreateOutcome, DraftMove, Expiry, IdempotencyRecord, SessionFilter};
 use sessiond_core::{EndReason, Handle, Session, SessionState, Timestamp, TokenHash};
 use std::collections::{HashMap, HashSet};
 
@@ -229,16 +229,80 @@ impl RedisStore {
                     .await
             }
             (SessionState::Ended, ended_at) => {
-                self.zrem(&self.keys.deadlines(b), &hex).await?;
-                self.zadd(
-                    &self.keys.ended(b),
-                    &[],
-                    ended_at.unwrap_or(s.created_at),
-                    &hex,
-                )
-                .await
+                // Both in the bucket's slot: one round trip.
+                let mut p = redis::pipe();
+                p.cmd("ZREM")
+                    .arg(self.keys.deadlines(b))
+                    .arg(&hex)
+                    .ignore()
+                    .cmd("ZADD")
+                    .arg(self.keys.ended(b))
+                    .arg(ended_at.unwrap_or(s.created_at))
+                    .arg(&hex)
+                    .ignore();
+                self.pipe(&p).await
             }
         }
+    }
+
+    /// An ending, unconditional (`end_session`) or on the record `seen`
+    /// (`expire_session`): the script decides and ends in one step; then the indexes and
+    /// the retention TTLs of the keys in other slots follow.
+    async fn end(
+        &self,
+        h: &Handle,
+        seen: Option<&Expiry>,
+        reason: EndReason,
+        now: Timestamp,
+        audit: &[AuditEvent],
+    ) -> R<Option<Session>> {
+        let retention = self.retention_ms();
+        let mut args = vec![
+            reason.as_str().to_owned(),
+            now.to_string(),
+            retention.to_string(),
+        ];
+        if let Some(seen) = seen {
+            args.extend([
+                seen.token_hash.to_hex(),
+                seen.last_activity_at.to_string(),
+                seen.idle_expires_at.to_string(),
+                seen.absolute_expires_at.to_string(),
+            ]);
+        }
+        let end = Change {
+            plain: &END_SESSION,
+            audited: &END_SESSION_AUDITED,
+            keys: vec![self.keys.session(h), self.keys.session_data(h)],
+            args,
+        };
+        let Some(fields) = self
+            .change::<Option<HashMap<String, String>>>(end, audit, Option::is_some)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let s = decode_session(&fields)?
+            .ok_or_else(|| RedisError::Corrupt("ended session has no fields".into()))?;
+        let idem = fields
+            .get("idem")
+            .filter(|k| !k.is_empty())
+            .map(|k| self.keys.idem(k));
+        // The handle listing is left alone: the create wrote its entry, and only a purge
+        // (or a listing that finds the session gone) removes it.
+        let (a, b, c) = futures::join!(
+            self.index_state(&s),
+            self.pexpire(self.keys.token(&s.token_hash), retention),
+            async {
+                match &idem {
+                    Some(k) => self.pexpire(k, retention).await,
+                    None => Ok(()),
+                }
+            },
+        );
+        a.and(b).and(c)?;
+        self.replicated(&[&self.keys.session(h)]).await?;
+        Ok(Some(s))
     }
 
     /// Removes a session that lost an idempotency race (it was never referenced).
@@ -542,44 +606,19 @@ impl SessionStore for RedisStore {
         now: Timestamp,
         audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
-        let retention = self.retention_ms();
-        let end = Change {
-            plain: &END_SESSION,
-            audited: &END_SESSION_AUDITED,
-            keys: vec![self.keys.session(h), self.keys.session_data(h)],
-            args: vec![
-                reason.as_str().to_owned(),
-                now.to_string(),
-                retention.to_string(),
-            ],
-        };
-        let Some(fields) = self
-            .change::<Option<HashMap<String, String>>>(end, audit, Option::is_some)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let s = decode_session(&fields)?
-            .ok_or_else(|| RedisError::Corrupt("ended session has no fields".into()))?;
-        let hex = handle_hex(h);
-        let idem = fields
-            .get("idem")
-            .filter(|k| !k.is_empty())
-            .map(|k| self.keys.idem(k));
-        let (a, b, c, d) = futures::join!(
-            self.index_state(&s),
-            self.pexpire(self.keys.token(&s.token_hash), retention),
-            async {
-                match &idem {
-                    Some(k) => self.pexpire(k, retention).await,
-                    None => Ok(()),
-                }
-            },
-            self.zadd(self.keys.sessions(self.bucket(h)), &[], 0, &hex),
-        );
-        a.and(b).and(c).and(d)?;
-        self.replicated(&[&self.keys.session(h)]).await?;
-        Ok(Some(s))
+        Ok(self.end(h, None, reason, now, audit).await?)
+    }
+
+    async fn expire_session(
+        &self,
+        seen: &Expiry,
+        reason: EndReason,
+        now: Timestamp,
+        audit: &[AuditEvent],
+    ) -> Result<Option<Session>> {
+        Ok(self
+            .end(&seen.handle, Some(seen), reason, now, audit)
+            .await?)
     }
 
     async fn pending_draft_moves(&self, limit: usize) -> Result<Vec<DraftMove>> {

@@ -19,8 +19,9 @@ use sessiond_core::outbox::DeadLetter;
 use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, IdempotencyRecord,
-    MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiry,
+    IdempotencyRecord, MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore,
+    Touch,
 };
 use sessiond_core::{EndReason, Handle, Principal, Session, StoreError, Timestamp, TokenHash};
 
@@ -198,6 +199,49 @@ impl SessionStore for SqliteStore {
                 ))?;
                 st.query_row(params![&h.0[..], reason.as_str(), now], session_from_row)
                     .optional()?
+            };
+            if ended.is_some() {
+                insert_audit(tx, &audit)?;
+            }
+            Ok(ended)
+        })
+        .await
+    }
+
+    async fn expire_session(
+        &self,
+        seen: &Expiry,
+        reason: EndReason,
+        now: Timestamp,
+        audit: &[AuditEvent],
+    ) -> Result<Option<Session>> {
+        if seen.idle_expires_at.min(seen.absolute_expires_at) > now {
+            // Not due on the record it was decided on: whatever is stored, nothing ends.
+            return Ok(None);
+        }
+        let (seen, audit) = (*seen, audit.to_vec());
+        self.write_grouped(move |tx| {
+            let ended = {
+                let mut st = tx.prepare_cached(&format!(
+                    "UPDATE sessions SET state = 'ended', end_reason = ?2, ended_at = ?3 \
+                     WHERE handle = ?1 AND state = 'active' AND token_hash = ?4 \
+                     AND last_activity_at = ?5 AND idle_expires_at = ?6 \
+                     AND absolute_expires_at = ?7 \
+                     RETURNING {SESSION_COLS}"
+                ))?;
+                st.query_row(
+                    params![
+                        &seen.handle.0[..],
+                        reason.as_str(),
+                        now,
+                        &seen.token_hash.0[..],
+                        seen.last_activity_at,
+                        seen.idle_expires_at,
+                        seen.absolute_expires_at
+                    ],
+                    session_from_row,
+                )
+                .optional()?
             };
             if ended.is_some() {
                 insert_audit(tx, &audit)?;

@@ -13,7 +13,7 @@ use sessiond_axum::{Error, MaybeSession, Session, Sessiond};
 use sessiond_core::audit::AuditEvent;
 use sessiond_core::quota::DataUsage;
 use sessiond_core::store::{
-    CreateOutcome, DraftMove, IdempotencyRecord, Result as StoreResult, SessionFilter,
+    CreateOutcome, DraftMove, Expiry, IdempotencyRecord, Result as StoreResult, SessionFilter,
     SessionStore, Touch,
 };
 use sessiond_core::{EndReason, Handle, Store, StoreError, Timestamp, TokenHash};
@@ -226,6 +226,7 @@ switched_sessions! {
     fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> StoreResult<bool>;
     fn touch_sessions(&self, touches: &[Touch]) -> StoreResult<()>;
     fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp, audit: &[AuditEvent]) -> StoreResult<Option<sessiond_core::Session>>;
+    fn expire_session(&self, seen: &Expiry, reason: EndReason, now: Timestamp, audit: &[AuditEvent]) -> StoreResult<Option<sessiond_core::Session>>;
     fn list_sessions(&self, filter: &SessionFilter) -> StoreResult<Vec<sessiond_core::Session>>;
     fn due_sessions(&self, now: Timestamp, limit: usize) -> StoreResult<Vec<Handle>>;
     fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> StoreResult<usize>;

@@ -12,8 +12,9 @@
 //! ```
 
 use super::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, IdempotencyRecord,
-    MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore, Touch,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiry,
+    IdempotencyRecord, MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore,
+    Touch,
 };
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::clock::Timestamp;
@@ -102,6 +103,15 @@ impl SessionStore for StoreParts {
         audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
         self.sessions.end_session(handle, reason, now, audit).await
+    }
+    async fn expire_session(
+        &self,
+        seen: &Expiry,
+        reason: EndReason,
+        now: Timestamp,
+        audit: &[AuditEvent],
+    ) -> Result<Option<Session>> {
+        self.sessions.expire_session(seen, reason, now, audit).await
     }
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         self.sessions.list_sessions(filter).await

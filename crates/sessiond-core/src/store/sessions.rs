@@ -69,6 +69,40 @@ impl SessionFilter {
     }
 }
 
+/// The record a timeout was decided on (see [`SessionStore::expire_session`]): the
+/// fields that activity, a renewal, a sign-in or a rotation change, and that the ending's
+/// audit event is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    pub handle: Handle,
+    pub token_hash: TokenHash,
+    pub last_activity_at: Timestamp,
+    pub idle_expires_at: Timestamp,
+    pub absolute_expires_at: Timestamp,
+}
+
+impl Expiry {
+    /// Those fields of `s` as they stand.
+    pub fn of(s: &Session) -> Expiry {
+        Expiry {
+            handle: s.handle,
+            token_hash: s.token_hash,
+            last_activity_at: s.last_activity_at,
+            idle_expires_at: s.idle_expires_at,
+            absolute_expires_at: s.absolute_expires_at,
+        }
+    }
+
+    /// Whether `s` is active, still carries these fields and is due at `now` (its
+    /// earliest deadline is at or before it): the condition of
+    /// [`SessionStore::expire_session`], for stores that check it in Rust.
+    pub fn holds_for(&self, s: &Session, now: Timestamp) -> bool {
+        s.is_active()
+            && Expiry::of(s) == *self
+            && self.idle_expires_at.min(self.absolute_expires_at) <= now
+    }
+}
+
 /// Recorded activity of one session (see [`SessionStore::touch_session`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Touch {
@@ -147,6 +181,21 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn end_session(
         &self,
         handle: &Handle,
+        reason: EndReason,
+        now: Timestamp,
+        audit: &[AuditEvent],
+    ) -> Result<Option<Session>>;
+    /// [`SessionStore::end_session`] for a timeout decided on `seen`: ends the session
+    /// only if the stored record still is what the caller decided on, i.e. active, with
+    /// `seen`'s token, last activity and deadlines, and due at `now` (its earliest
+    /// deadline at or before `now`). Otherwise (activity, a renewal, a sign-in or a
+    /// rotation written meanwhile, by any node, or already ended) it is `None` and writes
+    /// nothing, like a lost race; the caller re-reads the record and decides again. So a
+    /// node may expire a session on its own possibly stale copy without reading the
+    /// store first: the check and the ending are one step.
+    async fn expire_session(
+        &self,
+        seen: &Expiry,
         reason: EndReason,
         now: Timestamp,
         audit: &[AuditEvent],

@@ -45,7 +45,7 @@ use crate::keyed_lock::KeyedLocks;
 use cache::Cache;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::policy::{Policies, Policy};
-use sessiond_core::store::DraftMove;
+use sessiond_core::store::{DraftMove, Expiry};
 use sessiond_core::{Clock, EndReason, Handle, Session, Store, Timestamp};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -324,38 +324,10 @@ impl SessionService {
                 _ => None,
             },
         };
-        let audit: Vec<AuditEvent> = started
-            .map(|event| {
-                let mut detail = serde_json::json!({
-                    "kept": ["drafts", "room_snapshots"],
-                    "purged": ["session_data_after_retention"],
-                });
-                if let Some((field, value)) = who {
-                    detail[field] = value.into();
-                }
-                event.with_reason(reason.as_str()).with_detail(detail)
-            })
-            .into_iter()
-            .collect();
+        let audit = ending_audit(started, reason, who);
         let ended = self.store.end_session(handle, reason, now, &audit).await?;
         match &ended {
-            Some(s) => {
-                {
-                    let mut c = self.lock();
-                    c.timers.cancel(handle);
-                    if let Some(e) = c.by_handle.get_mut(handle) {
-                        e.session = s.clone();
-                        e.dirty = false;
-                    }
-                }
-                self.meters().ended(reason).increment(1);
-                tracing::info!(handle = %s.handle, principal = %s.principal, reason = reason.as_str(), "session ended");
-                self.bus.publish(Event::SessionEnded {
-                    handle: *handle,
-                    principal: s.principal.to_string(),
-                    reason,
-                });
-            }
+            Some(s) => self.ended(s, reason),
             None => {
                 // Someone else (another request, node or the scheduler) ended it first.
                 self.lock().timers.cancel(handle);
@@ -382,6 +354,75 @@ impl SessionService {
             }
         }
         Ok(ended)
+    }
+
+    /// Cluster mode: the scheduler's timeout ending, decided on this node's cached copy
+    /// `seen` without reading the store first. The store ends it only if its record is
+    /// still that copy and due ([`sessiond_core::SessionStore::expire_session`]), so
+    /// activity, a renewal, a sign-in or a rotation on another node since makes it a
+    /// no-op; the record is then re-read (as the refresh before every firing used to
+    /// do) and the timer follows it. Returns the ended record if this call ended it.
+    pub(super) async fn expire(
+        &self,
+        seen: &Expiry,
+        reason: EndReason,
+    ) -> SessionResult<Option<Session>> {
+        let handle = &seen.handle;
+        let now = self.now();
+        // Write pending activity first so the audit's last activity is exact.
+        self.flush_one(handle).await?;
+        let started = self.lock().by_handle.get(handle).and_then(|e| {
+            let cur = &e.session;
+            (cur.is_active() && Expiry::of(cur) == *seen)
+                .then(|| AuditEvent::for_session(now, AuditKind::Ended, cur))
+        });
+        let ended = match started {
+            Some(event) => {
+                let audit = ending_audit(Some(event), reason, None);
+                self.store.expire_session(seen, reason, now, &audit).await?
+            }
+            // Changed in the cache since the scheduler looked: decide again.
+            None => None,
+        };
+        match &ended {
+            Some(s) => self.ended(s, reason),
+            None => {
+                // Ended elsewhere, or no longer the record the timeout was decided on.
+                // The refresh tells this node's connections of an ending elsewhere
+                // (whose event may never arrive) and reschedules a live session.
+                if let Some(s) = self.refresh(handle).await?.filter(Session::is_active) {
+                    let mut c = self.lock();
+                    if c.timers.deadline(handle).is_none() {
+                        // The cache held a newer record, so the refresh left the timer.
+                        let warned = c.by_handle.get(handle).is_some_and(|e| e.warned);
+                        let t = self.timer_for(&s, warned);
+                        c.timers.schedule(*handle, t);
+                    }
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    /// What every node-side ending does once the store has ended `s`: the cache, the
+    /// meters, the log and the event.
+    fn ended(&self, s: &Session, reason: EndReason) {
+        let handle = &s.handle;
+        {
+            let mut c = self.lock();
+            c.timers.cancel(handle);
+            if let Some(e) = c.by_handle.get_mut(handle) {
+                e.session = s.clone();
+                e.dirty = false;
+            }
+        }
+        self.meters().ended(reason).increment(1);
+        tracing::info!(handle = %s.handle, principal = %s.principal, reason = reason.as_str(), "session ended");
+        self.bus.publish(Event::SessionEnded {
+            handle: *handle,
+            principal: s.principal.to_string(),
+            reason,
+        });
     }
 
     /// Appends an event that records no session change (a lost connection, a purge
@@ -460,4 +501,27 @@ impl SessionService {
             Err(SessionError::NotFound)
         }
     }
+}
+
+/// The audit of an ending: the `ended` event of the record as it stood (none if it had
+/// already ended), with the reason, what is kept and purged, and who asked (`(field,
+/// value)`: `("key", api key id)` or `("by", the ending session's handle)`).
+fn ending_audit(
+    started: Option<AuditEvent>,
+    reason: EndReason,
+    who: Option<(&str, &str)>,
+) -> Vec<AuditEvent> {
+    started
+        .map(|event| {
+            let mut detail = serde_json::json!({
+                "kept": ["drafts", "room_snapshots"],
+                "purged": ["session_data_after_retention"],
+            });
+            if let Some((field, value)) = who {
+                detail[field] = value.into();
+            }
+            event.with_reason(reason.as_str()).with_detail(detail)
+        })
+        .into_iter()
+        .collect()
 }

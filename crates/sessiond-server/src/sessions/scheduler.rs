@@ -5,6 +5,7 @@
 use super::{SessionResult, SessionService};
 use crate::bus::Event;
 use futures::StreamExt;
+use sessiond_core::store::Expiry;
 use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,8 +26,9 @@ const MAX_PASS_MS: Timestamp = 1000;
 /// What the scheduler does with a session whose timer fired.
 enum Due {
     Warn(Box<Session>),
-    /// Ends by timeout; the deadline it passed, for the lateness histogram.
-    End(EndReason, Timestamp),
+    /// Ends by timeout; the deadline it passed, for the lateness histogram; in cluster
+    /// mode the cached copy it was decided on (the store's condition).
+    End(EndReason, Timestamp, Option<Expiry>),
     /// Not cached (or ended in the cache): decide on the store's record.
     Reread,
 }
@@ -172,8 +174,11 @@ impl SessionService {
     /// Fires one due session's timer: its warning or its ending (or re-reads it). Whether
     /// something was fired.
     async fn fire(&self, handle: Handle, now: Timestamp) -> bool {
-        if self.cluster.get().is_some() {
-            // Another node may have moved or ended it: decide on the store's record.
+        let cluster = self.cluster.get().is_some();
+        if cluster && !self.due_in_cache(&handle, now) {
+            // Another node may have moved or ended it: decide on the store's record. An
+            // ending needs no read first: the store ends it only if its record is still
+            // the cached one, and due (see `expire`).
             if let Err(err) = self.refresh(&handle).await {
                 tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
                 self.lock().timers.schedule(handle, now + RETRY_MS);
@@ -185,7 +190,11 @@ impl SessionService {
             match c.by_handle.get_mut(&handle) {
                 Some(e) if !e.session.is_active() => Due::Reread,
                 Some(e) => match lifecycle::due_reason(&e.session, now) {
-                    Some(r) => Due::End(r, lifecycle::next_deadline(&e.session)),
+                    Some(r) => Due::End(
+                        r,
+                        lifecycle::next_deadline(&e.session),
+                        cluster.then(|| Expiry::of(&e.session)),
+                    ),
                     None if !e.warned && now >= self.timer_for(&e.session, false) => {
                         e.warned = true;
                         Due::Warn(Box::new(e.session.clone()))
@@ -210,7 +219,10 @@ impl SessionService {
                 });
                 true
             }
-            Due::End(r, deadline) => match self.end(&handle, r).await {
+            Due::End(r, deadline, seen) => match match &seen {
+                Some(seen) => self.expire(seen, r).await,
+                None => self.end(&handle, r).await,
+            } {
                 Ok(ended) => {
                     if ended.is_some() {
                         // Measured once the ending is stored: what a client sees.
@@ -246,6 +258,14 @@ impl SessionService {
                 }
             },
         }
+    }
+
+    /// Whether this node's cached copy of the session is live and due at `now`.
+    fn due_in_cache(&self, handle: &Handle, now: Timestamp) -> bool {
+        self.lock()
+            .by_handle
+            .get(handle)
+            .is_some_and(|e| lifecycle::due_reason(&e.session, now).is_some())
     }
 
     /// Picks up sessions whose stored deadline passed but that this node's timer does not

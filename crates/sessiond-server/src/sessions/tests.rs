@@ -10,7 +10,7 @@ use sessiond_core::policy::Policy;
 use sessiond_core::quota::DataUsage;
 use sessiond_core::store::prelude::*;
 use sessiond_core::store::{
-    CreateOutcome, DraftMove, IdempotencyRecord, Result, SessionFilter, Touch,
+    CreateOutcome, DraftMove, Expiry, IdempotencyRecord, Result, SessionFilter, Touch,
 };
 use sessiond_core::{
     EndReason, Handle, ManualClock, Principal, Session, Store, StoreError, Timestamp, Token,
@@ -93,6 +93,7 @@ switched_sessions! {
     #[counted] fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool>;
     #[counted] fn touch_sessions(&self, touches: &[Touch]) -> Result<()>;
     fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp, audit: &[AuditEvent]) -> Result<Option<Session>>;
+    fn expire_session(&self, seen: &Expiry, reason: EndReason, now: Timestamp, audit: &[AuditEvent]) -> Result<Option<Session>>;
     fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
     fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;
     fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;
@@ -618,6 +619,61 @@ async fn idle_expiry_ends_the_session_once_with_its_reason_and_an_audit_event() 
     let audits = h.audits(&s.handle, AuditKind::Ended).await;
     assert_eq!(audits.len(), 1);
     assert_eq!(audits[0].reason.as_deref(), Some("idle_timeout"));
+}
+
+/// Cluster mode: the scheduler ends a session on its cached copy without reading the
+/// store first, so activity another node wrote meanwhile (which this node never heard
+/// of) must make that ending a no-op; the session then ends at its new deadline, with
+/// the other node's activity in its audit event.
+#[tokio::test]
+async fn cluster_expiry_on_a_stale_copy_defers_to_activity_written_elsewhere() {
+    let mut h = harness(100);
+    h.svc.enable_cluster_mode(Duration::from_millis(100));
+    let (s, _) = h.create().await;
+    // Another node's flushed activity, 5 s before the old deadline.
+    let seen_at = T0 + IDLE_MS - 5_000;
+    assert!(h
+        .store
+        .inner
+        .touch_session(
+            &Touch {
+                handle: s.handle,
+                last_activity_at: seen_at,
+                last_seen_at: seen_at,
+                idle_expires_at: seen_at + IDLE_MS,
+                client_ip: None,
+                user_agent: None,
+            },
+            &[]
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        h.svc.cached(&s.handle).unwrap().idle_expires_at,
+        T0 + IDLE_MS
+    );
+    h.clock.set(T0 + IDLE_MS);
+    h.svc.tick().await;
+    assert!(
+        ended(&h.drain()).is_empty(),
+        "the stale deadline ends nothing"
+    );
+    assert!(h.stored(&s.handle).await.is_active());
+    assert!(h.audits(&s.handle, AuditKind::Ended).await.is_empty());
+    assert_eq!(
+        h.svc.cached(&s.handle).unwrap().idle_expires_at,
+        seen_at + IDLE_MS,
+        "the refusal re-read the record"
+    );
+    h.clock.set(seen_at + IDLE_MS - 1);
+    h.svc.tick().await;
+    assert!(ended(&h.drain()).is_empty(), "not before the new deadline");
+    h.clock.set(seen_at + IDLE_MS);
+    h.svc.tick().await;
+    assert_eq!(ended(&h.drain()), vec![(s.handle, EndReason::IdleTimeout)]);
+    let audits = h.audits(&s.handle, AuditKind::Ended).await;
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0].last_activity_at, Some(seen_at));
 }
 
 #[tokio::test]

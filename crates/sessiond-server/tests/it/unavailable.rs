@@ -7,7 +7,8 @@ use serde_json::Value;
 use sessiond_core::audit::AuditEvent;
 use sessiond_core::quota::DataUsage;
 use sessiond_core::store::{
-    CreateOutcome, DraftMove, IdempotencyRecord, Result, SessionFilter, SessionStore, Store, Touch,
+    CreateOutcome, DraftMove, Expiry, IdempotencyRecord, Result, SessionFilter, SessionStore,
+    Store, Touch,
 };
 use sessiond_core::{EndReason, Handle, Session, StoreError, SystemClock, Timestamp, TokenHash};
 use sessiond_server::config::Config;
@@ -62,6 +63,7 @@ switched_sessions! {
     fn touch_session(&self, t: &Touch, audit: &[AuditEvent]) -> Result<bool>;
     fn touch_sessions(&self, touches: &[Touch]) -> Result<()>;
     fn end_session(&self, handle: &Handle, reason: EndReason, now: Timestamp, audit: &[AuditEvent]) -> Result<Option<Session>>;
+    fn expire_session(&self, seen: &Expiry, reason: EndReason, now: Timestamp, audit: &[AuditEvent]) -> Result<Option<Session>>;
     fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
     fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;
     fn purge_ended_sessions(&self, ended_before: Timestamp, limit: usize) -> Result<usize>;

@@ -6,7 +6,9 @@ use super::{session, MINUTE};
 use sessiond_core::audit::{AuditEvent, AuditFilter, AuditKind};
 use sessiond_core::quota::DataUsage;
 use sessiond_core::store::prelude::*;
-use sessiond_core::store::{CreateOutcome, DraftMove, IdempotencyRecord, SessionFilter, Touch};
+use sessiond_core::store::{
+    CreateOutcome, DraftMove, Expiry, IdempotencyRecord, SessionFilter, Touch,
+};
 use sessiond_core::{
     EndReason, Handle, Principal, Session, SessionState, Timestamp, Token, TokenHash,
 };
@@ -613,6 +615,120 @@ pub async fn check_end_session_once(store: Arc<dyn Store>) {
             .unwrap(),
         None
     );
+}
+
+/// A timeout ending decided on a copy of the record ends the session only while the
+/// stored record still is that copy and is due: activity or a rotation written
+/// meanwhile, a copy not yet due, or an ending already made leave it as it is, write no
+/// event, and answer `None`. Exactly one of concurrent callers ends it.
+pub async fn check_expire_session(store: Arc<dyn Store>) {
+    use AuditKind::Ended;
+    let s = session("anon:exp", "editor", 1_000);
+    create(&*store, &s).await;
+    let ended_event = |s: &Session, at| [event(Ended, s, at).with_reason("idle_timeout")];
+    let expire = |seen: Expiry, at: Timestamp, audit: [AuditEvent; 1]| {
+        let store = store.clone();
+        async move {
+            store
+                .expire_session(&seen, EndReason::IdleTimeout, at, &audit)
+                .await
+                .unwrap()
+        }
+    };
+    let idle = s.idle_expires_at;
+    let seen = Expiry::of(&s);
+
+    // Not due yet on the copy: nothing.
+    assert_eq!(
+        expire(seen, idle - 1, ended_event(&s, idle - 1)).await,
+        None
+    );
+    // Activity written after the copy was taken (another node's flush) moves the
+    // deadline: the copy's deadline has passed, but the store's has not.
+    assert!(store
+        .touch_session(&touch(s.handle, 30_000, 30_000, 30_000 + MINUTE), &[])
+        .await
+        .unwrap());
+    assert_eq!(
+        expire(seen, idle + 1, ended_event(&s, idle + 1)).await,
+        None
+    );
+    let cur = store.get_session(&s.handle).await.unwrap().unwrap();
+    assert!(cur.is_active(), "stale copy must not end the session");
+
+    // A rotation after the copy: the token no longer matches.
+    let before = Expiry::of(&cur);
+    let mut rotated = cur.clone();
+    rotated.token_hash = Token::generate().hash();
+    assert!(store
+        .update_session(&rotated, &cur.token_hash, &[], None)
+        .await
+        .unwrap());
+    let due = cur.idle_expires_at;
+    assert_eq!(expire(before, due, ended_event(&cur, due)).await, None);
+    assert!(store
+        .get_session(&s.handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_active());
+    assert_eq!(
+        audit_of(&*store, &s.handle).await,
+        Vec::<AuditKind>::new(),
+        "refused expiries write no event"
+    );
+
+    // The current copy, due: exactly one of concurrent callers ends it, with its event.
+    let seen = Expiry::of(&rotated);
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        tasks.push(tokio::spawn(expire(
+            seen,
+            due + i,
+            ended_event(&rotated, due + i),
+        )));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        winners.extend(t.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1, "exactly one caller ends the session");
+    let e = &winners[0];
+    assert_eq!(e.state, SessionState::Ended);
+    assert_eq!(e.end_reason, Some(EndReason::IdleTimeout));
+    assert!(e.ended_at.is_some_and(|t| (due..due + 10).contains(&t)));
+    assert_eq!(e.token_hash, rotated.token_hash);
+    assert_eq!(e.last_activity_at, 30_000);
+    assert_eq!(
+        store.get_session(&s.handle).await.unwrap().as_ref(),
+        Some(e)
+    );
+    assert_eq!(
+        store
+            .get_session_by_token(&rotated.token_hash)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(e),
+        "expired sessions stay findable"
+    );
+    assert_eq!(audit_of(&*store, &s.handle).await, vec![Ended]);
+    assert!(!store
+        .due_sessions(due + 100, 10)
+        .await
+        .unwrap()
+        .contains(&s.handle));
+    // Ended already, or never there: nothing.
+    assert_eq!(
+        expire(seen, due + 50, ended_event(&rotated, due + 50)).await,
+        None
+    );
+    let ghost = session("anon:ghost", "editor", 1_000);
+    assert_eq!(
+        expire(Expiry::of(&ghost), due, ended_event(&ghost, due)).await,
+        None
+    );
+    assert_eq!(audit_of(&*store, &s.handle).await, vec![Ended]);
 }
 
 pub async fn check_due_sessions(store: Arc<dyn Store>) {
