@@ -187,13 +187,13 @@ pub fn run_upgraded<H: Send>(
                 return;
             }
         };
-        // Matched in the `let`: a `Result` matched around the loop's `.await` would be
-        // kept (128 bytes) for the connection's life.
-        let live = match Box::pin(open(state, session)).await {
-            Ok(live) => live,
-            Err(refusal) => return Box::pin(refuse_upgraded(io, refusal)).await,
+        // The match awaits nothing: what it binds (a 128-byte `Live`) would otherwise be
+        // kept beside the loop's future for the connection's life.
+        let rest = match Box::pin(open(state, session)).await {
+            Ok(live) => futures::future::Either::Left(run_open(io, live)),
+            Err(refusal) => futures::future::Either::Right(Box::pin(refuse_upgraded(io, refusal))),
         };
-        run_open(io, live).await;
+        rest.await;
         drop(held);
     }
 }
