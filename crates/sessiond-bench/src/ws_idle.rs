@@ -663,9 +663,9 @@ pub fn markdown(report: &WsReport) -> String {
         let _ = writeln!(
             s,
             "Parts of one sessiond connection, weighed apart in a fresh process: the \
-             connection task's future (`ws::task_future_bytes`, `size_of_val` before it runs; \
-             its opening runs in a boxed future of its own, freed once the connection \
-             is registered) {} B; its shared state with the outbound queue \
+             whole task's future (`ws::task_future_bytes`, `size_of_val` before it runs, \
+             the WebSocket stream included; its opening, the making of the stream and each \
+             write run in boxed futures of their own, freed when done) {} B; its shared state with the outbound queue \
              (`ws::hub::ConnShared`: a bounded `VecDeque` of `Outbound`, {} B each, \
              behind a mutex, which holds no buffer while empty) {:.0} B of RSS.\n",
             p.task_future_bytes, p.outbound_bytes, p.queue_bytes
