@@ -663,9 +663,9 @@ pub fn markdown(report: &WsReport) -> String {
         let _ = writeln!(
             s,
             "Parts of one sessiond connection, weighed apart in a fresh process: the \
-             connection task's future (`ws::conn::run`, `size_of_val` before it runs; \
-             its opening runs in a boxed future of its own, freed once the connection \
-             is registered) {} B; its shared state with the outbound queue \
+             whole task's future (`ws::task_future_bytes`, `size_of_val` before it runs, \
+             the WebSocket stream included; its opening, the making of the stream and each \
+             write run in boxed futures of their own, freed when done) {} B; its shared state with the outbound queue \
              (`ws::hub::ConnShared`: a bounded `VecDeque` of `Outbound`, {} B each, \
              behind a mutex, which holds no buffer while empty) {:.0} B of RSS.\n",
             p.task_future_bytes, p.outbound_bytes, p.queue_bytes
@@ -710,51 +710,12 @@ pub fn bar_rows(report: &WsReport) -> Vec<String> {
 /// process): the connection task's future, and its shared state with the outbound queue.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct WsParts {
-    /// `size_of_val` of the connection task's future (`ws::conn::run`), before it runs.
+    /// `size_of_val` of the connection task's future (`ws::task_future_bytes`), before it runs.
     pub task_future_bytes: usize,
     /// RSS per connection's shared state and outbound queue (`Arc<ConnShared>`, empty, as
     /// an idle connection holds it).
     pub queue_bytes: f64,
     pub outbound_bytes: usize,
-}
-
-/// A socket that never yields a frame and accepts every write: enough to build the
-/// connection task's future and weigh it.
-struct NullSocket;
-
-impl futures::Stream for NullSocket {
-    type Item = Result<Message, std::io::Error>;
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        std::task::Poll::Pending
-    }
-}
-
-impl futures::Sink<Message> for NullSocket {
-    type Error = std::io::Error;
-    fn poll_ready(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn start_send(self: std::pin::Pin<&mut Self>, _: Message) -> Result<(), Self::Error> {
-        Ok(())
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-    fn poll_close(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
 }
 
 /// Measures [`WsParts`] (run in a fresh process: `sessiond-bench ws-parts`).
@@ -779,9 +740,7 @@ pub fn measure_parts() -> Result<WsParts, BenchError> {
             Ok(sessiond_server::sessions::Obtained::Created { session, .. }) => session,
             _ => return Err(BenchError::Setup("could not create a session".into())),
         };
-        let fut = sessiond_server::ws::conn::run(state.clone(), NullSocket, Box::new(session));
-        let task_future_bytes = std::mem::size_of_val(&fut);
-        drop(fut);
+        let task_future_bytes = sessiond_server::ws::task_future_bytes(&state, session);
         let k = 100_000;
         let before = rss_kib(std::process::id());
         let ws = &state.config.ws;

@@ -12,7 +12,6 @@ use crate::error::ApiError;
 use crate::rooms::RoomDenied;
 use crate::sessions::{Credential, SessionError};
 use crate::state::AppState;
-use axum::extract::ws::{CloseFrame, Message};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -24,6 +23,12 @@ use sessiond_core::{Handle, Session};
 use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use ws_stream::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use ws_stream::tungstenite::protocol::frame::Frame;
+use ws_stream::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use ws_stream::tungstenite::Message;
+use ws_stream::WebSocketStream;
 
 /// How long a goodbye (queued messages, close frame, the client's close reply) may take.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -114,7 +119,7 @@ fn is_metered(m: &Message) -> bool {
 
 fn close_frame(code: u16) -> Message {
     Message::Close(Some(CloseFrame {
-        code,
+        code: CloseCode::from(code),
         reason: close::reason_text(code).into(),
     }))
 }
@@ -141,18 +146,160 @@ async fn member_info(state: &AppState, session: &Session) -> Option<serde_json::
 /// every idle connection: the opening (member info, registration, the re-check) runs in
 /// a boxed future of its own and leaves only what the loop needs (the `Session` and the
 /// member info are dropped once registered); the goodbye is boxed too. The session
-/// comes boxed because the closure that starts this task and the task's own future each
-/// keep room for their arguments for the connection's whole life.
+/// comes boxed because the caller's future keeps room for its arguments for the
+/// connection's whole life.
 pub async fn run<S, E>(state: AppState, mut socket: S, session: Box<Session>)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
     E: Display,
 {
-    let Some(mut live) = Box::pin(open(state, &mut socket, session)).await else {
-        return;
+    let mut live = match Box::pin(open(state, session)).await {
+        Ok(live) => live,
+        Err(refusal) => return Box::pin(refuse(&mut socket, refusal)).await,
     };
     let exit = serve(&mut socket, &mut live).await;
     Box::pin(close(&live.ctx, &mut socket, exit)).await;
+}
+
+/// [`run`] on the connection an upgrade hands over, once the upgrade completes; `held`
+/// is dropped when the connection ends. `hello` is written to the connection as a plain
+/// frame before the WebSocket stream is made (see [`write_first`]).
+///
+/// Laid out for the size of the task, which every idle connection holds for its whole
+/// life. What an `async fn` takes keeps its room in the future as long as the future
+/// lives, twice over (the argument and the local it moves into), and so does any value
+/// live across more than one `.await`; so the long-lived parts are the captures of
+/// `async` blocks (kept once), the opening and the stream's making are boxed (freed when
+/// done), and what only the loop needs is made inside [`run_open`].
+// Not an `async fn`: its arguments would be kept twice for the connection's life.
+#[allow(clippy::manual_async_fn)]
+pub fn run_upgraded<H: Send>(
+    state: AppState,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    session: Box<Session>,
+    held: H,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let io = match on_upgrade.await {
+            Ok(upgraded) => hyper_util::rt::TokioIo::new(upgraded),
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        // The match awaits nothing: what it binds (a 128-byte `Live`) would otherwise be
+        // kept beside the loop's future for the connection's life.
+        let rest = match Box::pin(open(state, session)).await {
+            Ok(live) => futures::future::Either::Left(run_open(io, live)),
+            Err(refusal) => futures::future::Either::Right(Box::pin(refuse_upgraded(io, refusal))),
+        };
+        rest.await;
+        drop(held);
+    }
+}
+
+/// Tells a client the hub refused why, on the connection just upgraded.
+async fn refuse_upgraded<I>(io: I, refusal: Refusal)
+where
+    I: tokio::io::AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let cfg = stream_config(&refusal.state);
+    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
+    refuse(&mut socket, refusal).await;
+}
+
+/// The stream's limits (`ws.read_buffer`, `ws.max_message_size`); nothing is buffered
+/// for writing: every message is written at once.
+fn stream_config(state: &AppState) -> WebSocketConfig {
+    let cfg = &state.config.ws;
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer)
+        .write_buffer_size(0)
+        .max_message_size(Some(cfg.max_message_size))
+        .max_frame_size(Some(cfg.max_message_size))
+}
+
+/// A registered connection: `hello`, then the loop, then the goodbye.
+// Not an `async fn`, for the same reason as `run_upgraded`.
+#[allow(clippy::manual_async_fn)]
+fn run_open<I>(mut io: I, mut live: Live) -> impl std::future::Future<Output = ()> + Send
+where
+    I: tokio::io::AsyncRead + AsyncWrite + Unpin + Send,
+{
+    async move {
+        let first = Box::pin(write_first(&mut io, &live.ctx.shared)).await;
+        let cfg = stream_config(&live.ctx.state);
+        let mut socket = Box::pin(WebSocketStream::from_raw_socket(
+            io,
+            Role::Server,
+            Some(cfg),
+        ))
+        .await;
+        let exit = match first {
+            Ok(()) => serve(&mut socket, &mut live).await,
+            Err(exit) => exit,
+        };
+        Box::pin(close(&live.ctx, &mut socket, exit)).await;
+    }
+}
+
+/// Writes the first queued message (the `hello` the hub queued at registration) straight
+/// to the connection as one unmasked frame, before the WebSocket stream exists. The
+/// stream's write buffer keeps the capacity of the largest frame it ever wrote, for the
+/// connection's whole life, and `hello` (about 350 bytes) is by far the largest an idle
+/// connection gets: written through the stream, every idle connection would hold that
+/// much for nothing (pings are 2 bytes). A close asked for meanwhile leaves it queued
+/// for the goodbye, as the loop would.
+async fn write_first<W>(io: &mut W, shared: &ConnShared) -> Result<(), Exit>
+where
+    W: AsyncWrite + Unpin,
+{
+    if shared.close_code().is_some() {
+        return Ok(());
+    }
+    let frame = match shared.pop() {
+        None => return Ok(()),
+        Some(Outbound::Text(t)) => {
+            Frame::message(bytes::Bytes::from(t), OpCode::Data(Data::Text), true)
+        }
+        Some(Outbound::Ping) => Frame::ping(bytes::Bytes::new()),
+    };
+    let mut buf = Vec::with_capacity(frame.len());
+    if frame.format(&mut buf).is_err() {
+        return Err(Exit::Gone(LeftReason::Lost));
+    }
+    let mut send = std::pin::pin!(async {
+        io.write_all(&buf).await?;
+        io.flush().await
+    });
+    loop {
+        tokio::select! {
+            r = &mut send => return r.map_err(|_| Exit::Gone(LeftReason::Lost)),
+            _ = shared.wake.notified() => {
+                if let Some(code) = shared.close_code() {
+                    return Err(Exit::Closed(code));
+                }
+            }
+        }
+    }
+}
+
+/// A registration the hub refused: the error the client is told (if any) and the close.
+struct Refusal {
+    message: Option<String>,
+    code: u16,
+    state: AppState,
+}
+
+/// Tells a refused client why and closes.
+async fn refuse<S, E>(socket: &mut S, refusal: Refusal)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
+{
+    if let Some(text) = refusal.message {
+        let _ = socket.send(Message::Text(text.into())).await;
+    }
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(socket, None, refusal.code)).await;
 }
 
 /// What the loop of an open connection holds.
@@ -173,12 +320,9 @@ impl Drop for Reading {
     }
 }
 
-/// Registers the connection (or refuses it, with its close code) and re-checks the
-/// session; `None` when it was refused.
-async fn open<S, E>(state: AppState, socket: &mut S, session: Box<Session>) -> Option<Live>
-where
-    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin + Send,
-{
+/// Registers the connection (or refuses it, with what the client is told) and re-checks
+/// the session.
+async fn open(state: AppState, session: Box<Session>) -> Result<Live, Refusal> {
     let hub = state.hub.clone();
     let cfg = &state.config.ws;
     let shared = Arc::new(
@@ -197,23 +341,26 @@ where
         cfg.max_message_size,
     ) {
         Ok(id) => id,
-        Err(refused) => {
-            let code = match refused {
-                Refused::TooManyConnections => {
-                    let msg = ServerMsg::error(
-                        code::TOO_MANY_CONNECTIONS,
-                        format!(
-                            "at most {} connections per session",
-                            cfg.max_connections_per_session
-                        ),
-                    );
-                    let _ = socket.send(Message::Text(msg.to_json().into())).await;
-                    close::TOO_MANY_CONNECTIONS
-                }
-                Refused::ShuttingDown => close::GOING_AWAY,
-            };
-            let _ = tokio::time::timeout(GOODBYE_TIMEOUT, goodbye(socket, None, code)).await;
-            return None;
+        Err(Refused::TooManyConnections) => {
+            let msg = ServerMsg::error(
+                code::TOO_MANY_CONNECTIONS,
+                format!(
+                    "at most {} connections per session",
+                    cfg.max_connections_per_session
+                ),
+            );
+            return Err(Refusal {
+                message: Some(msg.to_json()),
+                code: close::TOO_MANY_CONNECTIONS,
+                state,
+            });
+        }
+        Err(Refused::ShuttingDown) => {
+            return Err(Refusal {
+                message: None,
+                code: close::GOING_AWAY,
+                state,
+            })
         }
     };
     // An ending or rotation published between authentication and registration would be
@@ -229,7 +376,7 @@ where
             apply(&state, hub.session_rotated(&s.handle, s.version));
         }
     }
-    Some(Live {
+    Ok(Live {
         ctx: Ctx {
             id,
             handle: session.handle,
@@ -256,7 +403,9 @@ where
             return Exit::Closed(code);
         }
         if let Some(out) = shared.pop() {
-            if let Err(exit) = write(socket, out, shared).await {
+            // Boxed: a write's state (the message, the send) is held only while it is
+            // written, not by every idle connection's task.
+            if let Err(exit) = Box::pin(write(socket, out, shared)).await {
                 return exit;
             }
             continue;
@@ -403,6 +552,8 @@ async fn on_frame(ctx: &Ctx, msg: Message) -> Next {
         // Already counted as alive; tungstenite answers pings itself.
         Message::Ping(_) | Message::Pong(_) => Next::Continue,
         Message::Close(_) => Next::Exit(Exit::Gone(LeftReason::Left)),
+        // Never read: the stream hands over whole messages.
+        Message::Frame(_) => Next::Continue,
     }
 }
 
@@ -984,7 +1135,7 @@ mod tests {
         let idle = rotated.idle_expires_at;
         h.send_text(r#"{"type":"renew"}"#).await;
         match h.recv().await {
-            Message::Close(Some(f)) => assert_eq!(f.code, close::REAUTHENTICATE),
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), close::REAUTHENTICATE),
             other => panic!("expected close, got {other:?}"),
         }
         let after = store.get_session(&h.session.handle).await.unwrap().unwrap();
@@ -1010,7 +1161,7 @@ mod tests {
             serde_json::json!({"type":"session_ended","reason":"revoked"})
         );
         match h.recv().await {
-            Message::Close(Some(f)) => assert_eq!(f.code, 4003),
+            Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 4003),
             other => panic!("expected close, got {other:?}"),
         }
     }

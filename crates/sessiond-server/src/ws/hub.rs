@@ -9,7 +9,6 @@
 use super::protocol::{close, code, LeftReason, Member, ServerMsg, SnapshotBody};
 use crate::bus::{Bus, Event};
 use crate::config::WsConfig;
-use axum::extract::ws::Utf8Bytes;
 use sessiond_core::clock::to_rfc3339;
 use sessiond_core::policy::Policy;
 use sessiond_core::timer::DeadlineQueue;
@@ -18,6 +17,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
+use ws_stream::tungstenite::Utf8Bytes;
 
 /// What the hub hands a connection task to write.
 #[derive(Debug)]

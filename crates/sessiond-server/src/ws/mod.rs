@@ -23,11 +23,10 @@ use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::FutureExt;
 use protocol::{BEARER_PREFIX, PROTOCOL};
 use serde::Serialize;
 use sessiond_core::Handle;
@@ -80,7 +79,10 @@ async fn upgrade(
     State(state): State<AppState>,
     crate::client::Client(client): crate::client::Client,
     headers: HeaderMap,
+    version: Version,
     place: Option<axum::Extension<crate::serve::ConnPlace>>,
+    // Read before `ws`, which takes it out of the request (see [`connection`]).
+    on_upgrade: Option<axum::Extension<hyper::upgrade::OnUpgrade>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let Some(presented) = ws_token(&headers, &state.config.cookie.name) else {
@@ -105,19 +107,70 @@ async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    // Boxed: the closure below and the task's future each keep room for it as long as
-    // the socket lives.
-    let session = Box::new(session);
-    let cfg = &state.config.ws;
-    ws.protocols([PROTOCOL])
-        .read_buffer_size(cfg.read_buffer)
-        .write_buffer_size(0)
-        .max_message_size(cfg.max_message_size)
-        .max_frame_size(cfg.max_message_size)
-        // The socket keeps its place under `http.max_connections` until it closes. A
-        // `map`, not an `async` block: a block would keep room for the socket it was
-        // given beside the task's future, which holds the socket too.
-        .on_upgrade(move |socket| conn::run(state, socket, session).map(move |()| drop(place)))
+    // axum found the request's upgrade (else `ws` is a rejection), so this is there.
+    let Some(axum::Extension(on_upgrade)) = on_upgrade else {
+        return StatusCode::UPGRADE_REQUIRED.into_response();
+    };
+    let protocol = ws.protocols([PROTOCOL]).selected_protocol().cloned();
+    tokio::spawn(connection(state, on_upgrade, Box::new(session), place));
+    switching_protocols(version, &headers, protocol)
+}
+
+/// The task of one connection: runs it once the upgrade completes.
+///
+/// axum's `on_upgrade` is not used: it makes the WebSocket stream itself, and the
+/// connection writes `hello` before the stream exists (see [`conn::run_upgraded`]); its
+/// task would also keep room for its own arguments (the upgrade, the config, the
+/// protocol, the callback) beside the connection's for as long as the connection lives.
+/// The socket keeps its place under `http.max_connections` until it closes.
+fn connection(
+    state: AppState,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    session: Box<sessiond_core::Session>,
+    place: Option<axum::Extension<crate::serve::ConnPlace>>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    conn::run_upgraded(state, on_upgrade, session, place)
+}
+
+/// `size_of_val` of a connection task's future before it runs (`sessiond-bench ws-parts`).
+pub fn task_future_bytes(state: &AppState, session: sessiond_core::Session) -> usize {
+    let mut req = axum::http::Request::new(());
+    let task = connection(
+        state.clone(),
+        hyper::upgrade::on(&mut req),
+        Box::new(session),
+        None,
+    );
+    std::mem::size_of_val(&task)
+}
+
+/// The answer that completes the upgrade (RFC 6455 over HTTP/1.1, RFC 8441 over
+/// HTTP/2), naming the subprotocol chosen.
+fn switching_protocols(
+    version: Version,
+    headers: &HeaderMap,
+    protocol: Option<HeaderValue>,
+) -> Response {
+    let mut response = match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if version <= Version::HTTP_11 => {
+            let accept = ws_stream::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let mut r = StatusCode::SWITCHING_PROTOCOLS.into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            if let Ok(v) = HeaderValue::from_str(&accept) {
+                h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+            }
+            r
+        }
+        _ => StatusCode::OK.into_response(),
+    };
+    if let Some(p) = protocol {
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    response
 }
 
 /// A room and how many members it has across the cluster.
