@@ -28,11 +28,7 @@ impl Token {
     /// Accepts only the exact shape the server issues; anything else (empty, truncated,
     /// padded, foreign alphabet) is not a token and can never map to a session.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() != TOKEN_LEN {
-            return None;
-        }
-        let bytes = URL_SAFE_NO_PAD.decode(s).ok()?;
-        (bytes.len() == TOKEN_BYTES).then(|| Token(s.to_owned()))
+        well_formed(s).then(|| Token(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -40,7 +36,7 @@ impl Token {
     }
 
     pub fn hash(&self) -> TokenHash {
-        TokenHash(Sha256::digest(self.0.as_bytes()).into())
+        digest(&self.0)
     }
 }
 
@@ -71,14 +67,23 @@ impl TokenHash {
     /// The hash of a token a request presents, `None` unless it is shaped like one
     /// (what [`Token::parse`] accepts): checked and hashed without copying it.
     pub fn of_presented(s: &str) -> Option<TokenHash> {
-        if s.len() != TOKEN_LEN {
-            return None;
-        }
-        // One spare byte: a value decoding to more than a token's bytes is refused.
-        let mut bytes = [0u8; TOKEN_BYTES + 1];
-        let n = URL_SAFE_NO_PAD.decode_slice(s, &mut bytes).ok()?;
-        (n == TOKEN_BYTES).then(|| TokenHash(Sha256::digest(s.as_bytes()).into()))
+        well_formed(s).then(|| digest(s))
     }
+}
+
+/// Whether `s` has the exact shape the server issues: [`TOKEN_LEN`] base64url characters
+/// decoding to [`TOKEN_BYTES`] bytes, checked on the stack.
+fn well_formed(s: &str) -> bool {
+    if s.len() != TOKEN_LEN {
+        return false;
+    }
+    // One spare byte: a value decoding to more than a token's bytes is refused.
+    let mut bytes = [0u8; TOKEN_BYTES + 1];
+    URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) == Ok(TOKEN_BYTES)
+}
+
+fn digest(token: &str) -> TokenHash {
+    TokenHash(Sha256::digest(token.as_bytes()).into())
 }
 
 impl std::fmt::Debug for TokenHash {
