@@ -455,8 +455,8 @@ pub fn markdown(r: &ExpiryReport) -> String {
     let _ = writeln!(s, "## `expiry`: sessions left to expire\n");
     let _ = writeln!(
         s,
-        "sessiond runs in the tool's process (`ServerBuilder`, its scheduler ticking every \
-         100 ms); sessions are created through the session service (`get_or_create`: the \
+        "sessiond runs in the tool's process (`ServerBuilder`, its scheduler taking each \
+         due session from the timer as soon as one of its 256 slots is free); sessions are created through the session service (`get_or_create`: the \
          store write with its audit event, the cache, the timer), {CREATE_CONCURRENCY} at \
          a time, as fast as the node creates them, so their deadlines (creation + the \
          role's idle timeout, `warn_before` 0) come as densely as creation allows. After \

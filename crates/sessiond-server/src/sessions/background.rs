@@ -1,4 +1,4 @@
-//! The service's background loop and its shutdown: scheduler ticks, activity flushes,
+//! The service's background loop and its shutdown: the expiry scheduler, activity flushes,
 //! the due-session poll and the sweep of pending sign-in draft moves run until
 //! cancelled; then pending activity is flushed once more so a clean stop loses nothing.
 
@@ -8,8 +8,6 @@ use std::time::Duration;
 use tokio::time::{interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-/// How often due warnings and endings are fired.
-const TICK_EVERY: Duration = Duration::from_millis(100);
 /// How often the store is polled for deadlines this node's timer does not hold.
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// How often pending sign-in draft moves (failed or interrupted) are retried.
@@ -22,8 +20,7 @@ impl SessionService {
         flush_every: Duration,
         shutdown: CancellationToken,
     ) {
-        let mut tick = interval(TICK_EVERY);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut scheduler = tokio::spawn(Arc::clone(&self).run_scheduler(shutdown.clone()));
         let mut flush = interval(flush_every);
         flush.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut reconcile = interval(RECONCILE_EVERY);
@@ -32,7 +29,6 @@ impl SessionService {
         moves.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = tick.tick() => { self.tick().await; }
                 _ = flush.tick() => {
                     if let Err(e) = self.flush().await { tracing::warn!(error = %e, "activity flush failed"); }
                 }
@@ -42,11 +38,30 @@ impl SessionService {
                 _ = moves.tick() => {
                     if let Err(e) = self.sweep_draft_moves().await { tracing::warn!(error = %e, "draft move sweep failed"); }
                 }
-                _ = shutdown.cancelled() => break,
+                // It returns only on shutdown: before that, a panic (sessions would no
+                // longer end) is this loop's own.
+                r = &mut scheduler => {
+                    rethrow(r);
+                    break;
+                }
+                _ = shutdown.cancelled() => {
+                    // Endings in flight finish before the last flush.
+                    rethrow(scheduler.await);
+                    break;
+                }
             }
         }
         if let Err(e) = self.flush().await {
             tracing::error!(error = %e, "final activity flush failed");
+        }
+    }
+}
+
+/// A panic of the scheduler's task goes on here.
+fn rethrow(r: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = r {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
         }
     }
 }

@@ -586,6 +586,46 @@ async fn the_warning_comes_warn_before_the_idle_deadline_and_once() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_scheduler_ends_a_burst_more_than_its_slots_and_stops_on_shutdown() {
+    let mut h = harness(2_000);
+    let n = scheduler::FIRE_CONCURRENCY * 3 + 7;
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        handles.push(h.create().await.0.handle);
+    }
+    h.drain();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(Arc::clone(&h.svc).run_scheduler(stop.clone()));
+    // Past the warning and the deadline at once: each session is warned, then ended, by
+    // the running loop alone (no pass is driven here).
+    h.clock.set(T0 + IDLE_MS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < n && tokio::time::Instant::now() < deadline {
+        seen.extend(ended(&h.drain()).into_iter().map(|(h, _)| h));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen.len(), n, "every due session ended");
+    for handle in &handles {
+        assert_eq!(
+            h.stored(handle).await.ended_at,
+            Some(T0 + IDLE_MS),
+            "ended at the moment it was taken from the timer"
+        );
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("stops on shutdown")
+        .expect("no panic");
+    // Stopped: a session due after shutdown stays active.
+    let (late, _) = h.create().await;
+    h.clock.set(T0 + 10 * IDLE_MS);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.stored(&late.handle).await.is_active());
+}
+
 #[tokio::test]
 async fn idle_expiry_ends_the_session_once_with_its_reason_and_an_audit_event() {
     let mut h = harness(100);
