@@ -60,7 +60,9 @@ impl Extractor for TraceHeaders<'_> {
 /// when the proxy passes the original request's headers. Does nothing unless the binary
 /// installed the propagator (traces configured): a malformed header is ignored.
 pub fn join_caller_trace(span: &Span, headers: &HeaderMap) {
-    if !headers.contains_key(TRACE_HEADERS[0]) {
+    // A parsed name: looking up by `&str` would parse it on every request.
+    static TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
+    if !headers.contains_key(&TRACEPARENT) {
         return;
     }
     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&TraceHeaders(headers)));

@@ -86,6 +86,10 @@ fn make_span(req: &Request) -> Span {
         otel.kind = "server",
         otel.status_code = Empty,
     );
+    if span.is_disabled() {
+        // No subscriber wants it: nothing below would be kept.
+        return span;
+    }
     // Named by the method until the route that answers names it
     // ([`super::timing::name_span`]); an
     // unmatched path keeps the method alone (the raw path is the caller's text).

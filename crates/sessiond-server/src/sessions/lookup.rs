@@ -263,7 +263,12 @@ impl SessionService {
         Ok(checked)
     }
 
-    /// Moves the timer of a touched live session (under the same lock as the touch).
+    /// Sets the timer of a touched live session (under the same lock as the touch) only
+    /// where it would fire too late or is missing. Activity moves a deadline later: the
+    /// timer already set then fires early, and the scheduler, finding the session not due,
+    /// sets it to the deadline of that moment (one look per idle period instead of a
+    /// move in the deadline queue on every request; on a cluster that look re-reads the
+    /// record, which also catches activity seen by other nodes).
     fn reschedule<R>(c: &mut Cache, checked: &Result<Checked<R>, Overdue>) {
         if let Ok(Checked {
             handle,
@@ -271,7 +276,9 @@ impl SessionService {
             ..
         }) = checked
         {
-            c.timers.schedule(*handle, *t);
+            if c.timers.deadline(handle).is_none_or(|set| set > *t) {
+                c.timers.schedule(*handle, *t);
+            }
         }
     }
 }

@@ -627,6 +627,33 @@ async fn the_running_scheduler_ends_a_burst_more_than_its_slots_and_stops_on_shu
 }
 
 #[tokio::test]
+async fn activity_leaves_an_early_timer_that_warns_and_ends_only_at_the_moved_deadline() {
+    let mut h = harness(100);
+    let (s, token) = h.create().await;
+    let touched = T0 + IDLE_MS / 2;
+    h.clock.set(touched);
+    h.svc.authenticate(&token.hash(), true).await.unwrap();
+    h.drain();
+    // The old warning time and the old deadline: nothing is sent, nothing ends.
+    for at in [T0 + IDLE_MS - WARN_MS, T0 + IDLE_MS] {
+        h.clock.set(at);
+        assert_eq!(h.svc.tick().await, 0);
+        assert!(h.drain().is_empty(), "nothing fired at {at}");
+    }
+    assert!(h.stored(&s.handle).await.is_active());
+    // The moved ones fire, once each.
+    h.clock.set(touched + IDLE_MS - WARN_MS);
+    assert_eq!(h.svc.tick().await, 1);
+    assert!(matches!(
+        h.drain().as_slice(),
+        [Event::ExpiryWarning { .. }]
+    ));
+    h.clock.set(touched + IDLE_MS);
+    assert_eq!(h.svc.tick().await, 1);
+    assert_eq!(ended(&h.drain()), vec![(s.handle, EndReason::IdleTimeout)]);
+}
+
+#[tokio::test]
 async fn idle_expiry_ends_the_session_once_with_its_reason_and_an_audit_event() {
     let mut h = harness(100);
     let (s, token) = h.create().await;
