@@ -950,7 +950,15 @@ impl Hub {
                 continue;
             }
             if now >= c.next_ping_at {
-                c.next_ping_at = now + c.interval_ms;
+                // Paced from when the ping was due, not from this (batched, up to
+                // MIN_PASS late) pass, so the interval does not stretch by the pass's
+                // delay each time; after a stall longer than an interval, from now.
+                let planned = c.next_ping_at + c.interval_ms;
+                c.next_ping_at = if planned > now {
+                    planned
+                } else {
+                    now + c.interval_ms
+                };
                 let before = fx.slow.len();
                 push(id, c, Outbound::Ping, &mut fx);
                 if fx.slow.len() > before {

@@ -111,6 +111,27 @@ async fn first_ping_is_jittered_then_one_per_interval_while_answered() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_late_pass_does_not_stretch_the_ping_interval() {
+    let hub = hub();
+    let mut c = connect(&hub, &policy(Duration::from_secs(1)));
+    let first = hub.next_deadline().expect("a heartbeat is scheduled");
+    let mut pinged = Vec::new();
+    for _ in 0..5 {
+        let due = hub.next_deadline().expect("still scheduled");
+        // Each pass runs 70 ms after the ping was due (as batched passes do).
+        let late = due + 70 - hub.now_ms();
+        tokio::time::sleep(Duration::from_millis(late as u64)).await;
+        let fx = hub.fire_due(hub.now_ms(), 4096);
+        assert!(fx.lost.is_empty());
+        assert_eq!(c.drain().0, 1, "one ping per pass");
+        pinged.push(hub.now_ms());
+        c.shared.heard(hub.now_ms());
+    }
+    let expected: Vec<i64> = (0..5).map(|k| first + 70 + k * INTERVAL_MS).collect();
+    assert_eq!(pinged, expected, "paced from when each ping was due");
+}
+
+#[tokio::test(start_paused = true)]
 async fn silence_is_lost_after_exactly_misses_intervals() {
     let hub = hub();
     let mut c = connect(&hub, &policy(Duration::from_secs(1)));
