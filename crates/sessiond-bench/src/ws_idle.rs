@@ -31,8 +31,10 @@ const CREATE_CONCURRENCY: usize = 128;
 const CHILD_MAX_LIFE: Duration = Duration::from_secs(1800);
 /// Files the process needs besides its sockets (runtime, SQLite, pipes).
 const SPARE_FILES: u64 = 256;
-/// How long the server's CPU is read with no connection open.
-const IDLE_WINDOW: Duration = Duration::from_secs(2);
+/// How long the server's CPU is read with no connection open. `/proc/<pid>/stat` counts
+/// 10 ms clock ticks: over 2 s that read 0 or 0.5 % of a core and nothing between (half
+/// the 1 % bar, and the scaled figure keeps all of it); over 10 s the step is 0.1 %.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
 /// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux whatever the
 /// kernel's own tick rate).
 const USER_HZ: f64 = 100.0;
@@ -624,7 +626,7 @@ pub fn markdown(report: &WsReport) -> String {
          connections; CPU is the server's user + system time over the hold \
          (`/proc/<pid>/stat`), per 10k connections. Idle connections cost CPU only per \
          ping, so the figure at a 30 s heartbeat keeps what the server spends with no \
-         connection (read over 2 s before the first one) and scales the rest by \
+         connection (read over 10 s before the first one) and scales the rest by \
          interval / 30 s; `--ws-heartbeat 30s` measures it directly (a longer run). A \
          connection closed by the server before the end would be a false \"lost\"; the \
          sessiond sessions are created (SQLite) before the baseline RSS is read.\n"

@@ -28,7 +28,7 @@ const BATCH: usize = 10_000;
 const MAX_PASS_MS: Timestamp = 1000;
 /// Longest the running scheduler sleeps between looks at its timer: a session scheduled
 /// meanwhile with an earlier deadline than the one it sleeps towards waits at most this.
-const LOOK_EVERY: Duration = Duration::from_millis(25);
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// Shortest such sleep, so a deadline within the millisecond does not spin the loop.
 const LOOK_AT_LEAST: Duration = Duration::from_millis(2);
 /// Due sessions one of the running scheduler's tasks takes from the timer at once (one
