@@ -41,27 +41,18 @@ impl SessionService {
                 // It returns only on shutdown: before that, a panic (sessions would no
                 // longer end) is this loop's own.
                 r = &mut scheduler => {
-                    rethrow(r);
+                    super::scheduler::settled(r);
                     break;
                 }
                 _ = shutdown.cancelled() => {
                     // Endings in flight finish before the last flush.
-                    rethrow(scheduler.await);
+                    super::scheduler::settled(scheduler.await);
                     break;
                 }
             }
         }
         if let Err(e) = self.flush().await {
             tracing::error!(error = %e, "final activity flush failed");
-        }
-    }
-}
-
-/// A panic of the scheduler's task goes on here.
-fn rethrow(r: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = r {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
         }
     }
 }

@@ -9,23 +9,15 @@ use futures::StreamExt;
 use sessiond_core::store::Expiry;
 use sessiond_core::{lifecycle, EndReason, Handle, Session, Timestamp};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Delay before a check that could not reach the store is tried again.
 const RETRY_MS: i64 = 500;
-/// Due sessions handled at once by one scheduler pass, over all its tasks (see
-/// [`SessionService::tick`]).
+/// Due sessions in flight at once, over all the scheduler's tasks (see
+/// [`SessionService::run_scheduler`]).
 pub(super) const FIRE_CONCURRENCY: usize = 256;
-/// Fewest due sessions worth a task of their own: below it a batch is fired in the
-/// scheduler's task (spawning would cost more than it spreads).
-const MIN_CHUNK: usize = 64;
-/// Due sessions taken from the timer at once (one lock).
-const BATCH: usize = 10_000;
-/// Longest one pass keeps firing batches before it returns (ms).
-const MAX_PASS_MS: Timestamp = 1000;
 /// Longest the running scheduler sleeps between looks at its timer: a session scheduled
 /// meanwhile with an earlier deadline than the one it sleeps towards waits at most this.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
@@ -35,10 +27,10 @@ const LOOK_AT_LEAST: Duration = Duration::from_millis(2);
 /// lock; each waits in that task for a free slot, so few).
 const TAKE: usize = 16;
 
-/// A firing task's end: a panic goes on in the scheduler, as if it had fired the session
-/// itself. (Only a runtime shutting down cancels one; the store still holds that
-/// session's deadline, which the poll and the next warm start find.)
-fn settled<T>(r: Result<T, tokio::task::JoinError>) {
+/// A scheduler task's end: a panic goes on in the caller, as if it had run the task
+/// itself. (Only a runtime shutting down cancels one; the store still holds the
+/// deadlines, which the poll and the next warm start find.)
+pub(super) fn settled<T>(r: Result<T, tokio::task::JoinError>) {
     if let Err(e) = r {
         if e.is_panic() {
             std::panic::resume_unwind(e.into_panic());
@@ -54,26 +46,6 @@ enum Due {
     End(EndReason, Timestamp, Option<Expiry>),
     /// Not cached (or ended in the cache): decide on the store's record.
     Reread,
-}
-
-/// Due sessions shared by a pass's tasks: each takes the next one not yet taken.
-struct Line {
-    due: Vec<(Handle, Timestamp)>,
-    next: AtomicUsize,
-}
-
-impl Line {
-    fn new(due: Vec<(Handle, Timestamp)>) -> Line {
-        Line {
-            due,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    fn next(&self) -> Option<Handle> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.due.get(i).map(|(h, _)| *h)
-    }
 }
 
 impl SessionService {
@@ -119,43 +91,31 @@ impl SessionService {
         Ok(n)
     }
 
-    /// One scheduler pass: fires warnings and endings that are due. Returns how many.
-    /// (The server runs [`run_scheduler`](Self::run_scheduler); a pass is for callers
-    /// that drive the timer themselves, such as tests on a manual clock.)
-    ///
-    /// Due sessions are handled [`FIRE_CONCURRENCY`] at a time: each ending is a store
-    /// write (with its audit event), and one after the other a burst of deadlines would
-    /// wait for a commit each (on SQLite an fsync each, about a thousand a second, so
-    /// endings fell seconds behind); concurrent ones share a group commit. Each session
-    /// is still decided on its own record and ends once (the store's CAS).
-    ///
-    /// A batch is split over one task per runtime worker: in one task every ending ran on
-    /// one core, and a million sessions created at about 139k/s (each create one task's
-    /// work too) ended at about 127k/s, so lateness grew through the run to 770 ms.
-    ///
-    /// Batches of due sessions follow each other without waiting for the next tick while
-    /// more are due (for up to [`MAX_PASS_MS`], so the flusher still gets its turn): a
-    /// pass that waited for the next tick between batches fell behind a dense run of
-    /// deadlines (a million sessions made in 16 s ended up to 2.8 s late).
+    /// One pass over the sessions due now, in the caller's task, [`FIRE_CONCURRENCY`]
+    /// at a time; how many were fired. The server runs
+    /// [`run_scheduler`](Self::run_scheduler); a pass is for callers that drive the
+    /// timer themselves, such as tests on a manual clock.
     pub async fn tick(self: &Arc<Self>) -> usize {
-        let start = self.now();
-        let workers = tokio::runtime::Handle::current().metrics().num_workers();
-        let mut fired = 0;
-        loop {
-            let now = self.now();
-            let due = self.lock().timers.pop_due(now, BATCH);
-            let n = due.len();
-            fired += self.fire_all(due, now, workers).await;
-            if n < BATCH || self.now() - start >= MAX_PASS_MS {
-                return fired;
-            }
-        }
+        let now = self.now();
+        let due = self.lock().timers.pop_due(now, usize::MAX);
+        futures::stream::iter(due)
+            .map(|(handle, _)| self.fire(handle, now))
+            .buffer_unordered(FIRE_CONCURRENCY)
+            .fold(0, |n, fired| async move { n + usize::from(fired) })
+            .await
     }
 
     /// Runs the scheduler until `shutdown`: one task per runtime worker, each firing due
     /// sessions [`FIRE_CONCURRENCY`] / workers at a time, taking the next few from the
     /// timer as soon as it has a free slot (so a burst of deadlines keeps every worker
     /// busy, and none waits for another's work to finish).
+    ///
+    /// Endings run concurrently because each is a store write with its audit event: one
+    /// after the other, a burst of deadlines waited for a commit each (on SQLite an fsync
+    /// each, so endings fell seconds behind); concurrent ones share a group commit. Each
+    /// session is still decided on its own record and ends once (the store's CAS). One
+    /// task per worker, because in one task every ending ran on one core and a million
+    /// sessions created at about 139k/s ended at about 127k/s.
     ///
     /// Passes of [`tick`](Self::tick) every 100 ms made an ending wait for the next tick
     /// and then for the whole pass before it, so in a burst the wait grew with the pass:
@@ -218,47 +178,6 @@ impl SessionService {
             .buffer_unordered(concurrency.max(1))
             .for_each(|_| async {})
             .await;
-    }
-
-    /// Fires `due` over up to `workers` tasks, [`FIRE_CONCURRENCY`] sessions in flight
-    /// in all. The tasks take the next session from one shared line, so all of them stay
-    /// busy until the batch is done (fixed halves left one task's share in flight once
-    /// the other finished, which shrank a SQLite group commit). How many were fired.
-    async fn fire_all(
-        self: &Arc<Self>,
-        due: Vec<(Handle, Timestamp)>,
-        now: Timestamp,
-        workers: usize,
-    ) -> usize {
-        let tasks = workers.min(due.len() / MIN_CHUNK).max(1);
-        if tasks == 1 {
-            return self.fire_from(&Line::new(due), now, FIRE_CONCURRENCY).await;
-        }
-        let line = Arc::new(Line::new(due));
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..tasks {
-            let (svc, line) = (Arc::clone(self), Arc::clone(&line));
-            set.spawn(async move { svc.fire_from(&line, now, FIRE_CONCURRENCY / tasks).await });
-        }
-        let mut fired = 0;
-        while let Some(r) = set.join_next().await {
-            if let Ok(n) = r {
-                fired += n;
-            } else {
-                settled(r);
-            }
-        }
-        fired
-    }
-
-    /// Fires sessions taken from `line` in this task, `concurrency` at a time, until it
-    /// is empty. How many were fired.
-    async fn fire_from(&self, line: &Line, now: Timestamp, concurrency: usize) -> usize {
-        futures::stream::iter(std::iter::from_fn(|| line.next()))
-            .map(|handle| self.fire(handle, now))
-            .buffer_unordered(concurrency.max(1))
-            .fold(0, |n, fired| async move { n + usize::from(fired) })
-            .await
     }
 
     /// Fires one due session's timer: its warning or its ending (or re-reads it). Whether
