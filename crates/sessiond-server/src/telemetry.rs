@@ -16,7 +16,7 @@ use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::session::{EndReason, Principal, Session};
 use sessiond_core::snapshot::{Snapshot, SnapshotWrite};
 use sessiond_core::store::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiry,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiring, Expiry,
     IdempotencyRecord, MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore,
     Store, Touch,
 };
@@ -203,6 +203,14 @@ impl SessionStore for TracedStore {
             self.inner.expire_session(seen, reason, now, audit),
         )
         .await
+    }
+    /// Not traced: only the scheduler calls it, outside any request's span.
+    async fn expire_sessions(
+        &self,
+        batch: &[Expiring],
+        now: Timestamp,
+    ) -> Vec<Result<Option<Session>>> {
+        self.inner.expire_sessions(batch, now).await
     }
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         self.call("list_sessions", self.inner.list_sessions(filter))

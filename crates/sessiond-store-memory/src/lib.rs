@@ -21,7 +21,7 @@ use sessiond_core::outbox::DeadLetter;
 use sessiond_core::quota::{DataUsage, SnapshotUsage};
 use sessiond_core::snapshot::{content_hash, Snapshot, SnapshotWrite};
 use sessiond_core::store::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiry,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiring, Expiry,
     IdempotencyRecord, MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore,
     Touch,
 };
@@ -215,6 +215,19 @@ impl MemoryStore {
         // the copy was most of an ending's time under it.
         let events = audit.to_vec();
         let mut g = self.lock();
+        self.end_locked(&mut g, handle, seen, reason, now, events)
+    }
+
+    /// [`MemoryStore::end`] under the lock, with its events already copied.
+    fn end_locked(
+        &self,
+        g: &mut Inner,
+        handle: &Handle,
+        seen: Option<&Expiry>,
+        reason: EndReason,
+        now: Timestamp,
+        events: Vec<AuditEvent>,
+    ) -> Result<Option<Session>> {
         let Some(cur) = g
             .sessions
             .get_mut(handle)
@@ -222,7 +235,7 @@ impl MemoryStore {
         else {
             return Ok(None);
         };
-        self.check_audit(audit)?;
+        self.check_audit(&events)?;
         // Changed in place: an ending keeps the token (so its index entry stands) and
         // only leaves the deadline index.
         cur.state = SessionState::Ended;
@@ -348,6 +361,24 @@ impl SessionStore for MemoryStore {
         audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
         self.end(&seen.handle, Some(seen), reason, now, audit)
+    }
+
+    /// One locking for the whole batch: a burst of endings, one lock each, made the
+    /// scheduler's tasks queue on this lock.
+    async fn expire_sessions(
+        &self,
+        batch: &[Expiring],
+        now: Timestamp,
+    ) -> Vec<Result<Option<Session>>> {
+        let events: Vec<Vec<AuditEvent>> = batch.iter().map(|e| e.audit.clone()).collect();
+        let mut g = self.lock();
+        batch
+            .iter()
+            .zip(events)
+            .map(|(e, events)| {
+                self.end_locked(&mut g, &e.seen.handle, Some(&e.seen), e.reason, now, events)
+            })
+            .collect()
     }
 
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {

@@ -19,7 +19,8 @@ pub use audit::AuditStore;
 pub use drafts::{plain_merge, AttachmentPut, DraftStore, MergeRule};
 pub use parts::StoreParts;
 pub use sessions::{
-    CreateOutcome, DraftMove, Expiry, IdempotencyRecord, SessionFilter, SessionStore, Touch,
+    CreateOutcome, DraftMove, Expiring, Expiry, IdempotencyRecord, SessionFilter, SessionStore,
+    Touch,
 };
 pub use snapshots::{SnapshotPut, SnapshotStore};
 

@@ -12,7 +12,7 @@
 //! ```
 
 use super::{
-    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiry,
+    AttachmentPut, AuditStore, ByteStream, CreateOutcome, DraftMove, DraftStore, Expiring, Expiry,
     IdempotencyRecord, MergeRule, Result, SessionFilter, SessionStore, SnapshotPut, SnapshotStore,
     Touch,
 };
@@ -112,6 +112,13 @@ impl SessionStore for StoreParts {
         audit: &[AuditEvent],
     ) -> Result<Option<Session>> {
         self.sessions.expire_session(seen, reason, now, audit).await
+    }
+    async fn expire_sessions(
+        &self,
+        batch: &[Expiring],
+        now: Timestamp,
+    ) -> Vec<Result<Option<Session>>> {
+        self.sessions.expire_sessions(batch, now).await
     }
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         self.sessions.list_sessions(filter).await

@@ -103,6 +103,15 @@ impl Expiry {
     }
 }
 
+/// One timeout of a batch (see [`SessionStore::expire_sessions`]): the copy it was
+/// decided on, its reason, and the events written with the ending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expiring {
+    pub seen: Expiry,
+    pub reason: EndReason,
+    pub audit: Vec<AuditEvent>,
+}
+
 /// Recorded activity of one session (see [`SessionStore::touch_session`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Touch {
@@ -200,6 +209,24 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Timestamp,
         audit: &[AuditEvent],
     ) -> Result<Option<Session>>;
+    /// [`SessionStore::expire_session`] of each item of `batch` at `now`: one answer per
+    /// item, in order, each what that call would have answered (a failed item leaves
+    /// the others done). The scheduler ends a burst of deadlines in batches, so a
+    /// backend can end them under one lock or in one round trip; the default makes the
+    /// calls concurrently (a backend that groups concurrent writes, as SQLite's writer
+    /// does, then commits them together).
+    async fn expire_sessions(
+        &self,
+        batch: &[Expiring],
+        now: Timestamp,
+    ) -> Vec<Result<Option<Session>>> {
+        futures_util::future::join_all(
+            batch
+                .iter()
+                .map(|e| self.expire_session(&e.seen, e.reason, now, &e.audit)),
+        )
+        .await
+    }
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
     /// Active sessions whose earliest deadline is `<= now`, at most `limit`.
     async fn due_sessions(&self, now: Timestamp, limit: usize) -> Result<Vec<Handle>>;

@@ -19,8 +19,13 @@ impl SessionService {
     ///
     /// [`Entry::note_client`]: super::cache::Entry::note_client
     pub fn seen_from(&self, handle: &Handle, client: &ClientInfo) {
-        if let Some(e) = self.lock().by_handle.get_mut(handle) {
+        let mut c = self.lock();
+        if let Some(e) = c.by_handle.get_mut(handle) {
+            let was_dirty = e.dirty;
             e.note_client(&client.into());
+            if e.dirty && !was_dirty {
+                c.queue_dirty(*handle);
+            }
         }
     }
 

@@ -47,24 +47,12 @@ impl SessionService {
     }
 
     fn mark_dirty(&self, handle: &Handle) {
-        if let Some(e) = self.lock().by_handle.get_mut(handle) {
-            e.dirty = true;
-        }
+        self.lock().mark_dirty(handle);
     }
 
     /// Writes all pending activity in one batch. On failure the entries stay dirty.
     pub async fn flush(&self) -> SessionResult<usize> {
-        let batch: Vec<Touch> = {
-            let mut c = self.lock();
-            c.by_handle
-                .values_mut()
-                .filter(|e| e.dirty)
-                .map(|e| {
-                    e.dirty = false;
-                    Touch::of(&e.session)
-                })
-                .collect()
-        };
+        let batch: Vec<Touch> = self.lock().take_dirty(Touch::of);
         if batch.is_empty() {
             return Ok(0);
         }

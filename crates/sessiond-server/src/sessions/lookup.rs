@@ -143,10 +143,15 @@ impl SessionService {
                         Probe::Stale(e.session.handle)
                     }
                     Some(e) => {
+                        let was_dirty = e.dirty;
                         if let Some(cl) = client {
                             e.note_client(cl);
                         }
                         let checked = self.check_and_touch(e, now, touch, &view);
+                        if e.dirty && !was_dirty {
+                            let h = e.session.handle;
+                            c.queue_dirty(h);
+                        }
                         Self::reschedule(&mut c, &checked);
                         Probe::Hit(checked)
                     }
@@ -178,10 +183,15 @@ impl SessionService {
                     let Some(e) = key.entry(&mut c)? else {
                         return Err(SessionError::Unauthenticated);
                     };
+                    let was_dirty = e.dirty;
                     if let Some(cl) = client {
                         e.note_client(cl);
                     }
                     let checked = self.check_and_touch(e, now, touch, &view);
+                    if e.dirty && !was_dirty {
+                        let h = e.session.handle;
+                        c.queue_dirty(h);
+                    }
                     Self::reschedule(&mut c, &checked);
                     checked
                 }

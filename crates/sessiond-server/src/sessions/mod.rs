@@ -386,43 +386,56 @@ impl SessionService {
         };
         match &ended {
             Some(s) => self.ended(s, reason),
-            None => {
-                // Ended elsewhere, or no longer the record the timeout was decided on.
-                // The refresh tells this node's connections of an ending elsewhere
-                // (whose event may never arrive) and reschedules a live session.
-                if let Some(s) = self.refresh(handle).await?.filter(Session::is_active) {
-                    let mut c = self.lock();
-                    if c.timers.deadline(handle).is_none() {
-                        // The cache held a newer record, so the refresh left the timer.
-                        let warned = c.by_handle.get(handle).is_some_and(|e| e.warned);
-                        let t = self.timer_for(&s, warned);
-                        c.timers.schedule(*handle, t);
-                    }
-                }
-            }
+            None => self.expiry_refused(handle).await?,
         }
         Ok(ended)
+    }
+
+    /// After the store refused a timeout ending (ended elsewhere, or no longer the
+    /// record the timeout was decided on): the refresh tells this node's connections of
+    /// an ending elsewhere (whose event may never arrive) and reschedules a live session.
+    pub(super) async fn expiry_refused(&self, handle: &Handle) -> SessionResult<()> {
+        if let Some(s) = self.refresh(handle).await?.filter(Session::is_active) {
+            let mut c = self.lock();
+            if c.timers.deadline(handle).is_none() {
+                // The cache held a newer record, so the refresh left the timer.
+                let warned = c.by_handle.get(handle).is_some_and(|e| e.warned);
+                let t = self.timer_for(&s, warned);
+                c.timers.schedule(*handle, t);
+            }
+        }
+        Ok(())
     }
 
     /// What every node-side ending does once the store has ended `s`: the cache, the
     /// meters, the log and the event.
     fn ended(&self, s: &Session, reason: EndReason) {
-        let handle = &s.handle;
+        self.ended_all(std::slice::from_ref(s), |_| reason);
+    }
+
+    /// [`SessionService::ended`] of several sessions, their cache entries updated in one
+    /// locking; `reason` of each.
+    pub(super) fn ended_all(&self, ended: &[Session], reason: impl Fn(usize) -> EndReason) {
         {
             let mut c = self.lock();
-            c.timers.cancel(handle);
-            if let Some(e) = c.by_handle.get_mut(handle) {
-                e.session = s.clone();
-                e.dirty = false;
+            for s in ended {
+                c.timers.cancel(&s.handle);
+                if let Some(e) = c.by_handle.get_mut(&s.handle) {
+                    e.session = s.clone();
+                    e.dirty = false;
+                }
             }
         }
-        self.meters().ended(reason).increment(1);
-        tracing::info!(handle = %s.handle, principal = %s.principal, reason = reason.as_str(), "session ended");
-        self.bus.publish(Event::SessionEnded {
-            handle: *handle,
-            principal: s.principal.to_string(),
-            reason,
-        });
+        for (i, s) in ended.iter().enumerate() {
+            let reason = reason(i);
+            self.meters().ended(reason).increment(1);
+            tracing::info!(handle = %s.handle, principal = %s.principal, reason = reason.as_str(), "session ended");
+            self.bus.publish(Event::SessionEnded {
+                handle: s.handle,
+                principal: s.principal.to_string(),
+                reason,
+            });
+        }
     }
 
     /// Appends an event that records no session change (a lost connection, a purge
@@ -506,7 +519,7 @@ impl SessionService {
 /// The audit of an ending: the `ended` event of the record as it stood (none if it had
 /// already ended), with the reason, what is kept and purged, and who asked (`(field,
 /// value)`: `("key", api key id)` or `("by", the ending session's handle)`).
-fn ending_audit(
+pub(super) fn ending_audit(
     started: Option<AuditEvent>,
     reason: EndReason,
     who: Option<(&str, &str)>,

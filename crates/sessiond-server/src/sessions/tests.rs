@@ -557,6 +557,57 @@ async fn many_touches_make_one_store_write_per_flush_with_the_latest_deadline() 
 }
 
 #[tokio::test]
+async fn a_flush_writes_each_session_changed_since_the_last_one_once_and_no_other() {
+    let h = harness(100);
+    let mut made = Vec::new();
+    for _ in 0..5 {
+        made.push(h.create().await);
+    }
+    h.clock.advance_ms(1_000);
+    // Two of five: one touched twice, then seen from a new address (a change of its own).
+    for (_, token) in [&made[1], &made[3], &made[3]] {
+        h.svc.authenticate(&token.hash(), true).await.unwrap();
+    }
+    let moved = ClientInfo {
+        ip: Some("203.0.113.9".into()),
+        user_agent: None,
+    };
+    h.svc.seen_from(&made[3].0.handle, &moved);
+    // Only seen from a new address: written too.
+    h.svc.seen_from(&made[4].0.handle, &moved);
+    assert_eq!(h.svc.flush().await.unwrap(), 3);
+    assert_eq!(h.store.writes.load(Ordering::SeqCst), 1, "one batch");
+    for (i, (s, _)) in made.iter().enumerate() {
+        let stored = h.stored(&s.handle).await;
+        let touched = i == 1 || i == 3;
+        assert_eq!(
+            stored.last_activity_at,
+            T0 + if touched { 1_000 } else { 0 }
+        );
+        let seen = i == 3 || i == 4;
+        assert_eq!(stored.client_ip.as_deref(), seen.then_some("203.0.113.9"));
+    }
+    assert_eq!(h.svc.flush().await.unwrap(), 0, "nothing left to write");
+    // Written on its own (as before an ending), then touched again before the next
+    // flush: the flush writes the later activity, once.
+    h.clock.advance_ms(1_000);
+    h.svc.authenticate(&made[1].1.hash(), true).await.unwrap();
+    h.svc.flush_one(&made[1].0.handle).await.unwrap();
+    assert_eq!(
+        h.stored(&made[1].0.handle).await.last_activity_at,
+        T0 + 2_000
+    );
+    h.clock.advance_ms(1_000);
+    h.svc.authenticate(&made[1].1.hash(), true).await.unwrap();
+    assert_eq!(h.svc.flush().await.unwrap(), 1);
+    assert_eq!(
+        h.stored(&made[1].0.handle).await.last_activity_at,
+        T0 + 3_000
+    );
+    assert_eq!(h.svc.flush().await.unwrap(), 0);
+}
+
+#[tokio::test]
 async fn the_warning_comes_warn_before_the_idle_deadline_and_once() {
     let mut h = harness(100);
     let (s, token) = h.create().await;

@@ -122,6 +122,7 @@ macro_rules! conformance_suite {
             check_touch_sessions_batch,
             check_end_session_once,
             check_expire_session,
+            check_expire_sessions_batch,
             check_due_sessions,
             check_list_sessions,
             check_purge_ended_sessions,

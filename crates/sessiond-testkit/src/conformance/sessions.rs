@@ -7,7 +7,7 @@ use sessiond_core::audit::{AuditEvent, AuditFilter, AuditKind};
 use sessiond_core::quota::DataUsage;
 use sessiond_core::store::prelude::*;
 use sessiond_core::store::{
-    CreateOutcome, DraftMove, Expiry, IdempotencyRecord, SessionFilter, Touch,
+    CreateOutcome, DraftMove, Expiring, Expiry, IdempotencyRecord, SessionFilter, Touch,
 };
 use sessiond_core::{
     EndReason, Handle, Principal, Session, SessionState, Timestamp, Token, TokenHash,
@@ -729,6 +729,84 @@ pub async fn check_expire_session(store: Arc<dyn Store>) {
         None
     );
     assert_eq!(audit_of(&*store, &s.handle).await, vec![Ended]);
+}
+
+/// A batch of timeouts answers item by item, in order, as one `expire_session` each
+/// would: the due copies end with their own reason and event; a stale copy, one not yet
+/// due, one already ended and one never stored are `None` and write nothing; the same
+/// session twice in a batch ends once.
+pub async fn check_expire_sessions_batch(store: Arc<dyn Store>) {
+    use AuditKind::Ended;
+    let make = |p: &str| session(p, "editor", 1_000);
+    let (due_idle, due_abs, stale, early, gone) = (
+        make("anon:b1"),
+        with_deadlines(make("anon:b2"), 9_000_000, 2_000),
+        make("anon:b3"),
+        // Due only after the batch's moment.
+        with_deadlines(make("anon:b4"), 200_000, 9_000_000),
+        make("anon:b5"),
+    );
+    for s in [&due_idle, &due_abs, &stale, &early, &gone] {
+        create(&*store, s).await;
+    }
+    let at = due_idle.idle_expires_at + 10;
+    // The stale copy: activity written after it was taken moved the deadline.
+    assert!(store
+        .touch_session(&touch(stale.handle, 30_000, 30_000, at + MINUTE), &[])
+        .await
+        .unwrap());
+    store
+        .end_session(&gone.handle, EndReason::SignedOut, 5_000, &[])
+        .await
+        .unwrap()
+        .unwrap();
+    let never = make("anon:b6");
+    let item = |s: &Session, reason: EndReason| Expiring {
+        seen: Expiry::of(s),
+        reason,
+        audit: vec![event(Ended, s, at).with_reason(reason.as_str())],
+    };
+    let batch = vec![
+        item(&due_idle, EndReason::IdleTimeout),
+        item(&stale, EndReason::IdleTimeout),
+        item(&due_abs, EndReason::AbsoluteTimeout),
+        item(&early, EndReason::IdleTimeout),
+        item(&gone, EndReason::IdleTimeout),
+        item(&never, EndReason::IdleTimeout),
+        item(&due_idle, EndReason::IdleTimeout),
+    ];
+    let answers: Vec<Option<Session>> = store
+        .expire_sessions(&batch, at)
+        .await
+        .into_iter()
+        .map(|r| r.expect("no item fails"))
+        .collect();
+    assert_eq!(answers.len(), batch.len(), "one answer per item");
+    let ended: Vec<bool> = answers.iter().map(Option::is_some).collect();
+    assert_eq!(ended, [true, false, true, false, false, false, false]);
+    for (i, reason) in [(0, EndReason::IdleTimeout), (2, EndReason::AbsoluteTimeout)] {
+        let e = answers[i].as_ref().unwrap();
+        assert_eq!(e.handle, batch[i].seen.handle);
+        assert_eq!(e.state, SessionState::Ended);
+        assert_eq!(e.end_reason, Some(reason));
+        assert_eq!(e.ended_at, Some(at));
+        assert_eq!(
+            store.get_session(&e.handle).await.unwrap().as_ref(),
+            Some(e)
+        );
+        assert_eq!(audit_of(&*store, &e.handle).await, vec![Ended]);
+    }
+    for s in [&stale, &early] {
+        let cur = store.get_session(&s.handle).await.unwrap().unwrap();
+        assert!(
+            cur.is_active(),
+            "a refused item leaves its session as it was"
+        );
+        assert!(audit_of(&*store, &s.handle).await.is_empty());
+    }
+    assert!(audit_of(&*store, &gone.handle).await.is_empty());
+    assert!(store.get_session(&never.handle).await.unwrap().is_none());
+    assert!(store.expire_sessions(&[], at).await.is_empty());
 }
 
 pub async fn check_due_sessions(store: Arc<dyn Store>) {
