@@ -6,6 +6,8 @@ use sessiond_core::timer::DeadlineQueue;
 use sessiond_core::token::RandomKeys;
 use sessiond_core::{Handle, Session, Timestamp, TokenHash};
 use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
 
 /// A cached session and whether its activity still has to reach the store.
 pub(super) struct Entry {
@@ -66,8 +68,15 @@ pub(super) struct Cache {
     /// 2^-64 chance per pair) costs the one not indexed a store read, never a wrong
     /// session.
     by_token: HashMap<u64, Handle, RandomKeys>,
-    /// Next scheduler event per session: the warning time, then the deadline.
+    /// Next scheduler event per session: the warning time, then the deadline. Read
+    /// here; set only through [`Cache::schedule`], which wakes the scheduler.
     pub timers: DeadlineQueue<Handle, RandomKeys>,
+    /// Signalled when a timer is set before [`Cache::sleeps_until`]: the scheduler sleeps
+    /// until its next deadline, not in short naps (two tasks waking ten times a second
+    /// were most of an idle server's CPU).
+    pub wake: Arc<Notify>,
+    /// When a sleeping scheduler task looks at the timer next (`i64::MAX`: unknown).
+    pub sleeps_until: Timestamp,
     /// Handles of entries that turned dirty since the last flush (see
     /// [`Cache::queue_dirty`]), so a flush visits those, not the whole cache: a scan of a
     /// million entries held this lock for about 90 ms every flush interval, and every
@@ -84,6 +93,8 @@ impl Cache {
             by_handle: HashMap::default(),
             by_token: HashMap::default(),
             timers: DeadlineQueue::default(),
+            wake: Arc::new(Notify::new()),
+            sleeps_until: Timestamp::MAX,
             dirtied: Vec::new(),
             capacity: capacity.max(16),
         }
@@ -122,7 +133,7 @@ impl Cache {
             return false;
         }
         match timer {
-            Some(t) => self.timers.schedule(s.handle, t),
+            Some(t) => self.schedule(s.handle, t),
             None => {
                 self.timers.cancel(&s.handle);
             }
@@ -163,6 +174,16 @@ impl Cache {
             }),
         );
         true
+    }
+
+    /// Sets `handle`'s timer to `t`, waking the scheduler if it sleeps past `t`.
+    pub fn schedule(&mut self, handle: Handle, t: Timestamp) {
+        self.timers.schedule(handle, t);
+        if t < self.sleeps_until {
+            // Lowered so later timers past `t` do not signal again before it looks.
+            self.sleeps_until = t;
+            self.wake.notify_waiters();
+        }
     }
 
     /// Lists an entry that just turned dirty (its flag went from clean to dirty) for the

@@ -287,7 +287,7 @@ impl SessionService {
         }) = checked
         {
             if c.timers.deadline(handle).is_none_or(|set| set > *t) {
-                c.timers.schedule(*handle, *t);
+                c.schedule(*handle, *t);
             }
         }
     }

@@ -237,7 +237,7 @@ impl SessionService {
                 }
             }
             let t = self.timer_for(&s, false);
-            c.timers.schedule(s.handle, t);
+            c.schedule(s.handle, t);
             (coalesced, previous)
         };
         if !coalesced {
@@ -401,7 +401,7 @@ impl SessionService {
                 // The cache held a newer record, so the refresh left the timer.
                 let warned = c.by_handle.get(handle).is_some_and(|e| e.warned);
                 let t = self.timer_for(&s, warned);
-                c.timers.schedule(*handle, t);
+                c.schedule(*handle, t);
             }
         }
         Ok(())

@@ -18,9 +18,12 @@ const RETRY_MS: i64 = 500;
 /// Due sessions in flight at once, over all the scheduler's tasks (see
 /// [`SessionService::run_scheduler`]).
 pub(super) const FIRE_CONCURRENCY: usize = 256;
-/// Longest the running scheduler sleeps between looks at its timer: a session scheduled
-/// meanwhile with an earlier deadline than the one it sleeps towards waits at most this.
-const LOOK_EVERY: Duration = Duration::from_millis(100);
+/// Longest the running scheduler sleeps between looks at its timer. A timer set earlier
+/// than the look it sleeps towards wakes it at once (`Cache::schedule`), so this only
+/// bounds how far the timer's clock (the service's, which tests set by hand) and the
+/// runtime's sleep can drift apart. At 100 ms, with no wake-up, two tasks looking ten
+/// times a second were most of an idle server's CPU.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Shortest such sleep, so a deadline within the millisecond does not spin the loop.
 const LOOK_AT_LEAST: Duration = Duration::from_millis(2);
 /// Due sessions one of the running scheduler's tasks takes from the timer at once (one
@@ -79,7 +82,7 @@ impl SessionService {
                 let mut c = self.lock();
                 for s in &page {
                     let t = self.timer_for(s, false);
-                    c.timers.schedule(s.handle, t);
+                    c.schedule(s.handle, t);
                 }
             }
             n += page.len();
@@ -146,29 +149,45 @@ impl SessionService {
     /// One of [`run_scheduler`](Self::run_scheduler)'s tasks: it takes due sessions
     /// [`TAKE`] at a time, and fires each take as one batch.
     async fn fire_until(self: Arc<Self>, shutdown: CancellationToken, concurrency: usize) {
-        let state = (Arc::clone(&self), shutdown);
-        let taken = futures::stream::unfold(state, |(svc, shutdown)| async move {
+        let wake = Arc::clone(&self.lock().wake);
+        let state = (Arc::clone(&self), shutdown, wake);
+        let taken = futures::stream::unfold(state, |(svc, shutdown, wake)| async move {
             loop {
                 if shutdown.is_cancelled() {
                     return None;
                 }
-                let now = svc.now();
-                let (due, next) = {
-                    let mut c = svc.lock();
-                    let due = c.timers.pop_due(now, TAKE);
-                    (due, c.timers.next_deadline())
+                let batch = {
+                    // Registered before the look, so a timer set between the look and
+                    // the sleep still wakes this task.
+                    let woken = wake.notified();
+                    tokio::pin!(woken);
+                    woken.as_mut().enable();
+                    let now = svc.now();
+                    let (due, wait) = {
+                        let mut c = svc.lock();
+                        let due = c.timers.pop_due(now, TAKE);
+                        let wait = c.timers.next_deadline().map_or(LOOK_EVERY, |t| {
+                            let ms = u64::try_from(t.saturating_sub(now)).unwrap_or(0);
+                            Duration::from_millis(ms).clamp(LOOK_AT_LEAST, LOOK_EVERY)
+                        });
+                        if due.is_empty() {
+                            c.sleeps_until = now.saturating_add(wait.as_millis() as Timestamp);
+                        }
+                        (due, wait)
+                    };
+                    if due.is_empty() {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return None,
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = &mut woken => {}
+                        }
+                        None
+                    } else {
+                        Some((due.into_iter().map(|(h, _)| h).collect::<Vec<_>>(), now))
+                    }
                 };
-                if !due.is_empty() {
-                    let batch = due.into_iter().map(|(h, _)| h).collect::<Vec<_>>();
-                    return Some(((batch, now), (svc, shutdown)));
-                }
-                let wait = next.map_or(LOOK_EVERY, |t| {
-                    let ms = u64::try_from(t.saturating_sub(now)).unwrap_or(0);
-                    Duration::from_millis(ms).clamp(LOOK_AT_LEAST, LOOK_EVERY)
-                });
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(wait) => {}
+                if let Some(batch) = batch {
+                    return Some((batch, (svc, shutdown, wake)));
                 }
             }
         });
@@ -258,7 +277,7 @@ impl SessionService {
                 Err(err) => {
                     // Store unreachable: never expire blindly; retry shortly.
                     tracing::warn!(handle = %handle, error = %err, "expiry deferred");
-                    self.lock().timers.schedule(handle, now + RETRY_MS);
+                    self.lock().schedule(handle, now + RETRY_MS);
                 }
             }
         }
@@ -276,7 +295,7 @@ impl SessionService {
         for handle in refused {
             if let Err(err) = self.expiry_refused(&handle).await {
                 tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
-                self.lock().timers.schedule(handle, now + RETRY_MS);
+                self.lock().schedule(handle, now + RETRY_MS);
             }
         }
         fired
@@ -292,7 +311,7 @@ impl SessionService {
             // the cached one, and due (see `expire`).
             if let Err(err) = self.refresh(&handle).await {
                 tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
-                self.lock().timers.schedule(handle, now + RETRY_MS);
+                self.lock().schedule(handle, now + RETRY_MS);
                 return false;
             }
         }
@@ -312,7 +331,7 @@ impl SessionService {
                     }
                     None => {
                         let t = self.timer_for(&e.session, e.warned);
-                        c.timers.schedule(handle, t);
+                        c.schedule(handle, t);
                         return false;
                     }
                 },
@@ -322,7 +341,7 @@ impl SessionService {
         match action {
             Due::Warn(s) => {
                 let t = self.timer_for(&s, true);
-                self.lock().timers.schedule(handle, t);
+                self.lock().schedule(handle, t);
                 self.bus.publish(Event::ExpiryWarning {
                     handle,
                     seconds_left: lifecycle::seconds_left(&s, now),
@@ -345,7 +364,7 @@ impl SessionService {
                 Err(err) => {
                     // Store unreachable: never expire blindly; retry shortly.
                     tracing::warn!(handle = %handle, error = %err, "expiry deferred");
-                    self.lock().timers.schedule(handle, now + RETRY_MS);
+                    self.lock().schedule(handle, now + RETRY_MS);
                     false
                 }
             },
@@ -357,14 +376,14 @@ impl SessionService {
                     // A refused (older) read changes nothing; the cached record's
                     // timer stands.
                     if c.insert(s, false, timer, now) && overdue {
-                        c.timers.schedule(handle, now);
+                        c.schedule(handle, now);
                     }
                     false
                 }
                 Ok(_) => false,
                 Err(err) => {
                     tracing::warn!(handle = %handle, error = %err, "expiry check deferred");
-                    self.lock().timers.schedule(handle, now + RETRY_MS);
+                    self.lock().schedule(handle, now + RETRY_MS);
                     false
                 }
             },
@@ -389,7 +408,7 @@ impl SessionService {
         for h in due {
             if c.timers.deadline(&h).is_none_or(|t| t > now) {
                 // Cached activity may be newer than the store; tick() re-checks.
-                c.timers.schedule(h, now);
+                c.schedule(h, now);
             }
         }
         Ok(n)

@@ -677,6 +677,38 @@ async fn the_running_scheduler_ends_a_burst_more_than_its_slots_and_stops_on_shu
     assert!(h.stored(&late.handle).await.is_active());
 }
 
+/// The running scheduler sleeps until its next look (up to a second), and a timer set
+/// before that look (a retry, a deadline found overdue) wakes it: on tokio's paused
+/// clock, the scheduler looks at the session without the runtime's time reaching the
+/// look it slept towards.
+#[tokio::test(start_paused = true)]
+async fn a_timer_set_before_the_sleeping_scheduler_looks_again_wakes_it() {
+    let h = harness(100);
+    let (s, _) = h.create().await;
+    let warning = T0 + IDLE_MS - WARN_MS;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(Arc::clone(&h.svc).run_scheduler(stop.clone()));
+    // Asleep: the session's warning is 50 s away on the service's clock.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let asleep = tokio::time::Instant::now();
+    h.clock.set(T0 + 10);
+    h.svc.lock().schedule(s.handle, T0 + 10);
+    // Looked at: not due, so its timer goes back to the warning.
+    while h.svc.lock().timers.deadline(&s.handle) != Some(warning)
+        && asleep.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(h.svc.lock().timers.deadline(&s.handle), Some(warning));
+    assert!(
+        asleep.elapsed() < Duration::from_millis(100),
+        "woken by the timer, not at its next look: {:?}",
+        asleep.elapsed()
+    );
+    stop.cancel();
+    running.await.expect("no panic");
+}
+
 #[tokio::test]
 async fn activity_leaves_an_early_timer_that_warns_and_ends_only_at_the_moved_deadline() {
     let mut h = harness(100);
