@@ -207,7 +207,7 @@ impl SessionStore for TracedStore {
     /// Not traced: only the scheduler calls it, outside any request's span.
     async fn expire_sessions(
         &self,
-        batch: &[Expiring],
+        batch: Vec<Expiring>,
         now: Timestamp,
     ) -> Vec<Result<Option<Session>>> {
         self.inner.expire_sessions(batch, now).await

@@ -115,7 +115,7 @@ impl SessionStore for StoreParts {
     }
     async fn expire_sessions(
         &self,
-        batch: &[Expiring],
+        batch: Vec<Expiring>,
         now: Timestamp,
     ) -> Vec<Result<Option<Session>>> {
         self.sessions.expire_sessions(batch, now).await

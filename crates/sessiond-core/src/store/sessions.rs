@@ -217,7 +217,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// does, then commits them together).
     async fn expire_sessions(
         &self,
-        batch: &[Expiring],
+        batch: Vec<Expiring>,
         now: Timestamp,
     ) -> Vec<Result<Option<Session>>> {
         futures_util::future::join_all(

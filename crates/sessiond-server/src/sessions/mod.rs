@@ -410,29 +410,35 @@ impl SessionService {
     /// What every node-side ending does once the store has ended `s`: the cache, the
     /// meters, the log and the event.
     fn ended(&self, s: &Session, reason: EndReason) {
-        self.ended_all(std::slice::from_ref(s), |_| reason);
+        self.ended_all(vec![(s.clone(), reason)]);
     }
 
-    /// [`SessionService::ended`] of several sessions, their cache entries updated in one
-    /// locking; `reason` of each.
-    pub(super) fn ended_all(&self, ended: &[Session], reason: impl Fn(usize) -> EndReason) {
+    /// [`SessionService::ended`] of several sessions, each with its reason; their cache
+    /// entries take the ended records (moved, not copied) in one locking.
+    pub(super) fn ended_all(&self, ended: Vec<(Session, EndReason)>) {
+        let told: Vec<(Handle, String, EndReason)> = ended
+            .iter()
+            .map(|(s, reason)| (s.handle, s.principal.to_string(), *reason))
+            .collect();
+        // The records they replace are dropped once the lock is released.
+        let mut replaced = Vec::with_capacity(ended.len());
         {
             let mut c = self.lock();
-            for s in ended {
+            for (s, _) in ended {
                 c.timers.cancel(&s.handle);
                 if let Some(e) = c.by_handle.get_mut(&s.handle) {
-                    e.session = s.clone();
+                    replaced.push(std::mem::replace(&mut e.session, s));
                     e.dirty = false;
                 }
             }
         }
-        for (i, s) in ended.iter().enumerate() {
-            let reason = reason(i);
+        drop(replaced);
+        for (handle, principal, reason) in told {
             self.meters().ended(reason).increment(1);
-            tracing::info!(handle = %s.handle, principal = %s.principal, reason = reason.as_str(), "session ended");
+            tracing::info!(handle = %handle, principal = %principal, reason = reason.as_str(), "session ended");
             self.bus.publish(Event::SessionEnded {
-                handle: s.handle,
-                principal: s.principal.to_string(),
+                handle,
+                principal,
                 reason,
             });
         }

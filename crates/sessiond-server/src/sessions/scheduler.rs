@@ -241,11 +241,12 @@ impl SessionService {
                 }
             }
         }
-        let mut deadlines = Vec::with_capacity(started.len());
+        // What the answers are matched with, as the batch goes to the store.
+        let mut meta = Vec::with_capacity(started.len());
         let batch: Vec<Expiring> = started
             .into_iter()
             .map(|(seen, reason, deadline, event)| {
-                deadlines.push(deadline);
+                meta.push((seen.handle, reason, deadline));
                 Expiring {
                     seen,
                     reason,
@@ -258,19 +259,18 @@ impl SessionService {
             if batch.is_empty() {
                 Vec::new()
             } else {
-                self.store.expire_sessions(&batch, now).await
+                self.store.expire_sessions(batch, now).await
             }
         };
         let (singles, results) = futures::join!(singles, together);
         let mut fired = singles.into_iter().filter(|f| *f).count();
-        let mut ended = Vec::with_capacity(batch.len());
+        let mut ended = Vec::with_capacity(meta.len());
         let mut refused = Vec::new();
-        let mut late = Vec::with_capacity(batch.len());
-        for ((item, deadline), r) in batch.iter().zip(deadlines).zip(results) {
-            let handle = item.seen.handle;
+        let mut late = Vec::with_capacity(meta.len());
+        for ((handle, reason, deadline), r) in meta.into_iter().zip(results) {
             match r {
                 Ok(Some(s)) => {
-                    ended.push((s, item.reason));
+                    ended.push((s, reason));
                     late.push(deadline);
                 }
                 Ok(None) => refused.push(handle),
@@ -289,8 +289,7 @@ impl SessionService {
                 let late_ms = (stored - deadline).max(0);
                 self.meters().lateness.record(late_ms as f64 / 1000.0);
             }
-            let (sessions, reasons): (Vec<Session>, Vec<EndReason>) = ended.into_iter().unzip();
-            self.ended_all(&sessions, |i| reasons[i]);
+            self.ended_all(ended);
         }
         for handle in refused {
             if let Err(err) = self.expiry_refused(&handle).await {
