@@ -191,6 +191,23 @@ impl SessionService {
                 }
             }
         });
+        if self.cluster.get().is_some() {
+            // Each session is decided on the store's record, one by one (see
+            // `fire_batch`), and each holds its own slot: a batch would hold its slots
+            // until its slowest store round trip came back.
+            taken
+                .flat_map(|(batch, now)| {
+                    futures::stream::iter(batch.into_iter().map(move |h| (h, now)))
+                })
+                .map(|(handle, now)| {
+                    let svc = Arc::clone(&self);
+                    async move { svc.fire(handle, now).await }
+                })
+                .buffer_unordered(concurrency.max(1))
+                .for_each(|_| async {})
+                .await;
+            return;
+        }
         taken
             .map(|(batch, now)| {
                 let svc = Arc::clone(&self);
