@@ -33,7 +33,7 @@ pub fn new_session(
     let s = Session {
         handle: Handle::generate(),
         token_hash: token.hash(),
-        principal: Principal::anonymous(),
+        principal: Principal::anonymous_at(now),
         user_id: None,
         role: role.to_owned(),
         state: SessionState::Active,

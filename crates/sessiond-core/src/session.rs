@@ -1,7 +1,7 @@
 //! The session record, its principal, states and ending reasons.
 
 use crate::clock::Timestamp;
-use crate::token::{random_id, Handle, TokenHash};
+use crate::token::{time_ordered_id, Handle, TokenHash};
 use serde::{Deserialize, Serialize};
 
 /// Who owns a session's work: `anon:<random>` before sign-in, `user:<id>` after.
@@ -11,8 +11,25 @@ use serde::{Deserialize, Serialize};
 pub struct Principal(pub String);
 
 impl Principal {
+    /// A new anonymous principal (created now, by the wall clock).
     pub fn anonymous() -> Self {
-        Principal(format!("anon:{}", random_id(12)))
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as Timestamp);
+        Self::anonymous_at(now)
+    }
+
+    /// A new anonymous principal created at `now`: `anon:` and 16 base64url characters,
+    /// the first eight the creation millisecond, the rest 48 random bits.
+    ///
+    /// The time prefix is for the stores: principals index the audit trail and the
+    /// session listing, and keys made in the same millisecond land in the same B-tree
+    /// leaf, so a group commit of many creations writes a few pages of those indexes
+    /// instead of one random page per creation (SQLite creations ran 1.2x faster with
+    /// it). Knowing a principal grants nothing; 48 random bits within a millisecond
+    /// keep two of them from colliding and a stranger from listing them.
+    pub fn anonymous_at(now: Timestamp) -> Self {
+        Principal(format!("anon:{}", time_ordered_id(now)))
     }
     pub fn user(id: &str) -> Self {
         Principal(format!("user:{id}"))
