@@ -228,6 +228,27 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn time_ordered_ids_lead_with_their_millisecond_and_differ_within_one() {
+        let decode = |id: &str| URL_SAFE_NO_PAD.decode(id).unwrap();
+        let a = decode(&time_ordered_id(1_700_000_000_000));
+        let b = decode(&time_ordered_id(1_700_000_000_001));
+        assert_eq!(a.len(), 12);
+        assert_eq!(a[..6], 1_700_000_000_000i64.to_be_bytes()[2..]);
+        assert!(a < b, "a later millisecond sorts after");
+        let same: std::collections::HashSet<String> = (0..1000)
+            .map(|_| time_ordered_id(1_700_000_000_000))
+            .collect();
+        assert_eq!(
+            same.len(),
+            1000,
+            "48 random bits keep one millisecond's ids apart"
+        );
+        let p = crate::Principal::anonymous_at(1_700_000_000_000);
+        assert!(p.is_anonymous());
+        assert_eq!(p.as_str().len(), "anon:".len() + 16);
+    }
+
+    #[test]
     fn tokens_are_unique_and_round_trip() {
         let a = Token::generate();
         let b = Token::generate();

@@ -570,6 +570,12 @@ fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(
+                        full("sessiond_store_checkpoint_seconds"),
+                        STORE_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
                         full("sessiond_http_request_duration_seconds"),
                         HTTP_BUCKETS,
                     )

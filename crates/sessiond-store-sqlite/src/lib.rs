@@ -19,6 +19,10 @@
 //!   (group commit, each in its own savepoint), and each caller is answered only after
 //!   the commit that holds its write;
 //! - **a few read-only connections** (WAL mode lets them read while the writer writes);
+//! - **a checkpoint thread** with a connection of its own, which copies committed pages
+//!   from the WAL into the database file at most every
+//!   [`SqliteOptions::checkpoint_every`], so no commit waits for a checkpoint (SQLite's
+//!   automatic one runs inside the committing `COMMIT`, on the writer's thread);
 //! - **a bounded queue with a deadline** in front of both ([`SqliteOptions::deadline`],
 //!   [`SqliteOptions::max_waiting`]): callers wait for a connection as async tasks (not
 //!   blocking threads, so the blocking pool holds at most one writer and the readers), in
@@ -43,6 +47,7 @@
 
 pub mod backup;
 pub mod blobs;
+mod checkpointer;
 mod error;
 mod rows;
 pub mod schema;
@@ -86,6 +91,10 @@ pub struct SqliteOptions {
     /// bounds how long the first of them waits for its answer. 1: one transaction per
     /// write, as without group commit (the benchmarks compare the two).
     pub max_group: usize,
+    /// Shortest time between two WAL checkpoints, which a thread of their own runs after
+    /// commits (the `checkpointer` module). `None`: SQLite checkpoints inside the commits that
+    /// cross its default 1000-page threshold, on the writer's thread.
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl Default for SqliteOptions {
@@ -97,6 +106,7 @@ impl Default for SqliteOptions {
             deadline: Duration::from_secs(1),
             max_waiting: 1024,
             max_group: 256,
+            checkpoint_every: Some(Duration::from_millis(100)),
         }
     }
 }
@@ -111,6 +121,9 @@ pub struct SqliteStore {
 pub(crate) struct Db {
     /// The thread that owns the only connection that writes.
     writer: writer::Writer,
+    /// Copies the WAL into the database file off the writer's thread. Declared after the
+    /// writer, so it is dropped (and its thread joined) after the writer's last commit.
+    _checkpointer: Option<checkpointer::Checkpointer>,
     /// Read-only connections; each behind its own mutex because a rusqlite
     /// `Connection` is not `Sync`. `reader_slots` has one permit per reader, so a job
     /// holding a permit always finds one of them free.
@@ -185,10 +198,23 @@ impl SqliteStore {
             );
         }
         let reader_slots = Arc::new(Semaphore::new(readers.len()));
-        let writer = writer::Writer::start(writer, blobs.clone(), &opts)?;
+        let checkpointer = match opts.checkpoint_every {
+            Some(every) => {
+                writer.pragma_update(None, "wal_autocheckpoint", checkpointer::FALLBACK_PAGES)?;
+                Some(checkpointer::Checkpointer::start(
+                    &db_path,
+                    every,
+                    opts.busy_timeout,
+                )?)
+            }
+            None => None,
+        };
+        let signal = checkpointer.as_ref().map(|c| c.signal());
+        let writer = writer::Writer::start(writer, blobs.clone(), &opts, signal)?;
         Ok(SqliteStore {
             db: Arc::new(Db {
                 writer,
+                _checkpointer: checkpointer,
                 readers,
                 reader_slots,
                 next_reader: AtomicUsize::new(0),

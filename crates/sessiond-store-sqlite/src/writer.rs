@@ -22,6 +22,7 @@
 //!   taken into a group, a write runs to its end even if its caller has gone.
 
 use crate::blobs::Blobs;
+use crate::checkpointer::Signal;
 use crate::error::SqliteError;
 use rusqlite::Connection;
 use sessiond_core::StoreError;
@@ -181,10 +182,12 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// `after_commit` (the checkpointer's) hears of every transaction the thread ends.
     pub(crate) fn start(
         conn: Connection,
         blobs: Blobs,
         opts: &crate::SqliteOptions,
+        after_commit: Option<Arc<Signal>>,
     ) -> Result<Writer, SqliteError> {
         let shared = Arc::new(Shared {
             max_group: opts.max_group.max(1),
@@ -200,7 +203,7 @@ impl Writer {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sessiond-sqlite-writer".into())
-            .spawn(move || run(&s, conn, &blobs))
+            .spawn(move || run(&s, conn, &blobs, after_commit.as_deref()))
             .map_err(SqliteError::io("sessiond-sqlite-writer thread"))?;
         Ok(Writer {
             shared,
@@ -365,7 +368,7 @@ fn next(shared: &Shared) -> Option<Work> {
     }
 }
 
-fn run(shared: &Shared, mut conn: Connection, blobs: &Blobs) {
+fn run(shared: &Shared, mut conn: Connection, blobs: &Blobs, after_commit: Option<&Signal>) {
     while let Some(work) = next(shared) {
         shared.busy.store(true, Ordering::Release);
         match work {
@@ -383,6 +386,9 @@ fn run(shared: &Shared, mut conn: Connection, blobs: &Blobs) {
             }
         }
         shared.busy.store(false, Ordering::Release);
+        if let Some(signal) = after_commit {
+            signal.committed();
+        }
     }
 }
 
