@@ -28,10 +28,22 @@ pub fn new_session(
     policy: &Policy,
     client: &ClientInfo,
 ) -> (Session, Token) {
+    new_session_as(Handle::generate(), now, role, policy, client)
+}
+
+/// [`new_session`] under a handle the caller made (a time-ordered one, for stores that
+/// want them: [`crate::store::SessionStore::time_ordered_handles`]).
+pub fn new_session_as(
+    handle: Handle,
+    now: Timestamp,
+    role: &str,
+    policy: &Policy,
+    client: &ClientInfo,
+) -> (Session, Token) {
     let token = Token::generate();
     let absolute = now + policy.absolute_ms();
     let s = Session {
-        handle: Handle::generate(),
+        handle,
         token_hash: token.hash(),
         principal: Principal::anonymous_at(now),
         user_id: None,

@@ -20,14 +20,16 @@ impl Principal {
     }
 
     /// A new anonymous principal created at `now`: `anon:` and 16 base64url characters,
-    /// the first eight the creation millisecond, the rest 48 random bits.
+    /// from [`crate::token::time_ordered_bytes`]: a (masked) creation millisecond, then
+    /// 64 random bits.
     ///
     /// The time prefix is for the stores: principals index the audit trail and the
     /// session listing, and keys made in the same millisecond land in the same B-tree
     /// leaf, so a group commit of many creations writes a few pages of those indexes
-    /// instead of one random page per creation (SQLite creations ran 1.2x faster with
-    /// it). Knowing a principal grants nothing; 48 random bits within a millisecond
-    /// keep two of them from colliding and a stranger from listing them.
+    /// instead of one random page per creation (SQLite creations ran about 1.3x faster
+    /// with it). Knowing a principal grants nothing; 64 random bits within a millisecond
+    /// keep two of them from colliding (their drafts would be shared) and a stranger
+    /// from listing them.
     pub fn anonymous_at(now: Timestamp) -> Self {
         Principal(format!("anon:{}", time_ordered_id(now)))
     }

@@ -100,10 +100,18 @@ pub const HANDLE_BYTES: usize = 12;
 pub struct Handle(pub [u8; HANDLE_BYTES]);
 
 impl Handle {
+    /// A handle of 96 random bits.
     pub fn generate() -> Self {
         let mut b = [0u8; HANDLE_BYTES];
         OsRng.fill_bytes(&mut b);
         Handle(b)
+    }
+
+    /// A handle made at `now` that shares a prefix with the others made then (see
+    /// [`time_ordered_bytes`]), for stores that keep sessions in a B-tree by handle
+    /// ([`crate::store::SessionStore::time_ordered_handles`]).
+    pub fn generate_at(now: crate::clock::Timestamp) -> Self {
+        Handle(time_ordered_bytes(now))
     }
     pub fn parse(s: &str) -> Option<Self> {
         let rest = s.strip_prefix("s_")?;
@@ -133,7 +141,10 @@ pub struct RandomKeyHasher(u64);
 
 impl std::hash::Hasher for RandomKeyHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // A multiply carries every bit into the top seven (hashbrown's tag): handles made
+        // in one millisecond share their first bytes (`Handle::generate_at`), which the
+        // rotations alone left in those bits.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
@@ -205,13 +216,37 @@ impl<'de> serde::Deserialize<'de> for Handle {
     }
 }
 
-/// A URL-safe identifier of 12 bytes: `now` (milliseconds, 48 bits, big-endian) and 48
-/// random bits, so identifiers made close in time sort close together.
-pub fn time_ordered_id(now: crate::clock::Timestamp) -> String {
+/// Twelve bytes: the low 32 bits of `now` (milliseconds, big-endian, masked) and 64
+/// random bits, so values made close in time share a prefix.
+///
+/// A B-tree keeps keys that share a prefix in one leaf, so a group commit of many new
+/// sessions writes a few pages of each index instead of one random page per session.
+/// The time is XORed with a random mask drawn once per process: values made in the
+/// same millisecond still share their first four bytes (and those made within 256 ms
+/// their first three), while whoever sees one (room members see handles and
+/// principals) cannot read from it when it was made. Two values can only collide
+/// within one millisecond (of a 49-day cycle), and 64 random bits make that as
+/// unlikely as 96 random bits over all time.
+pub fn time_ordered_bytes(now: crate::clock::Timestamp) -> [u8; 12] {
+    static MASK: std::sync::OnceLock<[u8; 4]> = std::sync::OnceLock::new();
+    let mask = MASK.get_or_init(|| {
+        let mut m = [0u8; 4];
+        OsRng.fill_bytes(&mut m);
+        m
+    });
     let mut b = [0u8; 12];
-    b[..6].copy_from_slice(&now.max(0).to_be_bytes()[2..]);
-    OsRng.fill_bytes(&mut b[6..]);
-    URL_SAFE_NO_PAD.encode(b)
+    // Wraps every 49.7 days: only nearness matters.
+    b[..4].copy_from_slice(&(now as u32).to_be_bytes());
+    for (x, m) in b[..4].iter_mut().zip(mask) {
+        *x ^= m;
+    }
+    OsRng.fill_bytes(&mut b[4..]);
+    b
+}
+
+/// [`time_ordered_bytes`] as URL-safe text (16 characters).
+pub fn time_ordered_id(now: crate::clock::Timestamp) -> String {
+    URL_SAFE_NO_PAD.encode(time_ordered_bytes(now))
 }
 
 /// Random URL-safe identifier with `bytes` bytes of entropy (anonymous principals,
@@ -228,20 +263,33 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn time_ordered_ids_lead_with_their_millisecond_and_differ_within_one() {
+    fn time_ordered_ids_share_a_prefix_within_a_millisecond_and_differ_within_one() {
         let decode = |id: &str| URL_SAFE_NO_PAD.decode(id).unwrap();
+        // 1_700_000_000_000 is 0x018B_CFE5_6800 (low 32 bits CFE5_6800): the next
+        // millisecond changes the last of the four time bytes only, 256 ms later the
+        // last two.
         let a = decode(&time_ordered_id(1_700_000_000_000));
+        let a2 = decode(&time_ordered_id(1_700_000_000_000));
         let b = decode(&time_ordered_id(1_700_000_000_001));
+        let c = decode(&time_ordered_id(1_700_000_000_256));
         assert_eq!(a.len(), 12);
-        assert_eq!(a[..6], 1_700_000_000_000i64.to_be_bytes()[2..]);
-        assert!(a < b, "a later millisecond sorts after");
+        assert_eq!(a[..4], a2[..4], "one millisecond, one prefix");
+        assert_ne!(a[4..], a2[4..]);
+        assert_eq!(a[..3], b[..3]);
+        assert_ne!(a[3], b[3]);
+        assert_eq!(a[..2], c[..2]);
+        assert_ne!(a[2], c[2]);
+        // The mask is drawn from the OS; equal to zero once in 2^32 runs.
+        assert_ne!(a[..4], [0xCF, 0xE5, 0x68, 0x00], "the time is masked");
+        let h = Handle::generate_at(1_700_000_000_000);
+        assert_eq!(h.0[..4], a[..4], "handles take the same prefix");
         let same: std::collections::HashSet<String> = (0..1000)
             .map(|_| time_ordered_id(1_700_000_000_000))
             .collect();
         assert_eq!(
             same.len(),
             1000,
-            "48 random bits keep one millisecond's ids apart"
+            "64 random bits keep one millisecond's ids apart"
         );
         let p = crate::Principal::anonymous_at(1_700_000_000_000);
         assert!(p.is_anonymous());
@@ -307,6 +355,14 @@ mod tests {
         let (mut low, mut high) = (0u64, 0u64);
         for _ in 0..64 {
             let h = RandomKeys.hash_one(Handle::generate());
+            low |= h & 0xff;
+            high |= h >> 56;
+        }
+        assert_eq!((low, high), (0xff, 0xff));
+        // So do handles made in the same millisecond.
+        let (mut low, mut high) = (0u64, 0u64);
+        for _ in 0..64 {
+            let h = RandomKeys.hash_one(Handle::generate_at(1_700_000_000_000));
             low |= h & 0xff;
             high |= h >> 56;
         }

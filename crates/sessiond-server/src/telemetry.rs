@@ -212,6 +212,9 @@ impl SessionStore for TracedStore {
     ) -> Vec<Result<Option<Session>>> {
         self.inner.expire_sessions(batch, now).await
     }
+    fn time_ordered_handles(&self) -> bool {
+        self.inner.time_ordered_handles()
+    }
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         self.call("list_sessions", self.inner.list_sessions(filter))
             .await

@@ -120,6 +120,9 @@ impl SessionStore for StoreParts {
     ) -> Vec<Result<Option<Session>>> {
         self.sessions.expire_sessions(batch, now).await
     }
+    fn time_ordered_handles(&self) -> bool {
+        self.sessions.time_ordered_handles()
+    }
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         self.sessions.list_sessions(filter).await
     }

@@ -146,6 +146,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Cheap round trip proving the store answers (readiness).
     async fn ping(&self) -> Result<()>;
 
+    /// Whether new sessions should get handles that lead with their creation time
+    /// ([`crate::Handle::generate_at`]) rather than 96 random bits. A store keeping
+    /// sessions in B-trees by handle says yes: a group of new sessions then lands in a few
+    /// leaves. A store partitioning by a handle's leading bytes (Redis buckets) needs them
+    /// random. Either kind of handle is valid in every store.
+    fn time_ordered_handles(&self) -> bool {
+        false
+    }
+
     /// Inserts a new session and appends `audit`, together. With an idempotency record,
     /// the insert happens only if the key hash is unused; otherwise the existing record
     /// is returned and nothing is written (whatever the concurrency).

@@ -8,13 +8,19 @@ use crate::bus::Event;
 use sessiond_core::audit::{AuditEvent, AuditKind};
 use sessiond_core::lifecycle::{self, ClientInfo};
 use sessiond_core::store::{CreateOutcome, DraftMove, IdempotencyRecord};
-use sessiond_core::{EndReason, Principal, Session, Timestamp, Token, TokenHash};
+use sessiond_core::{EndReason, Handle, Principal, Session, Timestamp, Token, TokenHash};
 
 impl SessionService {
     /// Creates a fresh anonymous session of the default role (not yet stored).
     fn new_session(&self, client: &ClientInfo) -> (Session, Token) {
         let role = self.policies.default_role.clone();
-        lifecycle::new_session(self.now(), &role, self.policy(&role), client)
+        let now = self.now();
+        let handle = if self.store.time_ordered_handles() {
+            Handle::generate_at(now)
+        } else {
+            Handle::generate()
+        };
+        lifecycle::new_session_as(handle, now, &role, self.policy(&role), client)
     }
 
     /// The live session `current` names (recording activity), or a new one. With

@@ -34,6 +34,8 @@ const WARN_MS: i64 = 10_000;
 struct Faulty {
     inner: Arc<sessiond_store_memory::MemoryStore>,
     down: AtomicBool,
+    /// What `time_ordered_handles` answers (the memory store says no).
+    ordered: AtomicBool,
     writes: AtomicUsize,
     /// Armed by a test: the next `#[gated]` read, once it has its answer from the store,
     /// signals the first `Notify` and waits on the second before returning it.
@@ -66,6 +68,9 @@ macro_rules! switched_sessions {
     ($($(#[$counted:ident])? fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
         #[async_trait::async_trait]
         impl SessionStore for Faulty {
+            fn time_ordered_handles(&self) -> bool {
+                self.ordered.load(Ordering::SeqCst)
+            }
             $(
                 async fn $name(&self $(, $arg: $ty)*) -> $ret {
                     self.check()?;
@@ -495,6 +500,35 @@ async fn sign_in_moves_anonymous_drafts_to_the_user() {
         .await
         .unwrap()
         .is_none());
+}
+
+#[tokio::test]
+async fn new_sessions_take_time_ordered_handles_only_from_a_store_that_wants_them() {
+    let h = harness(100);
+    // Random handles (and principals that lead with the creation millisecond, masked).
+    let (a, _) = h.create().await;
+    let (b, _) = h.create().await;
+    assert_ne!(a.handle.0[..4], b.handle.0[..4]);
+    assert_eq!(a.principal.as_str()[..5 + 5], b.principal.as_str()[..5 + 5]);
+    assert_ne!(a.principal, b.principal);
+    // A store that keeps sessions in B-trees gets handles that share a prefix when made
+    // in the same millisecond, and stores them like any other.
+    h.store.ordered.store(true, Ordering::SeqCst);
+    let (c, ct) = h.create().await;
+    let (d, _) = h.create().await;
+    assert_eq!(c.handle.0[..4], d.handle.0[..4]);
+    assert_ne!(c.handle, d.handle);
+    h.clock.advance_ms(1);
+    let (e, _) = h.create().await;
+    assert_eq!(c.handle.0[..3], e.handle.0[..3]);
+    assert_ne!(c.handle.0[3], e.handle.0[3]);
+    assert_eq!(h.stored(&c.handle).await.principal, c.principal);
+    let found = h
+        .svc
+        .authenticate(&ct.hash(), false)
+        .await
+        .expect("found by token");
+    assert_eq!(found.handle, c.handle);
 }
 
 #[tokio::test]
