@@ -101,14 +101,11 @@ impl SessionService {
     pub async fn tick(self: &Arc<Self>) -> usize {
         let now = self.now();
         let due = self.lock().timers.pop_due(now, usize::MAX);
-        let batches: Vec<Vec<Handle>> = due
+        let takes: Vec<(Vec<Handle>, Timestamp)> = due
             .chunks(TAKE)
-            .map(|c| c.iter().map(|(h, _)| *h).collect())
+            .map(|c| (c.iter().map(|(h, _)| *h).collect(), now))
             .collect();
-        futures::stream::iter(batches)
-            .map(|batch| self.fire_batch(batch, now))
-            .buffer_unordered(FIRE_CONCURRENCY / TAKE)
-            .fold(0, |n, fired| async move { n + fired })
+        self.fire_takes(futures::stream::iter(takes), FIRE_CONCURRENCY)
             .await
     }
 
@@ -191,31 +188,41 @@ impl SessionService {
                 }
             }
         });
+        self.fire_takes(taken, concurrency).await;
+    }
+
+    /// Fires the takes of due timers `takes` yields, `concurrency` endings at a time; how
+    /// many were fired. On a single node each take is one batch ([`Self::fire_batch`]). On
+    /// a cluster each session is decided on the store's record, one by one, and holds its
+    /// own slot: a batch would hold its slots until its slowest store round trip came
+    /// back.
+    async fn fire_takes(
+        self: &Arc<Self>,
+        takes: impl futures::Stream<Item = (Vec<Handle>, Timestamp)>,
+        concurrency: usize,
+    ) -> usize {
+        let count = |n, fired| async move { n + fired };
         if self.cluster.get().is_some() {
-            // Each session is decided on the store's record, one by one (see
-            // `fire_batch`), and each holds its own slot: a batch would hold its slots
-            // until its slowest store round trip came back.
-            taken
-                .flat_map(|(batch, now)| {
-                    futures::stream::iter(batch.into_iter().map(move |h| (h, now)))
+            return takes
+                .flat_map(|(take, now)| {
+                    futures::stream::iter(take.into_iter().map(move |h| (h, now)))
                 })
                 .map(|(handle, now)| {
-                    let svc = Arc::clone(&self);
-                    async move { svc.fire(handle, now).await }
+                    let svc = Arc::clone(self);
+                    async move { usize::from(svc.fire(handle, now).await) }
                 })
                 .buffer_unordered(concurrency.max(1))
-                .for_each(|_| async {})
+                .fold(0, count)
                 .await;
-            return;
         }
-        taken
-            .map(|(batch, now)| {
-                let svc = Arc::clone(&self);
-                async move { svc.fire_batch(batch, now).await }
+        takes
+            .map(|(take, now)| {
+                let svc = Arc::clone(self);
+                async move { svc.fire_batch(take, now).await }
             })
             .buffer_unordered((concurrency / TAKE).max(1))
-            .for_each(|_| async {})
-            .await;
+            .fold(0, count)
+            .await
     }
 
     /// Fires a batch of due timers taken at `now`; how many were fired.
@@ -228,8 +235,8 @@ impl SessionService {
     /// worker threads, and they queued on those locks: on the memory store a million
     /// sessions created at about 68k/s ended at about 67k/s, ever later. The rest
     /// (warnings, moved deadlines, entries with activity to write first, and on a
-    /// cluster everything: each is decided on the store's record) goes one by one,
-    /// concurrently.
+    /// cluster everything, though [`Self::fire_takes`] sends a cluster's one by one
+    /// itself: each is decided on the store's record) goes one by one, concurrently.
     ///
     /// [`SessionStore::expire_sessions`]: sessiond_core::store::SessionStore::expire_sessions
     async fn fire_batch(&self, handles: Vec<Handle>, now: Timestamp) -> usize {
