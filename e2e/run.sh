@@ -14,7 +14,7 @@ fi
 if [ ! -d node_modules/playwright-core ]; then
   npm ci --no-audit --no-fund
 fi
-# shellcheck disable=SC2086 # SESSIOND_BUILD_ARGS is a list of cargo arguments
-(cd .. && cargo build ${SESSIOND_BUILD_ARGS:--p sessiond})
+# shellcheck disable=SC2086 # TEST_BIN_BUILD_ARGS is a list of cargo arguments
+(cd .. && cargo build ${TEST_BIN_BUILD_ARGS:--p sessiond})
 export E2E_SKIP_BUILD=1
 exec npm test --silent -- "$@"

@@ -12,8 +12,8 @@ cd "$ROOT"
 VENV="${INTEGRATION_VENV:-$HOME/.cache/sessiond/integration-venv}"
 REQS="integrations/fastapi/requirements.txt"
 
-# shellcheck disable=SC2086 # SESSIOND_BUILD_ARGS is a list of cargo arguments
-cargo build -q ${SESSIOND_BUILD_ARGS:--p sessiond}
+# shellcheck disable=SC2086 # TEST_BIN_BUILD_ARGS is a list of cargo arguments
+cargo build -q ${TEST_BIN_BUILD_ARGS:--p sessiond}
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/sessiond"
 
 echo "-- express (integrations/express)"

@@ -38,8 +38,8 @@ trap cleanup EXIT
 if [ "${SESSIOND_PACKAGE_RELEASE:-0}" = 1 ]; then
   cargo deb -p sessiond --output "$TMP/"
 else
-  # shellcheck disable=SC2086 # SESSIOND_BUILD_ARGS is a list of cargo arguments
-  cargo build ${SESSIOND_BUILD_ARGS:--p sessiond}
+  # shellcheck disable=SC2086 # TEST_BIN_BUILD_ARGS is a list of cargo arguments
+  cargo build ${TEST_BIN_BUILD_ARGS:--p sessiond}
   # cargo-deb refuses the dev profile by name; a profile directory of our own holding
   # a copy (cargo-deb strips what it packages) of the debug binary stands in for it.
   target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"

@@ -30,8 +30,8 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
 fi
 "$VENV/bin/schemathesis" --version
 
-# shellcheck disable=SC2086 # SESSIOND_BUILD_ARGS is a list of cargo arguments
-cargo build -q ${SESSIOND_BUILD_ARGS:--p sessiond}
+# shellcheck disable=SC2086 # TEST_BIN_BUILD_ARGS is a list of cargo arguments
+cargo build -q ${TEST_BIN_BUILD_ARGS:--p sessiond}
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/sessiond"
 
 WORK="$(mktemp -d)"
