@@ -223,7 +223,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// the others done). The scheduler ends a burst of deadlines in batches, so a
     /// backend can end them under one lock or in one round trip; the default makes the
     /// calls concurrently (a backend that groups concurrent writes, as SQLite's writer
-    /// does, then commits them together).
+    /// does, then commits them together). A session named twice ends once, by either
+    /// item (concurrent calls race for it); the scheduler never names one twice.
     async fn expire_sessions(
         &self,
         batch: Vec<Expiring>,
