@@ -43,6 +43,10 @@ impl Signal {
     /// Called by the writer after each commit: wakes the thread if it was not already due.
     pub(crate) fn committed(&self) {
         if !self.committed.swap(true, Ordering::AcqRel) {
+            // Taking the lock orders this with the thread's check-then-wait: without it the
+            // wake-up could fall between the two and be lost, and with the flag left set
+            // no later commit would send another.
+            drop(self.closed.lock().unwrap_or_else(|e| e.into_inner()));
             self.wake.notify_one();
         }
     }
@@ -162,12 +166,18 @@ fn checkpoint(signal: &Signal, conn: &Connection, started: Instant) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn commits_are_checkpointed_by_the_thread_within_its_interval() {
+    /// A fresh database in WAL mode and a connection to it (the writer's part).
+    fn wal_db() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let writer = Connection::open(&path).unwrap();
         writer.pragma_update(None, "journal_mode", "WAL").unwrap();
+        (dir, path, writer)
+    }
+
+    #[test]
+    fn commits_are_checkpointed_by_the_thread_within_its_interval() {
+        let (_dir, path, writer) = wal_db();
         writer
             .pragma_update(None, "wal_autocheckpoint", FALLBACK_PAGES)
             .unwrap();
@@ -198,10 +208,7 @@ mod tests {
 
     #[test]
     fn the_thread_sleeps_without_commits_and_stops_when_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let writer = Connection::open(&path).unwrap();
-        writer.pragma_update(None, "journal_mode", "WAL").unwrap();
+        let (_dir, path, _writer) = wal_db();
         let cp =
             Checkpointer::start(&path, Duration::from_millis(1), Duration::from_secs(1)).unwrap();
         std::thread::sleep(Duration::from_millis(50));
