@@ -257,12 +257,17 @@ impl Drop for ConnPermit {
 /// `request_timeout` (hyper then closes the connection, the body unread).
 pub struct BodyIdleTimer {
     idle: Duration,
-    fired: Arc<AtomicBool>,
+    /// `None` for a request without a body (nothing to time).
+    fired: Option<Arc<AtomicBool>>,
 }
 
 impl BodyIdleTimer {
     /// Puts the idle timer on `req`'s body.
     pub fn wrap(idle: Duration, req: Request) -> (Request, BodyIdleTimer) {
+        // Most requests (every GET, the forward-auth path's) have no body: nothing to wrap.
+        if http_body::Body::is_end_stream(req.body()) {
+            return (req, BodyIdleTimer { idle, fired: None });
+        }
         let fired = Arc::new(AtomicBool::new(false));
         let req = req.map(|inner| {
             Body::new(IdleBody {
@@ -272,12 +277,18 @@ impl BodyIdleTimer {
                 fired: fired.clone(),
             })
         });
-        (req, BodyIdleTimer { idle, fired })
+        (
+            req,
+            BodyIdleTimer {
+                idle,
+                fired: Some(fired),
+            },
+        )
     }
 
     /// The answer: `response`, or the 408 if the body timed out while it was read.
     pub fn finish(self, response: Response) -> Response {
-        if !self.fired.load(Ordering::Relaxed) {
+        if !self.fired.is_some_and(|f| f.load(Ordering::Relaxed)) {
             return response;
         }
         metrics::counter!("sessiond_http_body_timeouts_total").increment(1);

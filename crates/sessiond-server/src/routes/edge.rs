@@ -2,9 +2,10 @@
 //! span per request, `Cache-Control: no-store` on API answers, body limits, and the
 //! refusal of a request carrying the session cookie twice.
 //!
-//! [`with_edges`] wraps the whole app outside routing, so every answer (a refusal before
-//! any route included) carries a request id and a span, which the route that answers
-//! names ([`super::timing::name_span`]); [`api`] applies the others to each API router in
+//! The request id and the span are made around the whole app, outside routing
+//! ([`super::front::Edge`]), so every answer (a refusal before any route included)
+//! carries a request id and a span, which the route that answers names
+//! ([`super::timing::name_span`]); [`api`] applies the others to each API router in
 //! [`super::app`].
 
 use crate::error::ApiError;
@@ -15,11 +16,7 @@ use axum::response::IntoResponse;
 use axum::Router;
 use std::time::Duration;
 use tower::ServiceBuilder;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 use tower_http::validate_request::ValidateRequestHeaderLayer;
 use tracing::field::Empty;
 use tracing::Span;
@@ -40,33 +37,23 @@ pub fn usable_request_id(v: &HeaderValue) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
 }
 
-/// Generates a request id: a random (v4) UUID, written on the stack rather than through
-/// `Display` and a `String` (tower-http's `MakeRequestUuid`), since every request
-/// without an id of its own makes one.
-#[derive(Clone, Copy)]
-struct NewRequestId;
-
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = id.hyphenated().encode_lower(&mut text);
-        HeaderValue::from_str(text).ok().map(RequestId::new)
-    }
+/// A new request id: a random (v4) UUID, written on the stack rather than through
+/// `Display` and a `String`, since every request without an id of its own makes one.
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).expect("a UUID is a valid header value")
 }
 
-/// Removes an unusable (or repeated) `x-request-id`, so that one is generated instead.
-fn drop_unusable_request_id(mut req: Request) -> Request {
+/// The request's id: the caller's `x-request-id` when it sent exactly one and it is
+/// usable ([`usable_request_id`]), a new one otherwise.
+pub(super) fn request_id(req: &Request) -> HeaderValue {
     let mut ids = req.headers().get_all(&REQUEST_ID).iter();
-    let keep = match (ids.next(), ids.next()) {
-        (None, _) => true,
-        (Some(v), None) => usable_request_id(v),
-        (Some(_), Some(_)) => false,
-    };
-    if !keep {
-        req.headers_mut().remove(&REQUEST_ID);
+    match (ids.next(), ids.next()) {
+        (Some(v), None) if usable_request_id(v) => v.clone(),
+        _ => new_request_id(),
     }
-    req
 }
 
 /// The request's span: route template (never the raw URI, whose query could carry
@@ -74,7 +61,7 @@ fn drop_unusable_request_id(mut req: Request) -> Request {
 /// Headers are never recorded (cookies and bearer tokens live there). As an
 /// OpenTelemetry span it is a server span named `METHOD /route`, child of the caller's
 /// `traceparent` when one came.
-fn make_span(req: &Request) -> Span {
+pub(super) fn make_span(req: &Request, id: &HeaderValue) -> Span {
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
@@ -94,14 +81,18 @@ fn make_span(req: &Request) -> Span {
     // ([`super::timing::name_span`]); an
     // unmatched path keeps the method alone (the raw path is the caller's text).
     span.record("otel.name", tracing::field::display(req.method()));
-    if let Some(id) = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()) {
+    if let Ok(id) = id.to_str() {
         span.record("request_id", tracing::field::display(id));
     }
     crate::telemetry::join_caller_trace(&span, req.headers());
     span
 }
 
-fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
+pub(super) fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
+    if span.is_disabled() && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let _entered = span.enter();
     let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
     span.record("status", res.status().as_u16());
     // A server span is in error for 5xx only: a 4xx is the caller's mistake.
@@ -110,48 +101,6 @@ fn on_response(res: &Response<Body>, latency: Duration, span: &Span) {
     }
     span.record("latency_ms", latency_ms);
     tracing::debug!(status = res.status().as_u16(), latency_ms, "answered");
-}
-
-/// The edge around the whole app, outermost first: unusable request ids dropped, request
-/// id set (generated when absent), the trace span, the request id copied to the
-/// response. [`super::service`] gives it the app (the cross-cutting checks around the
-/// router).
-pub fn with_edges<T>(
-    app: T,
-) -> impl tower::Service<
-    Request,
-    Response = Response<Body>,
-    Error = std::convert::Infallible,
-    Future: Send + 'static,
-> + Clone
-       + Send
-       + Sync
-       + 'static
-where
-    T: tower::Service<Request, Response = Response<Body>, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    T::Future: Send + 'static,
-{
-    ServiceBuilder::new()
-        // The trace layer's body wrapper, boxed once into axum's body.
-        .map_response(|r: Response<_>| r.map(Body::new))
-        .map_request(drop_unusable_request_id)
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), NewRequestId))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(make_span)
-                .on_request(())
-                .on_response(on_response)
-                .on_body_chunk(())
-                .on_eos(())
-                // Failures are answered with problem+json, which logs its own cause.
-                .on_failure(()),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .service(app)
 }
 
 /// What an API router's answers carry and what its requests may bring.
@@ -296,13 +245,31 @@ mod tests {
 
     #[test]
     fn generated_request_ids_are_v4_uuids() {
-        let req = axum::http::Request::new(());
-        let a = NewRequestId.make_request_id(&req).unwrap();
-        let b = NewRequestId.make_request_id(&req).unwrap();
-        assert_ne!(a.header_value(), b.header_value());
-        let id = uuid::Uuid::parse_str(a.header_value().to_str().unwrap()).unwrap();
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        let id = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
         assert_eq!(id.get_version_num(), 4);
-        assert!(usable_request_id(a.header_value()));
+        assert!(usable_request_id(&a));
+    }
+
+    #[test]
+    fn a_callers_request_id_is_kept_only_when_usable_and_alone() {
+        let with = |ids: &[&str]| {
+            let mut req = Request::new(Body::empty());
+            for id in ids {
+                req.headers_mut()
+                    .append(&REQUEST_ID, HeaderValue::from_str(id).unwrap());
+            }
+            request_id(&req)
+        };
+        assert_eq!(with(&["it-1"]), "it-1");
+        for ids in [&[][..], &["has space"], &["a", "b"]] {
+            let id = with(ids);
+            assert!(
+                uuid::Uuid::parse_str(id.to_str().unwrap()).is_ok(),
+                "{ids:?}"
+            );
+        }
     }
 
     #[test]

@@ -88,14 +88,8 @@ pub fn service(
         // Unknown paths answer problem+json like every other error.
         .fallback(|| async { ApiError::NotFound })
         .with_state(state.clone());
-    // The cross-cutting checks ([`front`]) wrap the router once, outside routing, rather
-    // than every route: a `from_fn` layer clones the service it wraps on each request,
-    // which for a route is its whole boxed stack and for the router one reference count.
-    let app = tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            front::layer,
-        ))
-        .service(app);
-    edge::with_edges(app)
+    // The edge and the cross-cutting checks ([`front`]) wrap the router once, outside
+    // routing, rather than every route: a layer on a router wraps each route's whole
+    // boxed stack, which is cloned and called through on each request.
+    front::with_edges(state, app)
 }

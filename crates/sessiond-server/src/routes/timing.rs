@@ -52,18 +52,23 @@ pub struct Timer {
 }
 
 impl Timer {
-    pub fn start(req: &Request) -> Timer {
+    /// The timer of `req`, which reached the server at `started`.
+    pub fn start(req: &Request, started: Instant) -> Timer {
         Timer {
-            started: Instant::now(),
+            started,
             method: method_index(req.method()),
         }
     }
 
-    /// Records the request's duration under the route that answered `res`.
-    pub fn record(self, res: &Response) {
+    /// Records the request's duration under the route that answered `res`: `fixed` for
+    /// one answered without routing, else the template its [`RouteTag`] set on it.
+    pub fn record(self, res: &Response, fixed: Option<&'static str>) {
         let method = self.method;
-        // Set on the answer by the route's [`RouteTag`]; none when no route matched.
-        let route = res.extensions().get::<Answered>();
+        let route = match fixed {
+            Some(path) => Some(Answered::Fixed(path)),
+            // None when no route matched.
+            None => res.extensions().get::<Answered>().cloned(),
+        };
         let status = match res.status().as_u16() {
             100..=199 => 0,
             200..=299 => 1,
@@ -71,7 +76,7 @@ impl Timer {
             400..=499 => 3,
             _ => 4,
         };
-        let route = route.map_or(UNMATCHED, Answered::as_str);
+        let route = route.as_ref().map_or(UNMATCHED, Answered::as_str);
         let elapsed = self.started.elapsed().as_secs_f64();
         HISTOGRAMS.with_borrow_mut(|cache| {
             // One lookup on the hot path; the route's slots are made on its first answer.

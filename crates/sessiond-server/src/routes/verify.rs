@@ -25,9 +25,9 @@ pub fn router() -> Router<AppState> {
 /// Answers a request for [`PATH`] without the router: the front layer calls it for the
 /// proxies' hot path, where routing (matching, the route's boxed services, a boxed
 /// future per level) cost as much as the answer. It applies what the routed path gets
-/// from its edge ([`super::edge::api`]): the route's name on the span and the answer, the
-/// refusal of a doubled session cookie, `Cache-Control: no-store`. Every method is the
-/// route's (`any`), so no 405 is lost.
+/// from its edge ([`super::edge::api`]): the route's name on the span (the front layer
+/// times the answer under it), the refusal of a doubled session cookie,
+/// `Cache-Control: no-store`. Every method is the route's (`any`), so no 405 is lost.
 pub async fn direct(state: AppState, req: Request) -> Response {
     super::timing::name_span(&tracing::Span::current(), req.method(), PATH);
     let refused = super::edge::duplicate_cookie_refusal(req.headers(), &state.config.cookie.name);
@@ -38,8 +38,6 @@ pub async fn direct(state: AppState, req: Request) -> Response {
     res.headers_mut()
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    res.extensions_mut()
-        .insert(super::timing::Answered::Fixed(PATH));
     res
 }
 
