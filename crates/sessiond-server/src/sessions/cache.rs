@@ -203,21 +203,25 @@ impl Cache {
         }
     }
 
-    /// Every dirty entry's record, marked clean: what a flush writes.
-    pub fn take_dirty<T>(&mut self, f: impl Fn(&Session) -> T) -> Vec<T> {
-        let mut listed = std::mem::take(&mut self.dirtied);
-        let out = listed
-            .drain(..)
-            .filter_map(|h| {
-                let e = self.by_handle.get_mut(&h)?;
-                std::mem::take(&mut e.dirty).then(|| f(&e.session))
-            })
-            .collect();
-        if self.dirtied.is_empty() {
-            // Keeps the list's allocation for the next interval.
-            self.dirtied = listed;
+    /// The records of the first `max` entries listed as dirty, marked clean: a batch of
+    /// what a flush writes (an entry written on its own since is skipped, so a batch may
+    /// hold fewer).
+    pub fn take_dirty<T>(&mut self, max: usize, f: impl Fn(&Session) -> T) -> Vec<T> {
+        let n = self.dirtied.len().min(max);
+        let mut out = Vec::with_capacity(n);
+        for h in self.dirtied.drain(..n) {
+            if let Some(e) = self.by_handle.get_mut(&h) {
+                if std::mem::take(&mut e.dirty) {
+                    out.push(f(&e.session));
+                }
+            }
         }
         out
+    }
+
+    /// How many entries are listed as dirty (an upper bound of what a flush writes).
+    pub fn dirty_listed(&self) -> usize {
+        self.dirtied.len()
     }
 
     /// Drops a record and its token (the timer is left alone).

@@ -6,6 +6,13 @@ use sessiond_core::audit::AuditEvent;
 use sessiond_core::store::Touch;
 use sessiond_core::Handle;
 
+/// The most sessions one store call of a flush writes. After thousands of connections
+/// arrive together (a deploy, a reconnect storm) every one of their sessions is dirty at
+/// once: in batches the flush's copies of them, and the store's transaction, stay small
+/// (a few hundred KiB) rather than growing with the number of sessions, while a batch
+/// still shares one commit among many.
+pub const FLUSH_BATCH: usize = 1024;
+
 impl SessionService {
     /// Cluster mode: writes activity near the deadline at once (see
     /// [`super::ClusterMode::urgent_ms`]). A failure leaves the entry dirty for the flusher.
@@ -50,19 +57,26 @@ impl SessionService {
         self.lock().mark_dirty(handle);
     }
 
-    /// Writes all pending activity in one batch. On failure the entries stay dirty.
+    /// Writes all pending activity, in store calls of at most [`FLUSH_BATCH`] sessions
+    /// each (activity seen while it writes waits for the next flush). On failure the
+    /// entries not written stay dirty.
     pub async fn flush(&self) -> SessionResult<usize> {
-        let batch: Vec<Touch> = self.lock().take_dirty(Touch::of);
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        if let Err(err) = self.store.touch_sessions(&batch).await {
-            for t in &batch {
-                self.mark_dirty(&t.handle);
+        let listed = self.lock().dirty_listed();
+        let mut written = 0;
+        for _ in 0..listed.div_ceil(FLUSH_BATCH) {
+            let batch: Vec<Touch> = self.lock().take_dirty(FLUSH_BATCH, Touch::of);
+            if batch.is_empty() {
+                continue;
             }
-            return Err(err.into());
+            if let Err(err) = self.store.touch_sessions(&batch).await {
+                for t in &batch {
+                    self.mark_dirty(&t.handle);
+                }
+                return Err(err.into());
+            }
+            metrics::counter!("sessiond_activity_flushed_total").increment(batch.len() as u64);
+            written += batch.len();
         }
-        metrics::counter!("sessiond_activity_flushed_total").increment(batch.len() as u64);
-        Ok(batch.len())
+        Ok(written)
     }
 }

@@ -642,6 +642,33 @@ async fn a_flush_writes_each_session_changed_since_the_last_one_once_and_no_othe
 }
 
 #[tokio::test]
+async fn a_flush_writes_many_sessions_in_bounded_batches_and_each_once() {
+    use super::flusher::FLUSH_BATCH;
+    let h = harness(100);
+    let mut made = Vec::new();
+    for _ in 0..FLUSH_BATCH + 5 {
+        made.push(h.create().await);
+    }
+    h.clock.advance_ms(1_000);
+    for (_, token) in &made {
+        h.svc.authenticate(&token.hash(), true).await.unwrap();
+    }
+    // One written on its own first: the flush skips it.
+    h.svc.flush_one(&made[0].0.handle).await.unwrap();
+    assert_eq!(h.store.writes.load(Ordering::SeqCst), 1);
+    assert_eq!(h.svc.flush().await.unwrap(), FLUSH_BATCH + 4);
+    assert_eq!(
+        h.store.writes.load(Ordering::SeqCst),
+        3,
+        "two batches after the single write"
+    );
+    for (s, _) in &made {
+        assert_eq!(h.stored(&s.handle).await.last_activity_at, T0 + 1_000);
+    }
+    assert_eq!(h.svc.flush().await.unwrap(), 0, "nothing left to write");
+}
+
+#[tokio::test]
 async fn the_warning_comes_warn_before_the_idle_deadline_and_once() {
     let mut h = harness(100);
     let (s, token) = h.create().await;
