@@ -10,22 +10,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// The route that answered, on its answer: axum's template, or a route the front layer
-/// answers itself without routing ([`super::verify::direct`]).
+/// The route that answered, on its answer: axum's template. (A route the front layer
+/// answers itself without routing, [`super::verify::direct`], is named to
+/// [`Timer::record`] directly.)
 #[derive(Clone)]
-pub enum Answered {
-    Matched(MatchedPath),
-    Fixed(&'static str),
-}
-
-impl Answered {
-    pub fn as_str(&self) -> &str {
-        match self {
-            Answered::Matched(m) => m.as_str(),
-            Answered::Fixed(p) => p,
-        }
-    }
-}
+pub struct Answered(MatchedPath);
 
 /// Route label of requests no route matched (404s, the web pages' fallback).
 const UNMATCHED: &str = "unmatched";
@@ -64,11 +53,6 @@ impl Timer {
     /// one answered without routing, else the template its [`RouteTag`] set on it.
     pub fn record(self, res: &Response, fixed: Option<&'static str>) {
         let method = self.method;
-        let route = match fixed {
-            Some(path) => Some(Answered::Fixed(path)),
-            // None when no route matched.
-            None => res.extensions().get::<Answered>().cloned(),
-        };
         let status = match res.status().as_u16() {
             100..=199 => 0,
             200..=299 => 1,
@@ -76,7 +60,9 @@ impl Timer {
             400..=499 => 3,
             _ => 4,
         };
-        let route = route.as_ref().map_or(UNMATCHED, Answered::as_str);
+        let route = fixed
+            .or_else(|| res.extensions().get::<Answered>().map(|a| a.0.as_str()))
+            .unwrap_or(UNMATCHED);
         let elapsed = self.started.elapsed().as_secs_f64();
         HISTOGRAMS.with_borrow_mut(|cache| {
             // One lookup on the hot path; the route's slots are made on its first answer.
@@ -187,7 +173,7 @@ where
         let this = self.project();
         let mut res = std::task::ready!(this.fut.poll(cx))?;
         if let Some(r) = this.route.take() {
-            res.extensions_mut().insert(Answered::Matched(r));
+            res.extensions_mut().insert(Answered(r));
         }
         std::task::Poll::Ready(Ok(res))
     }
