@@ -16,8 +16,8 @@
 //!   (idempotent create, token CAS, draft seq, snapshot version) are decided inside one
 //!   `BEGIN IMMEDIATE` transaction with no `SQLITE_BUSY` retries. Writes that queue up
 //!   while a commit is on its way to disk share the next transaction and its fsync
-//!   (group commit, each in its own savepoint), and each caller is answered only after
-//!   the commit that holds its write;
+//!   (group commit; a write that fails is undone alone), and each caller is answered
+//!   only after the commit that holds its write;
 //! - **a few read-only connections** (WAL mode lets them read while the writer writes);
 //! - **a checkpoint thread** with a connection of its own, which copies committed pages
 //!   from the WAL into the database file at most every
@@ -172,6 +172,10 @@ impl SqliteStore {
             )));
         }
         writer.pragma_update(None, "synchronous", "FULL")?;
+        // A write run in a savepoint (see `writer`) has a sub-journal holding a copy of
+        // each page it touches: in memory that is a copy; in a temp file it was two
+        // syscalls a page. It lives for one savepoint, so it stays small.
+        writer.pragma_update(None, "temp_store", "MEMORY")?;
         schema::migrate(&mut writer)?;
 
         let readers = (0..opts.readers.max(1))
@@ -249,13 +253,15 @@ impl SqliteStore {
         timer.done(self.db.writer.solo(f).await)
     }
 
-    /// Runs `f` inside its own savepoint of the writer's next group transaction: it
-    /// shares that commit (and fsync) with the writes queued beside it, and returns once
-    /// the commit is on disk. An error from `f` undoes `f`'s changes only.
+    /// Runs `f` in the writer's next group transaction: it shares that commit (and
+    /// fsync) with the writes queued beside it, and returns once the commit is on disk.
+    /// An error from `f` undoes `f`'s changes only. `f` may run twice (a failing write
+    /// in its group sends the group round again, each write in a savepoint), so it must
+    /// depend only on its arguments and the database.
     pub(crate) async fn write_grouped<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, SqliteError> + Send + 'static,
+        F: Fn(&Connection) -> Result<T, SqliteError> + Send + 'static,
     {
         let timer = CallTimer::start::<F>();
         timer.done(self.db.writer.grouped(f).await)

@@ -784,9 +784,9 @@ impl DraftStore for SqliteStore {
                 .map(|d| d.attachments)
                 .unwrap_or_default();
             let mut d = Draft {
-                principal: p,
-                conversation: c,
-                text,
+                principal: p.clone(),
+                conversation: c.clone(),
+                text: text.clone(),
                 seq: expected_seq + 1,
                 updated_at: now,
                 deleted: false,
@@ -1110,7 +1110,18 @@ impl SnapshotStore for SqliteStore {
                     s.retain_until
                 ],
             )?;
-            Ok(SnapshotWrite::Written(Snapshot { data: Vec::new(), ..s }))
+            // The answer carries no data: the caller has it (and it may be megabytes).
+            Ok(SnapshotWrite::Written(Snapshot {
+                room: s.room.clone(),
+                version: s.version,
+                hash: s.hash.clone(),
+                content_type: s.content_type.clone(),
+                data: Vec::new(),
+                size: s.size,
+                updated_at: s.updated_at,
+                updated_by: s.updated_by.clone(),
+                retain_until: s.retain_until,
+            }))
         })
         .await
     }
