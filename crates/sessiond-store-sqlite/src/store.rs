@@ -1075,12 +1075,15 @@ impl SnapshotStore for SqliteStore {
             retain_until,
             now,
         } = put;
+        // The answer carries no data (the caller has it, and it may be megabytes), so
+        // the bytes travel beside the record.
+        let bytes = data.to_vec();
         let s = Snapshot {
             room: room.to_owned(),
             version: expected_version + 1,
             hash: content_hash(data),
             content_type: content_type.to_owned(),
-            data: data.to_vec(),
+            data: Vec::new(),
             size: data.len() as u64,
             updated_at: now,
             updated_by: by.map(str::to_owned),
@@ -1103,25 +1106,14 @@ impl SnapshotStore for SqliteStore {
                     s.version as i64,
                     s.hash,
                     s.content_type,
-                    s.data,
+                    bytes,
                     s.size as i64,
                     s.updated_at,
                     s.updated_by,
                     s.retain_until
                 ],
             )?;
-            // The answer carries no data: the caller has it (and it may be megabytes).
-            Ok(SnapshotWrite::Written(Snapshot {
-                room: s.room.clone(),
-                version: s.version,
-                hash: s.hash.clone(),
-                content_type: s.content_type.clone(),
-                data: Vec::new(),
-                size: s.size,
-                updated_at: s.updated_at,
-                updated_by: s.updated_by.clone(),
-                retain_until: s.retain_until,
-            }))
+            Ok(SnapshotWrite::Written(s.clone()))
         })
         .await
     }

@@ -441,7 +441,6 @@ fn commit_in_savepoints(conn: &Connection, jobs: Vec<Box<dyn GroupedJob>>) -> bo
     'tx: loop {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let why = format!("sqlite: {e}");
-            ran.drain(..).for_each(|a| a.settle(Err(&why)));
             jobs.for_each(|j| j.fail(&why));
             return false;
         }
@@ -494,13 +493,11 @@ mod tests {
     }
 
     async fn until(what: &str, ok: impl Fn() -> bool) {
-        for _ in 0..2_000 {
-            if ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        panic!("timed out waiting until {what}");
+        sessiond_testkit::wait::until(Duration::from_secs(10), what, || {
+            let done = ok();
+            async move { done }
+        })
+        .await
     }
 
     /// The fast path runs a group's writes without savepoints; a write that fails after
