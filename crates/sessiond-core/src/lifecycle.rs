@@ -40,7 +40,7 @@ pub fn new_session_as(
     policy: &Policy,
     client: &ClientInfo,
 ) -> (Session, Token) {
-    let token = Token::generate();
+    let token = Token::generate_at(now);
     let absolute = now + policy.absolute_ms();
     let s = Session {
         handle,
@@ -129,7 +129,7 @@ pub fn sign_in(
     allowed_rooms: Option<Vec<String>>,
     client: &ClientInfo,
 ) -> Token {
-    let token = rotate(s);
+    let token = rotate(s, now);
     s.user_id = Some(user_id.to_owned());
     s.principal = Principal::user(user_id);
     s.role = role.to_owned();
@@ -149,8 +149,8 @@ pub fn sign_in(
 
 /// Rotates the token without other changes (privilege change without sign-in), and
 /// counts the rotation in `version`.
-pub fn rotate(s: &mut Session) -> Token {
-    let token = Token::generate();
+pub fn rotate(s: &mut Session, now: Timestamp) -> Token {
+    let token = Token::generate_at(now);
     s.token_hash = token.hash();
     s.version += 1;
     token

@@ -7,10 +7,19 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Bytes of entropy in a session token: 256 bits, well over the 128-bit floor.
-pub const TOKEN_BYTES: usize = 32;
+/// Bytes in a session token: a time-ordered prefix of [`ORDER_BYTES`] (a masked
+/// millisecond, see [`time_ordered_bytes`]) and 232 random bits, well over the 128-bit
+/// floor.
+pub const TOKEN_BYTES: usize = 33;
 /// Length of a token's URL-safe text form.
-pub const TOKEN_LEN: usize = 43;
+pub const TOKEN_LEN: usize = 44;
+/// The time-ordered bytes at the head of a token, and so of its hash.
+pub const ORDER_BYTES: usize = 4;
+/// The earlier shape: 256 random bits, 43 characters. Sessions made before tokens took a
+/// time prefix keep working: such a token still parses and hashes as it did (a plain
+/// SHA-256), so an upgrade signs nobody out.
+const LEGACY_BYTES: usize = 32;
+const LEGACY_LEN: usize = 43;
 
 /// The secret a browser holds (cookie or bearer). Never stored, never logged:
 /// `Debug` prints a placeholder.
@@ -18,17 +27,27 @@ pub const TOKEN_LEN: usize = 43;
 pub struct Token(String);
 
 impl Token {
-    /// A fresh token from the OS CSPRNG.
-    pub fn generate() -> Self {
+    /// A fresh token made at `now`: the time prefix, then random bytes from the OS CSPRNG.
+    pub fn generate_at(now: crate::clock::Timestamp) -> Self {
         let mut b = [0u8; TOKEN_BYTES];
-        OsRng.fill_bytes(&mut b);
+        b[..ORDER_BYTES].copy_from_slice(&time_ordered_bytes(now)[..ORDER_BYTES]);
+        OsRng.fill_bytes(&mut b[ORDER_BYTES..]);
         Token(URL_SAFE_NO_PAD.encode(b))
     }
 
-    /// Accepts only the exact shape the server issues; anything else (empty, truncated,
+    /// A fresh token made now (by the wall clock: the prefix orders storage, nothing
+    /// reads a time from it).
+    pub fn generate() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as crate::clock::Timestamp);
+        Self::generate_at(now)
+    }
+
+    /// Accepts only the exact shapes the server issues; anything else (empty, truncated,
     /// padded, foreign alphabet) is not a token and can never map to a session.
     pub fn parse(s: &str) -> Option<Self> {
-        well_formed(s).then(|| Token(s.to_owned()))
+        shape(s).map(|_| Token(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -36,7 +55,7 @@ impl Token {
     }
 
     pub fn hash(&self) -> TokenHash {
-        digest(&self.0)
+        TokenHash::of_presented(&self.0).expect("a token is well formed")
     }
 }
 
@@ -46,8 +65,15 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// SHA-256 of a token: what stores keep and index. A high-entropy token needs no
-/// slow hash; a leaked store still cannot resume a session.
+/// What stores keep and index for a token: its time prefix, then the first 28 bytes of
+/// the SHA-256 of its text (a legacy token: the whole SHA-256).
+///
+/// The prefix is for the stores. A token index keyed by a plain hash takes every new
+/// session on a random B-tree leaf: on SQLite each create then wrote one more page to the
+/// WAL and again at the checkpoint, and the disk bounded creation. With the prefix, the
+/// creations of one group commit land on the same leaf, as their handles do. The
+/// prefix is no secret (it is a masked millisecond); a high-entropy token needs no slow
+/// hash, and 224 bits of SHA-256 keep a leaked store from resuming a session.
 #[derive(Clone, Copy, Eq, Hash, PartialEq)]
 pub struct TokenHash(pub [u8; 32]);
 
@@ -64,26 +90,52 @@ impl TokenHash {
         self.0.ct_eq(&other.0).into()
     }
 
+    /// Eight bytes of the hash that are SHA-256 output in either shape (never the time
+    /// prefix), for in-memory tables that want a uniform key.
+    pub fn uniform_u64(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[24..]);
+        u64::from_le_bytes(b)
+    }
+
     /// The hash of a token a request presents, `None` unless it is shaped like one
     /// (what [`Token::parse`] accepts): checked and hashed without copying it.
     pub fn of_presented(s: &str) -> Option<TokenHash> {
-        well_formed(s).then(|| digest(s))
+        let shape = shape(s)?;
+        let digest: [u8; 32] = Sha256::digest(s.as_bytes()).into();
+        Some(match shape {
+            Shape::Ordered(prefix) => {
+                let mut h = [0u8; 32];
+                h[..ORDER_BYTES].copy_from_slice(&prefix);
+                h[ORDER_BYTES..].copy_from_slice(&digest[..32 - ORDER_BYTES]);
+                TokenHash(h)
+            }
+            Shape::Legacy => TokenHash(digest),
+        })
     }
 }
 
-/// Whether `s` has the exact shape the server issues: [`TOKEN_LEN`] base64url characters
-/// decoding to [`TOKEN_BYTES`] bytes, checked on the stack.
-fn well_formed(s: &str) -> bool {
-    if s.len() != TOKEN_LEN {
-        return false;
-    }
+enum Shape {
+    Ordered([u8; ORDER_BYTES]),
+    Legacy,
+}
+
+/// Which shape the server issued `s` in, if any: [`TOKEN_LEN`] base64url characters
+/// decoding to [`TOKEN_BYTES`] bytes (or the legacy 43 to 32), checked on the stack.
+fn shape(s: &str) -> Option<Shape> {
     // One spare byte: a value decoding to more than a token's bytes is refused.
     let mut bytes = [0u8; TOKEN_BYTES + 1];
-    URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) == Ok(TOKEN_BYTES)
-}
-
-fn digest(token: &str) -> TokenHash {
-    TokenHash(Sha256::digest(token.as_bytes()).into())
+    match s.len() {
+        TOKEN_LEN if URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) == Ok(TOKEN_BYTES) => {
+            let mut prefix = [0u8; ORDER_BYTES];
+            prefix.copy_from_slice(&bytes[..ORDER_BYTES]);
+            Some(Shape::Ordered(prefix))
+        }
+        LEGACY_LEN if URL_SAFE_NO_PAD.decode_slice(s, &mut bytes) == Ok(LEGACY_BYTES) => {
+            Some(Shape::Legacy)
+        }
+        _ => None,
+    }
 }
 
 impl std::fmt::Debug for TokenHash {
@@ -307,11 +359,56 @@ mod tests {
     }
 
     #[test]
+    fn tokens_of_one_millisecond_hash_to_neighbouring_keys() {
+        let at = 1_700_000_000_000;
+        let (a, b) = (Token::generate_at(at), Token::generate_at(at));
+        let (ha, hb) = (a.hash(), b.hash());
+        assert_eq!(ha.0[..ORDER_BYTES], hb.0[..ORDER_BYTES], "one prefix");
+        assert_eq!(ha.0[..ORDER_BYTES], time_ordered_bytes(at)[..ORDER_BYTES]);
+        assert_ne!(ha.0[ORDER_BYTES..], hb.0[ORDER_BYTES..]);
+        // The rest of the hash is the SHA-256 of the text, and the uniform key comes
+        // from it alone.
+        let full: [u8; 32] = Sha256::digest(a.as_str().as_bytes()).into();
+        assert_eq!(ha.0[ORDER_BYTES..], full[..32 - ORDER_BYTES]);
+        assert_eq!(
+            ha.uniform_u64(),
+            u64::from_le_bytes(full[24 - ORDER_BYTES..32 - ORDER_BYTES].try_into().unwrap())
+        );
+        // A token a millisecond later keeps the first three bytes (see time_ordered_id).
+        let c = Token::generate_at(at + 1).hash();
+        assert_eq!(ha.0[..3], c.0[..3]);
+    }
+
+    #[test]
+    fn legacy_tokens_still_parse_and_hash_as_before() {
+        let mut b = [0u8; LEGACY_BYTES];
+        rand::RngCore::fill_bytes(&mut OsRng, &mut b);
+        let text = URL_SAFE_NO_PAD.encode(b);
+        assert_eq!(text.len(), LEGACY_LEN);
+        let t = Token::parse(&text).expect("a legacy token parses");
+        let full: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        assert_eq!(t.hash(), TokenHash(full));
+        assert_eq!(TokenHash::of_presented(&text), Some(TokenHash(full)));
+        // 44 characters that decode to 33 bytes are the current shape, never legacy;
+        // 43 with trailing bits set are neither.
+        let mut off = text.clone().into_bytes();
+        off[LEGACY_LEN - 1] = if off[LEGACY_LEN - 1] == b'B' {
+            b'C'
+        } else {
+            b'B'
+        };
+        let off = String::from_utf8(off).unwrap();
+        assert_eq!(Token::parse(&off), None, "non-canonical trailing bits");
+    }
+
+    #[test]
     fn presented_tokens_hash_as_parsed_ones() {
         let t = Token::generate();
         assert_eq!(TokenHash::of_presented(t.as_str()), Some(t.hash()));
         for bad in [
             String::new(),
+            // (Its first 43 characters may well be a legacy-shaped token: one that names
+            // no session, which the server's tests check.)
             t.as_str()[..42].to_owned(),
             format!("{}=", t.as_str()),
             "!".repeat(TOKEN_LEN),
@@ -323,7 +420,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn presented_and_parsed_agree(s in "[A-Za-z0-9_=!-]{40,46}") {
+        fn presented_and_parsed_agree(s in "[A-Za-z0-9_=!-]{40,47}") {
             prop_assert_eq!(
                 TokenHash::of_presented(&s),
                 Token::parse(&s).map(|t| t.hash())

@@ -42,7 +42,8 @@
 //! - `blobs/<2-char prefix>/<blob_id>`: attachment bytes, written before the draft row
 //!   that names them (see [`blobs`]); unreferenced leftovers are swept on open.
 //!
-//! No session token is ever stored, only its SHA-256. [`backup()`] copies the whole
+//! No session token is ever stored, only its hash (a time prefix, then SHA-256:
+//! [`sessiond_core::TokenHash`]). [`backup()`] copies the whole
 //! directory consistently while a server runs (`sessiond backup`).
 
 pub mod backup;

@@ -234,7 +234,8 @@ async fn sessions_of_a_schema_1_database_read_as_version_0() {
     assert_eq!(got, s);
     let old = s.token_hash;
     let mut rotated = s.clone();
-    sessiond_core::lifecycle::rotate(&mut rotated);
+    let at = rotated.last_activity_at;
+    sessiond_core::lifecycle::rotate(&mut rotated, at);
     assert!(store
         .update_session(&rotated, &old, &[], None)
         .await

@@ -47,12 +47,10 @@ impl Entry {
     }
 }
 
-/// The token index's key: the first 8 bytes of the token's hash (SHA-256 output, so
-/// already uniform).
+/// The token index's key: eight bytes of the token's hash that are SHA-256 output, so
+/// already uniform (its head is a time prefix, shared by the tokens of a millisecond).
 fn token_key(hash: &TokenHash) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&hash.0[..8]);
-    u64::from_le_bytes(b)
+    hash.uniform_u64()
 }
 
 /// State behind one mutex: no `.await` happens while it is held, so a std mutex is

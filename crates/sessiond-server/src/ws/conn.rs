@@ -1126,7 +1126,8 @@ mod tests {
         let store = h.state.store.clone();
         let mut rotated = store.get_session(&h.session.handle).await.unwrap().unwrap();
         let old_hash = rotated.token_hash;
-        sessiond_core::lifecycle::rotate(&mut rotated);
+        let at = rotated.last_activity_at;
+        sessiond_core::lifecycle::rotate(&mut rotated, at);
         assert!(store
             .update_session(&rotated, &old_hash, &[], None)
             .await
