@@ -30,7 +30,7 @@ impl Token {
     /// A fresh token made at `now`: the time prefix, then random bytes from the OS CSPRNG.
     pub fn generate_at(now: crate::clock::Timestamp) -> Self {
         let mut b = [0u8; TOKEN_BYTES];
-        b[..ORDER_BYTES].copy_from_slice(&time_ordered_bytes(now)[..ORDER_BYTES]);
+        b[..ORDER_BYTES].copy_from_slice(&time_prefix(now));
         OsRng.fill_bytes(&mut b[ORDER_BYTES..]);
         Token(URL_SAFE_NO_PAD.encode(b))
     }
@@ -280,20 +280,26 @@ impl<'de> serde::Deserialize<'de> for Handle {
 /// within one millisecond (of a 49-day cycle), and 64 random bits make that as
 /// unlikely as 96 random bits over all time.
 pub fn time_ordered_bytes(now: crate::clock::Timestamp) -> [u8; 12] {
-    static MASK: std::sync::OnceLock<[u8; 4]> = std::sync::OnceLock::new();
+    let mut b = [0u8; 12];
+    b[..ORDER_BYTES].copy_from_slice(&time_prefix(now));
+    OsRng.fill_bytes(&mut b[ORDER_BYTES..]);
+    b
+}
+
+/// The masked millisecond at the head of [`time_ordered_bytes`] and of tokens.
+fn time_prefix(now: crate::clock::Timestamp) -> [u8; ORDER_BYTES] {
+    static MASK: std::sync::OnceLock<[u8; ORDER_BYTES]> = std::sync::OnceLock::new();
     let mask = MASK.get_or_init(|| {
-        let mut m = [0u8; 4];
+        let mut m = [0u8; ORDER_BYTES];
         OsRng.fill_bytes(&mut m);
         m
     });
-    let mut b = [0u8; 12];
     // Wraps every 49.7 days: only nearness matters.
-    b[..4].copy_from_slice(&(now as u32).to_be_bytes());
-    for (x, m) in b[..4].iter_mut().zip(mask) {
+    let mut p = (now as u32).to_be_bytes();
+    for (x, m) in p.iter_mut().zip(mask) {
         *x ^= m;
     }
-    OsRng.fill_bytes(&mut b[4..]);
-    b
+    p
 }
 
 /// [`time_ordered_bytes`] as URL-safe text (16 characters).
