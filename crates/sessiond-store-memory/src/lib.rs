@@ -187,6 +187,15 @@ struct KeptEvent {
     detail: Option<Box<str>>,
 }
 
+/// A detail as the store keeps it: `None` for `Null`.
+fn detail_text(detail: &serde_json::Value) -> Option<Box<str>> {
+    (!detail.is_null()).then(|| {
+        serde_json::to_string(detail)
+            .expect("a JSON value serializes")
+            .into_boxed_str()
+    })
+}
+
 impl KeptEvent {
     fn keep(e: &AuditEvent) -> Box<KeptEvent> {
         let event = AuditEvent {
@@ -204,12 +213,15 @@ impl KeptEvent {
         };
         Box::new(KeptEvent {
             event,
-            detail: (!e.detail.is_null()).then(|| {
-                serde_json::to_string(&e.detail)
-                    .expect("a JSON value serializes")
-                    .into_boxed_str()
-            }),
+            detail: detail_text(&e.detail),
         })
+    }
+
+    /// [`KeptEvent::keep`] of an event the caller gives up: its fields move, not copy.
+    fn keep_owned(mut e: AuditEvent) -> Box<KeptEvent> {
+        let detail = detail_text(&e.detail);
+        e.detail = serde_json::Value::Null;
+        Box::new(KeptEvent { event: e, detail })
     }
 
     /// The event as it was appended (with its id).
@@ -423,9 +435,9 @@ impl SessionStore for MemoryStore {
     ) -> Vec<Result<Option<Session>>> {
         let batch: Vec<(Expiring, Vec<Box<KeptEvent>>)> = batch
             .into_iter()
-            .map(|e| {
-                let events = e.audit.iter().map(KeptEvent::keep).collect();
-                (e, events)
+            .map(|mut e| {
+                let events = std::mem::take(&mut e.audit);
+                (e, events.into_iter().map(KeptEvent::keep_owned).collect())
             })
             .collect();
         let mut g = self.lock();
