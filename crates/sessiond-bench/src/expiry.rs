@@ -102,14 +102,15 @@ pub struct MemoryParts {
 
 /// Where the bench's sessions are "seen from": a documentation address and a common
 /// browser user agent, as a real create records them (they are part of what a cached
-/// session holds).
+/// session holds). Made afresh for each create, as each request makes its own: the
+/// cache must share equal agents itself, not be handed one shared copy by the bench.
 fn client_info() -> ClientInfo {
     ClientInfo {
         ip: Some("203.0.113.7".to_owned()),
         user_agent: Some(
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
              Chrome/126.0.0.0 Safari/537.36"
-                .to_owned(),
+                .into(),
         ),
     }
 }
@@ -144,10 +145,9 @@ pub async fn memory_store_bytes(n: usize) -> Result<f64, BenchError> {
     let t0 = 1_000_000_000i64;
     let store = sessiond_store_memory::MemoryStore::new();
     let policy = sessiond_core::policy::Policy::new(900, 43_200);
-    let client = client_info();
     let before = rss_self();
     for _ in 0..n {
-        let (s, _) = lifecycle::new_session(t0, "editor", &policy, &client);
+        let (s, _) = lifecycle::new_session(t0, "editor", &policy, &client_info());
         let created = [sessiond_core::audit::AuditEvent::for_session(
             t0,
             sessiond_core::audit::AuditKind::Created,
@@ -207,7 +207,6 @@ pub async fn run(plan: &ExpiryPlan) -> Result<ExpiryResult, BenchError> {
         Load::For(_) => 1,
     };
     let rss_before = rss_self();
-    let client = client_info();
     let t_load = Instant::now();
     let stop_at = match plan.load {
         Load::For(d) => Some(t_load + d),
@@ -221,7 +220,7 @@ pub async fn run(plan: &ExpiryPlan) -> Result<ExpiryResult, BenchError> {
         .take_while(|_| std::future::ready(stop_at.is_none_or(|t| Instant::now() < t)))
         .map(|_| {
             let s = sessions.clone();
-            let client = client.clone();
+            let client = client_info();
             async move { s.get_or_create(None, None, &client).await }
         })
         .buffer_unordered(CREATE_CONCURRENCY);
@@ -397,12 +396,11 @@ pub async fn calibrate(store: ExpiryStore, n: usize, probe: usize) -> Result<Dur
         .map_err(|e| BenchError::Setup(format!("sessiond: {e}")))?;
     let sessions = server.state().sessions.clone();
     let (_router, guard) = server.into_parts();
-    let client = client_info();
     let t = Instant::now();
     let mut made = futures::stream::iter(0..probe)
         .map(|_| {
             let s = sessions.clone();
-            let client = client.clone();
+            let client = client_info();
             async move { s.get_or_create(None, None, &client).await }
         })
         .buffer_unordered(CREATE_CONCURRENCY);

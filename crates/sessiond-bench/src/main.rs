@@ -223,6 +223,8 @@ fn scenarios(which: &Cmd, size: &Size, redis: bool) -> Vec<Scenario> {
         Kind::NaiveInsert,
         Kind::SessiondSqliteSolo,
         Kind::SessiondSqlite,
+        // sessiond's own work per create, with a store that does almost nothing.
+        Kind::SessiondMemory,
     ];
     if redis {
         hot.push(Kind::TowerRedis);

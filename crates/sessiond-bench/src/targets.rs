@@ -26,6 +26,9 @@ pub enum Kind {
     /// what group commit changes in the same run.
     SessiondSqliteSolo,
     SessiondRedis,
+    /// sessiond on its memory store (nothing durable): what sessiond's own work per
+    /// request costs with a store that costs almost nothing, the ceiling of any store.
+    SessiondMemory,
     /// axum + tower-sessions on its Redis store (crate::tower_redis).
     TowerRedis,
     NaiveInsert,
@@ -41,6 +44,7 @@ impl Kind {
                 "sessiond, SQLite, group commit off (a transaction per write)"
             }
             Kind::SessiondRedis => "sessiond, Redis",
+            Kind::SessiondMemory => "sessiond, memory store (not durable: the ceiling)",
             Kind::TowerRedis => "axum + tower-sessions RedisStore (read + write)",
             Kind::NaiveInsert => "naive axum + one SQLite row per request (WAL, synchronous=FULL)",
         }
@@ -134,7 +138,10 @@ pub async fn start(kind: Kind) -> Result<Running, BenchError> {
     };
     let mut redis = None;
     let done = match kind {
-        Kind::SessiondSqlite | Kind::SessiondSqliteSolo | Kind::SessiondRedis => {
+        Kind::SessiondSqlite
+        | Kind::SessiondSqliteSolo
+        | Kind::SessiondRedis
+        | Kind::SessiondMemory => {
             let store = if kind == Kind::SessiondRedis {
                 let r = RedisProcess::start(dir.path())?;
                 let url = format!("redis://127.0.0.1:{}/0", r.port);
@@ -145,6 +152,9 @@ pub async fn start(kind: Kind) -> Result<Running, BenchError> {
             };
             let config = sessiond_config(&store, dir.path())?;
             let mut builder = sessiond_server::ServerBuilder::new(config);
+            if kind == Kind::SessiondMemory {
+                builder = builder.store(Arc::new(sessiond_store_memory::MemoryStore::new()));
+            }
             if kind == Kind::SessiondSqliteSolo {
                 let opts = sessiond_store_sqlite::SqliteOptions {
                     max_group: 1,

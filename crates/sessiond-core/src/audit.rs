@@ -119,7 +119,7 @@ impl AuditEvent {
             principal: Some(s.principal.to_string()),
             role: Some(s.role.clone()),
             client_ip: s.client_ip.clone(),
-            user_agent: s.user_agent.clone(),
+            user_agent: s.user_agent.as_deref().map(str::to_owned),
             last_activity_at: Some(s.last_activity_at),
             ..AuditEvent::new(at, kind)
         }

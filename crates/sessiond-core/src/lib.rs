@@ -10,6 +10,7 @@ pub mod clock;
 pub mod cluster;
 pub mod draft;
 pub mod error;
+pub mod intern;
 pub mod lifecycle;
 pub mod outbox;
 pub mod policy;

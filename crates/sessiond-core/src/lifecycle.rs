@@ -18,7 +18,7 @@ pub enum ViewState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientInfo {
     pub ip: Option<String>,
-    pub user_agent: Option<String>,
+    pub user_agent: Option<std::sync::Arc<str>>,
 }
 
 /// A new anonymous session and its token (the only time the token exists in clear).

@@ -3,6 +3,7 @@
 use crate::clock::Timestamp;
 use crate::token::{time_ordered_id, Handle, TokenHash};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Who owns a session's work: `anon:<random>` before sign-in, `user:<id>` after.
 /// Drafts are keyed by principal, so an anonymous principal's work can move to the user.
@@ -120,7 +121,9 @@ pub struct Session {
     pub absolute_expires_at: Timestamp,
     /// Client IP as seen after trusted proxies, as of the last request that saw it change.
     pub client_ip: Option<String>,
-    pub user_agent: Option<String>,
+    /// Shared (`Arc`): a server holds many sessions of few distinct browsers, and a cache
+    /// interns them so a million sessions do not keep a million copies of ~110 bytes.
+    pub user_agent: Option<Arc<str>>,
     /// Room patterns the sign-in ticket grants (its `rooms` claim); `None`: no room.
     pub allowed_rooms: Option<Vec<String>>,
     /// Grows by one with every token rotation (sign-in). Records written before versions

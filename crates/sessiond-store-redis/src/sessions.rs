@@ -62,7 +62,7 @@ fn session_fields(s: &Session) -> R<Vec<(&'static str, String)>> {
 
 /// An optional string as a script argument or hash field: `""` for `None`, otherwise
 /// the value behind a `=` marker (so `Some("")` stays distinct from `None`).
-fn present(v: &Option<String>) -> String {
+fn present<S: std::fmt::Display>(v: &Option<S>) -> String {
     v.as_ref().map(|v| format!("={v}")).unwrap_or_default()
 }
 
@@ -121,7 +121,7 @@ pub(crate) fn decode_session(m: &HashMap<String, String>) -> R<Option<Session>> 
         s.client_ip = ip;
     }
     if let Some(ua) = absent_or(m, "ua") {
-        s.user_agent = ua;
+        s.user_agent = ua.map(Into::into);
     }
     Ok(Some(s))
 }

@@ -123,7 +123,7 @@ pub struct Touch {
     /// keeps what is stored. Written as given (the latest flush wins), not ordered.
     pub client_ip: Option<String>,
     /// The session's latest user agent; `None` keeps what is stored.
-    pub user_agent: Option<String>,
+    pub user_agent: Option<std::sync::Arc<str>>,
 }
 
 impl Touch {

@@ -57,7 +57,7 @@ fn admin_view(state: &AppState, s: &Session) -> SessionView {
         .unwrap_or_else(|| s.clone());
     let mut v = session_view(state, &s);
     v.client_ip = s.client_ip.clone();
-    v.user_agent = s.user_agent.clone();
+    v.user_agent = s.user_agent.as_deref().map(str::to_owned);
     v.connections = Some(state.hub.connection_count(&s.handle));
     v
 }

@@ -73,7 +73,7 @@ fn view(s: &Session, me: &Handle) -> DeviceView {
         created_at: to_rfc3339(s.created_at),
         last_active_at: to_rfc3339(s.last_activity_at),
         client_ip: s.client_ip.clone(),
-        user_agent: s.user_agent.clone(),
+        user_agent: s.user_agent.as_deref().map(str::to_owned),
         browser: d.browser,
         os: d.os,
         current: s.handle == *me,

@@ -1328,3 +1328,38 @@ async fn a_failed_draft_move_at_sign_in_is_finished_later_and_nothing_is_lost() 
         .iter()
         .all(|d| d.deleted || d.text.is_empty()));
 }
+
+/// Each request brings its own copy of its user agent; the cache keeps one per distinct
+/// agent (a million idle sessions held a million copies of ~110 bytes), and every
+/// session still reads, and is stored with, its own agent.
+#[tokio::test]
+async fn cached_sessions_share_one_copy_of_an_equal_user_agent() {
+    let h = harness(100);
+    let from = |ua: &str| ClientInfo {
+        ip: Some("192.0.2.1".into()),
+        user_agent: Some(ua.into()),
+    };
+    let mut made = Vec::new();
+    for ua in ["Firefox/140", "Firefox/140", "Chrome/141", "Firefox/140"] {
+        match h.svc.get_or_create(None, None, &from(ua)).await.unwrap() {
+            Obtained::Created { session, .. } => made.push(session.handle),
+            _ => panic!("a create without a token makes a session"),
+        }
+    }
+    let cached: Vec<_> = made
+        .iter()
+        .map(|hd| h.svc.cached(hd).unwrap().user_agent.unwrap())
+        .collect();
+    let agents: Vec<&str> = cached.iter().map(|a| &**a).collect();
+    assert_eq!(
+        agents,
+        ["Firefox/140", "Firefox/140", "Chrome/141", "Firefox/140"]
+    );
+    // `cached` clones the record, and so the `Arc`: pointers say what the cache holds.
+    assert!(Arc::ptr_eq(&cached[0], &cached[1]));
+    assert!(Arc::ptr_eq(&cached[0], &cached[3]));
+    assert!(!Arc::ptr_eq(&cached[0], &cached[2]));
+    for (hd, ua) in made.iter().zip(agents) {
+        assert_eq!(h.stored(hd).await.user_agent.as_deref(), Some(ua));
+    }
+}

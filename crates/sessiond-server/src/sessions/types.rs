@@ -105,7 +105,7 @@ impl Seen<'_> {
     pub fn info(&self) -> ClientInfo {
         ClientInfo {
             ip: self.ip.map(|i| i.to_string()),
-            user_agent: self.user_agent.map(str::to_owned),
+            user_agent: self.user_agent.map(Into::into),
         }
     }
 
