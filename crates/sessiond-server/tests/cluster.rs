@@ -597,14 +597,18 @@ async fn a_room_grant_revoked_on_one_node_removes_the_member_on_another() {
 /// A revocation a failover must not undo: with `redis.min_replicas = 1` it is answered
 /// only once a replica holds it. Replica attached: 204. Replica stalled (SIGSTOP, so
 /// its link stays open and nothing tells the primary) or gone: 503
-/// `store_unavailable` within the replica timeout, never a hang; back: 204 again.
+/// `store_unavailable` within the replica timeout, never a hang; back: 204 again. The
+/// replica timeout is a second, not less: on a loaded machine (the whole suite at once on
+/// two cores) an attached replica once took over 300 ms to acknowledge, and the first
+/// revocation was a 503. The command timeout (3 s) is longer, so an answer within 2.5 s
+/// is the replica timeout's, not a stuck call cut off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_replicas_answers_a_revocation_once_a_replica_holds_it_or_503() {
     let redis = RedisServer::start();
     let mut replica = RedisServer::start_replica_of(redis.port());
     replica.wait_synced();
     let toml = format!(
-        "{}[redis]\nmin_replicas = 1\nreplica_timeout = \"300ms\"\n",
+        "{}[redis]\nmin_replicas = 1\ncommand_timeout = \"3s\"\nreplica_timeout = \"1s\"\n",
         config(&redis.url(), "1h")
     );
     let n = Node::start(&toml);
@@ -638,7 +642,7 @@ async fn min_replicas_answers_a_revocation_once_a_replica_holds_it_or_503() {
         "stalled replica"
     );
     assert!(
-        took < Duration::from_millis(1000),
+        took < Duration::from_millis(2500),
         "answered after {took:?}"
     );
 
@@ -657,7 +661,7 @@ async fn min_replicas_answers_a_revocation_once_a_replica_holds_it_or_503() {
         "no replica"
     );
     assert!(
-        took < Duration::from_millis(1000),
+        took < Duration::from_millis(2500),
         "answered after {took:?}"
     );
 }
